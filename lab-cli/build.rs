@@ -1,0 +1,105 @@
+//! Builds the eBPF programs in `lab-ebpf` for the BPF target and puts the
+//! objects in OUT_DIR, where `src/ebpf/objects.rs` embeds them.
+//!
+//! This works on the machine's stable toolchain: `-Z build-std=core` is
+//! enabled for the nested eBPF build only, through RUSTC_BOOTSTRAP=1 (the way
+//! the Linux kernel builds its Rust). A nightly toolchain can be chosen with
+//! LABCTL_EBPF_TOOLCHAIN=nightly.
+
+use std::{env, path::Path, process::Command};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya_build::{Package, Toolchain};
+
+fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-env-changed=LABCTL_EBPF_TOOLCHAIN");
+    let manifest_dir = env::var("CARGO_MANIFEST_DIR")?;
+    let root = Path::new(&manifest_dir)
+        .parent()
+        .ok_or_else(|| anyhow!("lab-cli has no parent directory"))?;
+    let ebpf_dir = root.join("lab-ebpf");
+    // aya-build watches lab-ebpf; lab-common is compiled into the objects too.
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("lab-common").display()
+    );
+
+    let toolchain = env::var("LABCTL_EBPF_TOOLCHAIN")
+        .or_else(|_| env::var("RUSTUP_TOOLCHAIN"))
+        .unwrap_or_else(|_| "stable".to_owned());
+    check_bpf_linker()?;
+    if !toolchain.starts_with("nightly") {
+        // Safety: build scripts are single-threaded here; the variable is read
+        // by aya-build and inherited by the nested `cargo build` only.
+        unsafe { env::set_var("RUSTC_BOOTSTRAP", "1") };
+    }
+
+    let ebpf_dir = ebpf_dir
+        .to_str()
+        .ok_or_else(|| anyhow!("the lab-ebpf path is not UTF-8"))?;
+    aya_build::build_ebpf(
+        [Package {
+            name: "lab-ebpf",
+            root_dir: ebpf_dir,
+            ..Default::default()
+        }],
+        Toolchain::Custom(&toolchain),
+    )
+    .context(
+        "building the eBPF programs in lab-ebpf failed (run scripts/setup.sh if a tool is missing)",
+    )
+}
+
+/// bpf-linker must exist and its LLVM must be at least as new as rustc's:
+/// it reads the bitcode rustc emits, and older LLVMs reject newer bitcode.
+fn check_bpf_linker() -> anyhow::Result<()> {
+    let fix = "install it with scripts/setup.sh (cargo install bpf-linker --version 0.13.0 \
+               --no-default-features --features llvm-22, with LLVM_PREFIX=/usr/lib/llvm-22)";
+    let linker = which::which("bpf-linker")
+        .map_err(|_| anyhow!("bpf-linker was not found in PATH: {fix}"))?;
+    println!("cargo:rerun-if-changed={}", linker.display());
+    let Some(rustc_llvm) = rustc_llvm_major()? else {
+        return Ok(());
+    };
+    // bpf-linker links libLLVM dynamically (llvm-NN feature): ldd names it.
+    let Ok(ldd) = Command::new("ldd").arg(&linker).output() else {
+        return Ok(());
+    };
+    let ldd = String::from_utf8_lossy(&ldd.stdout);
+    let Some(linker_llvm) = ldd
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("libLLVM.so."))
+        .or_else(|| {
+            ldd.split_whitespace()
+                .find_map(|w| w.strip_prefix("libLLVM-"))
+        })
+        .and_then(|v| v.split(['.', '-']).next())
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        println!(
+            "cargo:warning=could not tell which LLVM bpf-linker uses; assuming it is >= {rustc_llvm}"
+        );
+        return Ok(());
+    };
+    if linker_llvm < rustc_llvm {
+        bail!(
+            "bpf-linker uses LLVM {linker_llvm} but rustc emits LLVM {rustc_llvm} bitcode: \
+             rebuild bpf-linker against LLVM >= {rustc_llvm} ({fix})"
+        );
+    }
+    Ok(())
+}
+
+fn rustc_llvm_major() -> anyhow::Result<Option<u32>> {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let out = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok()))
+}

@@ -1,0 +1,275 @@
+//! `labctl doctor`: can this machine run labctl?
+
+mod program_types;
+
+use std::io::Write as _;
+
+use anstyle::{AnsiColor, Style};
+use serde::Serialize;
+
+use crate::{
+    cli::OutputFormat,
+    drop_reason::DropReasons,
+    ebpf::{loader::load_object, objects},
+    exit::Outcome,
+    kernel::{
+        btf::{KernelBtf, VMLINUX_BTF},
+        ctnetlink, tracefs,
+    },
+    privilege::Privileges,
+};
+
+/// One line of doctor's report.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    /// Core commands need it; a failed optional check does not fail doctor.
+    pub required: bool,
+    pub seen: String,
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn pass(name: &str, seen: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ok: true,
+            required: true,
+            seen: seen.into(),
+            fix: None,
+        }
+    }
+
+    fn fail(name: &str, seen: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ok: false,
+            required: true,
+            seen: seen.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    fn optional(mut self) -> Self {
+        self.required = false;
+        self
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub kernel: String,
+    pub checks: Vec<Check>,
+}
+
+pub fn run(output: OutputFormat) -> anyhow::Result<Outcome> {
+    let report = collect();
+    let mut out = anstream::stdout().lock();
+    match output {
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        OutputFormat::Text => print_text(&mut out, &report)?,
+    }
+    Ok(if report.ok {
+        Outcome::Success
+    } else {
+        Outcome::EnvironmentNotReady
+    })
+}
+
+/// Runs every check. Never fails: a failure is a ✗ line.
+pub fn collect() -> Report {
+    let mut checks = Vec::new();
+
+    let privileges = Privileges::current();
+    let missing = privileges.missing();
+    checks.push(if missing.is_empty() {
+        Check::pass("privileges", privileges.describe())
+    } else {
+        Check::fail(
+            "privileges",
+            format!("{}; missing {}", privileges.describe(), missing.join(" + ")),
+            "run as root: sudo labctl doctor",
+        )
+    });
+
+    match KernelBtf::from_sys() {
+        Ok(btf) => {
+            let size = std::fs::metadata(VMLINUX_BTF)
+                .map(|m| m.len() / 1024)
+                .unwrap_or(0);
+            checks.push(Check::pass(
+                "kernel BTF",
+                format!("{VMLINUX_BTF} ({size} KiB)"),
+            ));
+            checks.push(match DropReasons::from_btf(&btf) {
+                Ok(r) => Check::pass(
+                    "skb_drop_reason enum",
+                    format!("{} reasons in BTF", r.len()),
+                ),
+                Err(e) => Check::fail(
+                    "skb_drop_reason enum",
+                    e.to_string(),
+                    "drop reasons need kernel >= 5.17; upgrade the kernel",
+                ),
+            });
+        }
+        Err(e) => checks.push(Check::fail(
+            "kernel BTF",
+            e.to_string(),
+            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.4)",
+        )),
+    }
+
+    match tracefs::ensure_mounted() {
+        Ok(t) => {
+            let how = if t.mounted_now {
+                "was not mounted: labctl mounted it"
+            } else {
+                "mounted"
+            };
+            checks.push(Check::pass(
+                "tracefs",
+                format!("{} ({how})", t.root.display()),
+            ));
+            checks.push(
+                match tracefs::EventFormat::read(&t.root, "skb", "kfree_skb")
+                    .and_then(|f| f.field("reason").map(|r| r.offset))
+                {
+                    Ok(off) => Check::pass(
+                        "skb:kfree_skb tracepoint",
+                        format!("present, `reason` field at offset {off}"),
+                    ),
+                    Err(e) => Check::fail(
+                        "skb:kfree_skb tracepoint",
+                        e.to_string(),
+                        "the `reason` field needs kernel >= 5.17; upgrade the kernel",
+                    ),
+                },
+            );
+        }
+        Err(e) => checks.push(Check::fail(
+            "tracefs",
+            e.to_string(),
+            format!("mount -t tracefs tracefs {}", tracefs::TRACEFS),
+        )),
+    }
+
+    match load_object("probes", objects::PROBES, |_| {}) {
+        Ok(mut ebpf) => {
+            let types = program_types::probe_all(&mut ebpf);
+            let syscall_ok = types.iter().any(|t| t.result.is_ok());
+            checks.push(if syscall_ok {
+                Check::pass("bpf() syscall", "loads programs")
+            } else {
+                Check::fail(
+                    "bpf() syscall",
+                    "no program type loads",
+                    "run as root and check kernel.unprivileged_bpf_disabled / lockdown",
+                )
+            });
+            for t in types {
+                let name = format!("program type {}", t.name);
+                let check = match t.result {
+                    Ok(seen) => Check::pass(&name, seen),
+                    Err(seen) if t.required => {
+                        Check::fail(&name, seen, "needs a kernel with this program type (>= 5.10)")
+                    }
+                    Err(seen) => Check::fail(
+                        &name,
+                        seen,
+                        "optional: labctl degrades to BTF tracepoints without it",
+                    )
+                    .optional(),
+                };
+                checks.push(check);
+            }
+            drop(ebpf);
+        }
+        Err(e) => checks.push(Check::fail(
+            "bpf() syscall",
+            crate::exit::one_line(&e),
+            "run as root (sudo labctl doctor); in a container, grant CAP_BPF CAP_PERFMON CAP_NET_ADMIN",
+        )),
+    }
+
+    checks.push(match ctnetlink::table_size() {
+        Ok(size) => Check::pass(
+            "ctnetlink",
+            format!(
+                "reachable, conntrack table {} / {} entries",
+                size.entries, size.max
+            ),
+        ),
+        Err(e) => Check::fail("ctnetlink", e.to_string(), "modprobe nf_conntrack_netlink"),
+    });
+
+    checks.push(memlock());
+
+    let ok = checks.iter().all(|c| c.ok || !c.required);
+    Report {
+        ok,
+        kernel: kernel_release(),
+        checks,
+    }
+}
+
+fn memlock() -> Check {
+    use nix::sys::resource::{Resource, getrlimit};
+    match getrlimit(Resource::RLIMIT_MEMLOCK) {
+        Ok((soft, _)) => {
+            let limit = if soft == u64::MAX {
+                "unlimited".to_owned()
+            } else {
+                format!("{} KiB", soft / 1024)
+            };
+            // Since 5.11 BPF memory is charged to the memory cgroup instead.
+            Check::pass(
+                "memlock rlimit",
+                format!("{limit} (labctl raises it; only kernels < 5.11 use it for BPF)"),
+            )
+        }
+        Err(e) => Check::fail("memlock rlimit", e.to_string(), "ulimit -l unlimited").optional(),
+    }
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn print_text(out: &mut impl std::io::Write, report: &Report) -> std::io::Result<()> {
+    let green = Style::new().fg_color(Some(AnsiColor::Green.into())).bold();
+    let red = Style::new().fg_color(Some(AnsiColor::Red.into())).bold();
+    let yellow = Style::new().fg_color(Some(AnsiColor::Yellow.into()));
+    let dim = Style::new().dimmed();
+    writeln!(out, "labctl doctor — kernel {}", report.kernel)?;
+    let width = report
+        .checks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0);
+    for c in &report.checks {
+        let (mark, style) = match (c.ok, c.required) {
+            (true, _) => ("✓", green),
+            (false, true) => ("✗", red),
+            (false, false) => ("–", yellow),
+        };
+        writeln!(out, "{style}{mark}{style:#} {:<width$}  {}", c.name, c.seen)?;
+        if let Some(fix) = &c.fix {
+            writeln!(out, "  {:<width$}  {dim}fix: {fix}{dim:#}", "")?;
+        }
+    }
+    if report.ok {
+        writeln!(
+            out,
+            "{green}ready{green:#}: everything the core commands need is here"
+        )?;
+    } else {
+        writeln!(out, "{red}not ready{red:#}: fix the ✗ lines above")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Loading our embedded objects, with errors a learner can act on.
+
+use std::io;
+
+use aya::{Ebpf, EbpfError, EbpfLoader, programs::ProgramError};
+use thiserror::Error;
+
+/// How many lines of a verifier log to show: the reason is at the end.
+const VERIFIER_TAIL_LINES: usize = 20;
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("the kernel refused eBPF object `{object}`: {source}")]
+    Object {
+        object: &'static str,
+        source: EbpfError,
+    },
+    #[error("eBPF object `{object}` has no program `{program}` (a build mismatch; rebuild labctl)")]
+    MissingProgram {
+        object: &'static str,
+        program: &'static str,
+    },
+    #[error("eBPF object `{object}` has no map `{map}` (a build mismatch; rebuild labctl)")]
+    MissingMap {
+        object: &'static str,
+        map: &'static str,
+    },
+    #[error("the verifier rejected program `{program}` ({errno}); end of its log:\n{tail}")]
+    Verifier {
+        program: String,
+        errno: io::Error,
+        tail: String,
+    },
+    #[error("cannot load program `{program}`: {source}")]
+    Program {
+        program: String,
+        source: ProgramError,
+    },
+    #[error("cannot attach program `{program}` to {target}: {source}")]
+    Attach {
+        program: String,
+        target: String,
+        source: ProgramError,
+    },
+}
+
+impl LoadError {
+    /// Wraps a program load error, extracting the verifier log when there is one.
+    pub fn load(program: &str, source: ProgramError) -> Self {
+        match source {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => {
+                let log = verifier_log.to_string();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL_LINES)..].join("\n");
+                Self::Verifier {
+                    program: program.to_owned(),
+                    errno: io_error,
+                    tail,
+                }
+            }
+            source => Self::Program {
+                program: program.to_owned(),
+                source,
+            },
+        }
+    }
+
+    pub fn attach(program: &str, target: impl Into<String>, source: ProgramError) -> Self {
+        Self::Attach {
+            program: program.to_owned(),
+            target: target.into(),
+            source,
+        }
+    }
+}
+
+/// Loads `bytes` (object `object`) after `configure` sets its globals.
+pub fn load_object<'a>(
+    object: &'static str,
+    bytes: &[u8],
+    configure: impl FnOnce(&mut EbpfLoader<'a>),
+) -> Result<Ebpf, LoadError> {
+    raise_memlock_limit();
+    let mut loader = EbpfLoader::new();
+    configure(&mut loader);
+    loader
+        .load(bytes)
+        .map_err(|source| LoadError::Object { object, source })
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so maps of
+/// any size load there. Newer kernels use memcg accounting and ignore it.
+fn raise_memlock_limit() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, u64::MAX, u64::MAX) {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK: {e} (only matters before kernel 5.11)");
+    }
+}

@@ -1,0 +1,6 @@
+//! Our eBPF programs: embedded objects, loading, and one module per program.
+
+pub mod drop_counter;
+pub mod loader;
+pub mod objects;
+pub mod offsets;

@@ -1,0 +1,9 @@
+//! The eBPF objects built from `lab-ebpf` by build.rs, embedded in the binary.
+
+use aya::include_bytes_aligned;
+
+/// Trivial programs of every type, used by `labctl doctor`.
+pub static PROBES: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probes"));
+
+/// The `skb:kfree_skb` drop counter.
+pub static DROP_COUNTER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop-counter"));

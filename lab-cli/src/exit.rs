@@ -1,0 +1,116 @@
+//! Exit codes and error reporting, in the style of ripgrep and fd: the whole
+//! error chain is printed, the exit code says what kind of failure it was,
+//! and a closed pipe (`labctl ... | head`) ends quietly.
+
+use std::io;
+
+use crate::{interrupt::Interrupted, kernel::netns::NetnsError, privilege::PrivilegeError};
+
+/// How a successful run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// `doctor` found a required piece missing.
+    EnvironmentNotReady,
+}
+
+/// Typed exit codes (documented in the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    Success = 0,
+    /// Any other error.
+    Failure = 1,
+    /// Bad command line (clap uses 2 as well).
+    Usage = 2,
+    /// Not root / missing capabilities.
+    Privilege = 3,
+    /// The machine lacks something labctl needs (doctor's ✗).
+    Environment = 4,
+    /// Stopped by Ctrl-C / SIGTERM before the work was done.
+    Interrupted = 130,
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Success => ExitCode::Success,
+            Outcome::EnvironmentNotReady => ExitCode::Environment,
+        }
+    }
+}
+
+/// The exit code for an error, from the first typed error in its chain.
+pub fn classify(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if cause.is::<PrivilegeError>() {
+            return ExitCode::Privilege;
+        }
+        if cause.is::<Interrupted>() {
+            return ExitCode::Interrupted;
+        }
+        if let Some(NetnsError::Exists(_) | NetnsError::NotFound(_)) = cause.downcast_ref() {
+            return ExitCode::Usage;
+        }
+    }
+    ExitCode::Failure
+}
+
+/// Whether the error is a closed stdout, which should end the run quietly.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints `error: ...` and every cause, one per line.
+pub fn report(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+/// An error and its causes on one line (for table cells).
+pub fn one_line(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn privilege_errors_map_to_3_through_context() {
+        let err = Err::<(), _>(PrivilegeError {
+            command: "trace".into(),
+            missing: "CAP_BPF".into(),
+        })
+        .context("starting the tracer")
+        .unwrap_err();
+        assert_eq!(classify(&err), ExitCode::Privilege);
+    }
+
+    #[test]
+    fn broken_pipe_is_detected_anywhere_in_the_chain() {
+        let err = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing");
+        assert!(is_broken_pipe(&err));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+        assert_eq!(classify(&anyhow::anyhow!("other")), ExitCode::Failure);
+    }
+}

@@ -1,0 +1,221 @@
+//! Named network namespaces, compatible with `ip netns`.
+//!
+//! A named netns is a file under /run/netns on which the namespace is
+//! bind-mounted, exactly as iproute2 does it, so learners can use
+//! `ip netns exec NAME ...` on anything labctl creates. There is no netlink
+//! message for this (it is a mount), hence the direct nix calls. We do not use
+//! rtnetlink's `NetworkNamespace::add`: it forks the whole process, which is
+//! unsafe in a multi-threaded tokio program.
+
+use std::{
+    fs::{self, File},
+    io,
+    os::{fd::AsFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+    thread,
+};
+
+use nix::{
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, setns, unshare},
+};
+use thiserror::Error;
+
+/// Where iproute2 keeps named network namespaces.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+#[derive(Debug, Error)]
+pub enum NetnsError {
+    #[error(
+        "network namespace `{0}` already exists; pick another name or delete it with `ip netns del {0}`"
+    )]
+    Exists(String),
+    #[error("network namespace `{0}` does not exist (see `ip netns list`)")]
+    NotFound(String),
+    #[error("cannot {action} network namespace `{name}`: {source}")]
+    Io {
+        action: &'static str,
+        name: String,
+        source: io::Error,
+    },
+    #[error("cannot {action} network namespace `{name}`: {source}")]
+    Sys {
+        action: &'static str,
+        name: String,
+        source: nix::Error,
+    },
+    #[error("the thread running inside network namespace `{0}` panicked")]
+    ThreadPanicked(String),
+}
+
+/// A named network namespace. One created by [`NetNs::create`] is deleted
+/// when dropped (or explicitly with [`NetNs::delete`], which reports errors).
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+    path: PathBuf,
+    owned: bool,
+}
+
+impl NetNs {
+    /// Creates `/run/netns/NAME` holding a fresh network namespace.
+    pub fn create(name: &str) -> Result<Self, NetnsError> {
+        let io_err = |action, source| NetnsError::Io {
+            action,
+            name: name.to_owned(),
+            source,
+        };
+        fs::create_dir_all(NETNS_RUN_DIR).map_err(|e| io_err("create /run/netns for", e))?;
+        let path = Path::new(NETNS_RUN_DIR).join(name);
+        match File::options().write(true).create_new(true).open(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(NetnsError::Exists(name.to_owned()));
+            }
+            Err(e) => return Err(io_err("create the mount point of", e)),
+        }
+        // From here on, dropping `ns` removes the file (and mount, if any).
+        let ns = Self {
+            name: name.to_owned(),
+            path: path.clone(),
+            owned: true,
+        };
+        // unshare() moves the calling thread only, so do it in a throwaway
+        // thread and pin the new namespace with a bind mount of its ns file.
+        let target = path.clone();
+        let result = thread::spawn(move || -> Result<(), (&'static str, nix::Error)> {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ("unshare", e))?;
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| ("bind-mount", e))
+        })
+        .join()
+        .map_err(|_| NetnsError::ThreadPanicked(name.to_owned()))?;
+        result.map_err(|(action, source)| NetnsError::Sys {
+            action,
+            name: name.to_owned(),
+            source,
+        })?;
+        Ok(ns)
+    }
+
+    /// Opens an existing named namespace (not deleted on drop).
+    pub fn open(name: &str) -> Result<Self, NetnsError> {
+        let path = Path::new(NETNS_RUN_DIR).join(name);
+        if !path.exists() {
+            return Err(NetnsError::NotFound(name.to_owned()));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            path,
+            owned: false,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The namespace's inode number: what the kernel calls `net->ns.inum`.
+    pub fn inode(&self) -> Result<u64, NetnsError> {
+        fs::metadata(&self.path)
+            .map(|m| m.ino())
+            .map_err(|source| NetnsError::Io {
+                action: "stat",
+                name: self.name.clone(),
+                source,
+            })
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace. Sockets and
+    /// netlink connections made by `f` stay bound to the namespace after it
+    /// returns, so they can be used from any thread.
+    pub fn run<F, R>(&self, f: F) -> Result<R, NetnsError>
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let file = File::open(&self.path).map_err(|source| NetnsError::Io {
+            action: "open",
+            name: self.name.clone(),
+            source,
+        })?;
+        thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| {
+                        NetnsError::Sys {
+                            action: "enter",
+                            name: self.name.clone(),
+                            source,
+                        }
+                    })?;
+                    Ok(f())
+                })
+                .join()
+                .map_err(|_| NetnsError::ThreadPanicked(self.name.clone()))?
+        })
+    }
+
+    /// Deletes a namespace this process created, reporting any error.
+    pub fn delete(mut self) -> Result<(), NetnsError> {
+        self.owned = false;
+        remove(&self.name, &self.path)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        if self.owned
+            && let Err(e) = remove(&self.name, &self.path)
+        {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// Unmounts and removes `/run/netns/NAME`, as `ip netns del` does.
+pub fn remove(name: &str, path: &Path) -> Result<(), NetnsError> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        // EINVAL: not a mount point (a half-created namespace).
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+        Err(source) => {
+            return Err(NetnsError::Sys {
+                action: "unmount",
+                name: name.to_owned(),
+                source,
+            });
+        }
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(NetnsError::Io {
+            action: "remove",
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The inode of the network namespace this process runs in.
+pub fn current_inode() -> io::Result<u64> {
+    fs::metadata("/proc/self/ns/net").map(|m| m.ino())
+}
+
+/// A unique namespace name for throwaway use: `<prefix>-<pid>-<n>`.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}

@@ -1,0 +1,39 @@
+use clap::Parser as _;
+use lab_cli::{
+    cli::Cli,
+    commands,
+    exit::{self, ExitCode},
+    interrupt,
+};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    if let Err(e) = interrupt::install() {
+        tracing::warn!("cannot install the Ctrl-C handler: {e}");
+    }
+    match commands::dispatch(cli.command) {
+        Ok(outcome) => ExitCode::from(outcome).into(),
+        Err(err) if exit::is_broken_pipe(&err) => ExitCode::Success.into(),
+        Err(err) => {
+            exit::report(&err);
+            exit::classify(&err).into()
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}

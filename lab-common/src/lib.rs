@@ -1,0 +1,11 @@
+//! Types shared by the kernel side (`lab-ebpf`) and the user side (`lab-cli`).
+//!
+//! Every type is `#[repr(C)]` and padding-free, so the byte layout is the same
+//! on both sides and can be read from maps without transmuting garbage bytes.
+#![no_std]
+
+pub mod drop_count;
+pub mod offsets;
+
+pub use drop_count::{DropCountKey, DropCounterConfig};
+pub use offsets::NetnsOffsets;

@@ -1,0 +1,65 @@
+//! The drop counter: a classic tracepoint on `skb:kfree_skb` that counts drops
+//! per (netns, reason). The first real program of labctl: `labctl demo` and
+//! the end-to-end tests use it.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod program {
+    use aya_ebpf::{
+        macros::{map, tracepoint},
+        maps::PerCpuHashMap,
+        programs::TracePointContext,
+    };
+    use lab_common::{DropCountKey, DropCounterConfig};
+    use lab_ebpf::kernel::skb_netns_ino;
+
+    lab_ebpf::license!();
+
+    /// Set by userspace at load time (offsets from tracefs and BTF).
+    #[unsafe(no_mangle)]
+    static CONFIG: DropCounterConfig = DropCounterConfig::ZERO;
+
+    #[map]
+    static DROP_COUNTS: PerCpuHashMap<DropCountKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+    #[tracepoint(category = "skb", name = "kfree_skb")]
+    pub fn drop_counter(ctx: TracePointContext) -> u32 {
+        // Safety: a volatile read keeps the compiler from folding the
+        // zero-initialised constant; the loader rewrote it before loading.
+        let cfg = unsafe { core::ptr::read_volatile(&CONFIG) };
+        count(&ctx, &cfg);
+        0
+    }
+
+    #[inline(always)]
+    fn count(ctx: &TracePointContext, cfg: &DropCounterConfig) {
+        // Safety: the offsets come from this kernel's tracepoint format file.
+        let Ok(skb) = (unsafe { ctx.read_at::<u64>(cfg.tp_skbaddr as usize) }) else {
+            return;
+        };
+        let Ok(reason) = (unsafe { ctx.read_at::<u32>(cfg.tp_reason as usize) }) else {
+            return;
+        };
+        if reason == cfg.reason_consumed {
+            return;
+        }
+        let netns_ino = skb_netns_ino(skb, &cfg.netns);
+        if cfg.filter_netns_ino != 0 && netns_ino != cfg.filter_netns_ino {
+            return;
+        }
+        let key = DropCountKey { netns_ino, reason };
+        match DROP_COUNTS.get_ptr_mut(&key) {
+            // Safety: a per-CPU value is only touched by this CPU.
+            Some(value) => unsafe { *value += 1 },
+            None => {
+                // A full map loses the count; userspace sizes the map far
+                // above the number of (netns, reason) pairs a lab produces.
+                DROP_COUNTS.insert(&key, 1, 0).ok();
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
