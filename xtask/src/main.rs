@@ -1,1 +1,139 @@
-fn main() {}
+//! `cargo xtask`: setup, lint, test and demo orchestration for labctl.
+//!
+//! Privileged steps (the tests that load eBPF programs, the demo) run the
+//! built binaries through `sudo -E` when we are not root, as aya's own
+//! integration tests do; cargo itself never runs as root.
+
+mod cmd;
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+use cmd::{is_root, run, workspace_root};
+
+#[derive(Parser)]
+#[command(about = "labctl development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install everything a fresh machine needs (scripts/setup.sh).
+    Setup {
+        /// Only report what is missing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// cargo fmt --check and clippy -D warnings (host crates, then lab-ebpf
+    /// for its own BPF target).
+    Lint,
+    /// The whole test suite: setup if needed, lint, unit and privileged
+    /// integration tests.
+    Test {
+        /// Skip the lint step.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for the test binaries (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// The quick-start demo: setup if needed, build, `labctl doctor`, then
+    /// a real program counting real drops.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    match cli.task {
+        Task::Setup { check } => setup(&root, check),
+        Task::Lint => lint(&root),
+        Task::Test { no_lint, args } => test(&root, no_lint, &args),
+        Task::Demo => demo(&root),
+    }
+}
+
+fn setup(root: &Path, check: bool) -> Result<()> {
+    let mut c = cmd::new(root.join("scripts/setup.sh"));
+    if check {
+        c.arg("--check");
+    }
+    run(&mut c)
+}
+
+/// Runs setup.sh only when its check says something is missing.
+fn ensure_setup(root: &Path) -> Result<()> {
+    let mut check = cmd::new(root.join("scripts/setup.sh"));
+    check.arg("--check");
+    if run(&mut check).is_err() {
+        println!("xtask: installing what is missing");
+        setup(root, false)?;
+    }
+    Ok(())
+}
+
+fn lint(root: &Path) -> Result<()> {
+    run(cmd::cargo(root).args(["fmt", "--all", "--", "--check"]))
+        .context("formatting differs: run `cargo fmt --all`")?;
+    run(cmd::cargo(root).args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+        .context("clippy found problems in the host crates")?;
+    // lab-ebpf is linted for the target it is built for.
+    run(cmd::cargo(root).env("RUSTC_BOOTSTRAP", "1").args([
+        "clippy",
+        "--package",
+        "lab-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("clippy found problems in lab-ebpf")
+}
+
+fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
+    ensure_setup(root)?;
+    if !no_lint {
+        lint(root)?;
+    }
+    let mut c = cmd::cargo(root);
+    c.args(["test", "--workspace", "--exclude", "lab-ebpf"]);
+    if !is_root() {
+        if cmd::sudo_works() {
+            // Test binaries run as root; cargo and the build stay unprivileged.
+            c.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
+        } else {
+            println!("xtask: not root and no passwordless sudo: privileged tests will skip");
+        }
+    }
+    c.arg("--").args(args);
+    let totals = cmd::run_tests(&mut c)?;
+    // One plain closing line for the whole suite (cargo prints one per binary).
+    println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
+    if totals.failed > 0 || !totals.success {
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+fn demo(root: &Path) -> Result<()> {
+    ensure_setup(root)?;
+    run(cmd::cargo(root).args(["build", "--package", "lab-cli", "--bin", "labctl"]))?;
+    let labctl = root.join("target/debug/labctl");
+    if !labctl.exists() {
+        bail!("{} was not built", labctl.display());
+    }
+    for args in [&["doctor"][..], &["demo"][..]] {
+        let mut c = cmd::privileged(&labctl);
+        c.args(args);
+        run(&mut c)?;
+    }
+    Ok(())
+}

@@ -13,7 +13,7 @@ pub enum LoadError {
     #[error("the kernel refused eBPF object `{object}`: {source}")]
     Object {
         object: &'static str,
-        source: EbpfError,
+        source: Box<EbpfError>,
     },
     #[error("eBPF object `{object}` has no program `{program}` (a build mismatch; rebuild labctl)")]
     MissingProgram {
@@ -34,13 +34,13 @@ pub enum LoadError {
     #[error("cannot load program `{program}`: {source}")]
     Program {
         program: String,
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("cannot attach program `{program}` to {target}: {source}")]
     Attach {
         program: String,
         target: String,
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -63,7 +63,7 @@ impl LoadError {
             }
             source => Self::Program {
                 program: program.to_owned(),
-                source,
+                source: Box::new(source),
             },
         }
     }
@@ -72,7 +72,7 @@ impl LoadError {
         Self::Attach {
             program: program.to_owned(),
             target: target.into(),
-            source,
+            source: Box::new(source),
         }
     }
 }
@@ -86,9 +86,10 @@ pub fn load_object<'a>(
     raise_memlock_limit();
     let mut loader = EbpfLoader::new();
     configure(&mut loader);
-    loader
-        .load(bytes)
-        .map_err(|source| LoadError::Object { object, source })
+    loader.load(bytes).map_err(|source| LoadError::Object {
+        object,
+        source: Box::new(source),
+    })
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so maps of

@@ -66,7 +66,7 @@ impl KernelBtf {
             ty = member_ty;
             walked = format!("{walked}.{member}");
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(BtfError::Bitfield {
                 strukt: strukt.into(),
                 path: path.into(),

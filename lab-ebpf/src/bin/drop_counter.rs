@@ -49,13 +49,13 @@ mod program {
             return;
         }
         let key = DropCountKey { netns_ino, reason };
-        match DROP_COUNTS.get_ptr_mut(&key) {
+        match DROP_COUNTS.get_ptr_mut(key) {
             // Safety: a per-CPU value is only touched by this CPU.
             Some(value) => unsafe { *value += 1 },
             None => {
                 // A full map loses the count; userspace sizes the map far
                 // above the number of (netns, reason) pairs a lab produces.
-                DROP_COUNTS.insert(&key, 1, 0).ok();
+                DROP_COUNTS.insert(key, 1, 0).ok();
             }
         }
     }
