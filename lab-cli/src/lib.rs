@@ -9,6 +9,8 @@ pub mod drop_demo;
 pub mod drop_reason;
 pub mod ebpf;
 pub mod exit;
+pub mod explain;
 pub mod interrupt;
 pub mod kernel;
 pub mod privilege;
+pub mod trace;

@@ -9,3 +9,4 @@ pub mod offsets;
 
 pub use drop_count::{DropCountKey, DropCounterConfig};
 pub use offsets::NetnsOffsets;
+pub mod trace;

@@ -9,3 +9,5 @@
 pub mod kernel;
 #[cfg(target_arch = "bpf")]
 pub mod license;
+#[cfg(target_arch = "bpf")]
+pub mod packet;

@@ -2,6 +2,8 @@
 
 pub mod demo;
 pub mod doctor;
+pub mod explain;
+pub mod trace;
 
 use crate::{cli::Command, exit::Outcome};
 
@@ -9,5 +11,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Doctor { output } => doctor::run(output),
         Command::Demo { count } => demo::run(count),
+        Command::Trace(args) => trace::run(args),
+        Command::Explain { reason, list } => explain::run(reason.as_deref(), list),
     }
 }

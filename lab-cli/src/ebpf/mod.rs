@@ -1,6 +1,7 @@
 //! Our eBPF programs: embedded objects, loading, and one module per program.
 
 pub mod drop_counter;
+pub mod drop_tracer;
 pub mod loader;
 pub mod objects;
 pub mod offsets;

@@ -7,3 +7,6 @@ pub static PROBES: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pro
 
 /// The `skb:kfree_skb` drop counter.
 pub static DROP_COUNTER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop-counter"));
+
+/// The packet drop tracer behind `labctl trace`.
+pub static DROP_TRACER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop-tracer"));

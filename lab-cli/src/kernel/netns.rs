@@ -117,6 +117,15 @@ impl NetNs {
         })
     }
 
+    /// A namespace reachable through any ns file (e.g. /proc/PID/ns/net).
+    pub fn at(name: &str, path: &Path) -> Self {
+        Self {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            owned: false,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

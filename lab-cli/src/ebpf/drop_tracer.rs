@@ -1,0 +1,224 @@
+//! Loading and reading the packet drop tracer (`lab-ebpf/src/bin/drop_tracer.rs`).
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Btf, Ebpf,
+    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
+};
+use lab_common::trace::{DropEvent, LOST_INDEX, SkbOffsets, TraceConfig, flags};
+use thiserror::Error;
+
+use super::{
+    loader::{LoadError, load_object},
+    objects,
+};
+use crate::kernel::{
+    btf::{BtfError, KernelBtf},
+    tracefs::{self, EventFormat, TracefsError},
+};
+
+const OBJECT: &str = "drop-tracer";
+const BTF_PROGRAM: &str = "drop_tracer_btf";
+const TP_PROGRAM: &str = "drop_tracer_tp";
+
+#[derive(Debug, Error)]
+pub enum TracerError {
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("cannot read map {map}: {source}")]
+    Map { map: &'static str, source: MapError },
+    #[error("the ring buffer size must be a power of two multiple of the page size, got {0}")]
+    RingSize(u32),
+}
+
+/// Which hook the tracer ended up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `tp_btf/kfree_skb`: typed arguments, preferred.
+    BtfTracepoint,
+    /// `tracepoint/skb/kfree_skb`: record offsets from tracefs.
+    Tracepoint,
+}
+
+impl Hook {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Hook::BtfTracepoint => "tp_btf/kfree_skb",
+            Hook::Tracepoint => "tracepoint skb:kfree_skb",
+        }
+    }
+}
+
+/// Skb offsets of the running kernel, from BTF.
+pub fn skb_offsets(btf: &KernelBtf) -> Result<SkbOffsets, BtfError> {
+    Ok(SkbOffsets {
+        skb_dev: btf.member_offset("sk_buff", "dev")?,
+        skb_head: btf.member_offset("sk_buff", "head")?,
+        skb_len: btf.member_offset("sk_buff", "len")?,
+        skb_protocol: btf.member_offset("sk_buff", "protocol")?,
+        skb_network_header: btf.member_offset("sk_buff", "network_header")?,
+        skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
+        dev_ifindex: btf.member_offset("net_device", "ifindex")?,
+        dev_nd_net: btf.member_offset("net_device", "nd_net.net")?,
+        net_ns_inum: btf.member_offset("net", "ns.inum")?,
+    })
+}
+
+/// The attached tracer. Dropping it detaches the program.
+pub struct DropTracer {
+    ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    hook: Hook,
+}
+
+impl DropTracer {
+    /// Fills in offsets and the consumed reason, loads, and attaches. `config`
+    /// carries the filters; `ring_bytes` sizes the ring buffer.
+    pub fn attach(
+        mut config: TraceConfig,
+        reason_consumed: u32,
+        ring_bytes: u32,
+        prefer_classic: bool,
+    ) -> Result<Self, TracerError> {
+        let page = 4096;
+        if !ring_bytes.is_power_of_two() || ring_bytes < page {
+            return Err(TracerError::RingSize(ring_bytes));
+        }
+        let tracefs = tracefs::ensure_mounted()?;
+        let format = EventFormat::read(&tracefs.root, "skb", "kfree_skb")?;
+        let btf = KernelBtf::from_sys()?;
+        config.off = skb_offsets(&btf)?;
+        config.tp_skbaddr = format.field("skbaddr")?.offset;
+        config.tp_location = format.field("location")?.offset;
+        config.tp_reason = format.field("reason")?.offset;
+        config.reason_consumed = reason_consumed;
+
+        let mut ebpf = load_object(OBJECT, objects::DROP_TRACER, |loader| {
+            loader.override_global("CONFIG", &config, true);
+            loader.map_max_entries("EVENTS", ring_bytes);
+        })?;
+        let hook = if prefer_classic {
+            attach_tracepoint(&mut ebpf)?
+        } else {
+            match attach_btf(&mut ebpf) {
+                Ok(hook) => hook,
+                Err(e) => {
+                    tracing::info!("tp_btf unavailable ({e}); using the classic tracepoint");
+                    attach_tracepoint(&mut ebpf)?
+                }
+            }
+        };
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(LoadError::MissingMap {
+            object: OBJECT,
+            map: "EVENTS",
+        })?)
+        .map_err(|source| TracerError::Map {
+            map: "EVENTS",
+            source,
+        })?;
+        Ok(Self { ebpf, ring, hook })
+    }
+
+    pub fn hook(&self) -> Hook {
+        self.hook
+    }
+
+    /// The ring buffer, to poll its fd and drain it.
+    pub fn ring(&mut self) -> &mut RingBuf<MapData> {
+        &mut self.ring
+    }
+
+    /// Events that could not be reserved in the ring buffer (all CPUs).
+    pub fn lost(&self) -> Result<u64, TracerError> {
+        let map = |source| TracerError::Map {
+            map: "LOST",
+            source,
+        };
+        let lost: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("LOST").ok_or(LoadError::MissingMap {
+                object: OBJECT,
+                map: "LOST",
+            })?)
+            .map_err(map)?;
+        Ok(lost.get(&LOST_INDEX, 0).map_err(map)?.iter().sum())
+    }
+
+    /// Exact drops per reason code, counted in the kernel after filtering.
+    pub fn reason_counts(&self) -> Result<BTreeMap<u32, u64>, TracerError> {
+        self.sum_map("REASON_COUNTS")
+    }
+
+    /// Exact drops per location (kernel text address).
+    pub fn location_counts(&self) -> Result<BTreeMap<u64, u64>, TracerError> {
+        self.sum_map("LOCATION_COUNTS")
+    }
+
+    fn sum_map<K: aya::Pod + Ord>(
+        &self,
+        name: &'static str,
+    ) -> Result<BTreeMap<K, u64>, TracerError> {
+        let err = |source| TracerError::Map { map: name, source };
+        let map: PerCpuHashMap<_, K, u64> =
+            PerCpuHashMap::try_from(self.ebpf.map(name).ok_or(LoadError::MissingMap {
+                object: OBJECT,
+                map: name,
+            })?)
+            .map_err(err)?;
+        let mut out = BTreeMap::new();
+        for entry in map.iter() {
+            let (k, per_cpu) = entry.map_err(err)?;
+            out.insert(k, per_cpu.iter().sum());
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes one ring buffer record; `None` if it is too short.
+pub fn decode(bytes: &[u8]) -> Option<DropEvent> {
+    bytes
+        .get(..size_of::<DropEvent>())
+        .map(bytemuck::pod_read_unaligned)
+}
+
+fn attach_btf(ebpf: &mut Ebpf) -> Result<Hook, TracerError> {
+    let btf = Btf::from_sys_fs()
+        .map_err(|e| LoadError::load(BTF_PROGRAM, aya::programs::ProgramError::Btf(e)))?;
+    let p: &mut BtfTracePoint = program(ebpf, BTF_PROGRAM)?;
+    p.load("kfree_skb", &btf)
+        .map_err(|e| LoadError::load(BTF_PROGRAM, e))?;
+    p.attach()
+        .map_err(|e| LoadError::attach(BTF_PROGRAM, "tp_btf/kfree_skb", e))?;
+    Ok(Hook::BtfTracepoint)
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<Hook, TracerError> {
+    let p: &mut TracePoint = program(ebpf, TP_PROGRAM)?;
+    p.load().map_err(|e| LoadError::load(TP_PROGRAM, e))?;
+    p.attach("skb", "kfree_skb")
+        .map_err(|e| LoadError::attach(TP_PROGRAM, "tracepoint skb:kfree_skb", e))?;
+    Ok(Hook::Tracepoint)
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram {
+            object: OBJECT,
+            program: name,
+        })?
+        .try_into()
+        .map_err(|e| LoadError::load(name, e))
+}
+
+/// Flag helper for callers building a config.
+pub fn summary_only(config: &mut TraceConfig) {
+    config.flags |= flags::SUMMARY_ONLY;
+}

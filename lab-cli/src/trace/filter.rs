@@ -1,0 +1,159 @@
+//! Turning the command line's filters into the tracer's in-kernel config.
+
+use std::net::IpAddr;
+
+use lab_common::trace::{TraceConfig, flags};
+use thiserror::Error;
+
+use super::{names, record::host_key};
+use crate::{drop_reason::DropReasons, kernel::netns::NetNs};
+
+#[derive(Debug, Error)]
+pub enum FilterError {
+    #[error("{0}")]
+    Netns(String),
+    #[error("interface `{iface}` does not exist in {netns} (see `ip link`)")]
+    NoInterface { iface: String, netns: String },
+    #[error("unknown protocol `{0}`: use tcp, udp, icmp, icmpv6 or an IP protocol number")]
+    Proto(String),
+    #[error("unknown drop reason `{0}` on this kernel; `labctl explain --list` shows them")]
+    Reason(String),
+    #[error("--reason and --exclude-reason cannot be combined")]
+    ReasonBoth,
+}
+
+/// The filters, as given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    pub netns: Option<String>,
+    pub iface: Option<String>,
+    pub proto: Option<String>,
+    pub host: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub reasons: Vec<String>,
+    pub exclude_reasons: Vec<String>,
+}
+
+pub fn proto_number(p: &str) -> Result<u8, FilterError> {
+    match p.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        "icmp" => Ok(1),
+        "icmpv6" | "icmp6" => Ok(58),
+        n => n.parse().map_err(|_| FilterError::Proto(p.into())),
+    }
+}
+
+impl Filters {
+    pub fn to_config(&self, reasons: &DropReasons) -> Result<TraceConfig, FilterError> {
+        let mut c = TraceConfig::ZERO;
+        if let Some(ns) = &self.netns {
+            c.netns_ino = names::netns_inode(ns).map_err(FilterError::Netns)? as u32;
+        }
+        if let Some(iface) = &self.iface {
+            let lookup = || nix::net::if_::if_nametoindex(iface.as_str()).ok();
+            let index = match &self.netns {
+                Some(ns) if ns != "host" && ns.parse::<u64>().is_err() => NetNs::open(ns)
+                    .map_err(|e| FilterError::Netns(e.to_string()))?
+                    .run(lookup)
+                    .map_err(|e| FilterError::Netns(e.to_string()))?,
+                _ => lookup(),
+            };
+            c.ifindex = index.ok_or_else(|| FilterError::NoInterface {
+                iface: iface.clone(),
+                netns: self
+                    .netns
+                    .clone()
+                    .map_or("the current namespace".into(), |n| format!("namespace {n}")),
+            })?;
+        }
+        if let Some(p) = &self.proto {
+            c.l4proto = proto_number(p)?;
+        }
+        if let Some(host) = self.host {
+            c.flags |= flags::HOST;
+            c.host = host_key(host);
+        }
+        c.port = self.port.unwrap_or(0);
+        if !self.reasons.is_empty() && !self.exclude_reasons.is_empty() {
+            return Err(FilterError::ReasonBoth);
+        }
+        if !self.reasons.is_empty() {
+            c.flags |= flags::REASON_INCLUDE;
+        }
+        for r in self.reasons.iter().chain(&self.exclude_reasons) {
+            let code = reasons
+                .value(r)
+                .ok_or_else(|| FilterError::Reason(r.clone()))?;
+            c.set_reason_bit(code);
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reasons() -> DropReasons {
+        DropReasons::from_values(
+            vec![
+                ("SKB_DROP_REASON_NOT_SPECIFIED".into(), 2),
+                ("SKB_DROP_REASON_NO_SOCKET".into(), 3),
+            ],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn builds_the_kernel_filter() {
+        let f = Filters {
+            proto: Some("UDP".into()),
+            host: Some("10.0.0.1".parse().unwrap()),
+            port: Some(53),
+            exclude_reasons: vec!["not_specified".into()],
+            ..Default::default()
+        };
+        let c = f.to_config(&reasons()).unwrap();
+        assert_eq!((c.l4proto, c.port), (17, 53));
+        assert_eq!(c.flags & flags::HOST, flags::HOST);
+        assert_eq!(&c.host[10..], &[0xff, 0xff, 10, 0, 0, 1]);
+        assert!(!c.reason_allowed(2));
+        assert!(c.reason_allowed(3));
+    }
+
+    #[test]
+    fn bad_filters_are_one_sentence_errors() {
+        let r = reasons();
+        let err = |f: Filters| f.to_config(&r).unwrap_err().to_string();
+        assert!(
+            err(Filters {
+                proto: Some("sctpx".into()),
+                ..Default::default()
+            })
+            .contains("unknown protocol")
+        );
+        assert!(
+            err(Filters {
+                reasons: vec!["NOPE".into()],
+                ..Default::default()
+            })
+            .contains("unknown drop reason `NOPE`")
+        );
+        assert!(
+            err(Filters {
+                netns: Some("labctl-no-such-ns".into()),
+                ..Default::default()
+            })
+            .contains("does not exist")
+        );
+        assert!(
+            err(Filters {
+                reasons: vec!["NO_SOCKET".into()],
+                exclude_reasons: vec!["NOT_SPECIFIED".into()],
+                ..Default::default()
+            })
+            .contains("cannot be combined")
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! Names for what events carry as numbers: network namespace inodes and
+//! interface indexes (which are only unique within their namespace).
+
+use std::{
+    collections::HashMap,
+    ffi::CStr,
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use crate::kernel::netns::{NETNS_RUN_DIR, NetNs};
+
+/// Where a namespace can be entered, and what to call it.
+#[derive(Debug, Clone)]
+struct Known {
+    name: String,
+    path: PathBuf,
+}
+
+#[derive(Debug, Default)]
+pub struct Names {
+    netns: HashMap<u64, Known>,
+    ifnames: HashMap<(u64, u32), Option<String>>,
+}
+
+impl Names {
+    pub fn new() -> Self {
+        let mut n = Self::default();
+        n.rescan();
+        n
+    }
+
+    /// Named namespaces (`ip netns`), then the host's, then any process's.
+    fn rescan(&mut self) {
+        self.netns.clear();
+        if let Ok(dir) = fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                let pid = entry.file_name().to_string_lossy().into_owned();
+                if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                let path = entry.path().join("ns/net");
+                if let Ok(m) = fs::metadata(&path) {
+                    self.netns.entry(m.ino()).or_insert(Known {
+                        name: format!("pid:{pid}"),
+                        path,
+                    });
+                }
+            }
+        }
+        if let Ok(m) = fs::metadata("/proc/1/ns/net") {
+            self.netns.insert(
+                m.ino(),
+                Known {
+                    name: "host".into(),
+                    path: "/proc/1/ns/net".into(),
+                },
+            );
+        }
+        if let Ok(dir) = fs::read_dir(NETNS_RUN_DIR) {
+            for entry in dir.flatten() {
+                if let Ok(m) = fs::metadata(entry.path()) {
+                    self.netns.insert(
+                        m.ino(),
+                        Known {
+                            name: entry.file_name().to_string_lossy().into_owned(),
+                            path: entry.path(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// `ip netns` name, `host`, `pid:N`, or the inode number.
+    pub fn netns(&mut self, ino: u64) -> String {
+        if ino == 0 {
+            return "?".into();
+        }
+        if !self.netns.contains_key(&ino) {
+            self.rescan();
+        }
+        self.netns
+            .get(&ino)
+            .map(|k| k.name.clone())
+            .unwrap_or_else(|| ino.to_string())
+    }
+
+    /// The interface's name inside its namespace, when it can be found.
+    pub fn ifname(&mut self, netns_ino: u64, ifindex: u32) -> Option<String> {
+        if ifindex == 0 {
+            return None;
+        }
+        if let Some(cached) = self.ifnames.get(&(netns_ino, ifindex)) {
+            return cached.clone();
+        }
+        self.netns(netns_ino);
+        let name = self.netns.get(&netns_ino).and_then(|k| {
+            let ns = NetNs::at(&k.name, &k.path);
+            ns.run(|| index_to_name(ifindex)).ok().flatten()
+        });
+        self.ifnames.insert((netns_ino, ifindex), name.clone());
+        name
+    }
+}
+
+/// if_indextoname(3) in the calling thread's namespace.
+pub fn index_to_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // Safety: buf holds IF_NAMESIZE bytes as the function requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // Safety: on success buf holds a NUL-terminated name.
+    Some(
+        unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// Resolves `--netns`: an `ip netns` name, `host`, or an inode number.
+pub fn netns_inode(spec: &str) -> Result<u64, String> {
+    if let Ok(ino) = spec.parse::<u64>() {
+        return Ok(ino);
+    }
+    let path = if spec == "host" {
+        PathBuf::from("/proc/1/ns/net")
+    } else {
+        Path::new(NETNS_RUN_DIR).join(spec)
+    };
+    fs::metadata(&path).map(|m| m.ino()).map_err(|_| {
+        format!("network namespace `{spec}` does not exist (see `ip netns list`; an inode number or `host` also work)")
+    })
+}

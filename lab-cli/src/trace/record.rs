@@ -1,0 +1,266 @@
+//! A drop event with every number resolved, and its two output forms: a
+//! readable line and an NDJSON object (schema documented in the README).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use lab_common::trace::{DropEvent, family};
+use serde::Serialize;
+
+/// One drop, as printed. Field names and types are the stable JSON schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DropRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    pub reason: String,
+    pub reason_code: u32,
+    pub netns: String,
+    pub netns_ino: u64,
+    pub ifname: Option<String>,
+    pub ifindex: u32,
+    pub proto: String,
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub len: u32,
+    pub location: String,
+    /// TCP flags as letters (`S`, `SA`, `R`, ...), null for non-TCP.
+    pub tcp_flags: Option<String>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+}
+
+/// Everything needed to turn numbers into names.
+pub trait Resolve {
+    fn reason(&self, code: u32) -> String;
+    fn netns(&mut self, ino: u64) -> String;
+    fn ifname(&mut self, netns_ino: u64, ifindex: u32) -> Option<String>;
+    fn location(&self, addr: u64) -> String;
+    /// Converts bpf_ktime_get_ns() to Unix-epoch nanoseconds.
+    fn wall_ns(&self, ktime_ns: u64) -> u64;
+}
+
+impl DropRecord {
+    pub fn new(ev: &DropEvent, r: &mut impl Resolve) -> Self {
+        let netns_ino = u64::from(ev.netns_ino);
+        let addr = |a: [u8; 16]| -> Option<String> {
+            match ev.family {
+                family::IPV4 => Some(Ipv4Addr::new(a[12], a[13], a[14], a[15]).to_string()),
+                family::IPV6 => Some(Ipv6Addr::from(a).to_string()),
+                _ => None,
+            }
+        };
+        let ports = ev.has_ports != 0;
+        let icmp = matches!(ev.l4proto, 1 | 58) && ev.family != family::NONE;
+        Self {
+            kind: "drop",
+            ts_ns: r.wall_ns(ev.ts_ns),
+            reason: r.reason(ev.reason),
+            reason_code: ev.reason,
+            netns: r.netns(netns_ino),
+            netns_ino,
+            ifname: r.ifname(netns_ino, ev.ifindex),
+            ifindex: ev.ifindex,
+            proto: proto_name(ev),
+            src: addr(ev.saddr),
+            dst: addr(ev.daddr),
+            sport: ports.then_some(ev.sport),
+            dport: ports.then_some(ev.dport),
+            len: ev.len,
+            location: r.location(ev.location),
+            tcp_flags: (ev.l4proto == 6 && ports).then(|| tcp_flags(ev.tcp_flags)),
+            icmp_type: icmp.then_some(ev.icmp_type),
+            icmp_code: icmp.then_some(ev.icmp_code),
+        }
+    }
+
+    /// `HH:MM:SS.micros netns iface proto src:port → dst:port REASON location`
+    pub fn text_line(&self) -> String {
+        let secs = self.ts_ns / 1_000_000_000;
+        let micros = (self.ts_ns % 1_000_000_000) / 1000;
+        let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+        let iface = self.ifname.clone().unwrap_or_else(|| {
+            if self.ifindex == 0 {
+                "-".into()
+            } else {
+                format!("if{}", self.ifindex)
+            }
+        });
+        let endpoint = |addr: &Option<String>, port: Option<u16>| match (addr, port) {
+            (Some(a), Some(p)) if a.contains(':') => format!("[{a}]:{p}"),
+            (Some(a), Some(p)) => format!("{a}:{p}"),
+            (Some(a), None) => a.clone(),
+            (None, _) => "-".into(),
+        };
+        let mut proto = self.proto.clone();
+        if let Some(f) = &self.tcp_flags {
+            proto = format!("{proto} [{f}]");
+        }
+        if let (Some(t), Some(c)) = (self.icmp_type, self.icmp_code) {
+            proto = format!("{proto} type {t} code {c}");
+        }
+        format!(
+            "{h:02}:{m:02}:{s:02}.{micros:06} {netns:<14} {iface:<10} {proto:<8} {src} → {dst} {reason} len {len} at {loc}",
+            netns = self.netns,
+            src = endpoint(&self.src, self.sport),
+            dst = endpoint(&self.dst, self.dport),
+            reason = self.reason,
+            len = self.len,
+            loc = self.location,
+        )
+    }
+}
+
+fn proto_name(ev: &DropEvent) -> String {
+    if ev.family != family::NONE {
+        return match ev.l4proto {
+            6 => "TCP".into(),
+            17 => "UDP".into(),
+            1 => "ICMP".into(),
+            58 => "ICMPv6".into(),
+            n => format!("IP({n})"),
+        };
+    }
+    match ev.ethertype {
+        0x0806 => "ARP".into(),
+        0x8100 => "VLAN".into(),
+        0x88cc => "LLDP".into(),
+        0 => "unknown".into(),
+        e => format!("ETH({e:#06x})"),
+    }
+}
+
+/// Letters for the TCP flags byte, in tcpdump's order.
+pub fn tcp_flags(bits: u8) -> String {
+    const NAMES: [(u8, char); 8] = [
+        (0x02, 'S'),
+        (0x01, 'F'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x10, 'A'),
+        (0x20, 'U'),
+        (0x40, 'E'),
+        (0x80, 'C'),
+    ];
+    let s: String = NAMES
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, c)| *c)
+        .collect();
+    if s.is_empty() { ".".into() } else { s }
+}
+
+/// Parses `--host`: an IPv4 or IPv6 address, in the event's 16-byte form.
+pub fn host_key(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+    impl Resolve for Fixed {
+        fn reason(&self, code: u32) -> String {
+            if code == 3 {
+                "NO_SOCKET".into()
+            } else {
+                format!("R{code}")
+            }
+        }
+        fn netns(&mut self, _: u64) -> String {
+            "labtest-a".into()
+        }
+        fn ifname(&mut self, _: u64, ifindex: u32) -> Option<String> {
+            (ifindex == 1).then(|| "lo".into())
+        }
+        fn location(&self, _: u64) -> String {
+            "__udp4_lib_rcv+0x5a3".into()
+        }
+        fn wall_ns(&self, k: u64) -> u64 {
+            k + 1_700_000_000_000_000_000
+        }
+    }
+
+    fn udp_event() -> DropEvent {
+        let mut ev = DropEvent::ZERO;
+        ev.ts_ns = 3_723_000_456_000; // 01:02:03.000456 after the epoch offset below
+        ev.reason = 3;
+        ev.netns_ino = 4026532245;
+        ev.ifindex = 1;
+        ev.len = 32;
+        ev.ethertype = 0x0800;
+        ev.family = family::IPV4;
+        ev.l4proto = 17;
+        ev.has_ports = 1;
+        ev.sport = 40000;
+        ev.dport = 9;
+        ev.saddr = host_key("127.0.0.1".parse().unwrap());
+        ev.daddr = host_key("127.0.0.2".parse().unwrap());
+        ev.location = 0xffffffff81a005a3;
+        ev
+    }
+
+    #[test]
+    fn json_golden() {
+        let rec = DropRecord::new(&udp_event(), &mut Fixed);
+        assert_eq!(
+            serde_json::to_string(&rec).unwrap(),
+            r#"{"type":"drop","ts_ns":1700003723000456000,"reason":"NO_SOCKET","reason_code":3,"netns":"labtest-a","netns_ino":4026532245,"ifname":"lo","ifindex":1,"proto":"UDP","src":"127.0.0.1","dst":"127.0.0.2","sport":40000,"dport":9,"len":32,"location":"__udp4_lib_rcv+0x5a3","tcp_flags":null,"icmp_type":null,"icmp_code":null}"#
+        );
+    }
+
+    #[test]
+    fn text_golden() {
+        let rec = DropRecord::new(&udp_event(), &mut Fixed);
+        // 1700003723 s after the epoch is 23:15:23 UTC.
+        assert_eq!(
+            rec.text_line(),
+            "23:15:23.000456 labtest-a      lo         UDP      127.0.0.1:40000 → 127.0.0.2:9 NO_SOCKET len 32 at __udp4_lib_rcv+0x5a3"
+        );
+    }
+
+    #[test]
+    fn tcp_icmp_and_arp_render() {
+        let mut ev = udp_event();
+        ev.l4proto = 6;
+        ev.tcp_flags = 0x12;
+        let rec = DropRecord::new(&ev, &mut Fixed);
+        assert_eq!(rec.proto, "TCP");
+        assert_eq!(rec.tcp_flags.as_deref(), Some("SA"));
+
+        let mut ev = udp_event();
+        ev.l4proto = 1;
+        ev.has_ports = 0;
+        ev.icmp_type = 8;
+        let rec = DropRecord::new(&ev, &mut Fixed);
+        assert_eq!(
+            (rec.sport, rec.icmp_type, rec.icmp_code),
+            (None, Some(8), Some(0))
+        );
+        assert!(
+            rec.text_line()
+                .contains("ICMP type 8 code 0 127.0.0.1 → 127.0.0.2")
+        );
+
+        let mut ev = DropEvent::ZERO;
+        ev.ethertype = 0x0806;
+        let rec = DropRecord::new(&ev, &mut Fixed);
+        assert_eq!((rec.proto.as_str(), rec.src.clone()), ("ARP", None));
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_bracketed() {
+        let mut ev = udp_event();
+        ev.family = family::IPV6;
+        ev.saddr = host_key("::1".parse().unwrap());
+        ev.daddr = host_key("fd00::2".parse().unwrap());
+        let line = DropRecord::new(&ev, &mut Fixed).text_line();
+        assert!(line.contains("[::1]:40000 → [fd00::2]:9"), "{line}");
+    }
+}

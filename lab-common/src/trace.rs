@@ -1,0 +1,220 @@
+//! The packet drop tracer (`labctl trace`): its event, its configuration
+//! and the offsets it needs, shared by the kernel and user sides.
+
+/// Offsets of everything the tracer reads from kernel structs, from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkbOffsets {
+    pub skb_dev: u32,
+    pub skb_head: u32,
+    pub skb_len: u32,
+    pub skb_protocol: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub dev_ifindex: u32,
+    pub dev_nd_net: u32,
+    pub net_ns_inum: u32,
+}
+
+impl SkbOffsets {
+    pub const ZERO: Self = Self {
+        skb_dev: 0,
+        skb_head: 0,
+        skb_len: 0,
+        skb_protocol: 0,
+        skb_network_header: 0,
+        skb_transport_header: 0,
+        dev_ifindex: 0,
+        dev_nd_net: 0,
+        net_ns_inum: 0,
+    };
+}
+
+/// Number of reason codes the in-kernel reason filter covers (bitmap size).
+pub const REASON_BITS: usize = 512;
+
+/// Filter flags in [`TraceConfig::flags`].
+pub mod flags {
+    /// Only reasons whose bit is set in `reasons` pass.
+    pub const REASON_INCLUDE: u32 = 1 << 0;
+    /// `host` is set (an IPv4-mapped or IPv6 address).
+    pub const HOST: u32 = 1 << 1;
+    /// Use the classic tracepoint record (offsets `tp_*`), not tp_btf args.
+    pub const CLASSIC_TRACEPOINT: u32 = 1 << 2;
+    /// Count only (summary mode): no events through the ring buffer.
+    pub const SUMMARY_ONLY: u32 = 1 << 3;
+}
+
+/// The tracer's `CONFIG` global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceConfig {
+    pub off: SkbOffsets,
+    /// Offsets in the classic `skb:kfree_skb` record (fallback path).
+    pub tp_skbaddr: u32,
+    pub tp_location: u32,
+    pub tp_reason: u32,
+    /// `SKB_CONSUMED` on this kernel: never reported.
+    pub reason_consumed: u32,
+    pub flags: u32,
+    /// 0: any netns.
+    pub netns_ino: u32,
+    /// 0: any interface.
+    pub ifindex: u32,
+    /// 0: any port; else either port must match (host byte order).
+    pub port: u16,
+    /// 0: any; else the IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
+    pub l4proto: u8,
+    pub _pad0: u8,
+    /// With `flags::HOST`: either address must equal it (IPv4 as ::ffff:a.b.c.d).
+    pub host: [u8; 16],
+    pub _pad1: u32,
+    /// One bit per reason code: with REASON_INCLUDE the allowed ones,
+    /// otherwise the excluded ones.
+    pub reasons: [u64; REASON_BITS / 64],
+}
+
+impl TraceConfig {
+    pub const ZERO: Self = Self {
+        off: SkbOffsets::ZERO,
+        tp_skbaddr: 0,
+        tp_location: 0,
+        tp_reason: 0,
+        reason_consumed: 0,
+        flags: 0,
+        netns_ino: 0,
+        ifindex: 0,
+        port: 0,
+        l4proto: 0,
+        _pad0: 0,
+        host: [0; 16],
+        _pad1: 0,
+        reasons: [0; REASON_BITS / 64],
+    };
+
+    /// Whether `reason` passes the reason filter.
+    #[inline(always)]
+    pub fn reason_allowed(&self, reason: u32) -> bool {
+        let r = reason as usize;
+        let bit = if r < REASON_BITS {
+            (self.reasons[r / 64] >> (r % 64)) & 1 == 1
+        } else {
+            false
+        };
+        if self.flags & flags::REASON_INCLUDE != 0 {
+            bit
+        } else {
+            !bit
+        }
+    }
+
+    pub fn set_reason_bit(&mut self, reason: u32) {
+        let r = reason as usize;
+        if r < REASON_BITS {
+            self.reasons[r / 64] |= 1 << (r % 64);
+        }
+    }
+}
+
+/// Address family of an event, in [`DropEvent::family`].
+pub mod family {
+    pub const NONE: u8 = 0;
+    pub const IPV4: u8 = 4;
+    pub const IPV6: u8 = 6;
+}
+
+/// One drop, as sent through the ring buffer. Userspace decodes it with
+/// bytemuck, whose derive proves at compile time there is no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct DropEvent {
+    /// bpf_ktime_get_ns() (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Kernel text address where the skb was freed.
+    pub location: u64,
+    pub netns_ino: u32,
+    pub ifindex: u32,
+    pub reason: u32,
+    /// skb->len.
+    pub len: u32,
+    /// skb->protocol in host byte order (0x0800 IPv4, 0x86dd IPv6, 0x0806 ARP).
+    pub ethertype: u16,
+    pub sport: u16,
+    pub dport: u16,
+    /// IP protocol number; 0 when not IP.
+    pub l4proto: u8,
+    pub family: u8,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// Bit 0: sport/dport are valid.
+    pub has_ports: u8,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub _pad: u32,
+}
+
+impl DropEvent {
+    pub const ZERO: Self = Self {
+        ts_ns: 0,
+        location: 0,
+        netns_ino: 0,
+        ifindex: 0,
+        reason: 0,
+        len: 0,
+        ethertype: 0,
+        sport: 0,
+        dport: 0,
+        l4proto: 0,
+        family: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        has_ports: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        _pad: 0,
+    };
+}
+
+/// Index of the lost-event counter in the `LOST` per-CPU array.
+pub const LOST_INDEX: u32 = 0;
+
+// Safety: `#[repr(C)]`, `Copy`, fields laid out without padding (checked by
+// the size assertions in the tests below).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SkbOffsets {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for TraceConfig {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DropEvent {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_padding() {
+        assert_eq!(size_of::<SkbOffsets>(), 9 * 4);
+        assert_eq!(
+            size_of::<TraceConfig>(),
+            36 + 7 * 4 + 2 + 1 + 1 + 16 + 4 + 64
+        );
+        assert_eq!(size_of::<DropEvent>(), 8 + 8 + 4 * 4 + 2 * 3 + 6 + 32 + 4);
+    }
+
+    #[test]
+    fn reason_filter_include_and_exclude() {
+        let mut c = TraceConfig::ZERO;
+        assert!(c.reason_allowed(3));
+        c.set_reason_bit(3);
+        assert!(!c.reason_allowed(3));
+        assert!(c.reason_allowed(4));
+        c.flags |= flags::REASON_INCLUDE;
+        assert!(c.reason_allowed(3));
+        assert!(!c.reason_allowed(4));
+        assert!(!c.reason_allowed(100_000));
+    }
+}

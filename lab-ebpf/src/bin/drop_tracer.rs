@@ -1,0 +1,150 @@
+//! The packet drop tracer behind `labctl trace`.
+//!
+//! Hooks `skb:kfree_skb` through the BTF tracepoint (typed arguments) or,
+//! where tp_btf is unavailable, the classic tracepoint with record offsets
+//! read from tracefs. Every filter runs here, before an event is reserved;
+//! per-reason and per-location counters are kept in maps so the summary is
+//! exact even when the ring buffer overflows, and every event that cannot be
+//! reserved is counted in `LOST`.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod program {
+    use aya_ebpf::{
+        helpers::bpf_ktime_get_ns,
+        macros::{btf_tracepoint, map, tracepoint},
+        maps::{PerCpuArray, PerCpuHashMap, RingBuf},
+        programs::{BtfTracePointContext, TracePointContext},
+    };
+    use lab_common::trace::{DropEvent, LOST_INDEX, TraceConfig, family, flags};
+    use lab_ebpf::{kernel::read, packet};
+
+    lab_ebpf::license!();
+
+    #[unsafe(no_mangle)]
+    static CONFIG: TraceConfig = TraceConfig::ZERO;
+
+    /// Resized by userspace (`--ring-size`) before loading.
+    #[map]
+    static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+    #[map]
+    static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+    #[map]
+    static REASON_COUNTS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(1024, 0);
+
+    #[map]
+    static LOCATION_COUNTS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+    #[btf_tracepoint(function = "kfree_skb")]
+    pub fn drop_tracer_btf(ctx: BtfTracePointContext) -> i32 {
+        // kfree_skb(skb, location, reason[, rx_sk since 6.11])
+        let skb: u64 = ctx.arg(0);
+        let location: u64 = ctx.arg(1);
+        let reason: u64 = ctx.arg(2);
+        handle(skb, location, reason as u32);
+        0
+    }
+
+    #[tracepoint(category = "skb", name = "kfree_skb")]
+    pub fn drop_tracer_tp(ctx: TracePointContext) -> u32 {
+        let cfg = config();
+        // Safety: offsets come from this kernel's tracefs format file.
+        let fields = unsafe {
+            (
+                ctx.read_at::<u64>(cfg.tp_skbaddr as usize),
+                ctx.read_at::<u64>(cfg.tp_location as usize),
+                ctx.read_at::<u32>(cfg.tp_reason as usize),
+            )
+        };
+        let (Ok(skb), Ok(location), Ok(reason)) = fields else {
+            return 0;
+        };
+        handle(skb, location, reason);
+        0
+    }
+
+    #[inline(always)]
+    fn config() -> &'static TraceConfig {
+        // Safety: a volatile read of our own global keeps the compiler from
+        // folding the zeroed initialiser; the loader rewrote it.
+        unsafe { core::ptr::read_volatile(&&CONFIG) }
+    }
+
+    #[inline(always)]
+    fn handle(skb: u64, location: u64, reason: u32) {
+        let cfg = config();
+        if reason == cfg.reason_consumed || !cfg.reason_allowed(reason) {
+            return;
+        }
+        let off = &cfg.off;
+        let dev = read::<u64>(skb, off.skb_dev).unwrap_or(0);
+        let ifindex = read::<u32>(dev, off.dev_ifindex).unwrap_or(0);
+        if cfg.ifindex != 0 && ifindex != cfg.ifindex {
+            return;
+        }
+        let net = read::<u64>(dev, off.dev_nd_net).unwrap_or(0);
+        let netns_ino = read::<u32>(net, off.net_ns_inum).unwrap_or(0);
+        if cfg.netns_ino != 0 && netns_ino != cfg.netns_ino {
+            return;
+        }
+
+        let mut ev = DropEvent::ZERO;
+        ev.location = location;
+        ev.netns_ino = netns_ino;
+        ev.ifindex = ifindex;
+        ev.reason = reason;
+        ev.len = read::<u32>(skb, off.skb_len).unwrap_or(0);
+        ev.ethertype = u16::from_be(read::<u16>(skb, off.skb_protocol).unwrap_or(0));
+        packet::parse(skb, off, &mut ev);
+
+        if cfg.l4proto != 0 && ev.l4proto != cfg.l4proto {
+            return;
+        }
+        if cfg.port != 0 && (ev.has_ports == 0 || (ev.sport != cfg.port && ev.dport != cfg.port)) {
+            return;
+        }
+        if cfg.flags & flags::HOST != 0
+            && (ev.family == family::NONE || (ev.saddr != cfg.host && ev.daddr != cfg.host))
+        {
+            return;
+        }
+
+        add(&REASON_COUNTS, reason);
+        add(&LOCATION_COUNTS, location);
+        if cfg.flags & flags::SUMMARY_ONLY != 0 {
+            return;
+        }
+        ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+        match EVENTS.reserve::<DropEvent>(0) {
+            Some(mut slot) => {
+                slot.write(ev);
+                slot.submit(0);
+            }
+            None => {
+                if let Some(lost) = LOST.get_ptr_mut(LOST_INDEX) {
+                    // Safety: per-CPU slot, only this CPU writes it.
+                    unsafe { *lost += 1 };
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn add<K>(map: &PerCpuHashMap<K, u64>, key: K) {
+        match map.get_ptr_mut(&key) {
+            // Safety: per-CPU value, only this CPU writes it.
+            Some(v) => unsafe { *v += 1 },
+            None => {
+                // A full map only loses the summary line for a new key; the
+                // maps are sized far above the number of reasons/locations.
+                map.insert(&key, 1, 0).ok();
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
