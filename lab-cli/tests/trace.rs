@@ -1,0 +1,230 @@
+//! Privileged: `labctl trace` end to end, in throwaway namespaces, asserting
+//! exact counts, tuples, reasons, interfaces and namespace names.
+
+mod common;
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use lab_cli::{
+    cli::OutputFormat,
+    kernel::netns::NetNs,
+    trace::{
+        filter::Filters,
+        session::{self, Summary, TraceOptions},
+    },
+};
+use serde_json::Value;
+
+fn options(ns: &NetNs) -> TraceOptions {
+    TraceOptions {
+        filters: Filters {
+            netns: Some(ns.name().to_owned()),
+            ..Default::default()
+        },
+        output: OutputFormat::Json,
+        summary: false,
+        interval: Duration::from_secs(1),
+        duration: Some(Duration::from_millis(1500)),
+        count: None,
+        ready_file: None,
+        explain: false,
+        ring_bytes: 1 << 22,
+        classic_tracepoint: false,
+    }
+}
+
+/// Runs a session with `opts`, starts `traffic` once it is attached, and
+/// returns the JSON drop lines and the summary.
+fn trace(mut opts: TraceOptions, traffic: impl FnOnce()) -> (Vec<Value>, Summary) {
+    let ready: PathBuf =
+        std::env::temp_dir().join(lab_cli::kernel::netns::unique_name("labtest-ready"));
+    opts.ready_file = Some(ready.clone());
+    let session = thread::spawn(move || {
+        let mut out = Vec::new();
+        let summary = session::run(&opts, &mut out).expect("trace session");
+        (out, summary)
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "tracer never became ready");
+        assert!(!session.is_finished(), "tracer ended before it was ready");
+        thread::sleep(Duration::from_millis(10));
+    }
+    traffic();
+    let (out, summary) = session.join().expect("session thread");
+    std::fs::remove_file(&ready).ok();
+    let lines: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (drops, tail): (Vec<Value>, Vec<Value>) =
+        lines.into_iter().partition(|v| v["type"] == "drop");
+    assert_eq!(tail.len(), 1, "exactly one summary line");
+    assert_eq!(tail[0]["type"], "summary");
+    assert_eq!(tail[0]["events"], drops.len() as u64);
+    (drops, summary)
+}
+
+fn ip_netns_exec(ns: &NetNs, args: &[&str]) {
+    let status = Command::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .args(args)
+        .status()
+        .expect("run ip netns exec");
+    assert!(status.success(), "{args:?} failed in {}", ns.name());
+}
+
+#[test]
+fn no_socket_drops_carry_the_full_tuple() {
+    if !common::privileged("no_socket_drops_carry_the_full_tuple") {
+        return;
+    }
+    let ns = common::netns("labtest-tr");
+    let (drops, summary) = trace(options(&ns), || common::send_udp(&ns, 9, 200));
+    assert_eq!(drops.len(), 200);
+    assert_eq!(summary.by_reason.get("NO_SOCKET"), Some(&200));
+    assert_eq!(summary.total(), 200);
+    assert_eq!(summary.lost, 0);
+    for d in &drops {
+        assert_eq!(d["reason"], "NO_SOCKET");
+        assert_eq!(d["netns"], ns.name());
+        assert_eq!(d["netns_ino"], ns.inode().unwrap());
+        assert_eq!(d["ifname"], "lo");
+        assert_eq!(d["proto"], "UDP");
+        assert_eq!(d["src"], "127.0.0.1");
+        assert_eq!(d["dst"], "127.0.0.1");
+        assert_eq!(d["dport"], 9);
+        assert!(d["sport"].as_u64().unwrap() > 0);
+        assert!(
+            d["location"]
+                .as_str()
+                .unwrap()
+                .starts_with("__udp4_lib_rcv"),
+            "{}",
+            d["location"]
+        );
+    }
+}
+
+#[test]
+fn the_classic_tracepoint_sees_the_same_drops() {
+    if !common::privileged("the_classic_tracepoint_sees_the_same_drops") {
+        return;
+    }
+    let ns = common::netns("labtest-tp");
+    let mut opts = options(&ns);
+    opts.classic_tracepoint = true;
+    let (drops, summary) = trace(opts, || common::send_udp(&ns, 9, 50));
+    assert_eq!(drops.len(), 50);
+    assert_eq!(summary.by_reason.get("NO_SOCKET"), Some(&50));
+    assert!(drops.iter().all(|d| d["dport"] == 9 && d["ifname"] == "lo"));
+}
+
+#[test]
+fn a_netfilter_drop_rule_gives_netfilter_drop() {
+    if !common::privileged("a_netfilter_drop_rule_gives_netfilter_drop") {
+        return;
+    }
+    let ns = common::netns("labtest-nf");
+    ip_netns_exec(&ns, &["nft", "add table inet labtest"]);
+    ip_netns_exec(
+        &ns,
+        &[
+            "nft",
+            "add chain inet labtest input { type filter hook input priority 0 ; udp dport 5555 drop ; }",
+        ],
+    );
+    let (drops, summary) = trace(options(&ns), || {
+        common::send_udp(&ns, 5555, 40);
+        common::send_udp(&ns, 9, 10);
+    });
+    assert_eq!(summary.by_reason.get("NETFILTER_DROP"), Some(&40));
+    assert_eq!(summary.by_reason.get("NO_SOCKET"), Some(&10));
+    assert_eq!(
+        drops
+            .iter()
+            .filter(|d| d["reason"] == "NETFILTER_DROP" && d["dport"] == 5555)
+            .count(),
+        40
+    );
+}
+
+#[test]
+fn filters_keep_what_they_should_and_drop_the_rest() {
+    if !common::privileged("filters_keep_what_they_should_and_drop_the_rest") {
+        return;
+    }
+    let ns = common::netns("labtest-flt");
+    let traffic = || {
+        common::send_udp(&ns, 9, 7);
+        common::send_udp(&ns, 10, 5);
+    };
+    // port
+    let mut o = options(&ns);
+    o.filters.port = Some(10);
+    let (drops, s) = trace(o, traffic);
+    assert_eq!((drops.len(), s.total()), (5, 5));
+    assert!(drops.iter().all(|d| d["dport"] == 10));
+    // reason include / exclude
+    let mut o = options(&ns);
+    o.filters.reasons = vec!["NO_SOCKET".into()];
+    assert_eq!(trace(o, traffic).1.total(), 12);
+    let mut o = options(&ns);
+    o.filters.exclude_reasons = vec!["no_socket".into()];
+    assert_eq!(trace(o, traffic).1.total(), 0);
+    // protocol
+    let mut o = options(&ns);
+    o.filters.proto = Some("tcp".into());
+    assert_eq!(trace(o, traffic).1.total(), 0);
+    let mut o = options(&ns);
+    o.filters.proto = Some("udp".into());
+    assert_eq!(trace(o, traffic).1.total(), 12);
+    // host
+    let mut o = options(&ns);
+    o.filters.host = Some("127.0.0.2".parse().unwrap());
+    assert_eq!(trace(o, traffic).1.total(), 0);
+    let mut o = options(&ns);
+    o.filters.host = Some("127.0.0.1".parse().unwrap());
+    assert_eq!(trace(o, traffic).1.total(), 12);
+    // interface, looked up inside the namespace
+    let mut o = options(&ns);
+    o.filters.iface = Some("lo".into());
+    assert_eq!(trace(o, traffic).1.total(), 12);
+    // another namespace sees none of it
+    let other = common::netns("labtest-flt2");
+    assert_eq!(trace(options(&other), traffic).1.total(), 0);
+}
+
+#[test]
+fn overflow_is_counted_never_silent() {
+    if !common::privileged("overflow_is_counted_never_silent") {
+        return;
+    }
+    let ns = common::netns("labtest-loss");
+    let mut o = options(&ns);
+    o.ring_bytes = 4096; // room for ~45 events
+    let (drops, s) = trace(o, || common::send_udp(&ns, 9, 3000));
+    assert_eq!(s.total(), 3000, "the kernel counts every drop");
+    assert!(s.lost > 0, "a 4 KiB ring must overflow under 3000 drops");
+    assert_eq!(drops.len() as u64 + s.lost, s.total());
+}
+
+#[test]
+fn summary_mode_counts_exactly_without_events() {
+    if !common::privileged("summary_mode_counts_exactly_without_events") {
+        return;
+    }
+    let ns = common::netns("labtest-sum");
+    let mut o = options(&ns);
+    o.summary = true;
+    let (drops, s) = trace(o, || common::send_udp(&ns, 9, 2500));
+    assert!(drops.is_empty());
+    assert_eq!((s.total(), s.lost, s.events), (2500, 0, 0));
+    assert_eq!(s.by_location.values().sum::<u64>(), 2500);
+}
