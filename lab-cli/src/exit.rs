@@ -4,7 +4,10 @@
 
 use std::io;
 
-use crate::{interrupt::Interrupted, kernel::netns::NetnsError, privilege::PrivilegeError};
+use crate::{
+    interrupt::Interrupted, kernel::netns::NetnsError, privilege::PrivilegeError,
+    trace::filter::FilterError,
+};
 
 /// How a successful run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,9 @@ pub fn classify(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
         if cause.is::<PrivilegeError>() {
             return ExitCode::Privilege;
+        }
+        if cause.is::<FilterError>() {
+            return ExitCode::Usage;
         }
         if cause.is::<Interrupted>() {
             return ExitCode::Interrupted;

@@ -41,6 +41,11 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Benchmarks, printed as ratios against a baseline measured in the same run.
+    Bench {
+        /// What to measure: `trace`.
+        what: String,
+    },
     /// The quick-start demo: setup if needed, build, `labctl doctor`, then
     /// a real program counting real drops.
     Demo,
@@ -54,6 +59,7 @@ fn main() -> Result<()> {
         Task::Lint => lint(&root),
         Task::Test { no_lint, args } => test(&root, no_lint, &args),
         Task::Demo => demo(&root),
+        Task::Bench { what } => bench(&root, &what),
     }
 }
 
@@ -136,4 +142,24 @@ fn demo(root: &Path) -> Result<()> {
         run(&mut c)?;
     }
     Ok(())
+}
+
+fn bench(root: &Path, what: &str) -> Result<()> {
+    if what != "trace" {
+        bail!("unknown benchmark `{what}`: available: trace");
+    }
+    ensure_setup(root)?;
+    run(cmd::cargo(root).args([
+        "build",
+        "--release",
+        "--package",
+        "lab-cli",
+        "--bin",
+        "labctl",
+        "--example",
+        "bench_trace",
+    ]))?;
+    let mut c = cmd::privileged(&root.join("target/release/examples/bench_trace"));
+    c.env("LABCTL", root.join("target/release/labctl"));
+    run(&mut c)
 }
