@@ -7,12 +7,13 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, TracePoint},
 };
-use lab_common::trace::{DropEvent, LOST_INDEX, SkbOffsets, TraceConfig, flags};
+use lab_common::trace::{DropEvent, LOST_INDEX, TraceConfig, flags};
 use thiserror::Error;
 
 use super::{
     loader::{LoadError, load_object},
     objects,
+    offsets::skb_offsets,
 };
 use crate::kernel::{
     btf::{BtfError, KernelBtf},
@@ -53,21 +54,6 @@ impl Hook {
             Hook::Tracepoint => "tracepoint skb:kfree_skb",
         }
     }
-}
-
-/// Skb offsets of the running kernel, from BTF.
-pub fn skb_offsets(btf: &KernelBtf) -> Result<SkbOffsets, BtfError> {
-    Ok(SkbOffsets {
-        skb_dev: btf.member_offset("sk_buff", "dev")?,
-        skb_head: btf.member_offset("sk_buff", "head")?,
-        skb_len: btf.member_offset("sk_buff", "len")?,
-        skb_protocol: btf.member_offset("sk_buff", "protocol")?,
-        skb_network_header: btf.member_offset("sk_buff", "network_header")?,
-        skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
-        dev_ifindex: btf.member_offset("net_device", "ifindex")?,
-        dev_nd_net: btf.member_offset("net_device", "nd_net.net")?,
-        net_ns_inum: btf.member_offset("net", "ns.inum")?,
-    })
 }
 
 /// The attached tracer. Dropping it detaches the program.

@@ -1,7 +1,7 @@
 //! Kernel struct offsets for our programs, computed from the running
 //! kernel's BTF (the stand-in for CO-RE relocations, which Rust eBPF lacks).
 
-use lab_common::NetnsOffsets;
+use lab_common::{NetnsOffsets, trace::SkbOffsets};
 
 use crate::kernel::btf::{BtfError, KernelBtf};
 
@@ -11,6 +11,22 @@ pub fn netns_offsets(btf: &KernelBtf) -> Result<NetnsOffsets, BtfError> {
         skb_dev: btf.member_offset("sk_buff", "dev")?,
         dev_nd_net: btf.member_offset("net_device", "nd_net.net")?,
         net_ns_inum: btf.member_offset("net", "ns.inum")?,
+    })
+}
+
+/// Everything the drop tracer reads from an skb, its device and netns.
+pub fn skb_offsets(btf: &KernelBtf) -> Result<SkbOffsets, BtfError> {
+    let netns = netns_offsets(btf)?;
+    Ok(SkbOffsets {
+        skb_dev: netns.skb_dev,
+        skb_head: btf.member_offset("sk_buff", "head")?,
+        skb_len: btf.member_offset("sk_buff", "len")?,
+        skb_protocol: btf.member_offset("sk_buff", "protocol")?,
+        skb_network_header: btf.member_offset("sk_buff", "network_header")?,
+        skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
+        dev_ifindex: btf.member_offset("net_device", "ifindex")?,
+        dev_nd_net: netns.dev_nd_net,
+        net_ns_inum: netns.net_ns_inum,
     })
 }
 
