@@ -2,41 +2,25 @@
 
 use std::collections::BTreeMap;
 
-use aya::{
-    Ebpf,
-    maps::{MapError, PerCpuHashMap},
-    programs::TracePoint,
-};
+use aya::{Ebpf, maps::PerCpuHashMap, programs::TracePoint};
 use lab_common::{DropCountKey, DropCounterConfig};
-use thiserror::Error;
 
 use super::{
+    error::ProgramSetupError,
     loader::{LoadError, load_object},
     objects, offsets,
 };
 use crate::{
     drop_reason::DropReasons,
     kernel::{
-        btf::{BtfError, KernelBtf},
-        tracefs::{self, EventFormat, TracefsError},
+        btf::KernelBtf,
+        tracefs::{self, EventFormat},
     },
 };
 
 const OBJECT: &str = "drop-counter";
 const PROGRAM: &str = "drop_counter";
 const MAP: &str = "DROP_COUNTS";
-
-#[derive(Debug, Error)]
-pub enum DropCounterError {
-    #[error(transparent)]
-    Tracefs(#[from] TracefsError),
-    #[error(transparent)]
-    Btf(#[from] BtfError),
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error("cannot read the drop counts map: {0}")]
-    Map(#[from] MapError),
-}
 
 /// The attached drop counter. Dropping it detaches the program.
 pub struct DropCounter {
@@ -46,7 +30,7 @@ pub struct DropCounter {
 
 impl DropCounter {
     /// Loads and attaches the counter; `netns_ino` restricts it to one netns.
-    pub fn attach(netns_ino: Option<u32>) -> Result<Self, DropCounterError> {
+    pub fn attach(netns_ino: Option<u32>) -> Result<Self, ProgramSetupError> {
         let tracefs = tracefs::ensure_mounted()?;
         let format = EventFormat::read(&tracefs.root, "skb", "kfree_skb")?;
         let btf = KernelBtf::from_sys()?;
@@ -77,15 +61,17 @@ impl DropCounter {
     }
 
     /// Current counts, summed over CPUs.
-    pub fn counts(&self) -> Result<BTreeMap<DropCountKey, u64>, DropCounterError> {
+    pub fn counts(&self) -> Result<BTreeMap<DropCountKey, u64>, ProgramSetupError> {
+        let map_err = |source| ProgramSetupError::Map { map: MAP, source };
         let map = self.ebpf.map(MAP).ok_or(LoadError::MissingMap {
             object: OBJECT,
             map: MAP,
         })?;
-        let map: PerCpuHashMap<_, DropCountKey, u64> = PerCpuHashMap::try_from(map)?;
+        let map: PerCpuHashMap<_, DropCountKey, u64> =
+            PerCpuHashMap::try_from(map).map_err(map_err)?;
         let mut counts = BTreeMap::new();
         for entry in map.iter() {
-            let (key, per_cpu) = entry?;
+            let (key, per_cpu) = entry.map_err(map_err)?;
             counts.insert(key, per_cpu.iter().sum());
         }
         Ok(counts)

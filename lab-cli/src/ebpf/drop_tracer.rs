@@ -4,39 +4,25 @@ use std::collections::BTreeMap;
 
 use aya::{
     Btf, Ebpf,
-    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, TracePoint},
 };
 use lab_common::trace::{DropEvent, LOST_INDEX, TraceConfig, flags};
-use thiserror::Error;
 
 use super::{
+    error::ProgramSetupError,
     loader::{LoadError, load_object},
     objects,
     offsets::skb_offsets,
 };
 use crate::kernel::{
-    btf::{BtfError, KernelBtf},
-    tracefs::{self, EventFormat, TracefsError},
+    btf::KernelBtf,
+    tracefs::{self, EventFormat},
 };
 
 const OBJECT: &str = "drop-tracer";
 const BTF_PROGRAM: &str = "drop_tracer_btf";
 const TP_PROGRAM: &str = "drop_tracer_tp";
-
-#[derive(Debug, Error)]
-pub enum TracerError {
-    #[error(transparent)]
-    Tracefs(#[from] TracefsError),
-    #[error(transparent)]
-    Btf(#[from] BtfError),
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error("cannot read map {map}: {source}")]
-    Map { map: &'static str, source: MapError },
-    #[error("the ring buffer size must be a power of two multiple of the page size, got {0}")]
-    RingSize(u32),
-}
 
 /// Which hook the tracer ended up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,10 +57,10 @@ impl DropTracer {
         reason_consumed: u32,
         ring_bytes: u32,
         prefer_classic: bool,
-    ) -> Result<Self, TracerError> {
+    ) -> Result<Self, ProgramSetupError> {
         let page = 4096;
         if !ring_bytes.is_power_of_two() || ring_bytes < page {
-            return Err(TracerError::RingSize(ring_bytes));
+            return Err(ProgramSetupError::RingSize(ring_bytes));
         }
         let tracefs = tracefs::ensure_mounted()?;
         let format = EventFormat::read(&tracefs.root, "skb", "kfree_skb")?;
@@ -104,7 +90,7 @@ impl DropTracer {
             object: OBJECT,
             map: "EVENTS",
         })?)
-        .map_err(|source| TracerError::Map {
+        .map_err(|source| ProgramSetupError::Map {
             map: "EVENTS",
             source,
         })?;
@@ -121,8 +107,8 @@ impl DropTracer {
     }
 
     /// Events that could not be reserved in the ring buffer (all CPUs).
-    pub fn lost(&self) -> Result<u64, TracerError> {
-        let map = |source| TracerError::Map {
+    pub fn lost(&self) -> Result<u64, ProgramSetupError> {
+        let map = |source| ProgramSetupError::Map {
             map: "LOST",
             source,
         };
@@ -136,20 +122,20 @@ impl DropTracer {
     }
 
     /// Exact drops per reason code, counted in the kernel after filtering.
-    pub fn reason_counts(&self) -> Result<BTreeMap<u32, u64>, TracerError> {
+    pub fn reason_counts(&self) -> Result<BTreeMap<u32, u64>, ProgramSetupError> {
         self.sum_map("REASON_COUNTS")
     }
 
     /// Exact drops per location (kernel text address).
-    pub fn location_counts(&self) -> Result<BTreeMap<u64, u64>, TracerError> {
+    pub fn location_counts(&self) -> Result<BTreeMap<u64, u64>, ProgramSetupError> {
         self.sum_map("LOCATION_COUNTS")
     }
 
     fn sum_map<K: aya::Pod + Ord>(
         &self,
         name: &'static str,
-    ) -> Result<BTreeMap<K, u64>, TracerError> {
-        let err = |source| TracerError::Map { map: name, source };
+    ) -> Result<BTreeMap<K, u64>, ProgramSetupError> {
+        let err = |source| ProgramSetupError::Map { map: name, source };
         let map: PerCpuHashMap<_, K, u64> =
             PerCpuHashMap::try_from(self.ebpf.map(name).ok_or(LoadError::MissingMap {
                 object: OBJECT,
@@ -172,7 +158,7 @@ pub fn decode(bytes: &[u8]) -> Option<DropEvent> {
         .map(bytemuck::pod_read_unaligned)
 }
 
-fn attach_btf(ebpf: &mut Ebpf) -> Result<Hook, TracerError> {
+fn attach_btf(ebpf: &mut Ebpf) -> Result<Hook, ProgramSetupError> {
     let btf = Btf::from_sys_fs()
         .map_err(|e| LoadError::load(BTF_PROGRAM, aya::programs::ProgramError::Btf(e)))?;
     let p: &mut BtfTracePoint = program(ebpf, BTF_PROGRAM)?;
@@ -183,7 +169,7 @@ fn attach_btf(ebpf: &mut Ebpf) -> Result<Hook, TracerError> {
     Ok(Hook::BtfTracepoint)
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<Hook, TracerError> {
+fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<Hook, ProgramSetupError> {
     let p: &mut TracePoint = program(ebpf, TP_PROGRAM)?;
     p.load().map_err(|e| LoadError::load(TP_PROGRAM, e))?;
     p.attach("skb", "kfree_skb")

@@ -2,6 +2,7 @@
 
 pub mod drop_counter;
 pub mod drop_tracer;
+pub mod error;
 pub mod loader;
 pub mod objects;
 pub mod offsets;
