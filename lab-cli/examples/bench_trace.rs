@@ -13,14 +13,14 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use lab_cli::kernel::{link, netns};
+use lab_cli::kernel::{netns, rtnl};
 
 const STORM: Duration = Duration::from_secs(3);
 
 fn main() -> anyhow::Result<()> {
     let labctl = PathBuf::from(std::env::var("LABCTL").context("set LABCTL to the labctl binary")?);
     let ns = netns::NetNs::create(&netns::unique_name("labbench-trace"))?;
-    ns.run(|| link::set_up_blocking("lo"))??;
+    ns.run(|| rtnl::Rtnl::current().and_then(|r| r.set_up("lo")))??;
     let socket = ns.run(|| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)))??;
 
     let base = storm(&socket)?;

@@ -37,6 +37,12 @@ pub enum Command {
         #[arg(long)]
         list: bool,
     },
+    /// Build CNI-style lab topologies (nodes, pods, bridge, veth, VXLAN,
+    /// masquerade) in network namespaces.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
     /// Load a real program and watch it count real drops: UDP datagrams sent
     /// to a closed port in a throwaway network namespace.
     Demo {
@@ -97,6 +103,85 @@ pub struct TraceArgs {
     pub classic_tracepoint: bool,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// The scenarios, with the concept each one teaches.
+    List {
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Build a scenario: basic, two-node, overlay, drops or policy.
+    Up {
+        scenario: String,
+        /// Lab name, prefixing its namespaces (default: the scenario's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Pod MTU (e.g. 1500 on the overlay to reproduce the MTU pitfall).
+        #[arg(long)]
+        mtu: Option<u32>,
+    },
+    /// Remove a lab and everything it created (default: every lab).
+    Down {
+        /// The lab to remove.
+        name: Option<String>,
+    },
+    /// Nodes, pods, interfaces, addresses, routes and NAT rules, read from the kernel.
+    Status {
+        /// Only this lab.
+        name: Option<String>,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Run a command in a member's namespace: labctl lab exec pod-a -- ip addr
+    Exec {
+        /// The lab (needed only when several labs have this member).
+        #[arg(long)]
+        lab: Option<String>,
+        /// A pod, node, or `world`.
+        member: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Send probes between members and report answers, round-trip times,
+    /// and the source address the server saw.
+    Traffic {
+        /// The sending pod, node, or `world`.
+        from: String,
+        /// The receiving member, or an IPv4 address.
+        to: String,
+        #[arg(long)]
+        lab: Option<String>,
+        #[arg(long, short, value_enum, default_value_t = crate::lab::traffic::Proto::Icmp)]
+        proto: crate::lab::traffic::Proto,
+        /// UDP/TCP port (an echo server is started there on the receiving member).
+        #[arg(long, default_value_t = 5001)]
+        port: u16,
+        /// Probes to send (echo requests, datagrams or connections).
+        #[arg(long, short = 'c', default_value_t = 3)]
+        count: u32,
+        /// Payload bytes per probe, as `ping -s`.
+        #[arg(long, short = 's', default_value_t = 56)]
+        size: usize,
+        /// Seconds to wait for each answer.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Fire a planted fault of the drops scenario (see `labctl lab list`).
+    Trigger {
+        /// closed-port, policy, rp-filter, no-route, too-big or bad-csum.
+        fault: String,
+        #[arg(long)]
+        lab: Option<String>,
+        /// Packets to send.
+        #[arg(long, short = 'c', default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: u32,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     /// Human-readable text.
@@ -113,6 +198,7 @@ impl Command {
             Command::Demo { .. } => "demo",
             Command::Trace(_) => "trace",
             Command::Explain { .. } => "explain",
+            Command::Lab { .. } => "lab",
         }
     }
 }

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 
 use crate::{
     ebpf::drop_counter::DropCounter,
-    kernel::{link, netns::NetNs},
+    kernel::{netns::NetNs, rtnl},
 };
 
 /// The port the datagrams go to: nothing listens on it in a fresh netns.
@@ -51,7 +51,9 @@ pub fn run(netns_name: &str, count: u32) -> anyhow::Result<DemoOutcome> {
 fn run_in(ns: &NetNs, count: u32) -> anyhow::Result<DemoOutcome> {
     let netns_ino = ns.inode()?;
     let socket = ns.run(|| -> anyhow::Result<UdpSocket> {
-        link::set_up_blocking("lo").context("setting lo up in the demo namespace")?;
+        rtnl::Rtnl::current()
+            .and_then(|r| r.set_up("lo"))
+            .context("setting lo up in the demo namespace")?;
         UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a UDP socket")
     })??;
     let counter =

@@ -5,7 +5,10 @@
 use std::io;
 
 use crate::{
-    interrupt::Interrupted, kernel::netns::NetnsError, privilege::PrivilegeError,
+    interrupt::Interrupted,
+    kernel::netns::NetnsError,
+    lab::{LabError, faults::FaultError},
+    privilege::PrivilegeError,
     trace::filter::FilterError,
 };
 
@@ -15,6 +18,20 @@ pub enum Outcome {
     Success,
     /// `doctor` found a required piece missing.
     EnvironmentNotReady,
+    /// The command ran, and its result is negative (as `ping` exits 1 when
+    /// nothing answered): e.g. `lab traffic` with unanswered probes.
+    Negative,
+    /// `lab exec`: the child's own exit code.
+    Child(u8),
+}
+
+impl From<Outcome> for std::process::ExitCode {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Child(code) => std::process::ExitCode::from(code),
+            o => ExitCode::from(o).into(),
+        }
+    }
 }
 
 /// Typed exit codes (documented in the README).
@@ -45,6 +62,9 @@ impl From<Outcome> for ExitCode {
         match o {
             Outcome::Success => ExitCode::Success,
             Outcome::EnvironmentNotReady => ExitCode::Environment,
+            Outcome::Negative => ExitCode::Failure,
+            Outcome::Child(0) => ExitCode::Success,
+            Outcome::Child(_) => ExitCode::Failure,
         }
     }
 }
@@ -62,6 +82,15 @@ pub fn classify(err: &anyhow::Error) -> ExitCode {
             return ExitCode::Interrupted;
         }
         if let Some(NetnsError::Exists(_) | NetnsError::NotFound(_)) = cause.downcast_ref() {
+            return ExitCode::Usage;
+        }
+        if cause
+            .downcast_ref::<LabError>()
+            .is_some_and(LabError::is_usage)
+            || cause
+                .downcast_ref::<FaultError>()
+                .is_some_and(FaultError::is_usage)
+        {
             return ExitCode::Usage;
         }
     }

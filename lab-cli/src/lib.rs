@@ -12,5 +12,6 @@ pub mod exit;
 pub mod explain;
 pub mod interrupt;
 pub mod kernel;
+pub mod lab;
 pub mod privilege;
 pub mod trace;

@@ -14,7 +14,7 @@ fn main() -> std::process::ExitCode {
         tracing::warn!("cannot install the Ctrl-C handler: {e}");
     }
     match commands::dispatch(cli.command) {
-        Ok(outcome) => ExitCode::from(outcome).into(),
+        Ok(outcome) => outcome.into(),
         Err(err) if exit::is_broken_pipe(&err) => ExitCode::Success.into(),
         Err(err) => {
             exit::report(&err);

@@ -73,6 +73,27 @@ impl Privileges {
 }
 
 /// Fails with a one-sentence error naming what is missing for `command`.
+/// For commands that build network namespaces but load no eBPF: mounting
+/// under /run/netns needs CAP_SYS_ADMIN, links and routes CAP_NET_ADMIN.
+pub fn require_netns_admin(command: &str) -> Result<(), PrivilegeError> {
+    let p = Privileges::current();
+    let missing: Vec<&str> = [
+        (p.cap_sys_admin, "CAP_SYS_ADMIN"),
+        (p.cap_net_admin, "CAP_NET_ADMIN"),
+    ]
+    .iter()
+    .filter(|(held, _)| !held)
+    .map(|(_, name)| *name)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(PrivilegeError {
+        command: command.to_owned(),
+        missing: missing.join(" + "),
+    })
+}
+
 pub fn require(command: &str) -> Result<(), PrivilegeError> {
     let missing = Privileges::current().missing();
     if missing.is_empty() {

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod doctor;
 pub mod explain;
+pub mod lab;
 pub mod trace;
 
 use crate::{cli::Command, exit::Outcome};
@@ -13,5 +14,6 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Demo { count } => demo::run(count),
         Command::Trace(args) => trace::run(args),
         Command::Explain { reason, list } => explain::run(reason.as_deref(), list),
+        Command::Lab { command } => lab::run(command),
     }
 }

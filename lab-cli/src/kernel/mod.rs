@@ -2,6 +2,7 @@
 
 pub mod btf;
 pub mod ctnetlink;
-pub mod link;
 pub mod netns;
+pub mod rtnl;
+pub mod sysctl;
 pub mod tracefs;

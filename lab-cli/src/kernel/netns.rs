@@ -175,6 +175,13 @@ impl NetNs {
         })
     }
 
+    /// Keeps a namespace this process created: it is no longer deleted on
+    /// drop (a lab's namespaces outlive the command that built them).
+    pub fn keep(mut self) -> Self {
+        self.owned = false;
+        self
+    }
+
     /// Deletes a namespace this process created, reporting any error.
     pub fn delete(mut self) -> Result<(), NetnsError> {
         self.owned = false;

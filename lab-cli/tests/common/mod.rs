@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, UdpSocket};
 
-use lab_cli::kernel::{link, netns::NetNs};
+use lab_cli::kernel::{netns::NetNs, rtnl};
 
 /// True when the test may load programs; otherwise prints why it skips.
 pub fn privileged(test: &str) -> bool {
@@ -21,7 +21,7 @@ pub fn privileged(test: &str) -> bool {
 /// A throwaway namespace with `lo` up; deleted when dropped, even on panic.
 pub fn netns(prefix: &str) -> NetNs {
     let ns = NetNs::create(&lab_cli::kernel::netns::unique_name(prefix)).expect("create netns");
-    ns.run(|| link::set_up_blocking("lo"))
+    ns.run(|| rtnl::Rtnl::current().and_then(|r| r.set_up("lo")))
         .expect("enter netns")
         .expect("set lo up");
     ns

@@ -1,0 +1,251 @@
+//! `labctl lab ...`: one function per subcommand; the work is in `crate::lab`.
+
+mod status_view;
+
+use std::{io::Write as _, net::Ipv4Addr, time::Duration};
+
+use anstyle::{AnsiColor, Style};
+use anyhow::Context as _;
+
+use crate::{
+    cli::{LabCommand, OutputFormat},
+    exit::Outcome,
+    lab::{
+        self, Endpoint, Lab, exec, faults,
+        plan::LabOptions,
+        scenario::SCENARIOS,
+        traffic::{self, TrafficSpec},
+    },
+    privilege,
+};
+
+pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
+    match command {
+        LabCommand::List { output } => list(output),
+        LabCommand::Up {
+            scenario,
+            name,
+            mtu,
+        } => up(&scenario, name.as_deref(), LabOptions { mtu }),
+        LabCommand::Down { name } => down(name.as_deref()),
+        LabCommand::Status { name, output } => status_view::run(name.as_deref(), output),
+        LabCommand::Exec {
+            lab,
+            member,
+            command,
+        } => exec(lab.as_deref(), &member, &command),
+        LabCommand::Traffic {
+            from,
+            to,
+            lab,
+            proto,
+            port,
+            count,
+            size,
+            timeout,
+            output,
+        } => {
+            let spec = TrafficSpec {
+                proto,
+                port,
+                count,
+                size,
+                timeout: Duration::try_from_secs_f64(timeout)
+                    .context("--timeout must be a positive number of seconds")?,
+            };
+            traffic(lab.as_deref(), &from, &to, &spec, output)
+        }
+        LabCommand::Trigger {
+            fault,
+            lab,
+            count,
+            output,
+        } => trigger(lab.as_deref(), &fault, count, output),
+    }
+}
+
+fn list(output: OutputFormat) -> anyhow::Result<Outcome> {
+    let mut out = anstream::stdout().lock();
+    if output == OutputFormat::Json {
+        for s in SCENARIOS {
+            let faults: Vec<_> = s
+                .faults
+                .iter()
+                .map(|f| serde_json::json!({"name": f.name, "reason": f.reason, "at": f.at, "summary": f.summary}))
+                .collect();
+            let line = serde_json::json!({
+                "name": s.name, "summary": s.summary, "teaches": s.teaches,
+                "nodes": s.nodes, "pods": s.pods.iter().map(|p| p.name).collect::<Vec<_>>(),
+                "routing": s.routing, "faults": faults,
+            });
+            writeln!(out, "{line}")?;
+        }
+        return Ok(Outcome::Success);
+    }
+    let bold = Style::new().bold();
+    for s in SCENARIOS {
+        writeln!(out, "{bold}{:<10}{bold:#} {}", s.name, s.summary)?;
+        for f in s.faults {
+            writeln!(out, "{:<12}fault {:<12} -> {}", "", f.name, f.reason)?;
+        }
+    }
+    writeln!(
+        out,
+        "\nlabctl lab up SCENARIO builds one; each scenario's lesson is in `labctl lab list --output json`."
+    )?;
+    Ok(Outcome::Success)
+}
+
+fn up(scenario: &str, name: Option<&str>, options: LabOptions) -> anyhow::Result<Outcome> {
+    privilege::require_netns_admin("lab up")?;
+    let lab = Lab::up(name, scenario, options)
+        .with_context(|| format!("cannot bring up scenario `{scenario}`"))?;
+    let mut out = anstream::stdout().lock();
+    let green = Style::new().fg_color(Some(AnsiColor::Green.into())).bold();
+    writeln!(
+        out,
+        "{green}✓{green:#} lab `{}` is up (scenario {}): {}",
+        lab.name(),
+        lab.plan.scenario.name,
+        lab.plan.scenario.summary
+    )?;
+    for e in lab.endpoints() {
+        if let Some(ns) = &e.netns {
+            writeln!(out, "  {:<8} {:<15} netns {ns}", e.name, e.addr)?;
+        }
+    }
+    writeln!(out, "\n{}", lab.plan.scenario.teaches)?;
+    writeln!(
+        out,
+        "\nTry: labctl lab traffic pod-a world --proto udp   |   labctl lab status   |   labctl lab down {}",
+        lab.name()
+    )?;
+    Ok(Outcome::Success)
+}
+
+fn down(name: Option<&str>) -> anyhow::Result<Outcome> {
+    privilege::require_netns_admin("lab down")?;
+    let removed = lab::down(name).context("cannot tear the lab down")?;
+    let mut out = anstream::stdout().lock();
+    if removed.is_empty() {
+        writeln!(out, "no lab is up; nothing to remove")?;
+    }
+    for lab in removed {
+        writeln!(
+            out,
+            "lab `{lab}` removed (namespaces, links, routes and rules)"
+        )?;
+    }
+    Ok(Outcome::Success)
+}
+
+fn exec(lab: Option<&str>, member: &str, command: &[String]) -> anyhow::Result<Outcome> {
+    privilege::require_netns_admin("lab exec")?;
+    let lab = Lab::find_member(lab, member)?;
+    let ns = lab.netns(member)?;
+    let status = exec::run(&ns, command)?;
+    // A child killed by a signal exits 128+N, as shells report it.
+    let code = status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt as _;
+        128 + status.signal().unwrap_or(0)
+    });
+    Ok(Outcome::Child(u8::try_from(code).unwrap_or(1)))
+}
+
+/// A member of `lab`, or an IPv4 address outside the lab.
+fn endpoint(lab: &Lab, name: &str) -> anyhow::Result<Endpoint> {
+    if let Some(e) = lab.endpoint(name) {
+        return Ok(e);
+    }
+    if let Ok(addr) = name.parse::<Ipv4Addr>() {
+        return Ok(Endpoint {
+            name: name.to_owned(),
+            netns: None,
+            addr,
+        });
+    }
+    Err(Lab::find_member(Some(lab.name()), name).err().map_or_else(
+        || anyhow::anyhow!("`{name}` is not a member of lab `{}`", lab.name()),
+        anyhow::Error::from,
+    ))
+}
+
+fn traffic(
+    lab: Option<&str>,
+    from: &str,
+    to: &str,
+    spec: &TrafficSpec,
+    output: OutputFormat,
+) -> anyhow::Result<Outcome> {
+    privilege::require_netns_admin("lab traffic")?;
+    let lab = Lab::find_member(lab, from)?;
+    let (src, dst) = (endpoint(&lab, from)?, endpoint(&lab, to)?);
+    let report = traffic::run(&src, &dst, spec)
+        .with_context(|| format!("cannot send {} traffic from {from} to {to}", spec.proto))?;
+    let mut out = anstream::stdout().lock();
+    match output {
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
+        OutputFormat::Text => writeln!(out, "{}", report.text())?,
+    }
+    Ok(if report.all_answered() {
+        Outcome::Success
+    } else {
+        Outcome::Negative
+    })
+}
+
+fn trigger(
+    lab: Option<&str>,
+    fault: &str,
+    count: u32,
+    output: OutputFormat,
+) -> anyhow::Result<Outcome> {
+    privilege::require_netns_admin("lab trigger")?;
+    let lab = match lab {
+        Some(name) => Lab::open(name)?,
+        None => {
+            let mut with_faults: Vec<_> = Lab::all()?
+                .into_iter()
+                .filter(|l| !l.plan.scenario.faults.is_empty())
+                .collect();
+            match with_faults.len() {
+                0 => anyhow::bail!(faults::FaultError::NoFaults {
+                    lab: "(none)".into(),
+                    scenario: "(none)".into()
+                }),
+                1 => with_faults.remove(0),
+                _ => anyhow::bail!(lab::LabError::AmbiguousMember {
+                    name: fault.to_owned(),
+                    labs: with_faults
+                        .iter()
+                        .map(|l| l.name().to_owned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }),
+            }
+        }
+    };
+    let planted = faults::find(&lab, fault)?;
+    let report = faults::trigger(&lab, planted, count)
+        .with_context(|| format!("cannot trigger fault `{fault}`"))?;
+    let mut out = anstream::stdout().lock();
+    match output {
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
+        OutputFormat::Text => writeln!(
+            out,
+            "{}: sent {} {} packets {}:{} -> {}:{}; expect {} drops at {} ({}, {})",
+            report.fault,
+            report.sent,
+            report.proto,
+            report.src,
+            report.sport,
+            report.dst,
+            report.dport,
+            report.reason,
+            report.at,
+            report.netns,
+            report.iface
+        )?,
+    }
+    Ok(Outcome::Success)
+}

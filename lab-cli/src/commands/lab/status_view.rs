@@ -1,0 +1,86 @@
+//! `labctl lab status`: text and JSON views of what the kernel holds.
+
+use std::io::Write as _;
+
+use anstyle::Style;
+
+use crate::{
+    cli::OutputFormat,
+    exit::Outcome,
+    lab::{Lab, LabError, status},
+    privilege,
+};
+
+pub fn run(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
+    privilege::require_netns_admin("lab status")?;
+    let labs = match name {
+        Some(n) => vec![Lab::open(n)?],
+        None => Lab::all()?,
+    };
+    let mut out = anstream::stdout().lock();
+    if labs.is_empty() {
+        if output == OutputFormat::Json {
+            writeln!(out, "[]")?;
+        } else {
+            writeln!(out, "{}", LabError::NoLabs)?;
+        }
+        return Ok(Outcome::Success);
+    }
+    let statuses = labs
+        .iter()
+        .map(status::status)
+        .collect::<Result<Vec<_>, _>>()?;
+    if output == OutputFormat::Json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&statuses)?)?;
+        return Ok(Outcome::Success);
+    }
+    let bold = Style::new().bold();
+    for lab in &statuses {
+        let state = if lab.complete {
+            ""
+        } else {
+            " (INCOMPLETE: `labctl lab down` removes it)"
+        };
+        writeln!(
+            out,
+            "{bold}lab {}{bold:#} (scenario {}){state}",
+            lab.lab, lab.scenario
+        )?;
+        for m in &lab.members {
+            writeln!(
+                out,
+                "  {bold}{}{bold:#} [{}] netns {}",
+                m.name, m.role, m.netns
+            )?;
+            for l in &m.links {
+                let master = l
+                    .master
+                    .as_deref()
+                    .map(|b| format!(" master {b}"))
+                    .unwrap_or_default();
+                let kind = l.kind.as_deref().unwrap_or("");
+                let state = if l.up { "UP" } else { "DOWN" };
+                writeln!(
+                    out,
+                    "    {:<12} {:<7} mtu {:<5} {:<4} {}{master}",
+                    l.name,
+                    kind,
+                    l.mtu,
+                    state,
+                    l.addresses.join(" ")
+                )?;
+            }
+            for r in &m.routes {
+                let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
+                let dev = r.dev.as_deref().unwrap_or("?");
+                writeln!(out, "    route {}{via} dev {dev}", r.dst)?;
+            }
+            if let Some(rules) = &m.ruleset {
+                for line in rules.lines().filter(|l| l.contains("counter")) {
+                    writeln!(out, "    nft: {}", line.trim())?;
+                }
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,64 @@
+//! `lab down`: remove a lab's namespaces (and with them every link, route and
+//! rule inside), collecting every error instead of stopping at the first, as
+//! netavark does, so one stuck object does not leave the rest behind.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+
+use super::state::LabState;
+use crate::kernel::netns::{self, NETNS_RUN_DIR, NetnsError};
+
+#[derive(Debug, Error)]
+pub enum TeardownError {
+    #[error(
+        "network namespace `{name}` is not the one this lab created (inode {found}, expected {expected}); left it alone"
+    )]
+    NotOurs {
+        name: String,
+        found: u64,
+        expected: u64,
+    },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("cannot inspect {path}: {source}")]
+    Stat {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Deletes every namespace recorded for the lab, newest first. Returns what
+/// could not be removed (empty: all gone).
+pub fn teardown(state: &LabState) -> Vec<TeardownError> {
+    let mut errors = Vec::new();
+    for record in state.namespaces.iter().rev() {
+        let path = Path::new(NETNS_RUN_DIR).join(&record.name);
+        let found = match std::fs::metadata(&path) {
+            Ok(m) => m.ino(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                errors.push(TeardownError::Stat { path, source });
+                continue;
+            }
+        };
+        // Inode 0: `up` stopped between claiming the name and recording the
+        // inode; the lab lock kept other labctl commands away meanwhile.
+        // Any other mismatch means someone else's namespace has this name now.
+        if record.inode != 0 && found != record.inode {
+            errors.push(TeardownError::NotOurs {
+                name: record.name.clone(),
+                found,
+                expected: record.inode,
+            });
+            continue;
+        }
+        if let Err(e) = netns::remove(&record.name, &path) {
+            errors.push(e.into());
+        }
+    }
+    errors
+}

@@ -1,0 +1,76 @@
+//! `lab exec`: run a command inside a lab member's namespace, as
+//! `ip netns exec` does (including a private /sys for that namespace, so
+//! tools reading /sys/class/net see the member's interfaces).
+
+use std::{
+    io,
+    os::unix::process::CommandExt as _,
+    process::{Command, ExitStatus},
+};
+
+use nix::{
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, setns, unshare},
+};
+use thiserror::Error;
+
+use crate::kernel::netns::NetNs;
+
+#[derive(Debug, Error)]
+pub enum ExecError {
+    #[error("no command given; usage: labctl lab exec MEMBER -- COMMAND [ARGS...]")]
+    NoCommand,
+    #[error("cannot open network namespace `{netns}`: {source}")]
+    Open { netns: String, source: io::Error },
+    #[error("cannot run `{program}` in `{netns}`: {source}")]
+    Spawn {
+        program: String,
+        netns: String,
+        source: io::Error,
+    },
+}
+
+/// Runs `argv` in `ns` and waits for it.
+pub fn run(ns: &NetNs, argv: &[String]) -> Result<ExitStatus, ExecError> {
+    let (program, args) = argv.split_first().ok_or(ExecError::NoCommand)?;
+    let file = std::fs::File::open(ns.path()).map_err(|source| ExecError::Open {
+        netns: ns.name().to_owned(),
+        source,
+    })?;
+    let mut command = Command::new(program);
+    command.args(args);
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // system calls (setns, unshare, mount), which are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            setns(&file, CloneFlags::CLONE_NEWNET)?;
+            unshare(CloneFlags::CLONE_NEWNS)?;
+            // Keep our mount changes private, then give the child a sysfs
+            // that belongs to the new network namespace.
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                None::<&str>,
+            )?;
+            umount2("/sys", MntFlags::MNT_DETACH)?;
+            mount(
+                Some("sysfs"),
+                "/sys",
+                Some("sysfs"),
+                MsFlags::empty(),
+                None::<&str>,
+            )?;
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .and_then(|mut child| child.wait())
+        .map_err(|source| ExecError::Spawn {
+            program: program.clone(),
+            netns: ns.name().to_owned(),
+            source,
+        })
+}

@@ -1,0 +1,203 @@
+//! Netfilter rules of a lab node: masquerade, the policy scenario's default
+//! deny, the drops scenario's planted drop rule.
+//!
+//! These go through the `nft` binary rather than netlink: no well-kept Rust
+//! crate builds nftables rules (expressions, sets, NAT) over netlink, and
+//! `nft -f` loads the whole table atomically, in the same syntax learners see
+//! with `nft list ruleset` (Debian's `iptables` is iptables-nft, so `iptables
+//! -t nat -L -v` shows the same kernel objects). The table lives in the
+//! node's namespace and disappears with it.
+
+use std::{
+    io::{self, Write as _},
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+};
+
+use thiserror::Error;
+
+use super::{
+    plan::{CLUSTER_CIDR, POD_PREFIX, Plan, UPLINK},
+    scenario::{FAULT_SOURCE, POLICY_ALLOWED_PORT},
+};
+use crate::kernel::netns::NetNs;
+
+/// The table every lab node gets.
+pub const TABLE: &str = "labctl";
+/// The UDP port the drops scenario's `policy` fault is dropped on.
+pub const DROPPED_PORT: u16 = 7777;
+
+#[derive(Debug, Error)]
+pub enum FirewallError {
+    #[error("the `nft` command was not found; install nftables (`apt-get install nftables`)")]
+    NftMissing,
+    #[error("cannot run nft in network namespace `{netns}`: {source}")]
+    Run { netns: String, source: io::Error },
+    #[error("nft refused the rules for network namespace `{netns}`: {stderr}")]
+    Refused { netns: String, stderr: String },
+    #[error(transparent)]
+    Netns(#[from] crate::kernel::netns::NetnsError),
+}
+
+/// Fails early, with the fix, when nft is not installed.
+pub fn check_nft() -> Result<(), FirewallError> {
+    which::which("nft")
+        .map(|_| ())
+        .map_err(|_| FirewallError::NftMissing)
+}
+
+/// The ruleset of node `node` (index into `plan.nodes`).
+pub fn node_ruleset(plan: &Plan, node: usize) -> String {
+    let n = &plan.nodes[node];
+    let (cluster, cluster_len) = CLUSTER_CIDR;
+    let mut rules = format!(
+        "table ip {TABLE} {{\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tip saddr {cluster}/{cluster_len} ip daddr != {cluster}/{cluster_len} oifname \"{UPLINK}\" counter masquerade comment \"pods to the world: SNAT to the node address\"\n\
+         \t}}\n"
+    );
+    let pods: Vec<_> = plan.pods.iter().filter(|p| p.node == node).collect();
+    let mut forward = Vec::new();
+    if plan.scenario.policy {
+        let cidr = format!("{}/{POD_PREFIX}", n.pod_cidr);
+        forward.push("ct state established,related accept".to_owned());
+        if let (Some(a), Some(b)) = (
+            pods.iter().find(|p| p.name == "pod-a"),
+            pods.iter().find(|p| p.name == "pod-b"),
+        ) {
+            forward.push(format!(
+                "ip saddr {} ip daddr {} tcp dport {POLICY_ALLOWED_PORT} counter accept comment \"allow pod-a -> pod-b:{POLICY_ALLOWED_PORT}\"",
+                a.addr, b.addr
+            ));
+        }
+        forward.push(format!(
+            "ip saddr {cidr} ip daddr {cidr} counter drop comment \"default deny between pods\""
+        ));
+    }
+    if plan.scenario.faults.iter().any(|f| f.name == "policy")
+        && let Some(src) = pods.iter().find(|p| p.name == FAULT_SOURCE)
+    {
+        forward.push(format!(
+            "ip saddr {} udp dport {DROPPED_PORT} counter drop comment \"planted fault: policy\"",
+            src.addr
+        ));
+    }
+    if !forward.is_empty() {
+        rules.push_str(
+            "\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n",
+        );
+        for rule in forward {
+            rules.push_str(&format!("\t\t{rule}\n"));
+        }
+        rules.push_str("\t}\n");
+    }
+    rules.push_str("}\n");
+    rules
+}
+
+/// Loads `ruleset` into `ns` with `nft -f -`.
+pub fn apply(ns: &NetNs, ruleset: &str) -> Result<(), FirewallError> {
+    let netns = ns.name().to_owned();
+    let run = |source| FirewallError::Run {
+        netns: netns.clone(),
+        source,
+    };
+    // A child forked from a thread inside the namespace starts in it.
+    let output = ns.run(|| -> io::Result<_> {
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(ruleset.as_bytes())?;
+        }
+        child.wait_with_output()
+    })?;
+    let output = output.map_err(run)?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(FirewallError::Refused {
+            netns,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// `nft list ruleset` inside `ns` (with counters), for `lab status`.
+pub fn list(ns: &NetNs) -> Result<String, FirewallError> {
+    let netns = ns.name().to_owned();
+    let output = ns
+        .run(|| Command::new("nft").args(["list", "ruleset"]).output())?
+        .map_err(|source| FirewallError::Run {
+            netns: netns.clone(),
+            source,
+        })?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(FirewallError::Refused {
+            netns,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// The masquerade rule's packet counter in `ruleset` (from `nft list`).
+pub fn masquerade_packets(ruleset: &str) -> Option<u64> {
+    let line = ruleset.lines().find(|l| l.contains("masquerade"))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "packets")?;
+    words.next()?.parse().ok()
+}
+
+/// Whether an address is in the cluster's pod range.
+pub fn is_pod_address(addr: Ipv4Addr) -> bool {
+    let (net, len) = CLUSTER_CIDR;
+    u32::from(addr) >> (32 - len) == u32::from(net) >> (32 - len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::{plan::LabOptions, scenario::find};
+
+    fn ruleset(scenario: &str) -> String {
+        let plan = Plan::new("t", find(scenario).unwrap(), LabOptions::default()).unwrap();
+        node_ruleset(&plan, 0)
+    }
+
+    #[test]
+    fn basic_only_masquerades_pod_traffic_leaving_the_cluster() {
+        let r = ruleset("basic");
+        assert!(r.contains(
+            "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 oifname \"eth0\" counter masquerade"
+        ));
+        assert!(!r.contains("chain forward"));
+    }
+
+    #[test]
+    fn policy_allows_one_flow_and_denies_the_rest_between_pods() {
+        let r = ruleset("policy");
+        let allow = r.find("ip saddr 10.244.1.2 ip daddr 10.244.1.3 tcp dport 8080 counter accept");
+        let deny = r.find("ip saddr 10.244.1.0/24 ip daddr 10.244.1.0/24 counter drop");
+        assert!(allow.is_some() && deny.is_some());
+        assert!(allow < deny, "the allow rule must come first:\n{r}");
+    }
+
+    #[test]
+    fn drops_plants_the_policy_fault() {
+        assert!(ruleset("drops").contains("ip saddr 10.244.1.2 udp dport 7777 counter drop"));
+    }
+
+    #[test]
+    fn masquerade_counter_is_read_from_nft_list() {
+        let listed = "\t\tip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 oifname \"eth0\" counter packets 12 bytes 1008 masquerade comment \"x\"";
+        assert_eq!(masquerade_packets(listed), Some(12));
+        assert!(is_pod_address(Ipv4Addr::new(10, 244, 3, 4)));
+        assert!(!is_pod_address(Ipv4Addr::new(172, 18, 0, 2)));
+    }
+}

@@ -1,0 +1,334 @@
+//! `labctl lab`: CNI-style lab topologies in network namespaces.
+//!
+//! [`Lab`] is the API the commands and the integration tests share: tests use
+//! it as their fixture instead of wiring namespaces by hand.
+
+pub mod down;
+pub mod exec;
+pub mod faults;
+pub mod firewall;
+pub mod plan;
+pub mod scenario;
+pub mod state;
+pub mod status;
+pub mod traffic;
+pub mod up;
+
+use std::net::Ipv4Addr;
+
+use thiserror::Error;
+
+use crate::kernel::{
+    netns::{NetNs, NetnsError},
+    rtnl::RtnlError,
+    sysctl::SysctlError,
+};
+use firewall::FirewallError;
+use plan::{LabOptions, Plan, PlanError, WORLD, WORLD_SERVER};
+use state::{LabLock, LabState, StateError};
+
+#[derive(Debug, Error)]
+pub enum LabError {
+    #[error("unknown scenario `{name}`; the scenarios are: {known} (see `labctl lab list`)")]
+    UnknownScenario { name: String, known: String },
+    #[error(
+        "lab `{lab}` (scenario {scenario}) is already up; use it, or run `labctl lab down {lab}` first"
+    )]
+    AlreadyUp { lab: String, scenario: String },
+    #[error(
+        "network namespace `{0}` already exists and is not part of a lab; delete it (`ip netns del {0}`) or pick another lab name with --name"
+    )]
+    NameClash(String),
+    #[error("lab `{0}` is not up (see `labctl lab status`)")]
+    NotUp(String),
+    #[error("no lab is up; start one with `labctl lab up basic`")]
+    NoLabs,
+    #[error("`{name}` is not a member of {labs}; the members are: {members}")]
+    NoSuchMember {
+        name: String,
+        labs: String,
+        members: String,
+    },
+    #[error("`{name}` exists in several labs ({labs}); say which with --lab")]
+    AmbiguousMember { name: String, labs: String },
+    #[error("forced failure at step {0} (test hook)")]
+    InjectedFailure(usize),
+    #[error("{}", rolled_back_message(leftovers))]
+    RolledBack {
+        #[source]
+        source: Box<LabError>,
+        leftovers: Vec<String>,
+    },
+    #[error("tearing down lab `{lab}` left things behind:\n  {}", errors.join("\n  "))]
+    Teardown { lab: String, errors: Vec<String> },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Rtnl(#[from] RtnlError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+}
+
+fn rolled_back_message(leftovers: &[String]) -> String {
+    if leftovers.is_empty() {
+        "building the lab failed; everything built so far was removed again".into()
+    } else {
+        format!(
+            "building the lab failed, and the rollback left: {}; run `labctl lab down` to retry",
+            leftovers.join("; ")
+        )
+    }
+}
+
+impl LabError {
+    /// Errors in what the user asked for (exit code 2), not in the system.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            LabError::UnknownScenario { .. }
+            | LabError::AlreadyUp { .. }
+            | LabError::NameClash(_)
+            | LabError::NotUp(_)
+            | LabError::NoLabs
+            | LabError::NoSuchMember { .. }
+            | LabError::AmbiguousMember { .. }
+            | LabError::Plan(_) => true,
+            LabError::Firewall(FirewallError::NftMissing) => false,
+            _ => false,
+        }
+    }
+}
+
+/// A place traffic can come from or go to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Endpoint {
+    pub name: String,
+    /// The namespace it lives in (None: an outside address).
+    pub netns: Option<String>,
+    pub addr: Ipv4Addr,
+}
+
+impl Endpoint {
+    pub fn open_netns(&self) -> Result<Option<NetNs>, LabError> {
+        Ok(match &self.netns {
+            Some(name) => Some(NetNs::open(name)?),
+            None => None,
+        })
+    }
+}
+
+/// A lab that is up.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub plan: Plan,
+    pub state: LabState,
+}
+
+impl Lab {
+    /// Builds scenario `scenario` as lab `name` (default: the scenario's name).
+    pub fn up(name: Option<&str>, scenario: &str, options: LabOptions) -> Result<Self, LabError> {
+        Self::up_inner(name, scenario, options, None)
+    }
+
+    /// As [`Lab::up`], failing on purpose at build step `step` (tests of the rollback).
+    #[doc(hidden)]
+    pub fn up_failing_at(
+        name: Option<&str>,
+        scenario: &str,
+        step: usize,
+    ) -> Result<Self, LabError> {
+        Self::up_inner(name, scenario, LabOptions::default(), Some(step))
+    }
+
+    fn up_inner(
+        name: Option<&str>,
+        scenario: &str,
+        options: LabOptions,
+        fail_at: Option<usize>,
+    ) -> Result<Self, LabError> {
+        let sc = scenario::find(scenario).ok_or_else(|| LabError::UnknownScenario {
+            name: scenario.to_owned(),
+            known: scenario::names().join(", "),
+        })?;
+        let plan = Plan::new(name.unwrap_or(sc.name), sc, options)?;
+        let _lock = LabLock::acquire()?;
+        let state = up::up(&plan, fail_at)?;
+        Ok(Self { plan, state })
+    }
+
+    /// The lab `name`, from its record.
+    pub fn open(name: &str) -> Result<Self, LabError> {
+        let state = LabState::load(name)?.ok_or_else(|| LabError::NotUp(name.to_owned()))?;
+        Self::from_state(state)
+    }
+
+    fn from_state(state: LabState) -> Result<Self, LabError> {
+        let sc = scenario::find(&state.scenario).ok_or_else(|| LabError::UnknownScenario {
+            name: state.scenario.clone(),
+            known: scenario::names().join(", "),
+        })?;
+        let plan = Plan::new(&state.lab, sc, state.options.clone())?;
+        Ok(Self { plan, state })
+    }
+
+    /// Every lab that is up (or half up).
+    pub fn all() -> Result<Vec<Self>, LabError> {
+        LabState::all()?.into_iter().map(Self::from_state).collect()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.plan.lab
+    }
+
+    /// Tears the lab down; reports everything that could not be removed.
+    pub fn down(self) -> Result<(), LabError> {
+        let _lock = LabLock::acquire()?;
+        down_locked(&self.state)
+    }
+
+    /// The members (pods, nodes, world), as endpoints.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let pods = self.plan.pods.iter().map(|p| Endpoint {
+            name: p.name.clone(),
+            netns: Some(p.netns.clone()),
+            addr: p.addr,
+        });
+        let nodes = self.plan.nodes.iter().map(|n| Endpoint {
+            name: n.name.clone(),
+            netns: Some(n.netns.clone()),
+            addr: n.uplink_addr,
+        });
+        let world = std::iter::once(Endpoint {
+            name: WORLD.into(),
+            netns: Some(self.plan.world_netns.clone()),
+            addr: WORLD_SERVER,
+        });
+        pods.chain(nodes).chain(world).collect()
+    }
+
+    pub fn endpoint(&self, name: &str) -> Option<Endpoint> {
+        self.endpoints().into_iter().find(|e| e.name == name)
+    }
+
+    /// The namespace of member `name`.
+    pub fn netns(&self, name: &str) -> Result<NetNs, LabError> {
+        let endpoint = self
+            .endpoint(name)
+            .ok_or_else(|| self.no_such_member(name))?;
+        Ok(NetNs::open(
+            endpoint
+                .netns
+                .as_deref()
+                .ok_or_else(|| self.no_such_member(name))?,
+        )?)
+    }
+
+    fn no_such_member(&self, name: &str) -> LabError {
+        LabError::NoSuchMember {
+            name: name.to_owned(),
+            labs: format!("lab `{}`", self.name()),
+            members: self
+                .endpoints()
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// The lab holding member `member`: lab `lab` if given, else the only
+    /// lab that has such a member.
+    pub fn find_member(lab: Option<&str>, member: &str) -> Result<Self, LabError> {
+        if let Some(lab) = lab {
+            let lab = Self::open(lab)?;
+            return match lab.endpoint(member) {
+                Some(_) => Ok(lab),
+                None => Err(lab.no_such_member(member)),
+            };
+        }
+        let labs = Self::all()?;
+        if labs.is_empty() {
+            return Err(LabError::NoLabs);
+        }
+        let (mut with, without): (Vec<_>, Vec<_>) =
+            labs.into_iter().partition(|l| l.endpoint(member).is_some());
+        match with.len() {
+            1 => Ok(with.remove(0)),
+            0 => Err(LabError::NoSuchMember {
+                name: member.to_owned(),
+                labs: without
+                    .iter()
+                    .map(|l| format!("lab `{}`", l.name()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                members: without
+                    .first()
+                    .map(|l| {
+                        l.endpoints()
+                            .iter()
+                            .map(|e| e.name.clone())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default(),
+            }),
+            _ => Err(LabError::AmbiguousMember {
+                name: member.to_owned(),
+                labs: with
+                    .iter()
+                    .map(|l| l.name().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}
+
+/// Tears down one recorded lab; the caller holds the lock.
+fn down_locked(state: &LabState) -> Result<(), LabError> {
+    let errors = down::teardown(state);
+    if errors.is_empty() {
+        state.remove()?;
+        Ok(())
+    } else {
+        Err(LabError::Teardown {
+            lab: state.lab.clone(),
+            errors: errors.iter().map(ToString::to_string).collect(),
+        })
+    }
+}
+
+/// Tears down lab `name`, or every lab when `None`. Returns the names torn
+/// down; every lab is attempted even when one fails.
+pub fn down(name: Option<&str>) -> Result<Vec<String>, LabError> {
+    let _lock = LabLock::acquire()?;
+    let states = match name {
+        Some(n) => vec![LabState::load(n)?.ok_or_else(|| LabError::NotUp(n.to_owned()))?],
+        None => LabState::all()?,
+    };
+    let mut done = Vec::new();
+    let mut errors = Vec::new();
+    for state in &states {
+        match down_locked(state) {
+            Ok(()) => done.push(state.lab.clone()),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(done)
+    } else {
+        Err(LabError::Teardown {
+            lab: states
+                .iter()
+                .map(|s| s.lab.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            errors,
+        })
+    }
+}

@@ -1,0 +1,371 @@
+//! The concrete layout of a lab: namespace names, interfaces, addresses and
+//! routes, derived from the scenario alone (no system calls), so it can be
+//! unit-tested and printed before anything is built.
+//!
+//! Addressing follows kind: the underlay is 172.18.0.0/16 (kind's docker
+//! network) with the world as gateway .1 and node N at .(N+1); node N owns
+//! pod CIDR 10.244.N.0/24 with the bridge gateway at .1 and pods from .2, as
+//! host-local hands them out; the world's "internet" server is 203.0.113.10
+//! (TEST-NET-3).
+
+use std::net::Ipv4Addr;
+
+use thiserror::Error;
+
+use super::scenario::{Routing, Scenario};
+use crate::kernel::rtnl::VxlanSpec;
+
+pub const UNDERLAY_BRIDGE: &str = "underlay0";
+pub const UNDERLAY_PREFIX: u8 = 16;
+pub const WORLD_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 1);
+pub const WORLD_SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const WORLD_NET: (Ipv4Addr, u8) = (Ipv4Addr::new(203, 0, 113, 0), 24);
+pub const CLUSTER_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 244, 0, 0), 16);
+pub const POD_PREFIX: u8 = 24;
+pub const POD_BRIDGE: &str = "cni0";
+/// A node's underlay interface.
+pub const UPLINK: &str = "eth0";
+/// A pod's interface (CNI_IFNAME).
+pub const POD_IFNAME: &str = "eth0";
+pub const VXLAN_DEV: &str = "vxlan0";
+pub const VXLAN_VNI: u32 = 42;
+/// The IANA VXLAN port (flannel uses 8472, the Linux default before IANA).
+pub const VXLAN_PORT: u16 = 4789;
+/// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+/// What every link created by a lab carries as its alias (`ip link` shows it).
+pub const ALIAS_PREFIX: &str = "labctl:";
+pub const WORLD: &str = "world";
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error(
+        "lab name `{0}` is not valid: use 1 to 16 lowercase letters, digits or dashes, starting with a letter"
+    )]
+    BadName(String),
+    #[error("MTU {0} is out of range: use 576 to 9000")]
+    BadMtu(u32),
+}
+
+/// Options of `labctl lab up`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LabOptions {
+    /// Pod MTU override (the overlay's MTU pitfall).
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoutePlan {
+    pub dst: Ipv4Addr,
+    pub prefix: u8,
+    pub via: Option<Ipv4Addr>,
+    pub dev: &'static str,
+    /// The gateway is not on a connected subnet (`onlink`).
+    pub onlink: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodePlan {
+    /// `node1`, `node2`, ...
+    pub name: String,
+    pub netns: String,
+    pub uplink_addr: Ipv4Addr,
+    pub uplink_mtu: u32,
+    pub pod_cidr: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub routes: Vec<RoutePlan>,
+    pub vxlan: Option<VxlanSpec>,
+    /// The VXLAN device's own address (10.244.N.0/32, as flannel does).
+    pub vxlan_addr: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PodPlan {
+    pub name: String,
+    pub netns: String,
+    /// Index into `Plan::nodes`.
+    pub node: usize,
+    pub addr: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    /// The node-side end of the pod's veth pair (on cni0).
+    pub host_veth: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub lab: String,
+    #[serde(serialize_with = "scenario_name")]
+    pub scenario: &'static Scenario,
+    pub options: LabOptions,
+    pub world_netns: String,
+    pub nodes: Vec<NodePlan>,
+    pub pods: Vec<PodPlan>,
+}
+
+fn scenario_name<S: serde::Serializer>(s: &&Scenario, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.name)
+}
+
+/// Checks a lab name: it prefixes every namespace the lab creates.
+pub fn validate_name(name: &str) -> Result<(), PlanError> {
+    let ok = (1..=16).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(PlanError::BadName(name.to_owned()))
+    }
+}
+
+impl Plan {
+    pub fn new(
+        lab: &str,
+        scenario: &'static Scenario,
+        options: LabOptions,
+    ) -> Result<Self, PlanError> {
+        validate_name(lab)?;
+        if let Some(mtu) = options.mtu
+            && !(576..=9000).contains(&mtu)
+        {
+            return Err(PlanError::BadMtu(mtu));
+        }
+        let netns = |member: &str| format!("{lab}-{member}");
+        let overlay = scenario.routing == Routing::Overlay;
+        let tunnel_mtu = scenario.uplink_mtu - VXLAN_OVERHEAD;
+        let default_pod_mtu = if overlay {
+            tunnel_mtu
+        } else {
+            scenario.uplink_mtu.max(1500)
+        };
+        let pod_mtu = options.mtu.unwrap_or(default_pod_mtu);
+
+        let mut nodes: Vec<NodePlan> = (1..=scenario.nodes)
+            .map(|n| NodePlan {
+                name: format!("node{n}"),
+                netns: netns(&format!("node{n}")),
+                uplink_addr: node_addr(n),
+                uplink_mtu: scenario.uplink_mtu,
+                pod_cidr: Ipv4Addr::new(10, 244, n, 0),
+                gateway: Ipv4Addr::new(10, 244, n, 1),
+                routes: Vec::new(),
+                vxlan: None,
+                vxlan_addr: None,
+            })
+            .collect();
+        for n in 1..=scenario.nodes {
+            let mut routes = vec![if scenario.default_route {
+                RoutePlan {
+                    dst: Ipv4Addr::UNSPECIFIED,
+                    prefix: 0,
+                    via: Some(WORLD_GATEWAY),
+                    dev: UPLINK,
+                    onlink: false,
+                }
+            } else {
+                RoutePlan {
+                    dst: WORLD_NET.0,
+                    prefix: WORLD_NET.1,
+                    via: Some(WORLD_GATEWAY),
+                    dev: UPLINK,
+                    onlink: false,
+                }
+            }];
+            for peer in (1..=scenario.nodes).filter(|&p| p != n) {
+                routes.push(match scenario.routing {
+                    Routing::Native => RoutePlan {
+                        dst: Ipv4Addr::new(10, 244, peer, 0),
+                        prefix: POD_PREFIX,
+                        via: Some(node_addr(peer)),
+                        dev: UPLINK,
+                        onlink: false,
+                    },
+                    // `10.244.P.0/24 via 10.244.P.0 dev vxlan0 onlink`, as
+                    // flannel: the peer's tunnel address answers ARP.
+                    Routing::Overlay => RoutePlan {
+                        dst: Ipv4Addr::new(10, 244, peer, 0),
+                        prefix: POD_PREFIX,
+                        via: Some(Ipv4Addr::new(10, 244, peer, 0)),
+                        dev: VXLAN_DEV,
+                        onlink: true,
+                    },
+                });
+            }
+            let node = &mut nodes[usize::from(n - 1)];
+            node.routes = routes;
+            if overlay {
+                let peer = if n == 1 { 2 } else { 1 };
+                node.vxlan = Some(VxlanSpec {
+                    name: VXLAN_DEV.into(),
+                    vni: VXLAN_VNI,
+                    dev: UPLINK.into(),
+                    local: node_addr(n),
+                    remote: node_addr(peer),
+                    port: VXLAN_PORT,
+                    mtu: tunnel_mtu,
+                });
+                node.vxlan_addr = Some(Ipv4Addr::new(10, 244, n, 0));
+            }
+        }
+
+        let mut next_host = vec![2u8; nodes.len()];
+        let pods = scenario
+            .pods
+            .iter()
+            .map(|p| {
+                let node = usize::from(p.node - 1);
+                let host = next_host[node];
+                next_host[node] += 1;
+                PodPlan {
+                    name: p.name.into(),
+                    netns: netns(p.name),
+                    node,
+                    addr: Ipv4Addr::new(10, 244, p.node, host),
+                    gateway: nodes[node].gateway,
+                    mtu: pod_mtu,
+                    host_veth: format!("veth-{}", p.name),
+                }
+            })
+            .collect();
+        Ok(Self {
+            lab: lab.to_owned(),
+            scenario,
+            options,
+            world_netns: netns(WORLD),
+            nodes,
+            pods,
+        })
+    }
+
+    /// Every namespace of the lab, in creation order.
+    pub fn namespaces(&self) -> Vec<&str> {
+        std::iter::once(self.world_netns.as_str())
+            .chain(self.nodes.iter().map(|n| n.netns.as_str()))
+            .chain(self.pods.iter().map(|p| p.netns.as_str()))
+            .collect()
+    }
+
+    /// The alias every link of this lab carries.
+    pub fn alias(&self) -> String {
+        format!("{ALIAS_PREFIX}{}", self.lab)
+    }
+
+    pub fn pod(&self, name: &str) -> Option<&PodPlan> {
+        self.pods.iter().find(|p| p.name == name)
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodePlan> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// Node N's underlay address: 172.18.0.(N+1).
+pub fn node_addr(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(172, 18, 0, n + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::scenario::find;
+
+    fn plan(scenario: &str) -> Plan {
+        Plan::new(scenario, find(scenario).unwrap(), LabOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn basic_is_addressed_like_kind_with_host_local() {
+        let p = plan("basic");
+        assert_eq!(
+            p.namespaces(),
+            ["basic-world", "basic-node1", "basic-pod-a", "basic-pod-b"]
+        );
+        let node = &p.nodes[0];
+        assert_eq!(node.uplink_addr, Ipv4Addr::new(172, 18, 0, 2));
+        assert_eq!(node.gateway, Ipv4Addr::new(10, 244, 1, 1));
+        assert_eq!(
+            node.routes,
+            [RoutePlan {
+                dst: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+                via: Some(WORLD_GATEWAY),
+                dev: UPLINK,
+                onlink: false,
+            }]
+        );
+        let addrs: Vec<_> = p.pods.iter().map(|p| p.addr).collect();
+        assert_eq!(
+            addrs,
+            [Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 3)]
+        );
+        assert!(
+            p.pods
+                .iter()
+                .all(|p| p.mtu == 1500 && p.host_veth.len() <= 15)
+        );
+    }
+
+    #[test]
+    fn two_node_routes_each_pod_cidr_via_the_peer_node() {
+        let p = plan("two-node");
+        assert_eq!(
+            p.nodes[0].routes[1],
+            RoutePlan {
+                dst: Ipv4Addr::new(10, 244, 2, 0),
+                prefix: 24,
+                via: Some(Ipv4Addr::new(172, 18, 0, 3)),
+                dev: UPLINK,
+                onlink: false,
+            }
+        );
+        assert_eq!(p.pods[1].addr, Ipv4Addr::new(10, 244, 2, 2));
+        assert!(p.nodes.iter().all(|n| n.vxlan.is_none()));
+    }
+
+    #[test]
+    fn overlay_tunnels_point_at_each_other_and_shrink_the_pod_mtu() {
+        let p = plan("overlay");
+        let (a, b) = (
+            p.nodes[0].vxlan.as_ref().unwrap(),
+            p.nodes[1].vxlan.as_ref().unwrap(),
+        );
+        assert_eq!((a.local, a.remote), (b.remote, b.local));
+        assert_eq!(a.mtu, 1450);
+        assert!(p.pods.iter().all(|p| p.mtu == 1450));
+        assert_eq!(p.nodes[0].routes[1].dev, VXLAN_DEV);
+        let pitfall = Plan::new(
+            "overlay",
+            find("overlay").unwrap(),
+            LabOptions { mtu: Some(1500) },
+        )
+        .unwrap();
+        assert!(pitfall.pods.iter().all(|p| p.mtu == 1500));
+    }
+
+    #[test]
+    fn drops_has_no_default_route() {
+        let p = plan("drops");
+        assert_eq!(p.nodes[0].routes.len(), 1);
+        assert_eq!(p.nodes[0].routes[0].dst, WORLD_NET.0);
+        assert_eq!(p.nodes[0].uplink_mtu, 1280);
+        assert_eq!(p.pods[0].mtu, 1500);
+    }
+
+    #[test]
+    fn bad_names_and_mtus_are_refused() {
+        let s = find("basic").unwrap();
+        for bad in ["", "Basic", "1lab", "lab_1", "a-very-long-lab-name"] {
+            assert_eq!(
+                Plan::new(bad, s, LabOptions::default()).unwrap_err(),
+                PlanError::BadName(bad.into())
+            );
+        }
+        assert_eq!(
+            Plan::new("x", s, LabOptions { mtu: Some(100) }).unwrap_err(),
+            PlanError::BadMtu(100)
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! The built-in lab scenarios: what each builds and what it teaches.
+
+/// A pod and the node (1-based) it runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodSpec {
+    pub name: &'static str,
+    pub node: u8,
+}
+
+/// How pod traffic crosses between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Routing {
+    /// Routes to each node's pod CIDR via the node's underlay address.
+    Native,
+    /// VXLAN tunnels between nodes (as flannel's vxlan backend / Cilium tunnel mode).
+    Overlay,
+}
+
+/// A fault planted in the `drops` scenario, triggered by `labctl lab trigger`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    pub name: &'static str,
+    /// The drop reason the kernel reports for it.
+    pub reason: &'static str,
+    /// Where the drop happens: a pod or node name.
+    pub at: &'static str,
+    pub summary: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    /// One line for `labctl lab list`.
+    pub summary: &'static str,
+    /// The concept it teaches, and what to try.
+    pub teaches: &'static str,
+    pub nodes: u8,
+    pub pods: &'static [PodSpec],
+    pub routing: Routing,
+    /// Nodes have a default route to the world (false: only a route to the
+    /// world's server network, so other destinations have no route).
+    pub default_route: bool,
+    /// A NetworkPolicy-like default deny between pods with one allow rule.
+    pub policy: bool,
+    /// MTU of the nodes' underlay links.
+    pub uplink_mtu: u32,
+    /// Strict reverse-path filtering (rp_filter=1) on the nodes.
+    pub rp_filter: bool,
+    pub faults: &'static [Fault],
+}
+
+/// Where drop faults fire from: the client pod of the `drops` scenario.
+pub const FAULT_SOURCE: &str = "pod-a";
+
+/// The allowed flow of the `policy` scenario.
+pub const POLICY_ALLOWED_PORT: u16 = 8080;
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "basic",
+        summary: "one node, two pods on a bridge, pod -> world through masquerade",
+        teaches: "How a CNI bridge plugin wires a pod: a veth pair with eth0 in the pod, the \
+                  host end on the cni0 bridge, a /24 from the node's pod CIDR, a default route \
+                  via the bridge's gateway address. Pods on one node talk over the bridge (L2); \
+                  traffic to the world is routed by the node and masqueraded to the node's \
+                  address, so the world server sees the node, not the pod. Try: \
+                  `labctl lab traffic pod-a world --proto tcp`, `labctl conntrack list --netns \
+                  basic-node1`, `ip netns exec basic-node1 nft list ruleset`.",
+        nodes: 1,
+        pods: &[
+            PodSpec {
+                name: "pod-a",
+                node: 1,
+            },
+            PodSpec {
+                name: "pod-b",
+                node: 1,
+            },
+        ],
+        routing: Routing::Native,
+        default_route: true,
+        policy: false,
+        uplink_mtu: 1500,
+        rp_filter: false,
+        faults: &[],
+    },
+    Scenario {
+        name: "two-node",
+        summary: "two nodes, one pod each, native routing between pod CIDRs",
+        teaches: "Each node owns a pod CIDR (10.244.N.0/24); the other nodes reach it through a \
+                  route via that node's underlay address, as Calico/Cilium native routing or \
+                  kube-router do. No encapsulation: the underlay sees pod addresses. Try: \
+                  `labctl lab traffic pod-a pod-b`, `ip netns exec two-node-node1 ip route`.",
+        nodes: 2,
+        pods: &[
+            PodSpec {
+                name: "pod-a",
+                node: 1,
+            },
+            PodSpec {
+                name: "pod-b",
+                node: 2,
+            },
+        ],
+        routing: Routing::Native,
+        default_route: true,
+        policy: false,
+        uplink_mtu: 1500,
+        rp_filter: false,
+        faults: &[],
+    },
+    Scenario {
+        name: "overlay",
+        summary: "two nodes joined by VXLAN (VNI 42, UDP 4789), pod MTU reduced by 50 bytes",
+        teaches: "Pod packets between nodes are wrapped in VXLAN (outer IP + UDP 4789 + VXLAN \
+                  header: 50 bytes) as flannel's vxlan backend and Cilium's tunnel mode do, so \
+                  the underlay only sees node addresses. The tunnel's MTU is 1450, and so is \
+                  the pods'. Bring it up with `--mtu 1500` to reproduce the MTU pitfall: full \
+                  size packets from pods no longer fit the tunnel (`labctl lab traffic pod-a \
+                  pod-b --size 1472` fails, `labctl trace` shows PKT_TOO_BIG on the node).",
+        nodes: 2,
+        pods: &[
+            PodSpec {
+                name: "pod-a",
+                node: 1,
+            },
+            PodSpec {
+                name: "pod-b",
+                node: 2,
+            },
+        ],
+        routing: Routing::Overlay,
+        default_route: true,
+        policy: false,
+        uplink_mtu: 1500,
+        rp_filter: false,
+        faults: &[],
+    },
+    Scenario {
+        name: "drops",
+        summary: "one node with planted faults that each produce a distinct drop reason",
+        teaches: "Each fault makes the kernel drop packets for a different reason. Run `sudo \
+                  labctl trace --explain` in one terminal and `labctl lab trigger FAULT` in \
+                  another. The node has rp_filter=1, an uplink MTU of 1280, a netfilter drop \
+                  rule, and no default route (only the world's server network is routed).",
+        nodes: 1,
+        pods: &[
+            PodSpec {
+                name: "pod-a",
+                node: 1,
+            },
+            PodSpec {
+                name: "pod-b",
+                node: 1,
+            },
+        ],
+        routing: Routing::Native,
+        default_route: false,
+        policy: false,
+        uplink_mtu: 1280,
+        rp_filter: true,
+        faults: &[
+            Fault {
+                name: "closed-port",
+                reason: "NO_SOCKET",
+                at: "pod-b",
+                summary: "UDP from pod-a to pod-b port 9, where nothing listens",
+            },
+            Fault {
+                name: "policy",
+                reason: "NETFILTER_DROP",
+                at: "node1",
+                summary: "UDP from pod-a to the world's port 7777, dropped by an nft rule on the node",
+            },
+            Fault {
+                name: "rp-filter",
+                reason: "IP_RPFILTER",
+                at: "node1",
+                summary: "UDP from pod-a with a spoofed source (198.51.100.7); the node's strict \
+                          rp_filter would route replies elsewhere",
+            },
+            Fault {
+                name: "no-route",
+                reason: "IP_INNOROUTES",
+                at: "node1",
+                summary: "UDP from pod-a to 198.51.100.1, for which the node has no route",
+            },
+            Fault {
+                name: "too-big",
+                reason: "PKT_TOO_BIG",
+                at: "node1",
+                summary: "1400-byte UDP with Don't Fragment from pod-a to the world, over the \
+                          node's 1280-byte uplink",
+            },
+            Fault {
+                name: "bad-csum",
+                reason: "TCP_CSUM",
+                at: "pod-b",
+                summary: "a TCP SYN with a corrupt checksum from pod-a to pod-b port 8080",
+            },
+        ],
+    },
+    Scenario {
+        name: "policy",
+        summary: "default-deny between pods with one allow rule (pod-a -> pod-b TCP 8080)",
+        teaches: "A NetworkPolicy-style default deny, done with netfilter on the node as \
+                  iptables-based policy engines do it: bridged pod traffic passes the inet \
+                  forward hook (the bridge has nf_call_iptables on, like br_netfilter in \
+                  Kubernetes), established flows are accepted by conntrack, one rule allows \
+                  pod-a -> pod-b on TCP 8080, everything else between pods is dropped \
+                  (NETFILTER_DROP in `labctl trace`). Try: `labctl lab traffic pod-a pod-b \
+                  --proto tcp --port 8080` (allowed) and `labctl lab traffic pod-c pod-b`.",
+        nodes: 1,
+        pods: &[
+            PodSpec {
+                name: "pod-a",
+                node: 1,
+            },
+            PodSpec {
+                name: "pod-b",
+                node: 1,
+            },
+            PodSpec {
+                name: "pod-c",
+                node: 1,
+            },
+        ],
+        routing: Routing::Native,
+        default_route: true,
+        policy: true,
+        uplink_mtu: 1500,
+        rp_filter: false,
+        faults: &[],
+    },
+];
+
+/// Looks a scenario up by name.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    SCENARIOS.iter().map(|s| s.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_sit_on_existing_nodes_and_fit_interface_names() {
+        for s in SCENARIOS {
+            for p in s.pods {
+                assert!(p.node >= 1 && p.node <= s.nodes, "{}: {}", s.name, p.name);
+                // The node-side veth is `veth-POD`, and IFNAMSIZ is 16 with the NUL.
+                assert!(p.name.len() <= 10, "{}: {}", s.name, p.name);
+            }
+            if s.routing == Routing::Overlay {
+                assert_eq!(s.nodes, 2, "point-to-point VXLAN needs exactly two nodes");
+            }
+        }
+    }
+
+    #[test]
+    fn faults_fire_from_an_existing_pod_and_land_on_a_lab_member() {
+        for s in SCENARIOS.iter().filter(|s| !s.faults.is_empty()) {
+            assert!(s.pods.iter().any(|p| p.name == FAULT_SOURCE));
+            for f in s.faults {
+                let node = f.at.strip_prefix("node").and_then(|n| n.parse::<u8>().ok());
+                assert!(
+                    s.pods.iter().any(|p| p.name == f.at) || node.is_some_and(|n| n <= s.nodes),
+                    "{}",
+                    f.name
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! `lab status`: what a lab's namespaces contain, read back from the kernel
+//! (not from the plan), so it shows what is really there.
+
+use serde::Serialize;
+
+use super::{Lab, LabError, firewall};
+use crate::kernel::{
+    netns::NetNs,
+    rtnl::{LinkInfoSummary, RouteSummary, Rtnl},
+};
+
+#[derive(Debug, Serialize)]
+pub struct MemberStatus {
+    pub name: String,
+    /// pod, node or world.
+    pub role: &'static str,
+    pub netns: String,
+    pub links: Vec<LinkInfoSummary>,
+    pub routes: Vec<RouteSummary>,
+    /// `nft list ruleset` of a node (NAT and filter rules, with counters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ruleset: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LabStatus {
+    pub lab: String,
+    pub scenario: String,
+    pub complete: bool,
+    pub members: Vec<MemberStatus>,
+}
+
+pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
+    let mut members = Vec::new();
+    let plan = &lab.plan;
+    let roles = plan
+        .pods
+        .iter()
+        .map(|p| (p.name.as_str(), "pod", p.netns.as_str()))
+        .chain(
+            plan.nodes
+                .iter()
+                .map(|n| (n.name.as_str(), "node", n.netns.as_str())),
+        )
+        .chain(std::iter::once((
+            "world",
+            "world",
+            plan.world_netns.as_str(),
+        )));
+    for (name, role, netns) in roles {
+        let ns = NetNs::open(netns)?;
+        let rt = Rtnl::open(&ns)?;
+        let links = rt
+            .links()?
+            .into_iter()
+            .filter(|l| l.name != "lo" || l.addresses.iter().any(|a| !a.starts_with("127.")))
+            .collect();
+        let routes = rt.routes()?;
+        let ruleset = if role == "node" {
+            Some(firewall::list(&ns)?)
+        } else {
+            None
+        };
+        members.push(MemberStatus {
+            name: name.to_owned(),
+            role,
+            netns: netns.to_owned(),
+            links,
+            routes,
+            ruleset,
+        });
+    }
+    Ok(LabStatus {
+        lab: lab.name().to_owned(),
+        scenario: plan.scenario.name.to_owned(),
+        complete: lab.state.complete,
+        members,
+    })
+}
