@@ -43,12 +43,16 @@ pub enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
-    /// Load a real program and watch it count real drops: UDP datagrams sent
-    /// to a closed port in a throwaway network namespace.
+    /// The tour: bring up the drops lab, trace while each planted fault
+    /// fires, print the summary with explanations, tear the lab down.
     Demo {
-        /// How many datagrams to send.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-        count: u32,
+        /// Packets per fault [default: 5] (with --counter: datagrams to count [default: 1000]).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        count: Option<u32>,
+        /// The minimal demo instead: one eBPF counter counting UDP datagrams
+        /// sent to a closed port in a throwaway namespace, no lab.
+        #[arg(long)]
+        counter: bool,
     },
 }
 

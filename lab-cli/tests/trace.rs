@@ -35,6 +35,7 @@ fn options(ns: &NetNs) -> TraceOptions {
         explain: false,
         ring_bytes: 1 << 22,
         classic_tracepoint: false,
+        stop: None,
     }
 }
 
@@ -227,4 +228,46 @@ fn summary_mode_counts_exactly_without_events() {
     assert!(drops.is_empty());
     assert_eq!((s.total(), s.lost, s.events), (2500, 0, 0));
     assert_eq!(s.by_location.values().sum::<u64>(), 2500);
+}
+
+/// Every planted fault of the drops lab: exactly N drops with the fault's
+/// reason, 5-tuple, interface and namespace name, and the same count in the
+/// JSON summary.
+#[test]
+fn each_planted_fault_gives_exactly_its_reason() {
+    if !common::privileged("each_planted_fault_gives_exactly_its_reason") {
+        return;
+    }
+    use lab_cli::lab::faults;
+    const N: u32 = 50;
+    let lab = common::lab("drops", "trc");
+    for fault in lab.plan.scenario.faults {
+        let at = lab.netns(fault.at).unwrap();
+        let mut opts = options(&at);
+        opts.duration = Some(Duration::from_millis(1200));
+        let mut sent = None;
+        let (drops, summary) = trace(opts, || {
+            sent = Some(faults::trigger(&lab, fault, N).expect("trigger"));
+        });
+        let report = sent.unwrap();
+        assert_eq!(report.sent, N);
+        assert_eq!(
+            summary.by_reason,
+            std::collections::BTreeMap::from([(fault.reason.to_owned(), u64::from(N))]),
+            "fault {}",
+            fault.name
+        );
+        assert_eq!(summary.lost, 0);
+        assert_eq!(drops.len(), N as usize, "fault {}", fault.name);
+        for d in &drops {
+            assert_eq!(d["reason"], fault.reason, "fault {}", fault.name);
+            assert_eq!(d["netns"], at.name());
+            assert_eq!(d["ifname"], report.iface, "fault {}", fault.name);
+            assert_eq!(d["proto"], report.proto.to_uppercase());
+            assert_eq!(d["src"], report.src.to_string());
+            assert_eq!(d["dst"], report.dst.to_string());
+            assert_eq!(d["sport"], report.sport);
+            assert_eq!(d["dport"], report.dport);
+        }
+    }
 }

@@ -11,7 +11,11 @@ use crate::{cli::Command, exit::Outcome};
 pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Doctor { output } => doctor::run(output),
-        Command::Demo { count } => demo::run(count),
+        Command::Demo {
+            count,
+            counter: true,
+        } => demo::counter(count.unwrap_or(1000)),
+        Command::Demo { count, .. } => demo::run(count.unwrap_or(5)),
         Command::Trace(args) => trace::run(args),
         Command::Explain { reason, list } => explain::run(reason.as_deref(), list),
         Command::Lab { command } => lab::run(command),

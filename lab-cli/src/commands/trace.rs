@@ -41,6 +41,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         explain: args.explain,
         ring_bytes: args.ring_size,
         classic_tracepoint: args.classic_tracepoint,
+        stop: None,
     };
     let mut out = anstream::stdout().lock();
     session::run(&opts, &mut out).context("tracing failed")?;

@@ -197,6 +197,22 @@ pub fn trigger(lab: &Lab, fault: &Fault, count: u32) -> Result<TriggerReport, Fa
         })
         .map_err(LabError::from)?
         .map_err(|e| send_err(e.into()))?;
+    // ICMP errors the faults provoke (port/host unreachable, fragmentation
+    // needed) come back to pod-a's UDP port 40000. With no socket there they
+    // would be dropped as NO_SOCKET in pod-a, adding drops the fault did not
+    // ask for; a bound socket absorbs them as socket errors.
+    let _absorber = if report.src == source.addr && report.proto == "udp" {
+        Some(
+            ns.run(|| std::net::UdpSocket::bind(SocketAddrV4::new(source.addr, FAULT_SPORT)))
+                .map_err(LabError::from)?
+                .map_err(send_err)?,
+        )
+    } else {
+        None
+    };
+    // Send at the interface MTU whatever the path MTU cache learned from
+    // earlier frag-needed errors (the too-big fault must reach the node).
+    traffic::set_dont_fragment(&fd).map_err(send_err)?;
     let packet = build(&report, payload, dont_fragment).map_err(send_err)?;
     let to = SockaddrIn::from(SocketAddrV4::new(report.dst, 0));
     for i in 0..count {
@@ -209,6 +225,8 @@ pub fn trigger(lab: &Lab, fault: &Fault, count: u32) -> Result<TriggerReport, Fa
             thread::sleep(Duration::from_millis(2));
         }
     }
+    // Let the last ICMP errors reach the absorbing socket before it closes.
+    thread::sleep(Duration::from_millis(50));
     Ok(report)
 }
 

@@ -116,7 +116,10 @@ fn build(plan: &Plan, state: &mut LabState, steps: &mut Steps) -> Result<(), Lab
         // solicitations or MLD reports, which keeps `labctl trace` quiet.
         ns.run(|| {
             sysctl::write(&["net", "ipv6", "conf", "all", "disable_ipv6"], "1")?;
-            sysctl::write(&["net", "ipv6", "conf", "default", "disable_ipv6"], "1")
+            sysctl::write(&["net", "ipv6", "conf", "default", "disable_ipv6"], "1")?;
+            // ICMP ping sockets for everyone, as Docker and systemd set it:
+            // `lab traffic` pings without raw sockets (see traffic.rs).
+            sysctl::write(&["net", "ipv4", "ping_group_range"], "0 2147483647")
         })??;
         Rtnl::open(&ns)?.set_up("lo")?;
     }

@@ -6,6 +6,10 @@ use std::{
     io::Write,
     os::fd::{AsFd as _, AsRawFd as _},
     path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -44,6 +48,9 @@ pub struct TraceOptions {
     pub ring_bytes: u32,
     /// Use the classic tracepoint even where tp_btf works.
     pub classic_tracepoint: bool,
+    /// Ends the session when set (for callers that trace while they act,
+    /// such as the demo); Ctrl-C, --duration and --count still apply.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a session saw; the JSON summary line is this, serialized.
@@ -111,10 +118,6 @@ pub fn run(opts: &TraceOptions, out: &mut impl Write) -> anyhow::Result<Summary>
     let mut tracer = DropTracer::attach(config, consumed, opts.ring_bytes, opts.classic_tracepoint)
         .context("attaching the drop tracer")?;
     tracing::info!("tracing drops through {}", tracer.hook().describe());
-    if let Some(path) = &opts.ready_file {
-        fs::write(path, format!("{}\n", tracer.hook().describe()))
-            .with_context(|| format!("writing the ready file {}", path.display()))?;
-    }
     let mut resolver = Resolver {
         reasons,
         names: Names::new(),
@@ -129,6 +132,12 @@ pub fn run(opts: &TraceOptions, out: &mut impl Write) -> anyhow::Result<Summary>
         )?;
     }
 
+    // Ready only once everything the loop needs is loaded (kallsyms takes a
+    // moment), so a script's traffic is printed as it happens.
+    if let Some(path) = &opts.ready_file {
+        fs::write(path, format!("{}\n", tracer.hook().describe()))
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
+    }
     let started = Instant::now();
     let mut last_table = Instant::now();
     let mut events = 0u64;
@@ -173,7 +182,13 @@ pub fn run(opts: &TraceOptions, out: &mut impl Write) -> anyhow::Result<Summary>
                 last_table = Instant::now();
             }
         }
-        if interrupt::requested() || opts.duration.is_some_and(|d| started.elapsed() >= d) {
+        if interrupt::requested()
+            || opts.duration.is_some_and(|d| started.elapsed() >= d)
+            || opts
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
             break;
         }
     }

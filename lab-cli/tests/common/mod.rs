@@ -39,3 +39,61 @@ pub fn send_udp(ns: &NetNs, port: u16, n: u32) {
             .expect("send");
     }
 }
+
+/// A lab built for one test, torn down when dropped (even on panic).
+pub struct TestLab(Option<lab_cli::lab::Lab>);
+
+/// Builds `scenario` under a lab name unique to this test process.
+pub fn lab(scenario: &str, tag: &str) -> TestLab {
+    lab_with(scenario, tag, Default::default())
+}
+
+pub fn lab_with(scenario: &str, tag: &str, options: lab_cli::lab::plan::LabOptions) -> TestLab {
+    let name = lab_name(tag);
+    let lab = lab_cli::lab::Lab::up(Some(&name), scenario, options).unwrap_or_else(|e| {
+        panic!(
+            "lab up {scenario} as {name}: {}",
+            lab_cli::exit::one_line(&e)
+        )
+    });
+    TestLab(Some(lab))
+}
+
+/// `t<pid>-<tag>`: unique per test process, valid as a lab name.
+pub fn lab_name(tag: &str) -> String {
+    format!("t{}-{tag}", std::process::id() % 100_000)
+}
+
+impl TestLab {
+    /// Tears down now, returning the error instead of printing it.
+    pub fn down(mut self) -> Result<(), lab_cli::lab::LabError> {
+        match self.0.take() {
+            Some(lab) => lab.down(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::ops::Deref for TestLab {
+    type Target = lab_cli::lab::Lab;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("lab already down")
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if let Some(lab) = self.0.take()
+            && let Err(e) = lab.down()
+        {
+            eprintln!("tearing down the test lab: {}", lab_cli::exit::one_line(&e));
+        }
+    }
+}
+
+/// Whether /run/netns/NAME exists.
+pub fn netns_exists(name: &str) -> bool {
+    std::path::Path::new(lab_cli::kernel::netns::NETNS_RUN_DIR)
+        .join(name)
+        .exists()
+}

@@ -1,4 +1,9 @@
-//! `labctl demo`: a real program counting real drops.
+//! `labctl demo`: the drops lab traced live, or (`--counter`) a bare eBPF
+//! counter counting real drops.
+
+mod drops_lab;
+
+pub use drops_lab::run;
 
 use std::io::Write as _;
 
@@ -13,7 +18,8 @@ use crate::{
     privilege,
 };
 
-pub fn run(count: u32) -> anyhow::Result<Outcome> {
+/// `labctl demo --counter`: the minimal version, one eBPF counter and no lab.
+pub fn counter(count: u32) -> anyhow::Result<Outcome> {
     privilege::require("demo")?;
     let name = netns::unique_name("labctl-demo");
     let mut out = anstream::stdout().lock();
