@@ -257,8 +257,7 @@ fn name_clashes_and_foreign_namespaces_are_never_touched() {
         Err(LabError::AlreadyUp { .. })
     ));
     let victim = format!("{}-pod-a", lab.name());
-    lab_cli::kernel::netns::remove(&victim, &NetNs::open(&victim).unwrap().path().to_owned())
-        .unwrap();
+    lab_cli::kernel::netns::remove(&victim, NetNs::open(&victim).unwrap().path()).unwrap();
     let stranger = NetNs::create(&victim).unwrap();
     let err = lab.down().unwrap_err();
     assert!(
