@@ -43,7 +43,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         classic_tracepoint: args.classic_tracepoint,
         stop: None,
     };
-    let mut out = anstream::stdout().lock();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, anstream::stdout().lock());
     session::run(&opts, &mut out).context("tracing failed")?;
     Ok(Outcome::Success)
 }

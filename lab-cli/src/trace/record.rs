@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use anstyle::{AnsiColor, Style};
 use lab_common::trace::{DropEvent, family};
 use serde::Serialize;
 
@@ -77,7 +78,25 @@ impl DropRecord {
     }
 
     /// `HH:MM:SS.micros netns iface proto src:port → dst:port REASON location`
+    /// The live-stream line, plain.
     pub fn text_line(&self) -> String {
+        self.line(false)
+    }
+
+    /// The same line with the reason, namespace and location styled; the
+    /// output stream (anstream) strips the styles when not on a terminal.
+    pub fn colored_line(&self) -> String {
+        self.line(true)
+    }
+
+    fn line(&self, color: bool) -> String {
+        let paint = |style: Style, text: &str| {
+            if color {
+                format!("{style}{text}{style:#}")
+            } else {
+                text.to_owned()
+            }
+        };
         let secs = self.ts_ns / 1_000_000_000;
         let micros = (self.ts_ns % 1_000_000_000) / 1000;
         let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
@@ -102,13 +121,19 @@ impl DropRecord {
             proto = format!("{proto} type {t} code {c}");
         }
         format!(
-            "{h:02}:{m:02}:{s:02}.{micros:06} {netns:<14} {iface:<10} {proto:<8} {src} → {dst} {reason} len {len} at {loc}",
-            netns = self.netns,
+            "{h:02}:{m:02}:{s:02}.{micros:06} {netns} {iface:<10} {proto:<8} {src} → {dst} {reason} len {len} at {loc}",
+            netns = paint(
+                Style::new().fg_color(Some(AnsiColor::Cyan.into())),
+                &format!("{:<14}", self.netns)
+            ),
             src = endpoint(&self.src, self.sport),
             dst = endpoint(&self.dst, self.dport),
-            reason = self.reason,
+            reason = paint(
+                Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
+                &self.reason
+            ),
             len = self.len,
-            loc = self.location,
+            loc = paint(Style::new().dimmed(), &self.location),
         )
     }
 }
@@ -222,6 +247,16 @@ mod tests {
         assert_eq!(
             rec.text_line(),
             "23:15:23.000456 labtest-a      lo         UDP      127.0.0.1:40000 → 127.0.0.2:9 NO_SOCKET len 32 at __udp4_lib_rcv+0x5a3"
+        );
+        // On a terminal the reason stands out; stripped, it is the same line.
+        let colored = rec.colored_line();
+        assert!(
+            colored.contains("\u{1b}[1m\u{1b}[31mNO_SOCKET\u{1b}[0m"),
+            "{colored:?}"
+        );
+        assert_eq!(
+            anstream::adapter::strip_str(&colored).to_string(),
+            rec.text_line()
         );
     }
 

@@ -147,7 +147,7 @@ pub fn run(opts: &TraceOptions, out: &mut impl Write) -> anyhow::Result<Summary>
         // Safety: the fd belongs to the ring buffer, alive for this call.
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let mut fds = [PollFd::new(borrowed.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(100u16)) {
+        match poll(&mut fds, PollTimeout::from(50u16)) {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => return Err(e).context("polling the ring buffer"),
         }
@@ -161,7 +161,7 @@ pub fn run(opts: &TraceOptions, out: &mut impl Write) -> anyhow::Result<Summary>
             match opts.output {
                 OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&record)?)?,
                 OutputFormat::Text => {
-                    writeln!(out, "{}", record.text_line())?;
+                    writeln!(out, "{}", record.colored_line())?;
                     if opts.explain && explained.insert(record.reason.clone()) {
                         write_explanation(out, &record.reason, "    ")?;
                     }
@@ -171,6 +171,9 @@ pub fn run(opts: &TraceOptions, out: &mut impl Write) -> anyhow::Result<Summary>
                 break 'session;
             }
         }
+        // `out` may be buffered (the command wraps stdout in a BufWriter, one
+        // write per batch instead of per line): show each batch as it comes.
+        out.flush()?;
         if opts.summary {
             let total: u64 = tracer.reason_counts()?.values().sum();
             if opts.count.is_some_and(|n| total >= n) {

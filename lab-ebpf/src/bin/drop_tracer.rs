@@ -22,6 +22,13 @@ mod program {
 
     lab_ebpf::license!();
 
+    // From include/uapi/linux/bpf.h (bpf_ringbuf_submit flags, bpf_ringbuf_query).
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    /// Unread bytes in the ring buffer that justify waking the reader.
+    const WAKEUP_BYTES: u64 = 64 * 1024;
+
     #[unsafe(no_mangle)]
     static CONFIG: TraceConfig = TraceConfig::ZERO;
 
@@ -98,7 +105,12 @@ mod program {
         ev.reason = reason;
         ev.len = read::<u32>(skb, off.skb_len).unwrap_or(0);
         ev.ethertype = u16::from_be(read::<u16>(skb, off.skb_protocol).unwrap_or(0));
-        packet::parse(skb, off, &mut ev);
+        // Summary mode without packet filters needs no packet fields: skip
+        // the header reads, the costliest part per drop.
+        let packet_filters = cfg.l4proto != 0 || cfg.port != 0 || cfg.flags & flags::HOST != 0;
+        if cfg.flags & flags::SUMMARY_ONLY == 0 || packet_filters {
+            packet::parse(skb, off, &mut ev);
+        }
 
         if cfg.l4proto != 0 && ev.l4proto != cfg.l4proto {
             return;
@@ -121,7 +133,16 @@ mod program {
         match EVENTS.reserve::<DropEvent>(0) {
             Some(mut slot) => {
                 slot.write(ev);
-                slot.submit(0);
+                // Waking the reader for every event costs more than the event
+                // itself in a drop storm; wake it only once WAKEUP_BYTES are
+                // waiting. The reader also polls with a short timeout, so a
+                // lone drop is shown within that timeout.
+                let wake = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+                    BPF_RB_FORCE_WAKEUP
+                } else {
+                    BPF_RB_NO_WAKEUP
+                };
+                slot.submit(wake);
             }
             None => {
                 if let Some(lost) = LOST.get_ptr_mut(LOST_INDEX) {
