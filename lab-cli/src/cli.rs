@@ -102,6 +102,9 @@ pub struct TraceArgs {
     /// Ring buffer size in bytes (a power of two, at least 4096).
     #[arg(long, default_value_t = 1 << 22)]
     pub ring_size: u32,
+    /// Print the kernel stack of each drop (and add it to JSON as "stack").
+    #[arg(long)]
+    pub stack: bool,
     /// Use the classic skb:kfree_skb tracepoint even where tp_btf works.
     #[arg(long)]
     pub classic_tracepoint: bool,

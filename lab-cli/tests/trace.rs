@@ -35,6 +35,7 @@ fn options(ns: &NetNs) -> TraceOptions {
         explain: false,
         ring_bytes: 1 << 22,
         classic_tracepoint: false,
+        stack: false,
         stop: None,
     }
 }
@@ -270,4 +271,42 @@ fn each_planted_fault_gives_exactly_its_reason() {
             assert_eq!(d["dport"], report.dport);
         }
     }
+}
+
+#[test]
+fn stack_shows_the_path_to_the_drop_without_the_tracer() {
+    if !common::privileged("stack_shows_the_path_to_the_drop_without_the_tracer") {
+        return;
+    }
+    let ns = common::netns("labtest-stk");
+    let mut opts = options(&ns);
+    opts.stack = true;
+    let (drops, summary) = trace(opts, || common::send_udp(&ns, 9, 20));
+    assert_eq!(summary.by_reason.get("NO_SOCKET"), Some(&20));
+    assert_eq!(drops.len(), 20);
+    for d in &drops {
+        let stack: Vec<&str> = d["stack"]
+            .as_array()
+            .expect("a stack on every drop")
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        assert!(
+            !stack
+                .iter()
+                .any(|f| f.starts_with("bpf_prog_") || f.starts_with("__traceiter_")),
+            "{stack:?}"
+        );
+        assert!(
+            stack.iter().any(|f| f.starts_with("__udp4_lib_rcv")),
+            "{stack:?}"
+        );
+        assert!(
+            stack.iter().any(|f| f.starts_with("__x64_sys_sendto")),
+            "{stack:?}"
+        );
+    }
+    // Without --stack the JSON has no "stack" key (the schema stays as documented).
+    let (drops, _) = trace(options(&ns), || common::send_udp(&ns, 9, 1));
+    assert!(drops[0].get("stack").is_none());
 }

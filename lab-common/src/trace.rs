@@ -43,6 +43,8 @@ pub mod flags {
     pub const CLASSIC_TRACEPOINT: u32 = 1 << 2;
     /// Count only (summary mode): no events through the ring buffer.
     pub const SUMMARY_ONLY: u32 = 1 << 3;
+    /// Record each drop's kernel stack in the `STACKS` map (`--stack`).
+    pub const STACK: u32 = 1 << 4;
 }
 
 /// The tracer's `CONFIG` global.
@@ -152,7 +154,9 @@ pub struct DropEvent {
     pub has_ports: u8,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
-    pub _pad: u32,
+    /// Id of the kernel stack in the `STACKS` map; negative when not
+    /// collected (no `--stack`) or when collecting failed.
+    pub stack_id: i32,
 }
 
 impl DropEvent {
@@ -174,7 +178,7 @@ impl DropEvent {
         has_ports: 0,
         saddr: [0; 16],
         daddr: [0; 16],
-        _pad: 0,
+        stack_id: -1,
     };
 }
 

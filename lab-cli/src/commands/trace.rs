@@ -41,6 +41,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         explain: args.explain,
         ring_bytes: args.ring_size,
         classic_tracepoint: args.classic_tracepoint,
+        stack: args.stack,
         stop: None,
     };
     let mut out = std::io::BufWriter::with_capacity(1 << 16, anstream::stdout().lock());

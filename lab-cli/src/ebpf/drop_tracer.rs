@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     Btf, Ebpf,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{BtfTracePoint, TracePoint},
 };
 use lab_common::trace::{DropEvent, LOST_INDEX, TraceConfig, flags};
@@ -131,6 +131,23 @@ impl DropTracer {
         self.sum_map("LOCATION_COUNTS")
     }
 
+    /// The kernel stack recorded under `id` (`--stack`), innermost first.
+    pub fn stack(&self, id: i32) -> Result<Vec<u64>, ProgramSetupError> {
+        let err = |source| ProgramSetupError::Map {
+            map: "STACKS",
+            source,
+        };
+        let map =
+            StackTraceMap::try_from(self.ebpf.map("STACKS").ok_or(LoadError::MissingMap {
+                object: OBJECT,
+                map: "STACKS",
+            })?)
+            .map_err(err)?;
+        let id = u32::try_from(id).map_err(|_| err(aya::maps::MapError::KeyNotFound))?;
+        let trace = map.get(&id, 0).map_err(err)?;
+        Ok(trace.frames().iter().map(|f| f.ip).collect())
+    }
+
     fn sum_map<K: aya::Pod + Ord>(
         &self,
         name: &'static str,
@@ -188,6 +205,11 @@ where
         })?
         .try_into()
         .map_err(|e| LoadError::load(name, e))
+}
+
+/// Asks the program to record each drop's kernel stack.
+pub fn with_stacks(config: &mut TraceConfig) {
+    config.flags |= flags::STACK;
 }
 
 /// Flag helper for callers building a config.

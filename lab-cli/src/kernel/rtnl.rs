@@ -203,9 +203,13 @@ impl Rtnl {
         mtu: u32,
         nf_call_iptables: bool,
     ) -> Result<(), RtnlError> {
+        // Without multicast snooping the bridge does not join 224.0.0.106
+        // and send IGMP reports that every port would drop as NOT_SPECIFIED
+        // (noise in `labctl trace`); labs carry no multicast.
         let msg = LinkBridge::new(name)
             .mtu(mtu)
             .nf_call_iptables(nf_call_iptables)
+            .mcast_snooping(false)
             .build();
         self.add(format!("creating bridge {name}"), msg)
     }

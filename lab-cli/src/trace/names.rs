@@ -18,15 +18,31 @@ struct Known {
     path: PathBuf,
 }
 
-#[derive(Debug, Default)]
+/// How long a looked-up name is trusted. Labs delete and recreate
+/// namespaces and links all the time, and the kernel reuses both netns
+/// inodes and ifindexes, so a name cached forever would turn wrong.
+const NAME_TTL: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
 pub struct Names {
     netns: HashMap<u64, Known>,
-    ifnames: HashMap<(u64, u32), Option<String>>,
+    scanned: Instant,
+    ifnames: HashMap<(u64, u32), (Option<String>, Instant)>,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Names {
     pub fn new() -> Self {
-        let mut n = Self::default();
+        let mut n = Self {
+            netns: HashMap::new(),
+            scanned: Instant::now(),
+            ifnames: HashMap::new(),
+        };
         n.rescan();
         n
     }
@@ -34,6 +50,7 @@ impl Names {
     /// Named namespaces (`ip netns`), then the host's, then any process's.
     fn rescan(&mut self) {
         self.netns.clear();
+        self.scanned = Instant::now();
         if let Ok(dir) = fs::read_dir("/proc") {
             for entry in dir.flatten() {
                 let pid = entry.file_name().to_string_lossy().into_owned();
@@ -78,7 +95,7 @@ impl Names {
         if ino == 0 {
             return "?".into();
         }
-        if !self.netns.contains_key(&ino) {
+        if !self.netns.contains_key(&ino) || self.scanned.elapsed() > NAME_TTL {
             self.rescan();
         }
         self.netns
@@ -92,7 +109,9 @@ impl Names {
         if ifindex == 0 {
             return None;
         }
-        if let Some(cached) = self.ifnames.get(&(netns_ino, ifindex)) {
+        if let Some((cached, at)) = self.ifnames.get(&(netns_ino, ifindex))
+            && at.elapsed() <= NAME_TTL
+        {
             return cached.clone();
         }
         self.netns(netns_ino);
@@ -100,7 +119,8 @@ impl Names {
             let ns = NetNs::at(&k.name, &k.path);
             ns.run(|| index_to_name(ifindex)).ok().flatten()
         });
-        self.ifnames.insert((netns_ino, ifindex), name.clone());
+        self.ifnames
+            .insert((netns_ino, ifindex), (name.clone(), Instant::now()));
         name
     }
 }

@@ -31,6 +31,9 @@ pub struct DropRecord {
     pub tcp_flags: Option<String>,
     pub icmp_type: Option<u8>,
     pub icmp_code: Option<u8>,
+    /// Kernel stack, innermost first (only with `--stack`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Vec<String>>,
 }
 
 /// Everything needed to turn numbers into names.
@@ -74,6 +77,7 @@ impl DropRecord {
             tcp_flags: (ev.l4proto == 6 && ports).then(|| tcp_flags(ev.tcp_flags)),
             icmp_type: icmp.then_some(ev.icmp_type),
             icmp_code: icmp.then_some(ev.icmp_code),
+            stack: None,
         }
     }
 

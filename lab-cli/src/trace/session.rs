@@ -48,6 +48,8 @@ pub struct TraceOptions {
     pub ring_bytes: u32,
     /// Use the classic tracepoint even where tp_btf works.
     pub classic_tracepoint: bool,
+    /// Record and print each drop's kernel stack.
+    pub stack: bool,
     /// Ends the session when set (for callers that trace while they act,
     /// such as the demo); Ctrl-C, --duration and --count still apply.
     pub stop: Option<Arc<AtomicBool>>,
@@ -114,6 +116,9 @@ pub fn run(opts: &TraceOptions, out: &mut impl Write) -> anyhow::Result<Summary>
     if opts.summary {
         drop_tracer::summary_only(&mut config);
     }
+    if opts.stack {
+        drop_tracer::with_stacks(&mut config);
+    }
     let consumed = reasons.value("CONSUMED").unwrap_or(1);
     let mut tracer = DropTracer::attach(config, consumed, opts.ring_bytes, opts.classic_tracepoint)
         .context("attaching the drop tracer")?;
@@ -151,17 +156,31 @@ pub fn run(opts: &TraceOptions, out: &mut impl Write) -> anyhow::Result<Summary>
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => return Err(e).context("polling the ring buffer"),
         }
-        while let Some(item) = tracer.ring().next() {
-            let Some(ev) = drop_tracer::decode(&item) else {
+        loop {
+            // Copy the event out so the ring's borrow ends here.
+            let ev = match tracer.ring().next() {
+                Some(item) => drop_tracer::decode(&item),
+                None => break,
+            };
+            let Some(ev) = ev else {
                 continue;
             };
-            drop(item);
             events += 1;
-            let record = DropRecord::new(&ev, &mut resolver);
+            let mut record = DropRecord::new(&ev, &mut resolver);
+            if opts.stack && ev.stack_id >= 0 {
+                // A stack evicted or never stored shows as absent, not as an error.
+                record.stack = tracer.stack(ev.stack_id).ok().map(|ips| {
+                    let frames = ips.into_iter().map(|ip| resolver.kallsyms.describe(ip));
+                    trim_tracer_frames(frames)
+                });
+            }
             match opts.output {
                 OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&record)?)?,
                 OutputFormat::Text => {
                     writeln!(out, "{}", record.colored_line())?;
+                    for frame in record.stack.iter().flatten() {
+                        writeln!(out, "      {frame}")?;
+                    }
                     if opts.explain && explained.insert(record.reason.clone()) {
                         write_explanation(out, &record.reason, "    ")?;
                     }
@@ -212,6 +231,23 @@ pub fn run(opts: &TraceOptions, out: &mut impl Write) -> anyhow::Result<Summary>
     }
     out.flush()?;
     Ok(summary)
+}
+
+/// Drops the leading frames that belong to the tracer itself (our program,
+/// the BPF trampoline, the tracepoint), so a stack starts at the function
+/// that freed the skb, as `perf` shows it.
+fn trim_tracer_frames(frames: impl Iterator<Item = String>) -> Vec<String> {
+    const TRACER: [&str; 6] = [
+        "bpf_prog_",
+        "bpf_trace_run",
+        "__traceiter_",
+        "__bpf_trace_",
+        "perf_trace_",
+        "trace_event_raw_event_",
+    ];
+    frames
+        .skip_while(|f| TRACER.iter().any(|p| f.starts_with(p)))
+        .collect()
 }
 
 fn summarize(tracer: &DropTracer, r: &Resolver, events: u64) -> anyhow::Result<Summary> {
@@ -278,4 +314,24 @@ pub fn write_explanation(out: &mut impl Write, reason: &str, indent: &str) -> st
         )?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacks_start_where_the_skb_was_freed() {
+        let frames = [
+            "bpf_prog_a5c05e08a7bf1b9f_drop_tracer_btf+0x1251",
+            "bpf_trace_run4+0xfc",
+            "__traceiter_kfree_skb+0x41",
+            "sk_skb_reason_drop+0x90",
+            "__udp4_lib_rcv+0x4bc",
+        ];
+        assert_eq!(
+            trim_tracer_frames(frames.iter().map(|f| f.to_string())),
+            ["sk_skb_reason_drop+0x90", "__udp4_lib_rcv+0x4bc"]
+        );
+    }
 }

@@ -14,8 +14,8 @@ mod program {
     use aya_ebpf::{
         helpers::bpf_ktime_get_ns,
         macros::{btf_tracepoint, map, tracepoint},
-        maps::{PerCpuArray, PerCpuHashMap, RingBuf},
-        programs::{BtfTracePointContext, TracePointContext},
+        maps::{PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+        programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
     };
     use lab_common::trace::{DropEvent, LOST_INDEX, TraceConfig, family, flags};
     use lab_ebpf::{kernel::read, packet};
@@ -45,13 +45,17 @@ mod program {
     #[map]
     static LOCATION_COUNTS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
+    /// Kernel stacks of drops, when `--stack` asks for them.
+    #[map]
+    static STACKS: StackTrace = StackTrace::with_max_entries(4096, 0);
+
     #[btf_tracepoint(function = "kfree_skb")]
     pub fn drop_tracer_btf(ctx: BtfTracePointContext) -> i32 {
         // kfree_skb(skb, location, reason[, rx_sk since 6.11])
         let skb: u64 = ctx.arg(0);
         let location: u64 = ctx.arg(1);
         let reason: u64 = ctx.arg(2);
-        handle(skb, location, reason as u32);
+        handle(&ctx, skb, location, reason as u32);
         0
     }
 
@@ -69,7 +73,7 @@ mod program {
         let (Ok(skb), Ok(location), Ok(reason)) = fields else {
             return 0;
         };
-        handle(skb, location, reason);
+        handle(&ctx, skb, location, reason);
         0
     }
 
@@ -81,7 +85,7 @@ mod program {
     }
 
     #[inline(always)]
-    fn handle(skb: u64, location: u64, reason: u32) {
+    fn handle<C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
         let cfg = config();
         if reason == cfg.reason_consumed || !cfg.reason_allowed(reason) {
             return;
@@ -130,6 +134,12 @@ mod program {
             return;
         }
         ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+        if cfg.flags & flags::STACK != 0 {
+            ev.stack_id = match ctx.get_stackid(&STACKS, 0) {
+                Ok(id) => id as i32,
+                Err(_) => -1,
+            };
+        }
         match EVENTS.reserve::<DropEvent>(0) {
             Some(mut slot) => {
                 slot.write(ev);

@@ -95,6 +95,7 @@ pub fn run(per_fault: u32) -> anyhow::Result<Outcome> {
         explain: true,
         ring_bytes: 1 << 22,
         classic_tracepoint: false,
+        stack: false,
         stop: Some(stop.clone()),
     };
     let tracer = thread::spawn(move || -> anyhow::Result<Summary> {
