@@ -7,6 +7,7 @@ use std::{
     fs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use crate::kernel::netns::{NETNS_RUN_DIR, NetNs};
