@@ -172,6 +172,10 @@ pub enum LabCommand {
         /// Seconds to wait for each answer.
         #[arg(long, default_value_t = 1.0)]
         timeout: f64,
+        /// Keep sending for this many seconds instead of --count probes
+        /// (tcp-stream: how long to stream, default 3).
+        #[arg(long)]
+        duration: Option<f64>,
         #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },

@@ -407,3 +407,43 @@ fn pods_are_wired_like_the_reference_cni_bridge_plugin() {
     assert_eq!(ours.pod_addrs, ["10.244.1.2/24"]);
     drop(lab);
 }
+
+#[test]
+fn streams_and_timed_probes_report_what_the_sink_received() {
+    if !common::privileged("streams_and_timed_probes_report_what_the_sink_received") {
+        return;
+    }
+    let lab = common::lab("basic", "strm");
+    let (a, w) = (
+        lab.endpoint("pod-a").unwrap(),
+        lab.endpoint("world").unwrap(),
+    );
+    let stream = traffic::run(
+        &a,
+        &w,
+        &TrafficSpec {
+            proto: Proto::TcpStream,
+            duration: Some(std::time::Duration::from_millis(500)),
+            ..TrafficSpec::default()
+        },
+    )
+    .unwrap();
+    assert!(stream.all_answered(), "{}", stream.text());
+    assert!(stream.bytes.unwrap() > 1_000_000, "{}", stream.text());
+    assert_eq!(stream.server_saw, BTreeMap::from([(node_addr(1), 1)]));
+    let timed = traffic::run(
+        &a,
+        &lab.endpoint("pod-b").unwrap(),
+        &TrafficSpec {
+            proto: Proto::Udp,
+            duration: Some(std::time::Duration::from_millis(300)),
+            ..TrafficSpec::default()
+        },
+    )
+    .unwrap();
+    assert!(timed.sent > 10 && timed.all_answered(), "{}", timed.text());
+    assert_eq!(
+        timed.server_saw,
+        BTreeMap::from([(Ipv4Addr::new(10, 244, 1, 2), u64::from(timed.sent))])
+    );
+}

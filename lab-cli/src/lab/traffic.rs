@@ -24,7 +24,7 @@ use super::Endpoint;
 use crate::kernel::netns::{NetNs, NetnsError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Proto {
     /// ICMP echo (ping), with Don't Fragment set.
     Icmp,
@@ -32,6 +32,9 @@ pub enum Proto {
     Udp,
     /// TCP connections to an echo server started on the target, one per probe.
     Tcp,
+    /// One TCP connection sending as fast as it can for --duration (default
+    /// 3 s) to a sink on the target: throughput.
+    TcpStream,
 }
 
 impl std::fmt::Display for Proto {
@@ -40,6 +43,7 @@ impl std::fmt::Display for Proto {
             Proto::Icmp => "icmp",
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
+            Proto::TcpStream => "tcp-stream",
         })
     }
 }
@@ -54,7 +58,22 @@ pub struct TrafficSpec {
     pub size: usize,
     /// How long to wait for each answer.
     pub timeout: Duration,
+    /// Keep probing (or streaming) this long instead of `count` probes.
+    pub duration: Option<Duration>,
 }
+
+impl TrafficSpec {
+    /// Whether probe number `seq` (0-based) should still be sent.
+    fn more(&self, seq: u32, started: Instant) -> bool {
+        match self.duration {
+            Some(d) => started.elapsed() < d,
+            None => seq < self.count,
+        }
+    }
+}
+
+/// How long `tcp-stream` runs without --duration.
+pub const DEFAULT_STREAM: Duration = Duration::from_secs(3);
 
 impl Default for TrafficSpec {
     fn default() -> Self {
@@ -64,6 +83,7 @@ impl Default for TrafficSpec {
             count: 3,
             size: 56,
             timeout: Duration::from_secs(1),
+            duration: None,
         }
     }
 }
@@ -100,6 +120,12 @@ pub struct TrafficReport {
     pub server_saw: BTreeMap<Ipv4Addr, u64>,
     /// Probes that failed, by error (e.g. "connection refused", "timed out").
     pub errors: BTreeMap<String, u32>,
+    /// Payload bytes the sink received (`tcp-stream`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Sink throughput in Mbit/s (`tcp-stream`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mbit_per_s: Option<f64>,
 }
 
 impl TrafficReport {
@@ -136,6 +162,9 @@ impl TrafficReport {
                 line.push_str(" (source NAT)");
             }
         }
+        if let (Some(bytes), Some(rate)) = (self.bytes, self.mbit_per_s) {
+            line.push_str(&format!(", {bytes} bytes at {rate:.1} Mbit/s"));
+        }
         for (e, n) in &self.errors {
             line.push_str(&format!("; {n}× {e}"));
         }
@@ -169,9 +198,13 @@ pub fn run(
         rtt_max_us: None,
         server_saw: BTreeMap::new(),
         errors: BTreeMap::new(),
+        bytes: None,
+        mbit_per_s: None,
     };
     let server = match (&to_ns, spec.proto) {
-        (Some(ns), Proto::Udp | Proto::Tcp) => Some(EchoServer::start(ns, to.addr, spec)?),
+        (Some(ns), Proto::Udp | Proto::Tcp | Proto::TcpStream) => {
+            Some(EchoServer::start(ns, to.addr, spec)?)
+        }
         _ => None,
     };
     let mut rtts = Vec::new();
@@ -180,9 +213,16 @@ pub fn run(
         Proto::Udp => udp_probes(&from_ns, target, spec, &mut report, &mut rtts)?,
         Proto::Tcp => tcp_probes(&from_ns, target, spec, &mut report, &mut rtts)?,
         Proto::Icmp => icmp_probes(&from_ns, to.addr, spec, &mut report, &mut rtts)?,
+        Proto::TcpStream => tcp_stream(&from_ns, target, spec, &mut report)?,
     }
     if let Some(server) = server {
-        report.server_saw = server.stop();
+        let (seen, received) = server.stop();
+        report.server_saw = seen;
+        if spec.proto == Proto::TcpStream {
+            let secs = spec.duration.unwrap_or(DEFAULT_STREAM).as_secs_f64();
+            report.bytes = Some(received);
+            report.mbit_per_s = Some(received as f64 * 8.0 / secs / 1e6);
+        }
     }
     if !rtts.is_empty() {
         let us: Vec<u64> = rtts.iter().map(|d| d.as_micros() as u64).collect();
@@ -231,7 +271,8 @@ fn udp_probes(
         .set_read_timeout(Some(spec.timeout))
         .map_err(socket_err("set a timeout", ns))?;
     let mut buf = vec![0u8; 65536];
-    for seq in 0..spec.count {
+    let started = Instant::now();
+    for seq in (0u32..).take_while(|&seq| spec.more(seq, started)) {
         let start = Instant::now();
         report.sent += 1;
         if let Err(e) = socket.send_to(&payload(seq, spec.size), target) {
@@ -268,7 +309,8 @@ fn tcp_probes(
     report: &mut TrafficReport,
     rtts: &mut Vec<Duration>,
 ) -> Result<(), TrafficError> {
-    for seq in 0..spec.count {
+    let started = Instant::now();
+    for seq in (0u32..).take_while(|&seq| spec.more(seq, started)) {
         report.sent += 1;
         let start = Instant::now();
         let data = payload(seq, spec.size);
@@ -290,6 +332,39 @@ fn tcp_probes(
             }
             Err(e) => count_error(report, &e),
         }
+    }
+    Ok(())
+}
+
+/// One connection writing 64 KiB chunks for the stream's duration.
+fn tcp_stream(
+    ns: &NetNs,
+    target: SocketAddrV4,
+    spec: &TrafficSpec,
+    report: &mut TrafficReport,
+) -> Result<(), TrafficError> {
+    let duration = spec.duration.unwrap_or(DEFAULT_STREAM);
+    report.sent = 1;
+    let chunk = vec![0x5a; 64 * 1024];
+    let result = ns.run(|| -> io::Result<()> {
+        let mut stream = TcpStream::connect_timeout(&SocketAddr::V4(target), spec.timeout)?;
+        let started = Instant::now();
+        while started.elapsed() < duration {
+            stream.write_all(&chunk)?;
+        }
+        stream.shutdown(std::net::Shutdown::Write)?;
+        // Wait for the sink to close (read returns 0): everything sent has
+        // been counted. The sink never writes, so any data is a protocol error.
+        let mut rest = [0u8; 1];
+        stream.set_read_timeout(Some(spec.timeout))?;
+        match stream.read(&mut rest)? {
+            0 => Ok(()),
+            _ => Err(io::Error::other("the sink sent data")),
+        }
+    })?;
+    match result {
+        Ok(()) => report.answered = 1,
+        Err(e) => count_error(report, &e),
     }
     Ok(())
 }
@@ -329,7 +404,8 @@ fn icmp_probes(
     .map_err(|e| socket_err("set a timeout", ns)(e.into()))?;
     let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
     let mut buf = vec![0u8; 65536];
-    for seq in 0..spec.count {
+    let started = Instant::now();
+    for seq in (0u32..).take_while(|&seq| spec.more(seq, started)) {
         report.sent += 1;
         // The kernel replaces the id with the socket's own identifier.
         let echo = IcmpEchoHeader {
@@ -402,6 +478,8 @@ pub(crate) fn set_dont_fragment(fd: &OwnedFd) -> io::Result<()> {
 struct EchoServer {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<BTreeMap<Ipv4Addr, u64>>>,
+    /// Bytes received over TCP.
+    received: Arc<std::sync::atomic::AtomicU64>,
     thread: thread::JoinHandle<()>,
 }
 
@@ -416,6 +494,10 @@ impl EchoServer {
         let addr = SocketAddrV4::new(local, spec.port);
         let tick = Duration::from_millis(50);
         let (stop2, seen2) = (stop.clone(), seen.clone());
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let received2 = received.clone();
+        // A stream's sink only counts; the other modes echo.
+        let echo = spec.proto != Proto::TcpStream;
         let record = move |peer: SocketAddr| {
             if let IpAddr::V4(a) = peer.ip()
                 && let Ok(mut seen) = seen2.lock()
@@ -455,7 +537,7 @@ impl EchoServer {
                         match listener.accept() {
                             Ok((stream, peer)) => {
                                 record(peer);
-                                if let Err(e) = echo_stream(stream, tick * 20) {
+                                if let Err(e) = echo_stream(stream, tick * 20, echo, &received2) {
                                     tracing::debug!("echo to {peer}: {e}");
                                 }
                             }
@@ -465,15 +547,22 @@ impl EchoServer {
                 })
             }
         };
-        Ok(Self { stop, seen, thread })
+        Ok(Self {
+            stop,
+            seen,
+            received,
+            thread,
+        })
     }
 
-    fn stop(self) -> BTreeMap<Ipv4Addr, u64> {
+    /// Stops the server: the sources it saw, and the TCP bytes it received.
+    fn stop(self) -> (BTreeMap<Ipv4Addr, u64>, u64) {
         self.stop.store(true, Ordering::Relaxed);
         if self.thread.join().is_err() {
             tracing::warn!("the echo server thread panicked");
         }
-        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+        let seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        (seen, self.received.load(Ordering::Relaxed))
     }
 }
 
@@ -488,8 +577,13 @@ fn readable(listener: &TcpListener, timeout: Duration) -> bool {
     matches!(poll(&mut fds, timeout), Ok(n) if n > 0)
 }
 
-/// Echoes one connection until the client closes it.
-fn echo_stream(mut stream: TcpStream, timeout: Duration) -> io::Result<()> {
+/// Echoes (or just counts) one connection until the client closes it.
+fn echo_stream(
+    mut stream: TcpStream,
+    timeout: Duration,
+    echo: bool,
+    received: &std::sync::atomic::AtomicU64,
+) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(timeout))?;
     let mut buf = vec![0u8; 65536];
@@ -498,7 +592,10 @@ fn echo_stream(mut stream: TcpStream, timeout: Duration) -> io::Result<()> {
         if n == 0 {
             return Ok(());
         }
-        stream.write_all(&buf[..n])?;
+        received.fetch_add(n as u64, Ordering::Relaxed);
+        if echo {
+            stream.write_all(&buf[..n])?;
+        }
     }
 }
 
@@ -542,6 +639,8 @@ mod tests {
             rtt_max_us: Some(100),
             server_saw: BTreeMap::from([(Ipv4Addr::new(172, 18, 0, 2), 3)]),
             errors: BTreeMap::new(),
+            bytes: None,
+            mbit_per_s: None,
         };
         assert_eq!(
             r.text(),

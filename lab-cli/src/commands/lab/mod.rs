@@ -43,15 +43,22 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
             count,
             size,
             timeout,
+            duration,
             output,
         } => {
+            let secs = |what: &str, s: f64| {
+                Duration::try_from_secs_f64(s)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .with_context(|| format!("--{what} must be a positive number of seconds"))
+            };
             let spec = TrafficSpec {
                 proto,
                 port,
                 count,
                 size,
-                timeout: Duration::try_from_secs_f64(timeout)
-                    .context("--timeout must be a positive number of seconds")?,
+                timeout: secs("timeout", timeout)?,
+                duration: duration.map(|d| secs("duration", d)).transpose()?,
             };
             traffic(lab.as_deref(), &from, &to, &spec, output)
         }
