@@ -5,6 +5,7 @@
 use std::io;
 
 use crate::{
+    conntrack::filter::CtFilterError,
     interrupt::Interrupted,
     kernel::netns::NetnsError,
     lab::{LabError, faults::FaultError},
@@ -75,7 +76,7 @@ pub fn classify(err: &anyhow::Error) -> ExitCode {
         if cause.is::<PrivilegeError>() {
             return ExitCode::Privilege;
         }
-        if cause.is::<FilterError>() {
+        if cause.is::<FilterError>() || cause.is::<CtFilterError>() {
             return ExitCode::Usage;
         }
         if cause.is::<Interrupted>() {

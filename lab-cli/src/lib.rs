@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod conntrack;
 pub mod drop_demo;
 pub mod drop_reason;
 pub mod ebpf;

@@ -4,6 +4,7 @@
 //! on both sides and can be read from maps without transmuting garbage bytes.
 #![no_std]
 
+pub mod ct;
 pub mod drop_count;
 pub mod offsets;
 

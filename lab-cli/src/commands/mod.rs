@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod conntrack;
 pub mod demo;
 pub mod doctor;
 pub mod explain;
@@ -19,5 +20,6 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Trace(args) => trace::run(args),
         Command::Explain { reason, list } => explain::run(reason.as_deref(), list),
         Command::Lab { command } => lab::run(command),
+        Command::Conntrack { command } => conntrack::run(command),
     }
 }

@@ -198,13 +198,7 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, L
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    ebpf.program_mut(name)
-        .ok_or(LoadError::MissingProgram {
-            object: OBJECT,
-            program: name,
-        })?
-        .try_into()
-        .map_err(|e| LoadError::load(name, e))
+    super::loader::program(ebpf, OBJECT, name)
 }
 
 /// Asks the program to record each drop's kernel stack.

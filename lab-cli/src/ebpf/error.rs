@@ -5,7 +5,7 @@ use aya::maps::MapError;
 use thiserror::Error;
 
 use super::loader::LoadError;
-use crate::kernel::{btf::BtfError, tracefs::TracefsError};
+use crate::kernel::{btf::BtfError, netns::NetnsError, rtnl::RtnlError, tracefs::TracefsError};
 
 #[derive(Debug, Error)]
 pub enum ProgramSetupError {
@@ -17,6 +17,15 @@ pub enum ProgramSetupError {
     Load(#[from] LoadError),
     #[error("cannot read map {map}: {source}")]
     Map { map: &'static str, source: MapError },
+    #[error(transparent)]
+    Rtnl(#[from] RtnlError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("the ring buffer size must be a power of two multiple of the page size, got {0}")]
     RingSize(u32),
 }

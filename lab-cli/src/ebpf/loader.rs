@@ -92,6 +92,24 @@ pub fn load_object<'a>(
     })
 }
 
+/// Program `name` of a loaded object, as its concrete type.
+pub fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    object: &'static str,
+    name: &'static str,
+) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram {
+            object,
+            program: name,
+        })?
+        .try_into()
+        .map_err(|e| LoadError::load(name, e))
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so maps of
 /// any size load there. Newer kernels use memcg accounting and ignore it.
 fn raise_memlock_limit() {

@@ -1,5 +1,6 @@
 //! Our eBPF programs: embedded objects, loading, and one module per program.
 
+pub mod ct_tracker;
 pub mod drop_counter;
 pub mod drop_tracer;
 pub mod error;

@@ -10,3 +10,6 @@ pub static DROP_COUNTER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// The packet drop tracer behind `labctl trace`.
 pub static DROP_TRACER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop-tracer"));
+
+/// The eBPF connection tracker behind `labctl conntrack track`.
+pub static CT_TRACKER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ct-tracker"));

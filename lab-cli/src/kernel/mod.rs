@@ -1,5 +1,6 @@
 //! Facts about, and operations on, the running kernel.
 
+pub mod bpffs;
 pub mod btf;
 pub mod ctnetlink;
 pub mod netns;

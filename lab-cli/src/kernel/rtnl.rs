@@ -301,6 +301,30 @@ impl Rtnl {
             .map_err(fail)
     }
 
+    /// Whether packets on `name` start with an Ethernet header (Ethernet
+    /// and loopback devices) rather than directly with IP (tun, wireguard).
+    pub fn has_ethernet_header(&self, name: &str) -> Result<bool, RtnlError> {
+        use netlink_packet_route::link::LinkLayerType;
+        let index = self.index(name)?;
+        let link = self
+            .rt
+            .block_on(
+                self.handle
+                    .link()
+                    .get()
+                    .match_index(index)
+                    .execute()
+                    .try_next(),
+            )
+            .map_err(self.fail(format!("looking up `{name}`")))?;
+        Ok(link.is_some_and(|l| {
+            matches!(
+                l.header.link_layer_type,
+                LinkLayerType::Ether | LinkLayerType::Loopback
+            )
+        }))
+    }
+
     /// Every interface with its addresses.
     pub fn links(&self) -> Result<Vec<LinkInfoSummary>, RtnlError> {
         let links: Vec<LinkMessage> = self

@@ -194,16 +194,18 @@ pub fn collect() -> Report {
         )),
     }
 
-    checks.push(match ctnetlink::table_size() {
-        Ok(size) => Check::pass(
-            "ctnetlink",
-            format!(
-                "reachable, conntrack table {} / {} entries",
-                size.entries, size.max
+    checks.push(
+        match ctnetlink::Ctnetlink::open().and_then(|mut ct| ct.table_size()) {
+            Ok(size) => Check::pass(
+                "ctnetlink",
+                format!(
+                    "reachable, conntrack table {} / {} entries",
+                    size.entries, size.max
+                ),
             ),
-        ),
-        Err(e) => Check::fail("ctnetlink", e.to_string(), "modprobe nf_conntrack_netlink"),
-    });
+            Err(e) => Check::fail("ctnetlink", e.to_string(), "modprobe nf_conntrack_netlink"),
+        },
+    );
 
     checks.push(memlock());
 

@@ -1,0 +1,116 @@
+//! `labctl conntrack ...`: one module per subcommand; the work is in
+//! `crate::conntrack` and `crate::kernel::ctnetlink`.
+
+mod list;
+mod table;
+mod top;
+mod track;
+mod watch;
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+
+use crate::{
+    cli::{ConntrackCommand, CtFilterArgs, OutputFormat},
+    conntrack::filter::{self, CtFilter},
+    exit::Outcome,
+    kernel::{ctnetlink::Ctnetlink, netns::NetNs},
+    privilege,
+};
+
+pub fn run(command: ConntrackCommand) -> anyhow::Result<Outcome> {
+    match command {
+        ConntrackCommand::List(args) => list::run(args),
+        ConntrackCommand::Watch {
+            netns,
+            filter,
+            duration,
+            count,
+            buffer_size,
+            ready_file,
+            output,
+        } => watch::run(watch::WatchArgs {
+            netns,
+            filter,
+            duration,
+            count,
+            buffer_size,
+            ready_file,
+            output,
+        }),
+        ConntrackCommand::Stats { netns, output } => stats(netns.as_deref(), output),
+        ConntrackCommand::Track {
+            netns,
+            iface,
+            duration,
+            ready_file,
+        } => track::run(netns.as_deref(), &iface, duration, ready_file),
+        ConntrackCommand::Top {
+            netns,
+            source,
+            sort,
+            interval,
+        } => top::run(netns.as_deref(), source, sort, interval),
+    }
+}
+
+/// The namespace named by --netns (None: the caller's own).
+pub(crate) fn netns(name: Option<&str>) -> anyhow::Result<Option<NetNs>> {
+    Ok(name.map(NetNs::open).transpose()?)
+}
+
+/// Turns the command-line filters into a checked filter.
+pub(crate) fn build_filter(args: &CtFilterArgs) -> anyhow::Result<CtFilter> {
+    Ok(CtFilter {
+        proto: args.proto.as_deref().map(filter::parse_proto).transpose()?,
+        src: args.src.as_deref().map(filter::parse_cidr).transpose()?,
+        dst: args.dst.as_deref().map(filter::parse_cidr).transpose()?,
+        sport: args.sport,
+        dport: args.dport,
+        state: args.state.as_deref().map(filter::parse_state).transpose()?,
+        snat: args.snat,
+        dnat: args.dnat,
+        any_nat: args.any_nat,
+        mark: args.mark.as_deref().map(filter::parse_mark).transpose()?,
+        zone: args.zone,
+    })
+}
+
+fn stats(netns_name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
+    privilege::require_netns_admin("conntrack stats")?;
+    let ns = netns(netns_name)?;
+    let mut ct = Ctnetlink::open_in(ns.as_ref()).context("cannot reach ctnetlink")?;
+    let size = ct.table_size().context("cannot read the table size")?;
+    let cpus = ct.cpu_stats().context("cannot read the per-CPU counters")?;
+    let mut out = anstream::stdout().lock();
+    if output == OutputFormat::Json {
+        let json = serde_json::json!({
+            "netns": netns_name,
+            "entries": size.entries,
+            "max": size.max,
+            "cpus": cpus.iter().map(|c| {
+                let mut o = serde_json::Map::new();
+                o.insert("cpu".into(), c.cpu.into());
+                for (k, v) in &c.counters {
+                    o.insert((*k).into(), (*v).into());
+                }
+                serde_json::Value::Object(o)
+            }).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{json}")?;
+        return Ok(Outcome::Success);
+    }
+    writeln!(
+        out,
+        "conntrack table{}: {} entries, max {}",
+        netns_name.map(|n| format!(" in {n}")).unwrap_or_default(),
+        size.entries,
+        size.max
+    )?;
+    for c in &cpus {
+        let fields: Vec<String> = c.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(out, "cpu={:<4} {}", c.cpu, fields.join(" "))?;
+    }
+    Ok(Outcome::Success)
+}

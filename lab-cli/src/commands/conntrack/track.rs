@@ -1,0 +1,78 @@
+//! `labctl conntrack track`: run the eBPF connection tracker on one
+//! interface until Ctrl-C or --duration. Its table is pinned while it runs,
+//! so `conntrack list --source bpf|all` in another terminal can read it; the
+//! pin is removed and the program detached on exit.
+
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+use super::{netns, table};
+use crate::{
+    conntrack::sources::{PIN_DIR, pin_path},
+    ebpf::ct_tracker::CtTracker,
+    exit::Outcome,
+    interrupt,
+    kernel::{bpffs, netns as kns},
+    privilege,
+};
+
+pub fn run(
+    netns_name: Option<&str>,
+    iface: &str,
+    duration: Option<f64>,
+    ready_file: Option<PathBuf>,
+) -> anyhow::Result<Outcome> {
+    privilege::require("conntrack track")?;
+    let ns = netns(netns_name)?;
+    let mut tracker = CtTracker::attach(ns.as_ref(), iface)
+        .with_context(|| format!("cannot attach the connection tracker to {iface}"))?;
+    bpffs::ensure_mounted()?;
+    std::fs::create_dir_all(PIN_DIR).with_context(|| format!("cannot create {PIN_DIR}"))?;
+    let ino = match &ns {
+        Some(ns) => ns.inode()?,
+        None => kns::current_inode()?,
+    };
+    let pin = pin_path(ino, iface);
+    // A leftover pin from a tracker that was killed: ours to replace.
+    if pin.exists() {
+        std::fs::remove_file(&pin).with_context(|| format!("cannot replace {}", pin.display()))?;
+    }
+    tracker
+        .pin(&pin)
+        .with_context(|| format!("cannot pin the table at {}", pin.display()))?;
+    if let Some(path) = &ready_file {
+        std::fs::write(path, "attached\n")
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
+    }
+    let netns_opt = netns_name
+        .map(|n| format!(" --netns {n}"))
+        .unwrap_or_default();
+    let mut out = anstream::stdout().lock();
+    writeln!(
+        out,
+        "tracking connections on {iface}{} (ingress and egress); in another terminal: labctl conntrack list --source all{netns_opt}; Ctrl-C to stop",
+        netns_name.map(|n| format!(" in {n}")).unwrap_or_default()
+    )?;
+    let duration = duration.map(Duration::from_secs_f64);
+    let started = Instant::now();
+    while !interrupt::requested() && duration.is_none_or(|d| started.elapsed() < d) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let entries = tracker.entries().context("cannot read the tracker table")?;
+    let rows: Vec<_> = entries.iter().map(|e| (e, None)).collect();
+    writeln!(out, "{}", table::render(&rows))?;
+    writeln!(
+        out,
+        "{} flows seen by the eBPF tracker on {iface}",
+        entries.len()
+    )?;
+    drop(tracker);
+    writeln!(out, "tracker detached from {iface}; table unpinned")?;
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,195 @@
+//! labctl's eBPF connection tracker (`labctl conntrack track`): a tc
+//! classifier, attached to ingress and egress of one interface, that keeps
+//! its own connection table in an LRU hash keyed by the first packet's
+//! IPv4 5-tuple, the way Cilium's CT maps work: TCP state, per-direction
+//! packets and bytes, first and last seen. It only observes (TC_ACT_UNSPEC:
+//! the next classifier, if any, still runs).
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod program {
+    use aya_ebpf::{
+        helpers::bpf_ktime_get_ns,
+        macros::{classifier, map},
+        maps::{LruHashMap, LruPerCpuHashMap},
+        programs::TcContext,
+    };
+    use lab_common::ct::{CtConfig, CtCounters, CtKey, CtValue, ORIG, REPLY, tcp_state};
+
+    lab_ebpf::license!();
+
+    /// TC_ACT_UNSPEC: no verdict, let the next classifier decide.
+    const TC_ACT_UNSPEC: i32 = -1;
+    const ETH_P_IP: u16 = 0x0800;
+    const IPPROTO_ICMP: u8 = 1;
+    const IPPROTO_TCP: u8 = 6;
+    const IPPROTO_UDP: u8 = 17;
+    const TCP_FIN: u8 = 0x01;
+    const TCP_SYN: u8 = 0x02;
+    const TCP_RST: u8 = 0x04;
+    const TCP_ACK: u8 = 0x10;
+
+    #[unsafe(no_mangle)]
+    static CT_CONFIG: CtConfig = CtConfig { ethernet: 1 };
+
+    #[map]
+    static CT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(65536, 0);
+
+    /// Packets and bytes per flow and direction, per CPU (same keys as CT).
+    #[map]
+    static CT_COUNTERS: LruPerCpuHashMap<CtKey, CtCounters> =
+        LruPerCpuHashMap::with_max_entries(65536, 0);
+
+    #[classifier]
+    pub fn ct_tracker(ctx: TcContext) -> i32 {
+        track(&ctx);
+        TC_ACT_UNSPEC
+    }
+
+    #[inline(always)]
+    fn track(ctx: &TcContext) -> Option<()> {
+        // Safety: a volatile read of our own global (rewritten by the loader).
+        let cfg = unsafe { core::ptr::read_volatile(&&CT_CONFIG) };
+        let l3 = if cfg.ethernet != 0 {
+            if u16::from_be(ctx.load::<u16>(12).ok()?) != ETH_P_IP {
+                return None;
+            }
+            14
+        } else {
+            0
+        };
+        let ip = ctx.load::<[u8; 20]>(l3).ok()?;
+        if ip[0] >> 4 != 4 || u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
+            return None;
+        }
+        let proto = ip[9];
+        let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
+        let (mut sport, mut dport, mut flags) = (0u16, 0u16, 0u8);
+        match proto {
+            IPPROTO_TCP => {
+                let h = ctx.load::<[u8; 14]>(l4).ok()?;
+                sport = u16::from_ne_bytes([h[0], h[1]]);
+                dport = u16::from_ne_bytes([h[2], h[3]]);
+                flags = h[13];
+            }
+            IPPROTO_UDP => {
+                let h = ctx.load::<[u8; 4]>(l4).ok()?;
+                sport = u16::from_ne_bytes([h[0], h[1]]);
+                dport = u16::from_ne_bytes([h[2], h[3]]);
+            }
+            IPPROTO_ICMP => {
+                let h = ctx.load::<[u8; 6]>(l4).ok()?;
+                // Echo request (8) and reply (0) only; the id stands in for
+                // both ports so a reply's reversed key is the same.
+                if h[0] != 8 && h[0] != 0 {
+                    return None;
+                }
+                sport = u16::from_ne_bytes([h[4], h[5]]);
+                dport = sport;
+            }
+            _ => return None,
+        }
+        let key = CtKey {
+            saddr: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
+            daddr: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        };
+        let reverse = CtKey {
+            saddr: key.daddr,
+            daddr: key.saddr,
+            sport: key.dport,
+            dport: key.sport,
+            ..key
+        };
+        // Safety: reading the monotonic clock has no preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        let (entry, dir, flow) = if let Some(v) = CT.get_ptr_mut(&key) {
+            (v, ORIG, key)
+        } else if let Some(v) = CT.get_ptr_mut(&reverse) {
+            (v, REPLY, reverse)
+        } else {
+            let state = match proto {
+                IPPROTO_TCP if flags & (TCP_SYN | TCP_ACK) == TCP_SYN => tcp_state::SYN_SENT,
+                // Picked up in the middle, as netfilter's loose tracking does.
+                IPPROTO_TCP if flags & TCP_RST == 0 => tcp_state::ESTABLISHED,
+                IPPROTO_TCP => tcp_state::CLOSE,
+                _ => tcp_state::NONE,
+            };
+            let fresh = CtValue {
+                first_ns: now,
+                last_ns: now,
+                state,
+                fin_dir: 0,
+                seen_reply: 0,
+                _pad: [0; 5],
+            };
+            // BPF_NOEXIST: if another CPU created it meanwhile, use theirs.
+            CT.insert(&key, &fresh, 1).ok();
+            (CT.get_ptr_mut(&key)?, ORIG, key)
+        };
+        let counters = match CT_COUNTERS.get_ptr_mut(&flow) {
+            Some(c) => c,
+            None => {
+                CT_COUNTERS.insert(&flow, &CtCounters::default(), 0).ok();
+                CT_COUNTERS.get_ptr_mut(&flow)?
+            }
+        };
+        // Safety: both pointers point into map values, valid for this
+        // program run; the counters are this CPU's own slot.
+        unsafe {
+            (*counters).packets[dir] += 1;
+            (*counters).bytes[dir] += u64::from(ctx.len());
+            (*entry).last_ns = now;
+            if dir == REPLY {
+                (*entry).seen_reply = 1;
+            }
+            if proto == IPPROTO_TCP {
+                (*entry).state =
+                    next_state((*entry).state, flags, dir as u8, &mut (*entry).fin_dir);
+            }
+        }
+        Some(())
+    }
+
+    /// A small TCP state machine with netfilter's state names.
+    #[inline(always)]
+    fn next_state(state: u8, flags: u8, dir: u8, fin_dir: &mut u8) -> u8 {
+        use tcp_state::*;
+        if flags & TCP_RST != 0 {
+            return CLOSE;
+        }
+        if flags & TCP_SYN != 0 {
+            return match (flags & TCP_ACK != 0, dir as usize, state) {
+                // A new connection reusing the tuple.
+                (false, ORIG, NONE | CLOSE | TIME_WAIT) => SYN_SENT,
+                (true, REPLY, SYN_SENT) => SYN_RECV,
+                _ => state,
+            };
+        }
+        if flags & TCP_FIN != 0 {
+            return match state {
+                SYN_RECV | ESTABLISHED => {
+                    *fin_dir = dir;
+                    FIN_WAIT
+                }
+                FIN_WAIT if dir != *fin_dir => LAST_ACK,
+                _ => state,
+            };
+        }
+        if flags & TCP_ACK != 0 {
+            return match state {
+                SYN_RECV if dir as usize == ORIG => ESTABLISHED,
+                LAST_ACK if dir == *fin_dir => TIME_WAIT,
+                _ => state,
+            };
+        }
+        state
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
