@@ -65,18 +65,22 @@ mod program {
         }
         let proto = ip[9];
         let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
-        let (mut sport, mut dport, mut flags) = (0u16, 0u16, 0u8);
-        match proto {
+        let (sport, dport, flags) = match proto {
             IPPROTO_TCP => {
                 let h = ctx.load::<[u8; 14]>(l4).ok()?;
-                sport = u16::from_ne_bytes([h[0], h[1]]);
-                dport = u16::from_ne_bytes([h[2], h[3]]);
-                flags = h[13];
+                (
+                    u16::from_ne_bytes([h[0], h[1]]),
+                    u16::from_ne_bytes([h[2], h[3]]),
+                    h[13],
+                )
             }
             IPPROTO_UDP => {
                 let h = ctx.load::<[u8; 4]>(l4).ok()?;
-                sport = u16::from_ne_bytes([h[0], h[1]]);
-                dport = u16::from_ne_bytes([h[2], h[3]]);
+                (
+                    u16::from_ne_bytes([h[0], h[1]]),
+                    u16::from_ne_bytes([h[2], h[3]]),
+                    0,
+                )
             }
             IPPROTO_ICMP => {
                 let h = ctx.load::<[u8; 6]>(l4).ok()?;
@@ -85,11 +89,11 @@ mod program {
                 if h[0] != 8 && h[0] != 0 {
                     return None;
                 }
-                sport = u16::from_ne_bytes([h[4], h[5]]);
-                dport = sport;
+                let id = u16::from_ne_bytes([h[4], h[5]]);
+                (id, id, 0)
             }
             _ => return None,
-        }
+        };
         let key = CtKey {
             saddr: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
             daddr: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
@@ -107,9 +111,9 @@ mod program {
         };
         // Safety: reading the monotonic clock has no preconditions.
         let now = unsafe { bpf_ktime_get_ns() };
-        let (entry, dir, flow) = if let Some(v) = CT.get_ptr_mut(&key) {
+        let (entry, dir, flow) = if let Some(v) = CT.get_ptr_mut(key) {
             (v, ORIG, key)
-        } else if let Some(v) = CT.get_ptr_mut(&reverse) {
+        } else if let Some(v) = CT.get_ptr_mut(reverse) {
             (v, REPLY, reverse)
         } else {
             let state = match proto {
@@ -128,14 +132,14 @@ mod program {
                 _pad: [0; 5],
             };
             // BPF_NOEXIST: if another CPU created it meanwhile, use theirs.
-            CT.insert(&key, &fresh, 1).ok();
-            (CT.get_ptr_mut(&key)?, ORIG, key)
+            CT.insert(key, fresh, 1).ok();
+            (CT.get_ptr_mut(key)?, ORIG, key)
         };
-        let counters = match CT_COUNTERS.get_ptr_mut(&flow) {
+        let counters = match CT_COUNTERS.get_ptr_mut(flow) {
             Some(c) => c,
             None => {
-                CT_COUNTERS.insert(&flow, &CtCounters::default(), 0).ok();
-                CT_COUNTERS.get_ptr_mut(&flow)?
+                CT_COUNTERS.insert(flow, CtCounters::default(), 0).ok();
+                CT_COUNTERS.get_ptr_mut(flow)?
             }
         };
         // Safety: both pointers point into map values, valid for this
