@@ -81,7 +81,12 @@ mod tests {
         assert!(row.contains("SEEN_REPLY,CONFIRMED,SRC_NAT_DONE"), "{row}");
         let joined = render(&[(&e, Some(&[Source::Netfilter][..]))]);
         assert!(
-            joined.lines().nth(1).unwrap().ends_with("netfilter only"),
+            joined
+                .lines()
+                .nth(1)
+                .unwrap()
+                .trim_end()
+                .ends_with("netfilter only"),
             "{joined}"
         );
     }
