@@ -43,6 +43,9 @@ pub enum Command {
         #[command(subcommand)]
         command: ConntrackCommand,
     },
+    /// Masquerade per pod: connections, packets, bytes and ports, counted by
+    /// an eBPF program from each packet's conntrack entry.
+    Masq(MasqArgs),
     /// Build CNI-style lab topologies (nodes, pods, bridge, veth, VXLAN,
     /// masquerade) in network namespaces.
     Lab {
@@ -199,6 +202,27 @@ pub enum LabCommand {
     },
 }
 
+#[derive(Debug, Args)]
+pub struct MasqArgs {
+    /// The node's network namespace (an `ip netns` name); default: this one.
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// The node's interface to the outside, where masquerade happens.
+    #[arg(long, short, default_value = "eth0")]
+    pub iface: String,
+    /// Count for this many seconds, then print the table (default: until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Print the table every second while counting.
+    #[arg(long)]
+    pub watch: bool,
+    /// Written once the counter is attached (for scripts).
+    #[arg(long)]
+    pub ready_file: Option<std::path::PathBuf>,
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConntrackCommand {
     /// The table, like `conntrack -L`, with NAT spelled out.
@@ -347,6 +371,7 @@ impl Command {
             Command::Explain { .. } => "explain",
             Command::Lab { .. } => "lab",
             Command::Conntrack { .. } => "conntrack",
+            Command::Masq(_) => "masq",
         }
     }
 }

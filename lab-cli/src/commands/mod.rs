@@ -5,6 +5,7 @@ pub mod demo;
 pub mod doctor;
 pub mod explain;
 pub mod lab;
+pub mod masq;
 pub mod trace;
 
 use crate::{cli::Command, exit::Outcome};
@@ -21,5 +22,6 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Explain { reason, list } => explain::run(reason.as_deref(), list),
         Command::Lab { command } => lab::run(command),
         Command::Conntrack { command } => conntrack::run(command),
+        Command::Masq(args) => masq::run(args),
     }
 }

@@ -5,5 +5,6 @@ pub mod drop_counter;
 pub mod drop_tracer;
 pub mod error;
 pub mod loader;
+pub mod masq_counter;
 pub mod objects;
 pub mod offsets;

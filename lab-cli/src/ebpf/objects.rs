@@ -13,3 +13,6 @@ pub static DROP_TRACER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 /// The eBPF connection tracker behind `labctl conntrack track`.
 pub static CT_TRACKER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ct-tracker"));
+
+/// The masquerade counter behind `labctl masq`.
+pub static MASQ_COUNTER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/masq-counter"));
