@@ -44,8 +44,14 @@ pub enum Command {
         command: ConntrackCommand,
     },
     /// Masquerade per pod: connections, packets, bytes and ports, counted by
-    /// an eBPF program from each packet's conntrack entry.
-    Masq(MasqArgs),
+    /// an eBPF program from each packet's conntrack entry (or read from the
+    /// eBPF masquerading's own maps); `masq nat-table` lists its mappings.
+    Masq {
+        #[command(subcommand)]
+        command: Option<MasqCommand>,
+        #[command(flatten)]
+        args: MasqArgs,
+    },
     /// Build CNI-style lab topologies (nodes, pods, bridge, veth, VXLAN,
     /// masquerade) in network namespaces.
     Lab {
@@ -135,6 +141,15 @@ pub enum LabCommand {
         /// Pod MTU (e.g. 1500 on the overlay to reproduce the MTU pitfall).
         #[arg(long)]
         mtu: Option<u32>,
+        /// Who masquerades pods' traffic to the world.
+        #[arg(long, value_enum, default_value_t = crate::lab::plan::MasqMode::Netfilter)]
+        masq: crate::lab::plan::MasqMode,
+        /// With --masq ebpf: idle lifetime of UDP mappings, in seconds.
+        #[arg(long)]
+        nat_udp_timeout: Option<u32>,
+        /// With --masq ebpf: translated port range, e.g. 40000-40099.
+        #[arg(long, value_parser = parse_port_range)]
+        nat_ports: Option<(u16, u16)>,
     },
     /// Remove a lab and everything it created (default: every lab).
     Down {
@@ -197,6 +212,19 @@ pub enum LabCommand {
         /// Packets to send.
         #[arg(long, short = 'c', default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         count: u32,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MasqCommand {
+    /// The eBPF masquerading NAT table of a node, like `cilium bpf nat list`,
+    /// with its fill level and allocation counters.
+    NatTable {
+        /// The node's network namespace.
+        #[arg(long)]
+        netns: Option<String>,
         #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
@@ -353,6 +381,17 @@ pub enum CtSort {
     Packets,
 }
 
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("`{s}` is not a port range such as 40000-40099"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("`{p}` is not a port (1-65535)"))
+    };
+    Ok((port(lo)?, port(hi)?))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     /// Human-readable text.
@@ -371,7 +410,7 @@ impl Command {
             Command::Explain { .. } => "explain",
             Command::Lab { .. } => "lab",
             Command::Conntrack { .. } => "conntrack",
-            Command::Masq(_) => "masq",
+            Command::Masq { .. } => "masq",
         }
     }
 }

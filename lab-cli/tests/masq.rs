@@ -95,3 +95,308 @@ fn the_counter_agrees_with_conntrack_and_the_masquerade_rule() {
     let total: u64 = rows.iter().map(|r| r.connections).sum();
     assert_eq!(firewall::masquerade_packets(&rules), Some(total));
 }
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddrV4, TcpListener, TcpStream},
+    os::fd::OwnedFd,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use lab_cli::{
+    ebpf::nat,
+    kernel::netns::NetNs,
+    lab::plan::{LabOptions, MasqMode},
+};
+
+fn ebpf_lab(tag: &str, options: LabOptions) -> common::TestLab {
+    common::lab_with(
+        "basic",
+        tag,
+        LabOptions {
+            masq: MasqMode::Ebpf,
+            ..options
+        },
+    )
+}
+
+/// Turns transmit checksum offload off, so every checksum is computed in
+/// software and checked by the receiver: a wrong NAT fix-up drops packets.
+fn full_checksums(ns: &NetNs, dev: &str) {
+    let status = ns
+        .run(|| {
+            Command::new("ethtool")
+                .args(["-K", dev, "tx", "off"])
+                .status()
+        })
+        .unwrap()
+        .expect("ethtool (scripts/setup.sh installs it)");
+    assert!(status.success(), "ethtool -K {dev} tx off in {}", ns.name());
+}
+
+use std::process::Command;
+
+/// A TCP echo server with a thread per connection, in `ns` on `addr`.
+struct Echo {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Ipv4Addr>>>,
+}
+
+impl Echo {
+    fn start(ns: &NetNs, addr: SocketAddrV4) -> Self {
+        let listener = ns.run(|| TcpListener::bind(addr)).unwrap().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s, v) = (stop.clone(), seen.clone());
+        thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, peer)) => {
+                        if let std::net::IpAddr::V4(a) = peer.ip() {
+                            v.lock().unwrap().push(a);
+                        }
+                        thread::spawn(move || {
+                            conn.set_nonblocking(false).unwrap();
+                            let mut buf = [0u8; 4096];
+                            while let Ok(n) = conn.read(&mut buf) {
+                                if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Self { stop, seen }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A TCP connection from `ns`, bound to `src` first (a chosen source port).
+fn connect_from(ns: &NetNs, src: SocketAddrV4, dst: SocketAddrV4) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, sockopt};
+    ns.run(|| -> std::io::Result<TcpStream> {
+        let fd: OwnedFd = socket::socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )?;
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        socket::setsockopt(
+            &fd,
+            sockopt::SendTimeout,
+            &nix::sys::time::TimeVal::new(1, 0),
+        )?;
+        socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(src))?;
+        // A SYN dropped for lack of a port must fail fast, not after 2 min.
+        socket::setsockopt(&fd, sockopt::TcpUserTimeout, &1500)?;
+        socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(dst))?;
+        Ok(TcpStream::from(fd))
+    })
+    .unwrap()
+}
+
+#[test]
+fn ebpf_masquerading_translates_with_valid_checksums() {
+    if !common::privileged("ebpf_masquerading_translates_with_valid_checksums") {
+        return;
+    }
+    let lab = ebpf_lab("nat", LabOptions::default());
+    let node = lab.netns("node1").unwrap();
+    let rules = firewall::list(&node).unwrap();
+    assert!(!rules.contains("masquerade"), "{rules}");
+    for pod in ["pod-a", "pod-b"] {
+        full_checksums(&lab.netns(pod).unwrap(), "eth0");
+    }
+    full_checksums(&lab.netns("world").unwrap(), "underlay0");
+    let (a, b, w) = (
+        lab.endpoint("pod-a").unwrap(),
+        lab.endpoint("pod-b").unwrap(),
+        lab.endpoint("world").unwrap(),
+    );
+    for (from, proto, count) in [
+        (&a, Proto::Tcp, 3),
+        (&a, Proto::Udp, 4),
+        (&b, Proto::Icmp, 3),
+        (&b, Proto::Tcp, 2),
+    ] {
+        let r = traffic::run(
+            from,
+            &w,
+            &TrafficSpec {
+                proto,
+                count,
+                size: 1000,
+                ..TrafficSpec::default()
+            },
+        )
+        .unwrap();
+        // The echo comes back byte for byte (TCP compares it), and the world
+        // only ever sees the node.
+        assert!(r.all_answered(), "{}", r.text());
+        if proto != Proto::Icmp {
+            assert!(
+                r.server_saw
+                    .keys()
+                    .all(|s| *s == Ipv4Addr::new(172, 18, 0, 2)),
+                "{}",
+                r.text()
+            );
+        }
+    }
+    // Pod to pod stays untranslated.
+    let r = traffic::run(
+        &a,
+        &b,
+        &TrafficSpec {
+            proto: Proto::Tcp,
+            ..TrafficSpec::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.server_saw.keys().copied().collect::<Vec<_>>(), [a.addr]);
+    let ino = node.inode().unwrap();
+    let rows = nat::pod_rows(ino).unwrap();
+    let conns: BTreeMap<Ipv4Addr, u64> = rows.iter().map(|r| (r.pod, r.connections)).collect();
+    assert_eq!(conns, BTreeMap::from([(a.addr, 4), (b.addr, 3)]));
+    let table = nat::table(ino).unwrap();
+    assert_eq!(table.used, 7);
+    assert_eq!(table.alloc_failed, 0);
+    // Closed TCP flows are marked closing (they expire 10 s after).
+    assert!(
+        table
+            .entries
+            .iter()
+            .filter(|e| e.proto == "tcp")
+            .all(|e| e.closing)
+    );
+    drop(node);
+    let name = lab.name().to_owned();
+    lab.down().unwrap();
+    assert!(!nat::pin_dir(ino).exists(), "pins of {name} left behind");
+}
+
+#[test]
+fn two_hundred_concurrent_flows_with_colliding_ports_all_work() {
+    if !common::privileged("two_hundred_concurrent_flows_with_colliding_ports_all_work") {
+        return;
+    }
+    let lab = ebpf_lab("nat200", LabOptions::default());
+    let world_ns = lab.netns("world").unwrap();
+    let server = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 5001);
+    let echo = Echo::start(&world_ns, server);
+    let mut flows = Vec::new();
+    // Both pods use the same 100 source ports toward the same server: every
+    // flow of pod-b collides with one of pod-a on its first-choice port.
+    for pod in ["pod-a", "pod-b"] {
+        let ns = lab.netns(pod).unwrap();
+        let addr = lab.endpoint(pod).unwrap().addr;
+        for i in 0..100u16 {
+            let stream = connect_from(&ns, SocketAddrV4::new(addr, 41000 + i), server)
+                .unwrap_or_else(|e| panic!("{pod} flow {i}: {e}"));
+            flows.push((format!("{pod}-{i}"), stream));
+        }
+    }
+    for (name, stream) in &mut flows {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        stream.write_all(name.as_bytes()).unwrap();
+        let mut back = vec![0u8; name.len()];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(back, name.as_bytes(), "{name}");
+    }
+    assert_eq!(echo.seen.lock().unwrap().len(), 200);
+    assert!(
+        echo.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| *a == Ipv4Addr::new(172, 18, 0, 2))
+    );
+    let table = nat::table(lab.netns("node1").unwrap().inode().unwrap()).unwrap();
+    let ports: std::collections::BTreeSet<u16> = table
+        .entries
+        .iter()
+        .filter(|e| e.dir == "OUT" && e.proto == "tcp")
+        .map(|e| e.xlate_port)
+        .collect();
+    assert_eq!(ports.len(), 200, "every flow has its own port");
+    assert!(table.collisions >= 100, "collisions: {}", table.collisions);
+    assert_eq!(table.alloc_failed, 0);
+}
+
+#[test]
+fn expired_mappings_are_replaced_and_a_full_port_range_is_reported() {
+    if !common::privileged("expired_mappings_are_replaced_and_a_full_port_range_is_reported") {
+        return;
+    }
+    let lab = ebpf_lab(
+        "natfull",
+        LabOptions {
+            nat_udp_timeout: Some(1),
+            nat_ports: Some((40000, 40003)),
+            ..LabOptions::default()
+        },
+    );
+    let ino = lab.netns("node1").unwrap().inode().unwrap();
+    // UDP: one flow, idle past its 1 s lifetime, then used again.
+    let pod = lab.netns("pod-a").unwrap();
+    let sock = pod
+        .run(|| std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 45000)))
+        .unwrap()
+        .unwrap();
+    let world_ns = lab.netns("world").unwrap();
+    let sink = world_ns
+        .run(|| std::net::UdpSocket::bind((Ipv4Addr::new(203, 0, 113, 10), 5300)))
+        .unwrap()
+        .unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 16];
+    sock.send_to(b"one", (Ipv4Addr::new(203, 0, 113, 10), 5300))
+        .unwrap();
+    sink.recv_from(&mut buf).unwrap();
+    thread::sleep(Duration::from_millis(2500));
+    sock.send_to(b"two", (Ipv4Addr::new(203, 0, 113, 10), 5300))
+        .unwrap();
+    let (_, from) = sink.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        from.ip(),
+        std::net::IpAddr::V4(Ipv4Addr::new(172, 18, 0, 2))
+    );
+    let t = nat::table(ino).unwrap();
+    assert_eq!(t.expired, 1, "{t:?}");
+    // Four ports for six TCP flows to one server: four connect, two are
+    // dropped, and the drops are counted, not silent.
+    let echo = Echo::start(
+        &world_ns,
+        SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 5001),
+    );
+    let addr = lab.endpoint("pod-a").unwrap().addr;
+    let results: Vec<bool> = (0..6u16)
+        .map(|i| {
+            connect_from(
+                &pod,
+                SocketAddrV4::new(addr, 46000 + i),
+                SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 5001),
+            )
+            .is_ok()
+        })
+        .collect();
+    assert_eq!(results.iter().filter(|ok| **ok).count(), 4, "{results:?}");
+    let t = nat::table(ino).unwrap();
+    assert!(t.alloc_failed >= 2, "{t:?}");
+    drop(echo);
+}

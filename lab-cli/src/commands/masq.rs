@@ -11,7 +11,10 @@ use comfy_table::{Table, presets::NOTHING};
 
 use crate::{
     cli::{MasqArgs, OutputFormat},
-    ebpf::masq_counter::{MasqCounter, MasqRow},
+    ebpf::{
+        masq_counter::{MasqCounter, MasqRow},
+        nat,
+    },
     exit::Outcome,
     interrupt,
     kernel::netns::NetNs,
@@ -46,14 +49,42 @@ pub fn render(rows: &[MasqRow]) -> String {
     table.to_string()
 }
 
-pub fn run(args: MasqArgs) -> anyhow::Result<Outcome> {
-    privilege::require("masq")?;
-    let ns = match &args.netns {
+fn open_netns(name: Option<&str>) -> anyhow::Result<NetNs> {
+    Ok(match name {
         Some(name) => NetNs::open(name)?,
         None => NetNs::at("this namespace", std::path::Path::new("/proc/self/ns/net")),
-    };
-    let counter = MasqCounter::attach(&ns, &args.iface)
-        .with_context(|| format!("cannot attach the masquerade counter for {}", args.iface))?;
+    })
+}
+
+/// Where the rows come from: the counter we attach, or the eBPF
+/// masquerading's own counters when the node uses it (then netfilter has no
+/// NAT, and conntrack, which the counter reads, knows nothing of it).
+enum Rows {
+    Counter(MasqCounter),
+    Nat(u64),
+}
+
+impl Rows {
+    fn read(&self) -> anyhow::Result<Vec<MasqRow>> {
+        Ok(match self {
+            Rows::Counter(c) => c.rows()?,
+            Rows::Nat(ino) => nat::pod_rows(*ino)?,
+        })
+    }
+}
+
+pub fn run(args: MasqArgs) -> anyhow::Result<Outcome> {
+    privilege::require("masq")?;
+    let ns = open_netns(args.netns.as_deref())?;
+    let ino = ns.inode()?;
+    let counter =
+        if nat::present(ino) {
+            Rows::Nat(ino)
+        } else {
+            Rows::Counter(MasqCounter::attach(&ns, &args.iface).with_context(|| {
+                format!("cannot attach the masquerade counter for {}", args.iface)
+            })?)
+        };
     if let Some(path) = &args.ready_file {
         std::fs::write(path, "attached\n")
             .with_context(|| format!("writing the ready file {}", path.display()))?;
@@ -62,12 +93,16 @@ pub fn run(args: MasqArgs) -> anyhow::Result<Outcome> {
     if args.output == OutputFormat::Text {
         writeln!(
             out,
-            "counting masquerade through {}{} (tp_btf/net_dev_start_xmit); Ctrl-C to stop",
+            "counting masquerade through {}{} ({}); Ctrl-C to stop",
             args.iface,
             args.netns
                 .as_deref()
                 .map(|n| format!(" in {n}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            match counter {
+                Rows::Counter(_) => "tp_btf/net_dev_start_xmit reading conntrack",
+                Rows::Nat(_) => "eBPF masquerading: its own counters since the lab came up",
+            }
         )?;
     }
     let duration = args.duration.map(Duration::from_secs_f64);
@@ -76,7 +111,7 @@ pub fn run(args: MasqArgs) -> anyhow::Result<Outcome> {
     while !interrupt::requested() && duration.is_none_or(|d| started.elapsed() < d) {
         thread::sleep(Duration::from_millis(100));
         if args.watch && last.elapsed() >= Duration::from_secs(1) {
-            let rows = counter.rows()?;
+            let rows = counter.read()?;
             match args.output {
                 OutputFormat::Text => writeln!(
                     out,
@@ -93,7 +128,7 @@ pub fn run(args: MasqArgs) -> anyhow::Result<Outcome> {
             last = Instant::now();
         }
     }
-    let rows = counter.rows()?;
+    let rows = counter.read()?;
     match args.output {
         OutputFormat::Text => writeln!(out, "{}", render(&rows))?,
         OutputFormat::Json => {
@@ -102,5 +137,59 @@ pub fn run(args: MasqArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
+    Ok(Outcome::Success)
+}
+
+/// `labctl masq nat-table`.
+pub fn nat_table(netns: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
+    privilege::require("masq nat-table")?;
+    let ns = open_netns(netns)?;
+    let ino = ns.inode()?;
+    if !nat::present(ino) {
+        anyhow::bail!(
+            "no eBPF masquerading in {}; bring a lab up with it: `sudo labctl lab up basic --masq ebpf`",
+            netns.unwrap_or("this namespace")
+        );
+    }
+    let table = nat::table(ino)?;
+    let mut out = anstream::stdout().lock();
+    if output == OutputFormat::Json {
+        writeln!(out, "{}", serde_json::to_string(&table)?)?;
+        return Ok(Outcome::Success);
+    }
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header(vec![
+        "DIR", "PROTO", "FLOW", "XLATE", "CLOSING", "AGE", "IDLE",
+    ]);
+    for e in &table.entries {
+        let xlate = if e.dir == "OUT" {
+            "XLATE_SRC"
+        } else {
+            "XLATE_DST"
+        };
+        t.add_row(vec![
+            e.dir.to_owned(),
+            e.proto.to_uppercase(),
+            format!("{}:{} -> {}:{}", e.src, e.sport, e.dst, e.dport),
+            format!("{xlate} {}:{}", e.xlate_addr, e.xlate_port),
+            if e.closing { "yes" } else { "-" }.to_owned(),
+            format!("{}s", e.age_s),
+            format!("{}s", e.idle_s),
+        ]);
+    }
+    writeln!(out, "{t}")?;
+    writeln!(
+        out,
+        "{} mappings of {} ({:.2}% full); allocated {}, port collisions {}, dropped for lack of a free port {}, expired and replaced {}; translated {} out, {} in",
+        table.used,
+        table.capacity,
+        table.used as f64 * 100.0 / table.capacity as f64,
+        table.allocated,
+        table.collisions,
+        table.alloc_failed,
+        table.expired,
+        table.xlate_out,
+        table.xlate_in
+    )?;
     Ok(Outcome::Success)
 }

@@ -22,6 +22,10 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Explain { reason, list } => explain::run(reason.as_deref(), list),
         Command::Lab { command } => lab::run(command),
         Command::Conntrack { command } => conntrack::run(command),
-        Command::Masq(args) => masq::run(args),
+        Command::Masq {
+            command: Some(crate::cli::MasqCommand::NatTable { netns, output }),
+            ..
+        } => masq::nat_table(netns.as_deref(), output),
+        Command::Masq { args, .. } => masq::run(args),
     }
 }

@@ -6,5 +6,6 @@ pub mod drop_tracer;
 pub mod error;
 pub mod loader;
 pub mod masq_counter;
+pub mod nat;
 pub mod objects;
 pub mod offsets;

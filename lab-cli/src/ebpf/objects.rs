@@ -16,3 +16,6 @@ pub static CT_TRACKER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 
 /// The masquerade counter behind `labctl masq`.
 pub static MASQ_COUNTER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/masq-counter"));
+
+/// eBPF masquerading (`labctl lab up basic --masq ebpf`).
+pub static NAT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat"));

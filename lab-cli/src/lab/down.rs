@@ -24,7 +24,7 @@ pub enum TeardownError {
     },
     #[error(transparent)]
     Netns(#[from] NetnsError),
-    #[error("cannot inspect {path}: {source}")]
+    #[error("cannot inspect or remove {path}: {source}")]
     Stat {
         path: PathBuf,
         source: std::io::Error,
@@ -55,6 +55,16 @@ pub fn teardown(state: &LabState) -> Vec<TeardownError> {
                 expected: record.inode,
             });
             continue;
+        }
+        // eBPF masquerading pins (links and maps) outlive the namespace
+        // unless removed; removing them detaches the programs.
+        if record.inode != 0
+            && let Err(source) = crate::ebpf::nat::detach(record.inode)
+        {
+            errors.push(TeardownError::Stat {
+                path: crate::ebpf::nat::pin_dir(record.inode),
+                source,
+            });
         }
         if let Err(e) = netns::remove(&record.name, &path) {
             errors.push(e.into());

@@ -17,7 +17,7 @@ use std::{
 use thiserror::Error;
 
 use super::{
-    plan::{CLUSTER_CIDR, POD_PREFIX, Plan, UPLINK},
+    plan::{CLUSTER_CIDR, MasqMode, POD_PREFIX, Plan, UPLINK},
     scenario::{FAULT_SOURCE, POLICY_ALLOWED_PORT},
 };
 use crate::kernel::netns::NetNs;
@@ -50,13 +50,16 @@ pub fn check_nft() -> Result<(), FirewallError> {
 pub fn node_ruleset(plan: &Plan, node: usize) -> String {
     let n = &plan.nodes[node];
     let (cluster, cluster_len) = CLUSTER_CIDR;
-    let mut rules = format!(
-        "table ip {TABLE} {{\n\
-         \tchain postrouting {{\n\
-         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tip saddr {cluster}/{cluster_len} ip daddr != {cluster}/{cluster_len} oifname \"{UPLINK}\" counter masquerade comment \"pods to the world: SNAT to the node address\"\n\
-         \t}}\n"
-    );
+    let mut rules = format!("table ip {TABLE} {{\n");
+    // With eBPF masquerading the node has no NAT rule at all.
+    if plan.options.masq == MasqMode::Netfilter {
+        rules.push_str(&format!(
+            "\tchain postrouting {{\n\
+             \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+             \t\tip saddr {cluster}/{cluster_len} ip daddr != {cluster}/{cluster_len} oifname \"{UPLINK}\" counter masquerade comment \"pods to the world: SNAT to the node address\"\n\
+             \t}}\n"
+        ));
+    }
     let pods: Vec<_> = plan.pods.iter().filter(|p| p.node == node).collect();
     let mut forward = Vec::new();
     if plan.scenario.policy {
@@ -177,6 +180,21 @@ mod tests {
             "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 oifname \"eth0\" counter masquerade"
         ));
         assert!(!r.contains("chain forward"));
+    }
+
+    #[test]
+    fn ebpf_masquerading_leaves_no_nat_rule() {
+        let plan = Plan::new(
+            "t",
+            find("basic").unwrap(),
+            LabOptions {
+                masq: MasqMode::Ebpf,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let r = node_ruleset(&plan, 0);
+        assert!(!r.contains("masquerade") && !r.contains("nat"), "{r}");
     }
 
     #[test]

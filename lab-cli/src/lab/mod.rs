@@ -73,6 +73,8 @@ pub enum LabError {
     Sysctl(#[from] SysctlError),
     #[error(transparent)]
     Firewall(#[from] FirewallError),
+    #[error("cannot set up eBPF masquerading: {0}")]
+    Nat(#[from] crate::ebpf::error::ProgramSetupError),
 }
 
 fn rolled_back_message(leftovers: &[String]) -> String {

@@ -45,6 +45,31 @@ pub enum PlanError {
     BadName(String),
     #[error("MTU {0} is out of range: use 576 to 9000")]
     BadMtu(u32),
+    #[error("the NAT options need --masq ebpf")]
+    NatWithoutEbpf,
+    #[error("NAT port range {0}-{1} is empty or includes port 0; use e.g. 32768-60999")]
+    BadPorts(u16, u16),
+}
+
+/// Who masquerades pod traffic leaving a node.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MasqMode {
+    /// An nftables MASQUERADE rule (as kind's ip-masq-agent).
+    #[default]
+    Netfilter,
+    /// tc programs with an LRU NAT table (as Cilium's BPF masquerading).
+    Ebpf,
 }
 
 /// Options of `labctl lab up`.
@@ -52,6 +77,14 @@ pub enum PlanError {
 pub struct LabOptions {
     /// Pod MTU override (the overlay's MTU pitfall).
     pub mtu: Option<u32>,
+    #[serde(default)]
+    pub masq: MasqMode,
+    /// eBPF masquerading: idle lifetime of UDP mappings (default 30 s).
+    #[serde(default)]
+    pub nat_udp_timeout: Option<u32>,
+    /// eBPF masquerading: the translated port range (default 32768-60999).
+    #[serde(default)]
+    pub nat_ports: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -132,6 +165,16 @@ impl Plan {
             && !(576..=9000).contains(&mtu)
         {
             return Err(PlanError::BadMtu(mtu));
+        }
+        if options.masq != MasqMode::Ebpf
+            && (options.nat_udp_timeout.is_some() || options.nat_ports.is_some())
+        {
+            return Err(PlanError::NatWithoutEbpf);
+        }
+        if let Some((lo, hi)) = options.nat_ports
+            && (lo == 0 || lo > hi)
+        {
+            return Err(PlanError::BadPorts(lo, hi));
         }
         let netns = |member: &str| format!("{lab}-{member}");
         let overlay = scenario.routing == Routing::Overlay;
@@ -339,7 +382,10 @@ mod tests {
         let pitfall = Plan::new(
             "overlay",
             find("overlay").unwrap(),
-            LabOptions { mtu: Some(1500) },
+            LabOptions {
+                mtu: Some(1500),
+                ..Default::default()
+            },
         )
         .unwrap();
         assert!(pitfall.pods.iter().all(|p| p.mtu == 1500));
@@ -364,8 +410,29 @@ mod tests {
             );
         }
         assert_eq!(
-            Plan::new("x", s, LabOptions { mtu: Some(100) }).unwrap_err(),
+            Plan::new(
+                "x",
+                s,
+                LabOptions {
+                    mtu: Some(100),
+                    ..Default::default()
+                }
+            )
+            .unwrap_err(),
             PlanError::BadMtu(100)
+        );
+        let nat = |masq, ports| LabOptions {
+            masq,
+            nat_ports: Some(ports),
+            ..Default::default()
+        };
+        assert_eq!(
+            Plan::new("x", s, nat(MasqMode::Netfilter, (1, 2))).unwrap_err(),
+            PlanError::NatWithoutEbpf
+        );
+        assert_eq!(
+            Plan::new("x", s, nat(MasqMode::Ebpf, (9, 2))).unwrap_err(),
+            PlanError::BadPorts(9, 2)
         );
     }
 }

@@ -13,15 +13,18 @@ use super::{
     down::teardown,
     firewall,
     plan::{
-        POD_BRIDGE, POD_IFNAME, POD_PREFIX, Plan, UNDERLAY_BRIDGE, UNDERLAY_PREFIX, UPLINK,
-        VXLAN_DEV, WORLD_GATEWAY, WORLD_SERVER,
+        CLUSTER_CIDR, MasqMode, POD_BRIDGE, POD_IFNAME, POD_PREFIX, Plan, UNDERLAY_BRIDGE,
+        UNDERLAY_PREFIX, UPLINK, VXLAN_DEV, WORLD_GATEWAY, WORLD_SERVER,
     },
     state::{LabState, NamespaceRecord},
 };
-use crate::kernel::{
-    netns::{NETNS_RUN_DIR, NetNs},
-    rtnl::Rtnl,
-    sysctl,
+use crate::{
+    ebpf::nat::{self, NatParams},
+    kernel::{
+        netns::{NETNS_RUN_DIR, NetNs},
+        rtnl::Rtnl,
+        sysctl,
+    },
 };
 
 /// Builds the lab. On failure, everything built so far is removed again and
@@ -178,6 +181,18 @@ fn build(plan: &Plan, state: &mut LabState, steps: &mut Steps) -> Result<(), Lab
             .position(|n| n.name == node.name)
             .unwrap_or_default();
         firewall::apply(&node_ns, &firewall::node_ruleset(plan, index))?;
+        if plan.options.masq == MasqMode::Ebpf {
+            nat::attach(
+                &node_ns,
+                UPLINK,
+                &NatParams {
+                    node_addr: node.uplink_addr,
+                    cluster: CLUSTER_CIDR,
+                    ports: plan.options.nat_ports.unwrap_or((32768, 60999)),
+                    udp_timeout_s: plan.options.nat_udp_timeout.unwrap_or(30),
+                },
+            )?;
+        }
     }
 
     for pod in &plan.pods {

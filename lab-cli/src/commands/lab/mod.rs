@@ -12,7 +12,7 @@ use crate::{
     exit::Outcome,
     lab::{
         self, Endpoint, Lab, exec, faults,
-        plan::LabOptions,
+        plan::{LabOptions, MasqMode},
         scenario::SCENARIOS,
         traffic::{self, TrafficSpec},
     },
@@ -26,7 +26,19 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
             scenario,
             name,
             mtu,
-        } => up(&scenario, name.as_deref(), LabOptions { mtu }),
+            masq,
+            nat_udp_timeout,
+            nat_ports,
+        } => up(
+            &scenario,
+            name.as_deref(),
+            LabOptions {
+                mtu,
+                masq,
+                nat_udp_timeout,
+                nat_ports,
+            },
+        ),
         LabCommand::Down { name } => down(name.as_deref()),
         LabCommand::Status { name, output } => status_view::run(name.as_deref(), output),
         LabCommand::Exec {
@@ -104,6 +116,10 @@ fn list(output: OutputFormat) -> anyhow::Result<Outcome> {
 }
 
 fn up(scenario: &str, name: Option<&str>, options: LabOptions) -> anyhow::Result<Outcome> {
+    if options.masq == MasqMode::Ebpf {
+        // Loading the NAT programs needs the eBPF capabilities too.
+        privilege::require("lab up")?;
+    }
     privilege::require_netns_admin("lab up")?;
     let lab = Lab::up(name, scenario, options)
         .with_context(|| format!("cannot bring up scenario `{scenario}`"))?;

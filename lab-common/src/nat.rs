@@ -1,0 +1,81 @@
+//! eBPF masquerading (`labctl lab up basic --masq ebpf`): tc programs on a
+//! node's uplink that SNAT pod traffic to the node's address on egress and
+//! reverse it on ingress, with an LRU hash NAT table and its reverse entries,
+//! as Cilium's BPF masquerading does.
+
+/// A flow as it leaves a pod (`NAT_OUT` key) or as it comes back to the
+/// node (`NAT_IN` key). Addresses and ports in network byte order; for ICMP
+/// echo both ports hold the echo id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct NatKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What a key translates to: the new address and port (network order),
+/// and when the mapping was made and last used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct NatEntry {
+    pub created_ns: u64,
+    pub last_ns: u64,
+    pub to_addr: u32,
+    pub to_port: u16,
+    /// Bit 0: a FIN or RST was seen (the TCP flow is closing).
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+pub const NAT_CLOSING: u8 = 1;
+
+/// Counters in `NAT_STATS` (a per-CPU array).
+pub mod stat {
+    /// New mappings made.
+    pub const ALLOCATED: u32 = 0;
+    /// Candidate ports found taken while allocating.
+    pub const COLLISIONS: u32 = 1;
+    /// Packets dropped because no port was free (the defined "full" case).
+    pub const ALLOC_FAILED: u32 = 2;
+    /// Packets translated on egress / ingress.
+    pub const XLATE_OUT: u32 = 3;
+    pub const XLATE_IN: u32 = 4;
+    /// Mappings found expired and replaced.
+    pub const EXPIRED: u32 = 5;
+    pub const COUNT: u32 = 6;
+}
+
+/// Settings written into the programs before loading.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatConfig {
+    /// The node's address (network order): what pods are translated to.
+    pub node_addr: u32,
+    /// Pod range (network order): only sources inside it are translated,
+    /// and never toward destinations inside it.
+    pub cluster_net: u32,
+    pub cluster_mask: u32,
+    /// Translated ports are taken from [port_min, port_max] (host order).
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Idle lifetimes in seconds.
+    pub tcp_timeout_s: u32,
+    pub tcp_closing_timeout_s: u32,
+    pub udp_timeout_s: u32,
+    pub icmp_timeout_s: u32,
+    /// 1: Ethernet frames (14-byte header); 0: raw IP.
+    pub ethernet: u32,
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for NatKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for NatEntry {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for NatConfig {}

@@ -1,0 +1,442 @@
+//! eBPF masquerading: `nat_egress` on a node's uplink rewrites pod sources
+//! to the node's address (and a free port), `nat_ingress` rewrites replies
+//! back, with incremental checksum updates. Mappings live in two LRU hashes
+//! (`NAT_OUT`: pod flow -> translation, `NAT_IN`: the reverse), as Cilium's
+//! SNAT maps do; a port is reserved by inserting its reverse entry with
+//! BPF_NOEXIST, so two CPUs can never hand out the same one.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod program {
+    use aya_ebpf::{
+        helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+        macros::{classifier, map},
+        maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+        programs::TcContext,
+    };
+    use lab_common::{
+        masq::{MasqKey, MasqStats},
+        nat::{NAT_CLOSING, NatConfig, NatEntry, NatKey, stat},
+    };
+
+    lab_ebpf::license!();
+
+    const TC_ACT_NEXT: i32 = -1;
+    const TC_ACT_SHOT: i32 = 2;
+    const ETH_P_IP: u16 = 0x0800;
+    const IPPROTO_ICMP: u8 = 1;
+    const IPPROTO_TCP: u8 = 6;
+    const IPPROTO_UDP: u8 = 17;
+    const ICMP_ECHO: u8 = 8;
+    const ICMP_ECHOREPLY: u8 = 0;
+    const TCP_FIN_RST: u8 = 0x05;
+    /// bpf_l4_csum_replace flags (include/uapi/linux/bpf.h).
+    const BPF_F_PSEUDO_HDR: u64 = 0x10;
+    const BPF_F_MARK_MANGLED_0: u64 = 0x20;
+    const BPF_NOEXIST: u64 = 1;
+    /// Candidate ports tried per new flow before giving up.
+    const TRIES: u32 = 32;
+
+    #[unsafe(no_mangle)]
+    static NAT_CONFIG: NatConfig = NatConfig {
+        node_addr: 0,
+        cluster_net: 0,
+        cluster_mask: 0,
+        port_min: 32768,
+        port_max: 60999,
+        tcp_timeout_s: 7200,
+        tcp_closing_timeout_s: 10,
+        udp_timeout_s: 30,
+        icmp_timeout_s: 30,
+        ethernet: 1,
+    };
+
+    #[map]
+    static NAT_OUT: LruHashMap<NatKey, NatEntry> = LruHashMap::with_max_entries(65536, 0);
+    #[map]
+    static NAT_IN: LruHashMap<NatKey, NatEntry> = LruHashMap::with_max_entries(65536, 0);
+    #[map]
+    static NAT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+    /// Per pod, as the masquerade counter keeps them (`labctl masq`).
+    #[map]
+    static NAT_POD_STATS: PerCpuHashMap<MasqKey, MasqStats> =
+        PerCpuHashMap::with_max_entries(4096, 0);
+
+    /// Where the fields of one IPv4 packet are.
+    struct Packet {
+        l3: usize,
+        saddr: u32,
+        daddr: u32,
+        proto: u8,
+        /// Offsets of the port (or ICMP id) to rewrite and of the L4 checksum.
+        sport_off: usize,
+        dport_off: usize,
+        csum_off: usize,
+        sport: u16,
+        dport: u16,
+        tcp_flags: u8,
+        icmp_type: u8,
+    }
+
+    #[inline(always)]
+    fn config() -> &'static NatConfig {
+        // Safety: a volatile read of our own global (rewritten by the loader).
+        unsafe { core::ptr::read_volatile(&&NAT_CONFIG) }
+    }
+
+    #[inline(always)]
+    fn bump(index: u32) {
+        if let Some(v) = NAT_STATS.get_ptr_mut(index) {
+            // Safety: this CPU's slot.
+            unsafe { *v += 1 };
+        }
+    }
+
+    #[inline(always)]
+    fn parse(ctx: &TcContext, cfg: &NatConfig) -> Option<Packet> {
+        let l3 = if cfg.ethernet != 0 {
+            if u16::from_be(ctx.load::<u16>(12).ok()?) != ETH_P_IP {
+                return None;
+            }
+            14
+        } else {
+            0
+        };
+        let ip = ctx.load::<[u8; 20]>(l3).ok()?;
+        if ip[0] >> 4 != 4 || u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
+            return None;
+        }
+        let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
+        let proto = ip[9];
+        let mut p = Packet {
+            l3,
+            saddr: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
+            daddr: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
+            proto,
+            sport_off: l4,
+            dport_off: l4 + 2,
+            csum_off: 0,
+            sport: 0,
+            dport: 0,
+            tcp_flags: 0,
+            icmp_type: 0,
+        };
+        match proto {
+            IPPROTO_TCP => {
+                let h = ctx.load::<[u8; 14]>(l4).ok()?;
+                p.sport = u16::from_ne_bytes([h[0], h[1]]);
+                p.dport = u16::from_ne_bytes([h[2], h[3]]);
+                p.tcp_flags = h[13];
+                p.csum_off = l4 + 16;
+            }
+            IPPROTO_UDP => {
+                let h = ctx.load::<[u8; 4]>(l4).ok()?;
+                p.sport = u16::from_ne_bytes([h[0], h[1]]);
+                p.dport = u16::from_ne_bytes([h[2], h[3]]);
+                p.csum_off = l4 + 6;
+            }
+            IPPROTO_ICMP => {
+                let h = ctx.load::<[u8; 6]>(l4).ok()?;
+                p.icmp_type = h[0];
+                // The echo id stands in for both ports.
+                p.sport = u16::from_ne_bytes([h[4], h[5]]);
+                p.dport = p.sport;
+                p.sport_off = l4 + 4;
+                p.dport_off = l4 + 4;
+                p.csum_off = l4 + 2;
+            }
+            _ => return None,
+        }
+        Some(p)
+    }
+
+    #[inline(always)]
+    fn expired(e: &NatEntry, proto: u8, now: u64, cfg: &NatConfig) -> bool {
+        let life = match proto {
+            IPPROTO_TCP if e.flags & NAT_CLOSING != 0 => cfg.tcp_closing_timeout_s,
+            IPPROTO_TCP => cfg.tcp_timeout_s,
+            IPPROTO_UDP => cfg.udp_timeout_s,
+            _ => cfg.icmp_timeout_s,
+        };
+        now.saturating_sub(e.last_ns) > u64::from(life) * 1_000_000_000
+    }
+
+    #[inline(always)]
+    fn in_cluster(addr: u32, cfg: &NatConfig) -> bool {
+        addr & cfg.cluster_mask == cfg.cluster_net
+    }
+
+    /// One address (source or destination) and one port to change.
+    struct Change {
+        addr_off: usize,
+        old_addr: u32,
+        new_addr: u32,
+        port_off: usize,
+        old_port: u16,
+        new_port: u16,
+    }
+
+    /// Applies a change, fixing the IP and L4 checksums incrementally.
+    #[inline(always)]
+    fn rewrite(ctx: &TcContext, p: &Packet, c: Change) -> Option<()> {
+        let Change {
+            addr_off,
+            old_addr,
+            new_addr,
+            port_off,
+            old_port,
+            new_port,
+        } = c;
+        let udp0 = if p.proto == IPPROTO_UDP {
+            BPF_F_MARK_MANGLED_0
+        } else {
+            0
+        };
+        if p.proto != IPPROTO_ICMP {
+            // TCP and UDP checksums cover the addresses (pseudo-header).
+            ctx.l4_csum_replace(
+                p.csum_off,
+                u64::from(old_addr),
+                u64::from(new_addr),
+                BPF_F_PSEUDO_HDR | udp0 | 4,
+            )
+            .ok()?;
+        }
+        ctx.l4_csum_replace(
+            p.csum_off,
+            u64::from(old_port),
+            u64::from(new_port),
+            udp0 | 2,
+        )
+        .ok()?;
+        ctx.l3_csum_replace(p.l3 + 10, u64::from(old_addr), u64::from(new_addr), 4)
+            .ok()?;
+        ctx.store(addr_off, &new_addr, 0).ok()?;
+        ctx.store(port_off, &new_port, 0).ok()?;
+        Some(())
+    }
+
+    #[inline(always)]
+    fn pod_stats(key: MasqKey) -> Option<*mut MasqStats> {
+        match NAT_POD_STATS.get_ptr_mut(key) {
+            Some(s) => Some(s),
+            None => {
+                NAT_POD_STATS.insert(key, MasqStats::default(), 0).ok();
+                NAT_POD_STATS.get_ptr_mut(key)
+            }
+        }
+    }
+
+    #[classifier]
+    pub fn nat_egress(ctx: TcContext) -> i32 {
+        egress(&ctx).unwrap_or(TC_ACT_NEXT)
+    }
+
+    #[inline(always)]
+    fn egress(ctx: &TcContext) -> Option<i32> {
+        let cfg = config();
+        let p = parse(ctx, cfg)?;
+        if !in_cluster(p.saddr, cfg) || in_cluster(p.daddr, cfg) {
+            return None;
+        }
+        if p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO {
+            return None;
+        }
+        let key = NatKey {
+            saddr: p.saddr,
+            daddr: p.daddr,
+            sport: p.sport,
+            dport: p.dport,
+            proto: p.proto,
+            _pad: [0; 3],
+        };
+        // Safety: reading the monotonic clock has no preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        let mut to_port = 0u16;
+        let mut found = false;
+        if let Some(e) = NAT_OUT.get_ptr_mut(key) {
+            // Safety: a pointer into the map value, valid for this run.
+            let e = unsafe { &mut *e };
+            if expired(e, p.proto, now, cfg) {
+                bump(stat::EXPIRED);
+            } else {
+                e.last_ns = now;
+                if p.tcp_flags & TCP_FIN_RST != 0 {
+                    e.flags |= NAT_CLOSING;
+                }
+                to_port = e.to_port;
+                found = true;
+            }
+        }
+        let stats_key = MasqKey {
+            pod: p.saddr,
+            node: cfg.node_addr,
+        };
+        if !found {
+            // Keep the pod's own port when it is free (as netfilter does),
+            // otherwise try random ones from the range.
+            let span = u32::from(cfg.port_max - cfg.port_min) + 1;
+            let mut i = 0;
+            while i < TRIES {
+                let host =
+                    if i == 0 && (cfg.port_min..=cfg.port_max).contains(&u16::from_be(p.sport)) {
+                        u16::from_be(p.sport)
+                    } else {
+                        // Safety: the PRNG helper has no preconditions.
+                        cfg.port_min + (unsafe { bpf_get_prandom_u32() } % span) as u16
+                    };
+                let candidate = host.to_be();
+                let reverse = NatKey {
+                    saddr: p.daddr,
+                    daddr: cfg.node_addr,
+                    sport: if p.proto == IPPROTO_ICMP {
+                        candidate
+                    } else {
+                        p.dport
+                    },
+                    dport: candidate,
+                    proto: p.proto,
+                    _pad: [0; 3],
+                };
+                let back = NatEntry {
+                    created_ns: now,
+                    last_ns: now,
+                    to_addr: p.saddr,
+                    to_port: p.sport,
+                    flags: 0,
+                    _pad: 0,
+                };
+                let mut taken = NAT_IN.insert(reverse, back, BPF_NOEXIST).is_err();
+                if taken
+                    && let Some(old) = NAT_IN.get_ptr(reverse)
+                    // Safety: a pointer into the map value, valid for this run.
+                    && expired(unsafe { &*old }, p.proto, now, cfg)
+                {
+                    taken = NAT_IN.insert(reverse, back, 0).is_err();
+                }
+                if !taken {
+                    to_port = candidate;
+                    found = true;
+                    break;
+                }
+                bump(stat::COLLISIONS);
+                i += 1;
+            }
+            if !found {
+                bump(stat::ALLOC_FAILED);
+                return Some(TC_ACT_SHOT);
+            }
+            let out = NatEntry {
+                created_ns: now,
+                last_ns: now,
+                to_addr: cfg.node_addr,
+                to_port,
+                flags: 0,
+                _pad: 0,
+            };
+            NAT_OUT.insert(key, out, 0).ok()?;
+            bump(stat::ALLOCATED);
+            let s = pod_stats(stats_key)?;
+            let port = u16::from_be(to_port);
+            // Safety: this CPU's slot of a per-CPU map value.
+            unsafe {
+                (*s).connections += 1;
+                if p.proto != IPPROTO_ICMP {
+                    if (*s).port_min == 0 || port < (*s).port_min {
+                        (*s).port_min = port;
+                    }
+                    if port > (*s).port_max {
+                        (*s).port_max = port;
+                    }
+                }
+            }
+        }
+        rewrite(
+            ctx,
+            &p,
+            Change {
+                addr_off: p.l3 + 12,
+                old_addr: p.saddr,
+                new_addr: cfg.node_addr,
+                port_off: p.sport_off,
+                old_port: p.sport,
+                new_port: to_port,
+            },
+        )?;
+        bump(stat::XLATE_OUT);
+        let s = pod_stats(stats_key)?;
+        let l2 = if cfg.ethernet != 0 { 14 } else { 0 };
+        // Safety: this CPU's slot of a per-CPU map value.
+        unsafe {
+            (*s).packets[0] += 1;
+            (*s).bytes[0] += u64::from(ctx.len().saturating_sub(l2));
+        }
+        Some(TC_ACT_NEXT)
+    }
+
+    #[classifier]
+    pub fn nat_ingress(ctx: TcContext) -> i32 {
+        ingress(&ctx).unwrap_or(TC_ACT_NEXT)
+    }
+
+    #[inline(always)]
+    fn ingress(ctx: &TcContext) -> Option<i32> {
+        let cfg = config();
+        let p = parse(ctx, cfg)?;
+        if p.daddr != cfg.node_addr {
+            return None;
+        }
+        if p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHOREPLY {
+            return None;
+        }
+        let key = NatKey {
+            saddr: p.saddr,
+            daddr: p.daddr,
+            sport: p.sport,
+            dport: p.dport,
+            proto: p.proto,
+            _pad: [0; 3],
+        };
+        // Safety: reading the monotonic clock has no preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        let e = NAT_IN.get_ptr_mut(key)?;
+        // Safety: a pointer into the map value, valid for this run.
+        let e = unsafe { &mut *e };
+        if expired(e, p.proto, now, cfg) {
+            return None;
+        }
+        e.last_ns = now;
+        if p.tcp_flags & TCP_FIN_RST != 0 {
+            e.flags |= NAT_CLOSING;
+        }
+        let (pod, pod_port) = (e.to_addr, e.to_port);
+        rewrite(
+            ctx,
+            &p,
+            Change {
+                addr_off: p.l3 + 16,
+                old_addr: p.daddr,
+                new_addr: pod,
+                port_off: p.dport_off,
+                old_port: p.dport,
+                new_port: pod_port,
+            },
+        )?;
+        bump(stat::XLATE_IN);
+        let s = pod_stats(MasqKey {
+            pod,
+            node: cfg.node_addr,
+        })?;
+        let l2 = if cfg.ethernet != 0 { 14 } else { 0 };
+        // Safety: this CPU's slot of a per-CPU map value.
+        unsafe {
+            (*s).packets[1] += 1;
+            (*s).bytes[1] += u64::from(ctx.len().saturating_sub(l2));
+        }
+        Some(TC_ACT_NEXT)
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
