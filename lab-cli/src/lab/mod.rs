@@ -74,7 +74,13 @@ pub enum LabError {
     #[error(transparent)]
     Firewall(#[from] FirewallError),
     #[error("cannot set up eBPF masquerading: {0}")]
-    Nat(#[from] crate::ebpf::error::ProgramSetupError),
+    Nat(Box<crate::ebpf::error::ProgramSetupError>),
+}
+
+impl From<crate::ebpf::error::ProgramSetupError> for LabError {
+    fn from(e: crate::ebpf::error::ProgramSetupError) -> Self {
+        LabError::Nat(Box::new(e))
+    }
 }
 
 fn rolled_back_message(leftovers: &[String]) -> String {
