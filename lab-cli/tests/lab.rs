@@ -161,7 +161,14 @@ fn overlay_tunnels_pod_traffic_and_reproduces_the_mtu_pitfall() {
 
     // Pods with MTU 1500 over a 1450 tunnel: 1500-byte DF packets vanish,
     // smaller ones pass.
-    let pitfall = common::lab_with("overlay", "pit", LabOptions { mtu: Some(1500) });
+    let pitfall = common::lab_with(
+        "overlay",
+        "pit",
+        LabOptions {
+            mtu: Some(1500),
+            ..LabOptions::default()
+        },
+    );
     let big = TrafficSpec {
         proto: Proto::Icmp,
         count: 2,
