@@ -145,9 +145,11 @@ fn demo(root: &Path) -> Result<()> {
 }
 
 fn bench(root: &Path, what: &str) -> Result<()> {
-    if what != "trace" {
-        bail!("unknown benchmark `{what}`: available: trace");
-    }
+    let example = match what {
+        "trace" => "bench_trace",
+        "masq" => "bench_masq",
+        _ => bail!("unknown benchmark `{what}`: available: trace, masq"),
+    };
     ensure_setup(root)?;
     run(cmd::cargo(root).args([
         "build",
@@ -157,9 +159,9 @@ fn bench(root: &Path, what: &str) -> Result<()> {
         "--bin",
         "labctl",
         "--example",
-        "bench_trace",
+        example,
     ]))?;
-    let mut c = cmd::privileged(&root.join("target/release/examples/bench_trace"));
+    let mut c = cmd::privileged(&root.join("target/release/examples").join(example));
     c.env("LABCTL", root.join("target/release/labctl"));
     run(&mut c)
 }
