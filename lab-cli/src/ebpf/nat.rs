@@ -176,6 +176,28 @@ pub struct NatTable {
     pub expired: u64,
 }
 
+/// The table without its entries (for `lab status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NatSummary {
+    pub used: usize,
+    pub capacity: usize,
+    pub allocated: u64,
+    pub collisions: u64,
+    pub alloc_failed: u64,
+}
+
+impl NatTable {
+    pub fn summary(&self) -> NatSummary {
+        NatSummary {
+            used: self.used,
+            capacity: self.capacity,
+            allocated: self.allocated,
+            collisions: self.collisions,
+            alloc_failed: self.alloc_failed,
+        }
+    }
+}
+
 fn open(dir: &Path, file: &str, name: &'static str) -> Result<MapData, ProgramSetupError> {
     MapData::from_pin(dir.join(file)).map_err(|source| ProgramSetupError::Map { map: name, source })
 }

@@ -20,6 +20,9 @@ pub struct MemberStatus {
     /// `nft list ruleset` of a node (NAT and filter rules, with counters).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ruleset: Option<String>,
+    /// A node with eBPF masquerading: its NAT table's fill and counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ebpf_nat: Option<crate::ebpf::nat::NatSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,6 +64,12 @@ pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
         } else {
             None
         };
+        let ino = ns.inode()?;
+        let ebpf_nat = if role == "node" && crate::ebpf::nat::present(ino) {
+            Some(crate::ebpf::nat::table(ino)?.summary())
+        } else {
+            None
+        };
         members.push(MemberStatus {
             name: name.to_owned(),
             role,
@@ -68,6 +77,7 @@ pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
             links,
             routes,
             ruleset,
+            ebpf_nat,
         });
     }
     Ok(LabStatus {

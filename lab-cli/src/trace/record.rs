@@ -41,7 +41,7 @@ pub trait Resolve {
     fn reason(&self, code: u32) -> String;
     fn netns(&mut self, ino: u64) -> String;
     fn ifname(&mut self, netns_ino: u64, ifindex: u32) -> Option<String>;
-    fn location(&self, addr: u64) -> String;
+    fn location(&mut self, addr: u64) -> String;
     /// Converts bpf_ktime_get_ns() to Unix-epoch nanoseconds.
     fn wall_ns(&self, ktime_ns: u64) -> u64;
 }
@@ -208,7 +208,7 @@ mod tests {
         fn ifname(&mut self, _: u64, ifindex: u32) -> Option<String> {
             (ifindex == 1).then(|| "lo".into())
         }
-        fn location(&self, _: u64) -> String {
+        fn location(&mut self, _: u64) -> String {
             "__udp4_lib_rcv+0x5a3".into()
         }
         fn wall_ns(&self, k: u64) -> u64 {

@@ -80,6 +80,7 @@ struct Resolver {
     reasons: DropReasons,
     names: Names,
     kallsyms: Kallsyms,
+    locations: std::collections::HashMap<u64, String>,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, to date bpf_ktime_get_ns().
     epoch_offset_ns: i128,
 }
@@ -94,8 +95,12 @@ impl Resolve for Resolver {
     fn ifname(&mut self, netns_ino: u64, ifindex: u32) -> Option<String> {
         self.names.ifname(netns_ino, ifindex)
     }
-    fn location(&self, addr: u64) -> String {
-        self.kallsyms.describe(addr)
+    fn location(&mut self, addr: u64) -> String {
+        // Drops come from a handful of places: format each once.
+        self.locations
+            .entry(addr)
+            .or_insert_with(|| self.kallsyms.describe(addr))
+            .clone()
     }
     fn wall_ns(&self, ktime_ns: u64) -> u64 {
         (i128::from(ktime_ns) + self.epoch_offset_ns).max(0) as u64
@@ -127,6 +132,7 @@ pub fn run(opts: &TraceOptions, out: &mut impl Write) -> anyhow::Result<Summary>
         reasons,
         names: Names::new(),
         kallsyms: Kallsyms::load(),
+        locations: std::collections::HashMap::new(),
         epoch_offset_ns: clock_ns(ClockId::CLOCK_REALTIME) - clock_ns(ClockId::CLOCK_MONOTONIC),
     };
     if opts.output == OutputFormat::Text && !opts.summary {
@@ -175,7 +181,10 @@ pub fn run(opts: &TraceOptions, out: &mut impl Write) -> anyhow::Result<Summary>
                 });
             }
             match opts.output {
-                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&record)?)?,
+                OutputFormat::Json => {
+                    serde_json::to_writer(&mut *out, &record)?;
+                    out.write_all(b"\n")?;
+                }
                 OutputFormat::Text => {
                     writeln!(out, "{}", record.colored_line())?;
                     for frame in record.stack.iter().flatten() {

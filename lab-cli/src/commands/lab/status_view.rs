@@ -75,6 +75,13 @@ pub fn run(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> 
                 let dev = r.dev.as_deref().unwrap_or("?");
                 writeln!(out, "    route {}{via} dev {dev}", r.dst)?;
             }
+            if let Some(n) = &m.ebpf_nat {
+                writeln!(
+                    out,
+                    "    eBPF masquerading on eth0: {} of {} mappings, {} allocated, {} port collisions, {} dropped for lack of a port (labctl masq nat-table --netns {})",
+                    n.used, n.capacity, n.allocated, n.collisions, n.alloc_failed, m.netns
+                )?;
+            }
             if let Some(rules) = &m.ruleset {
                 for line in rules.lines().filter(|l| l.contains("counter")) {
                     writeln!(out, "    nft: {}", line.trim())?;
