@@ -400,3 +400,81 @@ fn expired_mappings_are_replaced_and_a_full_port_range_is_reported() {
     assert!(t.alloc_failed >= 2, "{t:?}");
     drop(echo);
 }
+
+fn labctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_labctl"))
+}
+
+#[test]
+fn masq_and_nat_table_commands_print_their_schemas() {
+    if !common::privileged("masq_and_nat_table_commands_print_their_schemas") {
+        return;
+    }
+    let lab = common::lab("basic", "msqcli");
+    let node = lab.netns("node1").unwrap();
+    let ready = std::env::temp_dir().join(lab_cli::kernel::netns::unique_name("labtest-m"));
+    let counting = labctl()
+        .args([
+            "masq",
+            "--netns",
+            node.name(),
+            "--duration",
+            "2",
+            "-o",
+            "json",
+            "--ready-file",
+        ])
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !ready.exists() {
+        thread::sleep(Duration::from_millis(10));
+    }
+    send(&lab, "pod-b", Proto::Tcp, 2);
+    let out = counting.wait_with_output().unwrap();
+    std::fs::remove_file(&ready).ok();
+    assert!(out.status.success());
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["pod"], "10.244.1.3");
+    assert_eq!(rows[0]["node"], "172.18.0.2");
+    assert_eq!(rows[0]["connections"], 2);
+    // No eBPF masquerading on this node: nat-table says how to get it.
+    let out = labctl()
+        .args(["masq", "nat-table", "--netns", node.name()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--masq ebpf"));
+
+    let eb = ebpf_lab("msqcli2", LabOptions::default());
+    send(&eb, "pod-a", Proto::Udp, 2);
+    let node = eb.netns("node1").unwrap();
+    let out = labctl()
+        .args(["masq", "nat-table", "--netns", node.name(), "-o", "json"])
+        .output()
+        .unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(table["used"], 1);
+    assert_eq!(table["entries"].as_array().unwrap().len(), 2, "OUT and IN");
+    let out = labctl()
+        .args([
+            "masq",
+            "--netns",
+            node.name(),
+            "--duration",
+            "0.1",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(row["packets_out"], 2);
+    assert_eq!(row["packets_in"], 2);
+}

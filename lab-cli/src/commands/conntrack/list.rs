@@ -53,6 +53,11 @@ pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
     let keep: Vec<usize> = (0..entries.len())
         .filter(|&i| filter.matches(&entries[i]))
         .collect();
+    if entries.is_empty() && matches!(args.source, CtSource::Netfilter | CtSource::All) {
+        eprintln!(
+            "note: the table is empty. A namespace tracks connections only once something there uses conntrack (a NAT or ct rule, since Linux 4.15); lab nodes always do."
+        );
+    }
     let mut out = anstream::stdout().lock();
     match args.output {
         OutputFormat::Json => {

@@ -207,6 +207,15 @@ pub fn collect() -> Report {
         },
     );
 
+    checks.push(match which::which("nft") {
+        Ok(path) => Check::pass("nft (labs)", path.display().to_string()),
+        Err(_) => Check::fail(
+            "nft (labs)",
+            "not found",
+            "apt-get install nftables   # labctl lab loads its masquerade and policy rules with nft",
+        ),
+    });
+
     checks.push(memlock());
 
     let ok = checks.iter().all(|c| c.ok || !c.required);
