@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use crate::{
-    cli::TraceArgs,
+    cli::{OutputFormat, TraceArgs},
     exit::Outcome,
     privilege,
     trace::{
@@ -44,7 +44,13 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         stack: args.stack,
         stop: None,
     };
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, anstream::stdout().lock());
+    // JSON goes straight to stdout: anstream's escape-stripping (for text
+    // that is not on a terminal) would scan every byte of a drop storm.
+    let stdout: Box<dyn std::io::Write> = match opts.output {
+        OutputFormat::Json => Box::new(std::io::stdout().lock()),
+        OutputFormat::Text => Box::new(anstream::stdout().lock()),
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout);
     session::run(&opts, &mut out).context("tracing failed")?;
     Ok(Outcome::Success)
 }
