@@ -70,6 +70,26 @@ fn without_privileges_demo_says_what_is_missing_and_exits_3() {
         "{stderr}"
     );
     assert!(stderr.contains("try: sudo labctl demo"), "{stderr}");
+    // The lab commands name what they need too, and build nothing.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_labctl"))
+        .args(["lab", "up", "basic", "--name", "nopriv"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("needs CAP_SYS_ADMIN + CAP_NET_ADMIN"),
+        "{stderr}"
+    );
+    assert!(!common::netns_exists("nopriv-world"));
 }
 
 #[test]
