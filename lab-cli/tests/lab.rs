@@ -454,3 +454,44 @@ fn streams_and_timed_probes_report_what_the_sink_received() {
         BTreeMap::from([(Ipv4Addr::new(10, 244, 1, 2), u64::from(timed.sent))])
     );
 }
+
+#[test]
+fn down_cleans_up_after_an_up_that_was_killed() {
+    if !common::privileged("down_cleans_up_after_an_up_that_was_killed") {
+        return;
+    }
+    let name = common::lab_name("kill");
+    let members = ["world", "node1", "node2", "pod-a", "pod-b"];
+    // Kill `up` at different moments (it may also finish first): whatever
+    // it left, `down` removes all of it.
+    let mut found = 0;
+    for delay_ms in [5u64, 15, 25, 40, 200] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+            .args(["lab", "up", "two-node", "--name", &name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().ok();
+        child.wait().unwrap();
+        if let Some(state) = LabState::load(&name).unwrap() {
+            found += 1;
+            eprintln!(
+                "killed at {delay_ms} ms: {} namespaces recorded, complete: {}",
+                state.namespaces.len(),
+                state.complete
+            );
+            lab_cli::lab::down(Some(&name)).unwrap();
+        }
+        for m in members {
+            assert!(
+                !common::netns_exists(&format!("{name}-{m}")),
+                "{name}-{m} left after a kill at {delay_ms} ms"
+            );
+        }
+        assert!(LabState::load(&name).unwrap().is_none());
+    }
+    // At 200 ms `up` has long finished: at least that lab was found and removed.
+    assert!(found >= 1);
+}
