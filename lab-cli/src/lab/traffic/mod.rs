@@ -1,0 +1,267 @@
+//! `lab traffic`: built-in generators (ICMP echo, UDP and TCP echo) between
+//! lab members, so labs need no extra tools, with a summary that also says
+//! which source address the server saw (masquerade at work).
+
+use std::{
+    collections::BTreeMap,
+    io,
+    net::{Ipv4Addr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use thiserror::Error;
+
+mod echo;
+mod probes;
+
+pub(crate) use probes::set_dont_fragment;
+
+use echo::EchoServer;
+use probes::{icmp_probes, tcp_probes, tcp_stream, udp_probes};
+
+use super::Endpoint;
+use crate::kernel::netns::{NetNs, NetnsError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Proto {
+    /// ICMP echo (ping), with Don't Fragment set.
+    Icmp,
+    /// UDP datagrams to an echo server started on the target.
+    Udp,
+    /// TCP connections to an echo server started on the target, one per probe.
+    Tcp,
+    /// One TCP connection sending as fast as it can for --duration (default
+    /// 3 s) to a sink on the target: throughput.
+    TcpStream,
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Icmp => "icmp",
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+            Proto::TcpStream => "tcp-stream",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TrafficSpec {
+    pub proto: Proto,
+    pub port: u16,
+    /// Probes (echo requests, datagrams, or connections).
+    pub count: u32,
+    /// Payload bytes per probe (as `ping -s`).
+    pub size: usize,
+    /// How long to wait for each answer.
+    pub timeout: Duration,
+    /// Keep probing (or streaming) this long instead of `count` probes.
+    pub duration: Option<Duration>,
+}
+
+impl TrafficSpec {
+    /// Whether probe number `seq` (0-based) should still be sent.
+    fn more(&self, seq: u32, started: Instant) -> bool {
+        match self.duration {
+            Some(d) => started.elapsed() < d,
+            None => seq < self.count,
+        }
+    }
+}
+
+/// How long `tcp-stream` runs without --duration.
+pub const DEFAULT_STREAM: Duration = Duration::from_secs(3);
+
+impl Default for TrafficSpec {
+    fn default() -> Self {
+        Self {
+            proto: Proto::Icmp,
+            port: 5001,
+            count: 3,
+            size: 56,
+            timeout: Duration::from_secs(1),
+            duration: None,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum TrafficError {
+    #[error("`{0}` is not in a lab namespace; traffic can only start from a lab member")]
+    OutsideSource(String),
+    #[error("cannot {action} in network namespace `{netns}`: {source}")]
+    Socket {
+        action: &'static str,
+        netns: String,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrafficReport {
+    pub from: String,
+    pub to: String,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: Proto,
+    /// None for ICMP.
+    pub port: Option<u16>,
+    pub sent: u32,
+    pub answered: u32,
+    pub rtt_min_us: Option<u64>,
+    pub rtt_avg_us: Option<u64>,
+    pub rtt_max_us: Option<u64>,
+    /// Source addresses the echo server saw, with counts (UDP/TCP to a lab member).
+    pub server_saw: BTreeMap<Ipv4Addr, u64>,
+    /// Probes that failed, by error (e.g. "connection refused", "timed out").
+    pub errors: BTreeMap<String, u32>,
+    /// Payload bytes the sink received (`tcp-stream`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Sink throughput in Mbit/s (`tcp-stream`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mbit_per_s: Option<f64>,
+}
+
+impl TrafficReport {
+    pub fn all_answered(&self) -> bool {
+        self.sent > 0 && self.answered == self.sent
+    }
+
+    /// One line for humans.
+    pub fn text(&self) -> String {
+        let port = self.port.map(|p| format!("/{p}")).unwrap_or_default();
+        let mut line = format!(
+            "{} ({}) -> {} ({}) {}{port}: {}/{} answered",
+            self.from, self.src, self.to, self.dst, self.proto, self.answered, self.sent
+        );
+        if let (Some(min), Some(avg), Some(max)) =
+            (self.rtt_min_us, self.rtt_avg_us, self.rtt_max_us)
+        {
+            let ms = |us: u64| us as f64 / 1000.0;
+            line.push_str(&format!(
+                ", rtt min/avg/max {:.3}/{:.3}/{:.3} ms",
+                ms(min),
+                ms(avg),
+                ms(max)
+            ));
+        }
+        if !self.server_saw.is_empty() {
+            let seen: Vec<_> = self
+                .server_saw
+                .iter()
+                .map(|(a, n)| format!("{a} ×{n}"))
+                .collect();
+            line.push_str(&format!("; the server saw source {}", seen.join(", ")));
+            if self.server_saw.keys().any(|a| *a != self.src) {
+                line.push_str(" (source NAT)");
+            }
+        }
+        if let (Some(bytes), Some(rate)) = (self.bytes, self.mbit_per_s) {
+            line.push_str(&format!(", {bytes} bytes at {rate:.1} Mbit/s"));
+        }
+        for (e, n) in &self.errors {
+            line.push_str(&format!("; {n}× {e}"));
+        }
+        line
+    }
+}
+
+/// Sends `spec.count` probes from `from` to `to` and reports the answers.
+pub fn run(
+    from: &Endpoint,
+    to: &Endpoint,
+    spec: &TrafficSpec,
+) -> Result<TrafficReport, TrafficError> {
+    let from_ns = NetNs::open(
+        from.netns
+            .as_deref()
+            .ok_or_else(|| TrafficError::OutsideSource(from.name.clone()))?,
+    )?;
+    let to_ns = to.netns.as_deref().map(NetNs::open).transpose()?;
+    let mut report = TrafficReport {
+        from: from.name.clone(),
+        to: to.name.clone(),
+        src: from.addr,
+        dst: to.addr,
+        proto: spec.proto,
+        port: (spec.proto != Proto::Icmp).then_some(spec.port),
+        sent: 0,
+        answered: 0,
+        rtt_min_us: None,
+        rtt_avg_us: None,
+        rtt_max_us: None,
+        server_saw: BTreeMap::new(),
+        errors: BTreeMap::new(),
+        bytes: None,
+        mbit_per_s: None,
+    };
+    let server = match (&to_ns, spec.proto) {
+        (Some(ns), Proto::Udp | Proto::Tcp | Proto::TcpStream) => {
+            Some(EchoServer::start(ns, to.addr, spec)?)
+        }
+        _ => None,
+    };
+    let mut rtts = Vec::new();
+    let target = SocketAddrV4::new(to.addr, spec.port);
+    match spec.proto {
+        Proto::Udp => udp_probes(&from_ns, target, spec, &mut report, &mut rtts)?,
+        Proto::Tcp => tcp_probes(&from_ns, target, spec, &mut report, &mut rtts)?,
+        Proto::Icmp => icmp_probes(&from_ns, to.addr, spec, &mut report, &mut rtts)?,
+        Proto::TcpStream => tcp_stream(&from_ns, target, spec, &mut report)?,
+    }
+    if let Some(server) = server {
+        let (seen, received) = server.stop();
+        report.server_saw = seen;
+        if spec.proto == Proto::TcpStream {
+            let secs = spec.duration.unwrap_or(DEFAULT_STREAM).as_secs_f64();
+            report.bytes = Some(received);
+            report.mbit_per_s = Some(received as f64 * 8.0 / secs / 1e6);
+        }
+    }
+    if !rtts.is_empty() {
+        let us: Vec<u64> = rtts.iter().map(|d| d.as_micros() as u64).collect();
+        report.rtt_min_us = us.iter().copied().min();
+        report.rtt_max_us = us.iter().copied().max();
+        report.rtt_avg_us = Some(us.iter().sum::<u64>() / us.len() as u64);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_line_points_out_source_nat() {
+        let mut r = TrafficReport {
+            from: "pod-a".into(),
+            to: "world".into(),
+            src: Ipv4Addr::new(10, 244, 1, 2),
+            dst: Ipv4Addr::new(203, 0, 113, 10),
+            proto: Proto::Udp,
+            port: Some(5001),
+            sent: 3,
+            answered: 3,
+            rtt_min_us: Some(50),
+            rtt_avg_us: Some(70),
+            rtt_max_us: Some(100),
+            server_saw: BTreeMap::from([(Ipv4Addr::new(172, 18, 0, 2), 3)]),
+            errors: BTreeMap::new(),
+            bytes: None,
+            mbit_per_s: None,
+        };
+        assert_eq!(
+            r.text(),
+            "pod-a (10.244.1.2) -> world (203.0.113.10) udp/5001: 3/3 answered, rtt min/avg/max \
+             0.050/0.070/0.100 ms; the server saw source 172.18.0.2 ×3 (source NAT)"
+        );
+        r.answered = 0;
+        assert!(!r.all_answered());
+    }
+}

@@ -1,0 +1,284 @@
+//! The client side of `lab traffic`: one function per protocol, each run
+//! from a socket opened inside the sending member's namespace.
+
+use std::{
+    io::{self, Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    os::fd::{AsRawFd as _, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use etherparse::{IcmpEchoHeader, Icmpv4Header, Icmpv4Type};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn};
+
+use super::{DEFAULT_STREAM, TrafficError, TrafficReport, TrafficSpec};
+use crate::kernel::netns::NetNs;
+
+pub(super) fn socket_err(
+    action: &'static str,
+    ns: &NetNs,
+) -> impl FnOnce(io::Error) -> TrafficError {
+    let netns = ns.name().to_owned();
+    move |source| TrafficError::Socket {
+        action,
+        netns,
+        source,
+    }
+}
+
+pub(super) fn payload(seq: u32, size: usize) -> Vec<u8> {
+    let mut p = vec![0xa5; size.max(4)];
+    p[..4].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+fn count_error(report: &mut TrafficReport, e: &io::Error) {
+    let what = match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timed out".to_owned(),
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        _ => e.to_string(),
+    };
+    *report.errors.entry(what).or_default() += 1;
+}
+
+pub(super) fn udp_probes(
+    ns: &NetNs,
+    target: SocketAddrV4,
+    spec: &TrafficSpec,
+    report: &mut TrafficReport,
+    rtts: &mut Vec<Duration>,
+) -> Result<(), TrafficError> {
+    let socket = ns
+        .run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))?
+        .map_err(socket_err("open a UDP socket", ns))?;
+    socket
+        .set_read_timeout(Some(spec.timeout))
+        .map_err(socket_err("set a timeout", ns))?;
+    let mut buf = vec![0u8; 65536];
+    let started = Instant::now();
+    for seq in (0u32..).take_while(|&seq| spec.more(seq, started)) {
+        let start = Instant::now();
+        report.sent += 1;
+        if let Err(e) = socket.send_to(&payload(seq, spec.size), target) {
+            count_error(report, &e);
+            continue;
+        }
+        loop {
+            match socket.recv_from(&mut buf) {
+                Ok((n, _)) if n >= 4 && buf[..4] == seq.to_be_bytes() => {
+                    report.answered += 1;
+                    rtts.push(start.elapsed());
+                    break;
+                }
+                // A late answer to an earlier probe.
+                Ok(_) if start.elapsed() < spec.timeout => continue,
+                Ok(_) => {
+                    count_error(report, &io::ErrorKind::TimedOut.into());
+                    break;
+                }
+                Err(e) => {
+                    count_error(report, &e);
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn tcp_probes(
+    ns: &NetNs,
+    target: SocketAddrV4,
+    spec: &TrafficSpec,
+    report: &mut TrafficReport,
+    rtts: &mut Vec<Duration>,
+) -> Result<(), TrafficError> {
+    let started = Instant::now();
+    for seq in (0u32..).take_while(|&seq| spec.more(seq, started)) {
+        report.sent += 1;
+        let start = Instant::now();
+        let data = payload(seq, spec.size);
+        let result = ns.run(|| -> io::Result<()> {
+            let mut stream = TcpStream::connect_timeout(&SocketAddr::V4(target), spec.timeout)?;
+            stream.set_read_timeout(Some(spec.timeout))?;
+            stream.write_all(&data)?;
+            let mut back = vec![0u8; data.len()];
+            stream.read_exact(&mut back)?;
+            if back != data {
+                return Err(io::Error::other("echo differs from what was sent"));
+            }
+            Ok(())
+        })?;
+        match result {
+            Ok(()) => {
+                report.answered += 1;
+                rtts.push(start.elapsed());
+            }
+            Err(e) => count_error(report, &e),
+        }
+    }
+    Ok(())
+}
+
+/// One connection writing 64 KiB chunks for the stream's duration.
+pub(super) fn tcp_stream(
+    ns: &NetNs,
+    target: SocketAddrV4,
+    spec: &TrafficSpec,
+    report: &mut TrafficReport,
+) -> Result<(), TrafficError> {
+    let duration = spec.duration.unwrap_or(DEFAULT_STREAM);
+    report.sent = 1;
+    let chunk = vec![0x5a; 64 * 1024];
+    let result = ns.run(|| -> io::Result<()> {
+        let mut stream = TcpStream::connect_timeout(&SocketAddr::V4(target), spec.timeout)?;
+        let started = Instant::now();
+        while started.elapsed() < duration {
+            stream.write_all(&chunk)?;
+        }
+        stream.shutdown(std::net::Shutdown::Write)?;
+        // Wait for the sink to close (read returns 0): everything sent has
+        // been counted. The sink never writes, so any data is a protocol error.
+        let mut rest = [0u8; 1];
+        stream.set_read_timeout(Some(spec.timeout))?;
+        match stream.read(&mut rest)? {
+            0 => Ok(()),
+            _ => Err(io::Error::other("the sink sent data")),
+        }
+    })?;
+    match result {
+        Ok(()) => report.answered = 1,
+        Err(e) => count_error(report, &e),
+    }
+    Ok(())
+}
+
+/// ICMP echo from a ping socket (SOCK_DGRAM/IPPROTO_ICMP; lab namespaces
+/// allow them through net.ipv4.ping_group_range), with DF set as `ping -M
+/// do`, so an MTU problem shows up as missing answers instead of fragments.
+/// A raw socket would work too, but the kernel would then also hand every
+/// reply to ping_rcv, find no ping socket and count a NO_SOCKET drop per
+/// reply, which is noise in `labctl trace`.
+pub(super) fn icmp_probes(
+    ns: &NetNs,
+    dst: Ipv4Addr,
+    spec: &TrafficSpec,
+    report: &mut TrafficReport,
+    rtts: &mut Vec<Duration>,
+) -> Result<(), TrafficError> {
+    let fd: OwnedFd = ns
+        .run(|| {
+            socket::socket(
+                AddressFamily::Inet,
+                SockType::Datagram,
+                SockFlag::empty(),
+                SockProtocol::Icmp,
+            )
+        })?
+        .map_err(|e| socket_err("open an ICMP ping socket", ns)(e.into()))?;
+    set_dont_fragment(&fd).map_err(socket_err("set Don't Fragment", ns))?;
+    socket::setsockopt(
+        &fd,
+        socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(
+            spec.timeout.as_secs() as _,
+            spec.timeout.subsec_micros() as _,
+        ),
+    )
+    .map_err(|e| socket_err("set a timeout", ns)(e.into()))?;
+    let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+    let mut buf = vec![0u8; 65536];
+    let started = Instant::now();
+    for seq in (0u32..).take_while(|&seq| spec.more(seq, started)) {
+        report.sent += 1;
+        // The kernel replaces the id with the socket's own identifier.
+        let echo = IcmpEchoHeader {
+            id: 0,
+            seq: seq as u16,
+        };
+        let data = payload(seq, spec.size);
+        let header = Icmpv4Header::with_checksum(Icmpv4Type::EchoRequest(echo), &data);
+        let mut packet = header.to_bytes().to_vec();
+        packet.extend_from_slice(&data);
+        let start = Instant::now();
+        if let Err(e) = socket::sendto(fd.as_raw_fd(), &packet, &to, socket::MsgFlags::empty()) {
+            count_error(report, &e.into());
+            continue;
+        }
+        loop {
+            match socket::recvfrom::<SockaddrIn>(fd.as_raw_fd(), &mut buf) {
+                Ok((n, from)) => {
+                    let from = from.map(|a| a.ip());
+                    if from == Some(dst) && is_echo_reply(&buf[..n], seq as u16) {
+                        report.answered += 1;
+                        rtts.push(start.elapsed());
+                        break;
+                    }
+                    if start.elapsed() >= spec.timeout {
+                        count_error(report, &io::ErrorKind::TimedOut.into());
+                        break;
+                    }
+                }
+                Err(e) => {
+                    count_error(report, &e.into());
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a ping-socket read (ICMP header + data) answers probe `seq`.
+fn is_echo_reply(message: &[u8], seq: u16) -> bool {
+    let Ok((icmp, _)) = Icmpv4Header::from_slice(message) else {
+        return false;
+    };
+    matches!(icmp.icmp_type, Icmpv4Type::EchoReply(e) if e.seq == seq)
+}
+
+/// IP_MTU_DISCOVER = IP_PMTUDISC_PROBE: set DF and ignore the path MTU cache
+/// (nix has no wrapper for this option).
+pub(crate) fn set_dont_fragment(fd: &OwnedFd) -> io::Result<()> {
+    let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
+    // SAFETY: a valid socket fd and a pointer to an int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_replies_are_matched_on_sequence() {
+        let data = payload(3, 8);
+        let reply = |seq| {
+            let echo = IcmpEchoHeader { id: 7, seq };
+            let mut m = Icmpv4Header::with_checksum(Icmpv4Type::EchoReply(echo), &data)
+                .to_bytes()
+                .to_vec();
+            m.extend_from_slice(&data);
+            m
+        };
+        assert!(is_echo_reply(&reply(3), 3));
+        assert!(!is_echo_reply(&reply(4), 3));
+        let request = Icmpv4Header::with_checksum(
+            Icmpv4Type::EchoRequest(IcmpEchoHeader { id: 7, seq: 3 }),
+            &data,
+        );
+        assert!(!is_echo_reply(&request.to_bytes(), 3));
+    }
+}
