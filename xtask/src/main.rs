@@ -148,7 +148,8 @@ fn bench(root: &Path, what: &str) -> Result<()> {
     let example = match what {
         "trace" => "bench_trace",
         "masq" => "bench_masq",
-        _ => bail!("unknown benchmark `{what}`: available: trace, masq"),
+        "conntrack" => "bench_conntrack",
+        _ => bail!("unknown benchmark `{what}`: available: trace, masq, conntrack"),
     };
     ensure_setup(root)?;
     run(cmd::cargo(root).args([

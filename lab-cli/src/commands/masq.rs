@@ -7,8 +7,8 @@ use std::{
 };
 
 use anyhow::Context as _;
-use comfy_table::{Table, presets::NOTHING};
 
+use super::table;
 use crate::{
     cli::{MasqArgs, OutputFormat},
     ebpf::{
@@ -22,31 +22,32 @@ use crate::{
 };
 
 pub fn render(rows: &[MasqRow]) -> String {
-    let mut table = Table::new();
-    table.load_preset(NOTHING).set_header(vec![
-        "POD",
-        "AS (NODE)",
-        "CONNS",
-        "PACKETS OUT ⇄ IN",
-        "BYTES OUT ⇄ IN",
-        "PORTS",
-    ]);
-    for r in rows {
+    let cells = rows.iter().map(|r| {
         let ports = match (r.port_min, r.port_max) {
             (Some(a), Some(b)) if a == b => a.to_string(),
             (Some(a), Some(b)) => format!("{a}-{b}"),
             _ => "-".into(),
         };
-        table.add_row(vec![
+        vec![
             r.pod.to_string(),
             r.node.to_string(),
             r.connections.to_string(),
             format!("{} ⇄ {}", r.packets_out, r.packets_in),
             format!("{} ⇄ {}", r.bytes_out, r.bytes_in),
             ports,
-        ]);
-    }
-    table.to_string()
+        ]
+    });
+    table::render(
+        &[
+            "POD",
+            "AS (NODE)",
+            "CONNS",
+            "PACKETS OUT ⇄ IN",
+            "BYTES OUT ⇄ IN",
+            "PORTS",
+        ],
+        cells,
+    )
 }
 
 fn open_netns(name: Option<&str>) -> anyhow::Result<NetNs> {
@@ -157,17 +158,13 @@ pub fn nat_table(netns: Option<&str>, output: OutputFormat) -> anyhow::Result<Ou
         writeln!(out, "{}", serde_json::to_string(&table)?)?;
         return Ok(Outcome::Success);
     }
-    let mut t = Table::new();
-    t.load_preset(NOTHING).set_header(vec![
-        "DIR", "PROTO", "FLOW", "XLATE", "CLOSING", "AGE", "IDLE",
-    ]);
-    for e in &table.entries {
+    let rows = table.entries.iter().map(|e| {
         let xlate = if e.dir == "OUT" {
             "XLATE_SRC"
         } else {
             "XLATE_DST"
         };
-        t.add_row(vec![
+        vec![
             e.dir.to_owned(),
             e.proto.to_uppercase(),
             format!("{}:{} -> {}:{}", e.src, e.sport, e.dst, e.dport),
@@ -175,9 +172,16 @@ pub fn nat_table(netns: Option<&str>, output: OutputFormat) -> anyhow::Result<Ou
             if e.closing { "yes" } else { "-" }.to_owned(),
             format!("{}s", e.age_s),
             format!("{}s", e.idle_s),
-        ]);
-    }
-    writeln!(out, "{t}")?;
+        ]
+    });
+    write!(
+        out,
+        "{}",
+        table::render(
+            &["DIR", "PROTO", "FLOW", "XLATE", "CLOSING", "AGE", "IDLE"],
+            rows
+        )
+    )?;
     writeln!(
         out,
         "{} mappings of {} ({:.2}% full); allocated {}, port collisions {}, dropped for lack of a free port {}, expired and replaced {}; translated {} out, {} in",

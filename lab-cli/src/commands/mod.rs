@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod explain;
 pub mod lab;
 pub mod masq;
+pub mod table;
 pub mod trace;
 
 use crate::{cli::Command, exit::Outcome};

@@ -19,27 +19,43 @@ pub struct Tuple {
 }
 
 impl Tuple {
-    /// `addr:port` (or just the address, or `[v6]:port`).
-    fn endpoint(addr: &IpAddr, port: Option<u16>) -> String {
+    /// Writes `addr:port` (or just the address, or `[v6]:port`).
+    fn write_endpoint(
+        out: &mut impl std::fmt::Write,
+        addr: &IpAddr,
+        port: Option<u16>,
+    ) -> std::fmt::Result {
         match (addr, port) {
-            (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
-            (a, Some(p)) => format!("{a}:{p}"),
-            (a, None) => a.to_string(),
+            (IpAddr::V6(a), Some(p)) => write!(out, "[{a}]:{p}"),
+            (a, Some(p)) => write!(out, "{a}:{p}"),
+            (a, None) => write!(out, "{a}"),
         }
     }
 
-    pub fn describe(&self) -> String {
-        let mut s = format!(
-            "{} → {}",
-            Self::endpoint(&self.src, self.sport),
-            Self::endpoint(&self.dst, self.dport)
-        );
+    fn endpoint(addr: &IpAddr, port: Option<u16>) -> String {
+        let mut s = String::new();
+        // Writing into a String cannot fail.
+        Self::write_endpoint(&mut s, addr, port).ok();
+        s
+    }
+
+    /// Writes `src:port → dst:port [type T code C] [id N]`.
+    pub fn write_to(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        Self::write_endpoint(out, &self.src, self.sport)?;
+        out.write_str(" → ")?;
+        Self::write_endpoint(out, &self.dst, self.dport)?;
         if let (Some(t), Some(c)) = (self.icmp_type, self.icmp_code) {
-            s.push_str(&format!(" type {t} code {c}"));
+            write!(out, " type {t} code {c}")?;
         }
         if let Some(id) = self.icmp_id {
-            s.push_str(&format!(" id {id}"));
+            write!(out, " id {id}")?;
         }
+        Ok(())
+    }
+
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        self.write_to(&mut s).ok();
         s
     }
 }

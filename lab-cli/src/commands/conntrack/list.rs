@@ -1,6 +1,6 @@
 //! `labctl conntrack list`.
 
-use std::io::Write as _;
+use std::io::Write;
 
 use anyhow::Context as _;
 
@@ -8,13 +8,40 @@ use super::{build_filter, netns, table};
 use crate::{
     cli::{CtListArgs, CtSource, OutputFormat},
     conntrack::{
-        entry::{CtEntry, EntryJson},
+        entry::{CtEntry, EntryJson, Source},
         join, sources,
     },
     exit::Outcome,
-    kernel::sysctl,
+    kernel::{ctnetlink::Ctnetlink, sysctl},
     privilege,
 };
+
+/// One entry at a time, as JSON lines or table rows.
+enum Writer<W: Write> {
+    Json(W),
+    Table(table::TableWriter<W>),
+}
+
+impl<W: Write> Writer<W> {
+    fn new(out: W, format: OutputFormat, joined: bool) -> std::io::Result<Self> {
+        Ok(match format {
+            OutputFormat::Json => Writer::Json(out),
+            OutputFormat::Text => Writer::Table(table::TableWriter::new(out, joined)?),
+        })
+    }
+
+    fn entry(&mut self, e: &CtEntry, seen: Option<&[Source]>) -> std::io::Result<()> {
+        match self {
+            Writer::Json(out) => {
+                let mut json = EntryJson::new(e);
+                json.seen_by = seen.map(<[Source]>::to_vec);
+                serde_json::to_writer(&mut *out, &json)?;
+                out.write_all(b"\n")
+            }
+            Writer::Table(t) => t.row(e, seen),
+        }
+    }
+}
 
 pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("conntrack list")?;
@@ -34,61 +61,75 @@ pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
                 .unwrap_or_default()
         );
     }
-    let (entries, seen_by) = match args.source {
-        CtSource::Netfilter => (sources::netfilter(ns.as_ref(), &filter)?, None),
-        CtSource::Bpf => (sources::bpf(ns.as_ref())?, None),
-        CtSource::Cilium => (
-            sources::cilium().context("cannot read Cilium's CT maps")?,
-            None,
-        ),
-        CtSource::All => {
-            let joined = join::join(
-                sources::netfilter(ns.as_ref(), &filter)?,
-                sources::bpf(ns.as_ref())?,
-            );
-            let (entries, seen): (Vec<CtEntry>, Vec<_>) = joined.into_iter().unzip();
-            (entries, Some(seen))
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut total = 0u64;
+    let shown = match args.source {
+        // The big one: streamed entry by entry, in constant memory.
+        CtSource::Netfilter => {
+            let mut ct = Ctnetlink::open_in(ns.as_ref()).context("cannot reach ctnetlink")?;
+            let mut writer = Writer::new(&mut out, args.output, false)?;
+            let mut shown = 0u64;
+            ct.dump_each(filter.mark, |e| {
+                total += 1;
+                if filter.matches(&e) {
+                    shown += 1;
+                    writer.entry(&e, None)?;
+                }
+                Ok(())
+            })
+            .context("cannot read the conntrack table")?;
+            shown
+        }
+        source => {
+            let joined: Vec<(CtEntry, Option<Vec<Source>>)> = match source {
+                CtSource::Bpf => sources::bpf(ns.as_ref())?
+                    .into_iter()
+                    .map(|e| (e, None))
+                    .collect(),
+                CtSource::Cilium => sources::cilium()
+                    .context("cannot read Cilium's CT maps")?
+                    .into_iter()
+                    .map(|e| (e, None))
+                    .collect(),
+                _ => join::join(
+                    sources::netfilter(ns.as_ref(), &filter)?,
+                    sources::bpf(ns.as_ref())?,
+                )
+                .into_iter()
+                .map(|(e, s)| (e, Some(s)))
+                .collect(),
+            };
+            total = joined.len() as u64;
+            let mut writer = Writer::new(&mut out, args.output, source == CtSource::All)?;
+            let mut shown = 0u64;
+            for (e, seen) in joined.iter().filter(|(e, _)| filter.matches(e)) {
+                shown += 1;
+                writer.entry(e, seen.as_deref())?;
+            }
+            shown
         }
     };
-    let keep: Vec<usize> = (0..entries.len())
-        .filter(|&i| filter.matches(&entries[i]))
-        .collect();
-    if entries.is_empty() && matches!(args.source, CtSource::Netfilter | CtSource::All) {
+    if total == 0 && matches!(args.source, CtSource::Netfilter | CtSource::All) {
         eprintln!(
             "note: the table is empty. A namespace tracks connections only once something there uses conntrack (a NAT or ct rule, since Linux 4.15); lab nodes always do."
         );
     }
-    let mut out = anstream::stdout().lock();
-    match args.output {
-        OutputFormat::Json => {
-            for &i in &keep {
-                let mut json = EntryJson::new(&entries[i]);
-                json.seen_by = seen_by.as_ref().map(|s| s[i].clone());
-                writeln!(out, "{}", serde_json::to_string(&json)?)?;
-            }
-        }
-        OutputFormat::Text => {
-            let rows: Vec<(&CtEntry, Option<&[_]>)> = keep
-                .iter()
-                .map(|&i| (&entries[i], seen_by.as_ref().map(|s| s[i].as_slice())))
-                .collect();
-            writeln!(out, "{}", table::render(&rows))?;
-            writeln!(
-                out,
-                "{} entries ({}{})",
-                keep.len(),
-                match args.source {
-                    CtSource::Netfilter => "netfilter",
-                    CtSource::Bpf => "labctl eBPF tracker",
-                    CtSource::Cilium => "Cilium CT maps",
-                    CtSource::All => "netfilter + labctl eBPF tracker",
-                },
-                args.netns
-                    .as_deref()
-                    .map(|n| format!(", netns {n}"))
-                    .unwrap_or_default()
-            )?;
-        }
+    if args.output == OutputFormat::Text {
+        writeln!(
+            out,
+            "{shown} entries ({}{})",
+            match args.source {
+                CtSource::Netfilter => "netfilter",
+                CtSource::Bpf => "labctl eBPF tracker",
+                CtSource::Cilium => "Cilium CT maps",
+                CtSource::All => "netfilter + labctl eBPF tracker",
+            },
+            args.netns
+                .as_deref()
+                .map(|n| format!(", netns {n}"))
+                .unwrap_or_default()
+        )?;
     }
+    out.flush()?;
     Ok(Outcome::Success)
 }

@@ -58,6 +58,58 @@ struct EventJson<'a> {
 
 type Key = (u8, Tuple);
 
+/// After lost events: reads what is still queued, dumps the table, and
+/// emits (marked `resync`) the flows that appeared or vanished unseen.
+/// Returns how many of each.
+fn resync(
+    events: &mut Ctnetlink,
+    dumper: &mut Ctnetlink,
+    known: &mut HashMap<Key, CtEntry>,
+    summary: &mut WatchSummary,
+    emit: &mut dyn FnMut(&CtEvent, bool) -> anyhow::Result<()>,
+) -> anyhow::Result<(u64, u64)> {
+    for ev in events.drain().context("reading conntrack events")? {
+        remember(known, &ev);
+        summary.events += 1;
+        emit(&ev, false)?;
+    }
+    let now: HashMap<Key, CtEntry> = dumper
+        .dump(None)
+        .context("cannot resynchronize after lost events")?
+        .into_iter()
+        .map(|e| (e.key(), e))
+        .collect();
+    let (mut new, mut gone) = (0, 0);
+    for (k, e) in &now {
+        if !known.contains_key(k) {
+            new += 1;
+            emit(
+                &CtEvent {
+                    kind: EventKind::New,
+                    entry: e.clone(),
+                },
+                true,
+            )?;
+        }
+    }
+    for (k, e) in known.iter() {
+        if !now.contains_key(k) {
+            gone += 1;
+            emit(
+                &CtEvent {
+                    kind: EventKind::Destroy,
+                    entry: e.clone(),
+                },
+                true,
+            )?;
+        }
+    }
+    summary.resynced_new += new;
+    summary.resynced_destroyed += gone;
+    *known = now;
+    Ok((new, gone))
+}
+
 /// Keeps `known` equal to the table, event by event.
 fn remember(known: &mut HashMap<Key, CtEntry>, ev: &CtEvent) {
     match ev.kind {
@@ -145,47 +197,13 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
             }
             Err(CtnetlinkError::Overrun) => {
                 summary.overruns += 1;
-                for ev in events.drain().context("reading conntrack events")? {
-                    remember(&mut known, &ev);
-                    summary.events += 1;
-                    emit(&mut out, &ev, false)?;
-                }
-                let now: HashMap<Key, CtEntry> = dumper
-                    .dump(None)
-                    .context("cannot resynchronize after lost events")?
-                    .into_iter()
-                    .map(|e| (e.key(), e))
-                    .collect();
-                let (mut new, mut gone) = (0, 0);
-                for (k, e) in &now {
-                    if !known.contains_key(k) {
-                        new += 1;
-                        emit(
-                            &mut out,
-                            &CtEvent {
-                                kind: EventKind::New,
-                                entry: e.clone(),
-                            },
-                            true,
-                        )?;
-                    }
-                }
-                for (k, e) in &known {
-                    if !now.contains_key(k) {
-                        gone += 1;
-                        emit(
-                            &mut out,
-                            &CtEvent {
-                                kind: EventKind::Destroy,
-                                entry: e.clone(),
-                            },
-                            true,
-                        )?;
-                    }
-                }
-                summary.resynced_new += new;
-                summary.resynced_destroyed += gone;
-                known = now;
+                let (new, gone) = resync(
+                    &mut events,
+                    &mut dumper,
+                    &mut known,
+                    &mut summary,
+                    &mut |ev, r| emit(&mut out, ev, r),
+                )?;
                 let warning = format!(
                     "events were lost: the receive buffer overflowed (overrun #{}); resynchronized from the table: {new} new, {gone} gone. A larger --buffer-size loses fewer.",
                     summary.overruns
@@ -199,6 +217,18 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
             Err(e) => return Err(e).context("reading conntrack events"),
         }
         out.flush()?;
+    }
+    // After any loss, reconcile once more before the summary: losses the
+    // kernel could not flag (while its queue was still marked congested)
+    // or that happened as the watch ended are caught here.
+    if summary.overruns > 0 {
+        resync(
+            &mut events,
+            &mut dumper,
+            &mut known,
+            &mut summary,
+            &mut |ev, r| emit(&mut out, ev, r),
+        )?;
     }
     match args.output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&summary)?)?,

@@ -1,11 +1,10 @@
 //! ctnetlink: the netfilter conntrack table over netlink.
 //!
-//! Transport (netlink-sys) and message framing (netlink-packet-core,
-//! netlink-packet-netfilter) come from the rust-netlink crates; they type the
-//! tuples, status, TCP state, timeout and mark. What they leave as raw
-//! attributes is decoded here: counters, zone, id, ICMP id/type/code, and the
-//! statistics messages (IPCTNL_MSG_CT_GET_STATS[_CPU]). Constants are from
-//! linux/netfilter/nfnetlink_conntrack.h.
+//! Transport is netlink-sys; requests are built with netlink-packet-core and
+//! netlink-packet-netfilter. Replies and events are read in place from the
+//! receive buffer (nlmsghdr and nfgenmsg here, attributes in `attrs` with
+//! netlink-packet-core's zero-copy iterator; see there why). Constants are
+//! from linux/netlink.h and linux/netfilter/nfnetlink_conntrack.h.
 
 use std::{
     io,
@@ -14,17 +13,16 @@ use std::{
 
 use netlink_packet_core::{
     DefaultNla, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NlasIterator,
 };
 use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+    NetfilterHeader, NetfilterMessage, NetfilterProtoFamily,
     conntrack::{ConntrackAttribute, ConntrackMessage},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 use thiserror::Error;
 
 mod attrs;
-
-use attrs::{be_u32, entry_of, kind, raw_attributes};
 
 use super::netns::{NetNs, NetnsError};
 use crate::conntrack::entry::CtEntry;
@@ -33,25 +31,20 @@ const IPCTNL_MSG_CT_GET_STATS_CPU: u8 = 4;
 const IPCTNL_MSG_CT_GET_STATS: u8 = 5;
 const CTA_STATS_GLOBAL_ENTRIES: u16 = 1;
 const CTA_STATS_GLOBAL_MAX_ENTRIES: u16 = 2;
-const CTA_COUNTERS_ORIG: u16 = 9;
-const CTA_COUNTERS_REPLY: u16 = 10;
-const CTA_ID: u16 = 12;
-const CTA_ZONE: u16 = 18;
 const CTA_MARK_MASK: u16 = 21;
-const CTA_COUNTERS_PACKETS: u16 = 1;
-const CTA_COUNTERS_BYTES: u16 = 2;
-const CTA_PROTO_ICMP_ID: u16 = 4;
-const CTA_PROTO_ICMP_TYPE: u16 = 5;
-const CTA_PROTO_ICMP_CODE: u16 = 6;
-const CTA_PROTO_ICMPV6_ID: u16 = 7;
-const CTA_PROTO_ICMPV6_TYPE: u16 = 8;
-const CTA_PROTO_ICMPV6_CODE: u16 = 9;
 /// Multicast groups of conntrack events (enum nfnetlink_groups).
 pub const NFNLGRP_CONNTRACK_NEW: u32 = 1;
 pub const NFNLGRP_CONNTRACK_UPDATE: u32 = 2;
 pub const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 const NLM_F_CREATE: u16 = 0x400;
+const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+const NLMSG_HDRLEN: usize = 16;
+/// struct nfgenmsg: family, version, res_id (big endian).
+const NFGENMSG_LEN: usize = 4;
+const NFNL_SUBSYS_CTNETLINK: u8 = 1;
+const IPCTNL_MSG_CT_NEW: u8 = 0;
+const IPCTNL_MSG_CT_DELETE: u8 = 2;
 
 /// The per-CPU statistics attributes, in `conntrack -S` order and naming.
 pub const CPU_STATS: [(u16, &str); 11] = [
@@ -83,6 +76,9 @@ pub enum CtnetlinkError {
     Overrun,
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    /// Writing an entry out failed (e.g. a closed pipe).
+    #[error("cannot write the table: {0}")]
+    Output(#[source] io::Error),
 }
 
 /// Entries in the conntrack table of the current netns, and its maximum.
@@ -163,8 +159,13 @@ impl Ctnetlink {
         Ok(self.seq)
     }
 
-    /// Reads one datagram and splits it into messages.
-    fn recv_batch(&mut self) -> Result<Vec<(u16, NetfilterMessage)>, CtnetlinkError> {
+    /// Reads one datagram and hands each message in it to `each`, in place
+    /// (no copy, no allocation per message). `each` returns false to stop
+    /// at NLMSG_DONE.
+    fn recv_each(
+        &mut self,
+        mut each: impl FnMut(RawMessage<'_>) -> Result<bool, CtnetlinkError>,
+    ) -> Result<bool, CtnetlinkError> {
         let n = match self.socket.recv(&mut &mut self.buf[..], 0) {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -172,54 +173,73 @@ impl Ctnetlink {
             }
             Err(e) => return Err(CtnetlinkError::Socket(e)),
         };
-        let mut out = Vec::new();
         let mut offset = 0;
-        while offset + 16 <= n {
-            let len = u32::from_ne_bytes(
-                self.buf[offset..offset + 4]
-                    .try_into()
-                    .map_err(|_| CtnetlinkError::Parse("short header".into()))?,
-            ) as usize;
-            if len < 16 || offset + len > n {
+        while offset + NLMSG_HDRLEN <= n {
+            let chunk = &self.buf[offset..n];
+            let len = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as usize;
+            if len < NLMSG_HDRLEN || len > chunk.len() {
                 return Err(CtnetlinkError::Parse(format!("bad message length {len}")));
             }
-            let chunk = &self.buf[offset..offset + len];
-            offset += (len + 3) & !3;
-            let flags = u16::from_ne_bytes([chunk[6], chunk[7]]);
             let kind = u16::from_ne_bytes([chunk[4], chunk[5]]);
-            if kind == NLMSG_DONE {
-                out.push((NLMSG_DONE, empty_message()));
-                continue;
-            }
-            let parsed = NetlinkMessage::<NetfilterMessage>::deserialize(chunk)
-                .map_err(|e| CtnetlinkError::Parse(e.to_string()))?;
-            match parsed.payload {
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    return Err(CtnetlinkError::Kernel(e.raw_code()));
+            let flags = u16::from_ne_bytes([chunk[6], chunk[7]]);
+            let body = &chunk[NLMSG_HDRLEN..len];
+            offset += (len + 3) & !3;
+            match kind {
+                NLMSG_DONE => return Ok(false),
+                NLMSG_ERROR => {
+                    let code = body
+                        .get(..4)
+                        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                    if code != 0 {
+                        return Err(CtnetlinkError::Kernel(code));
+                    }
                 }
-                NetlinkPayload::InnerMessage(m) => out.push((flags, m)),
+                _ if body.len() >= NFGENMSG_LEN => {
+                    let res_id = u16::from_be_bytes([body[2], body[3]]);
+                    let keep_going = each(RawMessage {
+                        subsys: (kind >> 8) as u8,
+                        msg_type: kind as u8,
+                        flags,
+                        res_id,
+                        attrs: &body[NFGENMSG_LEN..],
+                    })?;
+                    if !keep_going {
+                        return Ok(false);
+                    }
+                }
                 _ => {}
             }
         }
-        Ok(out)
+        Ok(true)
     }
 
-    /// Every message of a dump, until NLMSG_DONE.
-    fn dump_messages(&mut self) -> Result<Vec<(u16, NetfilterMessage)>, CtnetlinkError> {
-        let mut all = Vec::new();
-        loop {
-            for (flags, m) in self.recv_batch()? {
-                if flags == NLMSG_DONE {
-                    return Ok(all);
-                }
-                all.push((flags, m));
-            }
-        }
+    /// Every message of a dump until NLMSG_DONE.
+    fn dump_all(
+        &mut self,
+        mut each: impl FnMut(RawMessage<'_>) -> Result<(), CtnetlinkError>,
+    ) -> Result<(), CtnetlinkError> {
+        while self.recv_each(|m| each(m).map(|()| true))? {}
+        Ok(())
     }
 
     /// The whole table (IPv4 and IPv6). `mark` = (value, mask) filters in
     /// the kernel, as `conntrack -L --mark`.
     pub fn dump(&mut self, mark: Option<(u32, u32)>) -> Result<Vec<CtEntry>, CtnetlinkError> {
+        let mut all = Vec::new();
+        self.dump_each(mark, |e| {
+            all.push(e);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    /// The table, handed to `each` entry by entry as the kernel sends it:
+    /// memory stays flat however large the table (as `conntrack -L`).
+    pub fn dump_each(
+        &mut self,
+        mark: Option<(u32, u32)>,
+        mut each: impl FnMut(CtEntry) -> io::Result<()>,
+    ) -> Result<(), CtnetlinkError> {
         let attributes = match mark {
             Some((value, mask)) => vec![
                 ConntrackAttribute::CtaMark(value),
@@ -235,11 +255,12 @@ impl Ctnetlink {
             NetfilterProtoFamily::Unspec,
             NLM_F_DUMP,
         )?;
-        Ok(self
-            .dump_messages()?
-            .into_iter()
-            .filter_map(|(_, m)| entry_of(&m))
-            .collect())
+        self.dump_all(|m| {
+            if let Some(e) = m.entry() {
+                each(e).map_err(CtnetlinkError::Output)?;
+            }
+            Ok(())
+        })
     }
 
     /// Table size and maximum (IPCTNL_MSG_CT_GET_STATS).
@@ -253,15 +274,16 @@ impl Ctnetlink {
             0,
         )?;
         let mut size = TableSize { entries: 0, max: 0 };
-        for (_, m) in self.recv_batch()? {
-            for nla in raw_attributes(&m) {
-                match kind(&nla) {
-                    CTA_STATS_GLOBAL_ENTRIES => size.entries = be_u32(&nla),
-                    CTA_STATS_GLOBAL_MAX_ENTRIES => size.max = be_u32(&nla),
+        self.recv_each(|m| {
+            for nla in NlasIterator::new(m.attrs).flatten() {
+                match nla.kind() {
+                    CTA_STATS_GLOBAL_ENTRIES => size.entries = attrs::be_u32(nla.value()),
+                    CTA_STATS_GLOBAL_MAX_ENTRIES => size.max = attrs::be_u32(nla.value()),
                     _ => {}
                 }
             }
-        }
+            Ok(false)
+        })?;
         Ok(size)
     }
 
@@ -276,23 +298,20 @@ impl Ctnetlink {
             NLM_F_DUMP,
         )?;
         let mut out = Vec::new();
-        for (_, m) in self.dump_messages()? {
-            let attrs = raw_attributes(&m);
-            let counters = CPU_STATS
-                .iter()
-                .map(|(kind, name)| {
-                    let v = attrs
-                        .iter()
-                        .find(|a| self::kind(a) == *kind)
-                        .map_or(0, be_u32);
-                    (*name, v)
-                })
-                .collect();
+        self.dump_all(|m| {
+            let mut counters: Vec<(&'static str, u32)> =
+                CPU_STATS.iter().map(|(_, name)| (*name, 0)).collect();
+            for nla in NlasIterator::new(m.attrs).flatten() {
+                if let Some(i) = CPU_STATS.iter().position(|(k, _)| *k == nla.kind()) {
+                    counters[i].1 = attrs::be_u32(nla.value());
+                }
+            }
             out.push(CpuStats {
-                cpu: m.header.res_id,
+                cpu: m.res_id,
                 counters,
             });
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -355,34 +374,41 @@ impl Ctnetlink {
             Err(e) => return Err(CtnetlinkError::Socket(e.into())),
         }
 
-        Ok(self
-            .recv_batch()?
-            .into_iter()
-            .filter_map(|(flags, m)| {
-                let kind = match &m.inner {
-                    NetfilterMessageInner::Conntrack(ConntrackMessage::New(_))
-                        if flags & NLM_F_CREATE != 0 =>
-                    {
-                        EventKind::New
-                    }
-                    NetfilterMessageInner::Conntrack(ConntrackMessage::New(_)) => EventKind::Update,
-                    NetfilterMessageInner::Conntrack(ConntrackMessage::Delete(_)) => {
-                        EventKind::Destroy
-                    }
-                    _ => return None,
-                };
-                entry_of(&m).map(|entry| CtEvent { kind, entry })
-            })
-            .collect())
+        let mut out = Vec::new();
+        self.recv_each(|m| {
+            let kind = match (m.subsys, m.msg_type) {
+                (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) if m.flags & NLM_F_CREATE != 0 => {
+                    EventKind::New
+                }
+                (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) => EventKind::Update,
+                (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE) => EventKind::Destroy,
+                _ => return Ok(true),
+            };
+            if let Some(entry) = m.entry() {
+                out.push(CtEvent { kind, entry });
+            }
+            Ok(true)
+        })?;
+        Ok(out)
     }
 }
 
-fn empty_message() -> NetfilterMessage {
-    NetfilterMessage::new(
-        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
-        ConntrackMessage::Other {
-            message_type: 0,
-            attributes: vec![],
-        },
-    )
+/// One netfilter message as received: its header fields and the attribute
+/// bytes after the nfgenmsg header, borrowed from the receive buffer.
+struct RawMessage<'a> {
+    subsys: u8,
+    msg_type: u8,
+    flags: u16,
+    res_id: u16,
+    attrs: &'a [u8],
+}
+
+impl RawMessage<'_> {
+    /// The conntrack entry a dump reply or event carries.
+    fn entry(&self) -> Option<CtEntry> {
+        (self.subsys == NFNL_SUBSYS_CTNETLINK
+            && matches!(self.msg_type, IPCTNL_MSG_CT_NEW | IPCTNL_MSG_CT_DELETE))
+        .then(|| attrs::entry(self.attrs))
+        .flatten()
+    }
 }
