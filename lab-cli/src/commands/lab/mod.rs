@@ -137,7 +137,12 @@ fn up(scenario: &str, name: Option<&str>, options: LabOptions) -> anyhow::Result
             writeln!(out, "  {:<8} {:<15} netns {ns}", e.name, e.addr)?;
         }
     }
-    writeln!(out, "\n{}", lab.plan.scenario.teaches)?;
+    // The lesson names namespaces as `SCENARIO-MEMBER`; this lab's are `NAME-MEMBER`.
+    let teaches = lab.plan.scenario.teaches.replace(
+        &format!("{}-", lab.plan.scenario.name),
+        &format!("{}-", lab.name()),
+    );
+    writeln!(out, "\n{teaches}")?;
     writeln!(
         out,
         "\nTry: labctl lab traffic pod-a world --proto udp   |   labctl lab status   |   labctl lab down {}",
