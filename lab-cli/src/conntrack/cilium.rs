@@ -64,7 +64,7 @@ pub fn read_all() -> Result<Vec<CtEntry>, CiliumError> {
     if present.is_empty() {
         return Err(CiliumError::Absent);
     }
-    let now_s = monotonic_s();
+    let now_s = crate::kernel::clock::monotonic_ns() / 1_000_000_000;
     let mut out = Vec::new();
     for path in present {
         let err = |source| CiliumError::Map {
@@ -89,12 +89,6 @@ pub fn read_all() -> Result<Vec<CtEntry>, CiliumError> {
         }
     }
     Ok(out)
-}
-
-fn monotonic_s() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64)
-        .unwrap_or(0)
 }
 
 /// One map record (a v4 or v6 key) as an entry.

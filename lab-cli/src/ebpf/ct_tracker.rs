@@ -20,7 +20,6 @@ use aya::{
     util::KernelVersion,
 };
 use lab_common::ct::{CtConfig, CtCounters, CtKey, CtValue, ORIG, REPLY, tcp_state};
-use nix::time::{ClockId, clock_gettime};
 
 use super::{
     error::ProgramSetupError,
@@ -29,7 +28,7 @@ use super::{
 };
 use crate::{
     conntrack::entry::{Counters, CtEntry, Source, TCP_STATES, Tuple},
-    kernel::{netns::NetNs, rtnl::Rtnl},
+    kernel::{clock, netns::NetNs, rtnl::Rtnl},
 };
 
 const OBJECT: &str = "ct-tracker";
@@ -212,13 +211,7 @@ fn read_maps(table: &Map, counters: &Map) -> Result<Vec<CtEntry>, ProgramSetupEr
         let (k, v) = item.map_err(err(MAP))?;
         raw.push((k, v, sums.get(&k).copied().unwrap_or_default()));
     }
-    Ok(to_entries(raw, monotonic_ns()))
-}
-
-fn monotonic_ns() -> u64 {
-    clock_gettime(ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
+    Ok(to_entries(raw, clock::monotonic_ns()))
 }
 
 /// Table rows to entries, leaving out flows idle past their lifetime.

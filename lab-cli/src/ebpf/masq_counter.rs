@@ -109,29 +109,38 @@ impl MasqCounter {
                 map: MAP,
             })?)
             .map_err(err)?;
-        let mut rows = BTreeMap::new();
-        for item in map.iter() {
-            let (k, cpus) = item.map_err(err)?;
-            rows.insert(
-                (k.pod.to_ne_bytes(), k.node.to_ne_bytes()),
-                sum(cpus.iter()),
-            );
-        }
-        Ok(rows
-            .into_iter()
-            .map(|((pod, node), s)| MasqRow {
-                pod: Ipv4Addr::from(pod),
-                node: Ipv4Addr::from(node),
-                connections: s.connections,
-                packets_out: s.packets[0],
-                packets_in: s.packets[1],
-                bytes_out: s.bytes[0],
-                bytes_in: s.bytes[1],
-                port_min: (s.port_max != 0).then_some(s.port_min),
-                port_max: (s.port_max != 0).then_some(s.port_max),
-            })
-            .collect())
+        rows(&map, MAP)
     }
+}
+
+/// One row per (pod, node address) of a per-CPU stats map (this counter's,
+/// or the eBPF masquerading's own), sorted by pod address.
+pub fn rows<T: std::borrow::Borrow<aya::maps::MapData>>(
+    map: &PerCpuHashMap<T, MasqKey, MasqStats>,
+    name: &'static str,
+) -> Result<Vec<MasqRow>, ProgramSetupError> {
+    let mut rows = BTreeMap::new();
+    for item in map.iter() {
+        let (k, cpus) = item.map_err(|source| ProgramSetupError::Map { map: name, source })?;
+        rows.insert(
+            (k.pod.to_ne_bytes(), k.node.to_ne_bytes()),
+            sum(cpus.iter()),
+        );
+    }
+    Ok(rows
+        .into_iter()
+        .map(|((pod, node), s)| MasqRow {
+            pod: Ipv4Addr::from(pod),
+            node: Ipv4Addr::from(node),
+            connections: s.connections,
+            packets_out: s.packets[0],
+            packets_in: s.packets[1],
+            bytes_out: s.bytes[0],
+            bytes_in: s.bytes[1],
+            port_min: (s.port_max != 0).then_some(s.port_min),
+            port_max: (s.port_max != 0).then_some(s.port_max),
+        })
+        .collect())
 }
 
 /// Adds up the per-CPU slots (ports: the lowest and highest of any CPU).

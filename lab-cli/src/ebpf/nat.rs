@@ -7,7 +7,6 @@
 //! (links), `out`, `in`, `stats`, `pods` (maps).
 
 use std::{
-    collections::BTreeMap,
     net::Ipv4Addr,
     path::{Path, PathBuf},
 };
@@ -28,7 +27,7 @@ use super::{
     masq_counter::{self, MasqRow},
     objects,
 };
-use crate::kernel::{bpffs, netns::NetNs, rtnl::Rtnl};
+use crate::kernel::{bpffs, clock, netns::NetNs, rtnl::Rtnl};
 
 const OBJECT: &str = "nat";
 const MAPS: [(&str, &str); 4] = [
@@ -210,7 +209,7 @@ pub fn present(netns_ino: u64) -> bool {
 /// Reads a node's pinned NAT table.
 pub fn table(netns_ino: u64) -> Result<NatTable, ProgramSetupError> {
     let dir = pin_dir(netns_ino);
-    let now = monotonic_ns();
+    let now = clock::monotonic_ns();
     let mut entries = Vec::new();
     for (name, file, dir_name) in [("NAT_OUT", "out", "OUT"), ("NAT_IN", "in", "IN")] {
         let map = Map::LruHashMap(open(&dir, file, name)?);
@@ -276,37 +275,7 @@ pub fn pod_rows(netns_ino: u64) -> Result<Vec<MasqRow>, ProgramSetupError> {
             map: "NAT_POD_STATS",
             source,
         })?;
-    let mut rows = BTreeMap::new();
-    for item in map.iter() {
-        let (k, cpus) = item.map_err(|source| ProgramSetupError::Map {
-            map: "NAT_POD_STATS",
-            source,
-        })?;
-        rows.insert(
-            (k.pod.to_ne_bytes(), k.node.to_ne_bytes()),
-            masq_counter::sum(cpus.iter()),
-        );
-    }
-    Ok(rows
-        .into_iter()
-        .map(|((pod, node), s)| MasqRow {
-            pod: Ipv4Addr::from(pod),
-            node: Ipv4Addr::from(node),
-            connections: s.connections,
-            packets_out: s.packets[0],
-            packets_in: s.packets[1],
-            bytes_out: s.bytes[0],
-            bytes_in: s.bytes[1],
-            port_min: (s.port_max != 0).then_some(s.port_min),
-            port_max: (s.port_max != 0).then_some(s.port_max),
-        })
-        .collect())
-}
-
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
+    masq_counter::rows(&map, "NAT_POD_STATS")
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 pub mod bpffs;
 pub mod btf;
+pub mod clock;
 pub mod ctnetlink;
 pub mod netns;
 pub mod rtnl;
