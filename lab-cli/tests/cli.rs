@@ -8,6 +8,21 @@ fn labctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_labctl"))
 }
 
+/// Runs labctl as `nobody` with no capabilities, as an unprivileged learner.
+fn unprivileged(args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_labctl"))
+        .args(args)
+        .output()
+}
+
 #[test]
 fn bad_usage_exits_2() {
     let out = labctl().arg("no-such-command").output().unwrap();
@@ -47,18 +62,7 @@ fn without_privileges_demo_says_what_is_missing_and_exits_3() {
     if !common::privileged("without_privileges_demo_says_what_is_missing_and_exits_3") {
         return;
     }
-    // Drop to `nobody` with no capabilities, as an unprivileged learner.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_labctl"))
-        .arg("demo")
-        .output();
+    let out = unprivileged(&["demo"]);
     let Ok(out) = out else {
         eprintln!("skipped: setpriv (util-linux) is not installed");
         return;
@@ -71,18 +75,7 @@ fn without_privileges_demo_says_what_is_missing_and_exits_3() {
     );
     assert!(stderr.contains("try: sudo labctl demo"), "{stderr}");
     // The lab commands name what they need too, and build nothing.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_labctl"))
-        .args(["lab", "up", "basic", "--name", "nopriv"])
-        .output()
-        .unwrap();
+    let out = unprivileged(&["lab", "up", "basic", "--name", "nopriv"]).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(

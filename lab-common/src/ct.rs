@@ -2,19 +2,8 @@
 //! hash keyed by the IPv4 5-tuple of the first packet seen, as Cilium's CT
 //! maps are.
 
-/// A flow as its first packet showed it. For ICMP echo, `sport` holds the
-/// echo id and `dport` is 0. Addresses and ports in network byte order.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
-pub struct CtKey {
-    pub saddr: u32,
-    pub daddr: u32,
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-    pub _pad: [u8; 3],
-}
+/// A flow as its first packet showed it (the tracker's table key).
+pub type CtKey = crate::flow::FlowKey;
 
 /// Direction index in [`CtValue`] counters.
 pub const ORIG: usize = 0;
@@ -70,8 +59,6 @@ pub struct CtConfig {
     pub ethernet: u32,
 }
 
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for CtKey {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CtValue {}
 #[cfg(feature = "user")]

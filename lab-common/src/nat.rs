@@ -4,19 +4,8 @@
 //! as Cilium's BPF masquerading does.
 
 /// A flow as it leaves a pod (`NAT_OUT` key) or as it comes back to the
-/// node (`NAT_IN` key). Addresses and ports in network byte order; for ICMP
-/// echo both ports hold the echo id.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
-pub struct NatKey {
-    pub saddr: u32,
-    pub daddr: u32,
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-    pub _pad: [u8; 3],
-}
+/// node (`NAT_IN` key).
+pub type NatKey = crate::flow::FlowKey;
 
 /// What a key translates to: the new address and port (network order),
 /// and when the mapping was made and last used.
@@ -73,8 +62,6 @@ pub struct NatConfig {
     pub ethernet: u32,
 }
 
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for NatKey {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for NatEntry {}
 #[cfg(feature = "user")]

@@ -11,3 +11,5 @@ pub mod kernel;
 pub mod license;
 #[cfg(target_arch = "bpf")]
 pub mod packet;
+#[cfg(target_arch = "bpf")]
+pub mod tc;

@@ -19,6 +19,17 @@ pub struct Tuple {
 }
 
 impl Tuple {
+    /// No addresses, no ports: the start of a tuple being decoded.
+    pub const UNSPECIFIED: Tuple = Tuple {
+        src: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        sport: None,
+        dport: None,
+        icmp_type: None,
+        icmp_code: None,
+        icmp_id: None,
+    };
+
     /// Writes `addr:port` (or just the address, or `[v6]:port`).
     fn write_endpoint(
         out: &mut impl std::fmt::Write,

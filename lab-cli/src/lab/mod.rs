@@ -97,18 +97,17 @@ fn rolled_back_message(leftovers: &[String]) -> String {
 impl LabError {
     /// Errors in what the user asked for (exit code 2), not in the system.
     pub fn is_usage(&self) -> bool {
-        match self {
+        matches!(
+            self,
             LabError::UnknownScenario { .. }
-            | LabError::AlreadyUp { .. }
-            | LabError::NameClash(_)
-            | LabError::NotUp(_)
-            | LabError::NoLabs
-            | LabError::NoSuchMember { .. }
-            | LabError::AmbiguousMember { .. }
-            | LabError::Plan(_) => true,
-            LabError::Firewall(FirewallError::NftMissing) => false,
-            _ => false,
-        }
+                | LabError::AlreadyUp { .. }
+                | LabError::NameClash(_)
+                | LabError::NotUp(_)
+                | LabError::NoLabs
+                | LabError::NoSuchMember { .. }
+                | LabError::AmbiguousMember { .. }
+                | LabError::Plan(_)
+        )
     }
 }
 

@@ -21,7 +21,6 @@ mod program {
 
     /// TC_ACT_UNSPEC: no verdict, let the next classifier decide.
     const TC_ACT_UNSPEC: i32 = -1;
-    const ETH_P_IP: u16 = 0x0800;
     const IPPROTO_ICMP: u8 = 1;
     const IPPROTO_TCP: u8 = 6;
     const IPPROTO_UDP: u8 = 17;
@@ -51,20 +50,8 @@ mod program {
     fn track(ctx: &TcContext) -> Option<()> {
         // Safety: a volatile read of our own global (rewritten by the loader).
         let cfg = unsafe { core::ptr::read_volatile(&&CT_CONFIG) };
-        let l3 = if cfg.ethernet != 0 {
-            if u16::from_be(ctx.load::<u16>(12).ok()?) != ETH_P_IP {
-                return None;
-            }
-            14
-        } else {
-            0
-        };
-        let ip = ctx.load::<[u8; 20]>(l3).ok()?;
-        if ip[0] >> 4 != 4 || u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
-            return None;
-        }
-        let proto = ip[9];
-        let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
+        let ip = lab_ebpf::tc::ipv4(ctx, cfg.ethernet != 0)?;
+        let (proto, l4) = (ip.proto, ip.l4);
         let (sport, dport, flags) = match proto {
             IPPROTO_TCP => {
                 let h = ctx.load::<[u8; 14]>(l4).ok()?;
@@ -95,20 +82,14 @@ mod program {
             _ => return None,
         };
         let key = CtKey {
-            saddr: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
-            daddr: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
+            saddr: ip.saddr,
+            daddr: ip.daddr,
             sport,
             dport,
             proto,
             _pad: [0; 3],
         };
-        let reverse = CtKey {
-            saddr: key.daddr,
-            daddr: key.saddr,
-            sport: key.dport,
-            dport: key.sport,
-            ..key
-        };
+        let reverse = key.reversed();
         // Safety: reading the monotonic clock has no preconditions.
         let now = unsafe { bpf_ktime_get_ns() };
         let (entry, dir, flow) = if let Some(v) = CT.get_ptr_mut(key) {

@@ -24,7 +24,6 @@ mod program {
 
     const TC_ACT_NEXT: i32 = -1;
     const TC_ACT_SHOT: i32 = 2;
-    const ETH_P_IP: u16 = 0x0800;
     const IPPROTO_ICMP: u8 = 1;
     const IPPROTO_TCP: u8 = 6;
     const IPPROTO_UDP: u8 = 17;
@@ -95,24 +94,12 @@ mod program {
 
     #[inline(always)]
     fn parse(ctx: &TcContext, cfg: &NatConfig) -> Option<Packet> {
-        let l3 = if cfg.ethernet != 0 {
-            if u16::from_be(ctx.load::<u16>(12).ok()?) != ETH_P_IP {
-                return None;
-            }
-            14
-        } else {
-            0
-        };
-        let ip = ctx.load::<[u8; 20]>(l3).ok()?;
-        if ip[0] >> 4 != 4 || u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
-            return None;
-        }
-        let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
-        let proto = ip[9];
+        let ip = lab_ebpf::tc::ipv4(ctx, cfg.ethernet != 0)?;
+        let (l3, l4, proto) = (ip.l3, ip.l4, ip.proto);
         let mut p = Packet {
             l3,
-            saddr: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
-            daddr: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
+            saddr: ip.saddr,
+            daddr: ip.daddr,
             proto,
             sport_off: l4,
             dport_off: l4 + 2,
@@ -217,15 +204,43 @@ mod program {
         Some(())
     }
 
+    /// Counts a translated packet for a pod (direction 0 out, 1 in), and,
+    /// when it opened a mapping, the connection and its port (`new_port`,
+    /// host order; None for ICMP or an existing mapping).
     #[inline(always)]
-    fn pod_stats(key: MasqKey) -> Option<*mut MasqStats> {
-        match NAT_POD_STATS.get_ptr_mut(key) {
-            Some(s) => Some(s),
+    fn count(
+        ctx: &TcContext,
+        cfg: &NatConfig,
+        key: MasqKey,
+        dir: usize,
+        new: bool,
+        new_port: Option<u16>,
+    ) -> Option<()> {
+        let s = match NAT_POD_STATS.get_ptr_mut(key) {
+            Some(s) => s,
             None => {
                 NAT_POD_STATS.insert(key, MasqStats::default(), 0).ok();
-                NAT_POD_STATS.get_ptr_mut(key)
+                NAT_POD_STATS.get_ptr_mut(key)?
+            }
+        };
+        let l2 = if cfg.ethernet != 0 { 14 } else { 0 };
+        // Safety: this CPU's slot of a per-CPU map value.
+        unsafe {
+            (*s).packets[dir] += 1;
+            (*s).bytes[dir] += u64::from(ctx.len().saturating_sub(l2));
+            if new {
+                (*s).connections += 1;
+            }
+            if let Some(port) = new_port {
+                if (*s).port_min == 0 || port < (*s).port_min {
+                    (*s).port_min = port;
+                }
+                if port > (*s).port_max {
+                    (*s).port_max = port;
+                }
             }
         }
+        Some(())
     }
 
     #[classifier]
@@ -255,6 +270,7 @@ mod program {
         let now = unsafe { bpf_ktime_get_ns() };
         let mut to_port = 0u16;
         let mut found = false;
+        let mut new = false;
         if let Some(e) = NAT_OUT.get_ptr_mut(key) {
             // Safety: a pointer into the map value, valid for this run.
             let e = unsafe { &mut *e };
@@ -337,20 +353,7 @@ mod program {
             };
             NAT_OUT.insert(key, out, 0).ok()?;
             bump(stat::ALLOCATED);
-            let s = pod_stats(stats_key)?;
-            let port = u16::from_be(to_port);
-            // Safety: this CPU's slot of a per-CPU map value.
-            unsafe {
-                (*s).connections += 1;
-                if p.proto != IPPROTO_ICMP {
-                    if (*s).port_min == 0 || port < (*s).port_min {
-                        (*s).port_min = port;
-                    }
-                    if port > (*s).port_max {
-                        (*s).port_max = port;
-                    }
-                }
-            }
+            new = true;
         }
         rewrite(
             ctx,
@@ -365,13 +368,9 @@ mod program {
             },
         )?;
         bump(stat::XLATE_OUT);
-        let s = pod_stats(stats_key)?;
-        let l2 = if cfg.ethernet != 0 { 14 } else { 0 };
-        // Safety: this CPU's slot of a per-CPU map value.
-        unsafe {
-            (*s).packets[0] += 1;
-            (*s).bytes[0] += u64::from(ctx.len().saturating_sub(l2));
-        }
+        // ICMP's echo id is not a port.
+        let port = (new && p.proto != IPPROTO_ICMP).then(|| u16::from_be(to_port));
+        count(ctx, cfg, stats_key, 0, new, port)?;
         Some(TC_ACT_NEXT)
     }
 
@@ -424,16 +423,11 @@ mod program {
             },
         )?;
         bump(stat::XLATE_IN);
-        let s = pod_stats(MasqKey {
+        let key = MasqKey {
             pod,
             node: cfg.node_addr,
-        })?;
-        let l2 = if cfg.ethernet != 0 { 14 } else { 0 };
-        // Safety: this CPU's slot of a per-CPU map value.
-        unsafe {
-            (*s).packets[1] += 1;
-            (*s).bytes[1] += u64::from(ctx.len().saturating_sub(l2));
-        }
+        };
+        count(ctx, cfg, key, 1, false, None)?;
         Some(TC_ACT_NEXT)
     }
 }

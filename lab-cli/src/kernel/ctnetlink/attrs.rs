@@ -84,15 +84,7 @@ fn counters(bytes: &[u8]) -> Counters {
 /// A tuple from CTA_TUPLE_ORIG / _REPLY, and its protocol number.
 fn tuple(bytes: &[u8]) -> Option<(Tuple, u8)> {
     let (mut src, mut dst, mut proto) = (None, None, 0u8);
-    let mut t = Tuple {
-        src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        sport: None,
-        dport: None,
-        icmp_type: None,
-        icmp_code: None,
-        icmp_id: None,
-    };
+    let mut t = Tuple::UNSPECIFIED;
     let v4 = |v: &[u8]| -> Option<IpAddr> {
         Some(IpAddr::V4(Ipv4Addr::from(
             <[u8; 4]>::try_from(v.get(..4)?).ok()?,
@@ -157,24 +149,8 @@ pub(super) fn entry(bytes: &[u8]) -> Option<CtEntry> {
         proto: String::new(),
         proto_num: 0,
         state: None,
-        orig: Tuple {
-            src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            sport: None,
-            dport: None,
-            icmp_type: None,
-            icmp_code: None,
-            icmp_id: None,
-        },
-        reply: Tuple {
-            src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            sport: None,
-            dport: None,
-            icmp_type: None,
-            icmp_code: None,
-            icmp_id: None,
-        },
+        orig: Tuple::UNSPECIFIED,
+        reply: Tuple::UNSPECIFIED,
         timeout: None,
         flags: Vec::new(),
         mark: 0,
