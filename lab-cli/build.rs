@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| "stable".to_owned());
     check_bpf_linker()?;
     if !toolchain.starts_with("nightly") {
-        // Safety: build scripts are single-threaded here; the variable is read
+        // SAFETY: build scripts are single-threaded here; the variable is read
         // by aya-build and inherited by the nested `cargo build` only.
         unsafe { env::set_var("RUSTC_BOOTSTRAP", "1") };
     }

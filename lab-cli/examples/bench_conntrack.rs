@@ -3,6 +3,12 @@
 //! `conntrack -L > /dev/null` in the same run (interleaved, median of
 //! several); prints the times and the ratio.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
 use std::{
     net::{Ipv4Addr, UdpSocket},
     path::PathBuf,
@@ -11,7 +17,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use lab_cli::kernel::{ctnetlink::Ctnetlink, netns, rtnl, sysctl};
+use lab_cli::{
+    conntrack::netlink::Ctnetlink,
+    kernel::{netns, rtnl, sysctl},
+};
 
 const ENTRIES: u32 = 100_000;
 const RUNS: usize = 5;

@@ -6,6 +6,12 @@
 //! the NAT programs and of the masquerade counter from BPF run-time stats
 //! (BPF_ENABLE_STATS, on only while this runs). Prints ratios.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
 use std::{
     io::Write as _,
     process::{Command, Stdio},
@@ -15,13 +21,13 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use lab_cli::{
-    ebpf::{masq_counter::MasqCounter, nat},
     lab::{
         Lab,
         firewall::TABLE,
         plan::{LabOptions, MasqMode},
         traffic::{self, Proto, TrafficSpec},
     },
+    masq::{MasqCounter, nat},
 };
 use lab_common::nat::{NatEntry, NatKey};
 

@@ -4,6 +4,12 @@
 //! --summary`. Prints sender rates, their ratios to the baseline, and
 //! delivered/lost.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket},
     path::PathBuf,

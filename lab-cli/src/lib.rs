@@ -2,17 +2,34 @@
 //!
 //! The binary (`src/main.rs`) only parses arguments and reports errors; all
 //! behaviour lives here so integration tests can drive it directly.
+//!
+//! Layers, each depending only on those before it (CONTRIBUTING.md; the
+//! `layers` test keeps it true):
+//!
+//! 1. `kernel`: namespaces, netlink, BTF, tracefs, bpffs, signals.
+//! 2. `ebpf`: our programs: load, attach, pin, raw map rows.
+//! 3. domain: `drops`, `conntrack`, `masq`; then `lab`; then `demo`.
+//! 4. `output`: formats, tables, printers, exit codes.
+//! 5. `cli`: the command line's arguments.
+//! 6. `commands`: one module per subcommand, printing only.
+
+pub mod kernel;
+
+pub mod ebpf;
+
+pub mod conntrack;
+pub mod drops;
+pub mod masq;
+
+pub mod lab;
+
+pub mod demo;
+
+pub mod output;
 
 pub mod cli;
+
 pub mod commands;
-pub mod conntrack;
-pub mod drop_demo;
-pub mod drop_reason;
-pub mod ebpf;
-pub mod exit;
-pub mod explain;
-pub mod interrupt;
-pub mod kernel;
-pub mod lab;
-pub mod privilege;
-pub mod trace;
+
+#[cfg(test)]
+mod layers;

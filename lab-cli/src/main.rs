@@ -2,8 +2,8 @@ use clap::Parser as _;
 use lab_cli::{
     cli::Cli,
     commands,
-    exit::{self, ExitCode},
-    interrupt,
+    kernel::interrupt,
+    output::exit::{self, ExitCode},
 };
 use tracing_subscriber::EnvFilter;
 

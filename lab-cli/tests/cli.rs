@@ -1,5 +1,11 @@
 //! The `labctl` binary: exit codes, JSON output, error messages.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
 mod common;
 
 use std::process::Command;

@@ -1,6 +1,12 @@
 //! Privileged: `labctl conntrack` against the peer tool (conntrack-tools)
 //! and against real traffic on the lab fixture.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
 mod common;
 
 use std::{
@@ -14,9 +20,8 @@ use std::{
 };
 
 use lab_cli::{
-    conntrack::{entry::Source, join},
-    ebpf::ct_tracker::CtTracker,
-    kernel::{ctnetlink::Ctnetlink, netns::NetNs},
+    conntrack::{entry::Source, join, netlink::Ctnetlink, tracker::CtTracker},
+    kernel::netns::NetNs,
     lab::traffic::{self, Proto, TrafficSpec},
 };
 use serde_json::Value;
@@ -613,7 +618,7 @@ fn track_then_list_all_joins_both_views_and_cleans_up() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("2 flows seen by the eBPF tracker on eth0")
     );
-    let pins: Vec<_> = std::fs::read_dir(lab_cli::conntrack::sources::PIN_DIR)
+    let pins: Vec<_> = std::fs::read_dir(lab_cli::ebpf::pins::root())
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     let ino = node.inode().unwrap().to_string();

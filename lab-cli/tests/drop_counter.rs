@@ -1,5 +1,11 @@
 //! Privileged: the drop counter program, loaded and attached for real.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
 mod common;
 
 use std::{
@@ -8,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lab_cli::{drop_demo, ebpf::drop_counter::DropCounter, kernel::netns};
+use lab_cli::{demo::counter as drop_demo, drops::counter::DropCounter, kernel::netns};
 
 /// Counts for one netns, by reason name, once `expected` are in (or 3 s).
 fn counts_for(counter: &DropCounter, ino: u64, expected: u64) -> Vec<(String, u64)> {

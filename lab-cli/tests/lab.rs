@@ -1,6 +1,12 @@
 //! Privileged: `labctl lab` builds every scenario for real, the traffic
 //! matrix behaves as the scenario says, and nothing is left behind.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
 mod common;
 
 use std::{

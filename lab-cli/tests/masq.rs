@@ -1,17 +1,24 @@
 //! Privileged: `labctl masq` on the lab fixture, against the kernel's own
 //! records (conntrack accounting, the MASQUERADE rule's counter).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
 mod common;
 
 use std::{collections::BTreeMap, net::Ipv4Addr, thread, time::Duration};
 
 use lab_cli::{
-    ebpf::masq_counter::MasqCounter,
-    kernel::{ctnetlink::Ctnetlink, sysctl},
+    conntrack::netlink::Ctnetlink,
+    kernel::sysctl,
     lab::{
         Lab, firewall,
         traffic::{self, Proto, TrafficSpec},
     },
+    masq::MasqCounter,
 };
 
 fn send(lab: &Lab, from: &str, proto: Proto, count: u32) {
@@ -107,9 +114,10 @@ use std::{
 };
 
 use lab_cli::{
-    ebpf::nat,
+    ebpf::tc::TcAttach,
     kernel::netns::NetNs,
     lab::plan::{LabOptions, MasqMode},
+    masq::nat,
 };
 
 fn ebpf_lab(tag: &str, options: LabOptions) -> common::TestLab {
@@ -213,7 +221,45 @@ fn ebpf_masquerading_translates_with_valid_checksums() {
     if !common::privileged("ebpf_masquerading_translates_with_valid_checksums") {
         return;
     }
-    let lab = ebpf_lab("nat", LabOptions::default());
+    translates_with_valid_checksums("nat", TcAttach::Auto);
+}
+
+/// The NAT on the path kernels before 6.6 take (clsact qdisc, netlink
+/// filters), forced on this kernel: the same translations, and `down`
+/// removes the filters and the pins.
+#[test]
+fn ebpf_masquerading_attaches_through_netlink_without_tcx() {
+    if !common::privileged("ebpf_masquerading_attaches_through_netlink_without_tcx") {
+        return;
+    }
+    translates_with_valid_checksums("natnl", TcAttach::Netlink);
+}
+
+fn translates_with_valid_checksums(tag: &str, tc_attach: TcAttach) {
+    let lab = ebpf_lab(
+        tag,
+        LabOptions {
+            tc_attach,
+            ..LabOptions::default()
+        },
+    );
+    if tc_attach == TcAttach::Netlink {
+        let filters = lab
+            .netns("node1")
+            .unwrap()
+            .run(|| {
+                Command::new("tc")
+                    .args(["filter", "show", "dev", "eth0", "egress"])
+                    .output()
+            })
+            .unwrap()
+            .unwrap();
+        let filters = String::from_utf8_lossy(&filters.stdout);
+        assert!(
+            filters.contains("nat_egress"),
+            "no netlink filter: {filters}"
+        );
+    }
     let node = lab.netns("node1").unwrap();
     let rules = firewall::list(&node).unwrap();
     assert!(!rules.contains("masquerade"), "{rules}");

@@ -1,6 +1,12 @@
 //! Privileged: `labctl trace` end to end, in throwaway namespaces, asserting
 //! exact counts, tuples, reasons, interfaces and namespace names.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
 mod common;
 
 use std::{
@@ -11,12 +17,12 @@ use std::{
 };
 
 use lab_cli::{
-    cli::OutputFormat,
-    kernel::netns::NetNs,
-    trace::{
+    drops::{
         filter::Filters,
         session::{self, Summary, TraceOptions},
     },
+    kernel::netns::NetNs,
+    output::drops::JsonSink,
 };
 use serde_json::Value;
 
@@ -26,13 +32,11 @@ fn options(ns: &NetNs) -> TraceOptions {
             netns: Some(ns.name().to_owned()),
             ..Default::default()
         },
-        output: OutputFormat::Json,
         summary: false,
         interval: Duration::from_secs(1),
         duration: Some(Duration::from_millis(1500)),
         count: None,
         ready_file: None,
-        explain: false,
         ring_bytes: 1 << 22,
         classic_tracepoint: false,
         stack: false,
@@ -47,9 +51,9 @@ fn trace(mut opts: TraceOptions, traffic: impl FnOnce()) -> (Vec<Value>, Summary
         std::env::temp_dir().join(lab_cli::kernel::netns::unique_name("labtest-ready"));
     opts.ready_file = Some(ready.clone());
     let session = thread::spawn(move || {
-        let mut out = Vec::new();
-        let summary = session::run(&opts, &mut out).expect("trace session");
-        (out, summary)
+        let mut sink = JsonSink::new(Vec::new());
+        let summary = session::run(&opts, &mut sink).expect("trace session");
+        (sink.into_inner(), summary)
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready.exists() {

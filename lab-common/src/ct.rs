@@ -5,6 +5,9 @@
 /// A flow as its first packet showed it (the tracker's table key).
 pub type CtKey = crate::flow::FlowKey;
 
+/// Entries of the table (`CT`) and of its counters (`CT_COUNTERS`).
+pub const CAPACITY: u32 = 65536;
+
 /// Direction index in [`CtValue`] counters.
 pub const ORIG: usize = 0;
 pub const REPLY: usize = 1;
@@ -59,9 +62,15 @@ pub struct CtConfig {
     pub ethernet: u32,
 }
 
+// SAFETY: `CtValue` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CtValue {}
+// SAFETY: `CtConfig` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CtConfig {}
+// SAFETY: `CtCounters` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CtCounters {}

@@ -38,10 +38,14 @@ impl DropCounterConfig {
     };
 }
 
-// Safety: `DropCountKey` is `#[repr(C)]`, `Copy`, and has no padding (two u32).
+// SAFETY: `DropCountKey` is `#[repr(C)]`, `Copy`, and has no padding (two u32).
+// SAFETY: `DropCountKey` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DropCountKey {}
-// Safety: `#[repr(C)]`, `Copy`, only u32 fields, no padding.
+// SAFETY: `#[repr(C)]`, `Copy`, only u32 fields, no padding.
+// SAFETY: `DropCounterConfig` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DropCounterConfig {}
 

@@ -28,5 +28,7 @@ impl FlowKey {
     }
 }
 
+// SAFETY: `FlowKey` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowKey {}

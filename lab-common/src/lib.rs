@@ -10,6 +10,7 @@ pub mod flow;
 pub mod masq;
 pub mod nat;
 pub mod offsets;
+pub mod proto;
 
 pub use drop_count::{DropCountKey, DropCounterConfig};
 pub use offsets::NetnsOffsets;

@@ -61,6 +61,9 @@ pub struct MasqStats {
     pub _pad: u32,
 }
 
+/// Connections remembered as counted (`MASQ_SEEN`, an LRU).
+pub const SEEN_CAPACITY: u32 = 65536;
+
 /// A connection already counted: the conntrack entry's address plus its
 /// tuple ports, so a recycled entry with a new flow counts again.
 #[repr(C)]
@@ -72,9 +75,15 @@ pub struct SeenKey {
     pub node_port: u16,
 }
 
+// SAFETY: `MasqConfig` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for MasqConfig {}
+// SAFETY: `MasqKey` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for MasqKey {}
+// SAFETY: `MasqStats` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for MasqStats {}

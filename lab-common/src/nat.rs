@@ -24,6 +24,20 @@ pub struct NatEntry {
 
 pub const NAT_CLOSING: u8 = 1;
 
+/// Entries of `NAT_OUT` and of `NAT_IN` (each).
+pub const CAPACITY: u32 = 65536;
+/// Entries of `NAT_POD_STATS`: pods per node.
+pub const POD_STATS_CAPACITY: u32 = 4096;
+/// The translated port range, as Linux's default ip_local_port_range.
+pub const PORT_MIN: u16 = 32768;
+pub const PORT_MAX: u16 = 60999;
+/// Idle lifetimes in seconds (netfilter's defaults for UDP and ICMP; TCP
+/// as Cilium's SNAT map).
+pub const TCP_TIMEOUT_S: u32 = 7200;
+pub const TCP_CLOSING_TIMEOUT_S: u32 = 10;
+pub const UDP_TIMEOUT_S: u32 = 30;
+pub const ICMP_TIMEOUT_S: u32 = 30;
+
 /// Counters in `NAT_STATS` (a per-CPU array).
 pub mod stat {
     /// New mappings made.
@@ -62,7 +76,28 @@ pub struct NatConfig {
     pub ethernet: u32,
 }
 
+impl NatConfig {
+    /// The defaults, with no node or pod range yet (the programs' initial
+    /// value; userspace writes the real one before loading).
+    pub const DEFAULT: NatConfig = NatConfig {
+        node_addr: 0,
+        cluster_net: 0,
+        cluster_mask: 0,
+        port_min: PORT_MIN,
+        port_max: PORT_MAX,
+        tcp_timeout_s: TCP_TIMEOUT_S,
+        tcp_closing_timeout_s: TCP_CLOSING_TIMEOUT_S,
+        udp_timeout_s: UDP_TIMEOUT_S,
+        icmp_timeout_s: ICMP_TIMEOUT_S,
+        ethernet: 1,
+    };
+}
+
+// SAFETY: `NatEntry` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for NatEntry {}
+// SAFETY: `NatConfig` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for NatConfig {}

@@ -21,6 +21,8 @@ impl NetnsOffsets {
     };
 }
 
-// Safety: `#[repr(C)]`, `Copy`, three u32 and no padding.
+// SAFETY: `#[repr(C)]`, `Copy`, three u32 and no padding.
+// SAFETY: `NetnsOffsets` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for NetnsOffsets {}

@@ -185,12 +185,18 @@ impl DropEvent {
 /// Index of the lost-event counter in the `LOST` per-CPU array.
 pub const LOST_INDEX: u32 = 0;
 
-// Safety: `#[repr(C)]`, `Copy`, fields laid out without padding (checked by
+// SAFETY: `#[repr(C)]`, `Copy`, fields laid out without padding (checked by
 // the size assertions in the tests below).
+// SAFETY: `SkbOffsets` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SkbOffsets {}
+// SAFETY: `TraceConfig` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for TraceConfig {}
+// SAFETY: `DropEvent` is #[repr(C)], made of integers only, with no padding:
+// any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DropEvent {}
 

@@ -4,7 +4,7 @@
 //! by labctl in userspace from the running kernel's BTF and passed in through
 //! a global (see `lab_common`). A zero pointer or a failed read yields `None`.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel};
 use lab_common::NetnsOffsets;
 
 /// Reads a `T` at `base + off` in kernel memory.
@@ -13,7 +13,7 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
     if base == 0 {
         return None;
     }
-    // Safety: bpf_probe_read_kernel copies through the kernel's fault-safe
+    // SAFETY: bpf_probe_read_kernel copies through the kernel's fault-safe
     // path; a bad address yields an error, never a crash.
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
@@ -28,4 +28,11 @@ pub fn skb_netns_ino(skb: u64, off: &NetnsOffsets) -> u32 {
         return 0;
     };
     read::<u32>(net, off.net_ns_inum).unwrap_or(0)
+}
+
+/// bpf_ktime_get_ns(): CLOCK_MONOTONIC in nanoseconds.
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: the helper takes no arguments and touches no memory.
+    unsafe { bpf_ktime_get_ns() }
 }

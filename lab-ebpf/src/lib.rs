@@ -6,6 +6,8 @@
 #![no_std]
 
 #[cfg(target_arch = "bpf")]
+pub mod config;
+#[cfg(target_arch = "bpf")]
 pub mod kernel;
 #[cfg(target_arch = "bpf")]
 pub mod license;

@@ -4,15 +4,15 @@ use lab_common::trace::{DropEvent, SkbOffsets, family};
 
 use crate::kernel::read;
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+/// EtherTypes (linux/if_ether.h).
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 /// `(u16)~0U`: a header offset the stack has not set yet.
 const UNSET: u16 = 0xffff;
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
+use lab_common::proto::{
+    ICMP as IPPROTO_ICMP, ICMPV6 as IPPROTO_ICMPV6, TCP as IPPROTO_TCP, UDP as IPPROTO_UDP,
+};
 
 /// Fills the L3/L4 fields of `ev` from the skb's headers, where present.
 #[inline(always)]

@@ -1,8 +1,13 @@
 //! Packet access for tc programs (the connection tracker, the NAT).
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{bindings, programs::TcContext};
 
-const ETH_P_IP: u16 = 0x0800;
+use crate::packet::ETH_P_IP;
+
+/// No verdict: let the next classifier (and then the stack) decide.
+pub const TC_ACT_UNSPEC: i32 = bindings::TC_ACT_UNSPEC;
+/// Drop the packet.
+pub const TC_ACT_SHOT: i32 = bindings::TC_ACT_SHOT;
 
 /// Where an IPv4 packet's headers are, and its addresses.
 pub struct Ipv4 {

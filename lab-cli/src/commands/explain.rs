@@ -5,8 +5,9 @@ use std::io::Write as _;
 use anyhow::bail;
 
 use crate::{
-    drop_reason::DropReasons, exit::Outcome, explain, kernel::btf::KernelBtf,
-    trace::session::write_explanation,
+    drops::{explain, reasons::DropReasons},
+    kernel::btf::KernelBtf,
+    output::{drops::write_explanation, exit::Outcome},
 };
 
 pub fn run(reason: Option<&str>, list: bool) -> anyhow::Result<Outcome> {

@@ -8,17 +8,15 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::table;
 use crate::{
-    cli::{MasqArgs, OutputFormat},
-    ebpf::{
-        masq_counter::{MasqCounter, MasqRow},
-        nat,
+    cli::masq::{MasqArgs, MasqCommand, MasqNatTableArgs, MasqTopArgs},
+    kernel::{
+        interrupt,
+        netns::{self, NetNs},
+        privilege, ready,
     },
-    exit::Outcome,
-    interrupt,
-    kernel::netns::NetNs,
-    privilege,
+    masq::{MasqCounter, MasqRow, nat},
+    output::{OutputFormat, exit::Outcome, table},
 };
 
 pub fn render(rows: &[MasqRow]) -> String {
@@ -50,9 +48,10 @@ pub fn render(rows: &[MasqRow]) -> String {
     )
 }
 
+/// The node named by --netns, or this process's own namespace.
 fn open_netns(name: Option<&str>) -> anyhow::Result<NetNs> {
-    Ok(match name {
-        Some(name) => NetNs::open(name)?,
+    Ok(match netns::lookup_opt(name)? {
+        Some(ns) => ns,
         None => NetNs::at("this namespace", std::path::Path::new("/proc/self/ns/net")),
     })
 }
@@ -74,7 +73,17 @@ impl Rows {
     }
 }
 
-pub fn run(args: MasqArgs) -> anyhow::Result<Outcome> {
+pub fn run(top: MasqTopArgs) -> anyhow::Result<Outcome> {
+    match top.command {
+        Some(MasqCommand::NatTable(MasqNatTableArgs { netns, output })) => {
+            nat_table(netns.as_deref(), output)
+        }
+        None => count(top.args),
+    }
+}
+
+/// `labctl masq`: count until Ctrl-C or --duration.
+fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
     privilege::require("masq")?;
     let ns = open_netns(args.netns.as_deref())?;
     let ino = ns.inode()?;
@@ -86,10 +95,7 @@ pub fn run(args: MasqArgs) -> anyhow::Result<Outcome> {
                 format!("cannot attach the masquerade counter for {}", args.iface)
             })?)
         };
-    if let Some(path) = &args.ready_file {
-        std::fs::write(path, "attached\n")
-            .with_context(|| format!("writing the ready file {}", path.display()))?;
-    }
+    ready::write(args.ready_file.as_deref(), "attached")?;
     let mut out = anstream::stdout().lock();
     if args.output == OutputFormat::Text {
         writeln!(
@@ -142,7 +148,7 @@ pub fn run(args: MasqArgs) -> anyhow::Result<Outcome> {
 }
 
 /// `labctl masq nat-table`.
-pub fn nat_table(netns: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
+fn nat_table(netns: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
     privilege::require("masq nat-table")?;
     let ns = open_netns(netns)?;
     let ino = ns.inode()?;
@@ -159,13 +165,9 @@ pub fn nat_table(netns: Option<&str>, output: OutputFormat) -> anyhow::Result<Ou
         return Ok(Outcome::Success);
     }
     let rows = table.entries.iter().map(|e| {
-        let xlate = if e.dir == "OUT" {
-            "XLATE_SRC"
-        } else {
-            "XLATE_DST"
-        };
+        let xlate = e.dir.xlate();
         vec![
-            e.dir.to_owned(),
+            e.dir.as_str().to_owned(),
             e.proto.to_uppercase(),
             format!("{}:{} -> {}:{}", e.src, e.sport, e.dst, e.dport),
             format!("{xlate} {}:{}", e.xlate_addr, e.xlate_port),

@@ -1,4 +1,5 @@
-//! One module per subcommand.
+//! One module per subcommand, each with `run(Args)`: it calls the domain
+//! modules and prints (through `crate::output`); nothing else lives here.
 
 pub mod conntrack;
 pub mod demo;
@@ -6,27 +7,19 @@ pub mod doctor;
 pub mod explain;
 pub mod lab;
 pub mod masq;
-pub mod table;
 pub mod trace;
 
-use crate::{cli::Command, exit::Outcome};
+use crate::{cli::Command, output::exit::Outcome};
 
 pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
     match command {
-        Command::Doctor { output } => doctor::run(output),
-        Command::Demo {
-            count,
-            counter: true,
-        } => demo::counter(count.unwrap_or(1000)),
-        Command::Demo { count, .. } => demo::run(count.unwrap_or(5)),
+        Command::Doctor(args) => doctor::run(args.output),
+        Command::Demo(args) if args.counter => demo::counter(args.count.unwrap_or(1000)),
+        Command::Demo(args) => demo::run(args.count.unwrap_or(5)),
         Command::Trace(args) => trace::run(args),
-        Command::Explain { reason, list } => explain::run(reason.as_deref(), list),
-        Command::Lab { command } => lab::run(command),
-        Command::Conntrack { command } => conntrack::run(command),
-        Command::Masq {
-            command: Some(crate::cli::MasqCommand::NatTable { netns, output }),
-            ..
-        } => masq::nat_table(netns.as_deref(), output),
-        Command::Masq { args, .. } => masq::run(args),
+        Command::Explain(args) => explain::run(args.reason.as_deref(), args.list),
+        Command::Lab(args) => lab::run(args.command),
+        Command::Conntrack(args) => conntrack::run(args.command),
+        Command::Masq(args) => masq::run(args),
     }
 }

@@ -5,12 +5,16 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use crate::{
-    cli::{OutputFormat, TraceArgs},
-    exit::Outcome,
-    privilege,
-    trace::{
+    cli::trace::TraceArgs,
+    drops::{
         filter::Filters,
         session::{self, TraceOptions},
+    },
+    kernel::privilege,
+    output::{
+        OutputFormat,
+        drops::{JsonSink, TextSink},
+        exit::Outcome,
     },
 };
 
@@ -32,13 +36,11 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
             reasons: args.reasons,
             exclude_reasons: args.exclude_reasons,
         },
-        output: args.output,
         summary: args.summary,
         interval: seconds("interval", args.interval)?,
         duration: args.duration.map(|d| seconds("duration", d)).transpose()?,
         count: args.count,
         ready_file: args.ready_file,
-        explain: args.explain,
         ring_bytes: args.ring_size,
         classic_tracepoint: args.classic_tracepoint,
         stack: args.stack,
@@ -46,11 +48,16 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
     };
     // JSON goes straight to stdout: anstream's escape-stripping (for text
     // that is not on a terminal) would scan every byte of a drop storm.
-    let stdout: Box<dyn std::io::Write> = match opts.output {
-        OutputFormat::Json => Box::new(std::io::stdout().lock()),
-        OutputFormat::Text => Box::new(anstream::stdout().lock()),
-    };
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout);
-    session::run(&opts, &mut out).context("tracing failed")?;
+    match args.output {
+        OutputFormat::Json => {
+            let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            session::run(&opts, &mut JsonSink::new(out))
+        }
+        OutputFormat::Text => {
+            let out = std::io::BufWriter::with_capacity(1 << 16, anstream::stdout().lock());
+            session::run(&opts, &mut TextSink::new(out, args.summary, args.explain))
+        }
+    }
+    .context("tracing failed")?;
     Ok(Outcome::Success)
 }

@@ -160,17 +160,12 @@ pub fn status_names(status: u32) -> Vec<String> {
         .collect()
 }
 
+/// `tcp`, `udp`, ... as `conntrack -L` names them; other numbers (and
+/// ICMPv6's outside IPv6) as numbers.
 pub fn proto_name(num: u8, v6: bool) -> String {
-    match num {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        33 => "dccp".into(),
-        47 => "gre".into(),
-        58 if v6 => "icmpv6".into(),
-        132 => "sctp".into(),
-        136 => "udplite".into(),
-        n => n.to_string(),
+    match lab_common::proto::name(num) {
+        Some(name) if num != lab_common::proto::ICMPV6 || v6 => name.to_owned(),
+        _ => num.to_string(),
     }
 }
 

@@ -44,17 +44,7 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, CtFilterError> {
 }
 
 pub fn parse_proto(s: &str) -> Result<u8, CtFilterError> {
-    match s.to_ascii_lowercase().as_str() {
-        "tcp" => Ok(6),
-        "udp" => Ok(17),
-        "icmp" => Ok(1),
-        "icmpv6" => Ok(58),
-        "sctp" => Ok(132),
-        "gre" => Ok(47),
-        other => other
-            .parse()
-            .map_err(|_| CtFilterError::BadProto(s.to_owned())),
-    }
+    lab_common::proto::number(s).ok_or_else(|| CtFilterError::BadProto(s.to_owned()))
 }
 
 pub fn parse_state(s: &str) -> Result<String, CtFilterError> {

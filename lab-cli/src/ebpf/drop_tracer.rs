@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use aya::{
-    Btf, Ebpf,
+    Ebpf,
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{BtfTracePoint, TracePoint},
 };
@@ -11,8 +11,8 @@ use lab_common::trace::{DropEvent, LOST_INDEX, TraceConfig, flags};
 
 use super::{
     error::ProgramSetupError,
-    loader::{LoadError, load_object},
-    objects,
+    loader::{LoadError, load_object, vmlinux_btf},
+    maps, objects,
     offsets::skb_offsets,
 };
 use crate::kernel::{
@@ -53,6 +53,7 @@ impl DropTracer {
     /// Fills in offsets and the consumed reason, loads, and attaches. `config`
     /// carries the filters; `ring_bytes` sizes the ring buffer.
     pub fn attach(
+        btf: &KernelBtf,
         mut config: TraceConfig,
         reason_consumed: u32,
         ring_bytes: u32,
@@ -64,8 +65,7 @@ impl DropTracer {
         }
         let tracefs = tracefs::ensure_mounted()?;
         let format = EventFormat::read(&tracefs.root, "skb", "kfree_skb")?;
-        let btf = KernelBtf::from_sys()?;
-        config.off = skb_offsets(&btf)?;
+        config.off = skb_offsets(btf)?;
         config.tp_skbaddr = format.field("skbaddr")?.offset;
         config.tp_location = format.field("location")?.offset;
         config.tp_reason = format.field("reason")?.offset;
@@ -86,14 +86,7 @@ impl DropTracer {
                 }
             }
         };
-        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(LoadError::MissingMap {
-            object: OBJECT,
-            map: "EVENTS",
-        })?)
-        .map_err(|source| ProgramSetupError::Map {
-            map: "EVENTS",
-            source,
-        })?;
+        let ring = maps::take(&mut ebpf, OBJECT, "EVENTS")?;
         Ok(Self { ebpf, ring, hook })
     }
 
@@ -108,17 +101,14 @@ impl DropTracer {
 
     /// Events that could not be reserved in the ring buffer (all CPUs).
     pub fn lost(&self) -> Result<u64, ProgramSetupError> {
-        let map = |source| ProgramSetupError::Map {
-            map: "LOST",
-            source,
-        };
-        let lost: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map("LOST").ok_or(LoadError::MissingMap {
-                object: OBJECT,
+        let lost: PerCpuArray<_, u64> = maps::get(&self.ebpf, OBJECT, "LOST")?;
+        let values = lost
+            .get(&LOST_INDEX, 0)
+            .map_err(|source| ProgramSetupError::Map {
                 map: "LOST",
-            })?)
-            .map_err(map)?;
-        Ok(lost.get(&LOST_INDEX, 0).map_err(map)?.iter().sum())
+                source,
+            })?;
+        Ok(maps::total(&values))
     }
 
     /// Exact drops per reason code, counted in the kernel after filtering.
@@ -137,12 +127,7 @@ impl DropTracer {
             map: "STACKS",
             source,
         };
-        let map =
-            StackTraceMap::try_from(self.ebpf.map("STACKS").ok_or(LoadError::MissingMap {
-                object: OBJECT,
-                map: "STACKS",
-            })?)
-            .map_err(err)?;
+        let map: StackTraceMap<_> = maps::get(&self.ebpf, OBJECT, "STACKS")?;
         let id = u32::try_from(id).map_err(|_| err(aya::maps::MapError::KeyNotFound))?;
         let trace = map.get(&id, 0).map_err(err)?;
         Ok(trace.frames().iter().map(|f| f.ip).collect())
@@ -152,19 +137,8 @@ impl DropTracer {
         &self,
         name: &'static str,
     ) -> Result<BTreeMap<K, u64>, ProgramSetupError> {
-        let err = |source| ProgramSetupError::Map { map: name, source };
-        let map: PerCpuHashMap<_, K, u64> =
-            PerCpuHashMap::try_from(self.ebpf.map(name).ok_or(LoadError::MissingMap {
-                object: OBJECT,
-                map: name,
-            })?)
-            .map_err(err)?;
-        let mut out = BTreeMap::new();
-        for entry in map.iter() {
-            let (k, per_cpu) = entry.map_err(err)?;
-            out.insert(k, per_cpu.iter().sum());
-        }
-        Ok(out)
+        let map: PerCpuHashMap<_, K, u64> = maps::get(&self.ebpf, OBJECT, name)?;
+        Ok(maps::totals(&map, name)?.into_iter().collect())
     }
 }
 
@@ -176,8 +150,7 @@ pub fn decode(bytes: &[u8]) -> Option<DropEvent> {
 }
 
 fn attach_btf(ebpf: &mut Ebpf) -> Result<Hook, ProgramSetupError> {
-    let btf = Btf::from_sys_fs()
-        .map_err(|e| LoadError::load(BTF_PROGRAM, aya::programs::ProgramError::Btf(e)))?;
+    let btf = vmlinux_btf(BTF_PROGRAM)?;
     let p: &mut BtfTracePoint = program(ebpf, BTF_PROGRAM)?;
     p.load("kfree_skb", &btf)
         .map_err(|e| LoadError::load(BTF_PROGRAM, e))?;

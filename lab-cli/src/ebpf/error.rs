@@ -5,7 +5,9 @@ use aya::maps::MapError;
 use thiserror::Error;
 
 use super::loader::LoadError;
-use crate::kernel::{btf::BtfError, netns::NetnsError, rtnl::RtnlError, tracefs::TracefsError};
+use crate::kernel::{
+    bpffs::BpffsError, btf::BtfError, netns::NetnsError, rtnl::RtnlError, tracefs::TracefsError,
+};
 
 #[derive(Debug, Error)]
 pub enum ProgramSetupError {
@@ -14,9 +16,22 @@ pub enum ProgramSetupError {
     #[error(transparent)]
     Btf(#[from] BtfError),
     #[error(transparent)]
+    Bpffs(#[from] BpffsError),
+    #[error(transparent)]
     Load(#[from] LoadError),
     #[error("cannot read map {map}: {source}")]
     Map { map: &'static str, source: MapError },
+    #[error("cannot detach program `{program}` from {target}: {source}")]
+    Detach {
+        program: &'static str,
+        target: String,
+        source: Box<aya::programs::tc::TcError>,
+    },
+    #[error("cannot keep program `{program}` attached: {source}")]
+    Link {
+        program: &'static str,
+        source: aya::programs::links::LinkError,
+    },
     #[error(transparent)]
     Rtnl(#[from] RtnlError),
     #[error(transparent)]

@@ -99,7 +99,7 @@ pub fn program<'a, T>(
     name: &'static str,
 ) -> Result<&'a mut T, LoadError>
 where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     ebpf.program_mut(name)
         .ok_or(LoadError::MissingProgram {
@@ -108,6 +108,12 @@ where
         })?
         .try_into()
         .map_err(|e| LoadError::load(name, e))
+}
+
+/// The kernel's BTF as aya reads it, for loading BTF-typed programs
+/// (tp_btf); `program` names the program in the error.
+pub fn vmlinux_btf(program: &str) -> Result<aya::Btf, LoadError> {
+    aya::Btf::from_sys_fs().map_err(|e| LoadError::load(program, ProgramError::Btf(e)))
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so maps of

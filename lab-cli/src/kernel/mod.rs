@@ -1,10 +1,17 @@
-//! Facts about, and operations on, the running kernel.
+//! The bottom layer: facts about, and operations on, the running kernel and
+//! this process (namespaces, netlink, BTF, tracefs, bpffs, sysctls, kernel
+//! symbols, capabilities, signals). Nothing here knows about eBPF programs
+//! or what labctl does with them.
 
 pub mod bpffs;
 pub mod btf;
 pub mod clock;
-pub mod ctnetlink;
+pub mod interrupt;
+pub mod kallsyms;
+pub mod names;
 pub mod netns;
+pub mod privilege;
+pub mod ready;
 pub mod rtnl;
 pub mod sysctl;
 pub mod tracefs;

@@ -30,7 +30,9 @@ pub enum NetnsError {
         "network namespace `{0}` already exists; pick another name or delete it with `ip netns del {0}`"
     )]
     Exists(String),
-    #[error("network namespace `{0}` does not exist (see `ip netns list`)")]
+    #[error(
+        "network namespace `{0}` does not exist (see `ip netns list`; an inode number or `host` also work)"
+    )]
     NotFound(String),
     #[error("cannot {action} network namespace `{name}`: {source}")]
     Io {
@@ -106,6 +108,10 @@ impl NetNs {
 
     /// Opens an existing named namespace (not deleted on drop).
     pub fn open(name: &str) -> Result<Self, NetnsError> {
+        // A name is one path component: never a way out of /run/netns.
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(NetnsError::NotFound(name.to_owned()));
+        }
         let path = Path::new(NETNS_RUN_DIR).join(name);
         if !path.exists() {
             return Err(NetnsError::NotFound(name.to_owned()));
@@ -220,6 +226,34 @@ pub fn remove(name: &str, path: &Path) -> Result<(), NetnsError> {
             name: name.to_owned(),
             source,
         }),
+    }
+}
+
+/// What `host` means in `--netns host`: the namespace of PID 1.
+const HOST_NETNS: &str = "/proc/1/ns/net";
+
+/// The namespace a user named with `--netns`: an `ip netns` name, or `host`.
+/// (An inode number names a namespace for filters only: see [`inode_of`].)
+pub fn lookup(spec: &str) -> Result<NetNs, NetnsError> {
+    if spec == "host" {
+        return Ok(NetNs::at("host", Path::new(HOST_NETNS)));
+    }
+    NetNs::open(spec)
+}
+
+/// `--netns` given (that namespace) or not (the caller's own: None).
+pub fn lookup_opt(spec: Option<&str>) -> Result<Option<NetNs>, NetnsError> {
+    spec.map(lookup).transpose()
+}
+
+/// The inode of the namespace `--netns` names: an `ip netns` name, `host`,
+/// or the inode number itself.
+pub fn inode_of(spec: &str) -> Result<u64, NetnsError> {
+    match spec.parse::<u64>() {
+        Ok(ino) => Ok(ino),
+        Err(_) => lookup(spec)?
+            .inode()
+            .map_err(|_| NetnsError::NotFound(spec.to_owned())),
     }
 }
 

@@ -9,8 +9,12 @@ use std::{
 
 use thiserror::Error;
 
-use super::state::LabState;
-use crate::kernel::netns::{self, NETNS_RUN_DIR, NetnsError};
+use super::{plan::UPLINK, state::LabState};
+use crate::{
+    ebpf::error::ProgramSetupError,
+    kernel::netns::{self, NETNS_RUN_DIR, NetNs, NetnsError},
+    masq::nat,
+};
 
 #[derive(Debug, Error)]
 pub enum TeardownError {
@@ -24,6 +28,8 @@ pub enum TeardownError {
     },
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    #[error("cannot remove eBPF masquerading: {0}")]
+    Nat(Box<ProgramSetupError>),
     #[error("cannot inspect or remove {path}: {source}")]
     Stat {
         path: PathBuf,
@@ -59,12 +65,9 @@ pub fn teardown(state: &LabState) -> Vec<TeardownError> {
         // eBPF masquerading pins (links and maps) outlive the namespace
         // unless removed; removing them detaches the programs.
         if record.inode != 0
-            && let Err(source) = crate::ebpf::nat::detach(record.inode)
+            && let Err(e) = nat::detach(&NetNs::at(&record.name, &path), record.inode, UPLINK)
         {
-            errors.push(TeardownError::Stat {
-                path: crate::ebpf::nat::pin_dir(record.inode),
-                source,
-            });
+            errors.push(TeardownError::Nat(Box::new(e)));
         }
         if let Err(e) = netns::remove(&record.name, &path) {
             errors.push(e.into());

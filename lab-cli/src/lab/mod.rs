@@ -18,10 +18,13 @@ use std::net::Ipv4Addr;
 
 use thiserror::Error;
 
-use crate::kernel::{
-    netns::{NetNs, NetnsError},
-    rtnl::RtnlError,
-    sysctl::SysctlError,
+use crate::{
+    ebpf::error::ProgramSetupError,
+    kernel::{
+        netns::{NetNs, NetnsError},
+        rtnl::RtnlError,
+        sysctl::SysctlError,
+    },
 };
 use firewall::FirewallError;
 use plan::{LabOptions, Plan, PlanError, WORLD, WORLD_SERVER};
@@ -74,11 +77,11 @@ pub enum LabError {
     #[error(transparent)]
     Firewall(#[from] FirewallError),
     #[error("cannot set up eBPF masquerading: {0}")]
-    Nat(Box<crate::ebpf::error::ProgramSetupError>),
+    Nat(Box<ProgramSetupError>),
 }
 
-impl From<crate::ebpf::error::ProgramSetupError> for LabError {
-    fn from(e: crate::ebpf::error::ProgramSetupError) -> Self {
+impl From<ProgramSetupError> for LabError {
+    fn from(e: ProgramSetupError) -> Self {
         LabError::Nat(Box::new(e))
     }
 }

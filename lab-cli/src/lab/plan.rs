@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use thiserror::Error;
 
 use super::scenario::{Routing, Scenario};
-use crate::kernel::rtnl::VxlanSpec;
+use crate::{ebpf::tc::TcAttach, kernel::rtnl::VxlanSpec};
 
 pub const UNDERLAY_BRIDGE: &str = "underlay0";
 pub const UNDERLAY_PREFIX: u8 = 16;
@@ -85,6 +85,10 @@ pub struct LabOptions {
     /// eBPF masquerading: the translated port range (default 32768-60999).
     #[serde(default)]
     pub nat_ports: Option<(u16, u16)>,
+    /// eBPF masquerading: how its tc programs attach (tcx where the kernel
+    /// has it, or always netlink as before 6.6).
+    #[serde(default)]
+    pub tc_attach: TcAttach,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -167,7 +171,9 @@ impl Plan {
             return Err(PlanError::BadMtu(mtu));
         }
         if options.masq != MasqMode::Ebpf
-            && (options.nat_udp_timeout.is_some() || options.nat_ports.is_some())
+            && (options.nat_udp_timeout.is_some()
+                || options.nat_ports.is_some()
+                || options.tc_attach != TcAttach::Auto)
         {
             return Err(PlanError::NatWithoutEbpf);
         }

@@ -22,7 +22,7 @@ pub struct MemberStatus {
     pub ruleset: Option<String>,
     /// A node with eBPF masquerading: its NAT table's fill and counters.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ebpf_nat: Option<crate::ebpf::nat::NatSummary>,
+    pub ebpf_nat: Option<crate::masq::nat::NatSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,8 +65,8 @@ pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
             None
         };
         let ino = ns.inode()?;
-        let ebpf_nat = if role == "node" && crate::ebpf::nat::present(ino) {
-            Some(crate::ebpf::nat::table(ino)?.summary())
+        let ebpf_nat = if role == "node" && crate::masq::nat::present(ino) {
+            Some(crate::masq::nat::table(ino)?.summary())
         } else {
             None
         };

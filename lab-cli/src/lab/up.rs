@@ -19,12 +19,12 @@ use super::{
     state::{LabState, NamespaceRecord},
 };
 use crate::{
-    ebpf::nat::{self, NatParams},
     kernel::{
         netns::{NETNS_RUN_DIR, NetNs},
         rtnl::Rtnl,
         sysctl,
     },
+    masq::nat::{self, NatParams},
 };
 
 /// Builds the lab. On failure, everything built so far is removed again and
@@ -188,8 +188,9 @@ fn build(plan: &Plan, state: &mut LabState, steps: &mut Steps) -> Result<(), Lab
                 &NatParams {
                     node_addr: node.uplink_addr,
                     cluster: CLUSTER_CIDR,
-                    ports: plan.options.nat_ports.unwrap_or((32768, 60999)),
-                    udp_timeout_s: plan.options.nat_udp_timeout.unwrap_or(30),
+                    ports: plan.options.nat_ports,
+                    udp_timeout_s: plan.options.nat_udp_timeout,
+                    tc_attach: plan.options.tc_attach,
                 },
             )?;
         }

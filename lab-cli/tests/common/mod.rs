@@ -1,5 +1,14 @@
 //! Helpers shared by the privileged integration tests.
-#![allow(dead_code)]
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the fixtures"
+)]
 
 use std::net::{Ipv4Addr, UdpSocket};
 
@@ -7,7 +16,7 @@ use lab_cli::kernel::{netns::NetNs, rtnl};
 
 /// True when the test may load programs; otherwise prints why it skips.
 pub fn privileged(test: &str) -> bool {
-    let missing = lab_cli::privilege::Privileges::current().missing();
+    let missing = lab_cli::kernel::privilege::Privileges::current().missing();
     if missing.is_empty() {
         return true;
     }
@@ -53,7 +62,7 @@ pub fn lab_with(scenario: &str, tag: &str, options: lab_cli::lab::plan::LabOptio
     let lab = lab_cli::lab::Lab::up(Some(&name), scenario, options).unwrap_or_else(|e| {
         panic!(
             "lab up {scenario} as {name}: {}",
-            lab_cli::exit::one_line(&e)
+            lab_cli::output::exit::one_line(&e)
         )
     });
     TestLab(Some(lab))
@@ -86,7 +95,10 @@ impl Drop for TestLab {
         if let Some(lab) = self.0.take()
             && let Err(e) = lab.down()
         {
-            eprintln!("tearing down the test lab: {}", lab_cli::exit::one_line(&e));
+            eprintln!(
+                "tearing down the test lab: {}",
+                lab_cli::output::exit::one_line(&e)
+            );
         }
     }
 }

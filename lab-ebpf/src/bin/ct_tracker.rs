@@ -9,21 +9,20 @@
 
 #[cfg(target_arch = "bpf")]
 mod program {
+    use aya_ebpf::bindings::BPF_NOEXIST;
     use aya_ebpf::{
-        helpers::bpf_ktime_get_ns,
         macros::{classifier, map},
         maps::{LruHashMap, LruPerCpuHashMap},
         programs::TcContext,
     };
-    use lab_common::ct::{CtConfig, CtCounters, CtKey, CtValue, ORIG, REPLY, tcp_state};
+    use lab_common::{
+        ct::{CAPACITY, CtConfig, CtCounters, CtKey, CtValue, ORIG, REPLY, tcp_state},
+        proto::{ICMP as IPPROTO_ICMP, TCP as IPPROTO_TCP, UDP as IPPROTO_UDP},
+    };
+    use lab_ebpf::tc::TC_ACT_UNSPEC;
 
     lab_ebpf::license!();
 
-    /// TC_ACT_UNSPEC: no verdict, let the next classifier decide.
-    const TC_ACT_UNSPEC: i32 = -1;
-    const IPPROTO_ICMP: u8 = 1;
-    const IPPROTO_TCP: u8 = 6;
-    const IPPROTO_UDP: u8 = 17;
     const TCP_FIN: u8 = 0x01;
     const TCP_SYN: u8 = 0x02;
     const TCP_RST: u8 = 0x04;
@@ -33,12 +32,12 @@ mod program {
     static CT_CONFIG: CtConfig = CtConfig { ethernet: 1 };
 
     #[map]
-    static CT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(65536, 0);
+    static CT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(CAPACITY, 0);
 
     /// Packets and bytes per flow and direction, per CPU (same keys as CT).
     #[map]
     static CT_COUNTERS: LruPerCpuHashMap<CtKey, CtCounters> =
-        LruPerCpuHashMap::with_max_entries(65536, 0);
+        LruPerCpuHashMap::with_max_entries(CAPACITY, 0);
 
     #[classifier]
     pub fn ct_tracker(ctx: TcContext) -> i32 {
@@ -48,8 +47,7 @@ mod program {
 
     #[inline(always)]
     fn track(ctx: &TcContext) -> Option<()> {
-        // Safety: a volatile read of our own global (rewritten by the loader).
-        let cfg = unsafe { core::ptr::read_volatile(&&CT_CONFIG) };
+        let cfg = lab_ebpf::config::read(&CT_CONFIG);
         let ip = lab_ebpf::tc::ipv4(ctx, cfg.ethernet != 0)?;
         let (proto, l4) = (ip.proto, ip.l4);
         let (sport, dport, flags) = match proto {
@@ -90,8 +88,8 @@ mod program {
             _pad: [0; 3],
         };
         let reverse = key.reversed();
-        // Safety: reading the monotonic clock has no preconditions.
-        let now = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: reading the monotonic clock has no preconditions.
+        let now = lab_ebpf::kernel::now_ns();
         let (entry, dir, flow) = if let Some(v) = CT.get_ptr_mut(key) {
             (v, ORIG, key)
         } else if let Some(v) = CT.get_ptr_mut(reverse) {
@@ -113,7 +111,7 @@ mod program {
                 _pad: [0; 5],
             };
             // BPF_NOEXIST: if another CPU created it meanwhile, use theirs.
-            CT.insert(key, fresh, 1).ok();
+            CT.insert(key, fresh, u64::from(BPF_NOEXIST)).ok();
             (CT.get_ptr_mut(key)?, ORIG, key)
         };
         let counters = match CT_COUNTERS.get_ptr_mut(flow) {
@@ -123,7 +121,7 @@ mod program {
                 CT_COUNTERS.get_ptr_mut(flow)?
             }
         };
-        // Safety: both pointers point into map values, valid for this
+        // SAFETY: both pointers point into map values, valid for this
         // program run; the counters are this CPU's own slot.
         unsafe {
             (*counters).packets[dir] += 1;

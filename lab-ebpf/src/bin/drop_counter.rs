@@ -25,19 +25,17 @@ mod program {
 
     #[tracepoint(category = "skb", name = "kfree_skb")]
     pub fn drop_counter(ctx: TracePointContext) -> u32 {
-        // Safety: a volatile read keeps the compiler from folding the
-        // zero-initialised constant; the loader rewrote it before loading.
-        let cfg = unsafe { core::ptr::read_volatile(&CONFIG) };
-        count(&ctx, &cfg);
+        count(&ctx, lab_ebpf::config::read(&CONFIG));
         0
     }
 
     #[inline(always)]
     fn count(ctx: &TracePointContext, cfg: &DropCounterConfig) {
-        // Safety: the offsets come from this kernel's tracepoint format file.
+        // SAFETY: the offsets come from this kernel's tracepoint format file.
         let Ok(skb) = (unsafe { ctx.read_at::<u64>(cfg.tp_skbaddr as usize) }) else {
             return;
         };
+        // SAFETY: as above; `reason` is a u32 enum at its format's offset.
         let Ok(reason) = (unsafe { ctx.read_at::<u32>(cfg.tp_reason as usize) }) else {
             return;
         };
@@ -50,7 +48,7 @@ mod program {
         }
         let key = DropCountKey { netns_ino, reason };
         match DROP_COUNTS.get_ptr_mut(key) {
-            // Safety: a per-CPU value is only touched by this CPU.
+            // SAFETY: a per-CPU value is only touched by this CPU.
             Some(value) => unsafe { *value += 1 },
             None => {
                 // A full map loses the count; userspace sizes the map far

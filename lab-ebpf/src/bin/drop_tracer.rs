@@ -12,7 +12,7 @@
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{
-        helpers::bpf_ktime_get_ns,
+        bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         macros::{btf_tracepoint, map, tracepoint},
         maps::{PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
         programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
@@ -22,10 +22,6 @@ mod program {
 
     lab_ebpf::license!();
 
-    // From include/uapi/linux/bpf.h (bpf_ringbuf_submit flags, bpf_ringbuf_query).
-    const BPF_RB_NO_WAKEUP: u64 = 1;
-    const BPF_RB_FORCE_WAKEUP: u64 = 2;
-    const BPF_RB_AVAIL_DATA: u64 = 0;
     /// Unread bytes in the ring buffer that justify waking the reader.
     const WAKEUP_BYTES: u64 = 64 * 1024;
 
@@ -62,7 +58,7 @@ mod program {
     #[tracepoint(category = "skb", name = "kfree_skb")]
     pub fn drop_tracer_tp(ctx: TracePointContext) -> u32 {
         let cfg = config();
-        // Safety: offsets come from this kernel's tracefs format file.
+        // SAFETY: offsets come from this kernel's tracefs format file.
         let fields = unsafe {
             (
                 ctx.read_at::<u64>(cfg.tp_skbaddr as usize),
@@ -79,9 +75,7 @@ mod program {
 
     #[inline(always)]
     fn config() -> &'static TraceConfig {
-        // Safety: a volatile read of our own global keeps the compiler from
-        // folding the zeroed initialiser; the loader rewrote it.
-        unsafe { core::ptr::read_volatile(&&CONFIG) }
+        lab_ebpf::config::read(&CONFIG)
     }
 
     #[inline(always)]
@@ -133,7 +127,7 @@ mod program {
         if cfg.flags & flags::SUMMARY_ONLY != 0 {
             return;
         }
-        ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+        ev.ts_ns = lab_ebpf::kernel::now_ns();
         if cfg.flags & flags::STACK != 0 {
             ev.stack_id = match ctx.get_stackid(&STACKS, 0) {
                 Ok(id) => id as i32,
@@ -147,16 +141,16 @@ mod program {
                 // itself in a drop storm; wake it only once WAKEUP_BYTES are
                 // waiting. The reader also polls with a short timeout, so a
                 // lone drop is shown within that timeout.
-                let wake = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
-                    BPF_RB_FORCE_WAKEUP
+                let wake = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+                    u64::from(BPF_RB_FORCE_WAKEUP)
                 } else {
-                    BPF_RB_NO_WAKEUP
+                    u64::from(BPF_RB_NO_WAKEUP)
                 };
                 slot.submit(wake);
             }
             None => {
                 if let Some(lost) = LOST.get_ptr_mut(LOST_INDEX) {
-                    // Safety: per-CPU slot, only this CPU writes it.
+                    // SAFETY: per-CPU slot, only this CPU writes it.
                     unsafe { *lost += 1 };
                 }
             }
@@ -166,7 +160,7 @@ mod program {
     #[inline(always)]
     fn add<K>(map: &PerCpuHashMap<K, u64>, key: K) {
         match map.get_ptr_mut(&key) {
-            // Safety: per-CPU value, only this CPU writes it.
+            // SAFETY: per-CPU value, only this CPU writes it.
             Some(v) => unsafe { *v += 1 },
             None => {
                 // A full map only loses the summary line for a new key; the

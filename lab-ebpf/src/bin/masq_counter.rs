@@ -8,12 +8,13 @@
 
 #[cfg(target_arch = "bpf")]
 mod program {
+    use aya_ebpf::bindings::BPF_NOEXIST;
     use aya_ebpf::{
         macros::{btf_tracepoint, map},
         maps::{LruHashMap, PerCpuHashMap},
         programs::BtfTracePointContext,
     };
-    use lab_common::masq::{MasqConfig, MasqKey, MasqStats, SeenKey};
+    use lab_common::masq::{MasqConfig, MasqKey, MasqStats, SEEN_CAPACITY, SeenKey};
     use lab_ebpf::kernel::read;
 
     lab_ebpf::license!();
@@ -51,7 +52,7 @@ mod program {
     static MASQ_STATS: PerCpuHashMap<MasqKey, MasqStats> = PerCpuHashMap::with_max_entries(4096, 0);
 
     #[map]
-    static MASQ_SEEN: LruHashMap<SeenKey, u8> = LruHashMap::with_max_entries(65536, 0);
+    static MASQ_SEEN: LruHashMap<SeenKey, u8> = LruHashMap::with_max_entries(SEEN_CAPACITY, 0);
 
     #[btf_tracepoint(function = "net_dev_start_xmit")]
     pub fn masq_counter(ctx: BtfTracePointContext) -> i32 {
@@ -63,8 +64,7 @@ mod program {
 
     #[inline(always)]
     fn count(skb: u64) -> Option<()> {
-        // Safety: a volatile read of our own global (rewritten by the loader).
-        let cfg = unsafe { core::ptr::read_volatile(&&MASQ_CONFIG) };
+        let cfg = lab_ebpf::config::read(&MASQ_CONFIG);
         let dev = read::<u64>(skb, cfg.skb_dev)?;
         let net = read::<u64>(dev, cfg.dev_nd_net)?;
         if read::<u32>(net, cfg.net_ns_inum)? != cfg.netns_ino {
@@ -112,8 +112,8 @@ mod program {
             node_port,
         };
         // BPF_NOEXIST: succeeds once per connection.
-        let new = MASQ_SEEN.insert(seen, 1, 1).is_ok();
-        // Safety: this CPU's slot of a per-CPU map value.
+        let new = MASQ_SEEN.insert(seen, 1, u64::from(BPF_NOEXIST)).is_ok();
+        // SAFETY: this CPU's slot of a per-CPU map value.
         unsafe {
             (*stats).packets[dir] += 1;
             (*stats).bytes[dir] += u64::from(len.saturating_sub(u32::from(l2)));

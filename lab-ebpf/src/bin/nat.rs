@@ -10,57 +10,40 @@
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{
-        helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+        bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
+        helpers::bpf_get_prandom_u32,
         macros::{classifier, map},
         maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
         programs::TcContext,
     };
     use lab_common::{
         masq::{MasqKey, MasqStats},
-        nat::{NAT_CLOSING, NatConfig, NatEntry, NatKey, stat},
+        nat::{CAPACITY, NAT_CLOSING, NatConfig, NatEntry, NatKey, POD_STATS_CAPACITY, stat},
+        proto::{ICMP as IPPROTO_ICMP, TCP as IPPROTO_TCP, UDP as IPPROTO_UDP},
     };
+    use lab_ebpf::tc::{TC_ACT_SHOT, TC_ACT_UNSPEC};
 
     lab_ebpf::license!();
 
-    const TC_ACT_NEXT: i32 = -1;
-    const TC_ACT_SHOT: i32 = 2;
-    const IPPROTO_ICMP: u8 = 1;
-    const IPPROTO_TCP: u8 = 6;
-    const IPPROTO_UDP: u8 = 17;
     const ICMP_ECHO: u8 = 8;
     const ICMP_ECHOREPLY: u8 = 0;
     const TCP_FIN_RST: u8 = 0x05;
-    /// bpf_l4_csum_replace flags (include/uapi/linux/bpf.h).
-    const BPF_F_PSEUDO_HDR: u64 = 0x10;
-    const BPF_F_MARK_MANGLED_0: u64 = 0x20;
-    const BPF_NOEXIST: u64 = 1;
     /// Candidate ports tried per new flow before giving up.
     const TRIES: u32 = 32;
 
     #[unsafe(no_mangle)]
-    static NAT_CONFIG: NatConfig = NatConfig {
-        node_addr: 0,
-        cluster_net: 0,
-        cluster_mask: 0,
-        port_min: 32768,
-        port_max: 60999,
-        tcp_timeout_s: 7200,
-        tcp_closing_timeout_s: 10,
-        udp_timeout_s: 30,
-        icmp_timeout_s: 30,
-        ethernet: 1,
-    };
+    static NAT_CONFIG: NatConfig = NatConfig::DEFAULT;
 
     #[map]
-    static NAT_OUT: LruHashMap<NatKey, NatEntry> = LruHashMap::with_max_entries(65536, 0);
+    static NAT_OUT: LruHashMap<NatKey, NatEntry> = LruHashMap::with_max_entries(CAPACITY, 0);
     #[map]
-    static NAT_IN: LruHashMap<NatKey, NatEntry> = LruHashMap::with_max_entries(65536, 0);
+    static NAT_IN: LruHashMap<NatKey, NatEntry> = LruHashMap::with_max_entries(CAPACITY, 0);
     #[map]
     static NAT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
     /// Per pod, as the masquerade counter keeps them (`labctl masq`).
     #[map]
     static NAT_POD_STATS: PerCpuHashMap<MasqKey, MasqStats> =
-        PerCpuHashMap::with_max_entries(4096, 0);
+        PerCpuHashMap::with_max_entries(POD_STATS_CAPACITY, 0);
 
     /// Where the fields of one IPv4 packet are.
     struct Packet {
@@ -80,14 +63,13 @@ mod program {
 
     #[inline(always)]
     fn config() -> &'static NatConfig {
-        // Safety: a volatile read of our own global (rewritten by the loader).
-        unsafe { core::ptr::read_volatile(&&NAT_CONFIG) }
+        lab_ebpf::config::read(&NAT_CONFIG)
     }
 
     #[inline(always)]
     fn bump(index: u32) {
         if let Some(v) = NAT_STATS.get_ptr_mut(index) {
-            // Safety: this CPU's slot.
+            // SAFETY: this CPU's slot.
             unsafe { *v += 1 };
         }
     }
@@ -176,7 +158,7 @@ mod program {
             new_port,
         } = c;
         let udp0 = if p.proto == IPPROTO_UDP {
-            BPF_F_MARK_MANGLED_0
+            u64::from(BPF_F_MARK_MANGLED_0)
         } else {
             0
         };
@@ -186,7 +168,7 @@ mod program {
                 p.csum_off,
                 u64::from(old_addr),
                 u64::from(new_addr),
-                BPF_F_PSEUDO_HDR | udp0 | 4,
+                u64::from(BPF_F_PSEUDO_HDR) | udp0 | 4,
             )
             .ok()?;
         }
@@ -224,7 +206,7 @@ mod program {
             }
         };
         let l2 = if cfg.ethernet != 0 { 14 } else { 0 };
-        // Safety: this CPU's slot of a per-CPU map value.
+        // SAFETY: this CPU's slot of a per-CPU map value.
         unsafe {
             (*s).packets[dir] += 1;
             (*s).bytes[dir] += u64::from(ctx.len().saturating_sub(l2));
@@ -245,7 +227,7 @@ mod program {
 
     #[classifier]
     pub fn nat_egress(ctx: TcContext) -> i32 {
-        egress(&ctx).unwrap_or(TC_ACT_NEXT)
+        egress(&ctx).unwrap_or(TC_ACT_UNSPEC)
     }
 
     #[inline(always)]
@@ -266,13 +248,13 @@ mod program {
             proto: p.proto,
             _pad: [0; 3],
         };
-        // Safety: reading the monotonic clock has no preconditions.
-        let now = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: reading the monotonic clock has no preconditions.
+        let now = lab_ebpf::kernel::now_ns();
         let mut to_port = 0u16;
         let mut found = false;
         let mut new = false;
         if let Some(e) = NAT_OUT.get_ptr_mut(key) {
-            // Safety: a pointer into the map value, valid for this run.
+            // SAFETY: a pointer into the map value, valid for this run.
             let e = unsafe { &mut *e };
             if expired(e, p.proto, now, cfg) {
                 bump(stat::EXPIRED);
@@ -299,7 +281,7 @@ mod program {
                     if i == 0 && (cfg.port_min..=cfg.port_max).contains(&u16::from_be(p.sport)) {
                         u16::from_be(p.sport)
                     } else {
-                        // Safety: the PRNG helper has no preconditions.
+                        // SAFETY: the PRNG helper has no preconditions.
                         cfg.port_min + (unsafe { bpf_get_prandom_u32() } % span) as u16
                     };
                 let candidate = host.to_be();
@@ -323,11 +305,18 @@ mod program {
                     flags: 0,
                     _pad: 0,
                 };
-                let mut taken = NAT_IN.insert(reverse, back, BPF_NOEXIST).is_err();
+                let mut taken = NAT_IN
+                    .insert(reverse, back, u64::from(BPF_NOEXIST))
+                    .is_err();
                 if taken
                     && let Some(old) = NAT_IN.get_ptr(reverse)
-                    // Safety: a pointer into the map value, valid for this run.
-                    && expired(unsafe { &*old }, p.proto, now, cfg)
+                    && expired(
+                        // SAFETY: a pointer into the map value, valid for this run.
+                        unsafe { &*old },
+                        p.proto,
+                        now,
+                        cfg,
+                    )
                 {
                     taken = NAT_IN.insert(reverse, back, 0).is_err();
                 }
@@ -371,12 +360,12 @@ mod program {
         // ICMP's echo id is not a port.
         let port = (new && p.proto != IPPROTO_ICMP).then(|| u16::from_be(to_port));
         count(ctx, cfg, stats_key, 0, new, port)?;
-        Some(TC_ACT_NEXT)
+        Some(TC_ACT_UNSPEC)
     }
 
     #[classifier]
     pub fn nat_ingress(ctx: TcContext) -> i32 {
-        ingress(&ctx).unwrap_or(TC_ACT_NEXT)
+        ingress(&ctx).unwrap_or(TC_ACT_UNSPEC)
     }
 
     #[inline(always)]
@@ -397,10 +386,10 @@ mod program {
             proto: p.proto,
             _pad: [0; 3],
         };
-        // Safety: reading the monotonic clock has no preconditions.
-        let now = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: reading the monotonic clock has no preconditions.
+        let now = lab_ebpf::kernel::now_ns();
         let e = NAT_IN.get_ptr_mut(key)?;
-        // Safety: a pointer into the map value, valid for this run.
+        // SAFETY: a pointer into the map value, valid for this run.
         let e = unsafe { &mut *e };
         if expired(e, p.proto, now, cfg) {
             return None;
@@ -428,7 +417,7 @@ mod program {
             node: cfg.node_addr,
         };
         count(ctx, cfg, key, 1, false, None)?;
-        Some(TC_ACT_NEXT)
+        Some(TC_ACT_UNSPEC)
     }
 }
 

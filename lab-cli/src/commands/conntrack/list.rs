@@ -4,16 +4,17 @@ use std::io::Write;
 
 use anyhow::Context as _;
 
-use super::{build_filter, netns, table};
+use super::build_filter;
 use crate::{
-    cli::{CtListArgs, CtSource, OutputFormat},
+    cli::conntrack::{CtListArgs, CtSource},
     conntrack::{
         entry::{CtEntry, EntryJson, Source},
-        join, sources,
+        join,
+        netlink::Ctnetlink,
+        sources,
     },
-    exit::Outcome,
-    kernel::{ctnetlink::Ctnetlink, sysctl},
-    privilege,
+    kernel::{netns, privilege, sysctl},
+    output::{OutputFormat, conntrack as table, exit::Outcome},
 };
 
 /// One entry at a time, as JSON lines or table rows.
@@ -46,7 +47,7 @@ impl<W: Write> Writer<W> {
 pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("conntrack list")?;
     let filter = build_filter(&args.filter)?;
-    let ns = netns(args.netns.as_deref())?;
+    let ns = netns::lookup_opt(args.netns.as_deref())?;
     if args.enable_acct {
         let write = || sysctl::write(&["net", "netfilter", "nf_conntrack_acct"], "1");
         match &ns {

@@ -1,8 +1,7 @@
 //! `labctl conntrack ...`: one module per subcommand; the work is in
-//! `crate::conntrack` and `crate::kernel::ctnetlink`.
+//! `crate::conntrack` and `crate::conntrack::netlink`.
 
 mod list;
-mod table;
 mod top;
 mod track;
 mod watch;
@@ -12,52 +11,33 @@ use std::io::Write as _;
 use anyhow::Context as _;
 
 use crate::{
-    cli::{ConntrackCommand, CtFilterArgs, OutputFormat},
-    conntrack::filter::{self, CtFilter},
-    exit::Outcome,
-    kernel::{ctnetlink::Ctnetlink, netns::NetNs},
-    privilege,
+    cli::conntrack::{ConntrackCommand, CtFilterArgs, CtStatsArgs, CtTopArgs, CtTrackArgs},
+    conntrack::{
+        filter::{self, CtFilter},
+        netlink::Ctnetlink,
+    },
+    kernel::{netns, privilege},
+    output::{OutputFormat, exit::Outcome},
 };
 
 pub fn run(command: ConntrackCommand) -> anyhow::Result<Outcome> {
     match command {
         ConntrackCommand::List(args) => list::run(args),
-        ConntrackCommand::Watch {
-            netns,
-            filter,
-            duration,
-            count,
-            buffer_size,
-            ready_file,
-            output,
-        } => watch::run(watch::WatchArgs {
-            netns,
-            filter,
-            duration,
-            count,
-            buffer_size,
-            ready_file,
-            output,
-        }),
-        ConntrackCommand::Stats { netns, output } => stats(netns.as_deref(), output),
-        ConntrackCommand::Track {
+        ConntrackCommand::Watch(args) => watch::run(args),
+        ConntrackCommand::Stats(CtStatsArgs { netns, output }) => stats(netns.as_deref(), output),
+        ConntrackCommand::Track(CtTrackArgs {
             netns,
             iface,
             duration,
             ready_file,
-        } => track::run(netns.as_deref(), &iface, duration, ready_file),
-        ConntrackCommand::Top {
+        }) => track::run(netns.as_deref(), &iface, duration, ready_file),
+        ConntrackCommand::Top(CtTopArgs {
             netns,
             source,
             sort,
             interval,
-        } => top::run(netns.as_deref(), source, sort, interval),
+        }) => top::run(netns.as_deref(), source, sort, interval),
     }
-}
-
-/// The namespace named by --netns (None: the caller's own).
-pub(crate) fn netns(name: Option<&str>) -> anyhow::Result<Option<NetNs>> {
-    Ok(name.map(NetNs::open).transpose()?)
 }
 
 /// Turns the command-line filters into a checked filter.
@@ -79,7 +59,7 @@ pub(crate) fn build_filter(args: &CtFilterArgs) -> anyhow::Result<CtFilter> {
 
 fn stats(netns_name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("conntrack stats")?;
-    let ns = netns(netns_name)?;
+    let ns = netns::lookup_opt(netns_name)?;
     let mut ct = Ctnetlink::open_in(ns.as_ref()).context("cannot reach ctnetlink")?;
     let size = ct.table_size().context("cannot read the table size")?;
     let cpus = ct.cpu_stats().context("cannot read the per-CPU counters")?;

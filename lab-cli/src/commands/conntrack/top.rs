@@ -17,13 +17,14 @@ use ratatui::{
     widgets::{Row, Table},
 };
 
-use super::netns;
 use crate::{
-    cli::{CtSort, CtSource},
+    cli::conntrack::{CtSort, CtSource},
     conntrack::{entry::CtEntry, filter::CtFilter, join, sources},
-    exit::Outcome,
-    kernel::netns::NetNs,
-    privilege,
+    kernel::{
+        netns::{self, NetNs},
+        privilege,
+    },
+    output::exit::Outcome,
 };
 
 fn read(ns: Option<&NetNs>, source: CtSource) -> anyhow::Result<Vec<CtEntry>> {
@@ -102,7 +103,7 @@ pub fn run(
         .ok()
         .filter(|d| !d.is_zero())
         .context("--interval must be a positive number of seconds")?;
-    let ns = netns(netns_name)?;
+    let ns = netns::lookup_opt(netns_name)?;
     // Fail before taking over the terminal if the source cannot be read.
     read(ns.as_ref(), source)?;
     let mut terminal = ratatui::init();

@@ -12,14 +12,11 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{netns, table};
 use crate::{
-    conntrack::sources::{PIN_DIR, pin_path},
-    ebpf::ct_tracker::CtTracker,
-    exit::Outcome,
-    interrupt,
-    kernel::{bpffs, netns as kns},
-    privilege,
+    conntrack::tracker::CtTracker,
+    ebpf::pins,
+    kernel::{interrupt, netns, privilege, ready},
+    output::{conntrack as table, exit::Outcome},
 };
 
 pub fn run(
@@ -29,27 +26,24 @@ pub fn run(
     ready_file: Option<PathBuf>,
 ) -> anyhow::Result<Outcome> {
     privilege::require("conntrack track")?;
-    let ns = netns(netns_name)?;
+    let ns = netns::lookup_opt(netns_name)?;
     let mut tracker = CtTracker::attach(ns.as_ref(), iface)
         .with_context(|| format!("cannot attach the connection tracker to {iface}"))?;
-    bpffs::ensure_mounted()?;
-    std::fs::create_dir_all(PIN_DIR).with_context(|| format!("cannot create {PIN_DIR}"))?;
+    pins::ensure_root()?;
     let ino = match &ns {
         Some(ns) => ns.inode()?,
-        None => kns::current_inode()?,
+        None => netns::current_inode()?,
     };
-    let pin = pin_path(ino, iface);
+    let pin = pins::tracker(ino, iface);
     // A leftover pin from a tracker that was killed: ours to replace.
     if pin.exists() {
-        std::fs::remove_file(&pin).with_context(|| format!("cannot replace {}", pin.display()))?;
+        std::fs::remove_dir_all(&pin)
+            .with_context(|| format!("cannot replace {}", pin.display()))?;
     }
     tracker
         .pin(&pin)
         .with_context(|| format!("cannot pin the table at {}", pin.display()))?;
-    if let Some(path) = &ready_file {
-        std::fs::write(path, "attached\n")
-            .with_context(|| format!("writing the ready file {}", path.display()))?;
-    }
+    ready::write(ready_file.as_deref(), "attached")?;
     let netns_opt = netns_name
         .map(|n| format!(" --netns {n}"))
         .unwrap_or_default();

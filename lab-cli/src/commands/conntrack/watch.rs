@@ -7,32 +7,22 @@
 use std::{
     collections::HashMap,
     io::Write as _,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::{build_filter, netns};
+use super::build_filter;
 use crate::{
-    cli::{CtFilterArgs, OutputFormat},
-    conntrack::entry::{CtEntry, EntryJson, Tuple},
-    exit::Outcome,
-    interrupt,
-    kernel::ctnetlink::{CtEvent, Ctnetlink, CtnetlinkError, EventKind},
-    privilege,
+    cli::conntrack::CtWatchArgs as WatchArgs,
+    conntrack::{
+        entry::{CtEntry, EntryJson, Tuple},
+        netlink::{CtEvent, Ctnetlink, CtnetlinkError, EventKind},
+    },
+    kernel::{interrupt, netns, privilege, ready},
+    output::{OutputFormat, exit::Outcome},
 };
-
-pub struct WatchArgs {
-    pub netns: Option<String>,
-    pub filter: CtFilterArgs,
-    pub duration: Option<f64>,
-    pub count: Option<u64>,
-    pub buffer_size: usize,
-    pub ready_file: Option<PathBuf>,
-    pub output: OutputFormat,
-}
 
 #[derive(Debug, Default, Serialize)]
 struct WatchSummary {
@@ -121,7 +111,7 @@ fn remember(known: &mut HashMap<Key, CtEntry>, ev: &CtEvent) {
 pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("conntrack watch")?;
     let filter = build_filter(&args.filter)?;
-    let ns = netns(args.netns.as_deref())?;
+    let ns = netns::lookup_opt(args.netns.as_deref())?;
     let mut events = Ctnetlink::open_in(ns.as_ref()).context("cannot reach ctnetlink")?;
     events
         .subscribe(args.buffer_size)
@@ -134,10 +124,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
         .into_iter()
         .map(|e| (e.key(), e))
         .collect();
-    if let Some(path) = &args.ready_file {
-        std::fs::write(path, "subscribed\n")
-            .with_context(|| format!("writing the ready file {}", path.display()))?;
-    }
+    ready::write(args.ready_file.as_deref(), "subscribed")?;
     let duration = args.duration.map(Duration::from_secs_f64);
     let started = Instant::now();
     let mut summary = WatchSummary {

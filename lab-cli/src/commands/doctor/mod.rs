@@ -8,15 +8,15 @@ use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
 use crate::{
-    cli::OutputFormat,
-    drop_reason::DropReasons,
+    conntrack::netlink as ctnetlink,
+    drops::reasons::DropReasons,
     ebpf::{loader::load_object, objects},
-    exit::Outcome,
     kernel::{
         btf::{KernelBtf, VMLINUX_BTF},
-        ctnetlink, tracefs,
+        privilege::Privileges,
+        tracefs,
     },
-    privilege::Privileges,
+    output::{OutputFormat, exit::Outcome},
 };
 
 /// One line of doctor's report.
@@ -189,7 +189,7 @@ pub fn collect() -> Report {
         }
         Err(e) => checks.push(Check::fail(
             "bpf() syscall",
-            crate::exit::one_line(&e),
+            crate::output::exit::one_line(&e),
             "run as root (sudo labctl doctor); in a container, grant CAP_BPF CAP_PERFMON CAP_NET_ADMIN",
         )),
     }

@@ -8,28 +8,32 @@ use anstyle::{AnsiColor, Style};
 use anyhow::Context as _;
 
 use crate::{
-    cli::{LabCommand, OutputFormat},
-    exit::Outcome,
+    cli::lab::{
+        LabCommand, LabDownArgs, LabExecArgs, LabListArgs, LabStatusArgs, LabTrafficArgs,
+        LabTriggerArgs, LabUpArgs,
+    },
+    kernel::privilege,
     lab::{
         self, Endpoint, Lab, exec, faults,
         plan::{LabOptions, MasqMode},
         scenario::SCENARIOS,
         traffic::{self, TrafficSpec},
     },
-    privilege,
+    output::{OutputFormat, exit::Outcome},
 };
 
 pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
     match command {
-        LabCommand::List { output } => list(output),
-        LabCommand::Up {
+        LabCommand::List(LabListArgs { output }) => list(output),
+        LabCommand::Up(LabUpArgs {
             scenario,
             name,
             mtu,
             masq,
             nat_udp_timeout,
             nat_ports,
-        } => up(
+            tc_attach,
+        }) => up(
             &scenario,
             name.as_deref(),
             LabOptions {
@@ -37,16 +41,19 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
                 masq,
                 nat_udp_timeout,
                 nat_ports,
+                tc_attach,
             },
         ),
-        LabCommand::Down { name } => down(name.as_deref()),
-        LabCommand::Status { name, output } => status_view::run(name.as_deref(), output),
-        LabCommand::Exec {
+        LabCommand::Down(LabDownArgs { name }) => down(name.as_deref()),
+        LabCommand::Status(LabStatusArgs { name, output }) => {
+            status_view::run(name.as_deref(), output)
+        }
+        LabCommand::Exec(LabExecArgs {
             lab,
             member,
             command,
-        } => exec(lab.as_deref(), &member, &command),
-        LabCommand::Traffic {
+        }) => exec(lab.as_deref(), &member, &command),
+        LabCommand::Traffic(LabTrafficArgs {
             from,
             to,
             lab,
@@ -57,7 +64,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
             timeout,
             duration,
             output,
-        } => {
+        }) => {
             let secs = |what: &str, s: f64| {
                 Duration::try_from_secs_f64(s)
                     .ok()
@@ -74,12 +81,12 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
             };
             traffic(lab.as_deref(), &from, &to, &spec, output)
         }
-        LabCommand::Trigger {
+        LabCommand::Trigger(LabTriggerArgs {
             fault,
             lab,
             count,
             output,
-        } => trigger(lab.as_deref(), &fault, count, output),
+        }) => trigger(lab.as_deref(), &fault, count, output),
     }
 }
 

@@ -5,10 +5,10 @@ use std::io::Write as _;
 use anstyle::Style;
 
 use crate::{
-    cli::OutputFormat,
-    exit::Outcome,
+    kernel::privilege,
     lab::{Lab, LabError, status},
-    privilege,
+    output::OutputFormat,
+    output::exit::Outcome,
 };
 
 pub fn run(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {

@@ -248,7 +248,7 @@ pub(crate) fn set_dont_fragment(fd: &OwnedFd) -> io::Result<()> {
             libc::IPPROTO_IP,
             libc::IP_MTU_DISCOVER,
             (&raw const value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     if rc == 0 {

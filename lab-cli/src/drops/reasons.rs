@@ -87,8 +87,9 @@ impl DropReasons {
     }
 }
 
-/// `SKB_DROP_REASON_NO_SOCKET` -> `NO_SOCKET`, `SKB_CONSUMED` -> `CONSUMED`.
-fn short_name(name: &str) -> &str {
+/// `SKB_DROP_REASON_NO_SOCKET` -> `NO_SOCKET`, `SKB_CONSUMED` -> `CONSUMED`:
+/// the one spelling of a reason everywhere labctl prints or looks one up.
+pub fn short_name(name: &str) -> &str {
     name.strip_prefix("SKB_DROP_REASON_")
         .or_else(|| name.strip_prefix("SKB_"))
         .unwrap_or(name)

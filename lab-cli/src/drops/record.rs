@@ -144,12 +144,10 @@ impl DropRecord {
 
 fn proto_name(ev: &DropEvent) -> String {
     if ev.family != family::NONE {
-        return match ev.l4proto {
-            6 => "TCP".into(),
-            17 => "UDP".into(),
-            1 => "ICMP".into(),
-            58 => "ICMPv6".into(),
-            n => format!("IP({n})"),
+        return match lab_common::proto::name(ev.l4proto) {
+            Some("icmpv6") => "ICMPv6".into(),
+            Some(name) => name.to_ascii_uppercase(),
+            None => format!("IP({})", ev.l4proto),
         };
     }
     match ev.ethertype {

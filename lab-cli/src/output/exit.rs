@@ -6,11 +6,11 @@ use std::io;
 
 use crate::{
     conntrack::filter::CtFilterError,
-    interrupt::Interrupted,
+    drops::filter::FilterError,
+    kernel::interrupt::Interrupted,
     kernel::netns::NetnsError,
+    kernel::privilege::PrivilegeError,
     lab::{LabError, faults::FaultError},
-    privilege::PrivilegeError,
-    trace::filter::FilterError,
 };
 
 /// How a successful run ended.

@@ -15,7 +15,7 @@ pub struct Explanation {
 /// Finds the explanation of `reason` (any case, with or without prefix).
 pub fn lookup(reason: &str) -> Option<&'static Explanation> {
     let r = reason.to_ascii_uppercase();
-    let r = r.strip_prefix("SKB_DROP_REASON_").unwrap_or(&r);
+    let r = super::reasons::short_name(&r);
     EXPLANATIONS.iter().find(|e| e.reason == r)
 }
 

@@ -3,10 +3,9 @@
 
 use std::{
     collections::HashMap,
-    ffi::CStr,
     fs,
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -128,31 +127,7 @@ impl Names {
 
 /// if_indextoname(3) in the calling thread's namespace.
 pub fn index_to_name(ifindex: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // Safety: buf holds IF_NAMESIZE bytes as the function requires.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // Safety: on success buf holds a NUL-terminated name.
-    Some(
-        unsafe { CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
-
-/// Resolves `--netns`: an `ip netns` name, `host`, or an inode number.
-pub fn netns_inode(spec: &str) -> Result<u64, String> {
-    if let Ok(ino) = spec.parse::<u64>() {
-        return Ok(ino);
-    }
-    let path = if spec == "host" {
-        PathBuf::from("/proc/1/ns/net")
-    } else {
-        Path::new(NETNS_RUN_DIR).join(spec)
-    };
-    fs::metadata(&path).map(|m| m.ino()).map_err(|_| {
-        format!("network namespace `{spec}` does not exist (see `ip netns list`; an inode number or `host` also work)")
-    })
+    nix::net::if_::if_indextoname(ifindex)
+        .ok()
+        .map(|name| name.to_string_lossy().into_owned())
 }

@@ -1,4 +1,4 @@
-//! The first demo of a real program: count the drops of UDP datagrams sent
+//! `labctl demo --counter`, the first demo of a real program: count the drops of UDP datagrams sent
 //! to a closed port inside a throwaway network namespace.
 //!
 //! Traffic stays on the loopback interface of a namespace created for the
@@ -14,7 +14,7 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    ebpf::drop_counter::DropCounter,
+    drops::counter::DropCounter,
     kernel::{netns::NetNs, rtnl},
 };
 

@@ -1,4 +1,4 @@
-//! ctnetlink: the netfilter conntrack table over netlink.
+//! ctnetlink: netfilter's conntrack table over netlink.
 //!
 //! Transport is netlink-sys; requests are built with netlink-packet-core and
 //! netlink-packet-netfilter. Replies and events are read in place from the
@@ -6,10 +6,7 @@
 //! netlink-packet-core's zero-copy iterator; see there why). Constants are
 //! from linux/netlink.h and linux/netfilter/nfnetlink_conntrack.h.
 
-use std::{
-    io,
-    os::fd::{AsFd as _, AsRawFd as _},
-};
+use std::{io, os::fd::AsFd as _};
 
 use netlink_packet_core::{
     DefaultNla, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -24,8 +21,8 @@ use thiserror::Error;
 
 mod attrs;
 
-use super::netns::{NetNs, NetnsError};
-use crate::conntrack::entry::CtEntry;
+use super::entry::CtEntry;
+use crate::kernel::netns::{NetNs, NetnsError};
 
 const IPCTNL_MSG_CT_GET_STATS_CPU: u8 = 4;
 const IPCTNL_MSG_CT_GET_STATS: u8 = 5;
@@ -328,18 +325,12 @@ impl Ctnetlink {
                 .add_membership(group)
                 .map_err(CtnetlinkError::Socket)?;
         }
-        let size = rcvbuf as libc::c_int;
-        // SAFETY: a valid socket and a pointer to an int of the given size.
-        let forced = unsafe {
-            libc::setsockopt(
-                self.socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&raw const size).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if forced != 0 {
+        let forced = nix::sys::socket::setsockopt(
+            &self.socket,
+            nix::sys::socket::sockopt::RcvBufForce,
+            &rcvbuf,
+        );
+        if forced.is_err() {
             self.socket
                 .set_rx_buf_sz(rcvbuf)
                 .map_err(CtnetlinkError::Socket)?;

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use lab_common::trace::{TraceConfig, flags};
 use thiserror::Error;
 
-use super::{names, record::host_key};
-use crate::{drop_reason::DropReasons, kernel::netns::NetNs};
+use super::{reasons::DropReasons, record::host_key};
+use crate::kernel::netns;
 
 #[derive(Debug, Error)]
 pub enum FilterError {
@@ -35,27 +35,21 @@ pub struct Filters {
 }
 
 pub fn proto_number(p: &str) -> Result<u8, FilterError> {
-    match p.to_ascii_lowercase().as_str() {
-        "tcp" => Ok(6),
-        "udp" => Ok(17),
-        "icmp" => Ok(1),
-        "icmpv6" | "icmp6" => Ok(58),
-        n => n.parse().map_err(|_| FilterError::Proto(p.into())),
-    }
+    lab_common::proto::number(p).ok_or_else(|| FilterError::Proto(p.into()))
 }
 
 impl Filters {
     pub fn to_config(&self, reasons: &DropReasons) -> Result<TraceConfig, FilterError> {
         let mut c = TraceConfig::ZERO;
         if let Some(ns) = &self.netns {
-            c.netns_ino = names::netns_inode(ns).map_err(FilterError::Netns)? as u32;
+            c.netns_ino =
+                netns::inode_of(ns).map_err(|e| FilterError::Netns(e.to_string()))? as u32;
         }
         if let Some(iface) = &self.iface {
             let lookup = || nix::net::if_::if_nametoindex(iface.as_str()).ok();
             let index = match &self.netns {
-                Some(ns) if ns != "host" && ns.parse::<u64>().is_err() => NetNs::open(ns)
-                    .map_err(|e| FilterError::Netns(e.to_string()))?
-                    .run(lookup)
+                Some(ns) if ns != "host" && ns.parse::<u64>().is_err() => netns::lookup(ns)
+                    .and_then(|ns| ns.run(lookup))
                     .map_err(|e| FilterError::Netns(e.to_string()))?,
                 _ => lookup(),
             };

@@ -1,0 +1,153 @@
+//! `labctl conntrack` arguments.
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::output::OutputFormat;
+
+#[derive(Debug, Args)]
+pub struct ConntrackArgs {
+    #[command(subcommand)]
+    pub command: ConntrackCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConntrackCommand {
+    /// The table, like `conntrack -L`, with NAT spelled out.
+    List(CtListArgs),
+    /// NEW / UPDATE / DESTROY events as they happen, like `conntrack -E`.
+    Watch(CtWatchArgs),
+    /// Per-CPU counters (like `conntrack -S`) and the table size / maximum.
+    Stats(CtStatsArgs),
+    /// Attach labctl's eBPF connection tracker (tc) to an interface until
+    /// Ctrl-C or --duration; read it with `list --source bpf`.
+    Track(CtTrackArgs),
+    /// A live view sorted by bytes or packets; q or Ctrl-C quits.
+    Top(CtTopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CtWatchArgs {
+    #[arg(long)]
+    pub netns: Option<String>,
+    #[command(flatten)]
+    pub filter: CtFilterArgs,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Receive buffer in bytes (bigger: fewer lost events in a burst).
+    #[arg(long, default_value_t = 8 << 20)]
+    pub buffer_size: usize,
+    /// Written once subscribed (for scripts).
+    #[arg(long)]
+    pub ready_file: Option<std::path::PathBuf>,
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CtStatsArgs {
+    #[arg(long)]
+    pub netns: Option<String>,
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CtTrackArgs {
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// The interface to attach to (ingress and egress).
+    #[arg(long, short)]
+    pub iface: String,
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Written once attached (for scripts).
+    #[arg(long)]
+    pub ready_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CtTopArgs {
+    #[arg(long)]
+    pub netns: Option<String>,
+    #[arg(long, value_enum, default_value_t = CtSource::Netfilter)]
+    pub source: CtSource,
+    #[arg(long, value_enum, default_value_t = CtSort::Bytes)]
+    pub sort: CtSort,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct CtListArgs {
+    /// The network namespace (an `ip netns` name); default: this one.
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// Which table to read.
+    #[arg(long, value_enum, default_value_t = CtSource::Netfilter)]
+    pub source: CtSource,
+    #[command(flatten)]
+    pub filter: CtFilterArgs,
+    /// Turn on conntrack accounting (nf_conntrack_acct) in the namespace
+    /// first, so packets and bytes are counted from now on.
+    #[arg(long)]
+    pub enable_acct: bool,
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct CtFilterArgs {
+    /// tcp, udp, icmp, icmpv6, sctp or a protocol number.
+    #[arg(long, short)]
+    pub proto: Option<String>,
+    /// Original source address or CIDR.
+    #[arg(long)]
+    pub src: Option<String>,
+    /// Original destination address or CIDR.
+    #[arg(long)]
+    pub dst: Option<String>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub sport: Option<u16>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub dport: Option<u16>,
+    /// A TCP state such as ESTABLISHED.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only source-NATed flows (masquerade).
+    #[arg(long)]
+    pub snat: bool,
+    /// Only destination-NATed flows (Services, port forwards).
+    #[arg(long)]
+    pub dnat: bool,
+    /// Only NATed flows of either kind.
+    #[arg(long)]
+    pub any_nat: bool,
+    /// N or N/MASK.
+    #[arg(long)]
+    pub mark: Option<String>,
+    #[arg(long)]
+    pub zone: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CtSource {
+    /// The kernel's netfilter table (ctnetlink).
+    Netfilter,
+    /// labctl's eBPF tracker (`conntrack track`).
+    Bpf,
+    /// Cilium's pinned CT maps (/sys/fs/bpf/tc/globals/cilium_ct4_global, ...).
+    Cilium,
+    /// Netfilter and bpf joined on the tuple.
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CtSort {
+    Bytes,
+    Packets,
+}

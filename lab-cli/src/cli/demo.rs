@@ -1,0 +1,14 @@
+//! `labctl demo` arguments.
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Packets per fault [default: 5] (with --counter: datagrams to count [default: 1000]).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: Option<u32>,
+    /// The minimal demo instead: one eBPF counter counting UDP datagrams
+    /// sent to a closed port in a throwaway namespace, no lab.
+    #[arg(long)]
+    pub counter: bool,
+}

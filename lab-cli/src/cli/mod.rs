@@ -1,0 +1,70 @@
+//! The command line: one module per subcommand with its arguments; every
+//! variant of [`Command`] is `Variant(Args)`, and `commands::<variant>`
+//! takes those Args.
+
+pub mod conntrack;
+pub mod demo;
+pub mod doctor;
+pub mod explain;
+pub mod lab;
+pub mod masq;
+pub mod trace;
+
+use clap::{Parser, Subcommand};
+
+pub use crate::output::OutputFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "labctl",
+    version,
+    about = "Hands-on eBPF and CNI networking labs: drops, conntrack, masquerade",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG also works.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that this machine can run labctl: privileges, BTF, tracefs,
+    /// program types, ctnetlink.
+    Doctor(doctor::DoctorArgs),
+    /// Watch every packet the kernel drops: why, where, and what to do.
+    Trace(trace::TraceArgs),
+    /// What a drop reason means, its usual causes, and commands to confirm and fix it.
+    Explain(explain::ExplainArgs),
+    /// Connection tracking side by side: netfilter's table (ctnetlink),
+    /// labctl's eBPF tracker, Cilium's CT maps.
+    Conntrack(conntrack::ConntrackArgs),
+    /// Masquerade per pod: connections, packets, bytes and ports, counted by
+    /// an eBPF program from each packet's conntrack entry (or read from the
+    /// eBPF masquerading's own maps); `masq nat-table` lists its mappings.
+    Masq(masq::MasqTopArgs),
+    /// Build CNI-style lab topologies (nodes, pods, bridge, veth, VXLAN,
+    /// masquerade) in network namespaces.
+    Lab(lab::LabArgs),
+    /// The tour: bring up the drops lab, trace while each planted fault
+    /// fires, print the summary with explanations, tear the lab down.
+    Demo(demo::DemoArgs),
+}
+
+impl Command {
+    /// The subcommand's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Doctor(_) => "doctor",
+            Command::Demo(_) => "demo",
+            Command::Trace(_) => "trace",
+            Command::Explain(_) => "explain",
+            Command::Lab(_) => "lab",
+            Command::Conntrack(_) => "conntrack",
+            Command::Masq(_) => "masq",
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! `labctl trace` arguments.
+
+use clap::Args;
+
+use crate::output::OutputFormat;
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Only drops in this network namespace: an `ip netns` name, `host`, or an inode number.
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// Only drops on this interface (looked up in --netns when given).
+    #[arg(long, short)]
+    pub iface: Option<String>,
+    /// Only this protocol: tcp, udp, icmp, icmpv6 or an IP protocol number.
+    #[arg(long, short)]
+    pub proto: Option<String>,
+    /// Only packets from or to this address.
+    #[arg(long)]
+    pub host: Option<std::net::IpAddr>,
+    /// Only packets from or to this port.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Only these reasons (repeatable), e.g. --reason NO_SOCKET.
+    #[arg(long = "reason", short = 'r')]
+    pub reasons: Vec<String>,
+    /// Hide these reasons (repeatable), e.g. --exclude-reason NOT_SPECIFIED.
+    #[arg(long = "exclude-reason")]
+    pub exclude_reasons: Vec<String>,
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// A table by reason and location, refreshed every --interval, instead of a line per drop.
+    #[arg(long)]
+    pub summary: bool,
+    /// Seconds between --summary tables.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Stop after this many drops.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Write this file once the tracer is attached (for scripts: start traffic after it exists).
+    #[arg(long)]
+    pub ready_file: Option<std::path::PathBuf>,
+    /// Explain each reason the first time it is seen, and in the summary.
+    #[arg(long)]
+    pub explain: bool,
+    /// Ring buffer size in bytes (a power of two, at least 4096).
+    #[arg(long, default_value_t = 1 << 22)]
+    pub ring_size: u32,
+    /// Print the kernel stack of each drop (and add it to JSON as "stack").
+    #[arg(long)]
+    pub stack: bool,
+    /// Use the classic skb:kfree_skb tracepoint even where tp_btf works.
+    #[arg(long)]
+    pub classic_tracepoint: bool,
+}

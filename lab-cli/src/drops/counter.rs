@@ -1,0 +1,40 @@
+//! The drop counter with reason names: counts per (netns, reason) in the
+//! kernel, named from this kernel's BTF (`labctl demo --counter`).
+
+use std::collections::BTreeMap;
+
+use lab_common::DropCountKey;
+
+use super::reasons::DropReasons;
+use crate::{
+    ebpf::{drop_counter::DropCounterProgram, error::ProgramSetupError},
+    kernel::btf::KernelBtf,
+};
+
+/// The attached counter. Dropping it detaches the program.
+pub struct DropCounter {
+    program: DropCounterProgram,
+    reasons: DropReasons,
+}
+
+impl DropCounter {
+    /// Loads and attaches the counter; `netns_ino` restricts it to one netns.
+    pub fn attach(netns_ino: Option<u32>) -> Result<Self, ProgramSetupError> {
+        let btf = KernelBtf::from_sys()?;
+        let reasons = DropReasons::from_btf(&btf)?;
+        let consumed = reasons.value("CONSUMED").unwrap_or(1);
+        Ok(Self {
+            program: DropCounterProgram::attach(&btf, consumed, netns_ino)?,
+            reasons,
+        })
+    }
+
+    /// Current counts, summed over CPUs.
+    pub fn counts(&self) -> Result<BTreeMap<DropCountKey, u64>, ProgramSetupError> {
+        Ok(self.program.counts()?.into_iter().collect())
+    }
+
+    pub fn reasons(&self) -> &DropReasons {
+        &self.reasons
+    }
+}

@@ -1,0 +1,302 @@
+//! One tracing session: attach, stream or count, stop, summarize. What it
+//! sees goes to a [`Sink`] (the text and JSON printers are in
+//! `output::drops`; the demo collects with its own).
+
+use std::{
+    collections::BTreeMap,
+    io,
+    os::fd::AsFd as _,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use nix::{
+    poll::{PollFd, PollFlags, PollTimeout, poll},
+    time::{ClockId, clock_gettime},
+};
+use serde::Serialize;
+
+use super::{
+    filter::Filters,
+    reasons::DropReasons,
+    record::{DropRecord, Resolve},
+};
+use crate::{
+    ebpf::drop_tracer::{self, DropTracer, Hook},
+    kernel::{btf::KernelBtf, interrupt, kallsyms::Kallsyms, names::Names, ready},
+};
+
+/// Where a session's drops and summaries go.
+pub trait Sink {
+    /// The tracer is attached through `hook` and about to deliver.
+    fn started(&mut self, hook: Hook) -> io::Result<()>;
+    /// One drop (not called in summary mode).
+    fn drop_seen(&mut self, record: &DropRecord) -> io::Result<()>;
+    /// A batch of drops has been delivered.
+    fn batch_done(&mut self) -> io::Result<()>;
+    /// The counts so far, every `--interval` in summary mode.
+    fn progress(&mut self, summary: &Summary, elapsed: Duration) -> io::Result<()>;
+    /// The final counts.
+    fn finished(&mut self, summary: &Summary, elapsed: Duration) -> io::Result<()>;
+}
+
+/// Everything `labctl trace` was asked to do.
+#[derive(Debug, Clone)]
+pub struct TraceOptions {
+    pub filters: Filters,
+    pub summary: bool,
+    pub interval: Duration,
+    pub duration: Option<Duration>,
+    pub count: Option<u64>,
+    pub ready_file: Option<PathBuf>,
+    pub ring_bytes: u32,
+    /// Use the classic tracepoint even where tp_btf works.
+    pub classic_tracepoint: bool,
+    /// Record and print each drop's kernel stack.
+    pub stack: bool,
+    /// Ends the session when set (for callers that trace while they act,
+    /// such as the demo); Ctrl-C, --duration and --count still apply.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// What a session saw; the JSON summary line is this, serialized.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Events delivered through the ring buffer (0 in `--summary` mode).
+    pub events: u64,
+    /// Events that could not be reserved in the ring buffer.
+    pub lost: u64,
+    /// Exact drops per reason, counted in the kernel after filtering.
+    pub by_reason: BTreeMap<String, u64>,
+    /// Exact drops per location (symbol+offset).
+    pub by_location: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    pub fn total(&self) -> u64 {
+        self.by_reason.values().sum()
+    }
+}
+
+struct Resolver {
+    reasons: DropReasons,
+    names: Names,
+    kallsyms: Kallsyms,
+    locations: std::collections::HashMap<u64, String>,
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC, to date bpf_ktime_get_ns().
+    epoch_offset_ns: i128,
+}
+
+impl Resolve for Resolver {
+    fn reason(&self, code: u32) -> String {
+        self.reasons.name(code)
+    }
+    fn netns(&mut self, ino: u64) -> String {
+        self.names.netns(ino)
+    }
+    fn ifname(&mut self, netns_ino: u64, ifindex: u32) -> Option<String> {
+        self.names.ifname(netns_ino, ifindex)
+    }
+    fn location(&mut self, addr: u64) -> String {
+        // Drops come from a handful of places: format each once.
+        self.locations
+            .entry(addr)
+            .or_insert_with(|| self.kallsyms.describe(addr))
+            .clone()
+    }
+    fn wall_ns(&self, ktime_ns: u64) -> u64 {
+        (i128::from(ktime_ns) + self.epoch_offset_ns).max(0) as u64
+    }
+}
+
+fn clock_ns(id: ClockId) -> i128 {
+    clock_gettime(id).map_or(0, |t| {
+        i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
+    })
+}
+
+/// Runs a session, handing what it sees to `sink`, until Ctrl-C,
+/// `--duration`, `--count` or `stop`.
+pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary> {
+    let btf = KernelBtf::from_sys()?;
+    let reasons = DropReasons::from_btf(&btf).context("reading drop reasons from BTF")?;
+    let mut tracer = attach(opts, &btf, &reasons)?;
+    let mut resolver = Resolver {
+        reasons,
+        names: Names::new(),
+        kallsyms: Kallsyms::load(),
+        locations: std::collections::HashMap::new(),
+        epoch_offset_ns: clock_ns(ClockId::CLOCK_REALTIME) - clock_ns(ClockId::CLOCK_MONOTONIC),
+    };
+    sink.started(tracer.hook())?;
+    // Ready only once everything the loop needs is loaded (kallsyms takes a
+    // moment), so a script's traffic is printed as it happens.
+    ready::write(opts.ready_file.as_deref(), tracer.hook().describe())?;
+    let started = Instant::now();
+    let mut last_table = Instant::now();
+    let mut events = 0u64;
+    loop {
+        wait_for_events(&mut tracer)?;
+        let reached_count;
+        (events, reached_count) = deliver(opts, &mut tracer, &mut resolver, sink, events)?;
+        if reached_count {
+            break;
+        }
+        sink.batch_done()?;
+        if opts.summary {
+            let total: u64 = tracer.reason_counts()?.values().sum();
+            if opts.count.is_some_and(|n| total >= n) {
+                break;
+            }
+            if last_table.elapsed() >= opts.interval {
+                sink.progress(&summarize(&tracer, &resolver, events)?, started.elapsed())?;
+                last_table = Instant::now();
+            }
+        }
+        if should_stop(opts, started) {
+            break;
+        }
+    }
+    let summary = summarize(&tracer, &resolver, events)?;
+    sink.finished(&summary, started.elapsed())?;
+    Ok(summary)
+}
+
+/// The tracer, configured from the filters and attached.
+fn attach(
+    opts: &TraceOptions,
+    btf: &KernelBtf,
+    reasons: &DropReasons,
+) -> anyhow::Result<DropTracer> {
+    let mut config = opts.filters.to_config(reasons)?;
+    if opts.summary {
+        drop_tracer::summary_only(&mut config);
+    }
+    if opts.stack {
+        drop_tracer::with_stacks(&mut config);
+    }
+    let consumed = reasons.value("CONSUMED").unwrap_or(1);
+    let tracer = DropTracer::attach(
+        btf,
+        config,
+        consumed,
+        opts.ring_bytes,
+        opts.classic_tracepoint,
+    )
+    .context("attaching the drop tracer")?;
+    tracing::info!("tracing drops through {}", tracer.hook().describe());
+    Ok(tracer)
+}
+
+/// Waits up to 50 ms for the ring buffer to have something.
+fn wait_for_events(tracer: &mut DropTracer) -> anyhow::Result<()> {
+    let ring = tracer.ring();
+    let mut fds = [PollFd::new(ring.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(50u16)) {
+        Ok(_) | Err(nix::Error::EINTR) => Ok(()),
+        Err(e) => Err(e).context("polling the ring buffer"),
+    }
+}
+
+/// Hands every queued event to the sink; returns the event count and
+/// whether `--count` was reached.
+fn deliver(
+    opts: &TraceOptions,
+    tracer: &mut DropTracer,
+    resolver: &mut Resolver,
+    sink: &mut impl Sink,
+    mut events: u64,
+) -> anyhow::Result<(u64, bool)> {
+    loop {
+        // Copy the event out so the ring's borrow ends here.
+        let ev = match tracer.ring().next() {
+            Some(item) => drop_tracer::decode(&item),
+            None => return Ok((events, false)),
+        };
+        let Some(ev) = ev else {
+            continue;
+        };
+        events += 1;
+        let mut record = DropRecord::new(&ev, resolver);
+        if opts.stack && ev.stack_id >= 0 {
+            // A stack evicted or never stored shows as absent, not as an error.
+            record.stack = tracer.stack(ev.stack_id).ok().map(|ips| {
+                let frames = ips.into_iter().map(|ip| resolver.kallsyms.describe(ip));
+                trim_tracer_frames(frames)
+            });
+        }
+        sink.drop_seen(&record)?;
+        if opts.count.is_some_and(|n| events >= n) {
+            return Ok((events, true));
+        }
+    }
+}
+
+fn should_stop(opts: &TraceOptions, started: Instant) -> bool {
+    interrupt::requested()
+        || opts.duration.is_some_and(|d| started.elapsed() >= d)
+        || opts
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+}
+
+/// Drops the leading frames that belong to the tracer itself (our program,
+/// the BPF trampoline, the tracepoint), so a stack starts at the function
+/// that freed the skb, as `perf` shows it.
+fn trim_tracer_frames(frames: impl Iterator<Item = String>) -> Vec<String> {
+    const TRACER: [&str; 6] = [
+        "bpf_prog_",
+        "bpf_trace_run",
+        "__traceiter_",
+        "__bpf_trace_",
+        "perf_trace_",
+        "trace_event_raw_event_",
+    ];
+    frames
+        .skip_while(|f| TRACER.iter().any(|p| f.starts_with(p)))
+        .collect()
+}
+
+fn summarize(tracer: &DropTracer, r: &Resolver, events: u64) -> anyhow::Result<Summary> {
+    let mut s = Summary {
+        kind: "summary",
+        events,
+        lost: tracer.lost()?,
+        ..Default::default()
+    };
+    for (code, n) in tracer.reason_counts()? {
+        *s.by_reason.entry(r.reasons.name(code)).or_default() += n;
+    }
+    for (addr, n) in tracer.location_counts()? {
+        *s.by_location.entry(r.kallsyms.describe(addr)).or_default() += n;
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacks_start_where_the_skb_was_freed() {
+        let frames = [
+            "bpf_prog_a5c05e08a7bf1b9f_drop_tracer_btf+0x1251",
+            "bpf_trace_run4+0xfc",
+            "__traceiter_kfree_skb+0x41",
+            "sk_skb_reason_drop+0x90",
+            "__udp4_lib_rcv+0x4bc",
+        ];
+        assert_eq!(
+            trim_tracer_frames(frames.iter().map(|f| f.to_string())),
+            ["sk_skb_reason_drop+0x90", "__udp4_lib_rcv+0x4bc"]
+        );
+    }
+}
