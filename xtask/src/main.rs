@@ -111,12 +111,16 @@ fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
     }
     let mut c = cmd::cargo(root);
     c.args(["test", "--workspace", "--exclude", "lab-ebpf"]);
+    // Privileged tests fail instead of skipping when they cannot run.
+    c.env("LABCTL_REQUIRE_PRIVILEGED", "1");
     if !is_root() {
         if cmd::sudo_works() {
             // Test binaries run as root; cargo and the build stay unprivileged.
             c.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
         } else {
-            println!("xtask: not root and no passwordless sudo: privileged tests will skip");
+            bail!(
+                "the privileged tests need root: run `cargo xtask test` as root or with passwordless sudo"
+            );
         }
     }
     c.arg("--").args(args);

@@ -90,12 +90,17 @@ impl PerCpuTotal for u64 {
     }
 }
 
+/// Adds per-direction [original, reply] counts.
+fn add_directions(sum: &mut [u64; 2], other: &[u64; 2]) {
+    for (s, o) in sum.iter_mut().zip(other) {
+        *s += o;
+    }
+}
+
 impl PerCpuTotal for CtCounters {
     fn add(&mut self, other: &Self) {
-        for d in 0..2 {
-            self.packets[d] += other.packets[d];
-            self.bytes[d] += other.bytes[d];
-        }
+        add_directions(&mut self.packets, &other.packets);
+        add_directions(&mut self.bytes, &other.bytes);
     }
 }
 
@@ -103,10 +108,8 @@ impl PerCpuTotal for CtCounters {
 impl PerCpuTotal for MasqStats {
     fn add(&mut self, c: &Self) {
         self.connections += c.connections;
-        for d in 0..2 {
-            self.packets[d] += c.packets[d];
-            self.bytes[d] += c.bytes[d];
-        }
+        add_directions(&mut self.packets, &c.packets);
+        add_directions(&mut self.bytes, &c.bytes);
         if c.port_max != 0 {
             self.port_min = if self.port_min == 0 {
                 c.port_min
