@@ -260,15 +260,15 @@ fn each_planted_fault_gives_exactly_its_reason() {
             summary.by_reason,
             std::collections::BTreeMap::from([(fault.reason.to_owned(), u64::from(N))]),
             "fault {}",
-            fault.name
+            fault.name()
         );
         assert_eq!(summary.lost, 0);
-        assert_eq!(drops.len(), N as usize, "fault {}", fault.name);
+        assert_eq!(drops.len(), N as usize, "fault {}", fault.name());
         for d in &drops {
-            assert_eq!(d["reason"], fault.reason, "fault {}", fault.name);
+            assert_eq!(d["reason"], fault.reason, "fault {}", fault.name());
             assert_eq!(d["netns"], at.name());
-            assert_eq!(d["ifname"], report.iface, "fault {}", fault.name);
-            assert_eq!(d["proto"], report.proto.to_uppercase());
+            assert_eq!(d["ifname"], report.iface, "fault {}", fault.name());
+            assert_eq!(d["proto"], report.proto.to_string().to_uppercase());
             assert_eq!(d["src"], report.src.to_string());
             assert_eq!(d["dst"], report.dst.to_string());
             assert_eq!(d["sport"], report.sport);

@@ -29,6 +29,39 @@ pub fn cargo(root: &Path) -> Command {
     c
 }
 
+/// Where cargo puts its build output (`cargo metadata`'s target_directory,
+/// which follows CARGO_TARGET_DIR and `build.target-dir`).
+pub fn target_dir(root: &Path) -> Result<PathBuf> {
+    let out = cargo(root)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed ({})", out.status);
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("cargo metadata printed no JSON")?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
+}
+
+/// The host's target triple (`rustc -vV`'s `host:` line).
+pub fn host_triple() -> Result<String> {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .context("cannot run rustc -vV")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_owned)
+        .context("rustc -vV printed no host triple")
+}
+
 pub fn is_root() -> bool {
     // The effective uid is the second field of the Uid: line.
     std::fs::read_to_string("/proc/self/status")

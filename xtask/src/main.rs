@@ -116,7 +116,8 @@ fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
     if !is_root() {
         if cmd::sudo_works() {
             // Test binaries run as root; cargo and the build stay unprivileged.
-            c.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
+            let triple = cmd::host_triple()?.to_uppercase().replace('-', "_");
+            c.env(format!("CARGO_TARGET_{triple}_RUNNER"), "sudo -E");
         } else {
             bail!(
                 "the privileged tests need root: run `cargo xtask test` as root or with passwordless sudo"
@@ -136,7 +137,7 @@ fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
 fn demo(root: &Path) -> Result<()> {
     ensure_setup(root)?;
     run(cmd::cargo(root).args(["build", "--package", "lab-cli", "--bin", "labctl"]))?;
-    let labctl = root.join("target/debug/labctl");
+    let labctl = cmd::target_dir(root)?.join("debug/labctl");
     if !labctl.exists() {
         bail!("{} was not built", labctl.display());
     }
@@ -166,7 +167,8 @@ fn bench(root: &Path, what: &str) -> Result<()> {
         "--example",
         example,
     ]))?;
-    let mut c = cmd::privileged(&root.join("target/release/examples").join(example));
-    c.env("LABCTL", root.join("target/release/labctl"));
+    let release = cmd::target_dir(root)?.join("release");
+    let mut c = cmd::privileged(&release.join("examples").join(example));
+    c.env("LABCTL", release.join("labctl"));
     run(&mut c)
 }

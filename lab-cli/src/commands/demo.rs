@@ -77,7 +77,9 @@ fn print_step(step: Step<'_>) {
         Step::Fault(fault) => writeln!(
             out,
             "\n{bold}▶ fault `{}`{bold:#}: {} (expect {})",
-            fault.name, fault.summary, fault.reason
+            fault.name(),
+            fault.summary,
+            fault.reason
         ),
         Step::Traced => writeln!(out),
         Step::LabDown(Ok(())) => writeln!(
@@ -119,7 +121,10 @@ pub fn run(per_fault: u32) -> anyhow::Result<Outcome> {
         writeln!(
             out,
             "  {mark} {:<12} sent {:>3}, kernel counted {:>3} {}",
-            r.fault.name, r.sent, r.seen, r.fault.reason
+            r.fault.name(),
+            r.sent,
+            r.seen,
+            r.fault.reason
         )?;
     }
     writeln!(

@@ -163,7 +163,7 @@ fn trace_faults(
         }
         on_step(Step::Fault(fault));
         let report = faults::trigger(lab, fault, per_fault)
-            .with_context(|| format!("cannot trigger fault `{}`", fault.name))?;
+            .with_context(|| format!("cannot trigger fault `{}`", fault.name()))?;
         sent.push((fault, report.sent));
         // Let the tracer print this fault's drops before the next header.
         thread::sleep(Duration::from_millis(300));

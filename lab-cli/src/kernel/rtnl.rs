@@ -214,17 +214,63 @@ impl Rtnl {
         self.add(format!("creating bridge {name}"), msg)
     }
 
-    /// Creates a point-to-point VXLAN device over `dev` (`local` -> `remote`).
+    /// Creates a VXLAN device over `dev` from `local`, with one all-zeros
+    /// forwarding entry per remote (`bridge fdb append 00:00:00:00:00:00 dev
+    /// NAME dst REMOTE`, as flannel and Cilium's tunnel do): unknown and
+    /// broadcast frames go to every peer, so any number of nodes can join.
     pub fn add_vxlan(&self, vx: &VxlanSpec) -> Result<(), RtnlError> {
         let dev = self.index(&vx.dev)?;
         let msg = LinkVxlan::new(&vx.name, vx.vni)
             .dev(dev)
             .local(vx.local)
-            .remote(vx.remote)
             .port(vx.port)
             .mtu(vx.mtu)
             .build();
-        self.add(format!("creating VXLAN device {}", vx.name), msg)
+        self.add(format!("creating VXLAN device {}", vx.name), msg)?;
+        let index = self.index(&vx.name)?;
+        for remote in &vx.remotes {
+            self.fdb_append_flood(index, *remote)
+                .map_err(self.fail(format!("adding {remote} to {}'s forwarding table", vx.name)))?;
+        }
+        Ok(())
+    }
+
+    /// `bridge fdb append 00:00:00:00:00:00 dev INDEX dst REMOTE self
+    /// permanent`. rtnetlink's request sends NLM_F_EXCL, which refuses a
+    /// second all-zeros entry, so the message is sent here with NLM_F_APPEND.
+    fn fdb_append_flood(&self, index: u32, remote: Ipv4Addr) -> Result<(), rtnetlink::Error> {
+        use futures_util::StreamExt as _;
+        use netlink_packet_core::{
+            NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+        };
+        use netlink_packet_route::{
+            AddressFamily, RouteNetlinkMessage,
+            neighbour::{
+                NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
+                NeighbourState,
+            },
+        };
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Permanent;
+        msg.header.flags = NeighbourFlags::Own;
+        msg.attributes = vec![
+            NeighbourAttribute::LinkLayerAddress(vec![0; 6]),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(remote)),
+        ];
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(msg));
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
+        let mut handle = self.handle.clone();
+        self.rt.block_on(async move {
+            let mut response = handle.request(req)?;
+            while let Some(message) = response.next().await {
+                if let NetlinkPayload::Error(err) = message.payload {
+                    return Err(rtnetlink::Error::NetlinkError(err));
+                }
+            }
+            Ok(())
+        })
     }
 
     pub fn set_up(&self, name: &str) -> Result<(), RtnlError> {
@@ -428,14 +474,14 @@ impl Rtnl {
     }
 }
 
-/// A point-to-point VXLAN tunnel endpoint.
+/// A VXLAN tunnel endpoint and the peers it floods to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VxlanSpec {
     pub name: String,
     pub vni: u32,
     pub dev: String,
     pub local: Ipv4Addr,
-    pub remote: Ipv4Addr,
+    pub remotes: Vec<Ipv4Addr>,
     pub port: u16,
     pub mtu: u32,
 }

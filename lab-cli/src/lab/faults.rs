@@ -22,7 +22,7 @@ use super::{
     Endpoint, Lab, LabError,
     firewall::DROPPED_PORT,
     plan::{POD_BRIDGE, POD_IFNAME, WORLD_SERVER},
-    scenario::{FAULT_SOURCE, Fault},
+    scenario::{FAULT_SOURCE, Fault, FaultKind},
     traffic::{self, Proto, TrafficError, TrafficSpec},
 };
 use crate::kernel::netns::NetNs;
@@ -68,7 +68,7 @@ pub struct TriggerReport {
     pub sent: u32,
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
-    pub proto: &'static str,
+    pub proto: Proto,
     pub sport: u16,
     pub dport: u16,
     /// The drop reason the kernel reports.
@@ -90,72 +90,98 @@ pub fn find(lab: &Lab, name: &str) -> Result<&'static Fault, FaultError> {
     }
     faults
         .iter()
-        .find(|f| f.name == name)
+        .find(|f| f.name() == name)
         .ok_or_else(|| FaultError::Unknown {
             name: name.to_owned(),
-            known: faults.iter().map(|f| f.name).collect::<Vec<_>>().join(", "),
+            known: faults
+                .iter()
+                .map(Fault::name)
+                .collect::<Vec<_>>()
+                .join(", "),
         })
+}
+
+/// The packets of one fault, before they are sent.
+struct Shot {
+    report: TriggerReport,
+    payload: usize,
+    dont_fragment: bool,
 }
 
 /// Sends `count` packets that hit `fault`.
 pub fn trigger(lab: &Lab, fault: &Fault, count: u32) -> Result<TriggerReport, FaultError> {
+    let missing = |name: &str| FaultError::Unknown {
+        name: name.to_owned(),
+        known: String::new(),
+    };
     let source = lab
         .plan
         .pod(FAULT_SOURCE)
-        .ok_or_else(|| FaultError::Unknown {
-            name: fault.name.into(),
-            known: String::new(),
-        })?;
-    let pod_b = lab.plan.pods.iter().find(|p| p.name != FAULT_SOURCE);
-    let node = &lab.plan.nodes[source.node];
-    let at = lab.endpoint(fault.at).ok_or_else(|| FaultError::Unknown {
-        name: fault.at.into(),
-        known: String::new(),
-    })?;
-    let on_node = fault.at.starts_with("node");
-    let mut report = TriggerReport {
-        fault: fault.name.into(),
-        sent: 0,
-        src: source.addr,
-        dst: WORLD_SERVER,
-        proto: "udp",
-        sport: FAULT_SPORT,
-        dport: 5001,
-        reason: fault.reason.into(),
-        at: fault.at.into(),
-        netns: at.netns.clone().unwrap_or_default(),
-        iface: if on_node { POD_BRIDGE } else { POD_IFNAME }.into(),
+        .ok_or_else(|| missing(FAULT_SOURCE))?;
+    let at = lab.endpoint(fault.at).ok_or_else(|| missing(fault.at))?;
+    let on_node = lab.plan.node(fault.at).is_some();
+    let shot = aim(lab, fault, source.addr, &at, on_node);
+    resolve_first_hop(lab, source.node, &at, on_node)?;
+    send(&source.netns, source.addr, shot, count)
+}
+
+/// What `fault` sends: addresses, ports, size, flags.
+fn aim(lab: &Lab, fault: &Fault, src: Ipv4Addr, at: &Endpoint, on_node: bool) -> Shot {
+    let pod_b = lab
+        .plan
+        .pods
+        .iter()
+        .find(|p| p.name != FAULT_SOURCE)
+        .map_or(WORLD_SERVER, |p| p.addr);
+    let mut shot = Shot {
+        report: TriggerReport {
+            fault: fault.name().into(),
+            sent: 0,
+            src,
+            dst: WORLD_SERVER,
+            proto: Proto::Udp,
+            sport: FAULT_SPORT,
+            dport: 5001,
+            reason: fault.reason.into(),
+            at: fault.at.into(),
+            netns: at.netns.clone().unwrap_or_default(),
+            iface: if on_node { POD_BRIDGE } else { POD_IFNAME }.into(),
+        },
+        payload: 32,
+        dont_fragment: false,
     };
-    let mut dont_fragment = false;
-    let mut payload = 32;
-    match fault.name {
-        "closed-port" => {
-            report.dst = pod_b.map(|p| p.addr).unwrap_or(WORLD_SERVER);
-            report.dport = 9;
+    let r = &mut shot.report;
+    match fault.kind {
+        FaultKind::ClosedPort => {
+            r.dst = pod_b;
+            r.dport = 9;
         }
-        "policy" => report.dport = DROPPED_PORT,
-        "rp-filter" => report.src = SPOOFED_SOURCE,
-        "no-route" => report.dst = UNROUTED,
-        "too-big" => {
-            dont_fragment = true;
+        FaultKind::Policy => r.dport = DROPPED_PORT,
+        FaultKind::RpFilter => r.src = SPOOFED_SOURCE,
+        FaultKind::NoRoute => r.dst = UNROUTED,
+        FaultKind::TooBig => {
+            shot.dont_fragment = true;
             // 20 (IP) + 8 (UDP) + 1372 = 1400 bytes, over the 1280 uplink.
-            payload = 1372;
+            shot.payload = 1372;
         }
-        "bad-csum" => {
-            report.dst = pod_b.map(|p| p.addr).unwrap_or(WORLD_SERVER);
-            report.proto = "tcp";
-            report.dport = 8080;
-        }
-        other => {
-            return Err(FaultError::Unknown {
-                name: other.into(),
-                known: String::new(),
-            });
+        FaultKind::BadCsum => {
+            r.dst = pod_b;
+            r.proto = Proto::Tcp;
+            r.dport = 8080;
         }
     }
+    shot
+}
 
-    // Resolve the first hop's MAC first, so no fault packet waits in (or
-    // overflows) the ARP queue: ping the peer pod on the bridge, or the gateway.
+/// Resolves the first hop's MAC, so no fault packet waits in (or overflows)
+/// the ARP queue: pings the peer pod on the bridge, or the node's gateway.
+fn resolve_first_hop(
+    lab: &Lab,
+    node: usize,
+    at: &Endpoint,
+    on_node: bool,
+) -> Result<(), FaultError> {
+    let node = &lab.plan.nodes[node];
     let first_hop = if on_node {
         Endpoint {
             name: "gateway".into(),
@@ -180,8 +206,22 @@ pub fn trigger(lab: &Lab, fault: &Fault, count: u32) -> Result<TriggerReport, Fa
             ..TrafficSpec::default()
         },
     )?;
+    Ok(())
+}
 
-    let ns = NetNs::open(&source.netns).map_err(LabError::from)?;
+/// Sends the shot `count` times from a raw socket in namespace `netns`.
+fn send(
+    netns: &str,
+    own_addr: Ipv4Addr,
+    shot: Shot,
+    count: u32,
+) -> Result<TriggerReport, FaultError> {
+    let Shot {
+        mut report,
+        payload,
+        dont_fragment,
+    } = shot;
+    let ns = NetNs::open(netns).map_err(LabError::from)?;
     let send_err = |source| FaultError::Send {
         netns: ns.name().to_owned(),
         source,
@@ -201,9 +241,9 @@ pub fn trigger(lab: &Lab, fault: &Fault, count: u32) -> Result<TriggerReport, Fa
     // needed) come back to pod-a's UDP port 40000. With no socket there they
     // would be dropped as NO_SOCKET in pod-a, adding drops the fault did not
     // ask for; a bound socket absorbs them as socket errors.
-    let _absorber = if report.src == source.addr && report.proto == "udp" {
+    let _absorber = if report.src == own_addr && report.proto == Proto::Udp {
         Some(
-            ns.run(|| std::net::UdpSocket::bind(SocketAddrV4::new(source.addr, FAULT_SPORT)))
+            ns.run(|| std::net::UdpSocket::bind(SocketAddrV4::new(own_addr, FAULT_SPORT)))
                 .map_err(LabError::from)?
                 .map_err(send_err)?,
         )
@@ -232,10 +272,10 @@ pub fn trigger(lab: &Lab, fault: &Fault, count: u32) -> Result<TriggerReport, Fa
 
 /// The fault's packet: IPv4 + UDP (or a TCP SYN with a corrupt checksum).
 fn build(r: &TriggerReport, payload: usize, dont_fragment: bool) -> io::Result<Vec<u8>> {
-    let data = vec![0x5a; if r.proto == "tcp" { 0 } else { payload }];
+    let data = vec![0x5a; if r.proto == Proto::Tcp { 0 } else { payload }];
     let ip = PacketBuilder::ipv4(r.src.octets(), r.dst.octets(), 64);
     let mut out = Vec::new();
-    if r.proto == "tcp" {
+    if r.proto == Proto::Tcp {
         ip.tcp(r.sport, r.dport, 1, 64240)
             .syn()
             .write(&mut out, &data)
@@ -260,7 +300,7 @@ mod tests {
     use super::*;
     use etherparse::{SlicedPacket, TransportSlice};
 
-    fn report(proto: &'static str) -> TriggerReport {
+    fn report(proto: Proto) -> TriggerReport {
         TriggerReport {
             fault: "t".into(),
             sent: 0,
@@ -278,7 +318,7 @@ mod tests {
 
     #[test]
     fn bad_csum_packet_is_a_syn_with_a_wrong_checksum() {
-        let r = report("tcp");
+        let r = report(Proto::Tcp);
         let bytes = build(&r, 0, false).unwrap();
         let packet = SlicedPacket::from_ip(&bytes).unwrap();
         let Some(TransportSlice::Tcp(tcp)) = packet.transport else {
@@ -294,7 +334,7 @@ mod tests {
 
     #[test]
     fn too_big_packet_is_1400_bytes_with_dont_fragment() {
-        let bytes = build(&report("udp"), 1372, true).unwrap();
+        let bytes = build(&report(Proto::Udp), 1372, true).unwrap();
         assert_eq!(bytes.len(), 1400);
         let packet = SlicedPacket::from_ip(&bytes).unwrap();
         let Some(etherparse::NetSlice::Ipv4(ip)) = packet.net else {

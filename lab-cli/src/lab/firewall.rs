@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use super::{
     plan::{CLUSTER_CIDR, MasqMode, POD_PREFIX, Plan, UPLINK},
-    scenario::{FAULT_SOURCE, POLICY_ALLOWED_PORT},
+    scenario::{FAULT_SOURCE, FaultKind, POLICY_ALLOWED_PORT},
 };
 use crate::kernel::netns::NetNs;
 
@@ -78,7 +78,11 @@ pub fn node_ruleset(plan: &Plan, node: usize) -> String {
             "ip saddr {cidr} ip daddr {cidr} counter drop comment \"default deny between pods\""
         ));
     }
-    if plan.scenario.faults.iter().any(|f| f.name == "policy")
+    if plan
+        .scenario
+        .faults
+        .iter()
+        .any(|f| f.kind == FaultKind::Policy)
         && let Some(src) = pods.iter().find(|p| p.name == FAULT_SOURCE)
     {
         forward.push(format!(

@@ -21,6 +21,7 @@ use thiserror::Error;
 use crate::{
     ebpf::error::ProgramSetupError,
     kernel::{
+        interrupt::Interrupted,
         netns::{NetNs, NetnsError},
         rtnl::RtnlError,
         sysctl::SysctlError,
@@ -56,6 +57,12 @@ pub enum LabError {
     AmbiguousMember { name: String, labs: String },
     #[error("forced failure at step {0} (test hook)")]
     InjectedFailure(usize),
+    #[error("stopped by Ctrl-C / SIGTERM before step {step}")]
+    Interrupted {
+        step: usize,
+        #[source]
+        source: Interrupted,
+    },
     #[error("{}", rolled_back_message(leftovers))]
     RolledBack {
         #[source]

@@ -51,6 +51,32 @@ pub enum PlanError {
     BadPorts(u16, u16),
 }
 
+/// What a lab member is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Pod,
+    Node,
+    /// The outside: the underlay's gateway and the "internet" server.
+    World,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Pod => "pod",
+            Role::Node => "node",
+            Role::World => "world",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Who masquerades pod traffic leaving a node.
 #[derive(
     Debug,
@@ -165,120 +191,13 @@ impl Plan {
         options: LabOptions,
     ) -> Result<Self, PlanError> {
         validate_name(lab)?;
-        if let Some(mtu) = options.mtu
-            && !(576..=9000).contains(&mtu)
-        {
-            return Err(PlanError::BadMtu(mtu));
-        }
-        if options.masq != MasqMode::Ebpf
-            && (options.nat_udp_timeout.is_some()
-                || options.nat_ports.is_some()
-                || options.tc_attach != TcAttach::Auto)
-        {
-            return Err(PlanError::NatWithoutEbpf);
-        }
-        if let Some((lo, hi)) = options.nat_ports
-            && (lo == 0 || lo > hi)
-        {
-            return Err(PlanError::BadPorts(lo, hi));
-        }
+        options.validate()?;
         let netns = |member: &str| format!("{lab}-{member}");
-        let overlay = scenario.routing == Routing::Overlay;
-        let tunnel_mtu = scenario.uplink_mtu - VXLAN_OVERHEAD;
-        let default_pod_mtu = if overlay {
-            tunnel_mtu
-        } else {
-            scenario.uplink_mtu.max(1500)
-        };
-        let pod_mtu = options.mtu.unwrap_or(default_pod_mtu);
-
-        let mut nodes: Vec<NodePlan> = (1..=scenario.nodes)
-            .map(|n| NodePlan {
-                name: format!("node{n}"),
-                netns: netns(&format!("node{n}")),
-                uplink_addr: node_addr(n),
-                uplink_mtu: scenario.uplink_mtu,
-                pod_cidr: Ipv4Addr::new(10, 244, n, 0),
-                gateway: Ipv4Addr::new(10, 244, n, 1),
-                routes: Vec::new(),
-                vxlan: None,
-                vxlan_addr: None,
-            })
+        let pod_mtu = options.mtu.unwrap_or_else(|| scenario.pod_mtu());
+        let nodes: Vec<NodePlan> = (1..=scenario.nodes)
+            .map(|n| NodePlan::new(scenario, n, netns(&node_name(n))))
             .collect();
-        for n in 1..=scenario.nodes {
-            let mut routes = vec![if scenario.default_route {
-                RoutePlan {
-                    dst: Ipv4Addr::UNSPECIFIED,
-                    prefix: 0,
-                    via: Some(WORLD_GATEWAY),
-                    dev: UPLINK,
-                    onlink: false,
-                }
-            } else {
-                RoutePlan {
-                    dst: WORLD_NET.0,
-                    prefix: WORLD_NET.1,
-                    via: Some(WORLD_GATEWAY),
-                    dev: UPLINK,
-                    onlink: false,
-                }
-            }];
-            for peer in (1..=scenario.nodes).filter(|&p| p != n) {
-                routes.push(match scenario.routing {
-                    Routing::Native => RoutePlan {
-                        dst: Ipv4Addr::new(10, 244, peer, 0),
-                        prefix: POD_PREFIX,
-                        via: Some(node_addr(peer)),
-                        dev: UPLINK,
-                        onlink: false,
-                    },
-                    // `10.244.P.0/24 via 10.244.P.0 dev vxlan0 onlink`, as
-                    // flannel: the peer's tunnel address answers ARP.
-                    Routing::Overlay => RoutePlan {
-                        dst: Ipv4Addr::new(10, 244, peer, 0),
-                        prefix: POD_PREFIX,
-                        via: Some(Ipv4Addr::new(10, 244, peer, 0)),
-                        dev: VXLAN_DEV,
-                        onlink: true,
-                    },
-                });
-            }
-            let node = &mut nodes[usize::from(n - 1)];
-            node.routes = routes;
-            if overlay {
-                let peer = if n == 1 { 2 } else { 1 };
-                node.vxlan = Some(VxlanSpec {
-                    name: VXLAN_DEV.into(),
-                    vni: VXLAN_VNI,
-                    dev: UPLINK.into(),
-                    local: node_addr(n),
-                    remote: node_addr(peer),
-                    port: VXLAN_PORT,
-                    mtu: tunnel_mtu,
-                });
-                node.vxlan_addr = Some(Ipv4Addr::new(10, 244, n, 0));
-            }
-        }
-
-        let mut next_host = vec![2u8; nodes.len()];
-        let pods = scenario
-            .pods
-            .iter()
-            .map(|p| {
-                let node = usize::from(p.node - 1);
-                let host = next_host[node];
-                next_host[node] += 1;
-                PodPlan {
-                    name: p.name.into(),
-                    netns: netns(p.name),
-                    node,
-                    addr: Ipv4Addr::new(10, 244, p.node, host),
-                    gateway: nodes[node].gateway,
-                    mtu: pod_mtu,
-                    host_veth: format!("veth-{}", p.name),
-                }
-            })
-            .collect();
+        let pods = pod_plans(scenario, &nodes, pod_mtu, netns);
         Ok(Self {
             lab: lab.to_owned(),
             scenario,
@@ -287,6 +206,23 @@ impl Plan {
             nodes,
             pods,
         })
+    }
+
+    /// Every member of the lab as (name, role, namespace): pods, nodes, world.
+    pub fn members(&self) -> impl Iterator<Item = (&str, Role, &str)> {
+        let pods = self
+            .pods
+            .iter()
+            .map(|p| (p.name.as_str(), Role::Pod, p.netns.as_str()));
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), Role::Node, n.netns.as_str()));
+        pods.chain(nodes).chain(std::iter::once((
+            WORLD,
+            Role::World,
+            self.world_netns.as_str(),
+        )))
     }
 
     /// Every namespace of the lab, in creation order.
@@ -311,9 +247,152 @@ impl Plan {
     }
 }
 
-/// Node N's underlay address: 172.18.0.(N+1).
+impl LabOptions {
+    /// Checks the options on their own (before any scenario is built).
+    pub fn validate(&self) -> Result<(), PlanError> {
+        if let Some(mtu) = self.mtu
+            && !(576..=9000).contains(&mtu)
+        {
+            return Err(PlanError::BadMtu(mtu));
+        }
+        if self.masq != MasqMode::Ebpf
+            && (self.nat_udp_timeout.is_some()
+                || self.nat_ports.is_some()
+                || self.tc_attach != TcAttach::Auto)
+        {
+            return Err(PlanError::NatWithoutEbpf);
+        }
+        if let Some((lo, hi)) = self.nat_ports
+            && (lo == 0 || lo > hi)
+        {
+            return Err(PlanError::BadPorts(lo, hi));
+        }
+        Ok(())
+    }
+}
+
+impl Scenario {
+    /// The pods' MTU unless overridden: the tunnel's in an overlay, else the
+    /// uplink's (at least 1500, as a CNI's default).
+    fn pod_mtu(&self) -> u32 {
+        match self.routing {
+            Routing::Overlay => self.uplink_mtu - VXLAN_OVERHEAD,
+            Routing::Native => self.uplink_mtu.max(1500),
+        }
+    }
+}
+
+impl NodePlan {
+    /// Node `n` (1-based) of `scenario`: its addresses, routes and tunnel.
+    fn new(scenario: &Scenario, n: u8, netns: String) -> Self {
+        let overlay = scenario.routing == Routing::Overlay;
+        let peers: Vec<u8> = (1..=scenario.nodes).filter(|&p| p != n).collect();
+        let world = if scenario.default_route {
+            (Ipv4Addr::UNSPECIFIED, 0)
+        } else {
+            WORLD_NET
+        };
+        let routes = std::iter::once(RoutePlan {
+            dst: world.0,
+            prefix: world.1,
+            via: Some(WORLD_GATEWAY),
+            dev: UPLINK,
+            onlink: false,
+        })
+        .chain(peers.iter().map(|&peer| pod_route(scenario.routing, peer)))
+        .collect();
+        Self {
+            name: node_name(n),
+            netns,
+            uplink_addr: node_addr(n),
+            uplink_mtu: scenario.uplink_mtu,
+            pod_cidr: pod_cidr(n),
+            gateway: pod_addr(n, 1),
+            routes,
+            vxlan: overlay.then(|| VxlanSpec {
+                name: VXLAN_DEV.into(),
+                vni: VXLAN_VNI,
+                dev: UPLINK.into(),
+                local: node_addr(n),
+                remotes: peers.iter().map(|&p| node_addr(p)).collect(),
+                port: VXLAN_PORT,
+                mtu: scenario.uplink_mtu - VXLAN_OVERHEAD,
+            }),
+            vxlan_addr: overlay.then(|| pod_cidr(n)),
+        }
+    }
+}
+
+/// The route from a node to peer node `peer`'s pod CIDR.
+fn pod_route(routing: Routing, peer: u8) -> RoutePlan {
+    match routing {
+        Routing::Native => RoutePlan {
+            dst: pod_cidr(peer),
+            prefix: POD_PREFIX,
+            via: Some(node_addr(peer)),
+            dev: UPLINK,
+            onlink: false,
+        },
+        // `10.244.P.0/24 via 10.244.P.0 dev vxlan0 onlink`, as flannel: the
+        // peer's tunnel address answers ARP.
+        Routing::Overlay => RoutePlan {
+            dst: pod_cidr(peer),
+            prefix: POD_PREFIX,
+            via: Some(pod_cidr(peer)),
+            dev: VXLAN_DEV,
+            onlink: true,
+        },
+    }
+}
+
+/// Pods take addresses from .2 of their node's CIDR, in scenario order (as
+/// host-local hands them out).
+fn pod_plans(
+    scenario: &Scenario,
+    nodes: &[NodePlan],
+    mtu: u32,
+    netns: impl Fn(&str) -> String,
+) -> Vec<PodPlan> {
+    let mut next_host = vec![2u8; nodes.len()];
+    scenario
+        .pods
+        .iter()
+        .map(|p| {
+            let node = usize::from(p.node - 1);
+            let host = next_host[node];
+            next_host[node] += 1;
+            PodPlan {
+                name: p.name.into(),
+                netns: netns(p.name),
+                node,
+                addr: pod_addr(p.node, host),
+                gateway: nodes[node].gateway,
+                mtu,
+                host_veth: format!("veth-{}", p.name),
+            }
+        })
+        .collect()
+}
+
+/// `node1`, `node2`, ...
+pub fn node_name(n: u8) -> String {
+    format!("node{n}")
+}
+
+/// Node N's underlay address: the world's gateway + N (172.18.0.(N+1)).
 pub fn node_addr(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(172, 18, 0, n + 1)
+    Ipv4Addr::from(u32::from(WORLD_GATEWAY) + u32::from(n))
+}
+
+/// Node N's pod CIDR: the Nth /24 of the cluster CIDR (10.244.N.0/24).
+pub fn pod_cidr(n: u8) -> Ipv4Addr {
+    pod_addr(n, 0)
+}
+
+/// Host `host` of node N's pod CIDR.
+pub fn pod_addr(n: u8, host: u8) -> Ipv4Addr {
+    let shift = 32 - u32::from(POD_PREFIX);
+    Ipv4Addr::from(u32::from(CLUSTER_CIDR.0) | (u32::from(n) << shift) | u32::from(host))
 }
 
 #[cfg(test)]
@@ -381,7 +460,7 @@ mod tests {
             p.nodes[0].vxlan.as_ref().unwrap(),
             p.nodes[1].vxlan.as_ref().unwrap(),
         );
-        assert_eq!((a.local, a.remote), (b.remote, b.local));
+        assert_eq!((a.local, &a.remotes[..]), (b.remotes[0], &[b.local][..]));
         assert_eq!(a.mtu, 1450);
         assert!(p.pods.iter().all(|p| p.mtu == 1450));
         assert_eq!(p.nodes[0].routes[1].dev, VXLAN_DEV);
@@ -395,6 +474,32 @@ mod tests {
         )
         .unwrap();
         assert!(pitfall.pods.iter().all(|p| p.mtu == 1500));
+    }
+
+    #[test]
+    fn addressing_follows_the_cidr_constants_for_any_node_count() {
+        assert_eq!(pod_cidr(7), Ipv4Addr::new(10, 244, 7, 0));
+        assert_eq!(pod_addr(3, 9), Ipv4Addr::new(10, 244, 3, 9));
+        assert_eq!(node_addr(3), Ipv4Addr::new(172, 18, 0, 4));
+        static THREE: Scenario = Scenario {
+            name: "three",
+            summary: "",
+            teaches: "",
+            nodes: 3,
+            pods: &[],
+            routing: Routing::Overlay,
+            default_route: true,
+            policy: false,
+            uplink_mtu: 1500,
+            rp_filter: false,
+            faults: &[],
+        };
+        let p = Plan::new("three", &THREE, LabOptions::default()).unwrap();
+        let vx = p.nodes[1].vxlan.as_ref().unwrap();
+        assert_eq!(vx.local, node_addr(2));
+        assert_eq!(vx.remotes, [node_addr(1), node_addr(3)]);
+        let dsts: Vec<_> = p.nodes[1].routes.iter().map(|r| r.dst).collect();
+        assert_eq!(dsts, [Ipv4Addr::UNSPECIFIED, pod_cidr(1), pod_cidr(3)]);
     }
 
     #[test]

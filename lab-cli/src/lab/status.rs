@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Lab, LabError, firewall};
+use super::{Lab, LabError, firewall, plan::Role};
 use crate::kernel::{
     netns::NetNs,
     rtnl::{LinkInfoSummary, RouteSummary, Rtnl},
@@ -12,8 +12,7 @@ use crate::kernel::{
 #[derive(Debug, Serialize)]
 pub struct MemberStatus {
     pub name: String,
-    /// pod, node or world.
-    pub role: &'static str,
+    pub role: Role,
     pub netns: String,
     pub links: Vec<LinkInfoSummary>,
     pub routes: Vec<RouteSummary>,
@@ -36,21 +35,7 @@ pub struct LabStatus {
 pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
     let mut members = Vec::new();
     let plan = &lab.plan;
-    let roles = plan
-        .pods
-        .iter()
-        .map(|p| (p.name.as_str(), "pod", p.netns.as_str()))
-        .chain(
-            plan.nodes
-                .iter()
-                .map(|n| (n.name.as_str(), "node", n.netns.as_str())),
-        )
-        .chain(std::iter::once((
-            "world",
-            "world",
-            plan.world_netns.as_str(),
-        )));
-    for (name, role, netns) in roles {
+    for (name, role, netns) in plan.members() {
         let ns = NetNs::open(netns)?;
         let rt = Rtnl::open(&ns)?;
         let links = rt
@@ -59,13 +44,13 @@ pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
             .filter(|l| l.name != "lo" || l.addresses.iter().any(|a| !a.starts_with("127.")))
             .collect();
         let routes = rt.routes()?;
-        let ruleset = if role == "node" {
+        let ruleset = if role == Role::Node {
             Some(firewall::list(&ns)?)
         } else {
             None
         };
         let ino = ns.inode()?;
-        let ebpf_nat = if role == "node" && crate::masq::nat::present(ino) {
+        let ebpf_nat = if role == Role::Node && crate::masq::nat::present(ino) {
             Some(crate::masq::nat::table(ino)?.summary())
         } else {
             None

@@ -6,20 +6,21 @@
 //! network is never touched and deleting the lab's namespaces removes all of
 //! it. Each namespace is recorded (name + inode) the moment it exists.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::{
     LabError,
     down::teardown,
     firewall,
     plan::{
-        CLUSTER_CIDR, MasqMode, POD_BRIDGE, POD_IFNAME, POD_PREFIX, Plan, UNDERLAY_BRIDGE,
-        UNDERLAY_PREFIX, UPLINK, VXLAN_DEV, WORLD_GATEWAY, WORLD_SERVER,
+        CLUSTER_CIDR, MasqMode, NodePlan, POD_BRIDGE, POD_IFNAME, POD_PREFIX, Plan, PodPlan,
+        UNDERLAY_BRIDGE, UNDERLAY_PREFIX, UPLINK, VXLAN_DEV, WORLD_GATEWAY, WORLD_SERVER,
     },
     state::{LabState, NamespaceRecord},
 };
 use crate::{
     kernel::{
+        interrupt,
         netns::{NETNS_RUN_DIR, NetNs},
         rtnl::Rtnl,
         sysctl,
@@ -83,8 +84,14 @@ struct Steps {
 }
 
 impl Steps {
+    /// Starts the next step, unless Ctrl-C / SIGTERM came or a test asked
+    /// this step to fail: then `up` rolls back.
     fn next(&mut self, what: &str) -> Result<(), LabError> {
         self.done += 1;
+        interrupt::check().map_err(|source| LabError::Interrupted {
+            step: self.done,
+            source,
+        })?;
         tracing::info!("step {}: {what}", self.done);
         if self.fail_at_step == Some(self.done) {
             return Err(LabError::InjectedFailure(self.done));
@@ -96,128 +103,152 @@ impl Steps {
 fn build(plan: &Plan, state: &mut LabState, steps: &mut Steps) -> Result<(), LabError> {
     for name in plan.namespaces() {
         steps.next(&format!("create namespace {name}"))?;
-        // Record the name before creating it (inode 0: not known yet), so a
-        // crash right after the create still leaves it to `down`.
-        state.namespaces.push(NamespaceRecord {
-            name: name.to_owned(),
-            inode: 0,
-        });
-        state.save()?;
-        let ns = match NetNs::create(name) {
-            Ok(ns) => ns.keep(),
-            Err(e) => {
-                state.namespaces.pop();
-                state.save()?;
-                return Err(e.into());
-            }
-        };
-        if let Some(record) = state.namespaces.last_mut() {
-            record.inode = ns.inode()?;
-        }
-        state.save()?;
-        // Labs are IPv4-only: without IPv6, new links send no router
-        // solicitations or MLD reports, which keeps `labctl trace` quiet.
-        ns.run(|| {
-            sysctl::write(&["net", "ipv6", "conf", "all", "disable_ipv6"], "1")?;
-            sysctl::write(&["net", "ipv6", "conf", "default", "disable_ipv6"], "1")?;
-            // ICMP ping sockets for everyone, as Docker and systemd set it:
-            // `lab traffic` pings without raw sockets (see traffic.rs).
-            sysctl::write(&["net", "ipv4", "ping_group_range"], "0 2147483647")
-        })??;
-        Rtnl::open(&ns)?.set_up("lo")?;
+        create_namespace(state, name)?;
     }
     let alias = plan.alias();
-
     steps.next("wire the world")?;
     let world_ns = NetNs::open(&plan.world_netns)?;
     let world = Rtnl::open(&world_ns)?;
-    world.add_address("lo", IpAddr::V4(WORLD_SERVER), 32)?;
-    world.add_bridge(UNDERLAY_BRIDGE, 1500, false)?;
-    world.set_alias(UNDERLAY_BRIDGE, &alias)?;
-    world.add_address(UNDERLAY_BRIDGE, IpAddr::V4(WORLD_GATEWAY), UNDERLAY_PREFIX)?;
-    world.set_up(UNDERLAY_BRIDGE)?;
-
-    for node in &plan.nodes {
+    wire_world(&world, &alias)?;
+    for (index, node) in plan.nodes.iter().enumerate() {
         steps.next(&format!("wire {}", node.name))?;
-        let node_ns = NetNs::open(&node.netns)?;
-        world.add_veth(&node.name, UPLINK, node.uplink_mtu, &node_ns)?;
-        world.set_alias(&node.name, &alias)?;
-        world.set_master(&node.name, UNDERLAY_BRIDGE)?;
-        world.set_up(&node.name)?;
-
-        let rt = Rtnl::open(&node_ns)?;
-        rt.set_alias(UPLINK, &alias)?;
-        rt.add_address(UPLINK, IpAddr::V4(node.uplink_addr), UNDERLAY_PREFIX)?;
-        rt.set_up(UPLINK)?;
-        let pod_mtu = plan
-            .pods
-            .iter()
-            .map(|p| p.mtu)
-            .next()
-            .unwrap_or(node.uplink_mtu);
-        rt.add_bridge(POD_BRIDGE, pod_mtu, plan.scenario.policy)?;
-        rt.set_alias(POD_BRIDGE, &alias)?;
-        rt.add_address(POD_BRIDGE, IpAddr::V4(node.gateway), POD_PREFIX)?;
-        rt.set_up(POD_BRIDGE)?;
-        if let (Some(vx), Some(addr)) = (&node.vxlan, node.vxlan_addr) {
-            rt.add_vxlan(vx)?;
-            rt.set_alias(VXLAN_DEV, &alias)?;
-            rt.add_address(VXLAN_DEV, IpAddr::V4(addr), 32)?;
-            rt.set_up(VXLAN_DEV)?;
-        }
-        for r in &node.routes {
-            rt.add_route(r.dst, r.prefix, r.via, r.dev, r.onlink)?;
-        }
-        let rp_filter = if plan.scenario.rp_filter { "1" } else { "0" };
-        node_ns.run(|| {
-            sysctl::write(&["net", "ipv4", "ip_forward"], "1")?;
-            // The effective rp_filter of an interface is max(all, iface).
-            sysctl::write(&["net", "ipv4", "conf", "all", "rp_filter"], rp_filter)?;
-            sysctl::write(&["net", "ipv4", "conf", POD_BRIDGE, "rp_filter"], rp_filter)
-        })??;
-        let index = plan
-            .nodes
-            .iter()
-            .position(|n| n.name == node.name)
-            .unwrap_or_default();
-        firewall::apply(&node_ns, &firewall::node_ruleset(plan, index))?;
-        if plan.options.masq == MasqMode::Ebpf {
-            nat::attach(
-                &node_ns,
-                UPLINK,
-                &NatParams {
-                    node_addr: node.uplink_addr,
-                    cluster: CLUSTER_CIDR,
-                    ports: plan.options.nat_ports,
-                    udp_timeout_s: plan.options.nat_udp_timeout,
-                    tc_attach: plan.options.tc_attach,
-                },
-            )?;
-        }
+        wire_node(plan, node, &world, &alias)?;
+        load_node_datapath(plan, index)?;
     }
-
     for pod in &plan.pods {
         steps.next(&format!("wire {}", pod.name))?;
-        let node = &plan.nodes[pod.node];
-        let node_ns = NetNs::open(&node.netns)?;
-        let pod_ns = NetNs::open(&pod.netns)?;
-        // As the CNI bridge plugin: veth pair, host end on cni0, eth0 in the pod.
-        let rt = Rtnl::open(&node_ns)?;
-        rt.add_veth(&pod.host_veth, POD_IFNAME, pod.mtu, &pod_ns)?;
-        rt.set_alias(&pod.host_veth, &alias)?;
-        rt.set_master(&pod.host_veth, POD_BRIDGE)?;
-        rt.set_up(&pod.host_veth)?;
-        let prt = Rtnl::open(&pod_ns)?;
-        prt.set_alias(POD_IFNAME, &alias)?;
-        prt.add_address(POD_IFNAME, IpAddr::V4(pod.addr), POD_PREFIX)?;
-        prt.set_up(POD_IFNAME)?;
-        prt.add_route(
-            std::net::Ipv4Addr::UNSPECIFIED,
-            0,
-            Some(pod.gateway),
-            POD_IFNAME,
-            false,
+        wire_pod(pod, &plan.nodes[pod.node], &alias)?;
+    }
+    Ok(())
+}
+
+/// Creates namespace `name` and records it (name first, inode once known).
+fn create_namespace(state: &mut LabState, name: &str) -> Result<(), LabError> {
+    // Record the name before creating it (inode 0: not known yet), so a
+    // crash right after the create still leaves it to `down`.
+    state.namespaces.push(NamespaceRecord {
+        name: name.to_owned(),
+        inode: 0,
+    });
+    state.save()?;
+    let ns = match NetNs::create(name) {
+        Ok(ns) => ns.keep(),
+        Err(e) => {
+            state.namespaces.pop();
+            state.save()?;
+            return Err(e.into());
+        }
+    };
+    if let Some(record) = state.namespaces.last_mut() {
+        record.inode = ns.inode()?;
+    }
+    state.save()?;
+    // Labs are IPv4-only: without IPv6, new links send no router
+    // solicitations or MLD reports, which keeps `labctl trace` quiet.
+    ns.run(|| {
+        sysctl::write(&["net", "ipv6", "conf", "all", "disable_ipv6"], "1")?;
+        sysctl::write(&["net", "ipv6", "conf", "default", "disable_ipv6"], "1")?;
+        // ICMP ping sockets for everyone, as Docker and systemd set it:
+        // `lab traffic` pings without raw sockets (see traffic.rs).
+        sysctl::write(&["net", "ipv4", "ping_group_range"], "0 2147483647")
+    })??;
+    Rtnl::open(&ns)?.set_up("lo")?;
+    Ok(())
+}
+
+/// The world: the "internet" server on lo and the underlay bridge.
+fn wire_world(world: &Rtnl, alias: &str) -> Result<(), LabError> {
+    world.add_address("lo", IpAddr::V4(WORLD_SERVER), 32)?;
+    world.add_bridge(UNDERLAY_BRIDGE, 1500, false)?;
+    world.set_alias(UNDERLAY_BRIDGE, alias)?;
+    world.add_address(UNDERLAY_BRIDGE, IpAddr::V4(WORLD_GATEWAY), UNDERLAY_PREFIX)?;
+    world.set_up(UNDERLAY_BRIDGE)?;
+    Ok(())
+}
+
+/// A node: its uplink on the underlay, the pod bridge, the tunnel, routes
+/// and sysctls.
+fn wire_node(plan: &Plan, node: &NodePlan, world: &Rtnl, alias: &str) -> Result<(), LabError> {
+    let node_ns = NetNs::open(&node.netns)?;
+    world.add_veth(&node.name, UPLINK, node.uplink_mtu, &node_ns)?;
+    world.set_alias(&node.name, alias)?;
+    world.set_master(&node.name, UNDERLAY_BRIDGE)?;
+    world.set_up(&node.name)?;
+
+    let rt = Rtnl::open(&node_ns)?;
+    rt.set_alias(UPLINK, alias)?;
+    rt.add_address(UPLINK, IpAddr::V4(node.uplink_addr), UNDERLAY_PREFIX)?;
+    rt.set_up(UPLINK)?;
+    let pod_mtu = plan
+        .pods
+        .iter()
+        .map(|p| p.mtu)
+        .next()
+        .unwrap_or(node.uplink_mtu);
+    rt.add_bridge(POD_BRIDGE, pod_mtu, plan.scenario.policy)?;
+    rt.set_alias(POD_BRIDGE, alias)?;
+    rt.add_address(POD_BRIDGE, IpAddr::V4(node.gateway), POD_PREFIX)?;
+    rt.set_up(POD_BRIDGE)?;
+    if let (Some(vx), Some(addr)) = (&node.vxlan, node.vxlan_addr) {
+        rt.add_vxlan(vx)?;
+        rt.set_alias(VXLAN_DEV, alias)?;
+        rt.add_address(VXLAN_DEV, IpAddr::V4(addr), 32)?;
+        rt.set_up(VXLAN_DEV)?;
+    }
+    for r in &node.routes {
+        rt.add_route(r.dst, r.prefix, r.via, r.dev, r.onlink)?;
+    }
+    let rp_filter = if plan.scenario.rp_filter { "1" } else { "0" };
+    node_ns.run(|| {
+        sysctl::write(&["net", "ipv4", "ip_forward"], "1")?;
+        // The effective rp_filter of an interface is max(all, iface).
+        sysctl::write(&["net", "ipv4", "conf", "all", "rp_filter"], rp_filter)?;
+        sysctl::write(&["net", "ipv4", "conf", POD_BRIDGE, "rp_filter"], rp_filter)
+    })??;
+    Ok(())
+}
+
+/// A node's nftables ruleset, and its eBPF masquerading when asked for.
+fn load_node_datapath(plan: &Plan, index: usize) -> Result<(), LabError> {
+    let node = &plan.nodes[index];
+    let node_ns = NetNs::open(&node.netns)?;
+    firewall::apply(&node_ns, &firewall::node_ruleset(plan, index))?;
+    if plan.options.masq == MasqMode::Ebpf {
+        nat::attach(
+            &node_ns,
+            UPLINK,
+            &NatParams {
+                node_addr: node.uplink_addr,
+                cluster: CLUSTER_CIDR,
+                ports: plan.options.nat_ports,
+                udp_timeout_s: plan.options.nat_udp_timeout,
+                tc_attach: plan.options.tc_attach,
+            },
         )?;
     }
+    Ok(())
+}
+
+/// A pod, as the CNI bridge plugin wires it: a veth pair with the host end
+/// on cni0, eth0 in the pod, a default route via the node's gateway.
+fn wire_pod(pod: &PodPlan, node: &NodePlan, alias: &str) -> Result<(), LabError> {
+    let node_ns = NetNs::open(&node.netns)?;
+    let pod_ns = NetNs::open(&pod.netns)?;
+    let rt = Rtnl::open(&node_ns)?;
+    rt.add_veth(&pod.host_veth, POD_IFNAME, pod.mtu, &pod_ns)?;
+    rt.set_alias(&pod.host_veth, alias)?;
+    rt.set_master(&pod.host_veth, POD_BRIDGE)?;
+    rt.set_up(&pod.host_veth)?;
+    let prt = Rtnl::open(&pod_ns)?;
+    prt.set_alias(POD_IFNAME, alias)?;
+    prt.add_address(POD_IFNAME, IpAddr::V4(pod.addr), POD_PREFIX)?;
+    prt.set_up(POD_IFNAME)?;
+    prt.add_route(
+        Ipv4Addr::UNSPECIFIED,
+        0,
+        Some(pod.gateway),
+        POD_IFNAME,
+        false,
+    )?;
     Ok(())
 }

@@ -4,6 +4,8 @@
 
 use std::{collections::BTreeSet, io::Write, time::Duration};
 
+use anstyle::{AnsiColor, Style};
+
 use crate::{
     drops::{
         explain,
@@ -47,7 +49,7 @@ impl<W: Write> Sink for TextSink<W> {
     }
 
     fn drop_seen(&mut self, record: &DropRecord) -> std::io::Result<()> {
-        writeln!(self.out, "{}", record.colored_line())?;
+        writeln!(self.out, "{}", drop_line(record, true))?;
         for frame in record.stack.iter().flatten() {
             writeln!(self.out, "      {frame}")?;
         }
@@ -170,4 +172,81 @@ pub fn write_explanation(out: &mut impl Write, reason: &str, indent: &str) -> st
         )?,
     }
     Ok(())
+}
+
+/// A drop as one line: `HH:MM:SS.micros netns iface proto src:port → dst:port
+/// REASON len N at location`. With `color`, the reason, namespace and
+/// location are styled; the output stream (anstream) strips the styles when
+/// not on a terminal.
+pub fn drop_line(r: &DropRecord, color: bool) -> String {
+    let paint = |style: Style, text: &str| {
+        if color {
+            format!("{style}{text}{style:#}")
+        } else {
+            text.to_owned()
+        }
+    };
+    let secs = r.ts_ns / 1_000_000_000;
+    let micros = (r.ts_ns % 1_000_000_000) / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let iface = r.ifname.clone().unwrap_or_else(|| {
+        if r.ifindex == 0 {
+            "-".into()
+        } else {
+            format!("if{}", r.ifindex)
+        }
+    });
+    let endpoint = |addr: &Option<String>, port: Option<u16>| match (addr, port) {
+        (Some(a), Some(p)) if a.contains(':') => format!("[{a}]:{p}"),
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        (Some(a), None) => a.clone(),
+        (None, _) => "-".into(),
+    };
+    let mut proto = r.proto.clone();
+    if let Some(f) = &r.tcp_flags {
+        proto = format!("{proto} [{f}]");
+    }
+    if let (Some(t), Some(c)) = (r.icmp_type, r.icmp_code) {
+        proto = format!("{proto} type {t} code {c}");
+    }
+    format!(
+        "{h:02}:{m:02}:{s:02}.{micros:06} {netns} {iface:<10} {proto:<8} {src} → {dst} {reason} len {len} at {loc}",
+        netns = paint(
+            Style::new().fg_color(Some(AnsiColor::Cyan.into())),
+            &format!("{:<14}", r.netns)
+        ),
+        src = endpoint(&r.src, r.sport),
+        dst = endpoint(&r.dst, r.dport),
+        reason = paint(
+            Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
+            &r.reason
+        ),
+        len = r.len,
+        loc = paint(Style::new().dimmed(), &r.location),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_golden() {
+        let rec = crate::drops::record::tests::sample_udp();
+        // 1700003723 s after the epoch is 23:15:23 UTC.
+        assert_eq!(
+            drop_line(&rec, false),
+            "23:15:23.000456 labtest-a      lo         UDP      127.0.0.1:40000 → 127.0.0.2:9 NO_SOCKET len 32 at __udp4_lib_rcv+0x5a3"
+        );
+        // On a terminal the reason stands out; stripped, it is the same line.
+        let colored = drop_line(&rec, true);
+        assert!(
+            colored.contains("\u{1b}[1m\u{1b}[31mNO_SOCKET\u{1b}[0m"),
+            "{colored:?}"
+        );
+        assert_eq!(
+            anstream::adapter::strip_str(&colored).to_string(),
+            drop_line(&rec, false)
+        );
+    }
 }

@@ -80,11 +80,25 @@ pub fn run(output: OutputFormat) -> anyhow::Result<Outcome> {
 
 /// Runs every check. Never fails: a failure is a ✗ line.
 pub fn collect() -> Report {
-    let mut checks = Vec::new();
+    let mut checks = vec![privileges()];
+    checks.extend(btf());
+    checks.extend(tracefs());
+    checks.extend(ebpf());
+    checks.push(ctnetlink());
+    checks.push(nft());
+    checks.push(memlock());
+    let ok = checks.iter().all(|c| c.ok || !c.required);
+    Report {
+        ok,
+        kernel: kernel_release(),
+        checks,
+    }
+}
 
+fn privileges() -> Check {
     let privileges = Privileges::current();
     let missing = privileges.missing();
-    checks.push(if missing.is_empty() {
+    if missing.is_empty() {
         Check::pass("privileges", privileges.describe())
     } else {
         Check::fail(
@@ -92,137 +106,139 @@ pub fn collect() -> Report {
             format!("{}; missing {}", privileges.describe(), missing.join(" + ")),
             "run as root: sudo labctl doctor",
         )
-    });
+    }
+}
 
-    match KernelBtf::from_sys() {
-        Ok(btf) => {
-            let size = std::fs::metadata(VMLINUX_BTF)
-                .map(|m| m.len() / 1024)
-                .unwrap_or(0);
-            checks.push(Check::pass(
+/// Kernel BTF and the drop-reason enum in it.
+fn btf() -> Vec<Check> {
+    let btf = match KernelBtf::from_sys() {
+        Ok(btf) => btf,
+        Err(e) => {
+            return vec![Check::fail(
                 "kernel BTF",
-                format!("{VMLINUX_BTF} ({size} KiB)"),
-            ));
-            checks.push(match DropReasons::from_btf(&btf) {
-                Ok(r) => Check::pass(
-                    "skb_drop_reason enum",
-                    format!("{} reasons in BTF", r.len()),
-                ),
-                Err(e) => Check::fail(
-                    "skb_drop_reason enum",
-                    e.to_string(),
-                    "drop reasons need kernel >= 5.17; upgrade the kernel",
-                ),
-            });
+                e.to_string(),
+                "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.4)",
+            )];
         }
-        Err(e) => checks.push(Check::fail(
-            "kernel BTF",
-            e.to_string(),
-            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.4)",
-        )),
-    }
-
-    match tracefs::ensure_mounted() {
-        Ok(t) => {
-            let how = if t.mounted_now {
-                "was not mounted: labctl mounted it"
-            } else {
-                "mounted"
-            };
-            checks.push(Check::pass(
-                "tracefs",
-                format!("{} ({how})", t.root.display()),
-            ));
-            checks.push(
-                match tracefs::EventFormat::read(&t.root, "skb", "kfree_skb")
-                    .and_then(|f| f.field("reason").map(|r| r.offset))
-                {
-                    Ok(off) => Check::pass(
-                        "skb:kfree_skb tracepoint",
-                        format!("present, `reason` field at offset {off}"),
-                    ),
-                    Err(e) => Check::fail(
-                        "skb:kfree_skb tracepoint",
-                        e.to_string(),
-                        "the `reason` field needs kernel >= 5.17; upgrade the kernel",
-                    ),
-                },
-            );
-        }
-        Err(e) => checks.push(Check::fail(
-            "tracefs",
-            e.to_string(),
-            format!("mount -t tracefs tracefs {}", tracefs::TRACEFS),
-        )),
-    }
-
-    match load_object("probes", objects::PROBES, |_| {}) {
-        Ok(mut ebpf) => {
-            let types = program_types::probe_all(&mut ebpf);
-            let syscall_ok = types.iter().any(|t| t.result.is_ok());
-            checks.push(if syscall_ok {
-                Check::pass("bpf() syscall", "loads programs")
-            } else {
-                Check::fail(
-                    "bpf() syscall",
-                    "no program type loads",
-                    "run as root and check kernel.unprivileged_bpf_disabled / lockdown",
-                )
-            });
-            for t in types {
-                let name = format!("program type {}", t.name);
-                let check = match t.result {
-                    Ok(seen) => Check::pass(&name, seen),
-                    Err(seen) if t.required => {
-                        Check::fail(&name, seen, "needs a kernel with this program type (>= 5.10)")
-                    }
-                    Err(seen) => Check::fail(
-                        &name,
-                        seen,
-                        "optional: labctl degrades to BTF tracepoints without it",
-                    )
-                    .optional(),
-                };
-                checks.push(check);
-            }
-            drop(ebpf);
-        }
-        Err(e) => checks.push(Check::fail(
-            "bpf() syscall",
-            crate::output::exit::one_line(&e),
-            "run as root (sudo labctl doctor); in a container, grant CAP_BPF CAP_PERFMON CAP_NET_ADMIN",
-        )),
-    }
-
-    checks.push(
-        match ctnetlink::Ctnetlink::open().and_then(|mut ct| ct.table_size()) {
-            Ok(size) => Check::pass(
-                "ctnetlink",
-                format!(
-                    "reachable, conntrack table {} / {} entries",
-                    size.entries, size.max
-                ),
+    };
+    let size = std::fs::metadata(VMLINUX_BTF)
+        .map(|m| m.len() / 1024)
+        .unwrap_or(0);
+    vec![
+        Check::pass("kernel BTF", format!("{VMLINUX_BTF} ({size} KiB)")),
+        match DropReasons::from_btf(&btf) {
+            Ok(r) => Check::pass(
+                "skb_drop_reason enum",
+                format!("{} reasons in BTF", r.len()),
             ),
-            Err(e) => Check::fail("ctnetlink", e.to_string(), "modprobe nf_conntrack_netlink"),
+            Err(e) => Check::fail(
+                "skb_drop_reason enum",
+                e.to_string(),
+                "drop reasons need kernel >= 5.17; upgrade the kernel",
+            ),
         },
-    );
+    ]
+}
 
-    checks.push(match which::which("nft") {
+/// tracefs (mounted by labctl when it is not) and the kfree_skb tracepoint.
+fn tracefs() -> Vec<Check> {
+    let t = match tracefs::ensure_mounted() {
+        Ok(t) => t,
+        Err(e) => {
+            return vec![Check::fail(
+                "tracefs",
+                e.to_string(),
+                format!("mount -t tracefs tracefs {}", tracefs::TRACEFS),
+            )];
+        }
+    };
+    let how = if t.mounted_now {
+        "was not mounted: labctl mounted it"
+    } else {
+        "mounted"
+    };
+    vec![
+        Check::pass("tracefs", format!("{} ({how})", t.root.display())),
+        match tracefs::EventFormat::read(&t.root, "skb", "kfree_skb")
+            .and_then(|f| f.field("reason").map(|r| r.offset))
+        {
+            Ok(off) => Check::pass(
+                "skb:kfree_skb tracepoint",
+                format!("present, `reason` field at offset {off}"),
+            ),
+            Err(e) => Check::fail(
+                "skb:kfree_skb tracepoint",
+                e.to_string(),
+                "the `reason` field needs kernel >= 5.17; upgrade the kernel",
+            ),
+        },
+    ]
+}
+
+/// The bpf() syscall and every program type labctl uses.
+fn ebpf() -> Vec<Check> {
+    let mut ebpf = match load_object("probes", objects::PROBES, |_| {}) {
+        Ok(ebpf) => ebpf,
+        Err(e) => {
+            return vec![Check::fail(
+                "bpf() syscall",
+                crate::output::exit::one_line(&e),
+                "run as root (sudo labctl doctor); in a container, grant CAP_BPF CAP_PERFMON CAP_NET_ADMIN",
+            )];
+        }
+    };
+    let types = program_types::probe_all(&mut ebpf);
+    let syscall = if types.iter().any(|t| t.result.is_ok()) {
+        Check::pass("bpf() syscall", "loads programs")
+    } else {
+        Check::fail(
+            "bpf() syscall",
+            "no program type loads",
+            "run as root and check kernel.unprivileged_bpf_disabled / lockdown",
+        )
+    };
+    std::iter::once(syscall)
+        .chain(types.into_iter().map(|t| {
+            let name = format!("program type {}", t.name);
+            match t.result {
+                Ok(seen) => Check::pass(&name, seen),
+                Err(seen) if t.required => Check::fail(
+                    &name,
+                    seen,
+                    "needs a kernel with this program type (>= 5.10)",
+                ),
+                Err(seen) => Check::fail(
+                    &name,
+                    seen,
+                    "optional: labctl degrades to BTF tracepoints without it",
+                )
+                .optional(),
+            }
+        }))
+        .collect()
+}
+
+fn ctnetlink() -> Check {
+    match ctnetlink::Ctnetlink::open().and_then(|mut ct| ct.table_size()) {
+        Ok(size) => Check::pass(
+            "ctnetlink",
+            format!(
+                "reachable, conntrack table {} / {} entries",
+                size.entries, size.max
+            ),
+        ),
+        Err(e) => Check::fail("ctnetlink", e.to_string(), "modprobe nf_conntrack_netlink"),
+    }
+}
+
+fn nft() -> Check {
+    match which::which("nft") {
         Ok(path) => Check::pass("nft (labs)", path.display().to_string()),
         Err(_) => Check::fail(
             "nft (labs)",
             "not found",
             "apt-get install nftables   # labctl lab loads its masquerade and policy rules with nft",
         ),
-    });
-
-    checks.push(memlock());
-
-    let ok = checks.iter().all(|c| c.ok || !c.required);
-    Report {
-        ok,
-        kernel: kernel_release(),
-        checks,
     }
 }
 

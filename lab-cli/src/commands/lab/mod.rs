@@ -97,7 +97,7 @@ fn list(output: OutputFormat) -> anyhow::Result<Outcome> {
             let faults: Vec<_> = s
                 .faults
                 .iter()
-                .map(|f| serde_json::json!({"name": f.name, "reason": f.reason, "at": f.at, "summary": f.summary}))
+                .map(|f| serde_json::json!({"name": f.name(), "reason": f.reason, "at": f.at, "summary": f.summary}))
                 .collect();
             let line = serde_json::json!({
                 "name": s.name, "summary": s.summary, "teaches": s.teaches,
@@ -112,7 +112,7 @@ fn list(output: OutputFormat) -> anyhow::Result<Outcome> {
     for s in SCENARIOS {
         writeln!(out, "{bold}{:<10}{bold:#} {}", s.name, s.summary)?;
         for f in s.faults {
-            writeln!(out, "{:<12}fault {:<12} -> {}", "", f.name, f.reason)?;
+            writeln!(out, "{:<12}fault {:<12} -> {}", "", f.name(), f.reason)?;
         }
     }
     writeln!(
