@@ -1,7 +1,10 @@
 //! `labctl conntrack` arguments.
 
+use std::time::Duration;
+
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::values;
 use crate::output::OutputFormat;
 
 #[derive(Debug, Args)]
@@ -32,13 +35,13 @@ pub struct CtWatchArgs {
     #[command(flatten)]
     pub filter: CtFilterArgs,
     /// Stop after this many seconds.
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_parser = values::duration)]
+    pub duration: Option<Duration>,
     /// Stop after this many events.
-    #[arg(long)]
+    #[arg(long, short = 'c', value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
-    /// Receive buffer in bytes (bigger: fewer lost events in a burst).
-    #[arg(long, default_value_t = 8 << 20)]
+    /// Receive buffer in bytes, 64K to 256M (bigger: fewer lost events in a burst).
+    #[arg(long, default_value = "8M", value_parser = values::buffer_size)]
     pub buffer_size: usize,
     /// Written once subscribed (for scripts).
     #[arg(long)]
@@ -62,8 +65,9 @@ pub struct CtTrackArgs {
     /// The interface to attach to (ingress and egress).
     #[arg(long, short)]
     pub iface: String,
-    #[arg(long)]
-    pub duration: Option<f64>,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long, value_parser = values::duration)]
+    pub duration: Option<Duration>,
     /// Written once attached (for scripts).
     #[arg(long)]
     pub ready_file: Option<std::path::PathBuf>,
@@ -78,8 +82,8 @@ pub struct CtTopArgs {
     #[arg(long, value_enum, default_value_t = CtSort::Bytes)]
     pub sort: CtSort,
     /// Seconds between refreshes.
-    #[arg(long, default_value_t = 1.0)]
-    pub interval: f64,
+    #[arg(long, default_value = "1", value_parser = values::duration)]
+    pub interval: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -111,18 +115,20 @@ pub struct CtFilterArgs {
     /// Original destination address or CIDR.
     #[arg(long)]
     pub dst: Option<String>,
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Original source port.
+    #[arg(long, value_parser = values::port)]
     pub sport: Option<u16>,
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Original destination port.
+    #[arg(long, value_parser = values::port)]
     pub dport: Option<u16>,
     /// A TCP state such as ESTABLISHED.
     #[arg(long)]
     pub state: Option<String>,
     /// Only source-NATed flows (masquerade).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["dnat", "any_nat"])]
     pub snat: bool,
     /// Only destination-NATed flows (Services, port forwards).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "any_nat")]
     pub dnat: bool,
     /// Only NATed flows of either kind.
     #[arg(long)]
@@ -130,6 +136,7 @@ pub struct CtFilterArgs {
     /// N or N/MASK.
     #[arg(long)]
     pub mark: Option<String>,
+    /// Only this conntrack zone.
     #[arg(long)]
     pub zone: Option<u16>,
 }

@@ -1,6 +1,10 @@
 //! `labctl lab` arguments.
 
+use std::time::Duration;
+
 use clap::{Args, Subcommand};
+
+use super::values;
 
 use crate::{
     ebpf::tc::TcAttach,
@@ -41,21 +45,23 @@ pub struct LabListArgs {
 
 #[derive(Debug, Args)]
 pub struct LabUpArgs {
+    /// basic, two-node, overlay, drops or policy (see `labctl lab list`).
+    #[arg(value_parser = values::scenario)]
     pub scenario: String,
     /// Lab name, prefixing its namespaces (default: the scenario's name).
-    #[arg(long)]
+    #[arg(long, value_parser = values::lab_name)]
     pub name: Option<String>,
-    /// Pod MTU (e.g. 1500 on the overlay to reproduce the MTU pitfall).
-    #[arg(long)]
+    /// Pod MTU, 576-9000 (e.g. 1500 on the overlay to reproduce the MTU pitfall).
+    #[arg(long, value_parser = values::mtu)]
     pub mtu: Option<u32>,
     /// Who masquerades pods' traffic to the world.
     #[arg(long, value_enum, default_value_t = MasqMode::Netfilter)]
     pub masq: MasqMode,
-    /// With --masq ebpf: idle lifetime of UDP mappings, in seconds.
-    #[arg(long)]
+    /// With --masq ebpf: idle lifetime of UDP mappings, 1-86400 seconds [default: 30].
+    #[arg(long, value_parser = values::nat_udp_timeout)]
     pub nat_udp_timeout: Option<u32>,
-    /// With --masq ebpf: translated port range, e.g. 40000-40099.
-    #[arg(long, value_parser = parse_port_range)]
+    /// With --masq ebpf: translated port range, e.g. 40000-40099 [default: 32768-60999].
+    #[arg(long, value_parser = values::port_range)]
     pub nat_ports: Option<(u16, u16)>,
     /// With --masq ebpf: attach its tc programs through tcx where the
     /// kernel has it (auto) or always through a clsact qdisc (netlink), as
@@ -66,13 +72,15 @@ pub struct LabUpArgs {
 
 #[derive(Debug, Args)]
 pub struct LabDownArgs {
-    /// The lab to remove.
+    /// The lab to remove (default: every lab).
+    #[arg(value_parser = values::lab_name)]
     pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct LabStatusArgs {
     /// Only this lab.
+    #[arg(value_parser = values::lab_name)]
     pub name: Option<String>,
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -81,7 +89,7 @@ pub struct LabStatusArgs {
 #[derive(Debug, Args)]
 pub struct LabExecArgs {
     /// The lab (needed only when several labs have this member).
-    #[arg(long)]
+    #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
     /// A pod, node, or `world`.
     pub member: String,
@@ -95,26 +103,28 @@ pub struct LabTrafficArgs {
     pub from: String,
     /// The receiving member, or an IPv4 address.
     pub to: String,
-    #[arg(long)]
+    /// The lab (needed only when several labs have these members).
+    #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
+    /// What to send.
     #[arg(long, short, value_enum, default_value_t = Proto::Icmp)]
     pub proto: Proto,
     /// UDP/TCP port (an echo server is started there on the receiving member).
-    #[arg(long, default_value_t = 5001)]
+    #[arg(long, default_value = "5001", value_parser = values::port)]
     pub port: u16,
-    /// Probes to send (echo requests, datagrams or connections).
-    #[arg(long, short = 'c', default_value_t = 3)]
-    pub count: u32,
+    /// Probes to send (echo requests, datagrams or connections) [default: 3].
+    #[arg(long, short = 'c', conflicts_with = "duration", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: Option<u32>,
     /// Payload bytes per probe, as `ping -s`.
     #[arg(long, short = 's', default_value_t = 56)]
     pub size: usize,
     /// Seconds to wait for each answer.
-    #[arg(long, default_value_t = 1.0)]
-    pub timeout: f64,
+    #[arg(long, default_value = "1", value_parser = values::duration)]
+    pub timeout: Duration,
     /// Keep sending for this many seconds instead of --count probes
     /// (tcp-stream: how long to stream, default 3).
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_parser = values::duration)]
+    pub duration: Option<Duration>,
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
@@ -123,22 +133,12 @@ pub struct LabTrafficArgs {
 pub struct LabTriggerArgs {
     /// closed-port, policy, rp-filter, no-route, too-big or bad-csum.
     pub fault: String,
-    #[arg(long)]
+    /// The lab (needed only when several drops labs are up).
+    #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
     /// Packets to send.
     #[arg(long, short = 'c', default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-}
-
-fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let (lo, hi) = s
-        .split_once('-')
-        .ok_or_else(|| format!("`{s}` is not a port range such as 40000-40099"))?;
-    let port = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| format!("`{p}` is not a port (1-65535)"))
-    };
-    Ok((port(lo)?, port(hi)?))
 }

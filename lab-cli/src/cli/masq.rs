@@ -1,10 +1,14 @@
 //! `labctl masq` arguments.
 
+use std::time::Duration;
+
 use clap::{Args, Subcommand};
 
+use super::values;
 use crate::output::OutputFormat;
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct MasqTopArgs {
     #[command(subcommand)]
     pub command: Option<MasqCommand>,
@@ -37,8 +41,8 @@ pub struct MasqArgs {
     #[arg(long, short, default_value = "eth0")]
     pub iface: String,
     /// Count for this many seconds, then print the table (default: until Ctrl-C).
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_parser = values::duration)]
+    pub duration: Option<Duration>,
     /// Print the table every second while counting.
     #[arg(long)]
     pub watch: bool,

@@ -9,6 +9,7 @@ pub mod explain;
 pub mod lab;
 pub mod masq;
 pub mod trace;
+pub mod values;
 
 use clap::{Parser, Subcommand};
 

@@ -1,7 +1,10 @@
 //! `labctl trace` arguments.
 
+use std::time::Duration;
+
 use clap::Args;
 
+use super::values;
 use crate::output::OutputFormat;
 
 #[derive(Debug, Args)]
@@ -19,7 +22,7 @@ pub struct TraceArgs {
     #[arg(long)]
     pub host: Option<std::net::IpAddr>,
     /// Only packets from or to this port.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_parser = values::port)]
     pub port: Option<u16>,
     /// Only these reasons (repeatable), e.g. --reason NO_SOCKET.
     #[arg(long = "reason", short = 'r')]
@@ -30,16 +33,16 @@ pub struct TraceArgs {
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// A table by reason and location, refreshed every --interval, instead of a line per drop.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stack")]
     pub summary: bool,
-    /// Seconds between --summary tables.
-    #[arg(long, default_value_t = 1.0)]
-    pub interval: f64,
+    /// Seconds between --summary tables [default: 1].
+    #[arg(long, requires = "summary", value_parser = values::duration)]
+    pub interval: Option<Duration>,
     /// Stop after this many seconds.
-    #[arg(long)]
-    pub duration: Option<f64>,
-    /// Stop after this many drops.
-    #[arg(long)]
+    #[arg(long, value_parser = values::duration)]
+    pub duration: Option<Duration>,
+    /// Stop after showing this many drops (the summary still counts all).
+    #[arg(long, short = 'c', value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Write this file once the tracer is attached (for scripts: start traffic after it exists).
     #[arg(long)]
@@ -47,8 +50,8 @@ pub struct TraceArgs {
     /// Explain each reason the first time it is seen, and in the summary.
     #[arg(long)]
     pub explain: bool,
-    /// Ring buffer size in bytes (a power of two, at least 4096).
-    #[arg(long, default_value_t = 1 << 22)]
+    /// Ring buffer size in bytes: a power of two from 4096 to 256M (K/M suffixes work).
+    #[arg(long, default_value = "4M", value_parser = values::ring_size)]
     pub ring_size: u32,
     /// Print the kernel stack of each drop (and add it to JSON as "stack").
     #[arg(long)]

@@ -13,7 +13,8 @@ use crate::{
     kernel::{
         interrupt,
         netns::{self, NetNs},
-        privilege, ready,
+        privilege,
+        ready::ReadyFile,
     },
     masq::{MasqCounter, MasqRow, nat},
     output::{OutputFormat, exit::Outcome, table},
@@ -85,6 +86,7 @@ pub fn run(top: MasqTopArgs) -> anyhow::Result<Outcome> {
 /// `labctl masq`: count until Ctrl-C or --duration.
 fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
     privilege::require("masq")?;
+    let mut ready = ReadyFile::claim(args.ready_file.as_deref())?;
     let ns = open_netns(args.netns.as_deref())?;
     let ino = ns.inode()?;
     let counter =
@@ -95,7 +97,7 @@ fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
                 format!("cannot attach the masquerade counter for {}", args.iface)
             })?)
         };
-    ready::write(args.ready_file.as_deref(), "attached")?;
+    ready.signal("attached")?;
     let mut out = anstream::stdout().lock();
     if args.output == OutputFormat::Text {
         writeln!(
@@ -112,7 +114,7 @@ fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
             }
         )?;
     }
-    let duration = args.duration.map(Duration::from_secs_f64);
+    let duration = args.duration;
     let started = Instant::now();
     let mut last = Instant::now();
     while !interrupt::requested() && duration.is_none_or(|d| started.elapsed() < d) {

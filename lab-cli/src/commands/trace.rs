@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::{
     cli::trace::TraceArgs,
@@ -20,12 +20,6 @@ use crate::{
 
 pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
     privilege::require("trace")?;
-    let seconds = |what: &str, s: f64| -> anyhow::Result<Duration> {
-        if !(s.is_finite() && s > 0.0) {
-            bail!("--{what} must be a positive number of seconds, got {s}");
-        }
-        Ok(Duration::from_secs_f64(s))
-    };
     let opts = TraceOptions {
         filters: Filters {
             netns: args.netns,
@@ -37,8 +31,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
             exclude_reasons: args.exclude_reasons,
         },
         summary: args.summary,
-        interval: seconds("interval", args.interval)?,
-        duration: args.duration.map(|d| seconds("duration", d)).transpose()?,
+        interval: args.interval.unwrap_or(Duration::from_secs(1)),
+        duration: args.duration,
         count: args.count,
         ready_file: args.ready_file,
         ring_bytes: args.ring_size,

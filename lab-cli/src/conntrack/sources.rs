@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 
 use super::{cilium, entry::CtEntry, filter::CtFilter, netlink::Ctnetlink, tracker};
-use crate::{ebpf::pins, kernel::netns::NetNs};
+use crate::kernel::netns::NetNs;
 
 /// The netfilter table, with the mark filtered in the kernel.
 pub fn netfilter(ns: Option<&NetNs>, filter: &CtFilter) -> anyhow::Result<Vec<CtEntry>> {
@@ -19,7 +19,7 @@ pub fn bpf(ns: Option<&NetNs>) -> anyhow::Result<Vec<CtEntry>> {
         Some(ns) => ns.inode()?,
         None => crate::kernel::netns::current_inode()?,
     };
-    let pins = pins::trackers(ino);
+    let pins = tracker::running(ino)?;
     if pins.is_empty() {
         anyhow::bail!(
             "no eBPF connection tracker is running in this namespace; start one with `sudo labctl conntrack track --iface IF{}` and list again while it runs",

@@ -4,8 +4,11 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr},
-    path::Path,
+    os::unix::fs::DirBuilderExt as _,
+    path::{Path, PathBuf},
 };
+
+use thiserror::Error;
 
 use lab_common::{
     ct::{CtCounters, CtKey, CtValue, ORIG, REPLY, tcp_state},
@@ -17,13 +20,31 @@ use crate::{
     ebpf::{
         ct_tracker::{CtRow, CtTrackerProgram},
         error::ProgramSetupError,
+        pins::{self, PinLock},
     },
     kernel::{clock, netns::NetNs},
 };
 
-/// The tracker attached to one interface. Dropping it detaches.
+#[derive(Debug, Error)]
+pub enum TrackerError {
+    #[error(
+        "a tracker is already running on {iface} in this namespace (its table is pinned at {pin}); list it with `labctl conntrack list --source bpf`, or stop that `conntrack track` first"
+    )]
+    Busy { iface: String, pin: PathBuf },
+    #[error("cannot remove the stale tracker table {pin}: {source}")]
+    Stale {
+        pin: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Setup(#[from] ProgramSetupError),
+}
+
+/// The tracker attached to one interface. Dropping it detaches, unpins
+/// and then releases the lock on its pin directory (fields drop in order).
 pub struct CtTracker {
     program: CtTrackerProgram,
+    lock: Option<PinLock>,
 }
 
 impl CtTracker {
@@ -32,6 +53,7 @@ impl CtTracker {
     pub fn attach(ns: Option<&NetNs>, iface: &str) -> Result<Self, ProgramSetupError> {
         Ok(Self {
             program: CtTrackerProgram::attach(ns, iface)?,
+            lock: None,
         })
     }
 
@@ -44,10 +66,61 @@ impl CtTracker {
         Ok(to_entries(self.program.rows()?, clock::monotonic_ns()))
     }
 
-    /// Pins the table in `dir` for `conntrack list --source bpf`.
-    pub fn pin(&mut self, dir: &Path) -> Result<(), ProgramSetupError> {
-        self.program.pin(dir)
+    /// Pins the table for `conntrack list --source bpf` (in the namespace
+    /// with inode `netns_ino`), holding the pin directory's lock while the
+    /// tracker lives. A directory nobody holds was left by a killed tracker
+    /// and is replaced; one a live tracker holds is refused.
+    pub fn publish(&mut self, netns_ino: u64) -> Result<PathBuf, TrackerError> {
+        pins::ensure_root()?;
+        let iface = self.program.iface().to_owned();
+        let dir = pins::tracker(netns_ino, &iface);
+        let busy = || TrackerError::Busy {
+            iface: iface.clone(),
+            pin: dir.clone(),
+        };
+        if std::fs::symlink_metadata(&dir).is_ok() {
+            if pins::is_held(&dir) {
+                return Err(busy());
+            }
+            remove_stale(&dir)?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| ProgramSetupError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        // Lock before pinning, so no reader ever sees an unlocked table.
+        self.lock = Some(pins::lock(&dir)?.ok_or_else(busy)?);
+        self.program.pin(&dir)?;
+        Ok(dir)
     }
+}
+
+fn remove_stale(dir: &Path) -> Result<(), TrackerError> {
+    tracing::info!(
+        "replacing {}, left by a tracker that was killed",
+        dir.display()
+    );
+    std::fs::remove_dir_all(dir).map_err(|source| TrackerError::Stale {
+        pin: dir.to_owned(),
+        source,
+    })
+}
+
+/// The pin directories of the trackers running in the namespace with inode
+/// `netns_ino`; tables left by killed trackers are removed on the way.
+pub fn running(netns_ino: u64) -> Result<Vec<PathBuf>, TrackerError> {
+    let mut live = Vec::new();
+    for dir in pins::trackers(netns_ino)? {
+        if pins::is_held(&dir) {
+            live.push(dir);
+        } else {
+            remove_stale(&dir)?;
+        }
+    }
+    Ok(live)
 }
 
 /// The entries of a tracker pinned by `conntrack track` in `dir`.

@@ -28,7 +28,7 @@ use super::{
 };
 use crate::{
     ebpf::drop_tracer::{self, DropTracer, Hook},
-    kernel::{btf::KernelBtf, interrupt, kallsyms::Kallsyms, names::Names, ready},
+    kernel::{btf::KernelBtf, interrupt, kallsyms::Kallsyms, names::Names, ready::ReadyFile},
 };
 
 /// Where a session's drops and summaries go.
@@ -125,6 +125,7 @@ fn clock_ns(id: ClockId) -> i128 {
 /// Runs a session, handing what it sees to `sink`, until Ctrl-C,
 /// `--duration`, `--count` or `stop`.
 pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary> {
+    let mut ready = ReadyFile::claim(opts.ready_file.as_deref())?;
     let btf = KernelBtf::from_sys()?;
     let reasons = DropReasons::from_btf(&btf).context("reading drop reasons from BTF")?;
     let mut tracer = attach(opts, &btf, &reasons)?;
@@ -138,7 +139,7 @@ pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary>
     sink.started(tracer.hook())?;
     // Ready only once everything the loop needs is loaded (kallsyms takes a
     // moment), so a script's traffic is printed as it happens.
-    ready::write(opts.ready_file.as_deref(), tracer.hook().describe())?;
+    ready.signal(tracer.hook().describe())?;
     let started = Instant::now();
     let mut last_table = Instant::now();
     let mut events = 0u64;

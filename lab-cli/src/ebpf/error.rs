@@ -41,6 +41,13 @@ pub enum ProgramSetupError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{path} {problem}; labctl keeps root's pinned maps only in a directory that only root can change: check what is inside, remove it (`rm -r {path}`) and run again"
+    )]
+    UnsafePinDir {
+        path: std::path::PathBuf,
+        problem: String,
+    },
     #[error("the ring buffer size must be a power of two multiple of the page size, got {0}")]
     RingSize(u32),
 }

@@ -9,10 +9,13 @@
 //! ```
 
 use std::{
-    fs::DirBuilder,
-    os::unix::fs::DirBuilderExt as _,
+    fs::{DirBuilder, File},
+    io,
+    os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
+
+use nix::fcntl::{Flock, FlockArg};
 
 use super::error::ProgramSetupError;
 use crate::kernel::bpffs;
@@ -22,19 +25,96 @@ pub fn root() -> PathBuf {
     Path::new(bpffs::BPFFS).join("labctl")
 }
 
-/// Mounts bpffs if needed and creates labctl's directory (mode 0700).
+/// Mounts bpffs if needed and creates labctl's directory (mode 0700,
+/// root's). bpffs is often mounted world-writable (mode 1777), so anyone
+/// could have made the directory first: one that is not a real directory
+/// owned by root and closed to others is refused, never used.
 pub fn ensure_root() -> Result<PathBuf, ProgramSetupError> {
     bpffs::ensure_mounted()?;
     let root = root();
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&root)
-        .map_err(|source| ProgramSetupError::Io {
-            path: root.clone(),
-            source,
-        })?;
+    match DirBuilder::new().mode(0o700).create(&root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(ProgramSetupError::Io {
+                path: root.clone(),
+                source,
+            });
+        }
+    }
+    check_root(&root)?;
     Ok(root)
+}
+
+/// labctl's directory if it exists and is safe to read (see [`ensure_root`]).
+pub fn existing_root() -> Result<Option<PathBuf>, ProgramSetupError> {
+    let root = root();
+    if std::fs::symlink_metadata(&root).is_err() {
+        return Ok(None);
+    }
+    check_root(&root)?;
+    Ok(Some(root))
+}
+
+fn check_root(root: &Path) -> Result<(), ProgramSetupError> {
+    let meta = std::fs::symlink_metadata(root).map_err(|source| ProgramSetupError::Io {
+        path: root.to_owned(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let problem = if meta.file_type().is_symlink() {
+        Some("is a symbolic link".to_owned())
+    } else if !meta.is_dir() {
+        Some("is not a directory".to_owned())
+    } else if meta.uid() != 0 {
+        Some(format!("is owned by uid {}, not root", meta.uid()))
+    } else if mode & 0o022 != 0 {
+        Some(format!("is writable by others (mode {mode:o})"))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ProgramSetupError::UnsafePinDir {
+            path: root.to_owned(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// An exclusive lock on a pin directory, held by the process whose objects
+/// are pinned there: a directory nobody holds was left by a killed run.
+#[derive(Debug)]
+pub struct PinLock {
+    _lock: Flock<File>,
+}
+
+/// Locks `dir` (flock on the directory itself); `None` when another
+/// process holds it.
+pub fn lock(dir: &Path) -> Result<Option<PinLock>, ProgramSetupError> {
+    let file = File::open(dir).map_err(|source| ProgramSetupError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(PinLock { _lock: lock })),
+        Err((_, nix::Error::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(ProgramSetupError::Io {
+            path: dir.to_owned(),
+            source: e.into(),
+        }),
+    }
+}
+
+/// Whether a live process holds `dir`'s lock.
+pub fn is_held(dir: &Path) -> bool {
+    let Ok(file) = File::open(dir) else {
+        return false;
+    };
+    matches!(
+        Flock::lock(file, FlockArg::LockSharedNonblock),
+        Err((_, nix::Error::EWOULDBLOCK))
+    )
 }
 
 /// A tracker's pins: `ct-<netns inode>-<iface>`.
@@ -43,16 +123,19 @@ pub fn tracker(netns_ino: u64, iface: &str) -> PathBuf {
 }
 
 /// Every tracker pinned for the namespace with inode `netns_ino`.
-pub fn trackers(netns_ino: u64) -> Vec<PathBuf> {
+pub fn trackers(netns_ino: u64) -> Result<Vec<PathBuf>, ProgramSetupError> {
+    let Some(root) = existing_root()? else {
+        return Ok(Vec::new());
+    };
     let prefix = format!("ct-{netns_ino}-");
-    match std::fs::read_dir(root()) {
+    Ok(match std::fs::read_dir(root) {
         Ok(dir) => dir
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
             .map(|e| e.path())
             .collect(),
         Err(_) => Vec::new(),
-    }
+    })
 }
 
 /// A node's eBPF masquerading: `nat-<netns inode>`.

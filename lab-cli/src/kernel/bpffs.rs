@@ -4,13 +4,11 @@ use std::path::Path;
 
 use nix::{
     mount::{MsFlags, mount},
-    sys::statfs::statfs,
+    sys::statfs::{BPF_FS_MAGIC, statfs},
 };
 use thiserror::Error;
 
 pub const BPFFS: &str = "/sys/fs/bpf";
-/// BPF_FS_MAGIC from linux/magic.h.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 #[derive(Debug, Error)]
 #[error(
@@ -19,9 +17,10 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub struct BpffsError(nix::Error);
 
 /// Mounts bpffs at /sys/fs/bpf unless it is already there (a fresh boot
-/// without systemd may not have it).
+/// without systemd may not have it), mode 0700 as systemd mounts it: only
+/// root can create pins.
 pub fn ensure_mounted() -> Result<(), BpffsError> {
-    if statfs(BPFFS).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC) {
+    if statfs(BPFFS).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC) {
         return Ok(());
     }
     if !Path::new(BPFFS).exists() {
@@ -33,7 +32,7 @@ pub fn ensure_mounted() -> Result<(), BpffsError> {
         BPFFS,
         Some("bpf"),
         MsFlags::empty(),
-        None::<&str>,
+        Some("mode=0700"),
     )
     .map_err(BpffsError)
 }

@@ -34,6 +34,8 @@ pub enum NetnsError {
         "network namespace `{0}` does not exist (see `ip netns list`; an inode number or `host` also work)"
     )]
     NotFound(String),
+    #[error("`{0}` is not a namespace name: give one name without `/`")]
+    BadName(String),
     #[error("cannot {action} network namespace `{name}`: {source}")]
     Io {
         action: &'static str,
@@ -62,19 +64,31 @@ pub struct NetNs {
 impl NetNs {
     /// Creates `/run/netns/NAME` holding a fresh network namespace.
     pub fn create(name: &str) -> Result<Self, NetnsError> {
+        Self::create_then(name, |_| Ok::<(), NetnsError>(()))
+    }
+
+    /// As [`NetNs::create`], calling `record(inode)` after the namespace
+    /// exists and before it gets its name: whoever records the inode there
+    /// can later prove the namespace is theirs, whenever the process dies.
+    /// (A kill before the mount leaves only an empty file: [`Entry::Leftover`].)
+    pub fn create_then<E: From<NetnsError> + Send>(
+        name: &str,
+        record: impl FnOnce(u64) -> Result<(), E> + Send,
+    ) -> Result<Self, E> {
         let io_err = |action, source| NetnsError::Io {
             action,
             name: name.to_owned(),
             source,
         };
+        check_name(name)?;
         fs::create_dir_all(NETNS_RUN_DIR).map_err(|e| io_err("create /run/netns for", e))?;
         let path = Path::new(NETNS_RUN_DIR).join(name);
         match File::options().write(true).create_new(true).open(&path) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(NetnsError::Exists(name.to_owned()));
+                return Err(NetnsError::Exists(name.to_owned()).into());
             }
-            Err(e) => return Err(io_err("create the mount point of", e)),
+            Err(e) => return Err(io_err("create the mount point of", e).into()),
         }
         // From here on, dropping `ns` removes the file (and mount, if any).
         let ns = Self {
@@ -84,34 +98,38 @@ impl NetNs {
         };
         // unshare() moves the calling thread only, so do it in a throwaway
         // thread and pin the new namespace with a bind mount of its ns file.
-        let target = path.clone();
-        let result = thread::spawn(move || -> Result<(), (&'static str, nix::Error)> {
-            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ("unshare", e))?;
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| ("bind-mount", e))
-        })
-        .join()
-        .map_err(|_| NetnsError::ThreadPanicked(name.to_owned()))?;
-        result.map_err(|(action, source)| NetnsError::Sys {
+        let sys = |action, source| NetnsError::Sys {
             action,
             name: name.to_owned(),
             source,
+        };
+        thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<(), E> {
+                    unshare(CloneFlags::CLONE_NEWNET).map_err(|e| sys("unshare", e))?;
+                    let inode = fs::metadata(THREAD_NETNS)
+                        .map_err(|e| io_err("inspect", e))?
+                        .ino();
+                    record(inode)?;
+                    mount(
+                        Some(THREAD_NETNS),
+                        &path,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .map_err(|e| sys("bind-mount", e))?;
+                    Ok(())
+                })
+                .join()
+                .map_err(|_| NetnsError::ThreadPanicked(name.to_owned()))?
         })?;
         Ok(ns)
     }
 
     /// Opens an existing named namespace (not deleted on drop).
     pub fn open(name: &str) -> Result<Self, NetnsError> {
-        // A name is one path component: never a way out of /run/netns.
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(NetnsError::NotFound(name.to_owned()));
-        }
+        check_name(name).map_err(|_| NetnsError::NotFound(name.to_owned()))?;
         let path = Path::new(NETNS_RUN_DIR).join(name);
         if !path.exists() {
             return Err(NetnsError::NotFound(name.to_owned()));
@@ -227,6 +245,73 @@ pub fn remove(name: &str, path: &Path) -> Result<(), NetnsError> {
             source,
         }),
     }
+}
+
+/// The calling thread's own namespace.
+const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+
+/// A name is one path component: never a way out of /run/netns.
+fn check_name(name: &str) -> Result<(), NetnsError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(NetnsError::BadName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// What a path under /run/netns holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Missing,
+    /// A mounted namespace, with its inode.
+    Namespace(u64),
+    /// A plain file with no namespace mounted on it: what an interrupted
+    /// create (file made, mount not yet) or delete (unmounted, not yet
+    /// unlinked) leaves. Nothing uses it; it only blocks the name.
+    Leftover,
+    /// Anything else (a directory, a link): never ours to touch.
+    Other,
+}
+
+/// Looks at `path` without following a link at it.
+pub fn entry(path: &Path) -> io::Result<Entry> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Missing),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_file() {
+        return Ok(Entry::Other);
+    }
+    let fs = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
+    if fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC {
+        // stat (not lstat) sees the mounted namespace's own inode.
+        Ok(Entry::Namespace(fs::metadata(path)?.ino()))
+    } else {
+        Ok(Entry::Leftover)
+    }
+}
+
+/// Removes `/run/netns/NAME` if it is a [`Entry::Leftover`]; true if it was.
+pub fn remove_leftover(name: &str) -> Result<bool, NetnsError> {
+    let path = Path::new(NETNS_RUN_DIR).join(name);
+    let io_err = |source| NetnsError::Io {
+        action: "inspect",
+        name: name.to_owned(),
+        source,
+    };
+    if entry(&path).map_err(io_err)? != Entry::Leftover {
+        return Ok(false);
+    }
+    tracing::warn!(
+        "removing {}: an empty mount point left by an interrupted create or delete",
+        path.display()
+    );
+    fs::remove_file(&path).map_err(|source| NetnsError::Io {
+        action: "remove the leftover mount point of",
+        name: name.to_owned(),
+        source,
+    })?;
+    Ok(true)
 }
 
 /// What `host` means in `--netns host`: the namespace of PID 1.

@@ -2,17 +2,14 @@
 //! rule inside), collecting every error instead of stopping at the first, as
 //! netavark does, so one stuck object does not leave the rest behind.
 
-use std::{
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
 use super::{plan::UPLINK, state::LabState};
 use crate::{
     ebpf::error::ProgramSetupError,
-    kernel::netns::{self, NETNS_RUN_DIR, NetNs, NetnsError},
+    kernel::netns::{self, Entry, NETNS_RUN_DIR, NetNs, NetnsError},
     masq::nat,
 };
 
@@ -26,6 +23,12 @@ pub enum TeardownError {
         found: u64,
         expected: u64,
     },
+    #[error(
+        "network namespace `{name}` was created by an interrupted `lab up` that never recorded its inode, so labctl cannot prove it is this lab's and left it alone; if it is, delete it with `ip netns del {name}`"
+    )]
+    Unproven { name: String },
+    #[error("{path} is not a network namespace; left it alone")]
+    NotANamespace { path: PathBuf },
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error("cannot remove eBPF masquerading: {0}")]
@@ -43,18 +46,35 @@ pub fn teardown(state: &LabState) -> Vec<TeardownError> {
     let mut errors = Vec::new();
     for record in state.namespaces.iter().rev() {
         let path = Path::new(NETNS_RUN_DIR).join(&record.name);
-        let found = match std::fs::metadata(&path) {
-            Ok(m) => m.ino(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+        let found = match netns::entry(&path) {
+            Ok(Entry::Missing) => continue,
+            Ok(Entry::Namespace(ino)) => ino,
+            // An interrupted create or delete: no namespace, only its file.
+            Ok(Entry::Leftover) => {
+                if let Err(e) = netns::remove_leftover(&record.name) {
+                    errors.push(e.into());
+                }
+                continue;
+            }
+            Ok(Entry::Other) => {
+                errors.push(TeardownError::NotANamespace { path });
+                continue;
+            }
             Err(source) => {
                 errors.push(TeardownError::Stat { path, source });
                 continue;
             }
         };
-        // Inode 0: `up` stopped between claiming the name and recording the
-        // inode; the lab lock kept other labctl commands away meanwhile.
+        // Inode 0: `up` stopped between creating the namespace and recording
+        // its inode. Nothing proves the namespace now there is that one.
+        if record.inode == 0 {
+            errors.push(TeardownError::Unproven {
+                name: record.name.clone(),
+            });
+            continue;
+        }
         // Any other mismatch means someone else's namespace has this name now.
-        if record.inode != 0 && found != record.inode {
+        if found != record.inode {
             errors.push(TeardownError::NotOurs {
                 name: record.name.clone(),
                 found,
@@ -64,9 +84,7 @@ pub fn teardown(state: &LabState) -> Vec<TeardownError> {
         }
         // eBPF masquerading pins (links and maps) outlive the namespace
         // unless removed; removing them detaches the programs.
-        if record.inode != 0
-            && let Err(e) = nat::detach(&NetNs::at(&record.name, &path), record.inode, UPLINK)
-        {
+        if let Err(e) = nat::detach(&NetNs::at(&record.name, &path), record.inode, UPLINK) {
             errors.push(TeardownError::Nat(Box::new(e)));
         }
         if let Err(e) = netns::remove(&record.name, &path) {

@@ -30,6 +30,21 @@ pub enum ExecError {
     },
 }
 
+impl ExecError {
+    /// The exit code a shell gives when it cannot run a command: 127 when
+    /// it does not exist, 126 when it is not executable.
+    pub fn shell_code(&self) -> Option<u8> {
+        match self {
+            ExecError::Spawn { source, .. } => match source.kind() {
+                io::ErrorKind::NotFound => Some(127),
+                io::ErrorKind::PermissionDenied => Some(126),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// Runs `argv` in `ns` and waits for it.
 pub fn run(ns: &NetNs, argv: &[String]) -> Result<ExitStatus, ExecError> {
     let (program, args) = argv.split_first().ok_or(ExecError::NoCommand)?;

@@ -117,6 +117,8 @@ impl LabError {
                 | LabError::NoSuchMember { .. }
                 | LabError::AmbiguousMember { .. }
                 | LabError::Plan(_)
+                | LabError::State(StateError::Name(_))
+                | LabError::Netns(NetnsError::BadName(_))
         )
     }
 }

@@ -17,12 +17,15 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::plan::LabOptions;
+use super::plan::{LabOptions, PlanError, validate_name};
 
 pub const RUN_DIR: &str = "/run/labctl";
 
 #[derive(Debug, Error)]
 pub enum StateError {
+    /// A lab name a user typed that `lab up --name` would refuse.
+    #[error(transparent)]
+    Name(#[from] PlanError),
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -72,8 +75,11 @@ impl LabState {
         labs_dir().join(format!("{lab}.json"))
     }
 
-    /// The record of `lab`, if it is up (or half up).
+    /// The record of `lab`, if it is up (or half up). The name is checked
+    /// as `lab up --name` checks it, so it never leads out of the labs
+    /// directory.
     pub fn load(lab: &str) -> Result<Option<Self>, StateError> {
+        validate_name(lab)?;
         let path = Self::path(lab);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -98,6 +104,7 @@ impl LabState {
             let entry = entry.map_err(io_err("list", &dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(lab) = name.strip_suffix(".json")
+                && validate_name(lab).is_ok()
                 && let Some(state) = Self::load(lab)?
             {
                 labs.push(state);

@@ -6,7 +6,10 @@
 //! network is never touched and deleting the lab's namespaces removes all of
 //! it. Each namespace is recorded (name + inode) the moment it exists.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+};
 
 use super::{
     LabError,
@@ -21,7 +24,7 @@ use super::{
 use crate::{
     kernel::{
         interrupt,
-        netns::{NETNS_RUN_DIR, NetNs},
+        netns::{self, Entry, NETNS_RUN_DIR, NetNs, NetnsError},
         rtnl::Rtnl,
         sysctl,
     },
@@ -40,7 +43,15 @@ pub fn up(plan: &Plan, fail_at_step: Option<usize>) -> Result<LabState, LabError
     firewall::check_nft()?;
     // Refuse before building anything if a name is taken by someone else.
     for name in plan.namespaces() {
-        if std::path::Path::new(NETNS_RUN_DIR).join(name).exists() {
+        // An empty mount point left by a killed create or delete only
+        // blocks the name: clear it. A real namespace is someone else's.
+        netns::remove_leftover(name)?;
+        if netns::entry(&Path::new(NETNS_RUN_DIR).join(name)).map_err(|source| NetnsError::Io {
+            action: "inspect",
+            name: name.to_owned(),
+            source,
+        })? != Entry::Missing
+        {
             return Err(LabError::NameClash(name.to_owned()));
         }
     }
@@ -122,27 +133,18 @@ fn build(plan: &Plan, state: &mut LabState, steps: &mut Steps) -> Result<(), Lab
     Ok(())
 }
 
-/// Creates namespace `name` and records it (name first, inode once known).
+/// Creates namespace `name`, recording it with its inode before it gets its
+/// name, so `down` can always tell it from someone else's.
 fn create_namespace(state: &mut LabState, name: &str) -> Result<(), LabError> {
-    // Record the name before creating it (inode 0: not known yet), so a
-    // crash right after the create still leaves it to `down`.
-    state.namespaces.push(NamespaceRecord {
-        name: name.to_owned(),
-        inode: 0,
-    });
-    state.save()?;
-    let ns = match NetNs::create(name) {
-        Ok(ns) => ns.keep(),
-        Err(e) => {
-            state.namespaces.pop();
-            state.save()?;
-            return Err(e.into());
-        }
-    };
-    if let Some(record) = state.namespaces.last_mut() {
-        record.inode = ns.inode()?;
-    }
-    state.save()?;
+    let ns = NetNs::create_then(name, |inode| -> Result<(), LabError> {
+        state.namespaces.push(NamespaceRecord {
+            name: name.to_owned(),
+            inode,
+        });
+        state.save()?;
+        Ok(())
+    })?
+    .keep();
     // Labs are IPv4-only: without IPv6, new links send no router
     // solicitations or MLD reports, which keeps `labctl trace` quiet.
     ns.run(|| {

@@ -82,7 +82,9 @@ pub fn classify(err: &anyhow::Error) -> ExitCode {
         if cause.is::<Interrupted>() {
             return ExitCode::Interrupted;
         }
-        if let Some(NetnsError::Exists(_) | NetnsError::NotFound(_)) = cause.downcast_ref() {
+        if let Some(NetnsError::Exists(_) | NetnsError::NotFound(_) | NetnsError::BadName(_)) =
+            cause.downcast_ref()
+        {
             return ExitCode::Usage;
         }
         if cause

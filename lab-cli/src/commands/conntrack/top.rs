@@ -7,7 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use ratatui::{
     Frame,
     crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
@@ -91,7 +90,7 @@ pub fn run(
     netns_name: Option<&str>,
     source: CtSource,
     by: CtSort,
-    interval: f64,
+    interval: Duration,
 ) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("conntrack top")?;
     if !std::io::stdout().is_terminal() {
@@ -99,10 +98,6 @@ pub fn run(
             "labctl conntrack top needs a terminal; in scripts use `labctl conntrack list --output json`"
         );
     }
-    let interval = Duration::try_from_secs_f64(interval)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .context("--interval must be a positive number of seconds")?;
     let ns = netns::lookup_opt(netns_name)?;
     // Fail before taking over the terminal if the source cannot be read.
     read(ns.as_ref(), source)?;

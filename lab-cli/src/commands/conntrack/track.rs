@@ -14,36 +14,27 @@ use anyhow::Context as _;
 
 use crate::{
     conntrack::tracker::CtTracker,
-    ebpf::pins,
-    kernel::{interrupt, netns, privilege, ready},
+    kernel::{interrupt, netns, privilege, ready::ReadyFile},
     output::{conntrack as table, exit::Outcome},
 };
 
 pub fn run(
     netns_name: Option<&str>,
     iface: &str,
-    duration: Option<f64>,
+    duration: Option<Duration>,
     ready_file: Option<PathBuf>,
 ) -> anyhow::Result<Outcome> {
     privilege::require("conntrack track")?;
+    let mut ready = ReadyFile::claim(ready_file.as_deref())?;
     let ns = netns::lookup_opt(netns_name)?;
     let mut tracker = CtTracker::attach(ns.as_ref(), iface)
         .with_context(|| format!("cannot attach the connection tracker to {iface}"))?;
-    pins::ensure_root()?;
     let ino = match &ns {
         Some(ns) => ns.inode()?,
         None => netns::current_inode()?,
     };
-    let pin = pins::tracker(ino, iface);
-    // A leftover pin from a tracker that was killed: ours to replace.
-    if pin.exists() {
-        std::fs::remove_dir_all(&pin)
-            .with_context(|| format!("cannot replace {}", pin.display()))?;
-    }
-    tracker
-        .pin(&pin)
-        .with_context(|| format!("cannot pin the table at {}", pin.display()))?;
-    ready::write(ready_file.as_deref(), "attached")?;
+    tracker.publish(ino)?;
+    ready.signal("attached")?;
     let netns_opt = netns_name
         .map(|n| format!(" --netns {n}"))
         .unwrap_or_default();
@@ -53,7 +44,6 @@ pub fn run(
         "tracking connections on {iface}{} (ingress and egress); in another terminal: labctl conntrack list --source all{netns_opt}; Ctrl-C to stop",
         netns_name.map(|n| format!(" in {n}")).unwrap_or_default()
     )?;
-    let duration = duration.map(Duration::from_secs_f64);
     let started = Instant::now();
     while !interrupt::requested() && duration.is_none_or(|d| started.elapsed() < d) {
         thread::sleep(Duration::from_millis(100));

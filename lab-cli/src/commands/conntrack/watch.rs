@@ -4,11 +4,7 @@
 //! resynchronized from a fresh dump (flows that appeared or vanished
 //! meanwhile are emitted, marked `resync`).
 
-use std::{
-    collections::HashMap,
-    io::Write as _,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, io::Write as _, time::Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -20,7 +16,7 @@ use crate::{
         entry::{CtEntry, EntryJson, Tuple},
         netlink::{CtEvent, Ctnetlink, CtnetlinkError, EventKind},
     },
-    kernel::{interrupt, netns, privilege, ready},
+    kernel::{interrupt, netns, privilege, ready::ReadyFile},
     output::{OutputFormat, exit::Outcome},
 };
 
@@ -111,6 +107,7 @@ fn remember(known: &mut HashMap<Key, CtEntry>, ev: &CtEvent) {
 pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("conntrack watch")?;
     let filter = build_filter(&args.filter)?;
+    let mut ready = ReadyFile::claim(args.ready_file.as_deref())?;
     let ns = netns::lookup_opt(args.netns.as_deref())?;
     let mut events = Ctnetlink::open_in(ns.as_ref()).context("cannot reach ctnetlink")?;
     events
@@ -124,8 +121,8 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
         .into_iter()
         .map(|e| (e.key(), e))
         .collect();
-    ready::write(args.ready_file.as_deref(), "subscribed")?;
-    let duration = args.duration.map(Duration::from_secs_f64);
+    ready.signal("subscribed")?;
+    let duration = args.duration;
     let started = Instant::now();
     let mut summary = WatchSummary {
         kind: "summary",
@@ -226,6 +223,6 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
         )?,
     }
     out.flush()?;
-    interrupt::check()?;
+    // Ctrl-C is how a watch normally ends (as `conntrack -E`): exit 0.
     Ok(Outcome::Success)
 }

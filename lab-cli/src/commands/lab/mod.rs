@@ -2,7 +2,7 @@
 
 mod status_view;
 
-use std::{io::Write as _, net::Ipv4Addr, time::Duration};
+use std::{io::Write as _, net::Ipv4Addr};
 
 use anstyle::{AnsiColor, Style};
 use anyhow::Context as _;
@@ -12,7 +12,7 @@ use crate::{
         LabCommand, LabDownArgs, LabExecArgs, LabListArgs, LabStatusArgs, LabTrafficArgs,
         LabTriggerArgs, LabUpArgs,
     },
-    kernel::privilege,
+    kernel::{interrupt, privilege},
     lab::{
         self, Endpoint, Lab, exec, faults,
         plan::{LabOptions, MasqMode},
@@ -65,19 +65,13 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
             duration,
             output,
         }) => {
-            let secs = |what: &str, s: f64| {
-                Duration::try_from_secs_f64(s)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .with_context(|| format!("--{what} must be a positive number of seconds"))
-            };
             let spec = TrafficSpec {
                 proto,
                 port,
-                count,
+                count: count.unwrap_or(TrafficSpec::default().count),
                 size,
-                timeout: secs("timeout", timeout)?,
-                duration: duration.map(|d| secs("duration", d)).transpose()?,
+                timeout,
+                duration,
             };
             traffic(lab.as_deref(), &from, &to, &spec, output)
         }
@@ -178,7 +172,17 @@ fn exec(lab: Option<&str>, member: &str, command: &[String]) -> anyhow::Result<O
     privilege::require_netns_admin("lab exec")?;
     let lab = Lab::find_member(lab, member)?;
     let ns = lab.netns(member)?;
-    let status = exec::run(&ns, command)?;
+    let status = match exec::run(&ns, command) {
+        Ok(status) => status,
+        Err(e) => match e.shell_code() {
+            // As a shell: one line on stderr, 127 or 126.
+            Some(code) => {
+                eprintln!("labctl: {e}");
+                return Ok(Outcome::Child(code));
+            }
+            None => return Err(e.into()),
+        },
+    };
     // A child killed by a signal exits 128+N, as shells report it.
     let code = status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt as _;
@@ -222,6 +226,8 @@ fn traffic(
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
         OutputFormat::Text => writeln!(out, "{}", report.text())?,
     }
+    // Stopped early: what was sent is reported, and the exit code says so.
+    interrupt::check()?;
     Ok(if report.all_answered() {
         Outcome::Success
     } else {

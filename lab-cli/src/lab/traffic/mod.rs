@@ -21,7 +21,10 @@ use echo::EchoServer;
 use probes::{icmp_probes, tcp_probes, tcp_stream, udp_probes};
 
 use super::Endpoint;
-use crate::kernel::netns::{NetNs, NetnsError};
+use crate::kernel::{
+    interrupt,
+    netns::{NetNs, NetnsError},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -63,8 +66,12 @@ pub struct TrafficSpec {
 }
 
 impl TrafficSpec {
-    /// Whether probe number `seq` (0-based) should still be sent.
+    /// Whether probe number `seq` (0-based) should still be sent: not
+    /// after Ctrl-C / SIGTERM (the caller reports what was sent).
     fn more(&self, seq: u32, started: Instant) -> bool {
+        if interrupt::requested() {
+            return false;
+        }
         match self.duration {
             Some(d) => started.elapsed() < d,
             None => seq < self.count,

@@ -1,0 +1,163 @@
+//! Value parsers shared by every subcommand, so a duration, a port or a
+//! ring size is checked the same way everywhere, at parse time (exit 2),
+//! before anything touches the kernel or asks for privileges.
+
+use std::time::Duration;
+
+/// The longest duration or interval accepted: one week.
+pub const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+/// The shortest: one millisecond.
+pub const MIN_SECONDS: f64 = 0.001;
+
+/// Seconds as a positive, finite number (`10`, `0.5`), at most a week.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds (e.g. 10 or 0.5)"))?;
+    if !secs.is_finite() || !(MIN_SECONDS..=MAX_SECONDS).contains(&secs) {
+        return Err(format!(
+            "`{s}` is out of range: give seconds from {MIN_SECONDS} to {MAX_SECONDS} (one week)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The smallest and largest ring buffer: a page, and 256 MiB.
+pub const RING_MIN: u32 = 4096;
+pub const RING_MAX: u32 = 1 << 28;
+
+/// A ring buffer size in bytes: a power of two from 4096 to 256 MiB
+/// (a `K` or `M` suffix is allowed: 4M).
+pub fn ring_size(s: &str) -> Result<u32, String> {
+    let bytes = bytes(s)?;
+    match u32::try_from(bytes) {
+        Ok(b) if b.is_power_of_two() && (RING_MIN..=RING_MAX).contains(&b) => Ok(b),
+        _ => Err(format!(
+            "`{s}` is not a valid ring size: give a power of two from 4096 to {RING_MAX} (256M)"
+        )),
+    }
+}
+
+/// A socket receive buffer in bytes: 64 KiB to 256 MiB (K/M suffix allowed).
+pub fn buffer_size(s: &str) -> Result<usize, String> {
+    let bytes = bytes(s)?;
+    if !(1 << 16..=1 << 28).contains(&bytes) {
+        return Err(format!("`{s}` is out of range: give 64K to 256M bytes"));
+    }
+    usize::try_from(bytes).map_err(|_| format!("`{s}` is too large"))
+}
+
+fn bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.as_bytes().last() {
+        Some(b'k' | b'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&t[..t.len() - 1], 1 << 20),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}` is not a size in bytes (e.g. 4194304 or 4M)"))
+}
+
+/// A TCP/UDP port, 1 to 65535.
+pub fn port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("`{s}` is not a port: give 1 to 65535")),
+    }
+}
+
+/// A port range `LO-HI` with 1 <= LO <= HI.
+pub fn port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("`{s}` is not a port range such as 40000-40099"))?;
+    let (lo, hi) = (port(lo)?, port(hi)?);
+    if lo > hi {
+        return Err(format!(
+            "`{s}` is empty: the first port must not exceed the second"
+        ));
+    }
+    Ok((lo, hi))
+}
+
+/// A lab name, checked as `lab up --name` checks it.
+pub fn lab_name(s: &str) -> Result<String, String> {
+    crate::lab::plan::validate_name(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A built-in scenario's name.
+pub fn scenario(s: &str) -> Result<String, String> {
+    if crate::lab::scenario::find(s).is_some() {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "unknown scenario `{s}`; the scenarios are: {} (see `labctl lab list`)",
+            crate::lab::scenario::names().join(", ")
+        ))
+    }
+}
+
+/// A pod MTU, 576 to 9000.
+pub fn mtu(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(m) if (576..=9000).contains(&m) => Ok(m),
+        _ => Err(format!("`{s}` is not a usable MTU: give 576 to 9000")),
+    }
+}
+
+/// The idle lifetime of UDP NAT mappings: 1 s to one day.
+pub fn nat_udp_timeout(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(t) if (1..=86_400).contains(&t) => Ok(t),
+        _ => Err(format!(
+            "`{s}` is not a usable timeout: give 1 to 86400 seconds (0 would expire every mapping at once)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_finite_positive_and_bounded() {
+        assert_eq!(duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("10"), Ok(Duration::from_secs(10)));
+        for bad in ["1e30", "-1", "inf", "NaN", "0", "", "abc", "604801"] {
+            assert!(duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ring_sizes_are_bounded_powers_of_two() {
+        assert_eq!(ring_size("4096"), Ok(4096));
+        assert_eq!(ring_size("4M"), Ok(4 << 20));
+        for bad in ["1073741824", "5000", "2048", "0", "-4", "1G"] {
+            assert!(ring_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports_and_ranges() {
+        assert_eq!(port("53"), Ok(53));
+        assert!(port("0").is_err() && port("65536").is_err());
+        assert_eq!(port_range("40000-40099"), Ok((40000, 40099)));
+        assert!(port_range("9-2").is_err() && port_range("0-5").is_err());
+    }
+
+    #[test]
+    fn zero_timeouts_and_odd_mtus_are_refused() {
+        assert!(nat_udp_timeout("0").is_err());
+        assert_eq!(nat_udp_timeout("30"), Ok(30));
+        assert!(mtu("100").is_err());
+        assert!(buffer_size("0").is_err());
+        assert_eq!(buffer_size("8M"), Ok(8 << 20));
+        assert!(lab_name("../../tmp/x").is_err());
+        assert!(scenario("no-such-scenario").is_err());
+    }
+}
