@@ -12,6 +12,10 @@ mod common;
 use std::{
     path::PathBuf,
     process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -22,6 +26,7 @@ use lab_cli::{
         session::{self, Summary, TraceOptions},
     },
     kernel::netns::NetNs,
+    lab::names,
     output::drops::JsonSink,
 };
 use serde_json::Value;
@@ -29,27 +34,32 @@ use serde_json::Value;
 fn options(ns: &NetNs) -> TraceOptions {
     TraceOptions {
         filters: Filters {
-            netns: Some(ns.name().to_owned()),
+            netns: Some(NetNs::open(ns.name()).unwrap()),
             ..Default::default()
         },
         summary: false,
         interval: Duration::from_secs(1),
-        duration: Some(Duration::from_millis(1500)),
+        // A backstop only: `trace` stops the session once the traffic is sent.
+        duration: Some(Duration::from_secs(60)),
         count: None,
         ready_file: None,
         ring_bytes: 1 << 22,
         classic_tracepoint: false,
         stack: false,
         stop: None,
+        netns_aliases: Some(names::member_names),
     }
 }
 
-/// Runs a session with `opts`, starts `traffic` once it is attached, and
-/// returns the JSON drop lines and the summary.
+/// Runs a session with `opts`, starts `traffic` once it is attached, stops
+/// the session once the traffic is sent, and returns the JSON drop lines and
+/// the summary.
 fn trace(mut opts: TraceOptions, traffic: impl FnOnce()) -> (Vec<Value>, Summary) {
     let ready: PathBuf =
         std::env::temp_dir().join(lab_cli::kernel::netns::unique_name("labtest-ready"));
     opts.ready_file = Some(ready.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    opts.stop = Some(stop.clone());
     let session = thread::spawn(move || {
         let mut sink = JsonSink::new(Vec::new());
         let summary = session::run(&opts, &mut sink).expect("trace session");
@@ -62,6 +72,7 @@ fn trace(mut opts: TraceOptions, traffic: impl FnOnce()) -> (Vec<Value>, Summary
         thread::sleep(Duration::from_millis(10));
     }
     traffic();
+    stop.store(true, Ordering::Relaxed);
     let (out, summary) = session.join().expect("session thread");
     std::fs::remove_file(&ready).ok();
     let lines: Vec<Value> = String::from_utf8(out)
@@ -248,8 +259,7 @@ fn each_planted_fault_gives_exactly_its_reason() {
     let lab = common::lab("drops", "trc");
     for fault in lab.plan.scenario.faults {
         let at = lab.netns(fault.at).unwrap();
-        let mut opts = options(&at);
-        opts.duration = Some(Duration::from_millis(1200));
+        let opts = options(&at);
         let mut sent = None;
         let (drops, summary) = trace(opts, || {
             sent = Some(faults::trigger(&lab, fault, N).expect("trigger"));
@@ -266,7 +276,8 @@ fn each_planted_fault_gives_exactly_its_reason() {
         assert_eq!(drops.len(), N as usize, "fault {}", fault.name());
         for d in &drops {
             assert_eq!(d["reason"], fault.reason, "fault {}", fault.name());
-            assert_eq!(d["netns"], at.name());
+            // Lab namespaces are named as members: LAB/MEMBER.
+            assert_eq!(d["netns"], names::display(lab.name(), fault.at));
             assert_eq!(d["ifname"], report.iface, "fault {}", fault.name());
             assert_eq!(d["proto"], report.proto.to_string().to_uppercase());
             assert_eq!(d["src"], report.src.to_string());

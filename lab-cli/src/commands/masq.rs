@@ -10,12 +10,8 @@ use anyhow::Context as _;
 
 use crate::{
     cli::masq::{MasqArgs, MasqCommand, MasqNatTableArgs, MasqTopArgs},
-    kernel::{
-        interrupt,
-        netns::{self, NetNs},
-        privilege,
-        ready::ReadyFile,
-    },
+    kernel::{interrupt, netns::NetNs, privilege, ready::ReadyFile},
+    lab::names::lookup_netns_opt,
     masq::{MasqCounter, MasqRow, nat},
     output::{OutputFormat, exit::Outcome, table},
 };
@@ -51,7 +47,7 @@ pub fn render(rows: &[MasqRow]) -> String {
 
 /// The node named by --netns, or this process's own namespace.
 fn open_netns(name: Option<&str>) -> anyhow::Result<NetNs> {
-    Ok(match netns::lookup_opt(name)? {
+    Ok(match lookup_netns_opt(name)? {
         Some(ns) => ns,
         None => NetNs::at("this namespace", std::path::Path::new("/proc/self/ns/net")),
     })

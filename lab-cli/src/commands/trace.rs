@@ -11,6 +11,7 @@ use crate::{
         session::{self, TraceOptions},
     },
     kernel::privilege,
+    lab::names,
     output::{
         OutputFormat,
         drops::{JsonSink, TextSink},
@@ -22,7 +23,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
     privilege::require("trace")?;
     let opts = TraceOptions {
         filters: Filters {
-            netns: args.netns,
+            netns: args.netns.as_deref().map(names::lookup_netns).transpose()?,
             iface: args.iface,
             proto: args.proto,
             host: args.host,
@@ -39,6 +40,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         classic_tracepoint: args.classic_tracepoint,
         stack: args.stack,
         stop: None,
+        netns_aliases: Some(names::member_names),
     };
     // JSON goes straight to stdout: anstream's escape-stripping (for text
     // that is not on a terminal) would scan every byte of a drop storm.

@@ -147,6 +147,7 @@ fn trace_faults(
         classic_tracepoint: false,
         stack: false,
         stop: Some(stop.clone()),
+        netns_aliases: Some(lab::names::member_names),
     };
     let tracer = thread::spawn(move || session::run(&opts, &mut sink));
     while !ready.exists() && !tracer.is_finished() {

@@ -6,7 +6,7 @@ use lab_common::trace::{TraceConfig, flags};
 use thiserror::Error;
 
 use super::{reasons::DropReasons, record::host_key};
-use crate::kernel::netns;
+use crate::kernel::netns::NetNs;
 
 #[derive(Debug, Error)]
 pub enum FilterError {
@@ -22,10 +22,11 @@ pub enum FilterError {
     ReasonBoth,
 }
 
-/// The filters, as given on the command line.
-#[derive(Debug, Clone, Default)]
+/// The filters, as given on the command line (the namespace already
+/// looked up: see `kernel::netns::lookup` and `lab::lookup_netns`).
+#[derive(Debug, Default)]
 pub struct Filters {
-    pub netns: Option<String>,
+    pub netns: Option<NetNs>,
     pub iface: Option<String>,
     pub proto: Option<String>,
     pub host: Option<IpAddr>,
@@ -42,23 +43,28 @@ impl Filters {
     pub fn to_config(&self, reasons: &DropReasons) -> Result<TraceConfig, FilterError> {
         let mut c = TraceConfig::ZERO;
         if let Some(ns) = &self.netns {
-            c.netns_ino =
-                netns::inode_of(ns).map_err(|e| FilterError::Netns(e.to_string()))? as u32;
+            let ino = ns.inode().map_err(|e| FilterError::Netns(e.to_string()))?;
+            // The kernel's netns inode numbers (proc_inum) are 32-bit.
+            c.netns_ino = u32::try_from(ino)
+                .map_err(|_| FilterError::Netns(format!("namespace inode {ino} is not 32-bit")))?;
         }
         if let Some(iface) = &self.iface {
             let lookup = || nix::net::if_::if_nametoindex(iface.as_str()).ok();
+            // The interface is looked up in the namespace it lives in.
             let index = match &self.netns {
-                Some(ns) if ns != "host" && ns.parse::<u64>().is_err() => netns::lookup(ns)
-                    .and_then(|ns| ns.run(lookup))
+                Some(ns) => ns
+                    .run(lookup)
                     .map_err(|e| FilterError::Netns(e.to_string()))?,
-                _ => lookup(),
+                None => lookup(),
             };
             c.ifindex = index.ok_or_else(|| FilterError::NoInterface {
                 iface: iface.clone(),
                 netns: self
                     .netns
-                    .clone()
-                    .map_or("the current namespace".into(), |n| format!("namespace {n}")),
+                    .as_ref()
+                    .map_or("the current namespace".into(), |n| {
+                        format!("namespace {}", n.name())
+                    }),
             })?;
         }
         if let Some(p) = &self.proto {
@@ -134,12 +140,12 @@ mod tests {
             })
             .contains("unknown drop reason `NOPE`")
         );
+        // The namespace is looked up before the filters are built.
         assert!(
-            err(Filters {
-                netns: Some("labctl-no-such-ns".into()),
-                ..Default::default()
-            })
-            .contains("does not exist")
+            crate::kernel::netns::lookup("labctl-no-such-ns")
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
         );
         assert!(
             err(Filters {

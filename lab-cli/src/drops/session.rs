@@ -28,7 +28,13 @@ use super::{
 };
 use crate::{
     ebpf::drop_tracer::{self, DropTracer, Hook},
-    kernel::{btf::KernelBtf, interrupt, kallsyms::Kallsyms, names::Names, ready::ReadyFile},
+    kernel::{
+        btf::KernelBtf,
+        interrupt,
+        kallsyms::Kallsyms,
+        names::{Aliases, Names},
+        ready::ReadyFile,
+    },
 };
 
 /// Where a session's drops and summaries go.
@@ -46,7 +52,7 @@ pub trait Sink {
 }
 
 /// Everything `labctl trace` was asked to do.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TraceOptions {
     pub filters: Filters,
     pub summary: bool,
@@ -62,6 +68,8 @@ pub struct TraceOptions {
     /// Ends the session when set (for callers that trace while they act,
     /// such as the demo); Ctrl-C, --duration and --count still apply.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Names for namespaces that the kernel does not know (lab members).
+    pub netns_aliases: Option<Aliases>,
 }
 
 /// What a session saw; the JSON summary line is this, serialized.
@@ -73,6 +81,9 @@ pub struct Summary {
     pub events: u64,
     /// Events that could not be reserved in the ring buffer.
     pub lost: u64,
+    /// Drops counted but neither shown nor lost: still queued when the
+    /// session stopped (`--count` reached, Ctrl-C). 0 in `--summary` mode.
+    pub not_shown: u64,
     /// Exact drops per reason, counted in the kernel after filtering.
     pub by_reason: BTreeMap<String, u64>,
     /// Exact drops per location (symbol+offset).
@@ -131,7 +142,7 @@ pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary>
     let mut tracer = attach(opts, &btf, &reasons)?;
     let mut resolver = Resolver {
         reasons,
-        names: Names::new(),
+        names: Names::with_aliases(opts.netns_aliases),
         kallsyms: Kallsyms::load(),
         locations: std::collections::HashMap::new(),
         epoch_offset_ns: clock_ns(ClockId::CLOCK_REALTIME) - clock_ns(ClockId::CLOCK_MONOTONIC),
@@ -162,10 +173,18 @@ pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary>
             }
         }
         if should_stop(opts, started) {
+            if !opts.summary {
+                events = drain(opts, &mut tracer, &mut resolver, sink, events)?;
+            }
             break;
         }
     }
-    let summary = summarize(&tracer, &resolver, events)?;
+    let mut summary = summarize(&tracer, &resolver, events)?;
+    if !opts.summary {
+        summary.not_shown = summary
+            .total()
+            .saturating_sub(summary.events + summary.lost);
+    }
     sink.finished(&summary, started.elapsed())?;
     Ok(summary)
 }
@@ -237,6 +256,29 @@ fn deliver(
         if opts.count.is_some_and(|n| events >= n) {
             return Ok((events, true));
         }
+    }
+}
+
+/// At the stop, delivers what the kernel counted and queued until every
+/// counted drop is shown or lost (or a second has passed), so a stop right
+/// after the traffic shows all of it and the summary adds up.
+fn drain(
+    opts: &TraceOptions,
+    tracer: &mut DropTracer,
+    resolver: &mut Resolver,
+    sink: &mut impl Sink,
+    mut events: u64,
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let reached_count;
+        (events, reached_count) = deliver(opts, tracer, resolver, sink, events)?;
+        let counted: u64 = tracer.reason_counts()?.values().sum();
+        if reached_count || events + tracer.lost()? >= counted || Instant::now() >= deadline {
+            sink.batch_done()?;
+            return Ok(events);
+        }
+        wait_for_events(tracer)?;
     }
 }
 

@@ -3,29 +3,24 @@
 
 use std::{
     collections::HashMap,
-    fs,
-    os::unix::fs::MetadataExt,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
-use crate::kernel::netns::{NETNS_RUN_DIR, NetNs};
-
-/// Where a namespace can be entered, and what to call it.
-#[derive(Debug, Clone)]
-struct Known {
-    name: String,
-    path: PathBuf,
-}
+use crate::kernel::netns::{self, NetNs};
 
 /// How long a looked-up name is trusted. Labs delete and recreate
 /// namespaces and links all the time, and the kernel reuses both netns
 /// inodes and ifindexes, so a name cached forever would turn wrong.
 const NAME_TTL: Duration = Duration::from_secs(2);
 
+/// Names given by a higher layer (lab members), by namespace inode.
+pub type Aliases = fn() -> HashMap<u64, String>;
+
 #[derive(Debug)]
 pub struct Names {
-    netns: HashMap<u64, Known>,
+    netns: HashMap<u64, NetNs>,
+    aliases_of: Option<Aliases>,
+    aliases: HashMap<u64, String>,
     scanned: Instant,
     ifnames: HashMap<(u64, u32), (Option<String>, Instant)>,
 }
@@ -38,8 +33,15 @@ impl Default for Names {
 
 impl Names {
     pub fn new() -> Self {
+        Self::with_aliases(None)
+    }
+
+    /// Names that prefer `aliases` (re-read on every rescan) to the kernel's.
+    pub fn with_aliases(aliases_of: Option<Aliases>) -> Self {
         let mut n = Self {
             netns: HashMap::new(),
+            aliases_of,
+            aliases: HashMap::new(),
             scanned: Instant::now(),
             ifnames: HashMap::new(),
         };
@@ -47,50 +49,17 @@ impl Names {
         n
     }
 
-    /// Named namespaces (`ip netns`), then the host's, then any process's.
     fn rescan(&mut self) {
-        self.netns.clear();
+        self.netns = netns::known();
+        if let Some(of) = &self.aliases_of {
+            self.aliases = of();
+        }
         self.scanned = Instant::now();
-        if let Ok(dir) = fs::read_dir("/proc") {
-            for entry in dir.flatten() {
-                let pid = entry.file_name().to_string_lossy().into_owned();
-                if !pid.bytes().all(|b| b.is_ascii_digit()) {
-                    continue;
-                }
-                let path = entry.path().join("ns/net");
-                if let Ok(m) = fs::metadata(&path) {
-                    self.netns.entry(m.ino()).or_insert(Known {
-                        name: format!("pid:{pid}"),
-                        path,
-                    });
-                }
-            }
-        }
-        if let Ok(m) = fs::metadata("/proc/1/ns/net") {
-            self.netns.insert(
-                m.ino(),
-                Known {
-                    name: "host".into(),
-                    path: "/proc/1/ns/net".into(),
-                },
-            );
-        }
-        if let Ok(dir) = fs::read_dir(NETNS_RUN_DIR) {
-            for entry in dir.flatten() {
-                if let Ok(m) = fs::metadata(entry.path()) {
-                    self.netns.insert(
-                        m.ino(),
-                        Known {
-                            name: entry.file_name().to_string_lossy().into_owned(),
-                            path: entry.path(),
-                        },
-                    );
-                }
-            }
-        }
     }
 
-    /// `ip netns` name, `host`, `pid:N`, or the inode number.
+    /// An alias (a lab member), an `ip netns` name, `host`, `pid:N`, or the
+    /// inode number; `?` when the packet had no namespace (inode 0). Every
+    /// one of them is accepted back by `--netns`.
     pub fn netns(&mut self, ino: u64) -> String {
         if ino == 0 {
             return "?".into();
@@ -98,9 +67,12 @@ impl Names {
         if !self.netns.contains_key(&ino) || self.scanned.elapsed() > NAME_TTL {
             self.rescan();
         }
+        if let Some(alias) = self.aliases.get(&ino) {
+            return alias.clone();
+        }
         self.netns
             .get(&ino)
-            .map(|k| k.name.clone())
+            .map(|ns| ns.name().to_owned())
             .unwrap_or_else(|| ino.to_string())
     }
 
@@ -115,10 +87,10 @@ impl Names {
             return cached.clone();
         }
         self.netns(netns_ino);
-        let name = self.netns.get(&netns_ino).and_then(|k| {
-            let ns = NetNs::at(&k.name, &k.path);
-            ns.run(|| index_to_name(ifindex)).ok().flatten()
-        });
+        let name = self
+            .netns
+            .get(&netns_ino)
+            .and_then(|ns| ns.run(|| index_to_name(ifindex)).ok().flatten());
         self.ifnames
             .insert((netns_ino, ifindex), (name.clone(), Instant::now()));
         name

@@ -8,6 +8,7 @@
 //! unsafe in a multi-threaded tokio program.
 
 use std::{
+    collections::HashMap,
     fs::{self, File},
     io,
     os::{fd::AsFd, unix::fs::MetadataExt},
@@ -31,7 +32,7 @@ pub enum NetnsError {
     )]
     Exists(String),
     #[error(
-        "network namespace `{0}` does not exist (see `ip netns list`; an inode number or `host` also work)"
+        "network namespace `{0}` does not exist (see `ip netns list` and `labctl lab status`; a lab member such as pod-a, `host`, `pid:N` or an inode number also work)"
     )]
     NotFound(String),
     #[error("`{0}` is not a namespace name: give one name without `/`")]
@@ -314,14 +315,70 @@ pub fn remove_leftover(name: &str) -> Result<bool, NetnsError> {
     Ok(true)
 }
 
-/// What `host` means in `--netns host`: the namespace of PID 1.
-const HOST_NETNS: &str = "/proc/1/ns/net";
+/// What `host` means in `--netns host`: the namespace of PID 1, or
+/// labctl's own where PID 1's cannot be read (a container's PID namespace).
+pub fn host() -> NetNs {
+    const PID1: &str = "/proc/1/ns/net";
+    let path = if fs::metadata(PID1).is_ok() {
+        PID1
+    } else {
+        "/proc/self/ns/net"
+    };
+    NetNs::at("host", Path::new(path))
+}
 
-/// The namespace a user named with `--netns`: an `ip netns` name, or `host`.
-/// (An inode number names a namespace for filters only: see [`inode_of`].)
+/// Every network namespace this process can name, by inode: those of
+/// processes (`pid:N`), the host's (`host`), and `ip netns` names, later
+/// ones winning. The names are the ones [`lookup`] accepts back.
+pub fn known() -> HashMap<u64, NetNs> {
+    let mut known = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let path = entry.path().join("ns/net");
+            if let Ok(m) = fs::metadata(&path) {
+                known
+                    .entry(m.ino())
+                    .or_insert_with(|| NetNs::at(&format!("pid:{pid}"), &path));
+            }
+        }
+    }
+    let host = host();
+    if let Ok(ino) = host.inode() {
+        known.insert(ino, host);
+    }
+    if let Ok(dir) = fs::read_dir(NETNS_RUN_DIR) {
+        for entry in dir.flatten() {
+            if let Ok(m) = fs::metadata(entry.path()) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                known.insert(m.ino(), NetNs::at(&name, &entry.path()));
+            }
+        }
+    }
+    known
+}
+
+/// The namespace a user named with `--netns`: an `ip netns` name, `host`,
+/// `pid:N` (a process's) or an inode number (any namespace labctl can
+/// find: see [`known`]). These are the names labctl prints.
 pub fn lookup(spec: &str) -> Result<NetNs, NetnsError> {
     if spec == "host" {
-        return Ok(NetNs::at("host", Path::new(HOST_NETNS)));
+        return Ok(host());
+    }
+    if let Some(pid) = spec.strip_prefix("pid:") {
+        let path = Path::new("/proc").join(pid).join("ns/net");
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) || !path.exists() {
+            return Err(NetnsError::NotFound(spec.to_owned()));
+        }
+        return Ok(NetNs::at(spec, &path));
+    }
+    if let Ok(ino) = spec.parse::<u64>() {
+        return known()
+            .remove(&ino)
+            .ok_or_else(|| NetnsError::NotFound(spec.to_owned()));
     }
     NetNs::open(spec)
 }
@@ -329,17 +386,6 @@ pub fn lookup(spec: &str) -> Result<NetNs, NetnsError> {
 /// `--netns` given (that namespace) or not (the caller's own: None).
 pub fn lookup_opt(spec: Option<&str>) -> Result<Option<NetNs>, NetnsError> {
     spec.map(lookup).transpose()
-}
-
-/// The inode of the namespace `--netns` names: an `ip netns` name, `host`,
-/// or the inode number itself.
-pub fn inode_of(spec: &str) -> Result<u64, NetnsError> {
-    match spec.parse::<u64>() {
-        Ok(ino) => Ok(ino),
-        Err(_) => lookup(spec)?
-            .inode()
-            .map_err(|_| NetnsError::NotFound(spec.to_owned())),
-    }
 }
 
 /// The inode of the network namespace this process runs in.

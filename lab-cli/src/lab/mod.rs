@@ -7,6 +7,7 @@ pub mod down;
 pub mod exec;
 pub mod faults;
 pub mod firewall;
+pub mod names;
 pub mod plan;
 pub mod scenario;
 pub mod state;
@@ -53,7 +54,7 @@ pub enum LabError {
         labs: String,
         members: String,
     },
-    #[error("`{name}` exists in several labs ({labs}); say which with --lab")]
+    #[error("`{name}` exists in several labs ({labs}); say which: `LAB/{name}`, or --lab LAB")]
     AmbiguousMember { name: String, labs: String },
     #[error("forced failure at step {0} (test hook)")]
     InjectedFailure(usize),

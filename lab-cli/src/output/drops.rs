@@ -131,9 +131,17 @@ fn write_table(
     last: bool,
 ) -> std::io::Result<()> {
     let title = if last { "summary" } else { "so far" };
+    let not_shown = if s.not_shown > 0 {
+        format!(
+            ", {} counted but not shown (still queued at the stop)",
+            s.not_shown
+        )
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "── {title} after {:.1}s: {} drops, {} events delivered, {} lost ──",
+        "── {title} after {:.1}s: {} drops, {} events delivered, {} lost{not_shown} ──",
         elapsed.as_secs_f64(),
         s.total(),
         s.events,

@@ -13,7 +13,8 @@ use crate::{
         netlink::Ctnetlink,
         sources,
     },
-    kernel::{netns, privilege, sysctl},
+    kernel::{privilege, sysctl},
+    lab::names::lookup_netns_opt,
     output::{OutputFormat, conntrack as table, exit::Outcome},
 };
 
@@ -47,7 +48,7 @@ impl<W: Write> Writer<W> {
 pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("conntrack list")?;
     let filter = build_filter(&args.filter)?;
-    let ns = netns::lookup_opt(args.netns.as_deref())?;
+    let ns = lookup_netns_opt(args.netns.as_deref())?;
     if args.enable_acct {
         let write = || sysctl::write(&["net", "netfilter", "nf_conntrack_acct"], "1");
         match &ns {

@@ -16,7 +16,8 @@ use crate::{
         filter::{self, CtFilter},
         netlink::Ctnetlink,
     },
-    kernel::{netns, privilege},
+    kernel::privilege,
+    lab::names::lookup_netns_opt,
     output::{OutputFormat, exit::Outcome},
 };
 
@@ -59,7 +60,7 @@ pub(crate) fn build_filter(args: &CtFilterArgs) -> anyhow::Result<CtFilter> {
 
 fn stats(netns_name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("conntrack stats")?;
-    let ns = netns::lookup_opt(netns_name)?;
+    let ns = lookup_netns_opt(netns_name)?;
     let mut ct = Ctnetlink::open_in(ns.as_ref()).context("cannot reach ctnetlink")?;
     let size = ct.table_size().context("cannot read the table size")?;
     let cpus = ct.cpu_stats().context("cannot read the per-CPU counters")?;

@@ -19,10 +19,8 @@ use ratatui::{
 use crate::{
     cli::conntrack::{CtSort, CtSource},
     conntrack::{entry::CtEntry, filter::CtFilter, join, sources},
-    kernel::{
-        netns::{self, NetNs},
-        privilege,
-    },
+    kernel::{netns::NetNs, privilege},
+    lab::names::lookup_netns_opt,
     output::exit::Outcome,
 };
 
@@ -98,7 +96,7 @@ pub fn run(
             "labctl conntrack top needs a terminal; in scripts use `labctl conntrack list --output json`"
         );
     }
-    let ns = netns::lookup_opt(netns_name)?;
+    let ns = lookup_netns_opt(netns_name)?;
     // Fail before taking over the terminal if the source cannot be read.
     read(ns.as_ref(), source)?;
     let mut terminal = ratatui::init();

@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use crate::{
     conntrack::tracker::CtTracker,
     kernel::{interrupt, netns, privilege, ready::ReadyFile},
+    lab::names::lookup_netns_opt,
     output::{conntrack as table, exit::Outcome},
 };
 
@@ -26,7 +27,7 @@ pub fn run(
 ) -> anyhow::Result<Outcome> {
     privilege::require("conntrack track")?;
     let mut ready = ReadyFile::claim(ready_file.as_deref())?;
-    let ns = netns::lookup_opt(netns_name)?;
+    let ns = lookup_netns_opt(netns_name)?;
     let mut tracker = CtTracker::attach(ns.as_ref(), iface)
         .with_context(|| format!("cannot attach the connection tracker to {iface}"))?;
     let ino = match &ns {

@@ -16,7 +16,8 @@ use crate::{
         entry::{CtEntry, EntryJson, Tuple},
         netlink::{CtEvent, Ctnetlink, CtnetlinkError, EventKind},
     },
-    kernel::{interrupt, netns, privilege, ready::ReadyFile},
+    kernel::{interrupt, privilege, ready::ReadyFile},
+    lab::names::lookup_netns_opt,
     output::{OutputFormat, exit::Outcome},
 };
 
@@ -108,7 +109,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("conntrack watch")?;
     let filter = build_filter(&args.filter)?;
     let mut ready = ReadyFile::claim(args.ready_file.as_deref())?;
-    let ns = netns::lookup_opt(args.netns.as_deref())?;
+    let ns = lookup_netns_opt(args.netns.as_deref())?;
     let mut events = Ctnetlink::open_in(ns.as_ref()).context("cannot reach ctnetlink")?;
     events
         .subscribe(args.buffer_size)
