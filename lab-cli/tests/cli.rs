@@ -1,4 +1,7 @@
-//! The `labctl` binary: exit codes, JSON output, error messages.
+//! The command line as a learner (or a hostile tester) meets it: bad input
+//! is one clear sentence and exit code 2 at parse time, before privileges
+//! are checked or anything is touched; names never lead out of our
+//! directories; generated completions and man pages work.
 
 #![allow(
     clippy::unwrap_used,
@@ -8,237 +11,195 @@
 
 mod common;
 
-use std::process::Command;
+use std::{
+    os::unix::process::CommandExt as _,
+    process::{Command, Output},
+};
 
-fn labctl() -> Command {
+fn labctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_labctl"))
-}
-
-/// Runs labctl as `nobody` with no capabilities, as an unprivileged learner.
-fn unprivileged(args: &[&str]) -> std::io::Result<std::process::Output> {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_labctl"))
         .args(args)
         .output()
+        .expect("run labctl")
 }
 
-#[test]
-fn bad_usage_exits_2() {
-    let out = labctl().arg("no-such-command").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-}
-
-#[test]
-fn doctor_json_reports_every_core_check_ok_here() {
-    if !common::privileged("doctor_json_reports_every_core_check_ok_here") {
-        return;
+/// Runs labctl as `nobody`, to show what is checked before privileges.
+fn labctl_unprivileged(args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_labctl"));
+    c.args(args);
+    if nix::unistd::geteuid().is_root() {
+        c.uid(65534).gid(65534);
     }
-    let out = labctl()
-        .args(["doctor", "--output", "json"])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let checks = report["checks"].as_array().unwrap();
-    let failed: Vec<&serde_json::Value> = checks
-        .iter()
-        .filter(|c| c["required"] == true && c["ok"] != true)
-        .collect();
-    assert!(failed.is_empty(), "failed core checks: {failed:#?}");
-    assert_eq!(report["ok"], true);
-    assert_eq!(out.status.code(), Some(0));
-    // Optional program types are reported either way, never crash doctor.
-    for name in [
-        "program type kprobe",
-        "program type fentry",
-        "program type tp_btf",
+    c.output().expect("run labctl")
+}
+
+/// Exit code 2, a message naming what was wrong, no panic, nothing printed
+/// on stdout.
+#[track_caller]
+fn usage_error(args: &[&str], says: &str) {
+    let out = labctl(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(says), "{args:?}: `{says}` not in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+}
+
+#[test]
+fn bad_durations_are_refused_at_parse_time_everywhere() {
+    for bad in ["1e30", "-1", "inf", "NaN", "0", "forever"] {
+        for cmd in [
+            &["trace", "--duration", bad][..],
+            &["conntrack", "watch", "--duration", bad],
+            &["conntrack", "track", "--iface", "lo", "--duration", bad],
+            &["masq", "--duration", bad],
+            &["lab", "traffic", "pod-a", "pod-b", "--duration", bad],
+            &["lab", "traffic", "pod-a", "pod-b", "--timeout", bad],
+            &["conntrack", "top", "--interval", bad],
+        ] {
+            usage_error(cmd, bad);
+        }
+    }
+}
+
+#[test]
+fn ring_sizes_ports_counts_and_timeouts_have_one_rule_each() {
+    usage_error(&["trace", "--ring-size", "1073741824"], "power of two");
+    usage_error(&["trace", "--ring-size", "5000"], "power of two");
+    usage_error(&["conntrack", "watch", "--buffer-size", "0"], "64K to 256M");
+    for cmd in [
+        &["trace", "--port", "0"][..],
+        &["conntrack", "list", "--sport", "0"],
+        &["conntrack", "watch", "--dport", "0"],
+        &["lab", "traffic", "pod-a", "pod-b", "--port", "0"],
     ] {
-        assert!(checks.iter().any(|c| c["name"] == name), "{name} missing");
+        usage_error(cmd, "not a port");
     }
-}
-
-#[test]
-fn without_privileges_demo_says_what_is_missing_and_exits_3() {
-    if !common::privileged("without_privileges_demo_says_what_is_missing_and_exits_3") {
-        return;
+    for cmd in [
+        &["trace", "--count", "0"][..],
+        &["conntrack", "watch", "--count", "0"],
+        &["lab", "traffic", "pod-a", "pod-b", "-c", "0"],
+        &["lab", "trigger", "policy", "-c", "0"],
+        &["demo", "--count", "0"],
+    ] {
+        usage_error(cmd, "0");
     }
-    let out = unprivileged(&["demo"]);
-    let Ok(out) = out else {
-        eprintln!("skipped: setpriv (util-linux) is not installed");
-        return;
-    };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
-    assert!(
-        stderr.contains("needs CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("try: sudo labctl demo"), "{stderr}");
-    // The lab commands name what they need too, and build nothing.
-    let out = unprivileged(&["lab", "up", "basic", "--name", "nopriv"]).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.contains("needs CAP_SYS_ADMIN + CAP_NET_ADMIN"),
-        "{stderr}"
-    );
-    assert!(!common::netns_exists("nopriv-world"));
-}
-
-#[test]
-fn lab_bad_input_is_one_sentence_and_exit_2() {
-    if !common::privileged("lab_bad_input_is_one_sentence_and_exit_2") {
-        return;
-    }
-    let out = labctl().args(["lab", "up", "no-such"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains(
-            "unknown scenario `no-such`; the scenarios are: basic, two-node, overlay, drops, policy"
-        ),
-        "{stderr}"
-    );
-    let out = labctl()
-        .args(["lab", "up", "basic", "--name", "Bad_Name"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("lab name `Bad_Name` is not valid"));
-    let out = labctl()
-        .args(["lab", "status", "no-such-lab"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("lab `no-such-lab` is not up"));
-}
-
-#[test]
-fn lab_cli_round_trip_with_exec_exit_codes_and_json_status() {
-    if !common::privileged("lab_cli_round_trip_with_exec_exit_codes_and_json_status") {
-        return;
-    }
-    let name = common::lab_name("cli");
-    let up = labctl()
-        .args(["lab", "up", "basic", "--name", &name])
-        .output()
-        .unwrap();
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    let exec = |args: &[&str]| {
-        labctl()
-            .args(["lab", "exec", "--lab", &name, "pod-a", "--"])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let addr = exec(&["cat", "/sys/class/net/eth0/mtu"]);
-    assert_eq!(String::from_utf8_lossy(&addr.stdout).trim(), "1500");
-    assert_eq!(exec(&["sh", "-c", "exit 7"]).status.code(), Some(7));
-    let traffic = labctl()
-        .args([
-            "lab", "traffic", "--lab", &name, "pod-a", "world", "-p", "udp", "-o", "json",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(traffic.status.code(), Some(0));
-    let report: serde_json::Value = serde_json::from_slice(&traffic.stdout).unwrap();
-    assert_eq!(report["answered"], 3);
-    assert_eq!(report["server_saw"]["172.18.0.2"], 3);
-    // Unanswered probes: exit 1, like ping.
-    let refused = labctl()
-        .args([
+    usage_error(
+        &[
             "lab",
-            "traffic",
-            "--lab",
-            &name,
-            "pod-a",
-            "198.51.100.1",
-            "--timeout",
-            "0.2",
-            "-c",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(1));
-    let status = labctl()
-        .args(["lab", "status", &name, "-o", "json"])
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    let members = status[0]["members"].as_array().unwrap();
-    let node = members.iter().find(|m| m["name"] == "node1").unwrap();
-    assert!(node["ruleset"].as_str().unwrap().contains("masquerade"));
-    let down = labctl().args(["lab", "down", &name]).output().unwrap();
-    assert!(down.status.success());
-    assert!(!common::netns_exists(&format!("{name}-pod-a")));
+            "up",
+            "basic",
+            "--masq",
+            "ebpf",
+            "--nat-udp-timeout",
+            "0",
+        ],
+        "timeout",
+    );
+    usage_error(&["lab", "up", "basic", "--nat-ports", "9-2"], "empty");
+    usage_error(&["lab", "up", "overlay", "--mtu", "100"], "MTU");
 }
 
 #[test]
-fn demo_traces_every_planted_fault_and_leaves_nothing() {
-    if !common::privileged("demo_traces_every_planted_fault_and_leaves_nothing") {
-        return;
-    }
-    let out = labctl().args(["demo", "--count", "7"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for (fault, reason) in [
-        ("closed-port", "NO_SOCKET"),
-        ("policy", "NETFILTER_DROP"),
-        ("rp-filter", "IP_RPFILTER"),
-        ("no-route", "IP_INNOROUTES"),
-        ("too-big", "PKT_TOO_BIG"),
-        ("bad-csum", "TCP_CSUM"),
+fn conflicting_or_ignored_flags_are_refused() {
+    for (cmd, says) in [
+        (&["masq", "--duration", "5", "nat-table"][..], "nat-table"),
+        (&["trace", "--summary", "--stack"], "--stack"),
+        (&["trace", "--interval", "2"], "--summary"),
+        (&["masq", "--interval", "2"], "--watch"),
+        (
+            &[
+                "lab",
+                "traffic",
+                "pod-a",
+                "pod-b",
+                "-c",
+                "3",
+                "--duration",
+                "2",
+            ],
+            "--duration",
+        ),
+        (&["explain", "NO_SOCKET", "--list"], "--list"),
+        (&["conntrack", "list", "--snat", "--dnat"], "--dnat"),
+        (&["conntrack", "list", "--snat", "--any-nat"], "--any-nat"),
     ] {
-        let line = stdout
-            .lines()
-            .find(|l| l.contains(&format!(" {fault} ")) && l.contains("kernel counted"))
-            .unwrap_or_else(|| panic!("no verdict for {fault}:\n{stdout}"));
-        assert!(line.contains('✓') && line.contains(reason), "{line}");
-        assert!(line.contains("sent   7"), "{line}");
-        // The explanation of each reason is printed.
-        assert!(
-            stdout.contains(&format!("{reason} len")),
-            "{reason} never traced"
-        );
-    }
-    assert!(stdout.contains("what: "));
-    for member in ["world", "node1", "pod-a", "pod-b"] {
-        assert!(!common::netns_exists(&format!("labctl-demo-{member}")));
+        usage_error(cmd, says);
     }
 }
 
 #[test]
-fn lab_up_without_nft_says_how_to_install_it_and_builds_nothing() {
-    if !common::privileged("lab_up_without_nft_says_how_to_install_it_and_builds_nothing") {
-        return;
+fn lab_names_are_checked_before_any_file_is_read() {
+    // A record planted outside /run/labctl/labs would name namespaces to delete.
+    for cmd in [
+        &["lab", "down", "../../../tmp/x"][..],
+        &["lab", "status", "../x"],
+        &["lab", "exec", "--lab", "a/b", "pod-a", "--", "true"],
+        &["lab", "traffic", "--lab", "..", "pod-a", "pod-b"],
+        &["lab", "trigger", "--lab", "A", "policy"],
+        &["lab", "up", "basic", "--name", "../evil"],
+    ] {
+        usage_error(cmd, "is not valid");
     }
-    let name = common::lab_name("nonft");
-    let out = labctl()
-        .args(["lab", "up", "basic", "--name", &name])
-        .env("PATH", "/nonexistent")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("the `nft` command was not found; install nftables"),
-        "{stderr}"
+    let err = lab_cli::lab::state::LabState::load("../../../tmp/x").unwrap_err();
+    assert!(err.to_string().contains("is not valid"), "{err}");
+}
+
+#[test]
+fn input_is_validated_before_privileges_are_asked_for() {
+    // As nobody: a typo is a typo (exit 2), not "try: sudo" (exit 3).
+    for (cmd, says) in [
+        (&["lab", "up", "no-such-scenario"][..], "unknown scenario"),
+        (&["trace", "--duration", "-1"], "out of range"),
+        (&["lab", "down", "../x"], "is not valid"),
+    ] {
+        let out = labctl_unprivileged(cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {stderr}");
+        assert!(stderr.contains(says), "{cmd:?}: {stderr}");
+        assert!(!stderr.contains("sudo"), "{cmd:?}: {stderr}");
+    }
+    // And a valid command without privileges says how to get them (exit 3).
+    if nix::unistd::geteuid().is_root() {
+        let out = labctl_unprivileged(&["trace", "--duration", "1"]);
+        assert_eq!(out.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("sudo"));
+    }
+}
+
+#[test]
+fn namespaces_that_do_not_exist_are_named_in_the_error() {
+    // No namespace has inode 1 (the first proc inodes are far larger).
+    usage_error(
+        &["trace", "--netns", "1", "--duration", "1"],
+        "does not exist",
     );
-    assert!(!common::netns_exists(&format!("{name}-world")));
+    usage_error(
+        &["trace", "--netns", "pid:abc", "--duration", "1"],
+        "does not exist",
+    );
+    usage_error(
+        &["conntrack", "list", "--netns", "labctl-no-such-ns"],
+        "does not exist",
+    );
+    usage_error(&["masq", "nat-table", "--netns", "nolab/pod-a"], "not up");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line_definitions() {
+    let out = labctl(&["completions", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("labctl") && script.contains("--ready-file"));
+    let out = labctl(&["man", "--list"]);
+    let pages = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        pages.lines().any(|p| p == "labctl-conntrack-list"),
+        "{pages}"
+    );
+    let out = labctl(&["man", "labctl-trace"]);
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH labctl-trace") && page.contains("ring\\-size"));
+    usage_error(&["man", "labctl-nope"], "no man page");
 }

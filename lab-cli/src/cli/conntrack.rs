@@ -30,12 +30,14 @@ pub enum ConntrackCommand {
 
 #[derive(Debug, Args)]
 pub struct CtWatchArgs {
+    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
+    /// name, `host`, `pid:N` or an inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
     #[command(flatten)]
     pub filter: CtFilterArgs,
     /// Stop after this many seconds.
-    #[arg(long, value_parser = values::duration)]
+    #[arg(long, value_parser = values::duration, allow_negative_numbers = true)]
     pub duration: Option<Duration>,
     /// Stop after this many events.
     #[arg(long, short = 'c', value_parser = clap::value_parser!(u64).range(1..))]
@@ -46,27 +48,33 @@ pub struct CtWatchArgs {
     /// Written once subscribed (for scripts).
     #[arg(long)]
     pub ready_file: Option<std::path::PathBuf>,
+    /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct CtStatsArgs {
+    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
+    /// name, `host`, `pid:N` or an inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
+    /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct CtTrackArgs {
+    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
+    /// name, `host`, `pid:N` or an inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
     /// The interface to attach to (ingress and egress).
     #[arg(long, short)]
     pub iface: String,
     /// Stop after this many seconds (default: until Ctrl-C).
-    #[arg(long, value_parser = values::duration)]
+    #[arg(long, value_parser = values::duration, allow_negative_numbers = true)]
     pub duration: Option<Duration>,
     /// Written once attached (for scripts).
     #[arg(long)]
@@ -75,20 +83,25 @@ pub struct CtTrackArgs {
 
 #[derive(Debug, Args)]
 pub struct CtTopArgs {
+    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
+    /// name, `host`, `pid:N` or an inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
+    /// Which table to watch.
     #[arg(long, value_enum, default_value_t = CtSource::Netfilter)]
     pub source: CtSource,
+    /// What the busiest flows are sorted by.
     #[arg(long, value_enum, default_value_t = CtSort::Bytes)]
     pub sort: CtSort,
     /// Seconds between refreshes.
-    #[arg(long, default_value = "1", value_parser = values::duration)]
+    #[arg(long, default_value = "1", value_parser = values::duration, allow_negative_numbers = true)]
     pub interval: Duration,
 }
 
 #[derive(Debug, Args)]
 pub struct CtListArgs {
-    /// The network namespace (an `ip netns` name); default: this one.
+    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
+    /// name, `host`, `pid:N` or an inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
     /// Which table to read.
@@ -100,6 +113,7 @@ pub struct CtListArgs {
     /// first, so packets and bytes are counted from now on.
     #[arg(long)]
     pub enable_acct: bool,
+    /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }

@@ -39,6 +39,7 @@ pub enum LabCommand {
 
 #[derive(Debug, Args)]
 pub struct LabListArgs {
+    /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
@@ -82,6 +83,7 @@ pub struct LabStatusArgs {
     /// Only this lab.
     #[arg(value_parser = values::lab_name)]
     pub name: Option<String>,
+    /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
@@ -93,6 +95,7 @@ pub struct LabExecArgs {
     pub lab: Option<String>,
     /// A pod, node, or `world`.
     pub member: String,
+    /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
 }
@@ -119,12 +122,13 @@ pub struct LabTrafficArgs {
     #[arg(long, short = 's', default_value_t = 56)]
     pub size: usize,
     /// Seconds to wait for each answer.
-    #[arg(long, default_value = "1", value_parser = values::duration)]
+    #[arg(long, default_value = "1", value_parser = values::duration, allow_negative_numbers = true)]
     pub timeout: Duration,
     /// Keep sending for this many seconds instead of --count probes
     /// (tcp-stream: how long to stream, default 3).
-    #[arg(long, value_parser = values::duration)]
+    #[arg(long, value_parser = values::duration, allow_negative_numbers = true)]
     pub duration: Option<Duration>,
+    /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
@@ -139,6 +143,7 @@ pub struct LabTriggerArgs {
     /// Packets to send.
     #[arg(long, short = 'c', default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,
+    /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }

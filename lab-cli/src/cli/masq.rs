@@ -25,30 +25,37 @@ pub enum MasqCommand {
 
 #[derive(Debug, Args)]
 pub struct MasqNatTableArgs {
-    /// The node's network namespace.
+    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
+    /// name, `host`, `pid:N` or an inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
+    /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct MasqArgs {
-    /// The node's network namespace (an `ip netns` name); default: this one.
+    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
+    /// name, `host`, `pid:N` or an inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
     /// The node's interface to the outside, where masquerade happens.
     #[arg(long, short, default_value = "eth0")]
     pub iface: String,
     /// Count for this many seconds, then print the table (default: until Ctrl-C).
-    #[arg(long, value_parser = values::duration)]
+    #[arg(long, value_parser = values::duration, allow_negative_numbers = true)]
     pub duration: Option<Duration>,
-    /// Print the table every second while counting.
+    /// Print the table every --interval while counting.
     #[arg(long)]
     pub watch: bool,
+    /// Seconds between --watch tables [default: 1].
+    #[arg(long, requires = "watch", value_parser = values::duration, allow_negative_numbers = true)]
+    pub interval: Option<Duration>,
     /// Written once the counter is attached (for scripts).
     #[arg(long)]
     pub ready_file: Option<std::path::PathBuf>,
+    /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod explain;
 pub mod lab;
 pub mod masq;
+pub mod shell;
 pub mod trace;
 pub mod values;
 
@@ -53,6 +54,10 @@ pub enum Command {
     /// The tour: bring up the drops lab, trace while each planted fault
     /// fires, print the summary with explanations, tear the lab down.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script: labctl completions bash > /etc/bash_completion.d/labctl
+    Completions(shell::CompletionsArgs),
+    /// Print a man page (roff): labctl man | man -l -
+    Man(shell::ManArgs),
 }
 
 impl Command {
@@ -66,6 +71,42 @@ impl Command {
             Command::Lab(_) => "lab",
             Command::Conntrack(_) => "conntrack",
             Command::Masq(_) => "masq",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        let path = format!("{path} {}", cmd.get_name());
+        if cmd.get_about().is_none() && cmd.get_name() != "labctl" {
+            missing.push(format!("{path} (the subcommand)"));
+        }
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} --{id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &path, missing);
+        }
+    }
+
+    #[test]
+    fn every_option_and_argument_has_a_help_line() {
+        Cli::command().debug_assert();
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no help line: {missing:#?}");
     }
 }

@@ -9,7 +9,9 @@ use crate::output::OutputFormat;
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Only drops in this network namespace: an `ip netns` name, `host`, or an inode number.
+    /// Only drops in this network namespace: a lab member (pod-a,
+    /// LAB/pod-a), an `ip netns` name, `host`, `pid:N` or an inode number
+    /// [default: every namespace].
     #[arg(long)]
     pub netns: Option<String>,
     /// Only drops on this interface (looked up in --netns when given).
@@ -30,16 +32,17 @@ pub struct TraceArgs {
     /// Hide these reasons (repeatable), e.g. --exclude-reason NOT_SPECIFIED.
     #[arg(long = "exclude-reason")]
     pub exclude_reasons: Vec<String>,
+    /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// A table by reason and location, refreshed every --interval, instead of a line per drop.
     #[arg(long, conflicts_with = "stack")]
     pub summary: bool,
     /// Seconds between --summary tables [default: 1].
-    #[arg(long, requires = "summary", value_parser = values::duration)]
+    #[arg(long, requires = "summary", value_parser = values::duration, allow_negative_numbers = true)]
     pub interval: Option<Duration>,
     /// Stop after this many seconds.
-    #[arg(long, value_parser = values::duration)]
+    #[arg(long, value_parser = values::duration, allow_negative_numbers = true)]
     pub duration: Option<Duration>,
     /// Stop after showing this many drops (the summary still counts all).
     #[arg(long, short = 'c', value_parser = clap::value_parser!(u64).range(1..))]

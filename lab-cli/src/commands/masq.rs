@@ -115,7 +115,7 @@ fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
     let mut last = Instant::now();
     while !interrupt::requested() && duration.is_none_or(|d| started.elapsed() < d) {
         thread::sleep(Duration::from_millis(100));
-        if args.watch && last.elapsed() >= Duration::from_secs(1) {
+        if args.watch && last.elapsed() >= args.interval.unwrap_or(Duration::from_secs(1)) {
             let rows = counter.read()?;
             match args.output {
                 OutputFormat::Text => writeln!(

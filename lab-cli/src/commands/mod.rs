@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod explain;
 pub mod lab;
 pub mod masq;
+pub mod shell;
 pub mod trace;
 
 use crate::{cli::Command, output::exit::Outcome};
@@ -21,5 +22,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Lab(args) => lab::run(args.command),
         Command::Conntrack(args) => conntrack::run(args.command),
         Command::Masq(args) => masq::run(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     }
 }

@@ -142,3 +142,56 @@ pub fn trackers(netns_ino: u64) -> Result<Vec<PathBuf>, ProgramSetupError> {
 pub fn nat(netns_ino: u64) -> PathBuf {
     root().join(format!("nat-{netns_ino}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_root_anyone_else_could_change_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("labctl");
+        DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        let root_owned = nix::unistd::geteuid().is_root();
+        assert_eq!(check_root(&dir).is_ok(), root_owned);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_root(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains(if root_owned {
+                "writable by others"
+            } else {
+                "owned by uid"
+            }),
+            "{err}"
+        );
+        let link = tmp.path().join("planted");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(
+            check_root(&link)
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
+        if root_owned {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            assert!(
+                check_root(&dir)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("owned by uid 65534")
+            );
+        }
+    }
+
+    #[test]
+    fn a_pin_directory_lock_tells_live_from_stale() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(!is_held(tmp.path()));
+        let held = lock(tmp.path()).unwrap().expect("free");
+        assert!(is_held(tmp.path()));
+        assert!(lock(tmp.path()).unwrap().is_none());
+        drop(held);
+        assert!(!is_held(tmp.path()));
+    }
+}

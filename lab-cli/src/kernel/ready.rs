@@ -23,12 +23,19 @@ pub struct ReadyFileError {
     pub source: io::Error,
 }
 
+type Identity = (u64, u64, i64, i64);
+
+fn identity(m: &std::fs::Metadata) -> Identity {
+    (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
+}
+
 /// The ready file of one command run (or none when not asked for).
 #[derive(Debug, Default)]
 pub struct ReadyFile {
     path: Option<PathBuf>,
-    /// (device, inode) of the file we wrote.
-    written: Option<(u64, u64)>,
+    /// Identity of the file we wrote: device, inode and change time (inode
+    /// numbers are reused at once on tmpfs, so they alone prove nothing).
+    written: Option<Identity>,
 }
 
 impl ReadyFile {
@@ -83,19 +90,20 @@ impl ReadyFile {
             .map_err(fail)?;
         tmp.write_all(format!("{what}\n").as_bytes())
             .map_err(fail)?;
-        let meta = tmp.as_file().metadata().map_err(fail)?;
         tmp.persist(path).map_err(|e| fail(e.error))?;
-        self.written = Some((meta.dev(), meta.ino()));
+        // After the rename, which changes the file's ctime.
+        let meta = std::fs::symlink_metadata(path).map_err(fail)?;
+        self.written = Some(identity(&meta));
         Ok(())
     }
 }
 
 impl Drop for ReadyFile {
     fn drop(&mut self) {
-        let (Some(path), Some((dev, ino))) = (&self.path, self.written) else {
+        let (Some(path), Some(written)) = (&self.path, self.written) else {
             return;
         };
-        let ours = std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+        let ours = std::fs::symlink_metadata(path).is_ok_and(|m| identity(&m) == written);
         if ours && let Err(e) = std::fs::remove_file(path) {
             tracing::warn!("cannot remove the ready file {}: {e}", path.display());
         }

@@ -119,7 +119,7 @@ impl LabError {
                 | LabError::AmbiguousMember { .. }
                 | LabError::Plan(_)
                 | LabError::State(StateError::Name(_))
-                | LabError::Netns(NetnsError::BadName(_))
+                | LabError::Netns(NetnsError::BadName(_) | NetnsError::NotFound(_))
         )
     }
 }

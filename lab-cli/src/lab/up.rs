@@ -88,6 +88,9 @@ pub fn up(plan: &Plan, fail_at_step: Option<usize>) -> Result<LabState, LabError
     }
 }
 
+/// Milliseconds to wait before each build step (tests of interrupts only).
+pub const STEP_DELAY_ENV: &str = "LABCTL_TEST_STEP_DELAY_MS";
+
 /// Counts build steps, so tests can force a failure in the middle of `up`.
 struct Steps {
     done: usize,
@@ -99,6 +102,13 @@ impl Steps {
     /// this step to fail: then `up` rolls back.
     fn next(&mut self, what: &str) -> Result<(), LabError> {
         self.done += 1;
+        // Test hook: slow each step so a test can interrupt `up` half-way.
+        if let Some(ms) = std::env::var(STEP_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms.min(5000)));
+        }
         interrupt::check().map_err(|source| LabError::Interrupted {
             step: self.done,
             source,

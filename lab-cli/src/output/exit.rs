@@ -13,6 +13,11 @@ use crate::{
     lab::{LabError, faults::FaultError},
 };
 
+/// A usage error found after parsing (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// How a successful run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -76,7 +81,7 @@ pub fn classify(err: &anyhow::Error) -> ExitCode {
         if cause.is::<PrivilegeError>() {
             return ExitCode::Privilege;
         }
-        if cause.is::<FilterError>() || cause.is::<CtFilterError>() {
+        if cause.is::<FilterError>() || cause.is::<CtFilterError>() || cause.is::<UsageError>() {
             return ExitCode::Usage;
         }
         if cause.is::<Interrupted>() {

@@ -1,0 +1,21 @@
+//! `labctl completions` and `labctl man` arguments.
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The page: `labctl` or a subcommand's, such as `labctl-trace` or
+    /// `labctl-conntrack-list` (see --list) [default: labctl].
+    #[arg(conflicts_with = "list")]
+    pub page: Option<String>,
+    /// List the pages.
+    #[arg(long)]
+    pub list: bool,
+}
