@@ -66,7 +66,7 @@ fn bad_durations_are_refused_at_parse_time_everywhere() {
 fn ring_sizes_ports_counts_and_timeouts_have_one_rule_each() {
     usage_error(&["trace", "--ring-size", "1073741824"], "power of two");
     usage_error(&["trace", "--ring-size", "5000"], "power of two");
-    usage_error(&["conntrack", "watch", "--buffer-size", "0"], "64K to 256M");
+    usage_error(&["conntrack", "watch", "--buffer-size", "0"], "4K to 256M");
     for cmd in [
         &["trace", "--port", "0"][..],
         &["conntrack", "list", "--sport", "0"],

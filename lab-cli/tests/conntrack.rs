@@ -403,6 +403,8 @@ fn watch(ns: &NetNs, extra: &[&str], act: impl FnOnce()) -> Vec<Value> {
         thread::sleep(Duration::from_millis(10));
     }
     act();
+    // Stop right after the traffic: watch still reads what is queued.
+    common::interrupt(&child);
     let out = child.wait_with_output().unwrap();
     std::fs::remove_file(&ready).ok();
     assert!(out.status.success());
@@ -420,7 +422,7 @@ fn watch_reports_new_update_destroy_in_order() {
     }
     let ns = common::netns("labtest-ctw");
     enable_conntrack(&ns);
-    let lines = watch(&ns, &["--duration", "2", "--dport", "7002"], || {
+    let lines = watch(&ns, &["--dport", "7002"], || {
         ns.run(|| {
             let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 7002)).unwrap();
             let c = TcpStream::connect((Ipv4Addr::LOCALHOST, 7002)).unwrap();
@@ -461,20 +463,16 @@ fn watch_survives_a_lost_event_burst_and_resynchronizes() {
     enable_conntrack(&ns);
     const FLOWS: u16 = 3000;
     // A 4 KiB receive buffer cannot hold a burst of 3,000 NEW events.
-    let lines = watch(
-        &ns,
-        &["--duration", "2", "--buffer-size", "4096", "--proto", "udp"],
-        || {
-            ns.run(|| {
-                let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-                for port in 0..FLOWS {
-                    u.send_to(b"x", (Ipv4Addr::LOCALHOST, 20000 + port))
-                        .unwrap();
-                }
-            })
-            .unwrap();
-        },
-    );
+    let lines = watch(&ns, &["--buffer-size", "4096", "--proto", "udp"], || {
+        ns.run(|| {
+            let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            for port in 0..FLOWS {
+                u.send_to(b"x", (Ipv4Addr::LOCALHOST, 20000 + port))
+                    .unwrap();
+            }
+        })
+        .unwrap();
+    });
     let summary = lines.last().unwrap();
     assert_eq!(summary["type"], "summary");
     assert!(summary["overruns"].as_u64().unwrap() >= 1, "{summary}");
@@ -511,8 +509,18 @@ fn the_ebpf_tracker_counts_exactly_what_netfilter_counts() {
     run(Proto::Tcp, 1);
     run(Proto::Udp, 3);
     run(Proto::Icmp, 2);
-    thread::sleep(Duration::from_millis(300));
-    let bpf = tracker.entries().unwrap();
+    // The TCP flow reaches TIME_WAIT with the last ACK: poll for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let bpf = loop {
+        let bpf = tracker.entries().unwrap();
+        let done = bpf
+            .iter()
+            .any(|e| e.proto_num == 6 && e.state.as_deref() == Some("TIME_WAIT"));
+        if (bpf.len() == 3 && done) || Instant::now() > deadline {
+            break bpf;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
     let nf = Ctnetlink::open_in(Some(&node)).unwrap().dump(None).unwrap();
     assert_eq!(bpf.len(), 3, "{bpf:#?}");
     let joined = join::join(nf.clone(), bpf.clone());
@@ -579,8 +587,6 @@ fn track_then_list_all_joins_both_views_and_cleans_up() {
             node.name(),
             "--iface",
             "eth0",
-            "--duration",
-            "3",
             "--ready-file",
         ])
         .arg(&ready)
@@ -612,6 +618,7 @@ fn track_then_list_all_joins_both_views_and_cleans_up() {
         both.iter()
             .all(|e| e["nat_kind"] == "snat" && e["state"] == "TIME_WAIT")
     );
+    common::interrupt(&track);
     let out = track.wait_with_output().unwrap();
     std::fs::remove_file(&ready).ok();
     assert!(out.status.success());

@@ -42,7 +42,7 @@ pub struct CtWatchArgs {
     /// Stop after this many events.
     #[arg(long, short = 'c', value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
-    /// Receive buffer in bytes, 64K to 256M (bigger: fewer lost events in a burst).
+    /// Receive buffer in bytes, 4K to 256M (bigger: fewer lost events in a burst).
     #[arg(long, default_value = "8M", value_parser = values::buffer_size)]
     pub buffer_size: usize,
     /// Written once subscribed (for scripts).

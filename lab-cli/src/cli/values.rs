@@ -39,11 +39,12 @@ pub fn ring_size(s: &str) -> Result<u32, String> {
     }
 }
 
-/// A socket receive buffer in bytes: 64 KiB to 256 MiB (K/M suffix allowed).
+/// A socket receive buffer in bytes: 4 KiB (small enough to watch events
+/// get lost) to 256 MiB (K/M suffix allowed).
 pub fn buffer_size(s: &str) -> Result<usize, String> {
     let bytes = bytes(s)?;
-    if !(1 << 16..=1 << 28).contains(&bytes) {
-        return Err(format!("`{s}` is out of range: give 64K to 256M bytes"));
+    if !(1 << 12..=1 << 28).contains(&bytes) {
+        return Err(format!("`{s}` is out of range: give 4K to 256M bytes"));
     }
     usize::try_from(bytes).map_err(|_| format!("`{s}` is too large"))
 }

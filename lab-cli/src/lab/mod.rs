@@ -64,7 +64,7 @@ pub enum LabError {
         #[source]
         source: Interrupted,
     },
-    #[error("{}", rolled_back_message(leftovers))]
+    #[error("{}", rolled_back_message(source, leftovers))]
     RolledBack {
         #[source]
         source: Box<LabError>,
@@ -94,12 +94,17 @@ impl From<ProgramSetupError> for LabError {
     }
 }
 
-fn rolled_back_message(leftovers: &[String]) -> String {
+fn rolled_back_message(source: &LabError, leftovers: &[String]) -> String {
+    let what = if matches!(source, LabError::Interrupted { .. }) {
+        "`lab up` was interrupted"
+    } else {
+        "building the lab failed"
+    };
     if leftovers.is_empty() {
-        "building the lab failed; everything built so far was removed again".into()
+        format!("{what}; everything built so far was removed again")
     } else {
         format!(
-            "building the lab failed, and the rollback left: {}; run `labctl lab down` to retry",
+            "{what}, and the rollback left: {}; run `labctl lab down` to retry",
             leftovers.join("; ")
         )
     }

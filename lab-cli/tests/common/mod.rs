@@ -115,3 +115,51 @@ pub fn netns_exists(name: &str) -> bool {
         .join(name)
         .exists()
 }
+
+/// Sends SIGINT (Ctrl-C) to a child labctl.
+pub fn interrupt(child: &std::process::Child) {
+    signal(child, nix::sys::signal::Signal::SIGINT);
+}
+
+pub fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, sig).unwrap();
+}
+
+/// Waits until `child` handles SIGINT (labctl installed its Ctrl-C
+/// handler), so a signal sent now is handled, not fatal.
+pub fn wait_for_signal_handler(child: &std::process::Child) {
+    let status = format!("/proc/{}/status", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let caught = std::fs::read_to_string(&status)
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))
+                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            })
+            .unwrap_or(0);
+        // SIGINT is signal 2: bit 1.
+        if caught & (1 << 1) != 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no Ctrl-C handler");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Waits for `child` to exit, at most `secs` seconds.
+pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("labctl did not exit within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -162,11 +162,14 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
         Ok(())
     };
     let mut seen = 0u64;
+    // At Ctrl-C or --duration, what the kernel already queued is still
+    // read (without waiting), so events right before the stop are shown.
+    let mut stopping = false;
     'watch: loop {
-        if interrupt::requested() || duration.is_some_and(|d| started.elapsed() >= d) {
-            break;
-        }
-        match events.events(100) {
+        stopping =
+            stopping || interrupt::requested() || duration.is_some_and(|d| started.elapsed() >= d);
+        match events.events(if stopping { 0 } else { 100 }) {
+            Ok(batch) if stopping && batch.is_empty() => break,
             Ok(batch) => {
                 for ev in batch {
                     remember(&mut known, &ev);
