@@ -14,7 +14,7 @@ use crate::{
     },
     kernel::{interrupt, privilege},
     lab::{
-        self, Endpoint, Lab, exec, faults,
+        self, Endpoint, Lab, exec, faults, names,
         plan::{LabOptions, MasqMode},
         scenario::SCENARIOS,
         traffic::{self, TrafficSpec},
@@ -135,20 +135,24 @@ fn up(scenario: &str, name: Option<&str>, options: LabOptions) -> anyhow::Result
     )?;
     for e in lab.endpoints() {
         if let Some(ns) = &e.netns {
-            writeln!(out, "  {:<8} {:<15} netns {ns}", e.name, e.addr)?;
+            writeln!(
+                out,
+                "  {:<8} {:<15} {:<18} (ip netns: {ns})",
+                e.name,
+                e.addr,
+                names::display(lab.name(), &e.name)
+            )?;
         }
     }
-    // The lesson names namespaces as `SCENARIO-MEMBER`; this lab's are `NAME-MEMBER`.
-    let teaches = lab.plan.scenario.teaches.replace(
-        &format!("{}-", lab.plan.scenario.name),
-        &format!("{}-", lab.name()),
-    );
-    writeln!(out, "\n{teaches}")?;
-    writeln!(
-        out,
-        "\nTry: labctl lab traffic pod-a world --proto udp   |   labctl lab status   |   labctl lab down {}",
-        lab.name()
-    )?;
+    // The lesson, without its generic "Try:" (the hints below fit this lab).
+    let teaches = lab.plan.scenario.teaches;
+    let teaches = teaches.split(" Try: ").next().unwrap_or(teaches);
+    writeln!(out, "\n{}", textwrap::fill(teaches, 78))?;
+    let several = Lab::all().map(|l| l.len() > 1).unwrap_or(false);
+    writeln!(out, "\nTry:")?;
+    for hint in lab::hints::hints(&lab, several) {
+        writeln!(out, "  {hint}")?;
+    }
     Ok(Outcome::Success)
 }
 
