@@ -113,6 +113,10 @@ pub struct CtListArgs {
     /// first, so packets and bytes are counted from now on.
     #[arg(long)]
     pub enable_acct: bool,
+    /// Every column (timeout, reply tuple, mark, zone, counters, flags), as
+    /// `conntrack -L -o extended`; the default fits 80 columns.
+    #[arg(long)]
+    pub wide: bool,
     /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

@@ -31,7 +31,7 @@ impl Tuple {
     };
 
     /// Writes `addr:port` (or just the address, or `[v6]:port`).
-    fn write_endpoint(
+    pub fn write_endpoint(
         out: &mut impl std::fmt::Write,
         addr: &IpAddr,
         port: Option<u16>,

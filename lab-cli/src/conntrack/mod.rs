@@ -2,6 +2,7 @@
 //! `netlink`), labctl's eBPF connection tracker (`tracker`), and Cilium's
 //! CT maps (`cilium`), all as [`entry::CtEntry`].
 
+pub mod acct;
 pub mod cilium;
 pub mod entry;
 pub mod filter;

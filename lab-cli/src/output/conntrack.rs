@@ -6,11 +6,22 @@
 
 use std::io::{self, Write};
 
-use crate::conntrack::entry::{CtEntry, Source};
+use crate::conntrack::entry::{CtEntry, Source, Tuple};
+
+/// Which columns: what fits 80 columns, or everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// PROTO, STATE, FLOW (the original direction), NAT: 80 columns for
+    /// IPv4 flows.
+    Compact,
+    /// Every field, as `conntrack -L -o extended` has them (`--wide`).
+    Wide,
+}
 
 /// Writes a header, then one line per entry.
 pub struct TableWriter<W: Write> {
     out: W,
+    layout: Layout,
     /// `--source all`: a SEEN BY column.
     joined: bool,
     /// Each row is formatted here first: padding a String is a push per
@@ -18,28 +29,70 @@ pub struct TableWriter<W: Write> {
     line: String,
 }
 
+/// Pads what was written to `line` since `start` to `width` characters.
+fn pad(line: &mut String, start: usize, width: usize) {
+    let used = line[start..].chars().count();
+    for _ in used..width {
+        line.push(' ');
+    }
+    line.push(' ');
+}
+
+/// A tuple as the table shows it: ICMP's type and code kept short (`8/0`),
+/// and its id only in the wide table, so they stay inside the column.
+fn write_tuple(line: &mut String, t: &Tuple, with_id: bool) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    Tuple::write_endpoint(line, &t.src, t.sport)?;
+    line.push_str(" → ");
+    Tuple::write_endpoint(line, &t.dst, t.dport)?;
+    if let (Some(ty), Some(code)) = (t.icmp_type, t.icmp_code) {
+        write!(line, " {ty}/{code}")?;
+    }
+    if let Some(id) = t.icmp_id.filter(|_| with_id) {
+        write!(line, " id {id}")?;
+    }
+    Ok(())
+}
+
+/// What a source cannot know (the eBPF tracker and Cilium's maps have no
+/// mark, zone or netfilter flags) is left blank, not shown as 0.
+fn knows_netfilter_fields(e: &CtEntry) -> bool {
+    e.source == Source::Netfilter
+}
+
 impl<W: Write> TableWriter<W> {
-    pub fn new(mut out: W, joined: bool) -> io::Result<Self> {
-        write!(
-            out,
-            "{:<7} {:<11} {:<7} {:<46} {:<46} {:<28} {:<5} {:<4} {:<15} {:<21} ",
-            "PROTO",
-            "STATE",
-            "TIMEOUT",
-            "ORIGINAL",
-            "REPLY",
-            "NAT",
-            "MARK",
-            "ZONE",
-            "PACKETS",
-            "BYTES"
-        )?;
+    pub fn new(mut out: W, layout: Layout, joined: bool) -> io::Result<Self> {
+        match layout {
+            Layout::Compact => write!(
+                out,
+                "{:<5} {:<11} {:<37} ",
+                "PROTO", "STATE", "FLOW (original direction)"
+            )?,
+            Layout::Wide => write!(
+                out,
+                "{:<7} {:<11} {:<7} {:<46} {:<46} {:<28} {:<5} {:<4} {:<15} {:<21} ",
+                "PROTO",
+                "STATE",
+                "TIMEOUT",
+                "ORIGINAL",
+                "REPLY",
+                "NAT",
+                "MARK",
+                "ZONE",
+                "PACKETS",
+                "BYTES"
+            )?,
+        }
         if joined {
             write!(out, "{:<15} ", "SEEN BY")?;
         }
-        writeln!(out, "FLAGS")?;
+        match layout {
+            Layout::Compact => writeln!(out, "NAT")?,
+            Layout::Wide => writeln!(out, "FLAGS")?,
+        }
         Ok(Self {
             out,
+            layout,
             joined,
             line: String::with_capacity(256),
         })
@@ -47,21 +100,45 @@ impl<W: Write> TableWriter<W> {
 
     pub fn row(&mut self, e: &CtEntry, seen: Option<&[Source]>) -> io::Result<()> {
         self.line.clear();
-        self.format(e, seen).map_err(io::Error::other)?;
+        let written = match self.layout {
+            Layout::Compact => self.compact(e, seen),
+            Layout::Wide => self.wide(e, seen),
+        };
+        written.map_err(io::Error::other)?;
         self.out.write_all(self.line.as_bytes())
     }
 
-    fn format(&mut self, e: &CtEntry, seen: Option<&[Source]>) -> std::fmt::Result {
+    fn compact(&mut self, e: &CtEntry, seen: Option<&[Source]>) -> std::fmt::Result {
         use std::fmt::Write as _;
+        let joined = self.joined;
         let line = &mut self.line;
-        // Pads what was written since `start` to `width` characters.
-        fn pad(line: &mut String, start: usize, width: usize) {
-            let used = line[start..].chars().count();
-            for _ in used..width {
-                line.push(' ');
-            }
-            line.push(' ');
+        write!(
+            line,
+            "{:<5} {:<11} ",
+            e.proto,
+            e.state.as_deref().unwrap_or("")
+        )?;
+        let start = line.len();
+        write_tuple(line, &e.orig, false)?;
+        pad(line, start, 37);
+        if joined {
+            seen_by(line, seen)?;
         }
+        if let Some(n) = e.nat() {
+            line.push_str(&n);
+        }
+        while line.ends_with(' ') {
+            line.pop();
+        }
+        line.push('\n');
+        Ok(())
+    }
+
+    fn wide(&mut self, e: &CtEntry, seen: Option<&[Source]>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        let joined = self.joined;
+        let line = &mut self.line;
+        let known = knows_netfilter_fields(e);
         write!(
             line,
             "{:<7} {:<11} ",
@@ -75,10 +152,10 @@ impl<W: Write> TableWriter<W> {
         }
         pad(line, start, 7);
         let start = line.len();
-        e.orig.write_to(line)?;
+        write_tuple(line, &e.orig, true)?;
         pad(line, start, 46);
         let start = line.len();
-        e.reply.write_to(line)?;
+        write_tuple(line, &e.reply, true)?;
         pad(line, start, 46);
         let start = line.len();
         match e.nat() {
@@ -86,7 +163,11 @@ impl<W: Write> TableWriter<W> {
             None => line.push('-'),
         }
         pad(line, start, 28);
-        write!(line, "{:<5} {:<4} ", e.mark, e.zone)?;
+        if known {
+            write!(line, "{:<5} {:<4} ", e.mark, e.zone)?;
+        } else {
+            write!(line, "{:<5} {:<4} ", "", "")?;
+        }
         let start = line.len();
         match (e.orig_counters, e.reply_counters) {
             (Some(o), Some(r)) => write!(line, "{} ⇄ {}", o.packets, r.packets)?,
@@ -99,19 +180,8 @@ impl<W: Write> TableWriter<W> {
             _ => line.push('-'),
         }
         pad(line, start, 21);
-        if self.joined {
-            let start = line.len();
-            let names: Vec<String> = seen
-                .unwrap_or_default()
-                .iter()
-                .map(|s| format!("{s:?}").to_lowercase())
-                .collect();
-            if names.len() == 1 {
-                write!(line, "{} only", names[0])?;
-            } else {
-                line.push_str(&names.join("+"));
-            }
-            pad(line, start, 15);
+        if joined {
+            seen_by(line, seen)?;
         }
         if e.flags.is_empty() {
             line.push('-');
@@ -128,11 +198,29 @@ impl<W: Write> TableWriter<W> {
     }
 }
 
+/// `--source all`'s SEEN BY cell: `netfilter+bpf`, `bpf only`, ...
+fn seen_by(line: &mut String, seen: Option<&[Source]>) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    let start = line.len();
+    let names: Vec<String> = seen
+        .unwrap_or_default()
+        .iter()
+        .map(|s| format!("{s:?}").to_lowercase())
+        .collect();
+    if names.len() == 1 {
+        write!(line, "{} only", names[0])?;
+    } else {
+        line.push_str(&names.join("+"));
+    }
+    pad(line, start, 15);
+    Ok(())
+}
+
 /// The whole table as a String (tests, small tables).
-pub fn render(rows: &[(&CtEntry, Option<&[Source]>)]) -> String {
+pub fn render(rows: &[(&CtEntry, Option<&[Source]>)], layout: Layout) -> String {
     let mut buf = Vec::new();
     let joined = rows.iter().any(|(_, s)| s.is_some());
-    let result = TableWriter::new(&mut buf, joined)
+    let result = TableWriter::new(&mut buf, layout, joined)
         .and_then(|mut t| rows.iter().try_for_each(|(e, s)| t.row(e, *s)));
     match result {
         Ok(()) => String::from_utf8_lossy(&buf).into_owned(),
@@ -148,7 +236,7 @@ mod tests {
     #[test]
     fn rows_spell_out_nat_and_missing_counters() {
         let e = udp_snat();
-        let text = render(&[(&e, None)]);
+        let text = render(&[(&e, None)], Layout::Wide);
         let row = text.lines().nth(1).unwrap();
         assert!(row.contains("10.244.1.2:40000 → 1.1.1.1:53"), "{row}");
         assert!(row.contains("SNAT as 172.18.0.2:40000"), "{row}");
@@ -156,7 +244,7 @@ mod tests {
             row.ends_with("SEEN_REPLY,CONFIRMED,SRC_NAT_DONE,DST_NAT_DONE"),
             "{row}"
         );
-        let joined = render(&[(&e, Some(&[Source::Netfilter][..]))]);
+        let joined = render(&[(&e, Some(&[Source::Netfilter][..]))], Layout::Wide);
         assert!(
             joined.lines().nth(1).unwrap().contains("netfilter only"),
             "{joined}"
@@ -168,5 +256,43 @@ mod tests {
             col(header, "REPLY").map(|i| header[..i].chars().count()),
             col(row, "1.1.1.1:53 →").map(|i| row[..i].chars().count())
         );
+    }
+
+    #[test]
+    fn the_default_table_fits_80_columns_and_blanks_what_a_source_cannot_know() {
+        let mut e = udp_snat();
+        let text = render(&[(&e, None)], Layout::Compact);
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{line}");
+        }
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.contains("10.244.1.2:40000 → 1.1.1.1:53"), "{row}");
+        assert!(row.ends_with("SNAT as 172.18.0.2:40000"), "{row}");
+        // ICMP stays in its column.
+        e.proto = "icmp".into();
+        e.orig.sport = None;
+        e.orig.dport = None;
+        e.orig.dst = "203.0.113.10".parse().unwrap();
+        e.orig.icmp_type = Some(8);
+        e.orig.icmp_code = Some(0);
+        e.orig.icmp_id = Some(65535);
+        let text = render(&[(&e, None)], Layout::Compact);
+        let row = text.lines().nth(1).unwrap();
+        let header = text.lines().next().unwrap();
+        assert_eq!(
+            header.find("NAT").map(|i| header[..i].chars().count()),
+            row.find("SNAT").map(|i| row[..i].chars().count()),
+            "{text}"
+        );
+        // The eBPF tracker knows no mark or zone: blank, not 0.
+        let mut e = udp_snat();
+        e.source = Source::Bpf;
+        let wide = render(&[(&e, None)], Layout::Wide);
+        let row = wide.lines().nth(1).unwrap();
+        let header = wide.lines().next().unwrap();
+        let mark = header.find("MARK").unwrap();
+        let at = |l: &str, i: usize| l.chars().skip(i).take(10).collect::<String>();
+        let col = header[..mark].chars().count();
+        assert_eq!(at(row, col).trim(), "", "{wide}");
     }
 }

@@ -8,14 +8,19 @@ use super::build_filter;
 use crate::{
     cli::conntrack::{CtListArgs, CtSource},
     conntrack::{
+        acct,
         entry::{CtEntry, EntryJson, Source},
         join,
         netlink::Ctnetlink,
         sources,
     },
-    kernel::{privilege, sysctl},
+    kernel::privilege,
     lab::names::lookup_netns_opt,
-    output::{OutputFormat, conntrack as table, exit::Outcome},
+    output::{
+        OutputFormat,
+        conntrack::{self as table, Layout},
+        exit::Outcome,
+    },
 };
 
 /// One entry at a time, as JSON lines or table rows.
@@ -25,10 +30,10 @@ enum Writer<W: Write> {
 }
 
 impl<W: Write> Writer<W> {
-    fn new(out: W, format: OutputFormat, joined: bool) -> std::io::Result<Self> {
+    fn new(out: W, format: OutputFormat, layout: Layout, joined: bool) -> std::io::Result<Self> {
         Ok(match format {
             OutputFormat::Json => Writer::Json(out),
-            OutputFormat::Text => Writer::Table(table::TableWriter::new(out, joined)?),
+            OutputFormat::Text => Writer::Table(table::TableWriter::new(out, layout, joined)?),
         })
     }
 
@@ -50,11 +55,7 @@ pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
     let filter = build_filter(&args.filter)?;
     let ns = lookup_netns_opt(args.netns.as_deref())?;
     if args.enable_acct {
-        let write = || sysctl::write(&["net", "netfilter", "nf_conntrack_acct"], "1");
-        match &ns {
-            Some(ns) => ns.run(write)??,
-            None => write()?,
-        }
+        acct::set(ns.as_ref(), true)?;
         eprintln!(
             "conntrack accounting is now on{} (net.netfilter.nf_conntrack_acct=1): packets and bytes are counted for flows created from now on",
             args.netns
@@ -63,13 +64,18 @@ pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
                 .unwrap_or_default()
         );
     }
+    let layout = if args.wide {
+        Layout::Wide
+    } else {
+        Layout::Compact
+    };
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut total = 0u64;
     let shown = match args.source {
         // The big one: streamed entry by entry, in constant memory.
         CtSource::Netfilter => {
             let mut ct = Ctnetlink::open_in(ns.as_ref()).context("cannot reach ctnetlink")?;
-            let mut writer = Writer::new(&mut out, args.output, false)?;
+            let mut writer = Writer::new(&mut out, args.output, layout, false)?;
             let mut shown = 0u64;
             ct.dump_each(filter.mark, |e| {
                 total += 1;
@@ -102,7 +108,7 @@ pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
                 .collect(),
             };
             total = joined.len() as u64;
-            let mut writer = Writer::new(&mut out, args.output, source == CtSource::All)?;
+            let mut writer = Writer::new(&mut out, args.output, layout, source == CtSource::All)?;
             let mut shown = 0u64;
             for (e, seen) in joined.iter().filter(|(e, _)| filter.matches(e)) {
                 shown += 1;
@@ -116,7 +122,12 @@ pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
             "note: the table is empty. A namespace tracks connections only once something there uses conntrack (a NAT or ct rule, since Linux 4.15); lab nodes always do."
         );
     }
-    if args.output == OutputFormat::Text {
+    if args.output == OutputFormat::Text && shown == 0 && total > 0 {
+        writeln!(
+            out,
+            "no entry matches the filters ({total} entries in the table; drop filters to see them)"
+        )?;
+    } else if args.output == OutputFormat::Text {
         writeln!(
             out,
             "{shown} entries ({}{})",

@@ -51,7 +51,7 @@ pub fn run(
     }
     let entries = tracker.entries().context("cannot read the tracker table")?;
     let rows: Vec<_> = entries.iter().map(|e| (e, None)).collect();
-    writeln!(out, "{}", table::render(&rows))?;
+    writeln!(out, "{}", table::render(&rows, table::Layout::Compact))?;
     writeln!(
         out,
         "{} flows seen by the eBPF tracker on {iface}",
