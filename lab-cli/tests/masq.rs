@@ -9,7 +9,12 @@
 
 mod common;
 
-use std::{collections::BTreeMap, net::Ipv4Addr, thread, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    thread,
+    time::{Duration, Instant},
+};
 
 use lab_cli::{
     conntrack::netlink::Ctnetlink,
@@ -51,9 +56,29 @@ fn the_counter_agrees_with_conntrack_and_the_masquerade_rule() {
     send(&lab, "pod-a", Proto::Icmp, 3);
     send(&lab, "pod-b", Proto::Tcp, 2);
     send(&lab, "pod-b", Proto::Udp, 5);
-    thread::sleep(Duration::from_millis(300));
-    let rows = counter.rows().unwrap();
-    let table = Ctnetlink::open_in(Some(&node)).unwrap().dump(None).unwrap();
+    // The last packets of a flow (a TCP FIN's ACK) may still be on their
+    // way: read both views until they agree on the packet counts, or 5 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (rows, table) = loop {
+        let rows = counter.rows().unwrap();
+        let table = Ctnetlink::open_in(Some(&node)).unwrap().dump(None).unwrap();
+        let agree = rows.iter().all(|r| {
+            let (out, inn) = table
+                .iter()
+                .filter(|e| e.is_snat() && e.orig.src == std::net::IpAddr::V4(r.pod))
+                .fold((0, 0), |(o, i), e| {
+                    (
+                        o + e.orig_counters.map_or(0, |c| c.packets),
+                        i + e.reply_counters.map_or(0, |c| c.packets),
+                    )
+                });
+            (r.packets_out, r.packets_in) == (out, inn)
+        });
+        if (agree && rows.len() == 2) || Instant::now() > deadline {
+            break (rows, table);
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
     let nat = |pod: Ipv4Addr| -> Vec<_> {
         table
             .iter()
@@ -464,8 +489,6 @@ fn masq_and_nat_table_commands_print_their_schemas() {
             "masq",
             "--netns",
             node.name(),
-            "--duration",
-            "2",
             "-o",
             "json",
             "--ready-file",
@@ -474,10 +497,14 @@ fn masq_and_nat_table_commands_print_their_schemas() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
     while !ready.exists() {
+        assert!(Instant::now() < deadline, "masq never became ready");
         thread::sleep(Duration::from_millis(10));
     }
     send(&lab, "pod-b", Proto::Tcp, 2);
+    // Stop after the traffic (Ctrl-C ends `masq` normally).
+    common::interrupt(&counting);
     let out = counting.wait_with_output().unwrap();
     std::fs::remove_file(&ready).ok();
     assert!(out.status.success());
