@@ -485,14 +485,7 @@ fn masq_and_nat_table_commands_print_their_schemas() {
     let node = lab.netns("node1").unwrap();
     let ready = std::env::temp_dir().join(lab_cli::kernel::netns::unique_name("labtest-m"));
     let counting = labctl()
-        .args([
-            "masq",
-            "--netns",
-            node.name(),
-            "-o",
-            "json",
-            "--ready-file",
-        ])
+        .args(["masq", "--netns", node.name(), "-o", "json", "--ready-file"])
         .arg(&ready)
         .stdout(std::process::Stdio::piped())
         .spawn()

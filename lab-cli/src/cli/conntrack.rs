@@ -79,6 +79,10 @@ pub struct CtTrackArgs {
     /// Written once attached (for scripts).
     #[arg(long)]
     pub ready_file: Option<std::path::PathBuf>,
+    /// Output: text for people; json: the flows at the end, one object per
+    /// line as `list -o json`.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

@@ -69,6 +69,9 @@ pub struct LabUpArgs {
     /// kernels before 6.6 do.
     #[arg(long, value_enum, default_value_t = TcAttach::Auto)]
     pub tc_attach: TcAttach,
+    /// Output: text for people, json for scripts (members, addresses, hints).
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +79,12 @@ pub struct LabDownArgs {
     /// The lab to remove (default: every lab).
     #[arg(value_parser = values::lab_name)]
     pub name: Option<String>,
+    /// The same, as the other lab commands spell it.
+    #[arg(long = "lab", value_parser = values::lab_name, conflicts_with = "name")]
+    pub lab: Option<String>,
+    /// Output: text for people, json for scripts (the labs removed).
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +92,9 @@ pub struct LabStatusArgs {
     /// Only this lab.
     #[arg(value_parser = values::lab_name)]
     pub name: Option<String>,
+    /// The same, as the other lab commands spell it.
+    #[arg(long = "lab", value_parser = values::lab_name, conflicts_with = "name")]
+    pub lab: Option<String>,
     /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

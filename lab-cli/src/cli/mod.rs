@@ -109,4 +109,35 @@ mod tests {
         walk(&Cli::command(), "", &mut missing);
         assert!(missing.is_empty(), "no help line: {missing:#?}");
     }
+
+    #[test]
+    fn every_command_that_prints_has_json_and_shared_options_mean_one_thing() {
+        // Not printing data: a shell script, a man page, a child's own
+        // output, a full-screen view.
+        const EXEMPT: [&str; 4] = ["completions", "man", "exec", "top"];
+        fn leaves(cmd: &clap::Command, out: &mut Vec<clap::Command>) {
+            if cmd.get_subcommands().next().is_none() {
+                out.push(cmd.clone());
+            }
+            for sub in cmd.get_subcommands() {
+                leaves(sub, out);
+            }
+        }
+        let mut all = Vec::new();
+        leaves(&Cli::command(), &mut all);
+        for cmd in &all {
+            let name = cmd.get_name();
+            let arg = |id: &str| cmd.get_arguments().find(|a| a.get_id() == id);
+            if !EXEMPT.contains(&name) {
+                let output = arg("output").unwrap_or_else(|| panic!("{name} has no -o"));
+                assert_eq!(output.get_short(), Some('o'), "{name}");
+            }
+            if let Some(count) = arg("count") {
+                assert_eq!(count.get_short(), Some('c'), "{name} --count");
+            }
+            if let Some(lab) = arg("lab") {
+                assert_eq!(lab.get_long(), Some("lab"), "{name}");
+            }
+        }
+    }
 }

@@ -13,7 +13,8 @@ use crate::{
     },
     kernel::{interrupt, netns, privilege},
     output::{
-        drops::TextSink,
+        OutputFormat,
+        drops::{JsonSink, TextSink},
         exit::{self, Outcome},
     },
 };
@@ -97,9 +98,54 @@ fn print_step(step: Step<'_>) {
     }
 }
 
+/// `labctl demo -o json`: the drops as NDJSON, then the verdict.
+fn run_json(per_fault: u32) -> anyhow::Result<Outcome> {
+    let sink = JsonSink::new(std::io::BufWriter::new(std::io::stdout()));
+    let report = drops_lab::run(per_fault, sink, |step| {
+        if let Step::LabDown(Err(e)) = step {
+            eprintln!(
+                "error: {}; run `sudo labctl lab down {DEMO_LAB}`",
+                exit::one_line(e)
+            );
+        }
+    })?;
+    let faults: Vec<_> = report
+        .faults
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "fault": r.fault.name(),
+                "reason": r.fault.reason,
+                "sent": r.sent,
+                "seen": r.seen,
+                "passed": r.passed(),
+            })
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({
+            "type": "demo",
+            "faults": faults,
+            "passed": report.passed(),
+            "elapsed_s": report.elapsed.as_secs_f64(),
+        })
+    )?;
+    Ok(if report.passed() {
+        Outcome::Success
+    } else {
+        Outcome::Negative
+    })
+}
+
 /// `labctl demo`: the README's tour.
-pub fn run(per_fault: u32) -> anyhow::Result<Outcome> {
+pub fn run(per_fault: u32, output: OutputFormat) -> anyhow::Result<Outcome> {
     privilege::require("demo")?;
+    if output == OutputFormat::Json {
+        return run_json(per_fault);
+    }
     let sink = TextSink::new(anstream::stdout(), false, true);
     let report = drops_lab::run(per_fault, sink, print_step)?;
     let (bold, green) = (bold(), green());

@@ -7,45 +7,74 @@ use anyhow::bail;
 use crate::{
     drops::{explain, reasons::DropReasons},
     kernel::btf::KernelBtf,
-    output::{drops::write_explanation, exit::Outcome},
+    output::{
+        OutputFormat,
+        drops::write_explanation,
+        exit::{Outcome, UsageError},
+    },
 };
 
-pub fn run(reason: Option<&str>, list: bool) -> anyhow::Result<Outcome> {
+pub fn run(reason: Option<&str>, list: bool, output: OutputFormat) -> anyhow::Result<Outcome> {
     let mut out = anstream::stdout().lock();
     // Names and codes come from this kernel; explanations work without BTF.
     let reasons = KernelBtf::from_sys()
         .ok()
         .and_then(|b| DropReasons::from_btf(&b).ok());
     if list {
-        match &reasons {
-            Some(r) => {
-                for (code, name) in r.iter() {
-                    let mark = if explain::lookup(name).is_some() {
-                        "explained"
-                    } else {
-                        ""
-                    };
-                    writeln!(out, "{code:>5}  {name:<32} {mark}")?;
-                }
-            }
-            None => {
-                for e in explain::all() {
-                    writeln!(out, "{}", e.reason)?;
-                }
+        let rows: Vec<(Option<u32>, String)> = match &reasons {
+            Some(r) => r.iter().map(|(c, n)| (Some(c), n.to_owned())).collect(),
+            None => explain::all()
+                .iter()
+                .map(|e| (None, e.reason.to_owned()))
+                .collect(),
+        };
+        for (code, name) in rows {
+            let explained = explain::lookup(&name).is_some();
+            match output {
+                OutputFormat::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"code": code, "name": name, "explained": explained})
+                )?,
+                OutputFormat::Text => writeln!(
+                    out,
+                    "{:>5}  {name:<32} {}",
+                    code.map(|c| c.to_string()).unwrap_or_default(),
+                    if explained { "explained" } else { "" }
+                )?,
             }
         }
         return Ok(Outcome::Success);
     }
     let Some(reason) = reason else {
-        bail!("name a reason, e.g. `labctl explain NO_SOCKET`, or use --list");
+        bail!(UsageError(
+            "name a reason, e.g. `labctl explain NO_SOCKET`, or use --list".into()
+        ));
     };
     let code = reasons.as_ref().and_then(|r| r.value(reason));
     let name = code
         .and_then(|c| reasons.as_ref().map(|r| r.name(c)))
         .or_else(|| explain::lookup(reason).map(|e| e.reason.to_owned()));
     let Some(name) = name else {
-        bail!("`{reason}` is not a drop reason on this kernel; `labctl explain --list` shows them");
+        bail!(UsageError(format!(
+            "`{reason}` is not a drop reason on this kernel; `labctl explain --list` shows them"
+        )));
     };
+    if output == OutputFormat::Json {
+        let e = explain::lookup(&name);
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "reason": name,
+                "code": code,
+                "meaning": e.map(|e| e.meaning),
+                "causes": e.map(|e| e.causes),
+                "commands": e.map(|e| e.commands),
+            })
+        )?;
+        return Ok(Outcome::Success);
+    }
     match code {
         Some(c) => writeln!(out, "{name} (code {c} on this kernel)")?,
         None => writeln!(out, "{name} (not defined by this kernel)")?,

@@ -16,9 +16,9 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Doctor(args) => doctor::run(args.output),
         Command::Demo(args) if args.counter => demo::counter(args.count.unwrap_or(1000)),
-        Command::Demo(args) => demo::run(args.count.unwrap_or(5)),
+        Command::Demo(args) => demo::run(args.count.unwrap_or(5), args.output),
         Command::Trace(args) => trace::run(args),
-        Command::Explain(args) => explain::run(args.reason.as_deref(), args.list),
+        Command::Explain(args) => explain::run(args.reason.as_deref(), args.list, args.output),
         Command::Lab(args) => lab::run(args.command),
         Command::Conntrack(args) => conntrack::run(args.command),
         Command::Masq(args) => masq::run(args),

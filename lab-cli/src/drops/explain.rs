@@ -2,7 +2,7 @@
 //! and how to confirm and fix it. Used by `labctl explain` and `trace --explain`.
 
 /// One reason's explanation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Explanation {
     /// Reason name without the `SKB_DROP_REASON_` prefix.
     pub reason: &'static str,

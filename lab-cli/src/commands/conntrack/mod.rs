@@ -11,7 +11,7 @@ use std::io::Write as _;
 use anyhow::Context as _;
 
 use crate::{
-    cli::conntrack::{ConntrackCommand, CtFilterArgs, CtStatsArgs, CtTopArgs, CtTrackArgs},
+    cli::conntrack::{ConntrackCommand, CtFilterArgs, CtStatsArgs, CtTopArgs},
     conntrack::{
         filter::{self, CtFilter},
         netlink::Ctnetlink,
@@ -26,12 +26,7 @@ pub fn run(command: ConntrackCommand) -> anyhow::Result<Outcome> {
         ConntrackCommand::List(args) => list::run(args),
         ConntrackCommand::Watch(args) => watch::run(args),
         ConntrackCommand::Stats(CtStatsArgs { netns, output }) => stats(netns.as_deref(), output),
-        ConntrackCommand::Track(CtTrackArgs {
-            netns,
-            iface,
-            duration,
-            ready_file,
-        }) => track::run(netns.as_deref(), &iface, duration, ready_file),
+        ConntrackCommand::Track(args) => track::run(args),
         ConntrackCommand::Top(CtTopArgs {
             netns,
             source,

@@ -5,7 +5,6 @@
 
 use std::{
     io::Write as _,
-    path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
@@ -13,22 +12,26 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
+    cli::conntrack::CtTrackArgs,
+    conntrack::entry::EntryJson,
     conntrack::tracker::CtTracker,
     kernel::{interrupt, netns, privilege, ready::ReadyFile},
     lab::names::lookup_netns_opt,
-    output::{conntrack as table, exit::Outcome},
+    output::{OutputFormat, conntrack as table, exit::Outcome},
 };
 
-pub fn run(
-    netns_name: Option<&str>,
-    iface: &str,
-    duration: Option<Duration>,
-    ready_file: Option<PathBuf>,
-) -> anyhow::Result<Outcome> {
+pub fn run(args: CtTrackArgs) -> anyhow::Result<Outcome> {
     privilege::require("conntrack track")?;
+    let CtTrackArgs {
+        netns: netns_name,
+        iface,
+        duration,
+        ready_file,
+        output,
+    } = args;
     let mut ready = ReadyFile::claim(ready_file.as_deref())?;
-    let ns = lookup_netns_opt(netns_name)?;
-    let mut tracker = CtTracker::attach(ns.as_ref(), iface)
+    let ns = lookup_netns_opt(netns_name.as_deref())?;
+    let mut tracker = CtTracker::attach(ns.as_ref(), &iface)
         .with_context(|| format!("cannot attach the connection tracker to {iface}"))?;
     let ino = match &ns {
         Some(ns) => ns.inode()?,
@@ -37,19 +40,34 @@ pub fn run(
     tracker.publish(ino)?;
     ready.signal("attached")?;
     let netns_opt = netns_name
+        .as_deref()
         .map(|n| format!(" --netns {n}"))
         .unwrap_or_default();
-    let mut out = anstream::stdout().lock();
-    writeln!(
-        out,
+    let started_line = format!(
         "tracking connections on {iface}{} (ingress and egress); in another terminal: labctl conntrack list --source all{netns_opt}; Ctrl-C to stop",
-        netns_name.map(|n| format!(" in {n}")).unwrap_or_default()
-    )?;
+        netns_name
+            .as_deref()
+            .map(|n| format!(" in {n}"))
+            .unwrap_or_default()
+    );
+    let mut out = anstream::stdout().lock();
+    match output {
+        // JSON on stdout is only the entries; the rest goes to stderr.
+        OutputFormat::Json => eprintln!("{started_line}"),
+        OutputFormat::Text => writeln!(out, "{started_line}")?,
+    }
     let started = Instant::now();
     while !interrupt::requested() && duration.is_none_or(|d| started.elapsed() < d) {
         thread::sleep(Duration::from_millis(100));
     }
     let entries = tracker.entries().context("cannot read the tracker table")?;
+    if output == OutputFormat::Json {
+        for e in &entries {
+            writeln!(out, "{}", serde_json::to_string(&EntryJson::new(e))?)?;
+        }
+        drop(tracker);
+        return Ok(Outcome::Success);
+    }
     let rows: Vec<_> = entries.iter().map(|e| (e, None)).collect();
     writeln!(out, "{}", table::render(&rows, table::Layout::Compact))?;
     writeln!(

@@ -33,6 +33,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
             nat_udp_timeout,
             nat_ports,
             tc_attach,
+            output,
         }) => up(
             &scenario,
             name.as_deref(),
@@ -43,10 +44,13 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
                 nat_ports,
                 tc_attach,
             },
+            output,
         ),
-        LabCommand::Down(LabDownArgs { name }) => down(name.as_deref()),
-        LabCommand::Status(LabStatusArgs { name, output }) => {
-            status_view::run(name.as_deref(), output)
+        LabCommand::Down(LabDownArgs { name, lab, output }) => {
+            down(name.or(lab).as_deref(), output)
+        }
+        LabCommand::Status(LabStatusArgs { name, lab, output }) => {
+            status_view::run(name.or(lab).as_deref(), output)
         }
         LabCommand::Exec(LabExecArgs {
             lab,
@@ -116,7 +120,12 @@ fn list(output: OutputFormat) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn up(scenario: &str, name: Option<&str>, options: LabOptions) -> anyhow::Result<Outcome> {
+fn up(
+    scenario: &str,
+    name: Option<&str>,
+    options: LabOptions,
+    output: OutputFormat,
+) -> anyhow::Result<Outcome> {
     if options.masq == MasqMode::Ebpf {
         // Loading the NAT programs needs the eBPF capabilities too.
         privilege::require("lab up")?;
@@ -124,7 +133,35 @@ fn up(scenario: &str, name: Option<&str>, options: LabOptions) -> anyhow::Result
     privilege::require_netns_admin("lab up")?;
     let lab = Lab::up(name, scenario, options)
         .with_context(|| format!("cannot bring up scenario `{scenario}`"))?;
+    let several = Lab::all().map(|l| l.len() > 1).unwrap_or(false);
     let mut out = anstream::stdout().lock();
+    if output == OutputFormat::Json {
+        let members: Vec<_> = lab
+            .endpoints()
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "name": e.name,
+                    "addr": e.addr,
+                    "netns": names::display(lab.name(), &e.name),
+                    "ip_netns": e.netns,
+                })
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "lab": lab.name(),
+                "scenario": lab.plan.scenario.name,
+                "options": lab.plan.options,
+                "members": members,
+                "teaches": lab.plan.scenario.teaches,
+                "hints": lab::hints::hints(&lab, several),
+            })
+        )?;
+        return Ok(Outcome::Success);
+    }
     let green = Style::new().fg_color(Some(AnsiColor::Green.into())).bold();
     writeln!(
         out,
@@ -148,7 +185,6 @@ fn up(scenario: &str, name: Option<&str>, options: LabOptions) -> anyhow::Result
     let teaches = lab.plan.scenario.teaches;
     let teaches = teaches.split(" Try: ").next().unwrap_or(teaches);
     writeln!(out, "\n{}", textwrap::fill(teaches, 78))?;
-    let several = Lab::all().map(|l| l.len() > 1).unwrap_or(false);
     writeln!(out, "\nTry:")?;
     for hint in lab::hints::hints(&lab, several) {
         writeln!(out, "  {hint}")?;
@@ -156,10 +192,14 @@ fn up(scenario: &str, name: Option<&str>, options: LabOptions) -> anyhow::Result
     Ok(Outcome::Success)
 }
 
-fn down(name: Option<&str>) -> anyhow::Result<Outcome> {
+fn down(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("lab down")?;
     let removed = lab::down(name).context("cannot tear the lab down")?;
     let mut out = anstream::stdout().lock();
+    if output == OutputFormat::Json {
+        writeln!(out, "{}", serde_json::json!({ "removed": removed }))?;
+        return Ok(Outcome::Success);
+    }
     if removed.is_empty() {
         writeln!(out, "no lab is up; nothing to remove")?;
     }
