@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["ebpf"],
     &["drops", "conntrack", "masq"],
     &["lab"],
-    &["demo"],
+    &["demo", "exercises"],
     &["output"],
     &["cli"],
     &["commands"],

@@ -8,7 +8,8 @@
 //!
 //! 1. `kernel`: namespaces, netlink, BTF, tracefs, bpffs, signals.
 //! 2. `ebpf`: our programs: load, attach, pin, raw map rows.
-//! 3. domain: `drops`, `conntrack`, `masq`; then `lab`; then `demo`.
+//! 3. domain: `drops`, `conntrack`, `masq`; then `lab`; then `demo` and
+//!    `exercises`.
 //! 4. `output`: formats, tables, printers, exit codes.
 //! 5. `cli`: the command line's arguments.
 //! 6. `commands`: one module per subcommand, printing only.
@@ -24,6 +25,7 @@ pub mod masq;
 pub mod lab;
 
 pub mod demo;
+pub mod exercises;
 
 pub mod output;
 

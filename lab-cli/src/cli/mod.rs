@@ -5,6 +5,7 @@
 pub mod conntrack;
 pub mod demo;
 pub mod doctor;
+pub mod exercise;
 pub mod explain;
 pub mod lab;
 pub mod masq;
@@ -54,6 +55,9 @@ pub enum Command {
     /// The tour: bring up the drops lab, trace while each planted fault
     /// fires, print the summary with explanations, tear the lab down.
     Demo(demo::DemoArgs),
+    /// Break-fix workshop exercises: a broken lab, a story, tasks checked
+    /// against the live system.
+    Exercise(exercise::ExerciseArgs),
     /// Print a shell completion script: labctl completions bash > /etc/bash_completion.d/labctl
     Completions(shell::CompletionsArgs),
     /// Print a man page (roff): labctl man | man -l -
@@ -71,6 +75,7 @@ impl Command {
             Command::Lab(_) => "lab",
             Command::Conntrack(_) => "conntrack",
             Command::Masq(_) => "masq",
+            Command::Exercise(_) => "exercise",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
         }

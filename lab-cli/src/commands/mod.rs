@@ -4,6 +4,7 @@
 pub mod conntrack;
 pub mod demo;
 pub mod doctor;
+pub mod exercise;
 pub mod explain;
 pub mod lab;
 pub mod masq;
@@ -22,6 +23,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Lab(args) => lab::run(args.command),
         Command::Conntrack(args) => conntrack::run(args.command),
         Command::Masq(args) => masq::run(args),
+        Command::Exercise(args) => exercise::run(args.command),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),
     }

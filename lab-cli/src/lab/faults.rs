@@ -101,6 +101,56 @@ pub fn find(lab: &Lab, name: &str) -> Result<&'static Fault, FaultError> {
         })
 }
 
+/// Sends `count` UDP datagrams from member `from` with the forged source
+/// `src` to `dst` (port 5001): what reverse-path filtering is for.
+pub fn send_spoofed(
+    lab: &Lab,
+    from: &str,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    count: u32,
+) -> Result<TriggerReport, FaultError> {
+    let missing = || FaultError::Unknown {
+        name: from.to_owned(),
+        known: String::new(),
+    };
+    let endpoint = lab.endpoint(from).ok_or_else(missing)?;
+    let netns = endpoint.netns.clone().ok_or_else(missing)?;
+    // Resolve the first hop's MAC (the answer does not matter).
+    traffic::run(
+        &endpoint,
+        &Endpoint {
+            name: dst.to_string(),
+            netns: None,
+            addr: dst,
+        },
+        &TrafficSpec {
+            proto: Proto::Icmp,
+            count: 1,
+            timeout: Duration::from_millis(200),
+            ..TrafficSpec::default()
+        },
+    )?;
+    let shot = Shot {
+        report: TriggerReport {
+            fault: "spoofed".into(),
+            sent: 0,
+            src,
+            dst,
+            proto: Proto::Udp,
+            sport: FAULT_SPORT,
+            dport: 5001,
+            reason: "IP_RPFILTER".into(),
+            at: from.into(),
+            netns: netns.clone(),
+            iface: POD_IFNAME.into(),
+        },
+        payload: 32,
+        dont_fragment: false,
+    };
+    send(&netns, endpoint.addr, shot, count)
+}
+
 /// The packets of one fault, before they are sent.
 struct Shot {
     report: TriggerReport,

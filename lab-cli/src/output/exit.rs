@@ -7,6 +7,7 @@ use std::io;
 use crate::{
     conntrack::filter::CtFilterError,
     drops::filter::FilterError,
+    exercises::{ExerciseError, attempt::AttemptError, catalog::CatalogError},
     kernel::interrupt::Interrupted,
     kernel::netns::NetnsError,
     kernel::privilege::PrivilegeError,
@@ -98,6 +99,15 @@ pub fn classify(err: &anyhow::Error) -> ExitCode {
             || cause
                 .downcast_ref::<FaultError>()
                 .is_some_and(FaultError::is_usage)
+            || cause
+                .downcast_ref::<ExerciseError>()
+                .is_some_and(ExerciseError::is_usage)
+            || cause
+                .downcast_ref::<CatalogError>()
+                .is_some_and(CatalogError::is_usage)
+            || cause
+                .downcast_ref::<AttemptError>()
+                .is_some_and(AttemptError::is_usage)
         {
             return ExitCode::Usage;
         }

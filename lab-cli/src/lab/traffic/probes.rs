@@ -132,9 +132,18 @@ pub(super) fn tcp_stream(
     let chunk = vec![0x5a; 64 * 1024];
     let result = ns.run(|| -> io::Result<()> {
         let mut stream = TcpStream::connect_timeout(&SocketAddr::V4(target), spec.timeout)?;
+        // A stalled connection (the MTU pitfall: big segments dropped, no
+        // ICMP back) must end the stream, not block it forever.
+        stream.set_write_timeout(Some(spec.timeout))?;
         let started = Instant::now();
         while started.elapsed() < duration {
-            stream.write_all(&chunk)?;
+            stream.write_all(&chunk).map_err(|e| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("stalled: no progress for {:.1} s", spec.timeout.as_secs_f64()),
+                ),
+                _ => e,
+            })?;
         }
         stream.shutdown(std::net::Shutdown::Write)?;
         // Wait for the sink to close (read returns 0): everything sent has

@@ -1,0 +1,311 @@
+//! `labctl exercise`: break-fix workshop exercises with automatic checks.
+//!
+//! An exercise (a TOML file, see `model`) builds a lab, breaks it, tells a
+//! story of symptoms, and checks from the live system whether the learner
+//! fixed it (`observe`). An attempt (`attempt`) remembers the randomized
+//! parameters, hints used and results, one per lab.
+
+pub mod attempt;
+pub mod catalog;
+pub mod model;
+pub mod observe;
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use attempt::{Attempt, AttemptError, now_unix};
+use catalog::{CatalogError, Source};
+use model::Exercise;
+use observe::{CheckReport, ObserveError};
+
+use crate::lab::{self, Lab, LabError};
+
+/// The lab an exercise runs in unless `--lab` names another.
+pub const DEFAULT_LAB: &str = "ex";
+
+#[derive(Debug, Error)]
+pub enum ExerciseError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Attempt(#[from] AttemptError),
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error("cannot prepare the exercise: {0}")]
+    Break(#[from] ObserveError),
+    #[error(
+        "the exercise's lab `{0}` is gone (was it taken down with `lab down`?); `labctl exercise reset` rebuilds it, `labctl exercise stop` ends the attempt"
+    )]
+    LabGone(String),
+}
+
+impl ExerciseError {
+    pub fn is_usage(&self) -> bool {
+        match self {
+            ExerciseError::Catalog(e) => e.is_usage(),
+            ExerciseError::Attempt(e) => e.is_usage(),
+            ExerciseError::Lab(e) => e.is_usage(),
+            _ => false,
+        }
+    }
+}
+
+/// An attempt and its exercise, instantiated with the attempt's parameters.
+pub struct Running {
+    pub attempt: Attempt,
+    pub exercise: Exercise,
+}
+
+fn source_of(attempt: &Attempt) -> Result<Source, ExerciseError> {
+    let sources = catalog::load(attempt.dir.as_deref())?;
+    Ok(catalog::find(&sources, &attempt.exercise)?)
+}
+
+/// The attempt in `lab` (or the only one), with its exercise.
+pub fn running(lab: Option<&str>) -> Result<Running, ExerciseError> {
+    let attempt = Attempt::find(lab)?;
+    let exercise = catalog::instantiate(&source_of(&attempt)?, &attempt.vars)?;
+    Ok(Running { attempt, exercise })
+}
+
+/// Builds the lab and breaks it. On failure the lab is taken down again.
+fn build(
+    exercise: &Exercise,
+    lab_name: &str,
+) -> Result<(Lab, Vec<(String, attempt::Snapshot)>), ExerciseError> {
+    let lab = Lab::up(Some(lab_name), &exercise.scenario, exercise.options.clone())?;
+    let broken = observe::apply(&lab, &exercise.breaks).and_then(|()| {
+        observe::watched_members(exercise)
+            .into_iter()
+            .map(|m| observe::snapshot(&lab, &m).map(|s| (m, s)))
+            .collect::<Result<Vec<_>, _>>()
+    });
+    match broken {
+        Ok(snapshots) => Ok((lab, snapshots)),
+        Err(e) => {
+            if let Err(down) = lab::down(Some(lab_name)) {
+                tracing::warn!("removing the half-built exercise lab: {down}");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// `exercise start`: builds the lab, plants the fault, records the attempt.
+/// `seed` fixes the randomized parameters (tests); by default it is random.
+pub fn start(
+    id: &str,
+    lab_name: Option<&str>,
+    dir: Option<&Path>,
+    seed: Option<u64>,
+) -> Result<Running, ExerciseError> {
+    let lab_name = lab_name.unwrap_or(DEFAULT_LAB);
+    if let Some(existing) = Attempt::load(lab_name)? {
+        return Err(AttemptError::Busy {
+            lab: lab_name.to_owned(),
+            id: existing.exercise,
+        }
+        .into());
+    }
+    let sources = catalog::load(dir)?;
+    let source = catalog::find(&sources, id)?;
+    let seed = seed.unwrap_or_else(|| fastrand::u64(..));
+    let vars = catalog::choose(&source.exercise, lab_name, seed);
+    let exercise = catalog::instantiate(&source, &vars)?;
+    let (_lab, snapshots) = build(&exercise, lab_name)?;
+    let attempt = Attempt {
+        exercise: id.to_owned(),
+        lab: lab_name.to_owned(),
+        seed,
+        vars,
+        dir: dir.map(Path::to_path_buf),
+        started_unix: now_unix(),
+        hints_used: 0,
+        solution_revealed: false,
+        answer: None,
+        passed: Vec::new(),
+        checks_run: 0,
+        solved_unix: None,
+        snapshots: snapshots.into_iter().collect(),
+    };
+    if let Err(e) = attempt.save() {
+        if let Err(down) = lab::down(Some(lab_name)) {
+            tracing::warn!("removing the exercise lab: {down}");
+        }
+        return Err(e.into());
+    }
+    Ok(Running { attempt, exercise })
+}
+
+fn open_lab(attempt: &Attempt) -> Result<Lab, ExerciseError> {
+    Lab::open(&attempt.lab).map_err(|e| match e {
+        LabError::NotUp(name) => ExerciseError::LabGone(name),
+        e => e.into(),
+    })
+}
+
+/// `exercise check`: every task and guard, observed; remembered in the attempt.
+pub fn check(run: &mut Running) -> Result<CheckReport, ExerciseError> {
+    let lab = open_lab(&run.attempt)?;
+    let report = observe::check(&lab, &run.attempt, &run.exercise);
+    let a = &mut run.attempt;
+    a.checks_run += 1;
+    a.passed = report
+        .tasks
+        .iter()
+        .filter(|t| t.passed)
+        .map(|t| t.id.clone())
+        .collect();
+    if report.passed && a.solved_unix.is_none() {
+        a.solved_unix = Some(now_unix());
+    }
+    a.save()?;
+    Ok(report)
+}
+
+/// `exercise hint`: the next hint (1-based number, total, text); the last
+/// one again once all were shown.
+pub fn hint(run: &mut Running) -> Result<(usize, usize, String), ExerciseError> {
+    let total = run.exercise.hints.len();
+    let n = (run.attempt.hints_used + 1).min(total);
+    run.attempt.hints_used = n;
+    run.attempt.save()?;
+    let text = run.exercise.hints.get(n - 1).cloned().unwrap_or_default();
+    Ok((n, total, text))
+}
+
+/// `exercise solution`: marks it revealed.
+pub fn reveal(run: &mut Running) -> Result<(), ExerciseError> {
+    run.attempt.solution_revealed = true;
+    run.attempt.save()?;
+    Ok(())
+}
+
+/// `exercise answer TEXT`.
+pub fn answer(run: &mut Running, text: &str) -> Result<(), ExerciseError> {
+    run.attempt.answer = Some(text.trim().to_owned());
+    run.attempt.save()?;
+    Ok(())
+}
+
+/// `exercise reset`: the lab rebuilt and broken again, same parameters.
+pub fn reset(run: &mut Running) -> Result<(), ExerciseError> {
+    match lab::down(Some(&run.attempt.lab)) {
+        Ok(_) | Err(LabError::NotUp(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let (_lab, snapshots) = build(&run.exercise, &run.attempt.lab)?;
+    let a = &mut run.attempt;
+    a.snapshots = snapshots.into_iter().collect();
+    a.passed.clear();
+    a.answer = None;
+    a.save()?;
+    Ok(())
+}
+
+/// `exercise stop`: the lab torn down, the attempt forgotten.
+pub fn stop(run: &Running) -> Result<(), ExerciseError> {
+    match lab::down(Some(&run.attempt.lab)) {
+        Ok(_) | Err(LabError::NotUp(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    run.attempt.remove()?;
+    Ok(())
+}
+
+/// Applies the reference solution (tests, and instructors' dry runs).
+pub fn apply_solution(run: &Running) -> Result<(), ExerciseError> {
+    let lab = open_lab(&run.attempt)?;
+    observe::apply(&lab, &run.exercise.solution.commands)?;
+    Ok(())
+}
+
+/// Applies the exercise's shortcut (tests: a guard must catch it).
+pub fn apply_shortcut(run: &Running) -> Result<(), ExerciseError> {
+    let lab = open_lab(&run.attempt)?;
+    observe::apply(&lab, &run.exercise.shortcut)?;
+    Ok(())
+}
+
+/// One handout per exercise, in Markdown: the story with a sample
+/// attempt's parameters, the tasks, the hints and the solution.
+pub fn markdown(source: &Source) -> Result<String, ExerciseError> {
+    let ex = catalog::instantiate(source, &catalog::choose(&source.exercise, DEFAULT_LAB, 0))?;
+    let mut md = format!(
+        "# {} (`{}`)\n\n*{}* · {:?} · about {} minutes · lab scenario `{}`\n\n\
+         Start: `sudo labctl exercise start {}`\n\n## Story\n\n{}\n\n## Tasks\n\n",
+        ex.title,
+        ex.id,
+        ex.concept,
+        ex.difficulty,
+        ex.minutes,
+        ex.scenario,
+        ex.id,
+        ex.story.trim()
+    );
+    for t in &ex.tasks {
+        md.push_str(&format!("- {}\n", t.title));
+    }
+    if !ex.guards.is_empty() {
+        md.push_str("\nThe check also makes sure that:\n\n");
+        for g in &ex.guards {
+            md.push_str(&format!("- {}\n", g.title));
+        }
+    }
+    md.push_str("\nCheck with `sudo labctl exercise check`.\n\n## Hints\n\n");
+    for (i, h) in ex.hints.iter().enumerate() {
+        md.push_str(&format!("{}. {}\n", i + 1, h.trim()));
+    }
+    md.push_str(&format!(
+        "\n## Solution (for instructors)\n\n{}\n\n```sh\n",
+        ex.solution.explanation.trim()
+    ));
+    for a in &ex.solution.commands {
+        md.push_str(&format!(
+            "sudo labctl lab exec {} -- sh -c '{}'\n",
+            a.member,
+            a.run.replace('\'', "'\\''")
+        ));
+    }
+    md.push_str("```\n");
+    Ok(md)
+}
+
+/// Writes `ID.md` for every exercise into `dir` (each through a temporary
+/// file renamed into place: a planted link is replaced, not followed).
+pub fn export_markdown(sources: &[Source], dir: &Path) -> Result<Vec<PathBuf>, ExportError> {
+    let mut written = Vec::new();
+    for s in sources {
+        let text = markdown(s).map_err(|e| ExportError::Render(Box::new(e)))?;
+        let path = dir.join(format!("{}.md", s.exercise.id));
+        let fail = |source| ExportError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".labctl-")
+            .tempfile_in(dir)
+            .map_err(fail)?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(fail)?;
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .map_err(fail)?;
+        tmp.persist(&path).map_err(|e| fail(e.error))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Render(Box<ExerciseError>),
+}
