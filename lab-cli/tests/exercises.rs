@@ -136,6 +136,11 @@ fn find_the_drop() {
 }
 
 #[test]
+fn nat_exhaustion() {
+    exercise("nat-exhaustion", "exnat");
+}
+
+#[test]
 fn every_shipped_exercise_has_a_test_here() {
     let tested = [
         "no-masquerade",
@@ -145,6 +150,7 @@ fn every_shipped_exercise_has_a_test_here() {
         "rp-filter",
         "policy-allow-one",
         "find-the-drop",
+        "nat-exhaustion",
     ];
     let shipped: Vec<String> = catalog::load(None)
         .unwrap()

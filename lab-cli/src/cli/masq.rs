@@ -21,6 +21,26 @@ pub enum MasqCommand {
     /// The eBPF masquerading NAT table of a node, like `cilium bpf nat list`,
     /// with its fill level and allocation counters.
     NatTable(MasqNatTableArgs),
+    /// Change a running lab's eBPF masquerading (port range, UDP timeout):
+    /// its NAT programs are reloaded with the new settings and the table
+    /// starts empty.
+    Config(MasqConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MasqConfigArgs {
+    /// The lab (needed only when several labs masquerade with eBPF).
+    #[arg(long, value_parser = values::lab_name)]
+    pub lab: Option<String>,
+    /// The translated port range, e.g. 32768-60999.
+    #[arg(long, value_parser = values::port_range, required_unless_present = "nat_udp_timeout")]
+    pub nat_ports: Option<(u16, u16)>,
+    /// Idle lifetime of UDP mappings, 1-86400 seconds.
+    #[arg(long, value_parser = values::nat_udp_timeout)]
+    pub nat_udp_timeout: Option<u32>,
+    /// Output: text for people, json for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

@@ -286,17 +286,7 @@ fn solution(args: ExPlainArgs) -> anyhow::Result<Outcome> {
     exercises::reveal(&mut run)?;
     let lab = &run.attempt.lab;
     let s = &run.exercise.solution;
-    let commands: Vec<String> = s
-        .commands
-        .iter()
-        .map(|a| {
-            format!(
-                "sudo labctl lab exec --lab {lab} {} -- sh -c '{}'",
-                a.member,
-                a.run.replace('\'', "'\\''")
-            )
-        })
-        .collect();
+    let commands: Vec<String> = s.commands.iter().map(|a| a.command_line(lab)).collect();
     let mut out = anstream::stdout().lock();
     match args.output {
         OutputFormat::Json => writeln!(

@@ -9,11 +9,15 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    cli::masq::{MasqArgs, MasqCommand, MasqNatTableArgs, MasqTopArgs},
+    cli::masq::{MasqArgs, MasqCommand, MasqConfigArgs, MasqNatTableArgs, MasqTopArgs},
     kernel::{interrupt, netns::NetNs, privilege, ready::ReadyFile},
-    lab::names::lookup_netns_opt,
+    lab::{self, Lab, names::lookup_netns_opt, plan::MasqMode},
     masq::{MasqCounter, MasqRow, nat},
-    output::{OutputFormat, exit::Outcome, table},
+    output::{
+        OutputFormat,
+        exit::{Outcome, UsageError},
+        table,
+    },
 };
 
 pub fn render(rows: &[MasqRow]) -> String {
@@ -75,6 +79,7 @@ pub fn run(top: MasqTopArgs) -> anyhow::Result<Outcome> {
         Some(MasqCommand::NatTable(MasqNatTableArgs { netns, output })) => {
             nat_table(netns.as_deref(), output)
         }
+        Some(MasqCommand::Config(args)) => config(args),
         None => count(top.args),
     }
 }
@@ -195,5 +200,52 @@ fn nat_table(netns: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcom
         table.xlate_out,
         table.xlate_in
     )?;
+    Ok(Outcome::Success)
+}
+
+/// `labctl masq config`: new eBPF masquerading settings for a running lab.
+fn config(args: MasqConfigArgs) -> anyhow::Result<Outcome> {
+    privilege::require("masq config")?;
+    let lab = match args.lab {
+        Some(lab) => lab,
+        None => {
+            let ebpf: Vec<_> = Lab::all()?
+                .into_iter()
+                .filter(|l| l.plan.options.masq == MasqMode::Ebpf)
+                .map(|l| l.name().to_owned())
+                .collect();
+            match ebpf.as_slice() {
+                [one] => one.clone(),
+                [] => anyhow::bail!(UsageError(
+                    "no lab masquerades with eBPF; build one with `labctl lab up basic --masq ebpf`"
+                        .into()
+                )),
+                several => anyhow::bail!(UsageError(format!(
+                    "several labs masquerade with eBPF ({}); say which with --lab",
+                    several.join(", ")
+                ))),
+            }
+        }
+    };
+    let options = lab::reconfigure_nat(&lab, args.nat_ports, args.nat_udp_timeout)
+        .with_context(|| format!("cannot change eBPF masquerading in lab `{lab}`"))?;
+    let (lo, hi) = options
+        .nat_ports
+        .unwrap_or((lab_common::nat::PORT_MIN, lab_common::nat::PORT_MAX));
+    let timeout = options
+        .nat_udp_timeout
+        .unwrap_or(lab_common::nat::UDP_TIMEOUT_S);
+    let mut out = anstream::stdout().lock();
+    match args.output {
+        OutputFormat::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"lab": lab, "nat_ports": [lo, hi], "nat_udp_timeout": timeout})
+        )?,
+        OutputFormat::Text => writeln!(
+            out,
+            "lab `{lab}`: eBPF masquerading reloaded with ports {lo}-{hi} and a {timeout} s UDP timeout (the NAT table starts empty)"
+        )?,
+    }
     Ok(Outcome::Success)
 }

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use thiserror::Error;
 
-use super::model::{Action, Check, Choice, Exercise, Probe, Traffic};
+use super::model::{Check, Choice, Exercise, Probe, Traffic};
 use crate::lab::{
     plan::{Plan, WORLD},
     scenario,
@@ -40,6 +40,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     (
         "find-the-drop",
         include_str!("../../../exercises/find-the-drop.toml"),
+    ),
+    (
+        "nat-exhaustion",
+        include_str!("../../../exercises/nat-exhaustion.toml"),
     ),
 ];
 
@@ -248,8 +252,18 @@ pub fn validate(source: &Source, reasons: Option<&[String]>) -> Result<(), Catal
             .iter()
             .chain(&ex.solution.commands)
             .chain(&ex.shortcut);
-        for Action { member: m, .. } in all_actions {
-            member(m)?;
+        for a in all_actions {
+            member(&a.member)?;
+            match (&a.run, &a.nat_ports) {
+                (Some(_), None) => {}
+                (None, Some(p)) if super::observe::parse_ports(p).is_some() => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "an action in {} needs exactly one of `run` or a valid `nat_ports`",
+                        a.member
+                    )));
+                }
+            }
         }
         let checks = ex
             .tasks

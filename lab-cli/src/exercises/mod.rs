@@ -262,11 +262,8 @@ pub fn markdown(source: &Source) -> Result<String, ExerciseError> {
         ex.solution.explanation.trim()
     ));
     for a in &ex.solution.commands {
-        md.push_str(&format!(
-            "sudo labctl lab exec {} -- sh -c '{}'\n",
-            a.member,
-            a.run.replace('\'', "'\\''")
-        ));
+        md.push_str(&a.command_line(DEFAULT_LAB));
+        md.push('\n');
     }
     md.push_str("```\n");
     Ok(md)

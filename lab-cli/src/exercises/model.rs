@@ -85,13 +85,35 @@ impl ChoiceValue {
 }
 
 /// A change to the lab: a shell command run inside a member's namespace
-/// (as `labctl lab exec MEMBER -- sh -c RUN`).
+/// (as `labctl lab exec MEMBER -- sh -c RUN`), or a labctl setting of the
+/// running lab (`nat_ports`: as `labctl masq config --nat-ports`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
     #[serde(rename = "in")]
     pub member: String,
-    pub run: String,
+    #[serde(default)]
+    pub run: Option<String>,
+    /// eBPF masquerading's port range for the whole lab, e.g. `32768-60999`.
+    #[serde(default)]
+    pub nat_ports: Option<String>,
+}
+
+impl Action {
+    /// The command a learner would type for it.
+    pub fn command_line(&self, lab: &str) -> String {
+        match (&self.run, &self.nat_ports) {
+            (Some(run), _) => format!(
+                "sudo labctl lab exec --lab {lab} {} -- sh -c '{}'",
+                self.member,
+                run.replace('\'', "'\\''")
+            ),
+            (None, Some(ports)) => {
+                format!("sudo labctl masq config --lab {lab} --nat-ports {ports}")
+            }
+            (None, None) => String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

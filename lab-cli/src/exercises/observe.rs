@@ -30,7 +30,7 @@ use crate::{
     ebpf::drop_tracer::Hook,
     kernel::{netns::NetNs, sysctl},
     lab::{
-        Endpoint, Lab, LabError, faults,
+        self, Endpoint, Lab, LabError, faults,
         firewall::{self, FirewallError},
         traffic::{self, Proto, TrafficSpec},
     },
@@ -57,29 +57,50 @@ pub enum ObserveError {
     Firewall(#[from] FirewallError),
 }
 
-/// Runs each action's command with `sh -c` inside its member's namespace.
+/// Runs each action: a command with `sh -c` inside its member's namespace,
+/// or a setting of the running lab.
 pub fn apply(lab: &Lab, actions: &[Action]) -> Result<(), ObserveError> {
     for a in actions {
+        if let Some(ports) = &a.nat_ports {
+            let range = parse_ports(ports).ok_or_else(|| ObserveError::Action {
+                member: a.member.clone(),
+                run: format!("nat_ports = {ports}"),
+                status: "invalid".into(),
+                stderr: "not a port range such as 32768-60999".into(),
+            })?;
+            lab::reconfigure_nat(lab.name(), Some(range), None)?;
+            continue;
+        }
+        let Some(run) = &a.run else {
+            continue;
+        };
         let ns = lab.netns(&a.member)?;
         let spawn = |source| ObserveError::Spawn {
             member: a.member.clone(),
-            run: a.run.clone(),
+            run: run.clone(),
             source,
         };
         let out = ns
-            .run(|| Command::new("sh").arg("-c").arg(&a.run).output())
+            .run(|| Command::new("sh").arg("-c").arg(run).output())
             .map_err(LabError::from)?
             .map_err(spawn)?;
         if !out.status.success() {
             return Err(ObserveError::Action {
                 member: a.member.clone(),
-                run: a.run.clone(),
+                run: run.clone(),
                 status: out.status.to_string(),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             });
         }
     }
     Ok(())
+}
+
+/// `LO-HI`.
+pub fn parse_ports(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = s.split_once('-')?;
+    let (lo, hi) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+    (lo > 0 && lo <= hi).then_some((lo, hi))
 }
 
 /// `cmd` (a shell line) inside `ns`: its stdout, or None when it failed.

@@ -87,6 +87,10 @@ pub enum LabError {
     Firewall(#[from] FirewallError),
     #[error("cannot set up eBPF masquerading: {0}")]
     Nat(Box<ProgramSetupError>),
+    #[error(
+        "lab `{0}` masquerades with netfilter; eBPF masquerading settings need a lab built with `--masq ebpf`"
+    )]
+    NotEbpf(String),
 }
 
 impl From<ProgramSetupError> for LabError {
@@ -124,6 +128,7 @@ impl LabError {
                 | LabError::NoSuchMember { .. }
                 | LabError::AmbiguousMember { .. }
                 | LabError::Plan(_)
+                | LabError::NotEbpf(_)
                 | LabError::State(StateError::Name(_))
                 | LabError::Netns(NetnsError::BadName(_) | NetnsError::NotFound(_))
         )
@@ -313,6 +318,51 @@ impl Lab {
             }),
         }
     }
+}
+
+/// Changes eBPF masquerading's port range and/or UDP timeout on every node
+/// of a running lab: the NAT programs are reloaded with the new settings
+/// (the mapping table starts empty again) and the lab's record is updated.
+pub fn reconfigure_nat(
+    lab: &str,
+    ports: Option<(u16, u16)>,
+    udp_timeout_s: Option<u32>,
+) -> Result<LabOptions, LabError> {
+    let _lock = LabLock::acquire()?;
+    let mut state = LabState::load(lab)?.ok_or_else(|| LabError::NotUp(lab.to_owned()))?;
+    if state.options.masq != plan::MasqMode::Ebpf {
+        return Err(LabError::NotEbpf(lab.to_owned()));
+    }
+    let mut options = state.options.clone();
+    if ports.is_some() {
+        options.nat_ports = ports;
+    }
+    if udp_timeout_s.is_some() {
+        options.nat_udp_timeout = udp_timeout_s;
+    }
+    let sc = scenario::find(&state.scenario).ok_or_else(|| LabError::UnknownScenario {
+        name: state.scenario.clone(),
+        known: scenario::names().join(", "),
+    })?;
+    let plan = Plan::new(lab, sc, options.clone())?;
+    for node in &plan.nodes {
+        let ns = NetNs::open(&node.netns)?;
+        crate::masq::nat::detach(&ns, ns.inode()?, plan::UPLINK)?;
+        crate::masq::nat::attach(
+            &ns,
+            plan::UPLINK,
+            &crate::masq::nat::NatParams {
+                node_addr: node.uplink_addr,
+                cluster: plan::CLUSTER_CIDR,
+                ports: options.nat_ports,
+                udp_timeout_s: options.nat_udp_timeout,
+                tc_attach: options.tc_attach,
+            },
+        )?;
+    }
+    state.options = options.clone();
+    state.save()?;
+    Ok(options)
 }
 
 /// Tears down one recorded lab; the caller holds the lock.

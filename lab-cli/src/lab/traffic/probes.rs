@@ -140,7 +140,10 @@ pub(super) fn tcp_stream(
             stream.write_all(&chunk).map_err(|e| match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("stalled: no progress for {:.1} s", spec.timeout.as_secs_f64()),
+                    format!(
+                        "stalled: no progress for {:.1} s",
+                        spec.timeout.as_secs_f64()
+                    ),
                 ),
                 _ => e,
             })?;
