@@ -141,6 +141,11 @@ fn nat_exhaustion() {
 }
 
 #[test]
+fn stale_conntrack() {
+    exercise("stale-conntrack", "exsc");
+}
+
+#[test]
 fn every_shipped_exercise_has_a_test_here() {
     let tested = [
         "no-masquerade",
@@ -151,6 +156,7 @@ fn every_shipped_exercise_has_a_test_here() {
         "policy-allow-one",
         "find-the-drop",
         "nat-exhaustion",
+        "stale-conntrack",
     ];
     let shipped: Vec<String> = catalog::load(None)
         .unwrap()

@@ -136,6 +136,13 @@ pub struct LabTrafficArgs {
     /// Seconds to wait for each answer.
     #[arg(long, default_value = "1", value_parser = values::duration, allow_negative_numbers = true)]
     pub timeout: Duration,
+    /// UDP: send every datagram from this source port (one flow).
+    #[arg(long, value_parser = values::port)]
+    pub source_port: Option<u16>,
+    /// Where the echo server runs when TO is a Service address that the
+    /// node translates to a backend: MEMBER:PORT (e.g. world:5353).
+    #[arg(long, value_name = "MEMBER:PORT")]
+    pub backend: Option<String>,
     /// Keep sending for this many seconds instead of --count probes
     /// (tcp-stream: how long to stream, default 3).
     #[arg(long, value_parser = values::duration, allow_negative_numbers = true)]

@@ -190,6 +190,26 @@ impl Attempt {
         }
     }
 
+    /// An attempt with nothing in it, for running traffic while breaking a
+    /// lab (before the real attempt exists).
+    pub fn placeholder(lab: &str) -> Self {
+        Self {
+            exercise: String::new(),
+            lab: lab.to_owned(),
+            seed: 0,
+            vars: BTreeMap::new(),
+            dir: None,
+            started_unix: now_unix(),
+            hints_used: 0,
+            solution_revealed: false,
+            answer: None,
+            passed: Vec::new(),
+            checks_run: 0,
+            solved_unix: None,
+            snapshots: BTreeMap::new(),
+        }
+    }
+
     /// Seconds since the start.
     pub fn elapsed_s(&self) -> u64 {
         now_unix().saturating_sub(self.started_unix)

@@ -45,6 +45,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "nat-exhaustion",
         include_str!("../../../exercises/nat-exhaustion.toml"),
     ),
+    (
+        "stale-conntrack",
+        include_str!("../../../exercises/stale-conntrack.toml"),
+    ),
 ];
 
 #[derive(Debug, Error)]
@@ -239,6 +243,14 @@ pub fn validate(source: &Source, reasons: Option<&[String]>) -> Result<(), Catal
             if let Some(seen) = &p.seen_as {
                 endpoint(seen)?;
             }
+            if let Some(backend) = &p.backend {
+                let (m, port) = backend
+                    .split_once(':')
+                    .ok_or_else(|| invalid(format!("`{backend}` is not MEMBER:PORT")))?;
+                member(m)?;
+                port.parse::<u16>()
+                    .map_err(|_| invalid(format!("`{port}` is not a port")))?;
+            }
             Ok(())
         };
         let reason_ok = |r: &str| match reasons {
@@ -254,12 +266,13 @@ pub fn validate(source: &Source, reasons: Option<&[String]>) -> Result<(), Catal
             .chain(&ex.shortcut);
         for a in all_actions {
             member(&a.member)?;
-            match (&a.run, &a.nat_ports) {
-                (Some(_), None) => {}
-                (None, Some(p)) if super::observe::parse_ports(p).is_some() => {}
+            match (&a.run, &a.nat_ports, &a.probe) {
+                (Some(_), None, None) => {}
+                (None, Some(p), None) if super::observe::parse_ports(p).is_some() => {}
+                (None, None, Some(p)) => probe(p)?,
                 _ => {
                     return Err(invalid(format!(
-                        "an action in {} needs exactly one of `run` or a valid `nat_ports`",
+                        "an action in {} needs exactly one of `run`, a valid `nat_ports` or `probe`",
                         a.member
                     )));
                 }

@@ -97,11 +97,27 @@ pub struct Action {
     /// eBPF masquerading's port range for the whole lab, e.g. `32768-60999`.
     #[serde(default)]
     pub nat_ports: Option<String>,
+    /// Traffic to send (to leave state behind, e.g. a conntrack entry); its
+    /// result is not checked.
+    #[serde(default)]
+    pub probe: Option<Probe>,
 }
 
 impl Action {
     /// The command a learner would type for it.
     pub fn command_line(&self, lab: &str) -> String {
+        if let Some(p) = &self.probe {
+            return format!(
+                "sudo labctl lab traffic --lab {lab} {} {} --proto {}{}",
+                p.from,
+                p.to,
+                p.proto,
+                p.port
+                    .as_ref()
+                    .map(|x| format!(" --port {x}"))
+                    .unwrap_or_default()
+            );
+        }
         match (&self.run, &self.nat_ports) {
             (Some(run), _) => format!(
                 "sudo labctl lab exec --lab {lab} {} -- sh -c '{}'",
@@ -261,4 +277,10 @@ pub struct Probe {
     /// tcp-stream: at least this many bytes must arrive.
     #[serde(default)]
     pub min_bytes: Option<u64>,
+    /// UDP: the source port of every datagram (one flow).
+    #[serde(default)]
+    pub sport: Option<String>,
+    /// Where the echo server runs when `to` is a Service address: MEMBER:PORT.
+    #[serde(default)]
+    pub backend: Option<String>,
 }

@@ -71,6 +71,17 @@ pub fn apply(lab: &Lab, actions: &[Action]) -> Result<(), ObserveError> {
             lab::reconfigure_nat(lab.name(), Some(range), None)?;
             continue;
         }
+        if let Some(p) = &a.probe {
+            let ctx = Ctx {
+                lab,
+                attempt: &Attempt::placeholder(lab.name()),
+            };
+            // Only the state it leaves matters, not whether it was answered.
+            if let Err(e) = ctx.send(p) {
+                tracing::debug!("exercise traffic: {e}");
+            }
+            continue;
+        }
         let Some(run) = &a.run else {
             continue;
         };
@@ -371,11 +382,27 @@ impl Ctx<'_> {
         }
     }
 
-    fn spec(p: &Probe) -> Result<TrafficSpec, String> {
+    fn spec(&self, p: &Probe) -> Result<TrafficSpec, String> {
         let mut spec = TrafficSpec {
             proto: p.proto,
             ..TrafficSpec::default()
         };
+        if let Some(sport) = &p.sport {
+            spec.source_port = Some(
+                sport
+                    .parse()
+                    .map_err(|_| format!("`{sport}` is not a port"))?,
+            );
+        }
+        if let Some(backend) = &p.backend {
+            let (member, port) = backend
+                .split_once(':')
+                .ok_or_else(|| format!("`{backend}` is not MEMBER:PORT"))?;
+            let port = port
+                .parse()
+                .map_err(|_| format!("`{port}` is not a port"))?;
+            spec.server = Some((self.endpoint(member)?, port));
+        }
         if let Some(port) = &p.port {
             spec.port = port
                 .parse()
@@ -395,7 +422,7 @@ impl Ctx<'_> {
 
     fn send(&self, p: &Probe) -> Result<traffic::TrafficReport, String> {
         let (from, to) = (self.endpoint(&p.from)?, self.endpoint(&p.to)?);
-        traffic::run(&from, &to, &Self::spec(p)?)
+        traffic::run(&from, &to, &self.spec(p)?)
             .map_err(|e| format!("cannot send from {} to {}: {e}", p.from, p.to))
     }
 

@@ -19,7 +19,10 @@ use crate::{
         scenario::SCENARIOS,
         traffic::{self, TrafficSpec},
     },
-    output::{OutputFormat, exit::Outcome},
+    output::{
+        OutputFormat,
+        exit::{Outcome, UsageError},
+    },
 };
 
 pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
@@ -67,6 +70,8 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
             size,
             timeout,
             duration,
+            source_port,
+            backend,
             output,
         }) => {
             let spec = TrafficSpec {
@@ -76,8 +81,10 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
                 size,
                 timeout,
                 duration,
+                source_port,
+                server: None,
             };
-            traffic(lab.as_deref(), &from, &to, &spec, output)
+            traffic(lab.as_deref(), &from, &to, backend.as_deref(), spec, output)
         }
         LabCommand::Trigger(LabTriggerArgs {
             fault,
@@ -257,12 +264,25 @@ fn traffic(
     lab: Option<&str>,
     from: &str,
     to: &str,
-    spec: &TrafficSpec,
+    backend: Option<&str>,
+    mut spec: TrafficSpec,
     output: OutputFormat,
 ) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("lab traffic")?;
     let lab = Lab::find_member(lab, from)?;
     let (src, dst) = (endpoint(&lab, from)?, endpoint(&lab, to)?);
+    if let Some(backend) = backend {
+        let (member, port) = backend.split_once(':').ok_or_else(|| {
+            UsageError(format!("`{backend}` is not MEMBER:PORT, e.g. world:5353"))
+        })?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| UsageError(format!("`{port}` is not a port")))?;
+        spec.server = Some((endpoint(&lab, member)?, port));
+    }
+    let spec = &spec;
     let report = traffic::run(&src, &dst, spec)
         .with_context(|| format!("cannot send {} traffic from {from} to {to}", spec.proto))?;
     let mut out = anstream::stdout().lock();

@@ -63,6 +63,12 @@ pub struct TrafficSpec {
     pub timeout: Duration,
     /// Keep probing (or streaming) this long instead of `count` probes.
     pub duration: Option<Duration>,
+    /// UDP: send from this source port (one flow, as a resolver pinned to a
+    /// port) instead of an ephemeral one.
+    pub source_port: Option<u16>,
+    /// Where the echo server runs and on which port, when the destination
+    /// is not a member (a Service address translated to a backend).
+    pub server: Option<(Endpoint, u16)>,
 }
 
 impl TrafficSpec {
@@ -91,6 +97,8 @@ impl Default for TrafficSpec {
             size: 56,
             timeout: Duration::from_secs(1),
             duration: None,
+            source_port: None,
+            server: None,
         }
     }
 }
@@ -208,9 +216,20 @@ pub fn run(
         bytes: None,
         mbit_per_s: None,
     };
-    let server = match (&to_ns, spec.proto) {
-        (Some(ns), Proto::Udp | Proto::Tcp | Proto::TcpStream) => {
-            Some(EchoServer::start(ns, to.addr, spec)?)
+    let backend = match &spec.server {
+        Some((ep, port)) => {
+            let ns = ep.netns.as_deref().map(NetNs::open).transpose()?;
+            let spec = TrafficSpec {
+                port: *port,
+                ..spec.clone()
+            };
+            ns.map(|ns| (ns, ep.addr, spec))
+        }
+        None => to_ns.map(|ns| (ns, to.addr, spec.clone())),
+    };
+    let server = match (&backend, spec.proto) {
+        (Some((ns, addr, spec)), Proto::Udp | Proto::Tcp | Proto::TcpStream) => {
+            Some(EchoServer::start(ns, *addr, spec)?)
         }
         _ => None,
     };

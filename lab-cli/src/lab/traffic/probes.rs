@@ -49,7 +49,7 @@ pub(super) fn udp_probes(
     rtts: &mut Vec<Duration>,
 ) -> Result<(), TrafficError> {
     let socket = ns
-        .run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))?
+        .run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, spec.source_port.unwrap_or(0))))?
         .map_err(socket_err("open a UDP socket", ns))?;
     socket
         .set_read_timeout(Some(spec.timeout))
