@@ -152,6 +152,11 @@ fn input_is_validated_before_privileges_are_asked_for() {
         (&["lab", "up", "no-such-scenario"][..], "unknown scenario"),
         (&["trace", "--duration", "-1"], "out of range"),
         (&["lab", "down", "../x"], "is not valid"),
+        (&["exercise", "start", "no-such"], "unknown exercise"),
+        (
+            &["exercise", "start", "no-masquerade", "--lab", "A"],
+            "is not valid",
+        ),
     ] {
         let out = labctl_unprivileged(cmd);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -202,4 +207,58 @@ fn completions_and_man_pages_come_from_the_command_line_definitions() {
     let page = String::from_utf8(out.stdout).unwrap();
     assert!(page.contains(".TH labctl-trace") && page.contains("ring\\-size"));
     usage_error(&["man", "labctl-nope"], "no man page");
+}
+
+#[test]
+fn exercises_are_listed_and_exported_without_privileges() {
+    let out = labctl_unprivileged(&["exercise", "list", "-o", "json"]);
+    assert!(out.status.success());
+    let ids: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for id in [
+        "no-masquerade",
+        "forwarding-off",
+        "missing-route",
+        "mtu-overlay",
+        "rp-filter",
+        "policy-allow-one",
+        "conntrack-invalid",
+        "stale-conntrack",
+        "find-the-drop",
+        "nat-exhaustion",
+    ] {
+        assert!(ids.iter().any(|i| i == id), "{id} not in {ids:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A link planted where a handout goes is replaced, not followed.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("rp-filter.md")).unwrap();
+    let out = labctl(&[
+        "exercise",
+        "export",
+        "--markdown",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    let md = std::fs::read_to_string(dir.path().join("rp-filter.md")).unwrap();
+    assert!(md.starts_with("# ") && md.contains("## Hints") && md.contains("labctl lab exec"));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        ids.len() + 1,
+        "one handout per exercise, and the victim"
+    );
 }

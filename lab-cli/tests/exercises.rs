@@ -146,6 +146,11 @@ fn stale_conntrack() {
 }
 
 #[test]
+fn conntrack_invalid() {
+    exercise("conntrack-invalid", "exci");
+}
+
+#[test]
 fn every_shipped_exercise_has_a_test_here() {
     let tested = [
         "no-masquerade",
@@ -157,6 +162,7 @@ fn every_shipped_exercise_has_a_test_here() {
         "find-the-drop",
         "nat-exhaustion",
         "stale-conntrack",
+        "conntrack-invalid",
     ];
     let shipped: Vec<String> = catalog::load(None)
         .unwrap()

@@ -49,6 +49,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "stale-conntrack",
         include_str!("../../../exercises/stale-conntrack.toml"),
     ),
+    (
+        "conntrack-invalid",
+        include_str!("../../../exercises/conntrack-invalid.toml"),
+    ),
 ];
 
 #[derive(Debug, Error)]

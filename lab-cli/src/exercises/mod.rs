@@ -32,7 +32,7 @@ pub enum ExerciseError {
     Attempt(#[from] AttemptError),
     #[error(transparent)]
     Lab(#[from] LabError),
-    #[error("cannot prepare the exercise: {0}")]
+    #[error("cannot prepare the exercise")]
     Break(#[from] ObserveError),
     #[error(
         "the exercise's lab `{0}` is gone (was it taken down with `lab down`?); `labctl exercise reset` rebuilds it, `labctl exercise stop` ends the attempt"
