@@ -143,18 +143,32 @@ fn build(plan: &Plan, state: &mut LabState, steps: &mut Steps) -> Result<(), Lab
     Ok(())
 }
 
-/// Creates namespace `name`, recording it with its inode before it gets its
-/// name, so `down` can always tell it from someone else's.
+/// Creates namespace `name`, recorded first by name (so a kill at any
+/// moment leaves it to `down`: an empty mount point is recognised as a
+/// leftover) and then with its inode before it gets its name (so `down` can
+/// always tell it from someone else's).
 fn create_namespace(state: &mut LabState, name: &str) -> Result<(), LabError> {
-    let ns = NetNs::create_then(name, |inode| -> Result<(), LabError> {
-        state.namespaces.push(NamespaceRecord {
-            name: name.to_owned(),
-            inode,
-        });
+    state.namespaces.push(NamespaceRecord {
+        name: name.to_owned(),
+        inode: 0,
+    });
+    state.save()?;
+    let created = NetNs::create_then(name, |inode| -> Result<(), LabError> {
+        if let Some(record) = state.namespaces.last_mut() {
+            record.inode = inode;
+        }
         state.save()?;
         Ok(())
-    })?
-    .keep();
+    });
+    let ns = match created {
+        Ok(ns) => ns.keep(),
+        Err(e) => {
+            // Nothing was created (or it was removed again): forget it.
+            state.namespaces.pop();
+            state.save()?;
+            return Err(e);
+        }
+    };
     // Labs are IPv4-only: without IPv6, new links send no router
     // solicitations or MLD reports, which keeps `labctl trace` quiet.
     ns.run(|| {
