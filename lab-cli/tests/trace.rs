@@ -48,6 +48,7 @@ fn options(ns: &NetNs) -> TraceOptions {
         stack: false,
         stop: None,
         netns_aliases: Some(names::member_names),
+        scope: None,
     }
 }
 
@@ -324,4 +325,60 @@ fn stack_shows_the_path_to_the_drop_without_the_tracer() {
     // Without --stack the JSON has no "stack" key (the schema stays as documented).
     let (drops, _) = trace(options(&ns), || common::send_udp(&ns, 9, 1));
     assert!(drops[0].get("stack").is_none());
+}
+
+/// A node's scope: only the namespaces in the set are traced, and the set
+/// is followed as namespaces (pods) come and go.
+#[test]
+fn a_scope_traces_only_its_namespaces_and_follows_changes() {
+    if !common::privileged("a_scope_traces_only_its_namespaces_and_follows_changes") {
+        return;
+    }
+    use lab_cli::drops::session::Scope;
+    use std::sync::Mutex;
+    let (a, b, c) = (
+        common::netns("labtest-sca"),
+        common::netns("labtest-scb"),
+        common::netns("labtest-scc"),
+    );
+    let set = Arc::new(Mutex::new(std::collections::BTreeSet::from([
+        a.inode().unwrap(),
+        b.inode().unwrap(),
+    ])));
+    let mut opts = options(&a);
+    opts.filters.netns = None;
+    opts.summary = true;
+    let shared = set.clone();
+    opts.scope = Some(Scope(Box::new(move || shared.lock().unwrap().clone())));
+    let c_ino = c.inode().unwrap();
+    let (_, summary) = trace(opts, || {
+        common::send_udp(&a, 9, 10);
+        common::send_udp(&b, 9, 20);
+        common::send_udp(&c, 9, 40);
+    });
+    assert_eq!(summary.by_reason.get("NO_SOCKET"), Some(&30), "{summary:?}");
+
+    // A namespace joining the scope is traced after the next refresh.
+    let mut opts = options(&a);
+    opts.filters.netns = None;
+    opts.summary = true;
+    let shared = set.clone();
+    opts.scope = Some(Scope(Box::new(move || shared.lock().unwrap().clone())));
+    let (_, summary) = trace(opts, || {
+        set.lock().unwrap().insert(c_ino);
+        // Poll: send one drop at a time until the refreshed scope counts it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut sent = 0;
+        loop {
+            common::send_udp(&c, 9, 1);
+            sent += 1;
+            thread::sleep(Duration::from_millis(100));
+            assert!(Instant::now() < deadline, "c never joined the scope");
+            if sent > 25 {
+                break;
+            }
+        }
+    });
+    let counted = summary.by_reason.get("NO_SOCKET").copied().unwrap_or(0);
+    assert!(counted > 0 && counted < 26, "{summary:?}");
 }

@@ -45,7 +45,13 @@ pub mod flags {
     pub const SUMMARY_ONLY: u32 = 1 << 3;
     /// Record each drop's kernel stack in the `STACKS` map (`--stack`).
     pub const STACK: u32 = 1 << 4;
+    /// Only namespaces whose inode is a key of the `NETNS_SET` map pass
+    /// (a node's scope: its own namespace and its pods').
+    pub const NETNS_SET: u32 = 1 << 5;
 }
+
+/// Capacity of the tracer's `NETNS_SET` map (namespaces in a scope).
+pub const NETNS_SET_CAPACITY: u32 = 1024;
 
 /// The tracer's `CONFIG` global.
 #[repr(C)]

@@ -62,4 +62,17 @@ pub struct TraceArgs {
     /// Use the classic skb:kfree_skb tracepoint even where tp_btf works.
     #[arg(long)]
     pub classic_tracepoint: bool,
+    /// Which namespaces: `node` (this node's own and its pods', followed as
+    /// pods come and go) or `all` (every namespace on the machine) [default:
+    /// node inside a container such as a kind node, all elsewhere].
+    #[arg(long, value_enum, conflicts_with = "netns")]
+    pub scope: Option<TraceScope>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TraceScope {
+    /// This node: its own namespace and every named one (its pods').
+    Node,
+    /// Every namespace on the machine (every node of a kind cluster, the host).
+    All,
 }

@@ -5,12 +5,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::{
-    cli::trace::TraceArgs,
+    cli::trace::{TraceArgs, TraceScope},
     drops::{
         filter::Filters,
-        session::{self, TraceOptions},
+        session::{self, Scope, TraceOptions},
     },
-    kernel::privilege,
+    kernel::{node, privilege},
     lab::names,
     output::{
         OutputFormat,
@@ -21,6 +21,20 @@ use crate::{
 
 pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
     privilege::require("trace")?;
+    // Inside a node the kernel is shared with every other node and the host:
+    // show this node's drops unless asked for more.
+    let container = node::container();
+    let scope = match (args.scope, &args.netns, &container) {
+        (Some(s), _, _) => s,
+        (None, None, Some(_)) => TraceScope::Node,
+        _ => TraceScope::All,
+    };
+    if scope == TraceScope::Node && args.scope.is_none() {
+        eprintln!(
+            "labctl runs in a container ({}): tracing this node's namespaces only; `--scope all` shows every namespace on the machine",
+            container.as_deref().unwrap_or("?")
+        );
+    }
     let opts = TraceOptions {
         filters: Filters {
             netns: args.netns.as_deref().map(names::lookup_netns).transpose()?,
@@ -41,6 +55,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         stack: args.stack,
         stop: None,
         netns_aliases: Some(names::member_names),
+        scope: match scope {
+            TraceScope::Node => Some(Scope(Box::new(node::scope))),
+            TraceScope::All => None,
+        },
     };
     // JSON goes straight to stdout: anstream's escape-stripping (for text
     // that is not on a terminal) would scan every byte of a drop storm.

@@ -148,6 +148,7 @@ fn trace_faults(
         stack: false,
         stop: Some(stop.clone()),
         netns_aliases: Some(lab::names::member_names),
+        scope: None,
     };
     let tracer = thread::spawn(move || session::run(&opts, &mut sink));
     while !ready.exists() && !tracer.is_finished() {

@@ -3,7 +3,7 @@
 //! `output::drops`; the demo collects with its own).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io,
     os::fd::AsFd as _,
     path::PathBuf,
@@ -70,6 +70,32 @@ pub struct TraceOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Names for namespaces that the kernel does not know (lab members).
     pub netns_aliases: Option<Aliases>,
+    /// Only these namespaces (a node's scope), recomputed as they come and go.
+    pub scope: Option<Scope>,
+}
+
+/// The namespaces (inodes) a session watches; called again every couple of
+/// seconds, so pods that start or stop are followed.
+pub struct Scope(pub Box<dyn Fn() -> BTreeSet<u64> + Send>);
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scope(..)")
+    }
+}
+
+/// How often a scope is recomputed.
+const SCOPE_REFRESH: Duration = Duration::from_secs(2);
+
+fn apply_scope(tracer: &mut DropTracer, scope: &Scope) -> anyhow::Result<()> {
+    let inodes: BTreeSet<u32> = (scope.0)()
+        .into_iter()
+        .filter_map(|i| u32::try_from(i).ok())
+        .collect();
+    tracer
+        .set_scope(&inodes)
+        .context("updating the namespaces in scope")?;
+    Ok(())
 }
 
 /// What a session saw; the JSON summary line is this, serialized.
@@ -140,6 +166,10 @@ pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary>
     let btf = KernelBtf::from_sys()?;
     let reasons = DropReasons::from_btf(&btf).context("reading drop reasons from BTF")?;
     let mut tracer = attach(opts, &btf, &reasons)?;
+    if let Some(scope) = &opts.scope {
+        apply_scope(&mut tracer, scope)?;
+    }
+    let mut scoped_at = Instant::now();
     let mut resolver = Resolver {
         reasons,
         names: Names::with_aliases(opts.netns_aliases),
@@ -162,6 +192,12 @@ pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary>
             break;
         }
         sink.batch_done()?;
+        if let Some(scope) = &opts.scope
+            && scoped_at.elapsed() >= SCOPE_REFRESH
+        {
+            apply_scope(&mut tracer, scope)?;
+            scoped_at = Instant::now();
+        }
         if opts.summary {
             let total: u64 = tracer.reason_counts()?.values().sum();
             if opts.count.is_some_and(|n| total >= n) {
@@ -201,6 +237,9 @@ fn attach(
     }
     if opts.stack {
         drop_tracer::with_stacks(&mut config);
+    }
+    if opts.scope.is_some() {
+        config.flags |= lab_common::trace::flags::NETNS_SET;
     }
     let consumed = reasons.value("CONSUMED").unwrap_or(1);
     let tracer = DropTracer::attach(

@@ -1,10 +1,10 @@
 //! Loading and reading the packet drop tracer (`lab-ebpf/src/bin/drop_tracer.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
+    maps::{HashMap as AyaHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{BtfTracePoint, TracePoint},
 };
 use lab_common::trace::{DropEvent, LOST_INDEX, TraceConfig, flags};
@@ -114,6 +114,25 @@ impl DropTracer {
     /// Exact drops per reason code, counted in the kernel after filtering.
     pub fn reason_counts(&self) -> Result<BTreeMap<u32, u64>, ProgramSetupError> {
         self.sum_map("REASON_COUNTS")
+    }
+
+    /// Makes the namespaces with these inodes the scope (with
+    /// `flags::NETNS_SET` in the config): adds the new ones, removes those
+    /// gone. Returns how many are in scope.
+    pub fn set_scope(&mut self, inodes: &BTreeSet<u32>) -> Result<usize, ProgramSetupError> {
+        let err = |source| ProgramSetupError::Map {
+            map: "NETNS_SET",
+            source,
+        };
+        let mut map: AyaHashMap<_, u32, u8> = maps::get_mut(&mut self.ebpf, OBJECT, "NETNS_SET")?;
+        let present: BTreeSet<u32> = map.keys().filter_map(Result::ok).collect();
+        for gone in present.difference(inodes) {
+            map.remove(gone).map_err(err)?;
+        }
+        for new in inodes.difference(&present) {
+            map.insert(new, 1, 0).map_err(err)?;
+        }
+        Ok(inodes.len())
     }
 
     /// Exact drops per location (kernel text address).

@@ -26,6 +26,21 @@ where
     T::try_from(map).map_err(|source| ProgramSetupError::Map { map: name, source })
 }
 
+/// As [`get`], for maps the caller writes.
+pub fn get_mut<'a, T>(
+    ebpf: &'a mut Ebpf,
+    object: &'static str,
+    name: &'static str,
+) -> Result<T, ProgramSetupError>
+where
+    T: TryFrom<&'a mut Map, Error = MapError>,
+{
+    let map = ebpf
+        .map_mut(name)
+        .ok_or(LoadError::MissingMap { object, map: name })?;
+    T::try_from(map).map_err(|source| ProgramSetupError::Map { map: name, source })
+}
+
 /// Map `name` of `object`, taken out of it as type `T` (e.g. a `RingBuf`).
 pub fn take<T>(
     ebpf: &mut Ebpf,

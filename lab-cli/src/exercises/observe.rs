@@ -511,6 +511,7 @@ impl Ctx<'_> {
             stack: false,
             stop: Some(stop.clone()),
             netns_aliases: None,
+            scope: None,
         };
         let tracer = thread::spawn(move || session::run(&opts, &mut CountOnly));
         let deadline = Instant::now() + Duration::from_secs(20);

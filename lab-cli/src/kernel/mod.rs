@@ -10,6 +10,7 @@ pub mod interrupt;
 pub mod kallsyms;
 pub mod names;
 pub mod netns;
+pub mod node;
 pub mod privilege;
 pub mod ready;
 pub mod rtnl;

@@ -14,10 +14,12 @@ mod program {
     use aya_ebpf::{
         bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         macros::{btf_tracepoint, map, tracepoint},
-        maps::{PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+        maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
         programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
     };
-    use lab_common::trace::{DropEvent, LOST_INDEX, TraceConfig, family, flags};
+    use lab_common::trace::{
+        DropEvent, LOST_INDEX, NETNS_SET_CAPACITY, TraceConfig, family, flags,
+    };
     use lab_ebpf::{kernel::read, packet};
 
     lab_ebpf::license!();
@@ -40,6 +42,11 @@ mod program {
 
     #[map]
     static LOCATION_COUNTS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+    /// The namespaces in scope, with `flags::NETNS_SET` (kept current by
+    /// userspace as pods come and go).
+    #[map]
+    static NETNS_SET: HashMap<u32, u8> = HashMap::with_max_entries(NETNS_SET_CAPACITY, 0);
 
     /// Kernel stacks of drops, when `--stack` asks for them.
     #[map]
@@ -93,6 +100,10 @@ mod program {
         let net = read::<u64>(dev, off.dev_nd_net).unwrap_or(0);
         let netns_ino = read::<u32>(net, off.net_ns_inum).unwrap_or(0);
         if cfg.netns_ino != 0 && netns_ino != cfg.netns_ino {
+            return;
+        }
+        // SAFETY: the value is only tested for presence, never kept.
+        if cfg.flags & flags::NETNS_SET != 0 && unsafe { NETNS_SET.get(&netns_ino) }.is_none() {
             return;
         }
 

@@ -12,7 +12,9 @@ use crate::{
     drops::reasons::DropReasons,
     ebpf::{loader::load_object, objects},
     kernel::{
+        bpffs,
         btf::{KernelBtf, VMLINUX_BTF},
+        node,
         privilege::Privileges,
         tracefs,
     },
@@ -87,6 +89,7 @@ pub fn collect() -> Report {
     checks.push(ctnetlink());
     checks.push(nft());
     checks.push(memlock());
+    checks.extend(node());
     let ok = checks.iter().all(|c| c.ok || !c.required);
     Report {
         ok,
@@ -240,6 +243,46 @@ fn nft() -> Check {
             "apt-get install nftables   # labctl lab loads its masquerade and policy rules with nft",
         ),
     }
+}
+
+/// Where labctl runs: a host, or a node container (kind), and what a node
+/// needs: its own bpffs and tracefs, and containerd for pod names.
+fn node() -> Vec<Check> {
+    let Some(runtime) = node::container() else {
+        return vec![
+            Check::pass(
+                "where",
+                "on a host (not in a container): `trace` sees every namespace",
+            )
+            .optional(),
+        ];
+    };
+    let mut checks = vec![Check::pass(
+        "where",
+        format!(
+            "in a {runtime} container (a kind node?): `trace` shows this node's namespaces ({}) unless `--scope all`",
+            node::scope().len()
+        ),
+    )];
+    checks.push(match bpffs::ensure_mounted() {
+        Ok(()) => Check::pass("bpffs (node)", format!("{} mounted", bpffs::BPFFS)),
+        Err(e) => Check::fail(
+            "bpffs (node)",
+            e.to_string(),
+            "the node's /sys is read-only: run labctl with `docker exec --privileged`, or mount bpffs in the node first",
+        ),
+    });
+    checks.push(if node::containerd_reachable() {
+        Check::pass("containerd", format!("{} answers", node::CONTAINERD_SOCKET))
+    } else {
+        Check::fail(
+            "containerd",
+            format!("nothing answers on {}", node::CONTAINERD_SOCKET),
+            "optional: pods are named from containerd; outside a Kubernetes node there are none",
+        )
+        .optional()
+    });
+    checks
 }
 
 fn memlock() -> Check {
