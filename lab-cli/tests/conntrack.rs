@@ -618,6 +618,12 @@ fn track_then_list_all_joins_both_views_and_cleans_up() {
         both.iter()
             .all(|e| e["nat_kind"] == "snat" && e["state"] == "TIME_WAIT")
     );
+    // Pod addresses are named as pods (LAB/POD); the world is not a pod.
+    assert!(
+        both.iter()
+            .all(|e| e["src_pod"] == format!("{}/pod-a", lab.name()) && e["dst_pod"].is_null()),
+        "{both:#?}"
+    );
     common::interrupt(&track);
     let out = track.wait_with_output().unwrap();
     std::fs::remove_file(&ready).ok();

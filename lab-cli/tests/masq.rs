@@ -508,6 +508,8 @@ fn masq_and_nat_table_commands_print_their_schemas() {
         .collect();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["pod"], "10.244.1.3");
+    // A lab's pods are named as pods: LAB/POD.
+    assert_eq!(rows[0]["pod_name"], format!("{}/pod-b", lab.name()));
     assert_eq!(rows[0]["node"], "172.18.0.2");
     assert_eq!(rows[0]["connections"], 2);
     // No eBPF masquerading on this node: nat-table says how to get it.

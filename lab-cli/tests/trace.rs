@@ -382,3 +382,45 @@ fn a_scope_traces_only_its_namespaces_and_follows_changes() {
     let counted = summary.by_reason.get("NO_SOCKET").copied().unwrap_or(0);
     assert!(counted > 0 && counted < 26, "{summary:?}");
 }
+
+/// Lab pods are pods `LAB/POD` in the drops' JSON, and `--pod-namespace
+/// LAB` traces the lab's pods, not its nodes.
+#[test]
+fn lab_pods_are_named_as_pods_and_filtered_by_pod_namespace() {
+    if !common::privileged("lab_pods_are_named_as_pods_and_filtered_by_pod_namespace") {
+        return;
+    }
+    use lab_cli::{drops::session::Scope, lab::faults};
+    let lab = common::lab("drops", "pods");
+    let name = lab.name().to_owned();
+    let at = lab.netns("pod-b").unwrap();
+    let mut opts = options(&at);
+    opts.filters.netns = None;
+    opts.scope = Some(Scope(Box::new(move || names::pod_netns_of(&name).unwrap())));
+    let closed = faults::find(&lab, "closed-port").unwrap();
+    let policy = faults::find(&lab, "policy").unwrap();
+    let (drops, summary) = trace(opts, || {
+        faults::trigger(&lab, closed, 5).unwrap();
+        faults::trigger(&lab, policy, 7).unwrap();
+    });
+    // The policy fault drops on node1: not a pod, out of scope.
+    assert_eq!(
+        summary.by_reason,
+        std::collections::BTreeMap::from([("NO_SOCKET".to_owned(), 5)])
+    );
+    assert_eq!(drops.len(), 5);
+    for d in &drops {
+        assert_eq!(d["pod"], format!("{}/pod-b", lab.name()));
+        assert_eq!(d["pod_namespace"], lab.name());
+        assert_eq!(d["netns"], format!("{}/pod-b", lab.name()));
+    }
+    // `--pod` names only pods: a node is refused.
+    assert!(names::lookup_pod(&format!("{}/node1", lab.name())).is_err());
+    assert_eq!(
+        names::lookup_pod(&format!("{}/pod-b", lab.name()))
+            .unwrap()
+            .inode()
+            .unwrap(),
+        at.inode().unwrap()
+    );
+}

@@ -14,6 +14,12 @@ pub struct TraceArgs {
     /// [default: every namespace].
     #[arg(long)]
     pub netns: Option<String>,
+    /// Only drops in this pod's namespace: NAMESPACE/NAME (a lab's pods are LAB/POD).
+    #[arg(long, conflicts_with = "netns")]
+    pub pod: Option<String>,
+    /// Only drops in the pods of this namespace (a lab's name for its pods).
+    #[arg(long, conflicts_with_all = ["netns", "pod", "scope"])]
+    pub pod_namespace: Option<String>,
     /// Only drops on this interface (looked up in --netns when given).
     #[arg(long, short)]
     pub iface: Option<String>,

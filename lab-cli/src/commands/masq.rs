@@ -11,7 +11,11 @@ use anyhow::Context as _;
 use crate::{
     cli::masq::{MasqArgs, MasqCommand, MasqConfigArgs, MasqNatTableArgs, MasqTopArgs},
     kernel::{interrupt, netns::NetNs, privilege, ready::ReadyFile},
-    lab::{self, Lab, names::lookup_netns_opt, plan::MasqMode},
+    lab::{
+        self, Lab,
+        names::{self, lookup_netns_opt},
+        plan::MasqMode,
+    },
     masq::{MasqCounter, MasqRow, nat},
     output::{
         OutputFormat,
@@ -28,7 +32,7 @@ pub fn render(rows: &[MasqRow]) -> String {
             _ => "-".into(),
         };
         vec![
-            r.pod.to_string(),
+            r.pod_name.clone().unwrap_or_else(|| r.pod.to_string()),
             r.node.to_string(),
             r.connections.to_string(),
             format!("{} ⇄ {}", r.packets_out, r.packets_in),
@@ -47,6 +51,15 @@ pub fn render(rows: &[MasqRow]) -> String {
         ],
         cells,
     )
+}
+
+/// Rows with their pods' names, when the node is a lab's.
+fn name_pods(mut rows: Vec<MasqRow>, node_ino: u64) -> Vec<MasqRow> {
+    let pods = names::pods_by_addr(node_ino);
+    for r in &mut rows {
+        r.pod_name = pods.get(&r.pod).map(ToString::to_string);
+    }
+    rows
 }
 
 /// The node named by --netns, or this process's own namespace.
@@ -121,7 +134,7 @@ fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
     while !interrupt::requested() && duration.is_none_or(|d| started.elapsed() < d) {
         thread::sleep(Duration::from_millis(100));
         if args.watch && last.elapsed() >= args.interval.unwrap_or(Duration::from_secs(1)) {
-            let rows = counter.read()?;
+            let rows = name_pods(counter.read()?, ino);
             match args.output {
                 OutputFormat::Text => writeln!(
                     out,
@@ -138,7 +151,7 @@ fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
             last = Instant::now();
         }
     }
-    let rows = counter.read()?;
+    let rows = name_pods(counter.read()?, ino);
     match args.output {
         OutputFormat::Text => writeln!(out, "{}", render(&rows))?,
         OutputFormat::Json => {

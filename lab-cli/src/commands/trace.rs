@@ -24,9 +24,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
     // Inside a node the kernel is shared with every other node and the host:
     // show this node's drops unless asked for more.
     let container = node::container();
-    let scope = match (args.scope, &args.netns, &container) {
+    let narrowed = args.netns.is_some() || args.pod.is_some() || args.pod_namespace.is_some();
+    let scope = match (args.scope, narrowed, &container) {
         (Some(s), _, _) => s,
-        (None, None, Some(_)) => TraceScope::Node,
+        (None, false, Some(_)) => TraceScope::Node,
         _ => TraceScope::All,
     };
     if scope == TraceScope::Node && args.scope.is_none() {
@@ -37,7 +38,11 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
     }
     let opts = TraceOptions {
         filters: Filters {
-            netns: args.netns.as_deref().map(names::lookup_netns).transpose()?,
+            netns: match (&args.netns, &args.pod) {
+                (Some(n), _) => Some(names::lookup_netns(n)?),
+                (None, Some(p)) => Some(names::lookup_pod(p)?),
+                (None, None) => None,
+            },
             iface: args.iface,
             proto: args.proto,
             host: args.host,
@@ -55,9 +60,17 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         stack: args.stack,
         stop: None,
         netns_aliases: Some(names::member_names),
-        scope: match scope {
-            TraceScope::Node => Some(Scope(Box::new(node::scope))),
-            TraceScope::All => None,
+        scope: match (&args.pod_namespace, scope) {
+            (Some(ns), _) => {
+                // Fail now on an unknown namespace; later, follow its pods.
+                names::pod_netns_of(ns)?;
+                let ns = ns.clone();
+                Some(Scope(Box::new(move || {
+                    names::pod_netns_of(&ns).unwrap_or_default()
+                })))
+            }
+            (None, TraceScope::Node) => Some(Scope(Box::new(node::scope))),
+            (None, TraceScope::All) => None,
         },
     };
     // JSON goes straight to stdout: anstream's escape-stripping (for text

@@ -235,6 +235,10 @@ pub struct EntryJson<'a> {
     /// With `--source all`: the views this flow appears in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seen_by: Option<Vec<Source>>,
+    /// The pods (`NAMESPACE/NAME`) the original direction's addresses
+    /// belong to, where known.
+    pub src_pod: Option<String>,
+    pub dst_pod: Option<String>,
 }
 
 impl<'a> EntryJson<'a> {
@@ -250,6 +254,8 @@ impl<'a> EntryJson<'a> {
             nat_kind,
             nat: entry.nat(),
             seen_by: None,
+            src_pod: None,
+            dst_pod: None,
         }
     }
 }

@@ -4,6 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lab_common::trace::{DropEvent, family};
+
+use crate::kernel::names::PodRef;
 use serde::Serialize;
 
 /// One drop, as printed. Field names and types are the stable JSON schema.
@@ -17,6 +19,11 @@ pub struct DropRecord {
     pub reason_code: u32,
     pub netns: String,
     pub netns_ino: u64,
+    /// The pod the namespace belongs to, as `NAMESPACE/NAME` (null when it
+    /// is not a pod's), with its namespace and uid apart.
+    pub pod: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_uid: Option<String>,
     pub ifname: Option<String>,
     pub ifindex: u32,
     pub proto: String,
@@ -39,6 +46,7 @@ pub struct DropRecord {
 pub trait Resolve {
     fn reason(&self, code: u32) -> String;
     fn netns(&mut self, ino: u64) -> String;
+    fn pod(&mut self, ino: u64) -> Option<PodRef>;
     fn ifname(&mut self, netns_ino: u64, ifindex: u32) -> Option<String>;
     fn location(&mut self, addr: u64) -> String;
     /// Converts bpf_ktime_get_ns() to Unix-epoch nanoseconds.
@@ -57,6 +65,7 @@ impl DropRecord {
         };
         let ports = ev.has_ports != 0;
         let icmp = matches!(ev.l4proto, 1 | 58) && ev.family != family::NONE;
+        let pod = r.pod(netns_ino);
         Self {
             kind: "drop",
             ts_ns: r.wall_ns(ev.ts_ns),
@@ -64,6 +73,9 @@ impl DropRecord {
             reason_code: ev.reason,
             netns: r.netns(netns_ino),
             netns_ino,
+            pod_namespace: pod.as_ref().map(|p| p.namespace.clone()),
+            pod_uid: pod.as_ref().and_then(|p| p.uid.clone()),
+            pod: pod.map(|p| p.to_string()),
             ifname: r.ifname(netns_ino, ev.ifindex),
             ifindex: ev.ifindex,
             proto: proto_name(ev),
@@ -149,6 +161,9 @@ pub(crate) mod tests {
         fn netns(&mut self, _: u64) -> String {
             "labtest-a".into()
         }
+        fn pod(&mut self, _: u64) -> Option<PodRef> {
+            None
+        }
         fn ifname(&mut self, _: u64, ifindex: u32) -> Option<String> {
             (ifindex == 1).then(|| "lo".into())
         }
@@ -184,7 +199,7 @@ pub(crate) mod tests {
         let rec = DropRecord::new(&udp_event(), &mut Fixed);
         assert_eq!(
             serde_json::to_string(&rec).unwrap(),
-            r#"{"type":"drop","ts_ns":1700003723000456000,"reason":"NO_SOCKET","reason_code":3,"netns":"labtest-a","netns_ino":4026532245,"ifname":"lo","ifindex":1,"proto":"UDP","src":"127.0.0.1","dst":"127.0.0.2","sport":40000,"dport":9,"len":32,"location":"__udp4_lib_rcv+0x5a3","tcp_flags":null,"icmp_type":null,"icmp_code":null}"#
+            r#"{"type":"drop","ts_ns":1700003723000456000,"reason":"NO_SOCKET","reason_code":3,"netns":"labtest-a","netns_ino":4026532245,"pod":null,"pod_namespace":null,"pod_uid":null,"ifname":"lo","ifindex":1,"proto":"UDP","src":"127.0.0.1","dst":"127.0.0.2","sport":40000,"dport":9,"len":32,"location":"__udp4_lib_rcv+0x5a3","tcp_flags":null,"icmp_type":null,"icmp_code":null}"#
         );
     }
 

@@ -138,6 +138,9 @@ impl Resolve for Resolver {
     fn netns(&mut self, ino: u64) -> String {
         self.names.netns(ino)
     }
+    fn pod(&mut self, ino: u64) -> Option<crate::kernel::names::PodRef> {
+        self.names.pod(ino)
+    }
     fn ifname(&mut self, netns_ino: u64, ifindex: u32) -> Option<String> {
         self.names.ifname(netns_ino, ifindex)
     }

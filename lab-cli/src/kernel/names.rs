@@ -13,14 +13,37 @@ use crate::kernel::netns::{self, NetNs};
 /// inodes and ifindexes, so a name cached forever would turn wrong.
 const NAME_TTL: Duration = Duration::from_secs(2);
 
-/// Names given by a higher layer (lab members), by namespace inode.
-pub type Aliases = fn() -> HashMap<u64, String>;
+/// A Kubernetes-style pod identity: `namespace/name` (and the uid, when a
+/// runtime has one). labctl's own lab pods are `LAB/MEMBER`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+impl std::fmt::Display for PodRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What a higher layer knows about a namespace: the name to show, and the
+/// pod it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub pod: Option<PodRef>,
+}
+
+/// Names given by a higher layer (lab members, pods), by namespace inode.
+pub type Aliases = fn() -> HashMap<u64, Identity>;
 
 #[derive(Debug)]
 pub struct Names {
     netns: HashMap<u64, NetNs>,
     aliases_of: Option<Aliases>,
-    aliases: HashMap<u64, String>,
+    aliases: HashMap<u64, Identity>,
     scanned: Instant,
     ifnames: HashMap<(u64, u32), (Option<String>, Instant)>,
 }
@@ -68,12 +91,23 @@ impl Names {
             self.rescan();
         }
         if let Some(alias) = self.aliases.get(&ino) {
-            return alias.clone();
+            return alias.name.clone();
         }
         self.netns
             .get(&ino)
             .map(|ns| ns.name().to_owned())
             .unwrap_or_else(|| ino.to_string())
+    }
+
+    /// The pod the namespace belongs to, if a higher layer said so.
+    pub fn pod(&mut self, ino: u64) -> Option<PodRef> {
+        if ino == 0 {
+            return None;
+        }
+        if !self.aliases.contains_key(&ino) && self.scanned.elapsed() > NAME_TTL {
+            self.rescan();
+        }
+        self.aliases.get(&ino).and_then(|i| i.pod.clone())
     }
 
     /// The interface's name inside its namespace, when it can be found.

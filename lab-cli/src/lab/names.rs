@@ -7,23 +7,88 @@
 
 use std::collections::HashMap;
 
-use super::{Lab, LabError, plan::validate_name, state::LabState};
-use crate::kernel::netns::{self, NetNs, NetnsError};
+use super::{
+    Lab, LabError,
+    plan::{Role, validate_name},
+};
+use crate::kernel::{
+    names::{Identity, PodRef},
+    netns::{self, NetNs, NetnsError},
+};
 
-/// `LAB/MEMBER` for every recorded lab namespace, by inode.
-pub fn member_names() -> HashMap<u64, String> {
-    let Ok(labs) = LabState::all() else {
+/// `LAB/MEMBER` for every recorded lab namespace, by inode; a lab's pods
+/// are pods `LAB/POD` (the lab is their namespace, as in a cluster).
+pub fn member_names() -> HashMap<u64, Identity> {
+    let Ok(labs) = Lab::all() else {
         return HashMap::new();
     };
-    labs.iter()
-        .flat_map(|state| {
-            let prefix = format!("{}-", state.lab);
-            state.namespaces.iter().filter_map(move |r| {
-                let member = r.name.strip_prefix(&prefix)?;
-                (r.inode != 0).then(|| (r.inode, display(&state.lab, member)))
-            })
-        })
-        .collect()
+    let mut out = HashMap::new();
+    for lab in &labs {
+        for record in &lab.state.namespaces {
+            let Some((member, role, _)) = lab
+                .plan
+                .members()
+                .find(|(_, _, netns)| *netns == record.name)
+            else {
+                continue;
+            };
+            if record.inode == 0 {
+                continue;
+            }
+            out.insert(
+                record.inode,
+                Identity {
+                    name: display(lab.name(), member),
+                    pod: (role == Role::Pod).then(|| pod_ref(lab.name(), member)),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The pod identity of lab pod `pod` of lab `lab`.
+pub fn pod_ref(lab: &str, pod: &str) -> PodRef {
+    PodRef {
+        namespace: lab.to_owned(),
+        name: pod.to_owned(),
+        uid: None,
+    }
+}
+
+/// The namespaces of every pod of lab `lab` (`--pod-namespace LAB`).
+pub fn pod_netns_of(lab: &str) -> Result<std::collections::BTreeSet<u64>, LabError> {
+    let lab = Lab::open(lab)?;
+    Ok(lab
+        .state
+        .namespaces
+        .iter()
+        .filter(|r| lab.plan.pods.iter().any(|p| p.netns == r.name))
+        .map(|r| r.inode)
+        .collect())
+}
+
+/// The namespace of pod `NS/NAME` (`--pod`): only pods, not nodes.
+pub fn lookup_pod(spec: &str) -> Result<NetNs, LabError> {
+    let (lab, pod) = spec
+        .split_once('/')
+        .ok_or_else(|| NetnsError::NotFound(spec.to_owned()))?;
+    validate_name(lab)?;
+    let l = Lab::open(lab)?;
+    if l.plan.pod(pod).is_none() {
+        return Err(LabError::NoSuchMember {
+            name: pod.to_owned(),
+            labs: format!("lab `{lab}` (as a pod)"),
+            members: l
+                .plan
+                .pods
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    l.netns(pod)
 }
 
 /// How output names member `member` of lab `lab`.
@@ -53,4 +118,22 @@ pub fn lookup_netns(spec: &str) -> Result<NetNs, LabError> {
 /// `--netns` given (that namespace) or not (the caller's own: None).
 pub fn lookup_netns_opt(spec: Option<&str>) -> Result<Option<NetNs>, LabError> {
     spec.map(lookup_netns).transpose()
+}
+
+/// The pods of the lab that namespace `netns_ino` belongs to, by address
+/// (pod addresses repeat across labs, so only that lab's are named).
+pub fn pods_by_addr(netns_ino: u64) -> HashMap<std::net::Ipv4Addr, PodRef> {
+    let Ok(labs) = Lab::all() else {
+        return HashMap::new();
+    };
+    labs.iter()
+        .find(|l| l.state.namespaces.iter().any(|r| r.inode == netns_ino))
+        .map(|l| {
+            l.plan
+                .pods
+                .iter()
+                .map(|p| (p.addr, pod_ref(l.name(), &p.name)))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -28,6 +28,8 @@ pub struct MasqRow {
     /// Lowest and highest translated source port (None: only ICMP).
     pub port_min: Option<u16>,
     pub port_max: Option<u16>,
+    /// The pod (`NAMESPACE/NAME`) with this address, where known.
+    pub pod_name: Option<String>,
 }
 
 /// Rows from per-pod totals (the counter's or the NAT's), sorted by pod
@@ -45,6 +47,7 @@ pub fn rows(raw: Vec<(MasqKey, MasqStats)>) -> Vec<MasqRow> {
             bytes_in: s.bytes[1],
             port_min: (s.port_max != 0).then_some(s.port_min),
             port_max: (s.port_max != 0).then_some(s.port_max),
+            pod_name: None,
         })
         .collect();
     rows.sort_by_key(|r| (r.pod, r.node));

@@ -1,6 +1,6 @@
 //! `labctl conntrack list`.
 
-use std::io::Write;
+use std::{collections::HashMap, io::Write, net::Ipv4Addr};
 
 use anyhow::Context as _;
 
@@ -14,8 +14,9 @@ use crate::{
         netlink::Ctnetlink,
         sources,
     },
+    kernel::names::PodRef,
     kernel::privilege,
-    lab::names::lookup_netns_opt,
+    lab::names::{self, lookup_netns_opt},
     output::{
         OutputFormat,
         conntrack::{self as table, Layout},
@@ -23,25 +24,37 @@ use crate::{
     },
 };
 
-/// One entry at a time, as JSON lines or table rows.
+/// One entry at a time, as JSON lines (pods named by address) or table rows.
 enum Writer<W: Write> {
-    Json(W),
+    Json(W, HashMap<Ipv4Addr, PodRef>),
     Table(table::TableWriter<W>),
 }
 
 impl<W: Write> Writer<W> {
-    fn new(out: W, format: OutputFormat, layout: Layout, joined: bool) -> std::io::Result<Self> {
+    fn new(
+        out: W,
+        format: OutputFormat,
+        layout: Layout,
+        joined: bool,
+        pods: HashMap<Ipv4Addr, PodRef>,
+    ) -> std::io::Result<Self> {
         Ok(match format {
-            OutputFormat::Json => Writer::Json(out),
+            OutputFormat::Json => Writer::Json(out, pods),
             OutputFormat::Text => Writer::Table(table::TableWriter::new(out, layout, joined)?),
         })
     }
 
     fn entry(&mut self, e: &CtEntry, seen: Option<&[Source]>) -> std::io::Result<()> {
         match self {
-            Writer::Json(out) => {
+            Writer::Json(out, pods) => {
                 let mut json = EntryJson::new(e);
                 json.seen_by = seen.map(<[Source]>::to_vec);
+                let pod = |a: &std::net::IpAddr| match a {
+                    std::net::IpAddr::V4(v4) => pods.get(v4).map(ToString::to_string),
+                    std::net::IpAddr::V6(_) => None,
+                };
+                json.src_pod = pod(&e.orig.src);
+                json.dst_pod = pod(&e.orig.dst);
                 serde_json::to_writer(&mut *out, &json)?;
                 out.write_all(b"\n")
             }
@@ -64,6 +77,11 @@ pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
                 .unwrap_or_default()
         );
     }
+    let ino = match &ns {
+        Some(ns) => ns.inode()?,
+        None => crate::kernel::netns::current_inode()?,
+    };
+    let pods = names::pods_by_addr(ino);
     let layout = if args.wide {
         Layout::Wide
     } else {
@@ -75,7 +93,7 @@ pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
         // The big one: streamed entry by entry, in constant memory.
         CtSource::Netfilter => {
             let mut ct = Ctnetlink::open_in(ns.as_ref()).context("cannot reach ctnetlink")?;
-            let mut writer = Writer::new(&mut out, args.output, layout, false)?;
+            let mut writer = Writer::new(&mut out, args.output, layout, false, pods.clone())?;
             let mut shown = 0u64;
             ct.dump_each(filter.mark, |e| {
                 total += 1;
@@ -108,7 +126,13 @@ pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
                 .collect(),
             };
             total = joined.len() as u64;
-            let mut writer = Writer::new(&mut out, args.output, layout, source == CtSource::All)?;
+            let mut writer = Writer::new(
+                &mut out,
+                args.output,
+                layout,
+                source == CtSource::All,
+                pods.clone(),
+            )?;
             let mut shown = 0u64;
             for (e, seen) in joined.iter().filter(|(e, _)| filter.matches(e)) {
                 shown += 1;
