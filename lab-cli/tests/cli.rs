@@ -123,6 +123,9 @@ fn conflicting_or_ignored_flags_are_refused() {
         (&["explain", "NO_SOCKET", "--list"], "--list"),
         (&["conntrack", "list", "--snat", "--dnat"], "--dnat"),
         (&["conntrack", "list", "--snat", "--any-nat"], "--any-nat"),
+        (&["trace", "--scope", "all", "--netns", "x"], "--netns"),
+        (&["trace", "--pod", "a/b", "--netns", "x"], "--netns"),
+        (&["trace", "--pod-namespace", "a", "--pod", "a/b"], "--pod"),
     ] {
         usage_error(cmd, says);
     }
@@ -188,6 +191,14 @@ fn namespaces_that_do_not_exist_are_named_in_the_error() {
         "does not exist",
     );
     usage_error(&["masq", "nat-table", "--netns", "nolab/pod-a"], "not up");
+    usage_error(
+        &["trace", "--pod", "nolab/pod-a", "--duration", "1"],
+        "not up",
+    );
+    usage_error(
+        &["trace", "--pod-namespace", "nolab", "--duration", "1"],
+        "not up",
+    );
 }
 
 #[test]
