@@ -16,7 +16,7 @@ LLVM_PREFIX=/usr/lib/llvm-${LLVM_MAJOR}
 APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" zlib1g-dev libzstd-dev
   iproute2 conntrack iptables nftables containernetworking-plugins
-  iperf3 bpftrace dropwatch bpftool util-linux ethtool
+  iperf3 bpftrace dropwatch bpftool util-linux ethtool procps
 )
 
 check_only=0
