@@ -103,7 +103,7 @@ mod program {
             return;
         }
         // SAFETY: the value is only tested for presence, never kept.
-        if cfg.flags & flags::NETNS_SET != 0 && unsafe { NETNS_SET.get(&netns_ino) }.is_none() {
+        if cfg.flags & flags::NETNS_SET != 0 && unsafe { NETNS_SET.get(netns_ino) }.is_none() {
             return;
         }
 
