@@ -24,10 +24,10 @@ use std::{
     path::Path,
 };
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use thiserror::Error;
 
 use super::entry::{Counters, CtEntry, Source, Tuple, proto_name};
+use crate::ebpf::{error::ProgramSetupError, maps};
 
 pub const MAPS: [&str; 4] = [
     "/sys/fs/bpf/tc/globals/cilium_ct4_global",
@@ -47,10 +47,11 @@ pub enum CiliumError {
         MAPS[0]
     )]
     Absent,
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Map {
         path: String,
-        source: aya::maps::MapError,
+        #[source]
+        source: Box<ProgramSetupError>,
     },
 }
 
@@ -69,23 +70,16 @@ pub fn read_all() -> Result<Vec<CtEntry>, CiliumError> {
     for path in present {
         let err = |source| CiliumError::Map {
             path: path.to_owned(),
-            source,
+            source: Box::new(source),
         };
-        let data = MapData::from_pin(path).map_err(err)?;
         if path.ends_with("4_global") {
-            let map: BpfHashMap<_, [u8; V4_KEY], [u8; VALUE]> =
-                BpfHashMap::try_from(Map::HashMap(data)).map_err(err)?;
-            for item in map.iter() {
-                let (k, v) = item.map_err(err)?;
-                out.extend(decode(&k, &v, now_s));
-            }
+            let rows = maps::pinned_hash_rows::<V4_KEY, VALUE>(Path::new(path), "cilium_ct4")
+                .map_err(err)?;
+            out.extend(rows.iter().filter_map(|(k, v)| decode(k, v, now_s)));
         } else {
-            let map: BpfHashMap<_, [u8; V6_KEY], [u8; VALUE]> =
-                BpfHashMap::try_from(Map::HashMap(data)).map_err(err)?;
-            for item in map.iter() {
-                let (k, v) = item.map_err(err)?;
-                out.extend(decode(&k, &v, now_s));
-            }
+            let rows = maps::pinned_hash_rows::<V6_KEY, VALUE>(Path::new(path), "cilium_ct6")
+                .map_err(err)?;
+            out.extend(rows.iter().filter_map(|(k, v)| decode(k, v, now_s)));
         }
     }
     Ok(out)

@@ -94,6 +94,20 @@ where
     T::try_from(kind(MapData::from_pin(path).map_err(err)?)).map_err(err)
 }
 
+/// A record of a map as raw key and value bytes.
+pub type RawRow<const K: usize, const V: usize> = ([u8; K], [u8; V]);
+
+/// Every record of a hash map pinned at `path` by someone else (e.g.
+/// Cilium), as raw key and value bytes: the caller knows the layout.
+pub fn pinned_hash_rows<const K: usize, const V: usize>(
+    path: &Path,
+    name: &'static str,
+) -> Result<Vec<RawRow<K, V>>, ProgramSetupError> {
+    let err = |source| ProgramSetupError::Map { map: name, source };
+    let map: aya::maps::HashMap<_, [u8; K], [u8; V]> = from_pin(path, name, Map::HashMap)?;
+    map.iter().map(|item| item.map_err(err)).collect()
+}
+
 /// A value kept per CPU that adds up to one total.
 pub trait PerCpuTotal: Pod + Default {
     fn add(&mut self, other: &Self);

@@ -13,4 +13,5 @@ pub mod nat;
 pub mod objects;
 pub mod offsets;
 pub mod pins;
+pub mod program_types;
 pub mod tc;

@@ -1,7 +1,5 @@
 //! `labctl doctor`: can this machine run labctl?
 
-mod program_types;
-
 use std::io::Write as _;
 
 use anstyle::{AnsiColor, Style};
@@ -10,7 +8,7 @@ use serde::Serialize;
 use crate::{
     conntrack::netlink as ctnetlink,
     drops::reasons::DropReasons,
-    ebpf::{loader::load_object, objects},
+    ebpf::{loader::load_object, objects, program_types},
     kernel::{
         bpffs,
         btf::{KernelBtf, VMLINUX_BTF},
