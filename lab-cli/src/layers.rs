@@ -127,3 +127,21 @@ fn groups_and_paths_are_both_seen() {
     assert_eq!(layer_of("cli"), Some(6));
     assert!(layer_of("drops") == layer_of("masq"));
 }
+
+#[test]
+fn aya_is_used_only_by_the_ebpf_layer() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let bad: Vec<String> = files
+        .iter()
+        .filter(|f| !f.starts_with(src.join("ebpf")) && !f.ends_with("layers.rs"))
+        .filter(|f| {
+            let code = fs::read_to_string(f).unwrap_or_default();
+            let code = code.split("#[cfg(test)]").next().unwrap_or_default();
+            code.contains("aya::") || code.contains("use aya")
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(bad.is_empty(), "aya outside ebpf/: {bad:?}");
+}
