@@ -624,6 +624,20 @@ fn track_then_list_all_joins_both_views_and_cleans_up() {
             .all(|e| e["src_pod"] == format!("{}/pod-a", lab.name()) && e["dst_pod"].is_null()),
         "{both:#?}"
     );
+    // --pod / --pod-namespace keep exactly that pod's (those pods') flows.
+    let pod_a = labctl_list(&node, &["--pod", &format!("{}/pod-a", lab.name())]);
+    assert_eq!(pod_a.len(), 2, "{pod_a:#?}");
+    assert!(labctl_list(&node, &["--pod", &format!("{}/pod-b", lab.name())]).is_empty());
+    assert_eq!(
+        labctl_list(&node, &["--pod-namespace", lab.name()]).len(),
+        2
+    );
+    let node1 = labctl()
+        .args(["conntrack", "list", "--netns", node.name(), "--pod"])
+        .arg(format!("{}/node1", lab.name()))
+        .output()
+        .unwrap();
+    assert_eq!(node1.status.code(), Some(2), "a node is not a pod");
     common::interrupt(&track);
     let out = track.wait_with_output().unwrap();
     std::fs::remove_file(&ready).ok();

@@ -108,6 +108,18 @@ fn basic_pods_talk_and_the_world_sees_the_node_address() {
     // the masquerade rule is evaluated once per new connection.
     let rules = firewall::list(&lab.netns("node1").unwrap()).unwrap();
     assert_eq!(firewall::masquerade_packets(&rules), Some(4), "{rules}");
+    // Status names members as the other commands do; pods are pods.
+    let status = lab_cli::lab::status::status(&lab).unwrap();
+    let pod_a = status.members.iter().find(|m| m.name == "pod-a").unwrap();
+    assert_eq!(
+        pod_a.pod.as_deref(),
+        Some(format!("{}/pod-a", lab.name()).as_str())
+    );
+    let node1 = status.members.iter().find(|m| m.name == "node1").unwrap();
+    assert_eq!(
+        (node1.pod.as_deref(), node1.display.clone()),
+        (None, format!("{}/node1", lab.name()))
+    );
     down_and_check_clean(lab);
 }
 

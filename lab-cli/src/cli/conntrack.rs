@@ -161,6 +161,12 @@ pub struct CtFilterArgs {
     /// Only this conntrack zone.
     #[arg(long)]
     pub zone: Option<u16>,
+    /// Only flows from or to this pod: NAMESPACE/NAME (a lab's pods are LAB/POD).
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Only flows from or to the pods of this namespace.
+    #[arg(long, conflicts_with = "pod")]
+    pub pod_namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,7 +1,7 @@
 //! One connection-tracking entry, from any source (netfilter's table or an
 //! eBPF map), in the shape `labctl conntrack` prints and serializes.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
@@ -21,8 +21,8 @@ pub struct Tuple {
 impl Tuple {
     /// No addresses, no ports: the start of a tuple being decoded.
     pub const UNSPECIFIED: Tuple = Tuple {
-        src: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         sport: None,
         dport: None,
         icmp_type: None,
@@ -242,6 +242,20 @@ pub struct EntryJson<'a> {
 }
 
 impl<'a> EntryJson<'a> {
+    /// Names the original direction's addresses that are in `pods`.
+    pub fn with_pods(
+        mut self,
+        pods: &std::collections::HashMap<Ipv4Addr, crate::kernel::names::PodRef>,
+    ) -> Self {
+        let pod = |a: &IpAddr| match a {
+            IpAddr::V4(v4) => pods.get(v4).map(ToString::to_string),
+            IpAddr::V6(_) => None,
+        };
+        self.src_pod = pod(&self.entry.orig.src);
+        self.dst_pod = pod(&self.entry.orig.dst);
+        self
+    }
+
     pub fn new(entry: &'a CtEntry) -> Self {
         let nat_kind = match (entry.is_snat(), entry.is_dnat()) {
             (true, true) => Some("snat+dnat"),

@@ -35,6 +35,8 @@ pub struct CtFilter {
     /// (value, mask).
     pub mark: Option<(u32, u32)>,
     pub zone: Option<u16>,
+    /// Either original address in this set (`--pod`, `--pod-namespace`).
+    pub hosts: Option<Vec<std::net::IpAddr>>,
 }
 
 pub fn parse_cidr(s: &str) -> Result<IpNet, CtFilterError> {
@@ -84,6 +86,10 @@ impl CtFilter {
             && (!self.any_nat || e.is_snat() || e.is_dnat())
             && self.mark.is_none_or(|(v, m)| e.mark & m == v)
             && self.zone.is_none_or(|z| e.zone == z)
+            && self
+                .hosts
+                .as_ref()
+                .is_none_or(|h| h.contains(&e.orig.src) || h.contains(&e.orig.dst))
     }
 }
 

@@ -137,3 +137,32 @@ pub fn pods_by_addr(netns_ino: u64) -> HashMap<std::net::Ipv4Addr, PodRef> {
         })
         .unwrap_or_default()
 }
+
+/// The address of pod `NS/NAME` (a lab pod: `LAB/POD`).
+pub fn pod_addr(spec: &str) -> Result<std::net::Ipv4Addr, LabError> {
+    let (lab, pod) = spec
+        .split_once('/')
+        .ok_or_else(|| NetnsError::NotFound(spec.to_owned()))?;
+    validate_name(lab)?;
+    let l = Lab::open(lab)?;
+    l.plan
+        .pod(pod)
+        .map(|p| p.addr)
+        .ok_or_else(|| LabError::NoSuchMember {
+            name: pod.to_owned(),
+            labs: format!("lab `{lab}` (as a pod)"),
+            members: l
+                .plan
+                .pods
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// The addresses of every pod of namespace (lab) `ns`.
+pub fn pod_addrs_of(ns: &str) -> Result<Vec<std::net::Ipv4Addr>, LabError> {
+    validate_name(ns)?;
+    Ok(Lab::open(ns)?.plan.pods.iter().map(|p| p.addr).collect())
+}

@@ -13,6 +13,10 @@ use crate::kernel::{
 pub struct MemberStatus {
     pub name: String,
     pub role: Role,
+    /// How labctl's other commands name it: `LAB/MEMBER` (a pod's identity).
+    pub display: String,
+    /// Pods only: `LAB/POD`, as `trace` and `conntrack` name it.
+    pub pod: Option<String>,
     pub netns: String,
     pub links: Vec<LinkInfoSummary>,
     pub routes: Vec<RouteSummary>,
@@ -58,6 +62,8 @@ pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
         members.push(MemberStatus {
             name: name.to_owned(),
             role,
+            display: super::names::display(lab.name(), name),
+            pod: (role == Role::Pod).then(|| super::names::display(lab.name(), name)),
             netns: netns.to_owned(),
             links,
             routes,

@@ -47,14 +47,8 @@ impl<W: Write> Writer<W> {
     fn entry(&mut self, e: &CtEntry, seen: Option<&[Source]>) -> std::io::Result<()> {
         match self {
             Writer::Json(out, pods) => {
-                let mut json = EntryJson::new(e);
+                let mut json = EntryJson::new(e).with_pods(pods);
                 json.seen_by = seen.map(<[Source]>::to_vec);
-                let pod = |a: &std::net::IpAddr| match a {
-                    std::net::IpAddr::V4(v4) => pods.get(v4).map(ToString::to_string),
-                    std::net::IpAddr::V6(_) => None,
-                };
-                json.src_pod = pod(&e.orig.src);
-                json.dst_pod = pod(&e.orig.dst);
                 serde_json::to_writer(&mut *out, &json)?;
                 out.write_all(b"\n")
             }

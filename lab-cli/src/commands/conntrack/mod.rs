@@ -17,7 +17,7 @@ use crate::{
         netlink::Ctnetlink,
     },
     kernel::privilege,
-    lab::names::lookup_netns_opt,
+    lab::names::{self, lookup_netns_opt},
     output::{OutputFormat, exit::Outcome},
 };
 
@@ -50,6 +50,16 @@ pub(crate) fn build_filter(args: &CtFilterArgs) -> anyhow::Result<CtFilter> {
         any_nat: args.any_nat,
         mark: args.mark.as_deref().map(filter::parse_mark).transpose()?,
         zone: args.zone,
+        hosts: match (&args.pod, &args.pod_namespace) {
+            (Some(pod), _) => Some(vec![names::pod_addr(pod)?.into()]),
+            (None, Some(ns)) => Some(
+                names::pod_addrs_of(ns)?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+            ),
+            (None, None) => None,
+        },
     })
 }
 

@@ -16,7 +16,7 @@ use crate::{
     conntrack::entry::EntryJson,
     conntrack::tracker::CtTracker,
     kernel::{interrupt, netns, privilege, ready::ReadyFile},
-    lab::names::lookup_netns_opt,
+    lab::names::{self, lookup_netns_opt},
     output::{OutputFormat, conntrack as table, exit::Outcome},
 };
 
@@ -38,6 +38,7 @@ pub fn run(args: CtTrackArgs) -> anyhow::Result<Outcome> {
         None => netns::current_inode()?,
     };
     tracker.publish(ino)?;
+    let pods = names::pods_by_addr(ino);
     ready.signal("attached")?;
     let netns_opt = netns_name
         .as_deref()
@@ -63,7 +64,8 @@ pub fn run(args: CtTrackArgs) -> anyhow::Result<Outcome> {
     let entries = tracker.entries().context("cannot read the tracker table")?;
     if output == OutputFormat::Json {
         for e in &entries {
-            writeln!(out, "{}", serde_json::to_string(&EntryJson::new(e))?)?;
+            let json = EntryJson::new(e).with_pods(&pods);
+            writeln!(out, "{}", serde_json::to_string(&json)?)?;
         }
         drop(tracker);
         return Ok(Outcome::Success);

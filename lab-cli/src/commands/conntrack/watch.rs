@@ -17,7 +17,7 @@ use crate::{
         netlink::{CtEvent, Ctnetlink, CtnetlinkError, EventKind},
     },
     kernel::{interrupt, privilege, ready::ReadyFile},
-    lab::names::lookup_netns_opt,
+    lab::names::{self, lookup_netns_opt},
     output::{OutputFormat, exit::Outcome},
 };
 
@@ -129,6 +129,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
         kind: "summary",
         ..Default::default()
     };
+    let pods = names::pods_by_addr(match &ns {
+        Some(ns) => ns.inode()?,
+        None => crate::kernel::netns::current_inode()?,
+    });
     let mut out = std::io::BufWriter::new(anstream::stdout().lock());
     let emit = |out: &mut dyn std::io::Write, ev: &CtEvent, resync: bool| -> anyhow::Result<()> {
         if !filter.matches(&ev.entry) {
@@ -142,7 +146,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
                     kind: "event",
                     event: ev.kind,
                     resync,
-                    entry: EntryJson::new(&ev.entry),
+                    entry: EntryJson::new(&ev.entry).with_pods(&pods),
                 })?
             )?,
             OutputFormat::Text => {

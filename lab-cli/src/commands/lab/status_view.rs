@@ -49,8 +49,8 @@ pub fn run(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> 
         for m in &lab.members {
             writeln!(
                 out,
-                "  {bold}{}{bold:#} [{}] netns {}",
-                m.name, m.role, m.netns
+                "  {bold}{}{bold:#} [{}] {} (ip netns: {})",
+                m.name, m.role, m.display, m.netns
             )?;
             for l in &m.links {
                 let master = l
