@@ -74,14 +74,28 @@ pub struct LabUpArgs {
     pub output: OutputFormat,
 }
 
+/// A lab named as an argument or with `--lab`, as the other lab commands
+/// spell it (default: every lab).
 #[derive(Debug, Args)]
-pub struct LabDownArgs {
-    /// The lab to remove (default: every lab).
+pub struct LabNameArgs {
+    /// The lab [default: every lab].
     #[arg(value_parser = values::lab_name)]
-    pub name: Option<String>,
+    name: Option<String>,
     /// The same, as the other lab commands spell it.
     #[arg(long = "lab", value_parser = values::lab_name, conflicts_with = "name")]
-    pub lab: Option<String>,
+    lab: Option<String>,
+}
+
+impl LabNameArgs {
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref().or(self.lab.as_deref())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LabDownArgs {
+    #[command(flatten)]
+    pub lab: LabNameArgs,
     /// Output: text for people, json for scripts (the labs removed).
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -89,12 +103,8 @@ pub struct LabDownArgs {
 
 #[derive(Debug, Args)]
 pub struct LabStatusArgs {
-    /// Only this lab.
-    #[arg(value_parser = values::lab_name)]
-    pub name: Option<String>,
-    /// The same, as the other lab commands spell it.
-    #[arg(long = "lab", value_parser = values::lab_name, conflicts_with = "name")]
-    pub lab: Option<String>,
+    #[command(flatten)]
+    pub lab: LabNameArgs,
     /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

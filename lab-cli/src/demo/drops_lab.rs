@@ -4,10 +4,6 @@
 //! trace [`Sink`], so the command prints and a test can collect.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     thread,
     time::{Duration, Instant},
 };
@@ -15,11 +11,8 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    drops::{
-        filter::Filters,
-        session::{self, Sink, Summary, TraceOptions},
-    },
-    kernel::{interrupt, netns},
+    drops::session::{self, Sink, Summary, TraceOptions},
+    kernel::interrupt,
     lab::{self, Lab, LabError, faults, scenario::Fault, state::LabState},
 };
 
@@ -129,35 +122,17 @@ pub fn run(
 fn trace_faults(
     lab: &Lab,
     per_fault: u32,
-    mut sink: impl Sink + Send + 'static,
+    sink: impl Sink + Send + 'static,
     on_step: &mut impl FnMut(Step<'_>),
 ) -> anyhow::Result<(Vec<FaultResult>, Summary)> {
     on_step(Step::Tracing);
-    let ready = std::env::temp_dir().join(netns::unique_name("labctl-demo-ready"));
-    let stop = Arc::new(AtomicBool::new(false));
     let opts = TraceOptions {
-        filters: Filters::default(),
-        summary: false,
-        interval: Duration::from_secs(1),
         // A backstop: the demo stops the tracer itself once the faults fired.
         duration: Some(Duration::from_secs(50)),
-        count: None,
-        ready_file: Some(ready.clone()),
-        ring_bytes: 1 << 22,
-        classic_tracepoint: false,
-        stack: false,
-        stop: Some(stop.clone()),
         netns_aliases: Some(lab::names::member_names),
-        scope: None,
+        ..TraceOptions::default()
     };
-    let tracer = thread::spawn(move || session::run(&opts, &mut sink));
-    while !ready.exists() && !tracer.is_finished() {
-        interrupt::check()?;
-        thread::sleep(Duration::from_millis(20));
-    }
-    if let Err(e) = std::fs::remove_file(&ready) {
-        tracing::debug!("removing {}: {e}", ready.display());
-    }
+    let tracer = session::start(opts, sink)?;
     let mut sent = Vec::new();
     for fault in lab.plan.scenario.faults {
         if tracer.is_finished() || interrupt::requested() {
@@ -170,10 +145,7 @@ fn trace_faults(
         // Let the tracer print this fault's drops before the next header.
         thread::sleep(Duration::from_millis(300));
     }
-    stop.store(true, Ordering::Relaxed);
-    let summary = tracer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the tracer thread panicked"))??;
+    let summary = tracer.stop()?;
     interrupt::check()?;
     on_step(Step::Traced);
     let results = sent

@@ -74,6 +74,78 @@ pub struct TraceOptions {
     pub scope: Option<Scope>,
 }
 
+impl Default for TraceOptions {
+    /// Every drop on the machine, a line each, until Ctrl-C.
+    fn default() -> Self {
+        Self {
+            filters: Filters::default(),
+            summary: false,
+            interval: Duration::from_secs(1),
+            duration: None,
+            count: None,
+            ready_file: None,
+            ring_bytes: 1 << 22,
+            classic_tracepoint: false,
+            stack: false,
+            stop: None,
+            netns_aliases: None,
+            scope: None,
+        }
+    }
+}
+
+/// A session in its own thread, for callers that trace while they act (the
+/// demo, exercise checks): it is attached when [`start`] returns, and
+/// [`Background::stop`] ends it (delivering what is queued) and returns
+/// what it counted.
+pub struct Background {
+    handle: std::thread::JoinHandle<anyhow::Result<Summary>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Starts `opts` with `sink` in a thread and waits (20 s at most) until the
+/// tracer is attached. Ctrl-C while waiting stops it again.
+pub fn start(
+    mut opts: TraceOptions,
+    mut sink: impl Sink + Send + 'static,
+) -> anyhow::Result<Background> {
+    let ready = std::env::temp_dir().join(crate::kernel::netns::unique_name("labctl-ready"));
+    let stop = Arc::new(AtomicBool::new(false));
+    opts.ready_file = Some(ready.clone());
+    opts.stop = Some(stop.clone());
+    let handle = std::thread::spawn(move || run(&opts, &mut sink));
+    let bg = Background { handle, stop };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        if bg.is_finished() || interrupt::requested() || Instant::now() > deadline {
+            // Ended early (an error), interrupted, or stuck: report why.
+            bg.stop()?;
+            interrupt::check()?;
+            anyhow::bail!("the drop tracer did not start within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Err(e) = std::fs::remove_file(&ready) {
+        tracing::debug!("removing {}: {e}", ready.display());
+    }
+    Ok(bg)
+}
+
+impl Background {
+    /// Whether the session already ended (an error, Ctrl-C, --duration).
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Ends the session and returns its summary.
+    pub fn stop(self) -> anyhow::Result<Summary> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the tracer thread panicked"))?
+    }
+}
+
 /// The namespaces (inodes) a session watches; called again every couple of
 /// seconds, so pods that start or stop are followed.
 pub struct Scope(pub Box<dyn Fn() -> BTreeSet<u64> + Send>);

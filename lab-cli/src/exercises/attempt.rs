@@ -3,18 +3,14 @@
 
 use std::{
     collections::BTreeMap,
-    fs, io,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::lab::{
-    plan::{PlanError, validate_name},
-    state::RUN_DIR,
-};
+use crate::lab::state::{Records, StateError};
 
 #[derive(Debug, Error)]
 pub enum AttemptError {
@@ -30,19 +26,8 @@ pub enum AttemptError {
         "lab `{lab}` already runs exercise `{id}`; stop it (`labctl exercise stop --lab {lab}`) or use another --lab"
     )]
     Busy { lab: String, id: String },
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-    #[error("the attempt record {path} is corrupt ({source}); stop the exercise and start again")]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
     #[error(transparent)]
-    Name(#[from] PlanError),
+    Record(#[from] StateError),
 }
 
 impl AttemptError {
@@ -53,7 +38,7 @@ impl AttemptError {
                 | AttemptError::NoneAtAll
                 | AttemptError::Several(_)
                 | AttemptError::Busy { .. }
-                | AttemptError::Name(_)
+                | AttemptError::Record(StateError::Name(_))
         )
     }
 }
@@ -92,62 +77,47 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn dir() -> PathBuf {
-    Path::new(RUN_DIR).join("exercises")
-}
-
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AttemptError {
-    let path = path.to_owned();
-    move |source| AttemptError::Io {
-        action,
-        path,
-        source,
-    }
-}
+/// The attempts' records: one per lab.
+const ATTEMPTS: Records = Records::new("exercises");
 
 impl Attempt {
+    /// A fresh attempt at exercise `exercise` in lab `lab`.
+    pub fn new(
+        exercise: &str,
+        lab: &str,
+        seed: u64,
+        vars: BTreeMap<String, String>,
+        dir: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            exercise: exercise.to_owned(),
+            lab: lab.to_owned(),
+            seed,
+            vars,
+            dir,
+            started_unix: now_unix(),
+            hints_used: 0,
+            solution_revealed: false,
+            answer: None,
+            passed: Vec::new(),
+            checks_run: 0,
+            solved_unix: None,
+            snapshots: BTreeMap::new(),
+        }
+    }
+
     pub fn path(lab: &str) -> PathBuf {
-        dir().join(format!("{lab}.json"))
+        ATTEMPTS.path(lab)
     }
 
     /// The attempt in lab `lab`, if any.
     pub fn load(lab: &str) -> Result<Option<Self>, AttemptError> {
-        validate_name(lab)?;
-        let path = Self::path(lab);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("read", &path)(e)),
-        };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|source| AttemptError::Corrupt { path, source })
+        Ok(ATTEMPTS.load(lab)?)
     }
 
-    /// Every running attempt.
+    /// Every running attempt, by lab.
     pub fn all() -> Result<Vec<Self>, AttemptError> {
-        let dir = dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("list", &dir)(e)),
-        };
-        let mut all = Vec::new();
-        for entry in entries {
-            let name = entry
-                .map_err(io_err("list", &dir))?
-                .file_name()
-                .to_string_lossy()
-                .into_owned();
-            if let Some(lab) = name.strip_suffix(".json")
-                && validate_name(lab).is_ok()
-                && let Some(a) = Self::load(lab)?
-            {
-                all.push(a);
-            }
-        }
-        all.sort_by(|a, b| a.lab.cmp(&b.lab));
-        Ok(all)
+        Ok(ATTEMPTS.all()?)
     }
 
     /// The attempt in `lab`, or the only one running.
@@ -168,46 +138,12 @@ impl Attempt {
         }
     }
 
-    /// Written atomically (write + rename).
     pub fn save(&self) -> Result<(), AttemptError> {
-        let dir = dir();
-        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        let path = Self::path(&self.lab);
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(self).map_err(|source| AttemptError::Corrupt {
-            path: path.clone(),
-            source,
-        })?;
-        fs::write(&tmp, text).map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("write", &path))
+        Ok(ATTEMPTS.save(&self.lab, self)?)
     }
 
     pub fn remove(&self) -> Result<(), AttemptError> {
-        let path = Self::path(&self.lab);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
-            _ => Ok(()),
-        }
-    }
-
-    /// An attempt with nothing in it, for running traffic while breaking a
-    /// lab (before the real attempt exists).
-    pub fn placeholder(lab: &str) -> Self {
-        Self {
-            exercise: String::new(),
-            lab: lab.to_owned(),
-            seed: 0,
-            vars: BTreeMap::new(),
-            dir: None,
-            started_unix: now_unix(),
-            hints_used: 0,
-            solution_revealed: false,
-            answer: None,
-            passed: Vec::new(),
-            checks_run: 0,
-            solved_unix: None,
-            snapshots: BTreeMap::new(),
-        }
+        Ok(ATTEMPTS.remove(&self.lab)?)
     }
 
     /// Seconds since the start.

@@ -114,21 +114,8 @@ pub fn start(
     let vars = catalog::choose(&source.exercise, lab_name, seed);
     let exercise = catalog::instantiate(&source, &vars)?;
     let (_lab, snapshots) = build(&exercise, lab_name)?;
-    let attempt = Attempt {
-        exercise: id.to_owned(),
-        lab: lab_name.to_owned(),
-        seed,
-        vars,
-        dir: dir.map(Path::to_path_buf),
-        started_unix: now_unix(),
-        hints_used: 0,
-        solution_revealed: false,
-        answer: None,
-        passed: Vec::new(),
-        checks_run: 0,
-        solved_unix: None,
-        snapshots: snapshots.into_iter().collect(),
-    };
+    let mut attempt = Attempt::new(id, lab_name, seed, vars, dir.map(Path::to_path_buf));
+    attempt.snapshots = snapshots.into_iter().collect();
     if let Err(e) = attempt.save() {
         if let Err(down) = lab::down(Some(lab_name)) {
             tracing::warn!("removing the exercise lab: {down}");

@@ -5,11 +5,6 @@
 use std::{
     net::Ipv4Addr,
     process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread,
     time::{Duration, Instant},
 };
 
@@ -74,7 +69,7 @@ pub fn apply(lab: &Lab, actions: &[Action]) -> Result<(), ObserveError> {
         if let Some(p) = &a.probe {
             let ctx = Ctx {
                 lab,
-                attempt: &Attempt::placeholder(lab.name()),
+                attempt: &Attempt::new("", lab.name(), 0, Default::default(), None),
             };
             // Only the state it leaves matters, not whether it was answered.
             if let Err(e) = ctx.send(p) {
@@ -493,8 +488,6 @@ impl Ctx<'_> {
         at_least: Option<u64>,
     ) -> Result<(), String> {
         let ns = self.netns(at)?;
-        let ready = std::env::temp_dir().join(crate::kernel::netns::unique_name("labctl-ex"));
-        let stop = Arc::new(AtomicBool::new(false));
         let opts = TraceOptions {
             filters: Filters {
                 netns: Some(ns),
@@ -504,20 +497,11 @@ impl Ctx<'_> {
             summary: true,
             interval: Duration::from_secs(3600),
             duration: Some(Duration::from_secs(60)),
-            count: None,
-            ready_file: Some(ready.clone()),
             ring_bytes: 1 << 16,
-            classic_tracepoint: false,
-            stack: false,
-            stop: Some(stop.clone()),
-            netns_aliases: None,
-            scope: None,
+            ..TraceOptions::default()
         };
-        let tracer = thread::spawn(move || session::run(&opts, &mut CountOnly));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ready.exists() && !tracer.is_finished() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
-        }
+        let tracer = session::start(opts, CountOnly)
+            .map_err(|e| format!("cannot trace drops in {at}: {e:#}"))?;
         let sent = match during {
             Traffic::Probe(p) => self.send(p).map(|_| ()),
             Traffic::Spoofed {
@@ -535,10 +519,8 @@ impl Ctx<'_> {
                     .map_err(|e| e.to_string())
             }
         };
-        stop.store(true, Ordering::Relaxed);
         let summary = tracer
-            .join()
-            .map_err(|_| "the tracer thread panicked".to_owned())?
+            .stop()
             .map_err(|e| format!("cannot trace drops in {at}: {e:#}"))?;
         sent?;
         let total = summary.total();

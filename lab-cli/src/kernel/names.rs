@@ -45,6 +45,8 @@ pub struct Names {
     aliases_of: Option<Aliases>,
     aliases: HashMap<u64, Identity>,
     scanned: Instant,
+    /// Inodes a rescan could not name, and when.
+    misses: HashMap<u64, Instant>,
     ifnames: HashMap<(u64, u32), (Option<String>, Instant)>,
 }
 
@@ -66,6 +68,7 @@ impl Names {
             aliases_of,
             aliases: HashMap::new(),
             scanned: Instant::now(),
+            misses: HashMap::new(),
             ifnames: HashMap::new(),
         };
         n.rescan();
@@ -78,6 +81,7 @@ impl Names {
             self.aliases = of();
         }
         self.scanned = Instant::now();
+        self.misses.retain(|_, at| at.elapsed() <= NAME_TTL);
     }
 
     /// An alias (a lab member), an `ip netns` name, `host`, `pid:N`, or the
@@ -87,8 +91,18 @@ impl Names {
         if ino == 0 {
             return "?".into();
         }
-        if !self.netns.contains_key(&ino) || self.scanned.elapsed() > NAME_TTL {
+        // A namespace seen for the first time is looked up at once; one that
+        // a rescan could not name (a process's we cannot see) is not looked
+        // up again on every event, only once its miss is older than NAME_TTL.
+        let missed = self
+            .misses
+            .get(&ino)
+            .is_some_and(|at| at.elapsed() <= NAME_TTL);
+        if (!self.netns.contains_key(&ino) && !missed) || self.scanned.elapsed() > NAME_TTL {
             self.rescan();
+            if !self.netns.contains_key(&ino) {
+                self.misses.insert(ino, Instant::now());
+            }
         }
         if let Some(alias) = self.aliases.get(&ino) {
             return alias.name.clone();

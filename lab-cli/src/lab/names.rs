@@ -68,15 +68,17 @@ pub fn pod_netns_of(lab: &str) -> Result<std::collections::BTreeSet<u64>, LabErr
         .collect())
 }
 
-/// The namespace of pod `NS/NAME` (`--pod`): only pods, not nodes.
-pub fn lookup_pod(spec: &str) -> Result<NetNs, LabError> {
+/// The lab and the index of pod `NS/NAME` (a lab pod: `LAB/POD`) in its
+/// plan; nodes and the world are not pods.
+fn find_pod(spec: &str) -> Result<(Lab, usize), LabError> {
     let (lab, pod) = spec
         .split_once('/')
         .ok_or_else(|| NetnsError::NotFound(spec.to_owned()))?;
     validate_name(lab)?;
     let l = Lab::open(lab)?;
-    if l.plan.pod(pod).is_none() {
-        return Err(LabError::NoSuchMember {
+    match l.plan.pods.iter().position(|p| p.name == pod) {
+        Some(i) => Ok((l, i)),
+        None => Err(LabError::NoSuchMember {
             name: pod.to_owned(),
             labs: format!("lab `{lab}` (as a pod)"),
             members: l
@@ -86,9 +88,14 @@ pub fn lookup_pod(spec: &str) -> Result<NetNs, LabError> {
                 .map(|p| p.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-        });
+        }),
     }
-    l.netns(pod)
+}
+
+/// The namespace of pod `NS/NAME` (`--pod`).
+pub fn lookup_pod(spec: &str) -> Result<NetNs, LabError> {
+    let (lab, i) = find_pod(spec)?;
+    lab.netns(&lab.plan.pods[i].name)
 }
 
 /// How output names member `member` of lab `lab`.
@@ -140,25 +147,8 @@ pub fn pods_by_addr(netns_ino: u64) -> HashMap<std::net::Ipv4Addr, PodRef> {
 
 /// The address of pod `NS/NAME` (a lab pod: `LAB/POD`).
 pub fn pod_addr(spec: &str) -> Result<std::net::Ipv4Addr, LabError> {
-    let (lab, pod) = spec
-        .split_once('/')
-        .ok_or_else(|| NetnsError::NotFound(spec.to_owned()))?;
-    validate_name(lab)?;
-    let l = Lab::open(lab)?;
-    l.plan
-        .pod(pod)
-        .map(|p| p.addr)
-        .ok_or_else(|| LabError::NoSuchMember {
-            name: pod.to_owned(),
-            labs: format!("lab `{lab}` (as a pod)"),
-            members: l
-                .plan
-                .pods
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+    let (lab, i) = find_pod(spec)?;
+    Ok(lab.plan.pods[i].addr)
 }
 
 /// The addresses of every pod of namespace (lab) `ns`.

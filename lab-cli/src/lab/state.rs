@@ -14,7 +14,7 @@ use std::{
 };
 
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use thiserror::Error;
 
 use super::plan::{LabOptions, PlanError, validate_name};
@@ -66,21 +66,35 @@ pub struct LabState {
     pub namespaces: Vec<NamespaceRecord>,
 }
 
-fn labs_dir() -> PathBuf {
-    Path::new(RUN_DIR).join("labs")
+/// JSON records, one file per lab name (`NAME.json`), in a directory
+/// under /run/labctl: the labs themselves, the exercise attempts. Names are
+/// checked as `lab up --name` checks them, so a path never leads out of the
+/// directory; writes are atomic (write + rename), so a crash never leaves
+/// half a file.
+pub struct Records {
+    dir: &'static str,
 }
 
-impl LabState {
-    pub fn path(lab: &str) -> PathBuf {
-        labs_dir().join(format!("{lab}.json"))
+/// The labs' records.
+pub const LABS: Records = Records::new("labs");
+
+impl Records {
+    pub const fn new(dir: &'static str) -> Self {
+        Self { dir }
     }
 
-    /// The record of `lab`, if it is up (or half up). The name is checked
-    /// as `lab up --name` checks it, so it never leads out of the labs
-    /// directory.
-    pub fn load(lab: &str) -> Result<Option<Self>, StateError> {
-        validate_name(lab)?;
-        let path = Self::path(lab);
+    fn dir(&self) -> PathBuf {
+        Path::new(RUN_DIR).join(self.dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir().join(format!("{name}.json"))
+    }
+
+    /// The record `name`, if there is one.
+    pub fn load<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StateError> {
+        validate_name(name)?;
+        let path = self.path(name);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -91,37 +105,39 @@ impl LabState {
             .map_err(|source| StateError::Corrupt { path, source })
     }
 
-    /// Every recorded lab, sorted by name.
-    pub fn all() -> Result<Vec<Self>, StateError> {
-        let dir = labs_dir();
+    /// Every record, sorted by name.
+    pub fn all<T: DeserializeOwned>(&self) -> Result<Vec<T>, StateError> {
+        let dir = self.dir();
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err("list", &dir)(e)),
         };
-        let mut labs = Vec::new();
+        let mut names = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(io_err("list", &dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(lab) = name.strip_suffix(".json")
-                && validate_name(lab).is_ok()
-                && let Some(state) = Self::load(lab)?
+            let file = entry.map_err(io_err("list", &dir))?.file_name();
+            if let Some(name) = file.to_string_lossy().strip_suffix(".json")
+                && validate_name(name).is_ok()
             {
-                labs.push(state);
+                names.push(name.to_owned());
             }
         }
-        labs.sort_by(|a, b| a.lab.cmp(&b.lab));
-        Ok(labs)
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            if let Some(record) = self.load(&name)? {
+                out.push(record);
+            }
+        }
+        Ok(out)
     }
 
-    /// Writes the record atomically (write + rename), so a crash never
-    /// leaves half a file.
-    pub fn save(&self) -> Result<(), StateError> {
-        let dir = labs_dir();
+    pub fn save<T: Serialize>(&self, name: &str, record: &T) -> Result<(), StateError> {
+        let dir = self.dir();
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        let path = Self::path(&self.lab);
+        let path = self.path(name);
         let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(self).map_err(|source| StateError::Corrupt {
+        let text = serde_json::to_string_pretty(record).map_err(|source| StateError::Corrupt {
             path: path.clone(),
             source,
         })?;
@@ -129,12 +145,36 @@ impl LabState {
         fs::rename(&tmp, &path).map_err(io_err("write", &path))
     }
 
-    pub fn remove(&self) -> Result<(), StateError> {
-        let path = Self::path(&self.lab);
+    pub fn remove(&self, name: &str) -> Result<(), StateError> {
+        let path = self.path(name);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
             _ => Ok(()),
         }
+    }
+}
+
+impl LabState {
+    pub fn path(lab: &str) -> PathBuf {
+        LABS.path(lab)
+    }
+
+    /// The record of `lab`, if it is up (or half up).
+    pub fn load(lab: &str) -> Result<Option<Self>, StateError> {
+        LABS.load(lab)
+    }
+
+    /// Every recorded lab, sorted by name.
+    pub fn all() -> Result<Vec<Self>, StateError> {
+        LABS.all()
+    }
+
+    pub fn save(&self) -> Result<(), StateError> {
+        LABS.save(&self.lab, self)
+    }
+
+    pub fn remove(&self) -> Result<(), StateError> {
+        LABS.remove(&self.lab)
     }
 }
 

@@ -93,26 +93,24 @@ pub fn classify(err: &anyhow::Error) -> ExitCode {
         {
             return ExitCode::Usage;
         }
-        if cause
-            .downcast_ref::<LabError>()
-            .is_some_and(LabError::is_usage)
-            || cause
-                .downcast_ref::<FaultError>()
-                .is_some_and(FaultError::is_usage)
-            || cause
-                .downcast_ref::<ExerciseError>()
-                .is_some_and(ExerciseError::is_usage)
-            || cause
-                .downcast_ref::<CatalogError>()
-                .is_some_and(CatalogError::is_usage)
-            || cause
-                .downcast_ref::<AttemptError>()
-                .is_some_and(AttemptError::is_usage)
+        if usage(cause, LabError::is_usage)
+            || usage(cause, FaultError::is_usage)
+            || usage(cause, ExerciseError::is_usage)
+            || usage(cause, CatalogError::is_usage)
+            || usage(cause, AttemptError::is_usage)
         {
             return ExitCode::Usage;
         }
     }
     ExitCode::Failure
+}
+
+/// Whether `cause` is an `E` that says it is the user's mistake.
+fn usage<E: std::error::Error + 'static>(
+    cause: &(dyn std::error::Error + 'static),
+    is_usage: fn(&E) -> bool,
+) -> bool {
+    cause.downcast_ref::<E>().is_some_and(is_usage)
 }
 
 /// Whether the error is a closed stdout, which should end the run quietly.

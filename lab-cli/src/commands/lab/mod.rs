@@ -49,12 +49,8 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
             },
             output,
         ),
-        LabCommand::Down(LabDownArgs { name, lab, output }) => {
-            down(name.or(lab).as_deref(), output)
-        }
-        LabCommand::Status(LabStatusArgs { name, lab, output }) => {
-            status_view::run(name.or(lab).as_deref(), output)
-        }
+        LabCommand::Down(LabDownArgs { lab, output }) => down(lab.name(), output),
+        LabCommand::Status(LabStatusArgs { lab, output }) => status_view::run(lab.name(), output),
         LabCommand::Exec(LabExecArgs {
             lab,
             member,
