@@ -156,6 +156,14 @@ fn input_is_validated_before_privileges_are_asked_for() {
         (&["trace", "--duration", "-1"], "out of range"),
         (&["lab", "down", "../x"], "is not valid"),
         (&["exercise", "start", "no-such"], "unknown exercise"),
+        (&["trace", "--proto", "xyz"], "unknown protocol"),
+        (&["conntrack", "list", "--state", "FOO"], "not a TCP state"),
+        (&["conntrack", "list", "--src", "1.2.3"], "not an address"),
+        (&["lab", "trigger", "nosuch"], "unknown fault"),
+        (
+            &["lab", "traffic", "pod-a", "pod-b", "--backend", "x"],
+            "MEMBER:PORT",
+        ),
         (
             &["exercise", "start", "no-masquerade", "--lab", "A"],
             "is not valid",

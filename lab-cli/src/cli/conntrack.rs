@@ -129,13 +129,13 @@ pub struct CtListArgs {
 #[derive(Debug, Clone, Args, Default)]
 pub struct CtFilterArgs {
     /// tcp, udp, icmp, icmpv6, sctp or a protocol number.
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = values::proto)]
     pub proto: Option<String>,
     /// Original source address or CIDR.
-    #[arg(long)]
+    #[arg(long, value_parser = values::cidr)]
     pub src: Option<String>,
     /// Original destination address or CIDR.
-    #[arg(long)]
+    #[arg(long, value_parser = values::cidr)]
     pub dst: Option<String>,
     /// Original source port.
     #[arg(long, value_parser = values::port)]
@@ -144,7 +144,7 @@ pub struct CtFilterArgs {
     #[arg(long, value_parser = values::port)]
     pub dport: Option<u16>,
     /// A TCP state such as ESTABLISHED.
-    #[arg(long)]
+    #[arg(long, value_parser = values::ct_state)]
     pub state: Option<String>,
     /// Only source-NATed flows (masquerade).
     #[arg(long, conflicts_with_all = ["dnat", "any_nat"])]
@@ -156,7 +156,7 @@ pub struct CtFilterArgs {
     #[arg(long)]
     pub any_nat: bool,
     /// N or N/MASK.
-    #[arg(long)]
+    #[arg(long, value_parser = values::mark)]
     pub mark: Option<String>,
     /// Only this conntrack zone.
     #[arg(long)]

@@ -151,7 +151,7 @@ pub struct LabTrafficArgs {
     pub source_port: Option<u16>,
     /// Where the echo server runs when TO is a Service address that the
     /// node translates to a backend: MEMBER:PORT (e.g. world:5353).
-    #[arg(long, value_name = "MEMBER:PORT")]
+    #[arg(long, value_name = "MEMBER:PORT", value_parser = values::backend)]
     pub backend: Option<String>,
     /// Keep sending for this many seconds instead of --count probes
     /// (tcp-stream: how long to stream, default 3).
@@ -165,6 +165,7 @@ pub struct LabTrafficArgs {
 #[derive(Debug, Args)]
 pub struct LabTriggerArgs {
     /// closed-port, policy, rp-filter, no-route, too-big or bad-csum.
+    #[arg(value_parser = values::fault)]
     pub fault: String,
     /// The lab (needed only when several drops labs are up).
     #[arg(long, value_parser = values::lab_name)]

@@ -24,7 +24,7 @@ pub struct TraceArgs {
     #[arg(long, short)]
     pub iface: Option<String>,
     /// Only this protocol: tcp, udp, icmp, icmpv6 or an IP protocol number.
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = values::proto)]
     pub proto: Option<String>,
     /// Only packets from or to this address.
     #[arg(long)]

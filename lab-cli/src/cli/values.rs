@@ -103,6 +103,60 @@ pub fn scenario(s: &str) -> Result<String, String> {
     }
 }
 
+/// A protocol name or number (tcp, udp, icmp, icmpv6, sctp, 17, ...).
+pub fn proto(s: &str) -> Result<String, String> {
+    lab_common::proto::number(s)
+        .map(|_| s.to_owned())
+        .ok_or_else(|| {
+            format!("unknown protocol `{s}`: use tcp, udp, icmp, icmpv6, sctp or a number")
+        })
+}
+
+/// An address or CIDR (`10.244.0.0/16`).
+pub fn cidr(s: &str) -> Result<String, String> {
+    crate::conntrack::filter::parse_cidr(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A TCP conntrack state (ESTABLISHED, ...), any case.
+pub fn ct_state(s: &str) -> Result<String, String> {
+    crate::conntrack::filter::parse_state(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A conntrack mark: N or N/MASK (decimal or 0x hex).
+pub fn mark(s: &str) -> Result<String, String> {
+    crate::conntrack::filter::parse_mark(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// MEMBER:PORT (where `lab traffic --backend` starts its echo server).
+pub fn backend(s: &str) -> Result<String, String> {
+    match s.split_once(':') {
+        Some((member, p)) if !member.is_empty() => port(p).map(|_| s.to_owned()),
+        _ => Err(format!("`{s}` is not MEMBER:PORT, e.g. world:5353")),
+    }
+}
+
+/// A planted fault's name (`labctl lab list` shows them).
+pub fn fault(s: &str) -> Result<String, String> {
+    let known: Vec<&str> = crate::lab::scenario::SCENARIOS
+        .iter()
+        .flat_map(|sc| sc.faults.iter().map(|f| f.name()))
+        .collect();
+    if known.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "unknown fault `{s}`; the faults are: {}",
+            known.join(", ")
+        ))
+    }
+}
+
 /// A pod MTU, 576 to 9000.
 pub fn mtu(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
