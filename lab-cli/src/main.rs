@@ -2,7 +2,7 @@ use clap::Parser as _;
 use lab_cli::{
     cli::Cli,
     commands,
-    kernel::interrupt,
+    kernel::{cri, interrupt},
     output::exit::{self, ExitCode},
 };
 use tracing_subscriber::EnvFilter;
@@ -10,6 +10,9 @@ use tracing_subscriber::EnvFilter;
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    if let Some(socket) = cli.cri_socket {
+        cri::set_socket(socket);
+    }
     if let Err(e) = interrupt::install() {
         tracing::warn!("cannot install the Ctrl-C handler: {e}");
     }

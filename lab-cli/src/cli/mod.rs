@@ -29,6 +29,12 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// The container runtime's CRI socket, through which pods are named
+    /// (`NAMESPACE/NAME`) on a Kubernetes node [default: containerd's,
+    /// /run/containerd/containerd.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub cri_socket: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -12,7 +12,7 @@ use crate::{
     kernel::{
         bpffs,
         btf::{KernelBtf, VMLINUX_BTF},
-        node,
+        cri, node,
         privilege::Privileges,
         tracefs,
     },
@@ -244,7 +244,8 @@ fn nft() -> Check {
 }
 
 /// Where labctl runs: a host, or a node container (kind), and what a node
-/// needs: its own bpffs and tracefs, and containerd for pod names.
+/// needs: its own bpffs (tracefs is checked for every machine), its
+/// cgroup namespace, and the container runtime's CRI for pod names.
 fn node() -> Vec<Check> {
     let Some(runtime) = node::container() else {
         return vec![
@@ -270,16 +271,42 @@ fn node() -> Vec<Check> {
             "the node's /sys is read-only: run labctl with `docker exec --privileged`, or mount bpffs in the node first",
         ),
     });
-    checks.push(if node::containerd_reachable() {
-        Check::pass("containerd", format!("{} answers", node::CONTAINERD_SOCKET))
-    } else {
-        Check::fail(
-            "containerd",
-            format!("nothing answers on {}", node::CONTAINERD_SOCKET),
-            "optional: pods are named from containerd; outside a Kubernetes node there are none",
+    checks.push(
+        Check::pass(
+            "cgroup (node)",
+            match node::cgroup_path() {
+                Some(p) if p == "/" => {
+                    "private cgroup namespace (this node's cgroup is its root)".to_owned()
+                }
+                Some(p) => format!("cgroup {p} (the host's cgroup namespace)"),
+                None => "no cgroup v2 membership found".to_owned(),
+            },
         )
-        .optional()
-    });
+        .optional(),
+    );
+    let socket = cri::socket();
+    checks.push(
+        match cri::version(socket).and_then(|v| Ok((v, cri::sandboxes(socket)?))) {
+            Ok((v, pods)) => Check::pass(
+                "container runtime",
+                format!(
+                    "{} {} on {} (CRI {}): {} pod sandboxes, {} named NAMESPACE/NAME by their netns",
+                    v.name,
+                    v.version,
+                    socket.display(),
+                    v.api,
+                    pods.len(),
+                    pods.iter().filter(|p| p.ready && p.netns_ino.is_some()).count()
+                ),
+            ),
+            Err(e) => Check::fail(
+                "container runtime",
+                e.to_string(),
+                "optional: pods are named through the node's CRI (containerd); outside a Kubernetes node there are none",
+            )
+            .optional(),
+        },
+    );
     checks
 }
 

@@ -6,6 +6,7 @@
 pub mod bpffs;
 pub mod btf;
 pub mod clock;
+pub mod cri;
 pub mod interrupt;
 pub mod kallsyms;
 pub mod names;

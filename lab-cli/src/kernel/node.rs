@@ -29,12 +29,13 @@ pub fn container_at(root: &Path) -> Option<String> {
     None
 }
 
-/// containerd's socket (a kind node's runtime), if it is there.
-pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
-
-/// Whether something accepts connections on containerd's socket.
-pub fn containerd_reachable() -> bool {
-    std::os::unix::net::UnixStream::connect(CONTAINERD_SOCKET).is_ok()
+/// This process's cgroup v2 path (`0::PATH` in /proc/self/cgroup): `/` in
+/// a node with a private cgroup namespace (kind's `--cgroupns=private`).
+pub fn cgroup_path() -> Option<String> {
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
 }
 
 /// This node's namespaces: its own (`host`, PID 1's) and every named one

@@ -55,6 +55,14 @@ pub enum LabError {
         labs: String,
         members: String,
     },
+    #[error(
+        "no pod `{0}`: no lab of that name has it, and the node's container runtime knows no such pod (see `labctl lab status`, or `kubectl get pods -A -o wide` for this node's pods)"
+    )]
+    NoSuchPod(String),
+    #[error(
+        "no pods in namespace `{0}`: no lab of that name is up, and the node's container runtime has no pod in it"
+    )]
+    NoSuchPodNamespace(String),
     #[error("`{name}` exists in several labs ({labs}); say which: `LAB/{name}`, or --lab LAB")]
     AmbiguousMember { name: String, labs: String },
     #[error("forced failure at step {0} (test hook)")]

@@ -1,9 +1,15 @@
-//! Lab members as namespace names: what a learner reads and types.
+//! Lab members and pods as namespace names: what a learner reads and types.
 //!
 //! Output names a lab's namespace `LAB/MEMBER` (`drops/pod-b`): stable
 //! whichever other labs come and go. `--netns` accepts that, a bare member
 //! (`pod-b`) when only one lab has it, and everything
 //! [`netns::lookup`](crate::kernel::netns::lookup) accepts.
+//!
+//! On a Kubernetes node the pods the node's container runtime runs (kind's
+//! `cni-UUID` namespaces) are named the same way, `NAMESPACE/NAME`, through
+//! [`cri`]: a lab pod and a cluster pod read alike, and `--pod`,
+//! `--pod-namespace` and `--netns` accept both. A lab wins where a lab and
+//! a Kubernetes namespace share a name.
 
 use std::collections::HashMap;
 
@@ -12,17 +18,66 @@ use super::{
     plan::{Role, validate_name},
 };
 use crate::kernel::{
+    cri::{self, Sandbox},
     names::{Identity, PodRef},
     netns::{self, NetNs, NetnsError},
 };
 
+/// The ready pods of the node's container runtime that have their own
+/// namespace; none where there is no runtime (a plain host).
+fn runtime_pods() -> Vec<Sandbox> {
+    match cri::sandboxes(cri::socket()) {
+        Ok(pods) => pods
+            .into_iter()
+            .filter(|s| s.ready && s.netns_ino.is_some())
+            .collect(),
+        Err(e) => {
+            tracing::debug!("no pod names from the container runtime: {e}");
+            Vec::new()
+        }
+    }
+}
+
+fn runtime_pod_ref(s: &Sandbox) -> PodRef {
+    PodRef {
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        uid: Some(s.uid.clone()).filter(|u| !u.is_empty()),
+    }
+}
+
+fn runtime_ipv4(s: &Sandbox) -> Option<std::net::Ipv4Addr> {
+    s.ips.iter().find_map(|ip| match ip {
+        std::net::IpAddr::V4(v4) => Some(*v4),
+        std::net::IpAddr::V6(_) => None,
+    })
+}
+
+/// Where a pod named `NS/NAME` lives.
+enum PodHome {
+    Lab(Lab, usize),
+    Runtime(Sandbox),
+}
+
 /// `LAB/MEMBER` for every recorded lab namespace, by inode; a lab's pods
 /// are pods `LAB/POD` (the lab is their namespace, as in a cluster).
 pub fn member_names() -> HashMap<u64, Identity> {
-    let Ok(labs) = Lab::all() else {
-        return HashMap::new();
-    };
     let mut out = HashMap::new();
+    for pod in runtime_pods() {
+        if let Some(ino) = pod.netns_ino {
+            let pod = runtime_pod_ref(&pod);
+            out.insert(
+                ino,
+                Identity {
+                    name: pod.to_string(),
+                    pod: Some(pod),
+                },
+            );
+        }
+    }
+    let Ok(labs) = Lab::all() else {
+        return out;
+    };
     for lab in &labs {
         for record in &lab.state.namespaces {
             let Some((member, role, _)) = lab
@@ -56,31 +111,61 @@ pub fn pod_ref(lab: &str, pod: &str) -> PodRef {
     }
 }
 
-/// The namespaces of every pod of lab `lab` (`--pod-namespace LAB`).
-pub fn pod_netns_of(lab: &str) -> Result<std::collections::BTreeSet<u64>, LabError> {
-    let lab = Lab::open(lab)?;
-    Ok(lab
-        .state
-        .namespaces
-        .iter()
-        .filter(|r| lab.plan.pods.iter().any(|p| p.netns == r.name))
-        .map(|r| r.inode)
-        .collect())
+/// The lab `ns`, if one of that name is up; a name that is not a lab
+/// name at all (a Kubernetes namespace may be spelled differently) is not
+/// an error here.
+fn open_lab(ns: &str) -> Result<Option<Lab>, LabError> {
+    if validate_name(ns).is_err() {
+        return Ok(None);
+    }
+    match Lab::open(ns) {
+        Ok(lab) => Ok(Some(lab)),
+        Err(LabError::NotUp(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
-/// The lab and the index of pod `NS/NAME` (a lab pod: `LAB/POD`) in its
-/// plan; nodes and the world are not pods.
-fn find_pod(spec: &str) -> Result<(Lab, usize), LabError> {
-    let (lab, pod) = spec
+/// The namespaces of every pod of namespace `ns` (`--pod-namespace NS`): a
+/// lab's pods, or the runtime's pods in Kubernetes namespace `ns`.
+pub fn pod_netns_of(ns: &str) -> Result<std::collections::BTreeSet<u64>, LabError> {
+    if let Some(lab) = open_lab(ns)? {
+        return Ok(lab
+            .state
+            .namespaces
+            .iter()
+            .filter(|r| lab.plan.pods.iter().any(|p| p.netns == r.name))
+            .map(|r| r.inode)
+            .collect());
+    }
+    let set: std::collections::BTreeSet<u64> = runtime_pods()
+        .iter()
+        .filter(|s| s.namespace == ns)
+        .filter_map(|s| s.netns_ino)
+        .collect();
+    if set.is_empty() {
+        return Err(LabError::NoSuchPodNamespace(ns.to_owned()));
+    }
+    Ok(set)
+}
+
+/// Pod `NS/NAME`: a lab pod (`LAB/POD`: nodes and the world are not pods)
+/// or one of the node's container runtime.
+fn find_pod(spec: &str) -> Result<PodHome, LabError> {
+    let (ns, pod) = spec
         .split_once('/')
         .ok_or_else(|| NetnsError::NotFound(spec.to_owned()))?;
-    validate_name(lab)?;
-    let l = Lab::open(lab)?;
+    let Some(l) = open_lab(ns)? else {
+        return runtime_pods()
+            .into_iter()
+            .find(|s| s.namespace == ns && s.name == pod)
+            .map(PodHome::Runtime)
+            .ok_or_else(|| LabError::NoSuchPod(spec.to_owned()));
+    };
     match l.plan.pods.iter().position(|p| p.name == pod) {
-        Some(i) => Ok((l, i)),
+        Some(i) => Ok(PodHome::Lab(l, i)),
         None => Err(LabError::NoSuchMember {
             name: pod.to_owned(),
-            labs: format!("lab `{lab}` (as a pod)"),
+            labs: format!("lab `{ns}` (as a pod)"),
             members: l
                 .plan
                 .pods
@@ -94,8 +179,13 @@ fn find_pod(spec: &str) -> Result<(Lab, usize), LabError> {
 
 /// The namespace of pod `NS/NAME` (`--pod`).
 pub fn lookup_pod(spec: &str) -> Result<NetNs, LabError> {
-    let (lab, i) = find_pod(spec)?;
-    lab.netns(&lab.plan.pods[i].name)
+    match find_pod(spec)? {
+        PodHome::Lab(lab, i) => lab.netns(&lab.plan.pods[i].name),
+        PodHome::Runtime(s) => match &s.netns_path {
+            Some(path) => Ok(NetNs::at(spec, path)),
+            None => Err(LabError::NoSuchPod(spec.to_owned())),
+        },
+    }
 }
 
 /// How output names member `member` of lab `lab`.
@@ -108,8 +198,15 @@ pub fn display(lab: &str, member: &str) -> String {
 /// has it (`pod-a`).
 pub fn lookup_netns(spec: &str) -> Result<NetNs, LabError> {
     if let Some((lab, member)) = spec.split_once('/') {
-        validate_name(lab)?;
-        return Lab::open(lab)?.netns(member);
+        return match open_lab(lab)? {
+            Some(lab) => lab.netns(member),
+            None => lookup_pod(spec).map_err(|e| match e {
+                LabError::NoSuchPod(_) if validate_name(lab).is_ok() => {
+                    LabError::NotUp(lab.to_owned())
+                }
+                e => e,
+            }),
+        };
     }
     match netns::lookup(spec) {
         Err(NetnsError::NotFound(_)) => {}
@@ -129,30 +226,51 @@ pub fn lookup_netns_opt(spec: Option<&str>) -> Result<Option<NetNs>, LabError> {
 
 /// The pods of the lab that namespace `netns_ino` belongs to, by address
 /// (pod addresses repeat across labs, so only that lab's are named).
+/// On a node, the runtime's pods are named too (their addresses are
+/// unique in the cluster).
 pub fn pods_by_addr(netns_ino: u64) -> HashMap<std::net::Ipv4Addr, PodRef> {
+    let mut out: HashMap<_, _> = runtime_pods()
+        .iter()
+        .filter_map(|s| Some((runtime_ipv4(s)?, runtime_pod_ref(s))))
+        .collect();
     let Ok(labs) = Lab::all() else {
-        return HashMap::new();
+        return out;
     };
-    labs.iter()
+    if let Some(l) = labs
+        .iter()
         .find(|l| l.state.namespaces.iter().any(|r| r.inode == netns_ino))
-        .map(|l| {
+    {
+        out.extend(
             l.plan
                 .pods
                 .iter()
-                .map(|p| (p.addr, pod_ref(l.name(), &p.name)))
-                .collect()
-        })
-        .unwrap_or_default()
+                .map(|p| (p.addr, pod_ref(l.name(), &p.name))),
+        );
+    }
+    out
 }
 
 /// The address of pod `NS/NAME` (a lab pod: `LAB/POD`).
 pub fn pod_addr(spec: &str) -> Result<std::net::Ipv4Addr, LabError> {
-    let (lab, i) = find_pod(spec)?;
-    Ok(lab.plan.pods[i].addr)
+    match find_pod(spec)? {
+        PodHome::Lab(lab, i) => Ok(lab.plan.pods[i].addr),
+        PodHome::Runtime(s) => runtime_ipv4(&s).ok_or_else(|| LabError::NoSuchPod(spec.to_owned())),
+    }
 }
 
-/// The addresses of every pod of namespace (lab) `ns`.
+/// The addresses of every pod of namespace `ns` (a lab, or a Kubernetes
+/// namespace of the node's runtime).
 pub fn pod_addrs_of(ns: &str) -> Result<Vec<std::net::Ipv4Addr>, LabError> {
-    validate_name(ns)?;
-    Ok(Lab::open(ns)?.plan.pods.iter().map(|p| p.addr).collect())
+    if let Some(lab) = open_lab(ns)? {
+        return Ok(lab.plan.pods.iter().map(|p| p.addr).collect());
+    }
+    let addrs: Vec<_> = runtime_pods()
+        .iter()
+        .filter(|s| s.namespace == ns)
+        .filter_map(runtime_ipv4)
+        .collect();
+    if addrs.is_empty() {
+        return Err(LabError::NoSuchPodNamespace(ns.to_owned()));
+    }
+    Ok(addrs)
 }

@@ -4,9 +4,16 @@
 //! written as they arrive: a 100,000-entry table streams in constant
 //! memory instead of being measured first.
 
-use std::io::{self, Write};
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+    net::{IpAddr, Ipv4Addr},
+};
 
-use crate::conntrack::entry::{CtEntry, Source, Tuple};
+use crate::{
+    conntrack::entry::{CtEntry, Source, Tuple},
+    kernel::names::PodRef,
+};
 
 /// Which columns: what fits 80 columns, or everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +34,9 @@ pub struct TableWriter<W: Write> {
     /// Each row is formatted here first: padding a String is a push per
     /// fill character, padding straight into an io::Write a call per char.
     line: String,
+    /// Pods by address: the compact table shows `NS/NAME:PORT` for them,
+    /// as `hubble observe` does (the wide table and JSON keep addresses).
+    pods: HashMap<Ipv4Addr, PodRef>,
 }
 
 /// Pads what was written to `line` since `start` to `width` characters.
@@ -38,13 +48,33 @@ fn pad(line: &mut String, start: usize, width: usize) {
     line.push(' ');
 }
 
+/// An endpoint, by its pod's name where it is a known pod's address.
+fn write_endpoint(
+    line: &mut String,
+    addr: &IpAddr,
+    port: Option<u16>,
+    pods: &HashMap<Ipv4Addr, PodRef>,
+) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    match (addr, port) {
+        (IpAddr::V4(a), Some(p)) if pods.contains_key(a) => write!(line, "{}:{p}", pods[a]),
+        (IpAddr::V4(a), None) if pods.contains_key(a) => write!(line, "{}", pods[a]),
+        _ => Tuple::write_endpoint(line, addr, port),
+    }
+}
+
 /// A tuple as the table shows it: ICMP's type and code kept short (`8/0`),
 /// and its id only in the wide table, so they stay inside the column.
-fn write_tuple(line: &mut String, t: &Tuple, with_id: bool) -> std::fmt::Result {
+fn write_tuple(
+    line: &mut String,
+    t: &Tuple,
+    with_id: bool,
+    pods: &HashMap<Ipv4Addr, PodRef>,
+) -> std::fmt::Result {
     use std::fmt::Write as _;
-    Tuple::write_endpoint(line, &t.src, t.sport)?;
+    write_endpoint(line, &t.src, t.sport, pods)?;
     line.push_str(" → ");
-    Tuple::write_endpoint(line, &t.dst, t.dport)?;
+    write_endpoint(line, &t.dst, t.dport, pods)?;
     if let (Some(ty), Some(code)) = (t.icmp_type, t.icmp_code) {
         write!(line, " {ty}/{code}")?;
     }
@@ -95,7 +125,14 @@ impl<W: Write> TableWriter<W> {
             layout,
             joined,
             line: String::with_capacity(256),
+            pods: HashMap::new(),
         })
+    }
+
+    /// Names these pods' addresses in the compact table.
+    pub fn with_pods(mut self, pods: HashMap<Ipv4Addr, PodRef>) -> Self {
+        self.pods = pods;
+        self
     }
 
     pub fn row(&mut self, e: &CtEntry, seen: Option<&[Source]>) -> io::Result<()> {
@@ -119,7 +156,7 @@ impl<W: Write> TableWriter<W> {
             e.state.as_deref().unwrap_or("")
         )?;
         let start = line.len();
-        write_tuple(line, &e.orig, false)?;
+        write_tuple(line, &e.orig, false, &self.pods)?;
         pad(line, start, 37);
         if joined {
             seen_by(line, seen)?;
@@ -152,10 +189,11 @@ impl<W: Write> TableWriter<W> {
         }
         pad(line, start, 7);
         let start = line.len();
-        write_tuple(line, &e.orig, true)?;
+        let none = HashMap::new();
+        write_tuple(line, &e.orig, true, &none)?;
         pad(line, start, 46);
         let start = line.len();
-        write_tuple(line, &e.reply, true)?;
+        write_tuple(line, &e.reply, true, &none)?;
         pad(line, start, 46);
         let start = line.len();
         match e.nat() {

@@ -40,7 +40,9 @@ impl<W: Write> Writer<W> {
     ) -> std::io::Result<Self> {
         Ok(match format {
             OutputFormat::Json => Writer::Json(out, pods),
-            OutputFormat::Text => Writer::Table(table::TableWriter::new(out, layout, joined)?),
+            OutputFormat::Text => {
+                Writer::Table(table::TableWriter::new(out, layout, joined)?.with_pods(pods))
+            }
         })
     }
 

@@ -1,0 +1,242 @@
+//! labctl inside a kind-like node: a two-node cluster of privileged
+//! containers running containerd with CRI pods (see `common/kind.rs`), and
+//! labctl copied into node 1 as `scripts/kind.sh` copies it into a kind node.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly at the first surprise"
+)]
+
+mod common;
+#[path = "common/kind.rs"]
+mod kind;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::{Ipv4Addr, UdpSocket},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use kind::{Cluster, Node, Pod};
+use serde_json::Value;
+
+/// Sends `n` datagrams from the node's own namespace to `pod`'s closed
+/// port 9: each is dropped inside the pod's namespace (no socket).
+fn drop_in(node: &Node, pod: &Pod, n: u32) {
+    let ns = lab_cli::kernel::netns::NetNs::open(node.netns_name()).unwrap();
+    let socket = ns
+        .run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap()
+        .unwrap();
+    for i in 0..n {
+        socket.send_to(&i.to_be_bytes(), (pod.ip, 9)).unwrap();
+    }
+}
+
+/// Starts `labctl ARGS --ready-file F` in the node; returns once it is
+/// tracing.
+fn start_in(node: &Node, args: &[&str]) -> Child {
+    let ready = format!("/tmp/labctl-ready-{}", fastrand::u32(..));
+    let mut full = vec!["labctl"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--ready-file", &ready]);
+    let mut child = node
+        .exec_cmd(&full)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.path(&ready).exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "labctl {args:?} in {} exited ({status}) before it was ready: {}",
+                node.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(Instant::now() < deadline, "labctl {args:?} never got ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Waits for a `--count` trace to finish; its stdout lines.
+fn finish(child: Child) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("trace did not see its --count of drops within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "trace failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    BufReader::new(&out.stdout[..])
+        .lines()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn json_drops(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "drop")
+        .collect()
+}
+
+#[test]
+fn inside_a_node_labctl_names_its_pods_and_keeps_to_its_node() {
+    if !common::privileged("kind nodes") {
+        return;
+    }
+    let mut cluster = Cluster::up("kind", 2);
+    let web = cluster.nodes[0].run_pod("default", "web");
+    let db = cluster.nodes[1].run_pod("shop", "db");
+    let node1 = &cluster.nodes[0];
+    let node2 = &cluster.nodes[1];
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_labctl"),
+        node1.local_bin().join("labctl"),
+    )
+    .unwrap();
+
+    // doctor passes inside the node and sees the runtime and its pod.
+    let out = node1
+        .exec_cmd(&["labctl", "doctor", "--output", "json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor JSON: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success(),
+        "doctor failed in the node: {report:#}"
+    );
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` check: {report:#}"))
+            .clone()
+    };
+    let runtime = check("container runtime");
+    assert_eq!(runtime["ok"], true, "{runtime:#}");
+    assert!(
+        runtime["seen"]
+            .as_str()
+            .unwrap()
+            .contains("1 pod sandboxes, 1 named"),
+        "{runtime:#}"
+    );
+    assert_eq!(check("bpffs (node)")["ok"], true);
+    assert!(
+        check("where")["seen"]
+            .as_str()
+            .unwrap()
+            .contains("in a docker container"),
+        "{report:#}"
+    );
+
+    // Default scope: this node's namespaces only. Node 2's pod drops first;
+    // were they shown, they would be the first three events.
+    let trace = start_in(
+        node1,
+        &["trace", "--output", "json", "--port", "9", "--count", "3"],
+    );
+    drop_in(node2, &db, 3);
+    drop_in(node1, &web, 3);
+    let drops = json_drops(&finish(trace));
+    assert_eq!(drops.len(), 3, "{drops:#?}");
+    for d in &drops {
+        assert_eq!(d["netns_ino"], web.netns_ino, "{d:#}");
+        assert_eq!(d["netns"], "default/web", "{d:#}");
+        assert_eq!(d["pod"], "default/web", "{d:#}");
+        assert_eq!(d["pod_namespace"], "default", "{d:#}");
+        assert_eq!(d["pod_uid"], web.uid.as_str(), "{d:#}");
+        assert_eq!(d["dst"], web.ip.to_string(), "{d:#}");
+    }
+
+    // `--scope all`: node 2's pod too, by inode (node 1 cannot name it, and
+    // does not pretend to).
+    let trace = start_in(
+        node1,
+        &[
+            "trace", "--output", "json", "--scope", "all", "--port", "9", "--count", "6",
+        ],
+    );
+    drop_in(node2, &db, 3);
+    drop_in(node1, &web, 3);
+    let drops = json_drops(&finish(trace));
+    let theirs: Vec<_> = drops
+        .iter()
+        .filter(|d| d["netns_ino"] == db.netns_ino)
+        .collect();
+    let ours: Vec<_> = drops
+        .iter()
+        .filter(|d| d["netns_ino"] == web.netns_ino)
+        .collect();
+    assert_eq!((theirs.len(), ours.len()), (3, 3), "{drops:#?}");
+    for d in theirs {
+        assert_eq!(d["pod"], Value::Null, "{d:#}");
+        assert_eq!(d["netns"], db.netns_ino.to_string(), "{d:#}");
+    }
+
+    // Text, and the pod named on the command line as it was printed.
+    let trace = start_in(node1, &["trace", "--pod", "default/web", "--count", "1"]);
+    drop_in(node1, &web, 1);
+    let text = finish(trace).join("\n");
+    assert!(text.contains("default/web"), "{text}");
+
+    // Conntrack in the node's namespace: the flows to the pod, named.
+    let out = node1.exec(&[
+        "labctl",
+        "conntrack",
+        "list",
+        "--pod",
+        "default/web",
+        "--output",
+        "json",
+    ]);
+    let entries: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!entries.is_empty(), "no conntrack entries for the pod");
+    for e in &entries {
+        assert_eq!(e["dst_pod"], "default/web", "{e:#}");
+        assert_eq!(e["orig"]["dst"], web.ip.to_string(), "{e:#}");
+        assert_eq!(e["orig"]["dport"], 9, "{e:#}");
+    }
+    let table = node1.exec(&["labctl", "conntrack", "list", "--pod", "default/web"]);
+    assert!(table.contains("default/web"), "{table}");
+
+    // A pod that goes is no longer named; its name is refused.
+    cluster.nodes[0].remove_pod(&web);
+    let out = cluster.nodes[0]
+        .exec_cmd(&["labctl", "trace", "--pod", "default/web", "--count", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no pod `default/web`"), "{err}");
+
+    let left = cluster.down();
+    assert!(left.is_empty(), "teardown left: {left:#?}");
+}
