@@ -25,12 +25,8 @@ if [ -z "$nodes" ]; then
     exit 2
 fi
 
-target=$(rustc -vV | sed -n 's/^host: //p')
-echo "kind.sh: building a static labctl for $target"
-(cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release -p lab-cli --bin labctl --target "$target")
-bin=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/$target/release/labctl
+echo "kind.sh: building a static labctl (cargo xtask static --release)"
+bin=$(cd "$root" && cargo xtask static --release | tail -n 1)
 
 for node in $nodes; do
     docker cp "$bin" "$node:/usr/local/bin/labctl"

@@ -95,6 +95,21 @@ fn json_drops(lines: &[String]) -> Vec<Value> {
         .collect()
 }
 
+/// The labctl to copy into the node: the static one scripts/kind.sh ships
+/// (`cargo xtask test` builds it), or this build's where there is none.
+fn node_binary() -> std::path::PathBuf {
+    match std::env::var_os("LABCTL_NODE_BIN") {
+        Some(bin) => bin.into(),
+        None => {
+            assert!(
+                std::env::var_os("LABCTL_REQUIRE_PRIVILEGED").is_none(),
+                "LABCTL_NODE_BIN (the static labctl) is not set: run this through `cargo xtask test`"
+            );
+            env!("CARGO_BIN_EXE_labctl").into()
+        }
+    }
+}
+
 #[test]
 fn inside_a_node_labctl_names_its_pods_and_keeps_to_its_node() {
     if !common::privileged("kind nodes") {
@@ -105,11 +120,7 @@ fn inside_a_node_labctl_names_its_pods_and_keeps_to_its_node() {
     let db = cluster.nodes[1].run_pod("shop", "db");
     let node1 = &cluster.nodes[0];
     let node2 = &cluster.nodes[1];
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_labctl"),
-        node1.local_bin().join("labctl"),
-    )
-    .unwrap();
+    std::fs::copy(node_binary(), node1.local_bin().join("labctl")).unwrap();
 
     // doctor passes inside the node and sees the runtime and its pod.
     let out = node1
@@ -227,7 +238,60 @@ fn inside_a_node_labctl_names_its_pods_and_keeps_to_its_node() {
     let table = node1.exec(&["labctl", "conntrack", "list", "--pod", "default/web"]);
     assert!(table.contains("default/web"), "{table}");
 
+    // Without the runtime's socket, kubelet's cgroups and log directories
+    // still name the pod.
+    let trace = start_in(
+        node1,
+        &[
+            "--cri-socket",
+            "/run/no-such-runtime.sock",
+            "trace",
+            "--output",
+            "json",
+            "--port",
+            "9",
+            "--count",
+            "1",
+        ],
+    );
+    drop_in(node1, &web, 1);
+    let drops = json_drops(&finish(trace));
+    assert_eq!(drops[0]["pod"], "default/web", "{drops:#?}");
+    assert_eq!(drops[0]["pod_uid"], web.uid.as_str(), "{drops:#?}");
+
+    // A pod that appears while a trace follows its namespace is traced and
+    // named: drops are sent until the trace has seen one (it picks up new
+    // pods within its scope refresh).
+    let trace = start_in(
+        node1,
+        &[
+            "trace",
+            "--pod-namespace",
+            "default",
+            "--output",
+            "json",
+            "--count",
+            "1",
+        ],
+    );
+    let api = cluster.nodes[0].run_pod("default", "api");
+    let node1 = &cluster.nodes[0];
+    let mut trace = trace;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while trace.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the new pod's drops were never shown"
+        );
+        drop_in(node1, &api, 1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let drops = json_drops(&finish(trace));
+    assert_eq!(drops[0]["pod"], "default/api", "{drops:#?}");
+    assert_eq!(drops[0]["netns_ino"], api.netns_ino, "{drops:#?}");
+
     // A pod that goes is no longer named; its name is refused.
+    cluster.nodes[0].remove_pod(&api);
     cluster.nodes[0].remove_pod(&web);
     let out = cluster.nodes[0]
         .exec_cmd(&["labctl", "trace", "--pod", "default/web", "--count", "1"])

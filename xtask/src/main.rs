@@ -52,6 +52,14 @@ enum Task {
     /// Man pages (from the clap definitions) into TARGET/man, and shell
     /// completions into TARGET/completions.
     Docs,
+    /// labctl with the C library linked in statically, so it runs in any
+    /// node image (what scripts/kind.sh copies into kind nodes); prints its
+    /// path.
+    Static {
+        /// An optimized build (scripts/kind.sh); the tests use a debug one.
+        #[arg(long)]
+        release: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -64,7 +72,39 @@ fn main() -> Result<()> {
         Task::Docs => docs(&root),
         Task::Demo => demo(&root),
         Task::Bench { what } => bench(&root, &what),
+        Task::Static { release } => {
+            println!("{}", static_labctl(&root, release)?.display());
+            Ok(())
+        }
     }
+}
+
+/// Builds a statically linked labctl (crt-static, for the host's target
+/// triple: its own target directory, so the normal build is untouched).
+fn static_labctl(root: &Path, release: bool) -> Result<std::path::PathBuf> {
+    let triple = cmd::host_triple()?;
+    let mut c = cmd::cargo(root);
+    c.env("RUSTFLAGS", "-C target-feature=+crt-static").args([
+        "build",
+        "--package",
+        "lab-cli",
+        "--bin",
+        "labctl",
+        "--target",
+        &triple,
+    ]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c).context("building a static labctl")?;
+    let bin = cmd::target_dir(root)?
+        .join(&triple)
+        .join(if release { "release" } else { "debug" })
+        .join("labctl");
+    if !bin.exists() {
+        bail!("{} was not built", bin.display());
+    }
+    Ok(bin)
 }
 
 fn setup(root: &Path, check: bool) -> Result<()> {
@@ -113,10 +153,13 @@ fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
     if !no_lint {
         lint(root)?;
     }
+    // The kind-node test copies into its node what scripts/kind.sh copies.
+    let node_bin = static_labctl(root, false)?;
     let mut c = cmd::cargo(root);
     c.args(["test", "--workspace", "--exclude", "lab-ebpf"]);
     // Privileged tests fail instead of skipping when they cannot run.
     c.env("LABCTL_REQUIRE_PRIVILEGED", "1");
+    c.env("LABCTL_NODE_BIN", node_bin);
     if !is_root() {
         if cmd::sudo_works() {
             // Test binaries run as root; cargo and the build stay unprivileged.

@@ -12,6 +12,7 @@ pub mod kallsyms;
 pub mod names;
 pub mod netns;
 pub mod node;
+pub mod podcgroup;
 pub mod privilege;
 pub mod ready;
 pub mod rtnl;

@@ -118,9 +118,8 @@ impl Names {
         if ino == 0 {
             return None;
         }
-        if !self.aliases.contains_key(&ino) && self.scanned.elapsed() > NAME_TTL {
-            self.rescan();
-        }
+        // A namespace not seen before (a pod that just appeared) rescans.
+        self.netns(ino);
         self.aliases.get(&ino).and_then(|i| i.pod.clone())
     }
 

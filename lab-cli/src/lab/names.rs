@@ -21,10 +21,12 @@ use crate::kernel::{
     cri::{self, Sandbox},
     names::{Identity, PodRef},
     netns::{self, NetNs, NetnsError},
+    node, podcgroup,
 };
 
 /// The ready pods of the node's container runtime that have their own
-/// namespace; none where there is no runtime (a plain host).
+/// namespace; none where there is no runtime (a plain host). Without the
+/// runtime's CRI, kubelet's cgroups and log directories still name them.
 fn runtime_pods() -> Vec<Sandbox> {
     match cri::sandboxes(cri::socket()) {
         Ok(pods) => pods
@@ -33,7 +35,25 @@ fn runtime_pods() -> Vec<Sandbox> {
             .collect(),
         Err(e) => {
             tracing::debug!("no pod names from the container runtime: {e}");
-            Vec::new()
+            let mut inodes = node::scope();
+            // A host-network pod's processes live in the node's namespace,
+            // which is not that pod's.
+            if let Ok(host) = netns::host().inode() {
+                inodes.remove(&host);
+            }
+            podcgroup::pods(&inodes, std::path::Path::new(podcgroup::POD_LOG_DIR))
+                .into_iter()
+                .map(|p| Sandbox {
+                    id: String::new(),
+                    name: p.name,
+                    namespace: p.namespace,
+                    uid: p.uid,
+                    ready: true,
+                    netns_ino: Some(p.netns_ino),
+                    netns_path: Some(p.netns_path),
+                    ips: Vec::new(),
+                })
+                .collect()
         }
     }
 }

@@ -535,6 +535,12 @@ impl Node {
             }),
             ..Default::default()
         };
+        // kubelet makes the pod's log directory before the sandbox.
+        fs::create_dir_all(
+            self.rootfs()
+                .join(format!("var/log/pods/{namespace}_{name}_{uid}")),
+        )
+        .unwrap();
         let t = Instant::now();
         let (id, status) = block_on(async {
             let mut cri = self.cri().await;
@@ -607,6 +613,11 @@ impl Node {
             .await
             .expect("RemovePodSandbox");
         });
+        let logs = self.rootfs().join(format!(
+            "var/log/pods/{}_{}_{}",
+            pod.namespace, pod.name, pod.uid
+        ));
+        fs::remove_dir_all(logs).unwrap();
         for dir in &self.cgroups {
             let cg = dir.join(format!("kubepods/besteffort/pod{}", pod.uid));
             if cg.exists() {
