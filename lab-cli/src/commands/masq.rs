@@ -174,7 +174,12 @@ fn nat_table(netns: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcom
             netns.unwrap_or("this namespace")
         );
     }
-    let table = nat::table(ino)?;
+    let mut table = nat::table(ino)?;
+    let pods = names::pods_by_addr(ino);
+    for e in &mut table.entries {
+        e.src_pod = pods.get(&e.src).map(ToString::to_string);
+        e.dst_pod = pods.get(&e.dst).map(ToString::to_string);
+    }
     let mut out = anstream::stdout().lock();
     if output == OutputFormat::Json {
         writeln!(out, "{}", serde_json::to_string(&table)?)?;
@@ -185,7 +190,13 @@ fn nat_table(netns: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcom
         vec![
             e.dir.as_str().to_owned(),
             e.proto.to_uppercase(),
-            format!("{}:{} -> {}:{}", e.src, e.sport, e.dst, e.dport),
+            format!(
+                "{}:{} -> {}:{}",
+                e.src_pod.clone().unwrap_or_else(|| e.src.to_string()),
+                e.sport,
+                e.dst_pod.clone().unwrap_or_else(|| e.dst.to_string()),
+                e.dport
+            ),
             format!("{xlate} {}:{}", e.xlate_addr, e.xlate_port),
             if e.closing { "yes" } else { "-" }.to_owned(),
             format!("{}s", e.age_s),

@@ -294,3 +294,32 @@ pub fn pod_addrs_of(ns: &str) -> Result<Vec<std::net::Ipv4Addr>, LabError> {
     }
     Ok(addrs)
 }
+
+/// [`pods_by_addr`] for a long-running view: re-read when older than a
+/// couple of seconds, so pods that come and go are named and unnamed.
+#[derive(Debug)]
+pub struct PodAddrs {
+    netns_ino: u64,
+    map: HashMap<std::net::Ipv4Addr, PodRef>,
+    at: std::time::Instant,
+}
+
+impl PodAddrs {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+    pub fn new(netns_ino: u64) -> Self {
+        Self {
+            netns_ino,
+            map: pods_by_addr(netns_ino),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    pub fn get(&mut self) -> &HashMap<std::net::Ipv4Addr, PodRef> {
+        if self.at.elapsed() > Self::TTL {
+            self.map = pods_by_addr(self.netns_ino);
+            self.at = std::time::Instant::now();
+        }
+        &self.map
+    }
+}

@@ -113,6 +113,9 @@ pub struct NatRow {
     pub closing: bool,
     pub age_s: u64,
     pub idle_s: u64,
+    /// The pods (`NAMESPACE/NAME`) with these addresses, where known.
+    pub src_pod: Option<String>,
+    pub dst_pod: Option<String>,
 }
 
 /// The NAT table of a node, its counters and fill level.
@@ -165,6 +168,8 @@ fn row(dir: NatDir, k: &NatKey, v: &NatEntry, now: u64) -> NatRow {
         xlate_port: u16::from_be(v.to_port),
         closing: v.flags & NAT_CLOSING != 0,
         age_s: now.saturating_sub(v.created_ns) / 1_000_000_000,
+        src_pod: None,
+        dst_pod: None,
         idle_s: now.saturating_sub(v.last_ns) / 1_000_000_000,
     }
 }

@@ -63,6 +63,15 @@ fn write_endpoint(
     }
 }
 
+/// `src:port → dst:port`, pods by name (`default/web:80`), as the text
+/// views (watch, top) show a flow.
+pub fn describe_named(t: &Tuple, pods: &HashMap<Ipv4Addr, PodRef>) -> String {
+    let mut line = String::new();
+    // Writing into a String cannot fail.
+    write_tuple(&mut line, t, false, pods).ok();
+    line
+}
+
 /// A tuple as the table shows it: ICMP's type and code kept short (`8/0`),
 /// and its id only in the wide table, so they stay inside the column.
 fn write_tuple(

@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     io::IsTerminal as _,
+    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
@@ -25,9 +26,9 @@ use crate::{
         filter::CtFilter,
         join, sources,
     },
-    kernel::{interrupt, netns::NetNs, privilege},
-    lab::names::lookup_netns_opt,
-    output::exit::Outcome,
+    kernel::{interrupt, names::PodRef, netns::NetNs, privilege},
+    lab::names::{self, lookup_netns_opt},
+    output::{conntrack::describe_named, exit::Outcome},
 };
 
 fn read(ns: Option<&NetNs>, source: CtSource) -> anyhow::Result<Vec<CtEntry>> {
@@ -118,7 +119,14 @@ const HELP: &str = "keys: b sort by bytes · p sort by packets · ? help · q / 
 /// Draws one screen: a title, the table, and a key line. The rate and total
 /// columns are in the unit the view is sorted by. Fits 80 columns; wider
 /// terminals also get the NAT column.
-pub fn draw(frame: &mut Frame, title: &str, rows: &[FlowRow], by: CtSort, help: bool) {
+pub fn draw(
+    frame: &mut Frame,
+    title: &str,
+    rows: &[FlowRow],
+    by: CtSort,
+    help: bool,
+    pods: &HashMap<Ipv4Addr, PodRef>,
+) {
     let [head, body, foot] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(1),
@@ -133,7 +141,7 @@ pub fn draw(frame: &mut Frame, title: &str, rows: &[FlowRow], by: CtSort, help: 
         let mut cells = vec![
             e.proto.clone(),
             e.state.clone().unwrap_or_default(),
-            e.orig.describe(),
+            describe_named(&e.orig, pods),
         ];
         if with_nat {
             cells.push(e.nat().unwrap_or_default());
@@ -202,6 +210,10 @@ pub fn run(
     let mut by = by;
     let mut help = false;
     let mut rates = Rates::default();
+    let mut pods = names::PodAddrs::new(match &ns {
+        Some(ns) => ns.inode()?,
+        None => crate::kernel::netns::current_inode()?,
+    });
     let mut terminal = ratatui::init();
     let result = (|| -> anyhow::Result<()> {
         loop {
@@ -218,7 +230,8 @@ pub fn run(
                 },
                 interval.as_secs_f64(),
             );
-            terminal.draw(|f| draw(f, &title, &rows, by, help))?;
+            let pods = pods.get();
+            terminal.draw(|f| draw(f, &title, &rows, by, help, pods))?;
             let deadline = Instant::now() + interval;
             while let Some(left) = deadline.checked_duration_since(Instant::now()) {
                 if interrupt::requested() {
@@ -262,7 +275,9 @@ mod tests {
 
     fn screen(width: u16, rows: &[FlowRow], by: CtSort, help: bool) -> Vec<String> {
         let mut terminal = Terminal::new(TestBackend::new(width, 6)).unwrap();
-        terminal.draw(|f| draw(f, "title", rows, by, help)).unwrap();
+        terminal
+            .draw(|f| draw(f, "title", rows, by, help, &HashMap::new()))
+            .unwrap();
         terminal
             .backend()
             .buffer()

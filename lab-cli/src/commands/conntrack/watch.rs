@@ -129,10 +129,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
         kind: "summary",
         ..Default::default()
     };
-    let pods = names::pods_by_addr(match &ns {
+    let pods = std::cell::RefCell::new(names::PodAddrs::new(match &ns {
         Some(ns) => ns.inode()?,
         None => crate::kernel::netns::current_inode()?,
-    });
+    }));
     let mut out = std::io::BufWriter::new(anstream::stdout().lock());
     let emit = |out: &mut dyn std::io::Write, ev: &CtEvent, resync: bool| -> anyhow::Result<()> {
         if !filter.matches(&ev.entry) {
@@ -146,7 +146,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
                     kind: "event",
                     event: ev.kind,
                     resync,
-                    entry: EntryJson::new(&ev.entry).with_pods(&pods),
+                    entry: EntryJson::new(&ev.entry).with_pods(pods.borrow_mut().get()),
                 })?
             )?,
             OutputFormat::Text => {
@@ -158,7 +158,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
                     format!("[{:?}]", ev.kind).to_uppercase(),
                     e.proto,
                     e.state.as_deref().unwrap_or("-"),
-                    e.orig.describe(),
+                    crate::output::conntrack::describe_named(&e.orig, pods.borrow_mut().get()),
                     if resync { "  (found by resync)" } else { "" }
                 )?
             }
