@@ -201,11 +201,15 @@ fn namespaces_that_do_not_exist_are_named_in_the_error() {
     usage_error(&["masq", "nat-table", "--netns", "nolab/pod-a"], "not up");
     usage_error(
         &["trace", "--pod", "nolab/pod-a", "--duration", "1"],
-        "not up",
+        "no pod `nolab/pod-a`",
     );
     usage_error(
         &["trace", "--pod-namespace", "nolab", "--duration", "1"],
-        "not up",
+        "no pods in namespace `nolab`",
+    );
+    usage_error(
+        &["conntrack", "list", "--pod", "kube-system/coredns"],
+        "no pod `kube-system/coredns`",
     );
 }
 

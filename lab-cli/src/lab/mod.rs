@@ -134,6 +134,8 @@ impl LabError {
                 | LabError::NotUp(_)
                 | LabError::NoLabs
                 | LabError::NoSuchMember { .. }
+                | LabError::NoSuchPod(_)
+                | LabError::NoSuchPodNamespace(_)
                 | LabError::AmbiguousMember { .. }
                 | LabError::Plan(_)
                 | LabError::NotEbpf(_)
