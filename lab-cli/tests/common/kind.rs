@@ -30,7 +30,6 @@ use std::{
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -84,60 +83,44 @@ fn try_run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-/// The pause image as an OCI archive, built once per test binary: a static
-/// program that waits for a signal, packed with umoci.
-fn pause_image() -> &'static Path {
-    static IMAGE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &IMAGE
-        .get_or_init(|| {
-            let dir = tempfile::Builder::new()
-                .prefix("labctl-pause-")
-                .tempdir()
-                .unwrap();
-            let d = dir.path();
-            fs::write(
-                d.join("pause.c"),
-                "#include <signal.h>\n#include <unistd.h>\n\
-                 static void bye(int s) { (void)s; _exit(0); }\n\
-                 int main(void) { signal(SIGTERM, bye); signal(SIGINT, bye);\n\
-                 for (;;) pause(); }\n",
-            )
-            .unwrap();
-            run(Command::new("cc")
-                .args(["-static", "-O2", "-o"])
-                .arg(d.join("pause"))
-                .arg(d.join("pause.c")));
-            let layout = d.join("oci");
-            let image = format!("{}:3.9", layout.display());
-            run(Command::new("umoci")
-                .args(["init", "--layout"])
-                .arg(&layout));
-            run(Command::new("umoci").args(["new", "--image", &image]));
-            let bundle = d.join("bundle");
-            run(Command::new("umoci")
-                .args(["unpack", "--image", &image])
-                .arg(&bundle));
-            fs::copy(d.join("pause"), bundle.join("rootfs/pause")).unwrap();
-            run(Command::new("umoci")
-                .args(["repack", "--image", &image])
-                .arg(&bundle));
-            run(Command::new("umoci").args([
-                "config",
-                "--image",
-                &image,
-                "--config.entrypoint",
-                "/pause",
-            ]));
-            let tar = d.join("pause.tar");
-            run(Command::new("tar")
-                .arg("-C")
-                .arg(&layout)
-                .arg("-cf")
-                .arg(&tar)
-                .arg("."));
-            (dir, tar)
-        })
-        .1
+/// The pause image as an OCI archive in `d`: a static program that waits
+/// for a signal, packed with umoci.
+fn pause_image(d: &Path) -> PathBuf {
+    fs::write(
+        d.join("pause.c"),
+        "#include <signal.h>\n#include <unistd.h>\n\
+             static void bye(int s) { (void)s; _exit(0); }\n\
+             int main(void) { signal(SIGTERM, bye); signal(SIGINT, bye);\n\
+             for (;;) pause(); }\n",
+    )
+    .unwrap();
+    run(Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(d.join("pause"))
+        .arg(d.join("pause.c")));
+    let layout = d.join("oci");
+    let image = format!("{}:3.9", layout.display());
+    run(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout));
+    run(Command::new("umoci").args(["new", "--image", &image]));
+    let bundle = d.join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &image])
+        .arg(&bundle));
+    fs::copy(d.join("pause"), bundle.join("rootfs/pause")).unwrap();
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image])
+        .arg(&bundle));
+    run(Command::new("umoci").args(["config", "--image", &image, "--config.entrypoint", "/pause"]));
+    let tar = d.join("pause.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    tar
 }
 
 /// Every capability, CAP_BPF and CAP_PERFMON included (docker's privileged
@@ -243,7 +226,7 @@ fn runc(root: &Path) -> Command {
 impl Node {
     /// Boots node `name` with address 172.31.0.`10+index` on the fabric and
     /// pod CIDR 10.244.`index`.0/24; containerd is ready when this returns.
-    fn boot(prefix: &str, index: u8) -> Self {
+    fn boot(prefix: &str, index: u8, pause: &Path) -> Self {
         let name = format!("{prefix}-n{index}");
         let netns = lab_cli::kernel::netns::NetNs::create(&name).expect("node netns");
         let dir = tempfile::Builder::new()
@@ -262,7 +245,7 @@ impl Node {
             started: false,
             pod_count: 0,
         };
-        node.write_bundle();
+        node.write_bundle(pause);
         let t = Instant::now();
         run(runc(&node.runc_root)
             .args(["run", "--detach", "--bundle"])
@@ -308,7 +291,7 @@ impl Node {
         self.dir.path().join("local-bin")
     }
 
-    fn write_bundle(&self) {
+    fn write_bundle(&self, pause: &Path) {
         let root = self.rootfs();
         for d in [
             "usr", "proc", "sys", "dev", "run", "tmp", "etc", "var/lib", "var/log", "root", "opt",
@@ -358,7 +341,7 @@ impl Node {
             .to_string(),
         )
         .unwrap();
-        fs::copy(pause_image(), root.join("var/pause.tar")).unwrap();
+        fs::copy(pause, root.join("var/pause.tar")).unwrap();
         fs::create_dir_all(self.local_bin()).unwrap();
         fs::set_permissions(self.local_bin(), fs::Permissions::from_mode(0o755)).unwrap();
 
@@ -723,6 +706,8 @@ fn block_on<F: Future>(f: F) -> F::Output {
 pub struct Cluster {
     pub nodes: Vec<Node>,
     fabric: Option<lab_cli::kernel::netns::NetNs>,
+    /// Where the pause image was built.
+    _images: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -730,15 +715,21 @@ impl Cluster {
         let prefix = format!("lk{tag}{:04x}", fastrand::u16(..));
         let fabric =
             lab_cli::kernel::netns::NetNs::create(&format!("{prefix}-fab")).expect("fabric netns");
+        let images = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-images-"))
+            .tempdir()
+            .unwrap();
+        let pause = pause_image(images.path());
         let mut cluster = Self {
             nodes: Vec::new(),
             fabric: Some(fabric),
+            _images: images,
         };
         let fab = cluster.fabric.as_ref().unwrap().name().to_owned();
         run(Command::new("ip").args(["-n", &fab, "link", "add", "br0", "type", "bridge"]));
         run(Command::new("ip").args(["-n", &fab, "link", "set", "br0", "up"]));
         for i in 1..=nodes {
-            let node = Node::boot(&prefix, i);
+            let node = Node::boot(&prefix, i, &pause);
             let ns = node.netns_name().to_owned();
             let outside = format!("{prefix}v{i}");
             run(Command::new("ip").args([
