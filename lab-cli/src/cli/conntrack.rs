@@ -30,8 +30,9 @@ pub enum ConntrackCommand {
 
 #[derive(Debug, Args)]
 pub struct CtWatchArgs {
-    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
-    /// name, `host`, `pid:N` or an inode number [default: this one].
+    /// The network namespace: a lab member or a pod (pod-a, LAB/pod-a, a
+    /// node's NAMESPACE/NAME), an `ip netns` name, `host`, `pid:N` or an
+    /// inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
     #[command(flatten)]
@@ -55,8 +56,9 @@ pub struct CtWatchArgs {
 
 #[derive(Debug, Args)]
 pub struct CtStatsArgs {
-    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
-    /// name, `host`, `pid:N` or an inode number [default: this one].
+    /// The network namespace: a lab member or a pod (pod-a, LAB/pod-a, a
+    /// node's NAMESPACE/NAME), an `ip netns` name, `host`, `pid:N` or an
+    /// inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
     /// Output: text for people, json for scripts.
@@ -66,8 +68,9 @@ pub struct CtStatsArgs {
 
 #[derive(Debug, Args)]
 pub struct CtTrackArgs {
-    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
-    /// name, `host`, `pid:N` or an inode number [default: this one].
+    /// The network namespace: a lab member or a pod (pod-a, LAB/pod-a, a
+    /// node's NAMESPACE/NAME), an `ip netns` name, `host`, `pid:N` or an
+    /// inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
     /// The interface to attach to (ingress and egress).
@@ -87,8 +90,9 @@ pub struct CtTrackArgs {
 
 #[derive(Debug, Args)]
 pub struct CtTopArgs {
-    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
-    /// name, `host`, `pid:N` or an inode number [default: this one].
+    /// The network namespace: a lab member or a pod (pod-a, LAB/pod-a, a
+    /// node's NAMESPACE/NAME), an `ip netns` name, `host`, `pid:N` or an
+    /// inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
     /// Which table to watch.
@@ -104,8 +108,9 @@ pub struct CtTopArgs {
 
 #[derive(Debug, Args)]
 pub struct CtListArgs {
-    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
-    /// name, `host`, `pid:N` or an inode number [default: this one].
+    /// The network namespace: a lab member or a pod (pod-a, LAB/pod-a, a
+    /// node's NAMESPACE/NAME), an `ip netns` name, `host`, `pid:N` or an
+    /// inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
     /// Which table to read.

@@ -45,8 +45,9 @@ pub struct MasqConfigArgs {
 
 #[derive(Debug, Args)]
 pub struct MasqNatTableArgs {
-    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
-    /// name, `host`, `pid:N` or an inode number [default: this one].
+    /// The network namespace: a lab member or a pod (pod-a, LAB/pod-a, a
+    /// node's NAMESPACE/NAME), an `ip netns` name, `host`, `pid:N` or an
+    /// inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
     /// Output: text for people, json for scripts.
@@ -56,8 +57,9 @@ pub struct MasqNatTableArgs {
 
 #[derive(Debug, Args)]
 pub struct MasqArgs {
-    /// The network namespace: a lab member (pod-a, LAB/pod-a), an `ip netns`
-    /// name, `host`, `pid:N` or an inode number [default: this one].
+    /// The network namespace: a lab member or a pod (pod-a, LAB/pod-a, a
+    /// node's NAMESPACE/NAME), an `ip netns` name, `host`, `pid:N` or an
+    /// inode number [default: this one].
     #[arg(long)]
     pub netns: Option<String>,
     /// The node's interface to the outside, where masquerade happens.
