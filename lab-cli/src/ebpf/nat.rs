@@ -150,3 +150,95 @@ pub fn pod_stats(netns_ino: u64) -> Result<Vec<(MasqKey, MasqStats)>, ProgramSet
     )?;
     maps::totals(&map, "NAT_POD_STATS")
 }
+
+/// The NAT programs loaded on their own (no interface, no pins) and run on
+/// frames given by the caller through BPF_PROG_TEST_RUN: the programs'
+/// behaviour and their per-packet cost with nothing else around them.
+pub struct TestBench {
+    ebpf: aya::Ebpf,
+}
+
+/// Which of the two programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Egress,
+    Ingress,
+}
+
+/// What one BPF_PROG_TEST_RUN returned.
+#[derive(Debug, Clone)]
+pub struct TestRunOutput {
+    /// The program's return value (TC_ACT_*).
+    pub verdict: i32,
+    /// The kernel's average time per run, in nanoseconds.
+    pub ns_per_run: u64,
+    /// The frame after the program (the last run's).
+    pub frame: Vec<u8>,
+}
+
+impl TestBench {
+    pub fn load(cfg: &NatConfig) -> Result<Self, ProgramSetupError> {
+        let mut ebpf = load_object(OBJECT, objects::NAT, |loader| {
+            loader.override_global("NAT_CONFIG", cfg, true);
+        })?;
+        for (name, _, _) in PROGRAMS {
+            let prog: &mut SchedClassifier = program(&mut ebpf, OBJECT, name)?;
+            prog.load().map_err(|e| LoadError::load(name, e))?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// Runs one program `repeat` times on `frame`.
+    pub fn run(
+        &mut self,
+        dir: Direction,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutput, ProgramSetupError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let name = match dir {
+            Direction::Egress => PROGRAMS[0].0,
+            Direction::Ingress => PROGRAMS[1].0,
+        };
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, OBJECT, name)?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| LoadError::Program {
+                program: name.to_owned(),
+                source: Box::new(e),
+            })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestRunOutput {
+            verdict: result.return_value as i32,
+            ns_per_run: result.duration.as_nanos() as u64,
+            frame: out,
+        })
+    }
+
+    /// The mappings the programs made, as [`read`] returns a node's.
+    pub fn table(&self) -> Result<Vec<(NatKey, NatEntry)>, ProgramSetupError> {
+        let map = self.ebpf.map("NAT_OUT").ok_or(LoadError::MissingMap {
+            object: OBJECT,
+            map: "NAT_OUT",
+        })?;
+        let map: BpfHashMap<_, NatKey, NatEntry> =
+            BpfHashMap::try_from(map).map_err(|source| ProgramSetupError::Map {
+                map: "NAT_OUT",
+                source,
+            })?;
+        map.iter()
+            .map(|item| {
+                item.map_err(|source| ProgramSetupError::Map {
+                    map: "NAT_OUT",
+                    source,
+                })
+            })
+            .collect()
+    }
+}
