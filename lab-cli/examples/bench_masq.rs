@@ -132,14 +132,13 @@ fn add_nat_entries(lab: &Lab, n: u32) -> anyhow::Result<()> {
             let pod = u32::from_ne_bytes([10, 200, (i / 250) as u8, (i % 250 + 1) as u8]);
             let far = u32::from_ne_bytes([198, 18, 0, 1]);
             let port = (20000 + (i % 40000) as u16).to_be();
-            let key = NatKey {
-                saddr: if reverse { far } else { pod },
-                daddr: if reverse { pod } else { far },
-                sport: port,
-                dport: port,
-                proto: 6,
-                _pad: [0; 3],
-            };
+            let key = NatKey::new(
+                if reverse { far } else { pod },
+                if reverse { pod } else { far },
+                port,
+                port,
+                6,
+            );
             let entry = NatEntry {
                 created_ns: 0,
                 last_ns: u64::MAX / 2,
@@ -147,6 +146,8 @@ fn add_nat_entries(lab: &Lab, n: u32) -> anyhow::Result<()> {
                 to_port: port,
                 flags: 0,
                 _pad: 0,
+                slot: lab_common::nat::NO_SLOT,
+                _pad2: 0,
             };
             map.insert(key, entry, 0)?;
         }

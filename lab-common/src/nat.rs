@@ -20,13 +20,20 @@ pub struct NatEntry {
     /// Bit 0: a FIN or RST was seen (the TCP flow is closing).
     pub flags: u8,
     pub _pad: u8,
+    /// The pod's slot in `NAT_POD_STATS` ([`NO_SLOT`]: not counted per pod),
+    /// so a packet's per-pod counting is an array index, not a hash lookup.
+    pub slot: u32,
+    pub _pad2: u32,
 }
+
+/// A mapping whose pod has no slot (the per-pod table was full).
+pub const NO_SLOT: u32 = u32::MAX;
 
 pub const NAT_CLOSING: u8 = 1;
 
 /// Entries of `NAT_OUT` and of `NAT_IN` (each).
 pub const CAPACITY: u32 = 65536;
-/// Entries of `NAT_POD_STATS`: pods per node.
+/// Entries of `NAT_POD_SLOTS` and `NAT_POD_STATS`: pods per node.
 pub const POD_STATS_CAPACITY: u32 = 4096;
 /// The translated port range, as Linux's default ip_local_port_range.
 pub const PORT_MIN: u16 = 32768;

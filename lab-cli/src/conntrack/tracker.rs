@@ -215,14 +215,13 @@ mod tests {
 
     fn raw(proto: u8, state: u8, last_ns: u64) -> (CtKey, CtValue, CtCounters) {
         (
-            CtKey {
-                saddr: u32::from_ne_bytes([10, 244, 1, 2]),
-                daddr: u32::from_ne_bytes([10, 244, 1, 3]),
-                sport: 40000u16.to_be(),
-                dport: 8080u16.to_be(),
+            CtKey::new(
+                u32::from_ne_bytes([10, 244, 1, 2]),
+                u32::from_ne_bytes([10, 244, 1, 3]),
+                40000u16.to_be(),
+                8080u16.to_be(),
                 proto,
-                _pad: [0; 3],
-            },
+            ),
             CtValue {
                 first_ns: 0,
                 last_ns,

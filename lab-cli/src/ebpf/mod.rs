@@ -6,6 +6,7 @@ pub mod ct_tracker;
 pub mod drop_counter;
 pub mod drop_tracer;
 pub mod error;
+pub mod floor;
 pub mod loader;
 pub mod maps;
 pub mod masq_counter;

@@ -9,7 +9,7 @@
 //! are removed ([`detach`]) or the interface goes.
 
 use aya::{
-    maps::{HashMap as BpfHashMap, Map, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap as BpfHashMap, Map, PerCpuArray},
     programs::{SchedClassifier, TcAttachType, links::FdLink},
 };
 use lab_common::{
@@ -26,11 +26,13 @@ use super::{
 use crate::kernel::netns::NetNs;
 
 const OBJECT: &str = "nat";
-/// Maps and the file each is pinned as.
-const MAPS: [(&str, &str); 4] = [
+/// Maps and the file each is pinned as (the slot counter `NAT_SLOT_NEXT`
+/// needs no pin: only the programs use it, and they hold it).
+const MAPS: [(&str, &str); 5] = [
     ("NAT_OUT", "out"),
     ("NAT_IN", "in"),
     ("NAT_STATS", "stats"),
+    ("NAT_POD_SLOTS", "pod_slots"),
     ("NAT_POD_STATS", "pods"),
 ];
 /// Programs, their direction and the file their tcx link is pinned as.
@@ -141,14 +143,29 @@ pub fn read(netns_ino: u64) -> Result<NatMaps, ProgramSetupError> {
     })
 }
 
-/// The NAT programs' own per-pod counters (`labctl masq`).
+/// The NAT programs' own per-pod counters (`labctl masq`): each pod's
+/// slot, and the per-CPU counts there, added up.
 pub fn pod_stats(netns_ino: u64) -> Result<Vec<(MasqKey, MasqStats)>, ProgramSetupError> {
-    let map: PerCpuHashMap<_, MasqKey, MasqStats> = maps::from_pin(
-        &pins::nat(netns_ino).join("pods"),
-        "NAT_POD_STATS",
-        Map::PerCpuHashMap,
-    )?;
-    maps::totals(&map, "NAT_POD_STATS")
+    let dir = pins::nat(netns_ino);
+    let slots: BpfHashMap<_, MasqKey, u32> =
+        maps::from_pin(&dir.join("pod_slots"), "NAT_POD_SLOTS", Map::HashMap)?;
+    let stats: PerCpuArray<_, MasqStats> =
+        maps::from_pin(&dir.join("pods"), "NAT_POD_STATS", Map::PerCpuArray)?;
+    let mut out = Vec::new();
+    for item in slots.iter() {
+        let (key, slot) = item.map_err(|source| ProgramSetupError::Map {
+            map: "NAT_POD_SLOTS",
+            source,
+        })?;
+        let per_cpu = stats
+            .get(&slot, 0)
+            .map_err(|source| ProgramSetupError::Map {
+                map: "NAT_POD_STATS",
+                source,
+            })?;
+        out.push((key, maps::total(&per_cpu)));
+    }
+    Ok(out)
 }
 
 /// The NAT programs loaded on their own (no interface, no pins) and run on

@@ -79,14 +79,7 @@ mod program {
             }
             _ => return None,
         };
-        let key = CtKey {
-            saddr: ip.saddr,
-            daddr: ip.daddr,
-            sport,
-            dport,
-            proto,
-            _pad: [0; 3],
-        };
+        let key = CtKey::new(ip.saddr, ip.daddr, sport, dport, proto);
         let reverse = key.reversed();
         // SAFETY: reading the monotonic clock has no preconditions.
         let now = lab_ebpf::kernel::now_ns();

@@ -4,21 +4,36 @@
 //! (`NAT_OUT`: pod flow -> translation, `NAT_IN`: the reverse), as Cilium's
 //! SNAT maps do; a port is reserved by inserting its reverse entry with
 //! BPF_NOEXIST, so two CPUs can never hand out the same one.
+//!
+//! Per packet of an established flow the work is kept to one hash lookup
+//! and as few helper calls as correctness allows (on this machine kind, a
+//! helper call costs tens of nanoseconds on its own: every kernel `ret`
+//! goes through the SRSO return thunk): headers are read and rewritten
+//! through direct packet access, the IP checksum is updated here, and only
+//! the L4 checksum goes through `bpf_l4_csum_replace`, which alone knows
+//! the skb's checksum state (CHECKSUM_PARTIAL keeps a pseudo-header sum in
+//! the field; CHECKSUM_COMPLETE needs `skb->csum` adjusted). The clock is
+//! the coarse one (a tick's resolution is plenty for idle timeouts), and
+//! `last_ns` is written at most every quarter second.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
 mod program {
+    use core::ptr::{read_unaligned, write_unaligned};
+
     use aya_ebpf::{
         bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
-        helpers::bpf_get_prandom_u32,
+        helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
         macros::{classifier, map},
-        maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+        maps::{HashMap, LruHashMap, PerCpuArray},
         programs::TcContext,
     };
     use lab_common::{
         masq::{MasqKey, MasqStats},
-        nat::{CAPACITY, NAT_CLOSING, NatConfig, NatEntry, NatKey, POD_STATS_CAPACITY, stat},
+        nat::{
+            CAPACITY, NAT_CLOSING, NO_SLOT, NatConfig, NatEntry, NatKey, POD_STATS_CAPACITY, stat,
+        },
         proto::{ICMP as IPPROTO_ICMP, TCP as IPPROTO_TCP, UDP as IPPROTO_UDP},
     };
     use lab_ebpf::tc::{TC_ACT_SHOT, TC_ACT_UNSPEC};
@@ -30,6 +45,13 @@ mod program {
     const TCP_FIN_RST: u8 = 0x05;
     /// Candidate ports tried per new flow before giving up.
     const TRIES: u32 = 32;
+    /// `last_ns` is refreshed when older than this (writes dirty the
+    /// entry's cache line; idle times are shown in seconds).
+    const TOUCH_NS: u64 = 250_000_000;
+    /// Ethernet + the longest IPv4 header + a TCP header without options:
+    /// what must be in the skb's linear data for direct access.
+    const MAX_HDR: u32 = 14 + 60 + 20;
+    const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 
     #[unsafe(no_mangle)]
     static NAT_CONFIG: NatConfig = NatConfig::DEFAULT;
@@ -40,20 +62,33 @@ mod program {
     static NAT_IN: LruHashMap<NatKey, NatEntry> = LruHashMap::with_max_entries(CAPACITY, 0);
     #[map]
     static NAT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
-    /// Per pod, as the masquerade counter keeps them (`labctl masq`).
+    /// Per pod, as the masquerade counter keeps them (`labctl masq`): each
+    /// pod (and node address) gets a slot when its first mapping is made,
+    /// kept in the mapping, and its counts live at that slot.
     #[map]
-    static NAT_POD_STATS: PerCpuHashMap<MasqKey, MasqStats> =
-        PerCpuHashMap::with_max_entries(POD_STATS_CAPACITY, 0);
+    static NAT_POD_SLOTS: HashMap<MasqKey, u32> = HashMap::with_max_entries(POD_STATS_CAPACITY, 0);
+    #[map]
+    static NAT_POD_STATS: PerCpuArray<MasqStats> =
+        PerCpuArray::with_max_entries(POD_STATS_CAPACITY, 0);
+    /// Who holds each slot: a slot is taken by inserting its owner with
+    /// BPF_NOEXIST (as ports are), so two CPUs never share one.
+    #[map]
+    static NAT_SLOT_OWNERS: HashMap<u32, MasqKey> =
+        HashMap::with_max_entries(POD_STATS_CAPACITY, 0);
+    /// Slots probed from a pod's preferred one before giving up.
+    const SLOT_TRIES: u32 = 16;
 
     /// Where the fields of one IPv4 packet are.
     struct Packet {
         l3: usize,
+        l4: usize,
         saddr: u32,
         daddr: u32,
         proto: u8,
-        /// Offsets of the port (or ICMP id) to rewrite and of the L4 checksum.
-        sport_off: usize,
-        dport_off: usize,
+        /// Offsets of the ports (or the ICMP id) in the L4 header, and of
+        /// the L4 checksum in the packet.
+        sport_rel: usize,
+        dport_rel: usize,
         csum_off: usize,
         sport: u16,
         dport: u16,
@@ -74,17 +109,80 @@ mod program {
         }
     }
 
+    /// A pointer to the `LEN` bytes at `off` in the packet, if the linear
+    /// data has them. Whole headers are checked at once: a check per field
+    /// is more code, and LLVM turns a one-byte check into a `>=` the
+    /// verifier cannot use.
+    #[inline(always)]
+    fn window<const LEN: usize>(ctx: &TcContext, off: usize) -> Option<*mut u8> {
+        let start = ctx.data();
+        if start + off + LEN > ctx.data_end() {
+            return None;
+        }
+        Some((start + off) as *mut u8)
+    }
+
+    /// Reads a `T` at `at + k` (packet fields need not be aligned).
+    ///
+    /// # Safety
+    /// `at + k + size_of::<T>()` must be inside a checked [`window`].
+    #[inline(always)]
+    unsafe fn get<T: Copy>(at: *mut u8, k: usize) -> T {
+        // SAFETY: the caller's window covers it.
+        unsafe { read_unaligned(at.add(k) as *const T) }
+    }
+
+    /// Writes a `T` at `at + k`.
+    ///
+    /// # Safety
+    /// As [`get`]; tc programs may write the packet (the verifier makes a
+    /// cloned skb's head private first).
+    #[inline(always)]
+    unsafe fn put<T: Copy>(at: *mut u8, k: usize, v: T) {
+        // SAFETY: the caller's window covers it.
+        unsafe { write_unaligned(at.add(k) as *mut T, v) }
+    }
+
     #[inline(always)]
     fn parse(ctx: &TcContext, cfg: &NatConfig) -> Option<Packet> {
-        let ip = lab_ebpf::tc::ipv4(ctx, cfg.ethernet != 0)?;
-        let (l3, l4, proto) = (ip.l3, ip.l4, ip.proto);
+        let l3 = if cfg.ethernet != 0 { 14 } else { 0 };
+        // Headers are in the linear data almost always; pull them in when
+        // they are not (as much of them as the packet has).
+        let want = ctx.len().min(MAX_HDR);
+        if ((ctx.data_end() - ctx.data()) as u32) < want {
+            ctx.pull_data(want).ok()?;
+        }
+        if l3 != 0 {
+            let eth = window::<14>(ctx, 0)?;
+            // SAFETY: inside the 14-byte window.
+            if unsafe { get::<u16>(eth, 12) } != ETH_P_IP_BE {
+                return None;
+            }
+        }
+        let ip = window::<20>(ctx, l3)?;
+        // SAFETY: every read below is inside the 20-byte IP header window.
+        let (vihl, frag, proto, saddr, daddr) = unsafe {
+            (
+                get::<u8>(ip, 0),
+                get::<u16>(ip, 6),
+                get::<u8>(ip, 9),
+                get::<u32>(ip, 12),
+                get::<u32>(ip, 16),
+            )
+        };
+        // Only the first fragment carries the L4 header.
+        if vihl >> 4 != 4 || u16::from_be(frag) & 0x1fff != 0 {
+            return None;
+        }
+        let l4 = l3 + usize::from(vihl & 0x0f) * 4;
         let mut p = Packet {
             l3,
-            saddr: ip.saddr,
-            daddr: ip.daddr,
+            l4,
+            saddr,
+            daddr,
             proto,
-            sport_off: l4,
-            dport_off: l4 + 2,
+            sport_rel: 0,
+            dport_rel: 2,
             csum_off: 0,
             sport: 0,
             dport: 0,
@@ -93,31 +191,63 @@ mod program {
         };
         match proto {
             IPPROTO_TCP => {
-                let h = ctx.load::<[u8; 14]>(l4).ok()?;
-                p.sport = u16::from_ne_bytes([h[0], h[1]]);
-                p.dport = u16::from_ne_bytes([h[2], h[3]]);
-                p.tcp_flags = h[13];
+                let h = window::<20>(ctx, l4)?;
+                // SAFETY: inside the 20-byte TCP header window.
+                unsafe {
+                    p.sport = get::<u16>(h, 0);
+                    p.dport = get::<u16>(h, 2);
+                    p.tcp_flags = get::<u8>(h, 13);
+                }
                 p.csum_off = l4 + 16;
             }
             IPPROTO_UDP => {
-                let h = ctx.load::<[u8; 4]>(l4).ok()?;
-                p.sport = u16::from_ne_bytes([h[0], h[1]]);
-                p.dport = u16::from_ne_bytes([h[2], h[3]]);
+                let h = window::<8>(ctx, l4)?;
+                // SAFETY: inside the 8-byte UDP header window.
+                unsafe {
+                    p.sport = get::<u16>(h, 0);
+                    p.dport = get::<u16>(h, 2);
+                }
                 p.csum_off = l4 + 6;
             }
             IPPROTO_ICMP => {
-                let h = ctx.load::<[u8; 6]>(l4).ok()?;
-                p.icmp_type = h[0];
-                // The echo id stands in for both ports.
-                p.sport = u16::from_ne_bytes([h[4], h[5]]);
+                let h = window::<8>(ctx, l4)?;
+                // SAFETY: inside the 8-byte ICMP echo header window.
+                unsafe {
+                    p.icmp_type = get::<u8>(h, 0);
+                    // The echo id stands in for both ports.
+                    p.sport = get::<u16>(h, 4);
+                }
                 p.dport = p.sport;
-                p.sport_off = l4 + 4;
-                p.dport_off = l4 + 4;
+                p.sport_rel = 4;
+                p.dport_rel = 4;
                 p.csum_off = l4 + 2;
             }
             _ => return None,
         }
         Some(p)
+    }
+
+    /// The coarse monotonic clock (CLOCK_MONOTONIC_COARSE, in ns): no
+    /// clocksource read.
+    #[inline(always)]
+    fn now_ns() -> u64 {
+        // SAFETY: the helper takes no arguments and touches no memory.
+        unsafe { bpf_ktime_get_coarse_ns() }
+    }
+
+    /// RFC 1624 incremental update of a 16-bit one's-complement checksum
+    /// for a 32-bit field changing from `from` to `to` (all as stored:
+    /// one's-complement sums do not care about byte order).
+    #[inline(always)]
+    fn csum_replace4(check: u16, from: u32, to: u32) -> u16 {
+        let mut s = u64::from(!check)
+            + u64::from(!from & 0xffff)
+            + u64::from(!from >> 16)
+            + u64::from(to & 0xffff)
+            + u64::from(to >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        !(s as u16)
     }
 
     #[inline(always)]
@@ -131,6 +261,18 @@ mod program {
         now.saturating_sub(e.last_ns) > u64::from(life) * 1_000_000_000
     }
 
+    /// Marks an entry used now (at most every TOUCH_NS), and closing on a
+    /// FIN or RST.
+    #[inline(always)]
+    fn touch(e: &mut NatEntry, now: u64, tcp_flags: u8) {
+        if now.wrapping_sub(e.last_ns) > TOUCH_NS {
+            e.last_ns = now;
+        }
+        if tcp_flags & TCP_FIN_RST != 0 && e.flags & NAT_CLOSING == 0 {
+            e.flags |= NAT_CLOSING;
+        }
+    }
+
     #[inline(always)]
     fn in_cluster(addr: u32, cfg: &NatConfig) -> bool {
         addr & cfg.cluster_mask == cfg.cluster_net
@@ -138,10 +280,11 @@ mod program {
 
     /// One address (source or destination) and one port to change.
     struct Change {
-        addr_off: usize,
+        /// Offsets in the IP header and in the L4 header.
+        addr_rel: usize,
         old_addr: u32,
         new_addr: u32,
-        port_off: usize,
+        port_rel: usize,
         old_port: u16,
         new_port: u16,
     }
@@ -150,13 +293,23 @@ mod program {
     #[inline(always)]
     fn rewrite(ctx: &TcContext, p: &Packet, c: Change) -> Option<()> {
         let Change {
-            addr_off,
+            addr_rel,
             old_addr,
             new_addr,
-            port_off,
+            port_rel,
             old_port,
             new_port,
         } = c;
+        let ip = window::<20>(ctx, p.l3)?;
+        let l4 = window::<8>(ctx, p.l4)?;
+        // SAFETY: the IP check and addresses are inside the 20-byte IP
+        // window; the ports (or echo id) inside the L4 header's first 8.
+        unsafe {
+            let check = get::<u16>(ip, 10);
+            put(ip, 10, csum_replace4(check, old_addr, new_addr));
+            put(ip, addr_rel, new_addr);
+            put(l4, port_rel, new_port);
+        }
         let udp0 = if p.proto == IPPROTO_UDP {
             u64::from(BPF_F_MARK_MANGLED_0)
         } else {
@@ -179,32 +332,58 @@ mod program {
             udp0 | 2,
         )
         .ok()?;
-        ctx.l3_csum_replace(p.l3 + 10, u64::from(old_addr), u64::from(new_addr), 4)
-            .ok()?;
-        ctx.store(addr_off, &new_addr, 0).ok()?;
-        ctx.store(port_off, &new_port, 0).ok()?;
         Some(())
     }
 
-    /// Counts a translated packet for a pod (direction 0 out, 1 in), and,
-    /// when it opened a mapping, the connection and its port (`new_port`,
-    /// host order; None for ICMP or an existing mapping).
+    /// The pod's slot in `NAT_POD_STATS`, given one on its first mapping
+    /// (NO_SLOT when none is free). Only new mappings come here.
+    #[inline(always)]
+    fn pod_slot(key: MasqKey) -> u32 {
+        if let Some(slot) = NAT_POD_SLOTS.get_ptr(key) {
+            // SAFETY: a pointer into the map value, valid for this run.
+            return unsafe { *slot };
+        }
+        // Probe from a slot picked by the key (Fibonacci hashing).
+        let start = (key.pod ^ key.node.rotate_left(16)).wrapping_mul(0x9e37_79b1) >> 16;
+        let mut i = 0;
+        while i < SLOT_TRIES {
+            let slot = (start + i) % POD_STATS_CAPACITY;
+            if NAT_SLOT_OWNERS
+                .insert(slot, key, u64::from(BPF_NOEXIST))
+                .is_ok()
+            {
+                if NAT_POD_SLOTS
+                    .insert(key, slot, u64::from(BPF_NOEXIST))
+                    .is_ok()
+                {
+                    return slot;
+                }
+                // Another CPU gave this pod a slot first: free ours, use
+                // that one.
+                NAT_SLOT_OWNERS.remove(slot).ok();
+                // SAFETY: a pointer into the map value, valid for this run.
+                return NAT_POD_SLOTS
+                    .get_ptr(key)
+                    .map_or(NO_SLOT, |s| unsafe { *s });
+            }
+            i += 1;
+        }
+        NO_SLOT
+    }
+
+    /// Counts a translated packet for the pod at `slot` (direction 0 out,
+    /// 1 in), and, when it opened a mapping, the connection and its port
+    /// (`new_port`, host order; None for ICMP or an existing mapping).
     #[inline(always)]
     fn count(
         ctx: &TcContext,
         cfg: &NatConfig,
-        key: MasqKey,
+        slot: u32,
         dir: usize,
         new: bool,
         new_port: Option<u16>,
     ) -> Option<()> {
-        let s = match NAT_POD_STATS.get_ptr_mut(key) {
-            Some(s) => s,
-            None => {
-                NAT_POD_STATS.insert(key, MasqStats::default(), 0).ok();
-                NAT_POD_STATS.get_ptr_mut(key)?
-            }
-        };
+        let s = NAT_POD_STATS.get_ptr_mut(slot)?;
         let l2 = if cfg.ethernet != 0 { 14 } else { 0 };
         // SAFETY: this CPU's slot of a per-CPU map value.
         unsafe {
@@ -240,17 +419,10 @@ mod program {
         if p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO {
             return None;
         }
-        let key = NatKey {
-            saddr: p.saddr,
-            daddr: p.daddr,
-            sport: p.sport,
-            dport: p.dport,
-            proto: p.proto,
-            _pad: [0; 3],
-        };
-        // SAFETY: reading the monotonic clock has no preconditions.
-        let now = lab_ebpf::kernel::now_ns();
+        let key = NatKey::new(p.saddr, p.daddr, p.sport, p.dport, p.proto);
+        let now = now_ns();
         let mut to_port = 0u16;
+        let mut slot = NO_SLOT;
         let mut found = false;
         let mut new = false;
         if let Some(e) = NAT_OUT.get_ptr_mut(key) {
@@ -259,19 +431,17 @@ mod program {
             if expired(e, p.proto, now, cfg) {
                 bump(stat::EXPIRED);
             } else {
-                e.last_ns = now;
-                if p.tcp_flags & TCP_FIN_RST != 0 {
-                    e.flags |= NAT_CLOSING;
-                }
+                touch(e, now, p.tcp_flags);
                 to_port = e.to_port;
+                slot = e.slot;
                 found = true;
             }
         }
-        let stats_key = MasqKey {
-            pod: p.saddr,
-            node: cfg.node_addr,
-        };
         if !found {
+            slot = pod_slot(MasqKey {
+                pod: p.saddr,
+                node: cfg.node_addr,
+            });
             // Keep the pod's own port when it is free (as netfilter does),
             // otherwise try random ones from the range.
             let span = u32::from(cfg.port_max - cfg.port_min) + 1;
@@ -285,18 +455,17 @@ mod program {
                         cfg.port_min + (unsafe { bpf_get_prandom_u32() } % span) as u16
                     };
                 let candidate = host.to_be();
-                let reverse = NatKey {
-                    saddr: p.daddr,
-                    daddr: cfg.node_addr,
-                    sport: if p.proto == IPPROTO_ICMP {
+                let reverse = NatKey::new(
+                    p.daddr,
+                    cfg.node_addr,
+                    if p.proto == IPPROTO_ICMP {
                         candidate
                     } else {
                         p.dport
                     },
-                    dport: candidate,
-                    proto: p.proto,
-                    _pad: [0; 3],
-                };
+                    candidate,
+                    p.proto,
+                );
                 let back = NatEntry {
                     created_ns: now,
                     last_ns: now,
@@ -304,6 +473,8 @@ mod program {
                     to_port: p.sport,
                     flags: 0,
                     _pad: 0,
+                    slot,
+                    _pad2: 0,
                 };
                 let mut taken = NAT_IN
                     .insert(reverse, back, u64::from(BPF_NOEXIST))
@@ -339,6 +510,8 @@ mod program {
                 to_port,
                 flags: 0,
                 _pad: 0,
+                slot,
+                _pad2: 0,
             };
             NAT_OUT.insert(key, out, 0).ok()?;
             bump(stat::ALLOCATED);
@@ -348,10 +521,10 @@ mod program {
             ctx,
             &p,
             Change {
-                addr_off: p.l3 + 12,
+                addr_rel: 12,
                 old_addr: p.saddr,
                 new_addr: cfg.node_addr,
-                port_off: p.sport_off,
+                port_rel: p.sport_rel,
                 old_port: p.sport,
                 new_port: to_port,
             },
@@ -359,7 +532,7 @@ mod program {
         bump(stat::XLATE_OUT);
         // ICMP's echo id is not a port.
         let port = (new && p.proto != IPPROTO_ICMP).then(|| u16::from_be(to_port));
-        count(ctx, cfg, stats_key, 0, new, port)?;
+        count(ctx, cfg, slot, 0, new, port)?;
         Some(TC_ACT_UNSPEC)
     }
 
@@ -378,45 +551,30 @@ mod program {
         if p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHOREPLY {
             return None;
         }
-        let key = NatKey {
-            saddr: p.saddr,
-            daddr: p.daddr,
-            sport: p.sport,
-            dport: p.dport,
-            proto: p.proto,
-            _pad: [0; 3],
-        };
-        // SAFETY: reading the monotonic clock has no preconditions.
-        let now = lab_ebpf::kernel::now_ns();
+        let key = NatKey::new(p.saddr, p.daddr, p.sport, p.dport, p.proto);
+        let now = now_ns();
         let e = NAT_IN.get_ptr_mut(key)?;
         // SAFETY: a pointer into the map value, valid for this run.
         let e = unsafe { &mut *e };
         if expired(e, p.proto, now, cfg) {
             return None;
         }
-        e.last_ns = now;
-        if p.tcp_flags & TCP_FIN_RST != 0 {
-            e.flags |= NAT_CLOSING;
-        }
-        let (pod, pod_port) = (e.to_addr, e.to_port);
+        touch(e, now, p.tcp_flags);
+        let (pod, pod_port, slot) = (e.to_addr, e.to_port, e.slot);
         rewrite(
             ctx,
             &p,
             Change {
-                addr_off: p.l3 + 16,
+                addr_rel: 16,
                 old_addr: p.daddr,
                 new_addr: pod,
-                port_off: p.dport_off,
+                port_rel: p.dport_rel,
                 old_port: p.dport,
                 new_port: pod_port,
             },
         )?;
         bump(stat::XLATE_IN);
-        let key = MasqKey {
-            pod,
-            node: cfg.node_addr,
-        };
-        count(ctx, cfg, key, 1, false, None)?;
+        count(ctx, cfg, slot, 1, false, None)?;
         Some(TC_ACT_UNSPEC)
     }
 }

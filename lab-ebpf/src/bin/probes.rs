@@ -1,12 +1,13 @@
 //! Trivial programs, one per program type, loaded (and attached) by
-//! `labctl doctor` to learn which program types this kernel accepts.
+//! `labctl doctor` to learn which program types this kernel accepts; and
+//! `noop_tc`, the floor the benchmarks measure tc programs against.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{
-        bindings::{TC_ACT_OK, xdp_action},
+        bindings::{TC_ACT_OK, TC_ACT_UNSPEC, xdp_action},
         macros::{
             btf_tracepoint, cgroup_skb, classifier, fentry, kprobe, raw_tracepoint, tracepoint, xdp,
         },
@@ -36,6 +37,13 @@ mod program {
     #[classifier]
     pub fn probe_tc(_ctx: TcContext) -> i32 {
         TC_ACT_OK
+    }
+
+    /// Does nothing and lets the next program decide: the per-packet floor
+    /// of a tc program, which the benchmarks attach beside a real one.
+    #[classifier]
+    pub fn noop_tc(_ctx: TcContext) -> i32 {
+        TC_ACT_UNSPEC
     }
 
     #[xdp]
