@@ -345,6 +345,11 @@ fn translates_with_valid_checksums(tag: &str, tc_attach: TcAttach) {
     let table = nat::table(ino).unwrap();
     assert_eq!(table.used, 7);
     assert_eq!(table.alloc_failed, 0);
+    // Every pod has a slot, so the totals are the pods' counts.
+    let out: u64 = rows.iter().map(|r| r.packets_out).sum();
+    let back: u64 = rows.iter().map(|r| r.packets_in).sum();
+    assert!(out >= 3 * 3 + 4 + 3 + 2 * 3, "{out}");
+    assert_eq!((table.xlate_out, table.xlate_in), (out, back));
     // Closed TCP flows are marked closing (they expire 10 s after).
     assert!(
         table

@@ -64,6 +64,11 @@ pub struct MasqStats {
 /// Connections remembered as counted (`MASQ_SEEN`, an LRU).
 pub const SEEN_CAPACITY: u32 = 65536;
 
+/// Bytes of `nf_conn` the counter copies in one read: from the original
+/// tuple to the end of `status` (both tuples and the status, which follow
+/// each other in every kernel since 4.x; labctl checks it at load).
+pub const CT_WINDOW: usize = 128;
+
 /// A connection already counted: the conntrack entry's address plus its
 /// tuple ports, so a recycled entry with a new flow counts again.
 #[repr(C)]

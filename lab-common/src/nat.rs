@@ -53,7 +53,9 @@ pub mod stat {
     pub const COLLISIONS: u32 = 1;
     /// Packets dropped because no port was free (the defined "full" case).
     pub const ALLOC_FAILED: u32 = 2;
-    /// Packets translated on egress / ingress.
+    /// Packets translated on egress / ingress for pods without a slot in
+    /// `NAT_POD_STATS`; the pods' own counts there are the rest (userspace
+    /// adds them up).
     pub const XLATE_OUT: u32 = 3;
     pub const XLATE_IN: u32 = 4;
     /// Mappings found expired and replaced.

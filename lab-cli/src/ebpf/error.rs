@@ -50,4 +50,8 @@ pub enum ProgramSetupError {
     },
     #[error("the ring buffer size must be a power of two multiple of the page size, got {0}")]
     RingSize(u32),
+    #[error(
+        "this kernel's struct layout is not what the program expects: {0}; please report it with `uname -r`"
+    )]
+    Layout(String),
 }

@@ -2,7 +2,7 @@
 //! attach to `tp_btf/net_dev_start_xmit`, read its per-pod counters.
 
 use aya::{Ebpf, maps::PerCpuHashMap, programs::BtfTracePoint};
-use lab_common::masq::{MasqConfig, MasqKey, MasqStats};
+use lab_common::masq::{CT_WINDOW, MasqConfig, MasqKey, MasqStats};
 
 use super::{
     error::ProgramSetupError,
@@ -22,6 +22,14 @@ pub fn config(btf: &KernelBtf) -> Result<MasqConfig, ProgramSetupError> {
     let tuplehash = btf.member_offset("nf_conn", "tuplehash")?;
     let stride = btf.struct_size("nf_conntrack_tuple_hash")? as u32;
     let tuple = btf.member_offset("nf_conntrack_tuple_hash", "tuple")?;
+    let ct_status = btf.member_offset("nf_conn", "status")?;
+    let ct_tuple_orig = tuplehash + tuple;
+    // The program copies both tuples and the status in one read.
+    if ct_status < ct_tuple_orig || (ct_status + 8 - ct_tuple_orig) as usize > CT_WINDOW {
+        return Err(ProgramSetupError::Layout(format!(
+            "nf_conn.status at {ct_status} is not within {CT_WINDOW} bytes after the original tuple at {ct_tuple_orig}"
+        )));
+    }
     Ok(MasqConfig {
         skb_nfct: btf.member_offset("sk_buff", "_nfct")?,
         skb_len: btf.member_offset("sk_buff", "len")?,
@@ -31,8 +39,8 @@ pub fn config(btf: &KernelBtf) -> Result<MasqConfig, ProgramSetupError> {
         dev_ifindex: btf.member_offset("net_device", "ifindex")?,
         dev_nd_net: netns.dev_nd_net,
         net_ns_inum: netns.net_ns_inum,
-        ct_status: btf.member_offset("nf_conn", "status")?,
-        ct_tuple_orig: tuplehash + tuple,
+        ct_status,
+        ct_tuple_orig,
         ct_tuple_reply: tuplehash + stride + tuple,
         tuple_src_u3: btf.member_offset("nf_conntrack_tuple", "src.u3")?,
         tuple_src_u: btf.member_offset("nf_conntrack_tuple", "src.u")?,

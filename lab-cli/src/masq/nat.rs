@@ -190,14 +190,17 @@ pub fn table(netns_ino: u64) -> Result<NatTable, ProgramSetupError> {
             .reverse()
     });
     let get = |i: u32| maps.stats[i as usize];
+    // Packets of pods with a slot are counted there only.
+    let pods = ebpf::nat::pod_stats(netns_ino)?;
+    let pod_packets = |dir: usize| pods.iter().map(|(_, s)| s.packets[dir]).sum::<u64>();
     Ok(NatTable {
         used: maps.out.len(),
         capacity: CAPACITY,
         allocated: get(stat::ALLOCATED),
         collisions: get(stat::COLLISIONS),
         alloc_failed: get(stat::ALLOC_FAILED),
-        xlate_out: get(stat::XLATE_OUT),
-        xlate_in: get(stat::XLATE_IN),
+        xlate_out: get(stat::XLATE_OUT) + pod_packets(0),
+        xlate_in: get(stat::XLATE_IN) + pod_packets(1),
         expired: get(stat::EXPIRED),
         entries,
     })

@@ -13,8 +13,9 @@
 //! the L4 checksum goes through `bpf_l4_csum_replace`, which alone knows
 //! the skb's checksum state (CHECKSUM_PARTIAL keeps a pseudo-header sum in
 //! the field; CHECKSUM_COMPLETE needs `skb->csum` adjusted). The clock is
-//! the coarse one (a tick's resolution is plenty for idle timeouts), and
-//! `last_ns` is written at most every quarter second.
+//! read once per tick per CPU (see `now_ns`), `last_ns` is written at most
+//! every quarter second, and a pod's counters are found by the slot kept in
+//! its mapping.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -24,7 +25,7 @@ mod program {
 
     use aya_ebpf::{
         bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
-        helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+        helpers::{bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_coarse_ns},
         macros::{classifier, map},
         maps::{HashMap, LruHashMap, PerCpuArray},
         programs::TcContext,
@@ -70,6 +71,16 @@ mod program {
     #[map]
     static NAT_POD_STATS: PerCpuArray<MasqStats> =
         PerCpuArray::with_max_entries(POD_STATS_CAPACITY, 0);
+    /// The clock as last read on this CPU, and the tick it was read in.
+    #[map]
+    static NAT_CLOCK: PerCpuArray<Clock> = PerCpuArray::with_max_entries(1, 0);
+
+    #[repr(C)]
+    struct Clock {
+        jiffies: u64,
+        ns: u64,
+    }
+
     /// Who holds each slot: a slot is taken by inserting its owner with
     /// BPF_NOEXIST (as ports are), so two CPUs never share one.
     #[map]
@@ -227,12 +238,28 @@ mod program {
         Some(p)
     }
 
-    /// The coarse monotonic clock (CLOCK_MONOTONIC_COARSE, in ns): no
-    /// clocksource read.
+    /// CLOCK_MONOTONIC_COARSE in ns, read at most once per tick per CPU:
+    /// within a tick (`jiffies` unchanged; the verifier turns
+    /// `bpf_jiffies64` into a plain load) the reading cached in `NAT_CLOCK`
+    /// is reused. A tick (1–10 ms) is plenty for idle timeouts in seconds;
+    /// reading a clock per packet cost 30–90 ns in traffic here (cold
+    /// timekeeping cache lines), as `cargo xtask bench masq` shows.
     #[inline(always)]
     fn now_ns() -> u64 {
         // SAFETY: the helper takes no arguments and touches no memory.
-        unsafe { bpf_ktime_get_coarse_ns() }
+        let j = unsafe { bpf_jiffies64() };
+        let Some(c) = NAT_CLOCK.get_ptr_mut(0) else {
+            // SAFETY: as above.
+            return unsafe { bpf_ktime_get_coarse_ns() };
+        };
+        // SAFETY: this CPU's slot of a per-CPU map value.
+        let c = unsafe { &mut *c };
+        if c.jiffies != j || c.ns == 0 {
+            // SAFETY: as above.
+            c.ns = unsafe { bpf_ktime_get_coarse_ns() };
+            c.jiffies = j;
+        }
+        c.ns
     }
 
     /// RFC 1624 incremental update of a 16-bit one's-complement checksum
@@ -383,7 +410,17 @@ mod program {
         new: bool,
         new_port: Option<u16>,
     ) -> Option<()> {
-        let s = NAT_POD_STATS.get_ptr_mut(slot)?;
+        let Some(s) = NAT_POD_STATS.get_ptr_mut(slot) else {
+            // No slot: the packet is counted in the totals only (the pods'
+            // counts make up the rest of them, so a counted packet touches
+            // one counter, not two).
+            bump(if dir == 0 {
+                stat::XLATE_OUT
+            } else {
+                stat::XLATE_IN
+            });
+            return None;
+        };
         let l2 = if cfg.ethernet != 0 { 14 } else { 0 };
         // SAFETY: this CPU's slot of a per-CPU map value.
         unsafe {
@@ -529,7 +566,6 @@ mod program {
                 new_port: to_port,
             },
         )?;
-        bump(stat::XLATE_OUT);
         // ICMP's echo id is not a port.
         let port = (new && p.proto != IPPROTO_ICMP).then(|| u16::from_be(to_port));
         count(ctx, cfg, slot, 0, new, port)?;
@@ -573,7 +609,6 @@ mod program {
                 new_port: pod_port,
             },
         )?;
-        bump(stat::XLATE_IN);
         count(ctx, cfg, slot, 1, false, None)?;
         Some(TC_ACT_UNSPEC)
     }
