@@ -356,6 +356,44 @@ fn per_run<const N: usize>(
     Ok(out)
 }
 
+/// A UDP flow pod -> world that conntrack in `node` holds as assured
+/// (answered, and used again after two seconds, as netfilter requires for
+/// UDP): the established flow the counter is measured on. Polls conntrack
+/// with a deadline.
+fn assured_flow(
+    pod: &NetNs,
+    world: &NetNs,
+    node: &NetNs,
+    world_addr: Ipv4Addr,
+) -> anyhow::Result<(UdpSocket, UdpSocket)> {
+    let rx = world.run(|| UdpSocket::bind(SocketAddrV4::new(world_addr, FLOOD_PORT)))??;
+    rx.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let tx = pod.run(|| UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))??;
+    let to = SocketAddrV4::new(world_addr, FLOOD_PORT);
+    let sport = tx.local_addr()?.port();
+    let mut buf = [0u8; 64];
+    tx.send_to(&[1; 32], to)?;
+    let (_, from) = rx.recv_from(&mut buf)?;
+    rx.send_to(&[2; 32], from)?;
+    let mut ct = lab_cli::conntrack::netlink::Ctnetlink::open_in(Some(node))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tx.send_to(&[1; 32], to)?;
+        let assured = ct.dump(None)?.iter().any(|e| {
+            e.orig.sport == Some(sport)
+                && e.orig.dport == Some(FLOOD_PORT)
+                && e.flags.iter().any(|f| f == "ASSURED")
+        });
+        if assured {
+            return Ok((tx, rx));
+        }
+        if Instant::now() > deadline {
+            bail!("the UDP flow never became assured in conntrack");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// FLOOD datagrams from `pod` to `world:FLOOD_PORT`, then (`back`) as many
 /// from world to the address and port the first one arrived from: the
 /// egress program, then the ingress one, on an established flow.
@@ -604,14 +642,21 @@ fn per_packet(nf: &Lab, eb: &Lab, world_addr: Ipv4Addr) -> anyhow::Result<()> {
         tr_in.push(bench.run(Direction::Ingress, &back, 1_000_000)?.ns_per_run as f64);
     }
 
-    // The masquerade counter, on the netfilter lab, beside its floor.
-    let (nf_pod, nf_world) = (nf.netns("pod-a")?, nf.netns("world")?);
-    let counter = MasqCounter::attach(&nf.netns("node1")?, "eth0")?;
+    // The masquerade counter, on the netfilter lab, beside its floor, on
+    // an established (assured) flow.
+    let (nf_pod, nf_world, nf_node) = (nf.netns("pod-a")?, nf.netns("world")?, nf.netns("node1")?);
+    let counter = MasqCounter::attach(&nf_node, "eth0")?;
     let xmit_floor = NoopXmit::attach()?;
+    let (tx, _rx) = assured_flow(&nf_pod, &nf_world, &nf_node, world_addr)?;
+    let to = SocketAddrV4::new(world_addr, FLOOD_PORT);
     let (mut ctr, mut ctr_floor) = (vec![], vec![]);
     for _ in 0..ROUNDS {
         let [c, f] = per_run(["masq_counter", floor::XMIT_PROGRAM], || {
-            flood(&nf_pod, &nf_world, world_addr, false)
+            for _ in 0..FLOOD {
+                // A full receive queue drops: the programs still ran.
+                tx.send_to(&[1; 32], to).ok();
+            }
+            Ok(())
         })?;
         ctr.push(c);
         ctr_floor.push(f);
