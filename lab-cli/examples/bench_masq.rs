@@ -621,6 +621,14 @@ fn measure(nf: &Lab, eb: &Lab, world_addr: Ipv4Addr) -> anyhow::Result<()> {
         );
     }
 
+    // What the eBPF NAT went through: a failed connection above is
+    // explained here if a port could not be allocated.
+    let t = nat::table(eb_ino)?;
+    println!(
+        "eBPF NAT after the connection rounds: {} mappings of {}; {} allocated, {} port collisions, {} packets dropped for lack of a free port, {} expired mappings replaced",
+        t.used, t.capacity, t.allocated, t.collisions, t.alloc_failed, t.expired
+    );
+
     per_packet(nf, eb, world_addr)
 }
 
