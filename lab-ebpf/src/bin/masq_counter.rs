@@ -26,9 +26,6 @@ mod program {
 
     /// IPS_SRC_NAT in `nf_conn.status`.
     const IPS_SRC_NAT: u64 = 1 << 4;
-    /// IPS_ASSURED: the connection is established (TCP's handshake done, a
-    /// UDP flow answered and used again).
-    const IPS_ASSURED: u64 = 1 << 2;
     /// ctinfo values from IP_CT_IS_REPLY (3) on are the reply direction.
     const IP_CT_IS_REPLY: u64 = 3;
     const NFCT_INFOMASK: u64 = 7;
@@ -173,15 +170,11 @@ mod program {
             orig_sport: field::<u16>(&w, cfg.tuple_src_u)?,
             node_port,
         };
-        // A connection is new to the counter when first seen before it is
-        // assured (established): packets of assured connections skip the
-        // lookup, so an established flow costs one map lookup, not two. A
-        // lookup before the insert: an insert attempt on an LRU map takes a
-        // node from its free list even when the key is there. BPF_NOEXIST:
+        // A lookup before the insert: an insert attempt on an LRU map takes
+        // a node from its free list even when the key is there. BPF_NOEXIST:
         // succeeds once per connection.
         // SAFETY: the value is only tested for presence.
-        let new = status & IPS_ASSURED == 0
-            && unsafe { MASQ_SEEN.get(seen) }.is_none()
+        let new = unsafe { MASQ_SEEN.get(seen) }.is_none()
             && MASQ_SEEN.insert(seen, 1, u64::from(BPF_NOEXIST)).is_ok();
         // SAFETY: this CPU's slot of a per-CPU map value.
         unsafe {
