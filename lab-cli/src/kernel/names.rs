@@ -91,9 +91,21 @@ impl Names {
         if ino == 0 {
             return "?".into();
         }
-        // A namespace seen for the first time is looked up at once; one that
-        // a rescan could not name (a process's we cannot see) is not looked
-        // up again on every event, only once its miss is older than NAME_TTL.
+        self.refresh_for(ino);
+        if let Some(alias) = self.aliases.get(&ino) {
+            return alias.name.clone();
+        }
+        self.netns
+            .get(&ino)
+            .map(|ns| ns.name().to_owned())
+            .unwrap_or_else(|| ino.to_string())
+    }
+
+    /// Rescans when `ino` was never seen (a pod that just appeared) or the
+    /// names are older than NAME_TTL. A namespace a rescan could not name
+    /// (a process's we cannot see) is not looked up again on every event,
+    /// only once its miss is older than NAME_TTL.
+    fn refresh_for(&mut self, ino: u64) {
         let missed = self
             .misses
             .get(&ino)
@@ -104,13 +116,6 @@ impl Names {
                 self.misses.insert(ino, Instant::now());
             }
         }
-        if let Some(alias) = self.aliases.get(&ino) {
-            return alias.name.clone();
-        }
-        self.netns
-            .get(&ino)
-            .map(|ns| ns.name().to_owned())
-            .unwrap_or_else(|| ino.to_string())
     }
 
     /// The pod the namespace belongs to, if a higher layer said so.
@@ -118,8 +123,7 @@ impl Names {
         if ino == 0 {
             return None;
         }
-        // A namespace not seen before (a pod that just appeared) rescans.
-        self.netns(ino);
+        self.refresh_for(ino);
         self.aliases.get(&ino).and_then(|i| i.pod.clone())
     }
 
@@ -133,7 +137,7 @@ impl Names {
         {
             return cached.clone();
         }
-        self.netns(netns_ino);
+        self.refresh_for(netns_ino);
         let name = self
             .netns
             .get(&netns_ino)
