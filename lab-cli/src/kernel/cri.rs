@@ -131,7 +131,9 @@ fn check_socket(socket: &Path) -> Result<(), CriError> {
     }
 }
 
-async fn connect(socket: &Path) -> Result<RuntimeServiceClient<Channel>, CriError> {
+/// A CRI runtime client on `socket` (async: callers that need more than
+/// [`version`] and [`sandboxes`], such as the tests' kubelet stand-in).
+pub async fn connect(socket: &Path) -> Result<RuntimeServiceClient<Channel>, CriError> {
     let path = socket.to_owned();
     // The URI is a placeholder: the connector dials the unix socket.
     let channel = Endpoint::from_static("http://[::]:0")

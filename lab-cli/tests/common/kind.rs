@@ -33,13 +33,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
     PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest,
     RunPodSandboxRequest, StopPodSandboxRequest, runtime_service_client::RuntimeServiceClient,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// Cgroup `name` (at the root) in every hierarchy of the host: each v1
 /// controller's and v2 (`unified` on a hybrid host), or v2 alone.
@@ -461,19 +460,9 @@ impl Node {
     }
 
     async fn cri(&self) -> RuntimeServiceClient<Channel> {
-        let socket = self.path("/run/containerd/containerd.sock");
-        let channel = Endpoint::from_static("http://[::]:0")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
+        lab_cli::kernel::cri::connect(&self.path("/run/containerd/containerd.sock"))
             .await
-            .expect("connect to the node's containerd");
-        RuntimeServiceClient::new(channel)
+            .expect("connect to the node's containerd")
     }
 
     /// Creates pod `namespace/name` as kubelet would (RunPodSandbox with
