@@ -20,7 +20,7 @@ APT_PACKAGES=(
   protobuf-compiler
   iproute2 conntrack iptables nftables containernetworking-plugins
   iperf3 bpftrace dropwatch bpftool util-linux ethtool procps
-  containerd runc umoci libc6-dev
+  containerd runc umoci libc6-dev tcpdump
 )
 
 check_only=0

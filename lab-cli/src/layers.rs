@@ -10,7 +10,7 @@ use std::{
 const LAYERS: &[&[&str]] = &[
     &["kernel"],
     &["ebpf"],
-    &["drops", "conntrack", "masq"],
+    &["drops", "conntrack", "masq", "services"],
     &["lab"],
     &["demo", "exercises"],
     &["output"],

@@ -8,7 +8,7 @@
 //!
 //! 1. `kernel`: namespaces, netlink, BTF, tracefs, bpffs, signals.
 //! 2. `ebpf`: our programs: load, attach, pin, raw map rows.
-//! 3. domain: `drops`, `conntrack`, `masq`; then `lab`; then `demo` and
+//! 3. domain: `drops`, `conntrack`, `masq`, `services`; then `lab`; then `demo` and
 //!    `exercises`.
 //! 4. `output`: formats, tables, printers, exit codes.
 //! 5. `cli`: the command line's arguments.
@@ -21,6 +21,7 @@ pub mod ebpf;
 pub mod conntrack;
 pub mod drops;
 pub mod masq;
+pub mod services;
 
 pub mod lab;
 

@@ -273,6 +273,8 @@ fn a_namespace_with_no_recorded_inode_is_never_deleted() {
             name: foreign.name().to_owned(),
             inode: 0,
         }],
+        cgroups: Vec::new(),
+        services: Vec::new(),
     }
     .save()
     .unwrap();

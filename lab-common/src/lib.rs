@@ -7,6 +7,7 @@
 pub mod ct;
 pub mod drop_count;
 pub mod flow;
+pub mod lb;
 pub mod masq;
 pub mod nat;
 pub mod offsets;

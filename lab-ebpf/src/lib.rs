@@ -10,6 +10,8 @@ pub mod config;
 #[cfg(target_arch = "bpf")]
 pub mod kernel;
 #[cfg(target_arch = "bpf")]
+pub mod lb;
+#[cfg(target_arch = "bpf")]
 pub mod license;
 #[cfg(target_arch = "bpf")]
 pub mod packet;

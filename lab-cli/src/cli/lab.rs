@@ -10,6 +10,7 @@ use crate::{
     ebpf::tc::TcAttach,
     lab::{plan::MasqMode, traffic::Proto},
     output::OutputFormat,
+    services::KubeProxyMode,
 };
 
 #[derive(Debug, Args)]
@@ -22,7 +23,7 @@ pub struct LabArgs {
 pub enum LabCommand {
     /// The scenarios, with the concept each one teaches.
     List(LabListArgs),
-    /// Build a scenario: basic, two-node, overlay, drops or policy.
+    /// Build a scenario: basic, two-node, overlay, drops, policy or service.
     Up(LabUpArgs),
     /// Remove a lab and everything it created (default: every lab).
     Down(LabDownArgs),
@@ -46,7 +47,7 @@ pub struct LabListArgs {
 
 #[derive(Debug, Args)]
 pub struct LabUpArgs {
-    /// basic, two-node, overlay, drops or policy (see `labctl lab list`).
+    /// basic, two-node, overlay, drops, policy or service (see `labctl lab list`).
     #[arg(value_parser = values::scenario)]
     pub scenario: String,
     /// Lab name, prefixing its namespaces (default: the scenario's name).
@@ -69,6 +70,9 @@ pub struct LabUpArgs {
     /// kernels before 6.6 do.
     #[arg(long, value_enum, default_value_t = TcAttach::Auto)]
     pub tc_attach: TcAttach,
+    /// Scenarios with services: who implements them [default: iptables].
+    #[arg(long, value_enum)]
+    pub kube_proxy: Option<KubeProxyMode>,
     /// Output: text for people, json for scripts (members, addresses, hints).
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -126,7 +130,8 @@ pub struct LabExecArgs {
 pub struct LabTrafficArgs {
     /// The sending pod, node, or `world`.
     pub from: String,
-    /// The receiving member, or an IPv4 address.
+    /// The receiving member, a service of the lab (`web`, or its VIP), or
+    /// an IPv4 address.
     pub to: String,
     /// The lab (needed only when several labs have these members).
     #[arg(long, value_parser = values::lab_name)]
@@ -134,9 +139,10 @@ pub struct LabTrafficArgs {
     /// What to send.
     #[arg(long, short, value_enum, default_value_t = Proto::Icmp)]
     pub proto: Proto,
-    /// UDP/TCP port (an echo server is started there on the receiving member).
-    #[arg(long, default_value = "5001", value_parser = values::port)]
-    pub port: u16,
+    /// UDP/TCP port (an echo server is started there on the receiving
+    /// member) [default: 5001, or the service's port when TO is a service].
+    #[arg(long, value_parser = values::port)]
+    pub port: Option<u16>,
     /// Probes to send (echo requests, datagrams or connections) [default: 3].
     #[arg(long, short = 'c', conflicts_with = "duration", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: Option<u32>,

@@ -10,6 +10,7 @@ pub mod explain;
 pub mod lab;
 pub mod masq;
 pub mod shell;
+pub mod svc;
 pub mod trace;
 pub mod values;
 
@@ -55,6 +56,9 @@ pub enum Command {
     /// an eBPF program from each packet's conntrack entry (or read from the
     /// eBPF masquerading's own maps); `masq nat-table` lists its mappings.
     Masq(masq::MasqTopArgs),
+    /// Services side by side: kube-proxy's iptables and nftables chains,
+    /// eBPF load balancing per packet and per socket; list and change them live.
+    Svc(svc::SvcArgs),
     /// Build CNI-style lab topologies (nodes, pods, bridge, veth, VXLAN,
     /// masquerade) in network namespaces.
     Lab(lab::LabArgs),
@@ -81,6 +85,7 @@ impl Command {
             Command::Lab(_) => "lab",
             Command::Conntrack(_) => "conntrack",
             Command::Masq(_) => "masq",
+            Command::Svc(_) => "svc",
             Command::Exercise(_) => "exercise",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",

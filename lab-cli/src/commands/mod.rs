@@ -9,6 +9,7 @@ pub mod explain;
 pub mod lab;
 pub mod masq;
 pub mod shell;
+pub mod svc;
 pub mod trace;
 
 use crate::{cli::Command, output::exit::Outcome};
@@ -23,6 +24,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Lab(args) => lab::run(args.command),
         Command::Conntrack(args) => conntrack::run(args.command),
         Command::Masq(args) => masq::run(args),
+        Command::Svc(args) => svc::run(args.command),
         Command::Exercise(args) => exercise::run(args.command),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),

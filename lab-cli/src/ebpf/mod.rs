@@ -7,6 +7,7 @@ pub mod drop_counter;
 pub mod drop_tracer;
 pub mod error;
 pub mod floor;
+pub mod lb;
 pub mod loader;
 pub mod maps;
 pub mod masq_counter;

@@ -19,3 +19,7 @@ pub static MASQ_COUNTER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// eBPF masquerading (`labctl lab up basic --masq ebpf`).
 pub static NAT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat"));
+
+/// Service load balancing: tc per packet and socket-LB (`labctl lab up
+/// service --kube-proxy ebpf|ebpf-socket`).
+pub static LB: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));

@@ -6,6 +6,12 @@
 //!   ct-<netns inode>-<iface>/          `conntrack track`: table, counters
 //!   nat-<netns inode>/                 eBPF masquerading: egress, ingress
 //!                                      (tcx links), out, in, stats, pods
+//!   lb-<netns inode>/                  a node's tc service load balancer:
+//!                                      services, backends, revnat, ct,
+//!                                      ct_rev, conns, from-<veth>, to-<veth>
+//!   socklb-<cgroup inode>/             a lab's socket-LB: the same maps,
+//!                                      connect4, sendmsg4, recvmsg4,
+//!                                      getpeername4 (cgroup links)
 //! ```
 
 use std::{
@@ -141,6 +147,16 @@ pub fn trackers(netns_ino: u64) -> Result<Vec<PathBuf>, ProgramSetupError> {
 /// A node's eBPF masquerading: `nat-<netns inode>`.
 pub fn nat(netns_ino: u64) -> PathBuf {
     root().join(format!("nat-{netns_ino}"))
+}
+
+/// A node's tc service load balancer: `lb-<netns inode>`.
+pub fn lb(netns_ino: u64) -> PathBuf {
+    root().join(format!("lb-{netns_ino}"))
+}
+
+/// A lab's socket-LB, attached to the cgroup with this inode: `socklb-<inode>`.
+pub fn socklb(cgroup_ino: u64) -> PathBuf {
+    root().join(format!("socklb-{cgroup_ino}"))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! attachments (tc, xdp) go to `lo` of a throwaway namespace, cgroup_skb to a
 //! throwaway cgroup, so nothing on the host is touched.
 
-use std::{fs, path::PathBuf};
+use std::fs;
 
 use aya::{
     Btf, Ebpf,
@@ -167,7 +167,8 @@ fn network(ebpf: &mut Ebpf) -> (Result<String, String>, Result<String, String>) 
 fn cgroup_skb(ebpf: &mut Ebpf) -> Result<String, String> {
     let p: &mut CgroupSkb = program(ebpf, "probe_cgroup_skb")?;
     p.load().map_err(short)?;
-    let root = cgroup2_root().ok_or("loaded; no cgroup2 hierarchy is mounted to attach to")?;
+    let root = crate::kernel::cgroup::cgroup2_root()
+        .ok_or("loaded; no cgroup2 hierarchy is mounted to attach to")?;
     let dir = root.join(netns::unique_name("labctl-doctor"));
     fs::create_dir(&dir)
         .map_err(|e| format!("loaded; cannot create cgroup {}: {e}", dir.display()))?;
@@ -187,15 +188,4 @@ fn cgroup_skb(ebpf: &mut Ebpf) -> Result<String, String> {
     attached?;
     removed?;
     Ok("attached to a throwaway cgroup".into())
-}
-
-/// Where the cgroup2 hierarchy is mounted (/sys/fs/cgroup on unified
-/// systems, /sys/fs/cgroup/unified on hybrid ones such as this kind's nodes).
-fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(dir))
-    })
 }

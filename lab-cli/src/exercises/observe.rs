@@ -396,7 +396,7 @@ impl Ctx<'_> {
             let port = port
                 .parse()
                 .map_err(|_| format!("`{port}` is not a port"))?;
-            spec.server = Some((self.endpoint(member)?, port));
+            spec.servers = vec![(self.endpoint(member)?, port)];
         }
         if let Some(port) = &p.port {
             spec.port = port

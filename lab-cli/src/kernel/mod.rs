@@ -5,6 +5,7 @@
 
 pub mod bpffs;
 pub mod btf;
+pub mod cgroup;
 pub mod clock;
 pub mod cri;
 pub mod interrupt;
@@ -17,4 +18,5 @@ pub mod privilege;
 pub mod ready;
 pub mod rtnl;
 pub mod sysctl;
+pub mod tool;
 pub mod tracefs;

@@ -200,6 +200,38 @@ impl NetNs {
         })
     }
 
+    /// Runs `program ARGS` inside this namespace (a child forked from a
+    /// thread in the namespace starts in it), feeding it `stdin`, and
+    /// returns its output: how labctl drives nft, iptables-restore and
+    /// iptables-save for a namespace.
+    pub fn output(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<io::Result<std::process::Output>, NetnsError> {
+        use std::{
+            io::Write as _,
+            process::{Command, Stdio},
+        };
+        self.run(|| -> io::Result<_> {
+            let mut child = Command::new(program)
+                .args(args)
+                .stdin(if stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                pipe.write_all(text.as_bytes())?;
+            }
+            child.wait_with_output()
+        })
+    }
+
     /// Keeps a namespace this process created: it is no longer deleted on
     /// drop (a lab's namespaces outlive the command that built them).
     pub fn keep(mut self) -> Self {

@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use super::{plan::UPLINK, state::LabState};
 use crate::{
-    ebpf::error::ProgramSetupError,
+    ebpf::{self, error::ProgramSetupError, pins},
     kernel::netns::{self, Entry, NETNS_RUN_DIR, NetNs, NetnsError},
     masq::nat,
 };
@@ -31,8 +31,10 @@ pub enum TeardownError {
     NotANamespace { path: PathBuf },
     #[error(transparent)]
     Netns(#[from] NetnsError),
-    #[error("cannot remove eBPF masquerading: {0}")]
+    #[error("cannot remove eBPF masquerading or load balancing: {0}")]
     Nat(Box<ProgramSetupError>),
+    #[error("{0}")]
+    Services(String),
     #[error("cannot inspect or remove {path}: {source}")]
     Stat {
         path: PathBuf,
@@ -43,7 +45,11 @@ pub enum TeardownError {
 /// Deletes every namespace recorded for the lab, newest first. Returns what
 /// could not be removed (empty: all gone).
 pub fn teardown(state: &LabState) -> Vec<TeardownError> {
-    let mut errors = Vec::new();
+    // Socket-LB and the pods' cgroups first (they hold no namespace).
+    let mut errors: Vec<TeardownError> = super::services::teardown(state)
+        .into_iter()
+        .map(TeardownError::Services)
+        .collect();
     for record in state.namespaces.iter().rev() {
         let path = Path::new(NETNS_RUN_DIR).join(&record.name);
         let found = match netns::entry(&path) {
@@ -85,6 +91,10 @@ pub fn teardown(state: &LabState) -> Vec<TeardownError> {
         // eBPF masquerading pins (links and maps) outlive the namespace
         // unless removed; removing them detaches the programs.
         if let Err(e) = nat::detach(&NetNs::at(&record.name, &path), record.inode, UPLINK) {
+            errors.push(TeardownError::Nat(Box::new(e)));
+        }
+        // So do the tc load balancer's (links to the pods' veths, maps).
+        if let Err(e) = ebpf::lb::detach(&pins::lb(record.inode)) {
             errors.push(TeardownError::Nat(Box::new(e)));
         }
         if let Err(e) = netns::remove(&record.name, &path) {

@@ -18,6 +18,8 @@ use crate::kernel::netns::NetNs;
 
 #[derive(Debug, Error)]
 pub enum ExecError {
+    #[error("cannot run the command in the pod's cgroup: {0}")]
+    Cgroup(#[from] crate::kernel::cgroup::CgroupError),
     #[error("no command given; usage: labctl lab exec MEMBER -- COMMAND [ARGS...]")]
     NoCommand,
     #[error("cannot open network namespace `{netns}`: {source}")]
@@ -45,19 +47,29 @@ impl ExecError {
     }
 }
 
-/// Runs `argv` in `ns` and waits for it.
-pub fn run(ns: &NetNs, argv: &[String]) -> Result<ExitStatus, ExecError> {
+/// Runs `argv` in `ns` (and in cgroup `cgroup`, a pod's under socket-LB)
+/// and waits for it.
+pub fn run(
+    ns: &NetNs,
+    cgroup: Option<&std::path::Path>,
+    argv: &[String],
+) -> Result<ExitStatus, ExecError> {
     let (program, args) = argv.split_first().ok_or(ExecError::NoCommand)?;
     let file = std::fs::File::open(ns.path()).map_err(|source| ExecError::Open {
         netns: ns.name().to_owned(),
         source,
     })?;
+    let procs = cgroup.map(crate::kernel::cgroup::procs_file).transpose()?;
     let mut command = Command::new(program);
     command.args(args);
     // SAFETY: the closure runs in the forked child before exec and only makes
     // system calls (setns, unshare, mount), which are async-signal-safe.
     unsafe {
         command.pre_exec(move || {
+            if let Some(procs) = &procs {
+                // "0": the writing process itself (write(2) only).
+                nix::unistd::write(procs, b"0\n")?;
+            }
             setns(&file, CloneFlags::CLONE_NEWNET)?;
             unshare(CloneFlags::CLONE_NEWNS)?;
             // Keep our mount changes private, then give the child a sysfs

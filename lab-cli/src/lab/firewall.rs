@@ -8,11 +8,7 @@
 //! -t nat -L -v` shows the same kernel objects). The table lives in the
 //! node's namespace and disappears with it.
 
-use std::{
-    io::{self, Write as _},
-    net::Ipv4Addr,
-    process::{Command, Stdio},
-};
+use std::net::Ipv4Addr;
 
 use thiserror::Error;
 
@@ -20,7 +16,10 @@ use super::{
     plan::{CLUSTER_CIDR, MasqMode, POD_PREFIX, Plan, UPLINK},
     scenario::{FAULT_SOURCE, FaultKind, POLICY_ALLOWED_PORT},
 };
-use crate::kernel::netns::NetNs;
+use crate::kernel::{
+    netns::NetNs,
+    tool::{self, ToolError},
+};
 
 /// The table every lab node gets.
 pub const TABLE: &str = "labctl";
@@ -31,10 +30,8 @@ pub const DROPPED_PORT: u16 = 7777;
 pub enum FirewallError {
     #[error("the `nft` command was not found; install nftables (`apt-get install nftables`)")]
     NftMissing,
-    #[error("cannot run nft in network namespace `{netns}`: {source}")]
-    Run { netns: String, source: io::Error },
-    #[error("nft refused the rules for network namespace `{netns}`: {stderr}")]
-    Refused { netns: String, stderr: String },
+    #[error(transparent)]
+    Tool(#[from] ToolError),
     #[error(transparent)]
     Netns(#[from] crate::kernel::netns::NetnsError),
 }
@@ -105,52 +102,12 @@ pub fn node_ruleset(plan: &Plan, node: usize) -> String {
 
 /// Loads `ruleset` into `ns` with `nft -f -`.
 pub fn apply(ns: &NetNs, ruleset: &str) -> Result<(), FirewallError> {
-    let netns = ns.name().to_owned();
-    let run = |source| FirewallError::Run {
-        netns: netns.clone(),
-        source,
-    };
-    // A child forked from a thread inside the namespace starts in it.
-    let output = ns.run(|| -> io::Result<_> {
-        let mut child = Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(ruleset.as_bytes())?;
-        }
-        child.wait_with_output()
-    })?;
-    let output = output.map_err(run)?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(FirewallError::Refused {
-            netns,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
-    }
+    Ok(tool::run(ns, "nft", &["-f", "-"], Some(ruleset)).map(drop)?)
 }
 
 /// `nft list ruleset` inside `ns` (with counters), for `lab status`.
 pub fn list(ns: &NetNs) -> Result<String, FirewallError> {
-    let netns = ns.name().to_owned();
-    let output = ns
-        .run(|| Command::new("nft").args(["list", "ruleset"]).output())?
-        .map_err(|source| FirewallError::Run {
-            netns: netns.clone(),
-            source,
-        })?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(FirewallError::Refused {
-            netns,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
-    }
+    Ok(tool::run(ns, "nft", &["list", "ruleset"], None)?)
 }
 
 /// The masquerade rule's packet counter in `ruleset` (from `nft list`).

@@ -2,6 +2,8 @@
 //! the options it was built with, with `--lab` where several labs are up.
 //! (labctl runs as root: a learner types them after `sudo`, as `lab up`.)
 
+use crate::services::KubeProxyMode;
+
 use super::{
     Lab,
     names::display,
@@ -24,6 +26,41 @@ pub fn hints(lab: &Lab, several_labs: bool) -> Vec<String> {
         .find(|(_, role, _)| *role == Role::Node)
         .map_or_else(|| display(name, "node1"), |(m, _, _)| display(name, m));
     let mut out = Vec::new();
+    if let Some(mode) = plan.kube_proxy() {
+        out.push(format!(
+            "labctl svc list{with_lab}   # the service, read from the {}",
+            match mode {
+                KubeProxyMode::Iptables => "iptables chains",
+                KubeProxyMode::Nftables => "nft table",
+                _ => "eBPF maps",
+            }
+        ));
+        out.push(format!(
+            "labctl lab traffic client web --proto tcp -c 30{with_lab}   # who answers?"
+        ));
+        out.push(format!("labctl svc backend del web web-1{with_lab}"));
+        match mode {
+            KubeProxyMode::Iptables => out.push(format!(
+                "ip netns exec {name}-node1 iptables-save -t nat | grep KUBE"
+            )),
+            KubeProxyMode::Nftables => out.push(format!(
+                "ip netns exec {name}-node1 nft list table ip kube-proxy"
+            )),
+            KubeProxyMode::Ebpf | KubeProxyMode::EbpfSocket => out.push(format!(
+                "labctl lab exec client{with_lab} -- tcpdump -ni eth0 tcp   # VIP or backend on the wire?"
+            )),
+            KubeProxyMode::Ipvs => {}
+        }
+        if mode.is_netfilter() {
+            out.push(format!(
+                "labctl conntrack list --netns {node1}   # the DNATs"
+            ));
+        }
+        out.push(format!(
+            "labctl lab status {name}   |   labctl lab down {name}"
+        ));
+        return out;
+    }
     if !sc.faults.is_empty() {
         out.push("labctl trace --explain   # in one terminal; then, in another:".into());
         for f in sc.faults.iter().take(2) {
@@ -109,6 +146,8 @@ mod tests {
                 options,
                 complete: true,
                 namespaces: Vec::new(),
+                cgroups: Vec::new(),
+                services: Vec::new(),
             },
         }
     }

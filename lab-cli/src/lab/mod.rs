@@ -11,6 +11,7 @@ pub mod hints;
 pub mod names;
 pub mod plan;
 pub mod scenario;
+pub mod services;
 pub mod state;
 pub mod status;
 pub mod traffic;
@@ -99,6 +100,8 @@ pub enum LabError {
         "lab `{0}` masquerades with netfilter; eBPF masquerading settings need a lab built with `--masq ebpf`"
     )]
     NotEbpf(String),
+    #[error(transparent)]
+    Services(Box<crate::services::ServiceError>),
 }
 
 impl From<ProgramSetupError> for LabError {
@@ -141,7 +144,7 @@ impl LabError {
                 | LabError::NotEbpf(_)
                 | LabError::State(StateError::Name(_))
                 | LabError::Netns(NetnsError::BadName(_) | NetnsError::NotFound(_))
-        )
+        ) || matches!(self, LabError::Services(e) if e.is_usage())
     }
 }
 

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use thiserror::Error;
 
 use super::scenario::{Routing, Scenario};
-use crate::{ebpf::tc::TcAttach, kernel::rtnl::VxlanSpec};
+use crate::{ebpf::tc::TcAttach, kernel::rtnl::VxlanSpec, services::KubeProxyMode};
 
 pub const UNDERLAY_BRIDGE: &str = "underlay0";
 pub const UNDERLAY_PREFIX: u8 = 16;
@@ -49,6 +49,10 @@ pub enum PlanError {
     NatWithoutEbpf,
     #[error("NAT port range {0}-{1} is empty or includes port 0; use e.g. 32768-60999")]
     BadPorts(u16, u16),
+    #[error(
+        "scenario `{0}` has no services; --kube-proxy is for scenarios with services (`labctl lab up service --kube-proxy ...`)"
+    )]
+    KubeProxyWithoutServices(&'static str),
 }
 
 /// What a lab member is.
@@ -115,6 +119,10 @@ pub struct LabOptions {
     /// has it, or always netlink as before 6.6).
     #[serde(default)]
     pub tc_attach: TcAttach,
+    /// Who implements the scenario's services (default: kube-proxy's
+    /// iptables mode); only for scenarios with services.
+    #[serde(default)]
+    pub kube_proxy: Option<KubeProxyMode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -192,6 +200,9 @@ impl Plan {
     ) -> Result<Self, PlanError> {
         validate_name(lab)?;
         options.validate()?;
+        if options.kube_proxy.is_some() && scenario.services.is_empty() {
+            return Err(PlanError::KubeProxyWithoutServices(scenario.name));
+        }
         let netns = |member: &str| format!("{lab}-{member}");
         let pod_mtu = options.mtu.unwrap_or_else(|| scenario.pod_mtu());
         let nodes: Vec<NodePlan> = (1..=scenario.nodes)
@@ -244,6 +255,20 @@ impl Plan {
 
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Who implements services in this lab (None: it has none).
+    pub fn kube_proxy(&self) -> Option<KubeProxyMode> {
+        (!self.scenario.services.is_empty()).then(|| self.options.kube_proxy.unwrap_or_default())
+    }
+
+    /// The lab's cgroup (socket-LB attaches there) and each pod's below
+    /// it, relative to the cgroup2 root: `labctl-LAB`, `labctl-LAB/POD`.
+    pub fn cgroup(&self, pod: Option<&str>) -> String {
+        match pod {
+            Some(p) => format!("labctl-{}/{p}", self.lab),
+            None => format!("labctl-{}", self.lab),
+        }
     }
 }
 
@@ -492,6 +517,7 @@ mod tests {
             policy: false,
             uplink_mtu: 1500,
             rp_filter: false,
+            services: &[],
             faults: &[],
         };
         let p = Plan::new("three", &THREE, LabOptions::default()).unwrap();

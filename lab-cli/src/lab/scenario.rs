@@ -1,5 +1,7 @@
 //! The built-in lab scenarios: what each builds and what it teaches.
 
+use std::net::Ipv4Addr;
+
 /// A pod and the node (1-based) it runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PodSpec {
@@ -81,6 +83,19 @@ pub struct Scenario {
     /// Strict reverse-path filtering (rp_filter=1) on the nodes.
     pub rp_filter: bool,
     pub faults: &'static [Fault],
+    /// ClusterIP services, with the pods behind them (those pods run the
+    /// service's app: an echo server answering with the pod's name).
+    pub services: &'static [ServiceDef],
+}
+
+/// A service a scenario starts with (TCP and UDP on `port`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceDef {
+    pub name: &'static str,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub target_port: u16,
+    pub backends: &'static [&'static str],
 }
 
 /// Where drop faults fire from: the client pod of the `drops` scenario.
@@ -122,6 +137,7 @@ pub const SCENARIOS: &[Scenario] = &[
         policy: false,
         uplink_mtu: 1500,
         rp_filter: false,
+        services: &[],
         faults: &[],
     },
     Scenario {
@@ -147,6 +163,7 @@ pub const SCENARIOS: &[Scenario] = &[
         policy: false,
         uplink_mtu: 1500,
         rp_filter: false,
+        services: &[],
         faults: &[],
     },
     Scenario {
@@ -174,6 +191,7 @@ pub const SCENARIOS: &[Scenario] = &[
         policy: false,
         uplink_mtu: 1500,
         rp_filter: false,
+        services: &[],
         faults: &[],
     },
     Scenario {
@@ -199,6 +217,7 @@ pub const SCENARIOS: &[Scenario] = &[
         policy: false,
         uplink_mtu: 1280,
         rp_filter: true,
+        services: &[],
         faults: &[
             Fault {
                 kind: FaultKind::ClosedPort,
@@ -270,6 +289,54 @@ pub const SCENARIOS: &[Scenario] = &[
         policy: true,
         uplink_mtu: 1500,
         rp_filter: false,
+        services: &[],
+        faults: &[],
+    },
+    Scenario {
+        name: "service",
+        summary: "a ClusterIP service with three backends on two nodes: kube-proxy (iptables, nftables) or eBPF",
+        teaches: "A Service is a virtual IP (10.96.0.10:80) that no interface has: something on \
+                  the path must turn it into a backend pod's address. kube-proxy's iptables \
+                  mode does it with a chain per service and per endpoint (KUBE-SERVICES -> \
+                  KUBE-SVC -> KUBE-SEP, `statistic mode random`, DNAT) that every new \
+                  connection walks; its nftables mode with one verdict-map lookup and \
+                  `numgen random`; conntrack remembers the choice and rewrites the replies. \
+                  Cilium replaces all of it with eBPF hash maps: per packet at the pod's veth \
+                  (`--kube-proxy ebpf`), or once per connection in connect() itself \
+                  (socket-LB, `--kube-proxy ebpf-socket`), so the wire never carries the VIP. \
+                  Try: `labctl svc list`, `labctl lab traffic client web --proto tcp -c 30`, \
+                  `labctl svc backend del web web-1`.",
+        nodes: 2,
+        pods: &[
+            PodSpec {
+                name: "client",
+                node: 1,
+            },
+            PodSpec {
+                name: "web-1",
+                node: 1,
+            },
+            PodSpec {
+                name: "web-2",
+                node: 2,
+            },
+            PodSpec {
+                name: "web-3",
+                node: 2,
+            },
+        ],
+        routing: Routing::Native,
+        default_route: true,
+        policy: false,
+        uplink_mtu: 1500,
+        rp_filter: false,
+        services: &[ServiceDef {
+            name: "web",
+            vip: Ipv4Addr::new(10, 96, 0, 10),
+            port: 80,
+            target_port: 8080,
+            backends: &["web-1", "web-2", "web-3"],
+        }],
         faults: &[],
     },
 ];

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use thiserror::Error;
 
 use super::plan::{LabOptions, PlanError, validate_name};
+use crate::services::ServiceSpec;
 
 pub const RUN_DIR: &str = "/run/labctl";
 
@@ -64,6 +65,20 @@ pub struct LabState {
     /// False while `up` is still building (or if it crashed).
     pub complete: bool,
     pub namespaces: Vec<NamespaceRecord>,
+    /// cgroups made for the pods (socket-LB), in creation order; inode 0:
+    /// recorded before it was made.
+    #[serde(default)]
+    pub cgroups: Vec<CgroupRecord>,
+    /// The lab's services, as `svc add|del|backend` left them.
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupRecord {
+    /// Relative to the cgroup2 root.
+    pub path: String,
+    pub inode: u64,
 }
 
 /// JSON records, one file per lab name (`NAME.json`), in a directory

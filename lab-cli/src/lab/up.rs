@@ -19,6 +19,7 @@ use super::{
         CLUSTER_CIDR, MasqMode, NodePlan, POD_BRIDGE, POD_IFNAME, POD_PREFIX, Plan, PodPlan,
         UNDERLAY_BRIDGE, UNDERLAY_PREFIX, UPLINK, VXLAN_DEV, WORLD_GATEWAY, WORLD_SERVER,
     },
+    services as svc,
     state::{LabState, NamespaceRecord},
 };
 use crate::{
@@ -29,6 +30,7 @@ use crate::{
         sysctl,
     },
     masq::nat::{self, NatParams},
+    services,
 };
 
 /// Builds the lab. On failure, everything built so far is removed again and
@@ -41,6 +43,9 @@ pub fn up(plan: &Plan, fail_at_step: Option<usize>) -> Result<LabState, LabError
         });
     }
     firewall::check_nft()?;
+    if let Some(mode) = plan.kube_proxy() {
+        services::check_mode(mode)?;
+    }
     // Refuse before building anything if a name is taken by someone else.
     for name in plan.namespaces() {
         // An empty mount point left by a killed create or delete only
@@ -61,6 +66,8 @@ pub fn up(plan: &Plan, fail_at_step: Option<usize>) -> Result<LabState, LabError
         options: plan.options.clone(),
         complete: false,
         namespaces: Vec::new(),
+        cgroups: Vec::new(),
+        services: Vec::new(),
     };
     state.save()?;
     let mut steps = Steps {
@@ -140,6 +147,10 @@ fn build(plan: &Plan, state: &mut LabState, steps: &mut Steps) -> Result<(), Lab
         steps.next(&format!("wire {}", pod.name))?;
         wire_pod(pod, &plan.nodes[pod.node], &alias)?;
     }
+    if let Some(mode) = plan.kube_proxy() {
+        steps.next(&format!("services ({mode})"))?;
+        svc::build(plan, state, mode)?;
+    }
     Ok(())
 }
 
@@ -211,7 +222,11 @@ fn wire_node(plan: &Plan, node: &NodePlan, world: &Rtnl, alias: &str) -> Result<
         .map(|p| p.mtu)
         .next()
         .unwrap_or(node.uplink_mtu);
-    rt.add_bridge(POD_BRIDGE, pod_mtu, plan.scenario.policy)?;
+    // kube-proxy needs bridged traffic to pass netfilter too (what
+    // br_netfilter does on a real node): a backend's reply to a client on
+    // the same bridge must meet conntrack to be translated back.
+    let nf_bridge = plan.scenario.policy || plan.kube_proxy().is_some_and(|m| m.is_netfilter());
+    rt.add_bridge(POD_BRIDGE, pod_mtu, nf_bridge)?;
     rt.set_alias(POD_BRIDGE, alias)?;
     rt.add_address(POD_BRIDGE, IpAddr::V4(node.gateway), POD_PREFIX)?;
     rt.set_up(POD_BRIDGE)?;

@@ -4,6 +4,7 @@
 pub mod conntrack;
 pub mod drops;
 pub mod exit;
+pub mod services;
 pub mod table;
 
 /// `--output`: text for people, JSON for scripts.

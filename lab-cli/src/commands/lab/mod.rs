@@ -12,7 +12,7 @@ use crate::{
         LabCommand, LabDownArgs, LabExecArgs, LabListArgs, LabStatusArgs, LabTrafficArgs,
         LabTriggerArgs, LabUpArgs,
     },
-    kernel::{interrupt, privilege},
+    kernel::{cgroup, interrupt, privilege},
     lab::{
         self, Endpoint, Lab, exec, faults, names,
         plan::{LabOptions, MasqMode},
@@ -23,6 +23,7 @@ use crate::{
         OutputFormat,
         exit::{Outcome, UsageError},
     },
+    services::KubeProxyMode,
 };
 
 pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
@@ -36,6 +37,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
             nat_udp_timeout,
             nat_ports,
             tc_attach,
+            kube_proxy,
             output,
         }) => up(
             &scenario,
@@ -46,6 +48,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
                 nat_udp_timeout,
                 nat_ports,
                 tc_attach,
+                kube_proxy,
             },
             output,
         ),
@@ -72,15 +75,23 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
         }) => {
             let spec = TrafficSpec {
                 proto,
-                port,
+                port: port.unwrap_or(TrafficSpec::default().port),
                 count: count.unwrap_or(TrafficSpec::default().count),
                 size,
                 timeout,
                 duration,
                 source_port,
-                server: None,
+                servers: Vec::new(),
+                named: false,
             };
-            traffic(lab.as_deref(), &from, &to, backend.as_deref(), spec, output)
+            traffic(
+                lab.as_deref(),
+                (&from, &to),
+                port.is_some(),
+                backend.as_deref(),
+                spec,
+                output,
+            )
         }
         LabCommand::Trigger(LabTriggerArgs {
             fault,
@@ -129,7 +140,12 @@ fn up(
     options: LabOptions,
     output: OutputFormat,
 ) -> anyhow::Result<Outcome> {
-    if options.masq == MasqMode::Ebpf {
+    if options.masq == MasqMode::Ebpf
+        || matches!(
+            options.kube_proxy,
+            Some(KubeProxyMode::Ebpf | KubeProxyMode::EbpfSocket)
+        )
+    {
         // Loading the NAT programs needs the eBPF capabilities too.
         privilege::require("lab up")?;
     }
@@ -219,7 +235,7 @@ fn exec(lab: Option<&str>, member: &str, command: &[String]) -> anyhow::Result<O
     privilege::require_netns_admin("lab exec")?;
     let lab = Lab::find_member(lab, member)?;
     let ns = lab.netns(member)?;
-    let status = match exec::run(&ns, command) {
+    let status = match exec::run(&ns, lab.pod_cgroup(member).as_deref(), command) {
         Ok(status) => status,
         Err(e) => match e.shell_code() {
             // As a shell: one line on stderr, 127 or 126.
@@ -258,15 +274,36 @@ fn endpoint(lab: &Lab, name: &str) -> anyhow::Result<Endpoint> {
 
 fn traffic(
     lab: Option<&str>,
-    from: &str,
-    to: &str,
+    (from, to): (&str, &str),
+    port_given: bool,
     backend: Option<&str>,
     mut spec: TrafficSpec,
     output: OutputFormat,
 ) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("lab traffic")?;
     let lab = Lab::find_member(lab, from)?;
-    let (src, dst) = (endpoint(&lab, from)?, endpoint(&lab, to)?);
+    let src = endpoint(&lab, from)?;
+    let dst = match lab.service(to).filter(|_| lab.endpoint(to).is_none()) {
+        // A service: its backends' app answers, each with its name.
+        Some((vip, port)) => {
+            if !port_given {
+                spec.port = port;
+            }
+            spec.servers = lab.app_servers();
+            spec.named = true;
+            Endpoint {
+                name: to.to_owned(),
+                netns: None,
+                addr: vip,
+            }
+        }
+        None => endpoint(&lab, to)?,
+    };
+    // Under socket-LB a pod's processes run in its cgroup, where the
+    // programs are: so does this one (it exits when done).
+    if let Some(cg) = lab.pod_cgroup(from) {
+        cgroup::join(&cg).with_context(|| format!("cannot run as pod {from}"))?;
+    }
     if let Some(backend) = backend {
         let (member, port) = backend.split_once(':').ok_or_else(|| {
             UsageError(format!("`{backend}` is not MEMBER:PORT, e.g. world:5353"))
@@ -276,7 +313,7 @@ fn traffic(
             .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| UsageError(format!("`{port}` is not a port")))?;
-        spec.server = Some((endpoint(&lab, member)?, port));
+        spec.servers = vec![(endpoint(&lab, member)?, port)];
     }
     let spec = &spec;
     let report = traffic::run(&src, &dst, spec)

@@ -26,11 +26,16 @@ pub(super) struct EchoServer {
 }
 
 impl EchoServer {
+    /// `name`: answer with it (a service backend telling the client who
+    /// it is): after each UDP echo's payload, and as a first line on each
+    /// TCP connection.
     pub(super) fn start(
         ns: &NetNs,
         local: Ipv4Addr,
         spec: &TrafficSpec,
+        name: Option<&str>,
     ) -> Result<Self, TrafficError> {
+        let name: Vec<u8> = name.map(|n| n.as_bytes().to_vec()).unwrap_or_default();
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(BTreeMap::new()));
         // Bound to the member's own address, so UDP answers leave from the
@@ -64,7 +69,9 @@ impl EchoServer {
                     while !stop2.load(Ordering::Relaxed) {
                         if let Ok((n, peer)) = socket.recv_from(&mut buf) {
                             record(peer);
-                            if let Err(e) = socket.send_to(&buf[..n], peer) {
+                            let mut reply = buf[..n].to_vec();
+                            reply.extend_from_slice(&name);
+                            if let Err(e) = socket.send_to(&reply, peer) {
                                 tracing::debug!("echo to {peer}: {e}");
                             }
                         }
@@ -81,8 +88,16 @@ impl EchoServer {
                             continue;
                         }
                         match listener.accept() {
-                            Ok((stream, peer)) => {
+                            Ok((mut stream, peer)) => {
                                 record(peer);
+                                if !name.is_empty() {
+                                    let mut line = name.clone();
+                                    line.push(b'\n');
+                                    if let Err(e) = stream.write_all(&line) {
+                                        tracing::debug!("greeting {peer}: {e}");
+                                        continue;
+                                    }
+                                }
                                 if let Err(e) = echo_stream(stream, tick * 20, echo, &received2) {
                                     tracing::debug!("echo to {peer}: {e}");
                                 }

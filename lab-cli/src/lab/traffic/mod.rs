@@ -66,9 +66,13 @@ pub struct TrafficSpec {
     /// UDP: send from this source port (one flow, as a resolver pinned to a
     /// port) instead of an ephemeral one.
     pub source_port: Option<u16>,
-    /// Where the echo server runs and on which port, when the destination
-    /// is not a member (a Service address translated to a backend).
-    pub server: Option<(Endpoint, u16)>,
+    /// Where the echo servers run and on which port, when the destination
+    /// is not a member (a Service address translated to its backends);
+    /// empty: on the destination itself.
+    pub servers: Vec<(Endpoint, u16)>,
+    /// The servers answer with their own names (a service's backends), so
+    /// the report says which backend each probe reached.
+    pub named: bool,
 }
 
 impl TrafficSpec {
@@ -98,7 +102,8 @@ impl Default for TrafficSpec {
             timeout: Duration::from_secs(1),
             duration: None,
             source_port: None,
-            server: None,
+            servers: Vec::new(),
+            named: false,
         }
     }
 }
@@ -133,6 +138,14 @@ pub struct TrafficReport {
     pub rtt_max_us: Option<u64>,
     /// Source addresses the echo server saw, with counts (UDP/TCP to a lab member).
     pub server_saw: BTreeMap<Ipv4Addr, u64>,
+    /// Which backend answered, by the name it gave, with counts (traffic to
+    /// a service).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub backends: BTreeMap<String, u64>,
+    /// The addresses answers came from, as the client's socket reports
+    /// them (UDP: recvfrom; TCP: getpeername), with counts.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub replies_from: BTreeMap<Ipv4Addr, u64>,
     /// Probes that failed, by error (e.g. "connection refused", "timed out").
     pub errors: BTreeMap<String, u32>,
     /// Payload bytes the sink received (`tcp-stream`).
@@ -177,6 +190,22 @@ impl TrafficReport {
                 line.push_str(" (source NAT)");
             }
         }
+        if !self.backends.is_empty() {
+            let seen: Vec<_> = self
+                .backends
+                .iter()
+                .map(|(b, n)| format!("{b} ×{n}"))
+                .collect();
+            line.push_str(&format!("; answered by {}", seen.join(", ")));
+        }
+        if !self.replies_from.is_empty() && self.replies_from.keys().any(|a| *a != self.dst) {
+            let from: Vec<_> = self
+                .replies_from
+                .iter()
+                .map(|(a, n)| format!("{a} ×{n}"))
+                .collect();
+            line.push_str(&format!("; answers came from {}", from.join(", ")));
+        }
         if let (Some(bytes), Some(rate)) = (self.bytes, self.mbit_per_s) {
             line.push_str(&format!(", {bytes} bytes at {rate:.1} Mbit/s"));
         }
@@ -212,27 +241,35 @@ pub fn run(
         rtt_avg_us: None,
         rtt_max_us: None,
         server_saw: BTreeMap::new(),
+        backends: BTreeMap::new(),
+        replies_from: BTreeMap::new(),
         errors: BTreeMap::new(),
         bytes: None,
         mbit_per_s: None,
     };
-    let backend = match &spec.server {
-        Some((ep, port)) => {
-            let ns = ep.netns.as_deref().map(NetNs::open).transpose()?;
-            let spec = TrafficSpec {
-                port: *port,
-                ..spec.clone()
-            };
-            ns.map(|ns| (ns, ep.addr, spec))
+    let mut places = Vec::new();
+    if spec.servers.is_empty() {
+        if let Some(ns) = to_ns {
+            places.push((ns, to.addr, spec.clone(), to.name.clone()));
         }
-        None => to_ns.map(|ns| (ns, to.addr, spec.clone())),
-    };
-    let server = match (&backend, spec.proto) {
-        (Some((ns, addr, spec)), Proto::Udp | Proto::Tcp | Proto::TcpStream) => {
-            Some(EchoServer::start(ns, *addr, spec)?)
+    } else {
+        for (ep, port) in &spec.servers {
+            if let Some(ns) = ep.netns.as_deref().map(NetNs::open).transpose()? {
+                let spec = TrafficSpec {
+                    port: *port,
+                    ..spec.clone()
+                };
+                places.push((ns, ep.addr, spec, ep.name.clone()));
+            }
         }
-        _ => None,
-    };
+    }
+    let mut servers = Vec::new();
+    if matches!(spec.proto, Proto::Udp | Proto::Tcp | Proto::TcpStream) {
+        for (ns, addr, server_spec, name) in &places {
+            let name = spec.named.then_some(name.as_str());
+            servers.push(EchoServer::start(ns, *addr, server_spec, name)?);
+        }
+    }
     let mut rtts = Vec::new();
     let target = SocketAddrV4::new(to.addr, spec.port);
     match spec.proto {
@@ -241,14 +278,18 @@ pub fn run(
         Proto::Icmp => icmp_probes(&from_ns, to.addr, spec, &mut report, &mut rtts)?,
         Proto::TcpStream => tcp_stream(&from_ns, target, spec, &mut report)?,
     }
-    if let Some(server) = server {
-        let (seen, received) = server.stop();
-        report.server_saw = seen;
-        if spec.proto == Proto::TcpStream {
-            let secs = spec.duration.unwrap_or(DEFAULT_STREAM).as_secs_f64();
-            report.bytes = Some(received);
-            report.mbit_per_s = Some(received as f64 * 8.0 / secs / 1e6);
+    let mut received = 0;
+    for server in servers {
+        let (seen, bytes) = server.stop();
+        for (addr, n) in seen {
+            *report.server_saw.entry(addr).or_default() += n;
         }
+        received += bytes;
+    }
+    if spec.proto == Proto::TcpStream {
+        let secs = spec.duration.unwrap_or(DEFAULT_STREAM).as_secs_f64();
+        report.bytes = Some(received);
+        report.mbit_per_s = Some(received as f64 * 8.0 / secs / 1e6);
     }
     if !rtts.is_empty() {
         let us: Vec<u64> = rtts.iter().map(|d| d.as_micros() as u64).collect();
@@ -278,6 +319,8 @@ mod tests {
             rtt_avg_us: Some(70),
             rtt_max_us: Some(100),
             server_saw: BTreeMap::from([(Ipv4Addr::new(172, 18, 0, 2), 3)]),
+            backends: BTreeMap::new(),
+            replies_from: BTreeMap::new(),
             errors: BTreeMap::new(),
             bytes: None,
             mbit_per_s: None,

@@ -65,9 +65,17 @@ pub(super) fn udp_probes(
         }
         loop {
             match socket.recv_from(&mut buf) {
-                Ok((n, _)) if n >= 4 && buf[..4] == seq.to_be_bytes() => {
+                Ok((n, from)) if n >= 4 && buf[..4] == seq.to_be_bytes() => {
                     report.answered += 1;
                     rtts.push(start.elapsed());
+                    if let SocketAddr::V4(from) = from {
+                        *report.replies_from.entry(*from.ip()).or_default() += 1;
+                    }
+                    let sent = payload(seq, spec.size).len();
+                    if spec.named && n > sent {
+                        let name = String::from_utf8_lossy(&buf[sent..n]).into_owned();
+                        *report.backends.entry(name).or_default() += 1;
+                    }
                     break;
                 }
                 // A late answer to an earlier probe.
@@ -98,26 +106,51 @@ pub(super) fn tcp_probes(
         report.sent += 1;
         let start = Instant::now();
         let data = payload(seq, spec.size);
-        let result = ns.run(|| -> io::Result<()> {
+        let result = ns.run(|| -> io::Result<(SocketAddr, Option<String>)> {
             let mut stream = TcpStream::connect_timeout(&SocketAddr::V4(target), spec.timeout)?;
             stream.set_read_timeout(Some(spec.timeout))?;
+            let name = if spec.named {
+                Some(read_line(&mut stream)?)
+            } else {
+                None
+            };
             stream.write_all(&data)?;
             let mut back = vec![0u8; data.len()];
             stream.read_exact(&mut back)?;
             if back != data {
                 return Err(io::Error::other("echo differs from what was sent"));
             }
-            Ok(())
+            Ok((stream.peer_addr()?, name))
         })?;
         match result {
-            Ok(()) => {
+            Ok((peer, name)) => {
                 report.answered += 1;
                 rtts.push(start.elapsed());
+                if let SocketAddr::V4(peer) = peer {
+                    *report.replies_from.entry(*peer.ip()).or_default() += 1;
+                }
+                if let Some(name) = name {
+                    *report.backends.entry(name).or_default() += 1;
+                }
             }
             Err(e) => count_error(report, &e),
         }
     }
     Ok(())
+}
+
+/// The line a named server greets with (at most 64 bytes).
+fn read_line(stream: &mut TcpStream) -> io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 64 {
+        stream.read_exact(&mut byte)?;
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// One connection writing 64 KiB chunks for the stream's duration.

@@ -1,0 +1,208 @@
+//! `labctl svc ...`: list services as the kernel holds them, and change a
+//! lab's services live.
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+
+use crate::{
+    cli::svc::{
+        SvcAddArgs, SvcBackendChangeArgs, SvcBackendCommand, SvcCommand, SvcDelArgs, SvcListArgs,
+    },
+    kernel::{netns::NetNs, privilege},
+    lab::{
+        Lab, LabError,
+        names::lookup_netns,
+        services::{self as lab_services, Change},
+    },
+    output::{OutputFormat, exit::Outcome, services::render},
+    services::{self, FrontendView, L4, ServiceSpec, cilium, model::APP_PORT},
+};
+
+pub fn run(command: SvcCommand) -> anyhow::Result<Outcome> {
+    match command {
+        SvcCommand::List(args) => list(args),
+        SvcCommand::Add(args) => add(args),
+        SvcCommand::Del(SvcDelArgs { name, lab, output }) => {
+            let lab = pick_lab(lab.as_deref())?;
+            apply(
+                &lab,
+                Change::Delete(name.clone()),
+                &format!("service `{name}` deleted"),
+                output,
+            )
+        }
+        SvcCommand::Backend(args) => match args.command {
+            SvcBackendCommand::Add(a) => backend(a, true),
+            SvcBackendCommand::Del(a) => backend(a, false),
+        },
+    }
+}
+
+/// Lab `name`, or the only lab with services.
+fn pick_lab(name: Option<&str>) -> anyhow::Result<String> {
+    if let Some(name) = name {
+        return Ok(name.to_owned());
+    }
+    let with: Vec<String> = Lab::all()?
+        .into_iter()
+        .filter(|l| l.plan.kube_proxy().is_some())
+        .map(|l| l.name().to_owned())
+        .collect();
+    match with.len() {
+        1 => Ok(with[0].clone()),
+        0 => Err(LabError::NotUp("service".into()))
+            .context("no lab with services is up; start one with `labctl lab up service`"),
+        _ => Err(LabError::AmbiguousMember {
+            name: "services".into(),
+            labs: with.join(", "),
+        }
+        .into()),
+    }
+}
+
+fn list(args: SvcListArgs) -> anyhow::Result<Outcome> {
+    privilege::require_netns_admin("svc list")?;
+    let mut views: Vec<FrontendView> = Vec::new();
+    if let Some(spec) = &args.netns {
+        let ns = lookup_netns(spec)?;
+        views.extend(services::read_netns(&ns).context("cannot read kube-proxy's chains")?);
+    } else {
+        let labs: Vec<Lab> = match &args.lab {
+            Some(name) => vec![Lab::open(name)?],
+            None => Lab::all()?
+                .into_iter()
+                .filter(|l| l.plan.kube_proxy().is_some())
+                .collect(),
+        };
+        for lab in &labs {
+            views
+                .extend(lab_services::list(lab).with_context(|| {
+                    format!("cannot read the services of lab `{}`", lab.name())
+                })?);
+        }
+        if args.lab.is_none() && labs.is_empty() {
+            let here = NetNs::at("this namespace", std::path::Path::new("/proc/self/ns/net"));
+            views.extend(services::read_netns(&here).context("cannot read kube-proxy's chains")?);
+        }
+        if args.lab.is_none() && cilium::present() {
+            views.extend(services::map_views(
+                cilium::read().context("cannot read Cilium's service maps")?,
+                "cilium",
+            ));
+        }
+    }
+    if let Some(pod) = &args.pod {
+        let short = pod.rsplit('/').next().unwrap_or(pod);
+        views.retain(|v| {
+            v.backends.iter().any(|b| {
+                b.pod
+                    .as_deref()
+                    .is_some_and(|p| p == pod || p.rsplit('/').next() == Some(short))
+            })
+        });
+    }
+    let mut out = anstream::stdout().lock();
+    match args.output {
+        OutputFormat::Json => {
+            for v in &views {
+                writeln!(out, "{}", serde_json::to_string(v)?)?;
+            }
+        }
+        OutputFormat::Text if views.is_empty() => writeln!(
+            out,
+            "no services found (no lab with services is up, no kube-proxy chains here, no Cilium maps); try `labctl lab up service`"
+        )?,
+        OutputFormat::Text => write!(out, "{}", render(&views))?,
+    }
+    Ok(Outcome::Success)
+}
+
+fn add(args: SvcAddArgs) -> anyhow::Result<Outcome> {
+    let name = pick_lab(args.lab.as_deref())?;
+    let lab = Lab::open(&name)?;
+    let vip = match args.vip {
+        Some(v) => v,
+        None => lab_services::free_vip(&lab)?,
+    };
+    let mut protocols = args.protocols.clone();
+    if protocols.is_empty() {
+        protocols = vec![L4::Tcp, L4::Udp];
+    }
+    protocols.dedup();
+    let spec = ServiceSpec {
+        name: args.name.clone(),
+        vip,
+        port: args.port,
+        target_port: args.target_port,
+        protocols,
+        backends: args
+            .backends
+            .iter()
+            .map(|b| b.rsplit('/').next().unwrap_or(b).to_owned())
+            .collect(),
+    };
+    let note = if args.target_port == APP_PORT {
+        String::new()
+    } else {
+        format!(
+            " (the lab's app listens on {APP_PORT}, not {})",
+            args.target_port
+        )
+    };
+    apply(
+        &name,
+        Change::Add(spec),
+        &format!("service `{}` added at {vip}:{}{note}", args.name, args.port),
+        args.output,
+    )
+}
+
+fn backend(args: SvcBackendChangeArgs, add: bool) -> anyhow::Result<Outcome> {
+    let lab = pick_lab(args.lab.as_deref())?;
+    let pod = args.pod.rsplit('/').next().unwrap_or(&args.pod).to_owned();
+    let (change, what) = if add {
+        (
+            Change::AddBackend {
+                service: args.service.clone(),
+                pod: pod.clone(),
+            },
+            format!("`{pod}` added to service `{}`", args.service),
+        )
+    } else {
+        (
+            Change::DeleteBackend {
+                service: args.service.clone(),
+                pod: pod.clone(),
+            },
+            format!(
+                "`{pod}` removed from service `{}` (new connections only: established ones keep it)",
+                args.service
+            ),
+        )
+    };
+    apply(&lab, change, &what, args.output)
+}
+
+fn apply(lab: &str, change: Change, what: &str, output: OutputFormat) -> anyhow::Result<Outcome> {
+    privilege::require("svc")?;
+    let (report, unit) =
+        lab_services::change(lab, change).with_context(|| format!("cannot change lab `{lab}`"))?;
+    let mut out = anstream::stdout().lock();
+    match output {
+        OutputFormat::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "lab": lab, "done": what, "changes": report.changes,
+                "unit": unit, "nodes": report.nodes,
+            })
+        )?,
+        OutputFormat::Text => writeln!(
+            out,
+            "{what}; {} {unit} written on {} node(s)",
+            report.changes, report.nodes
+        )?,
+    }
+    Ok(Outcome::Success)
+}

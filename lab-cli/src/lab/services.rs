@@ -1,0 +1,378 @@
+//! A lab's services: building the chosen datapath at `lab up`, changing
+//! services live (`svc add|del|backend`), reading them back with names,
+//! and the cgroups socket-LB needs.
+//!
+//! The lab's record holds the services as the learner last set them; every
+//! change is written to the kernel by `services::sync`, which each mode
+//! does its own way (a partial iptables-restore, one nft transaction, a
+//! few map writes).
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use super::{
+    Endpoint as Member, Lab, LabError,
+    plan::{CLUSTER_CIDR, Plan},
+    state::{CgroupRecord, LabLock, LabState},
+};
+use crate::{
+    ebpf::{self, pins},
+    kernel::{
+        cgroup::{self, CgroupError},
+        netns::NetNs,
+    },
+    services::{
+        self, Datapath, Endpoint, Frontend, FrontendView, KubeProxyMode, L4, ServiceError,
+        ServiceSpec, SpecError, SyncReport,
+        model::{self, APP_PORT},
+    },
+};
+
+/// The scenario's services, as first recorded.
+fn initial(plan: &Plan) -> Vec<ServiceSpec> {
+    plan.scenario
+        .services
+        .iter()
+        .map(|d| ServiceSpec {
+            name: d.name.to_owned(),
+            vip: d.vip,
+            port: d.port,
+            target_port: d.target_port,
+            protocols: vec![L4::Tcp, L4::Udp],
+            backends: d.backends.iter().map(|b| (*b).to_owned()).collect(),
+        })
+        .collect()
+}
+
+/// Builds the services' datapath during `lab up` (the caller rolls back
+/// on error: every object made is recorded first).
+pub(super) fn build(
+    plan: &Plan,
+    state: &mut LabState,
+    mode: KubeProxyMode,
+) -> Result<(), LabError> {
+    match mode {
+        KubeProxyMode::Ebpf => {
+            for (i, node) in plan.nodes.iter().enumerate() {
+                let ns = NetNs::open(&node.netns)?;
+                let veths: Vec<&str> = plan
+                    .pods
+                    .iter()
+                    .filter(|p| p.node == i)
+                    .map(|p| p.host_veth.as_str())
+                    .collect();
+                ebpf::lb::attach_tc(&ns, &veths)?;
+            }
+        }
+        KubeProxyMode::EbpfSocket => {
+            let lab_cg = cgroup::path(&plan.cgroup(None)).map_err(ServiceError::from)?;
+            make_cgroup(state, &plan.cgroup(None))?;
+            for pod in &plan.pods {
+                make_cgroup(state, &plan.cgroup(Some(&pod.name)))?;
+            }
+            let ino = state.cgroups.first().map_or(0, |c| c.inode);
+            ebpf::lb::attach_socket(&lab_cg, ino)?;
+        }
+        _ => {}
+    }
+    state.services = initial(plan);
+    state.save()?;
+    services::sync(&datapath(plan)?, &frontends(plan, &state.services)?)?;
+    Ok(())
+}
+
+/// Creates cgroup `rel`, recorded before (inode 0) and after it exists.
+fn make_cgroup(state: &mut LabState, rel: &str) -> Result<(), LabError> {
+    let path = cgroup::path(rel).map_err(ServiceError::from)?;
+    state.cgroups.push(CgroupRecord {
+        path: rel.to_owned(),
+        inode: 0,
+    });
+    state.save()?;
+    match cgroup::create(&path) {
+        Ok(ino) => {
+            if let Some(r) = state.cgroups.last_mut() {
+                r.inode = ino;
+            }
+            state.save()?;
+            Ok(())
+        }
+        Err(e) => {
+            state.cgroups.pop();
+            state.save()?;
+            Err(ServiceError::from(e).into())
+        }
+    }
+}
+
+/// Removes socket-LB and the lab's cgroups (pods first): what could not be.
+pub(super) fn teardown(state: &LabState) -> Vec<String> {
+    let mut errors = Vec::new();
+    for r in state.cgroups.iter().take(1) {
+        if r.inode != 0
+            && let Err(e) = ebpf::lb::detach(&pins::socklb(r.inode))
+        {
+            errors.push(format!("cannot remove socket-LB: {e}"));
+        }
+    }
+    for r in state.cgroups.iter().rev() {
+        let path = match cgroup::path(&r.path) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        if let Err(e) = cgroup::remove(&path, r.inode) {
+            errors.push(match e {
+                CgroupError::Io { ref source, .. }
+                    if source.raw_os_error() == Some(libc::EBUSY) =>
+                {
+                    format!(
+                        "{e} (a process still runs in it: end `labctl lab exec`/`lab traffic` in this lab, then run `labctl lab down` again)"
+                    )
+                }
+                e => e.to_string(),
+            });
+        }
+    }
+    errors
+}
+
+/// Where the lab's services live in the kernel.
+pub fn datapath(plan: &Plan) -> Result<Datapath, LabError> {
+    let mode = plan.kube_proxy().unwrap_or_default();
+    let nodes = plan
+        .nodes
+        .iter()
+        .map(|n| NetNs::open(&n.netns))
+        .collect::<Result<Vec<_>, _>>()?;
+    let socket_pins = if mode == KubeProxyMode::EbpfSocket {
+        let path = cgroup::path(&plan.cgroup(None)).map_err(ServiceError::from)?;
+        cgroup::inode(&path)
+            .map_err(ServiceError::from)?
+            .map(pins::socklb)
+    } else {
+        None
+    };
+    Ok(Datapath {
+        mode,
+        nodes,
+        socket_pins,
+        cluster_cidr: format!("{}/{}", CLUSTER_CIDR.0, CLUSTER_CIDR.1),
+    })
+}
+
+/// The recorded services resolved to frontends (one per protocol).
+pub fn frontends(plan: &Plan, specs: &[ServiceSpec]) -> Result<Vec<Frontend>, LabError> {
+    let mut out = Vec::new();
+    for s in specs {
+        let mut backends = Vec::new();
+        for b in &s.backends {
+            let pod = plan.pod(b).ok_or_else(|| no_such_pod(plan, b))?;
+            backends.push(Endpoint {
+                addr: pod.addr,
+                port: s.target_port,
+            });
+        }
+        for proto in &s.protocols {
+            out.push(Frontend {
+                namespace: plan.lab.clone(),
+                service: s.name.clone(),
+                vip: s.vip,
+                port: s.port,
+                proto: *proto,
+                backends: backends.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn no_such_pod(plan: &Plan, pod: &str) -> LabError {
+    ServiceError::from(SpecError::NoSuchPod {
+        pod: pod.to_owned(),
+        lab: plan.lab.clone(),
+        known: plan
+            .pods
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+    .into()
+}
+
+fn no_such_service(lab: &str, specs: &[ServiceSpec], name: &str) -> LabError {
+    ServiceError::from(SpecError::NoSuchService {
+        name: name.to_owned(),
+        lab: lab.to_owned(),
+        known: specs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+    .into()
+}
+
+/// A change to a lab's services, as `labctl svc` makes it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Add(ServiceSpec),
+    Delete(String),
+    AddBackend { service: String, pod: String },
+    DeleteBackend { service: String, pod: String },
+}
+
+/// Applies `change` to lab `lab`'s record and writes the result into its
+/// nodes: what was written, in the mode's own units.
+pub fn change(lab: &str, change: Change) -> Result<(SyncReport, &'static str), LabError> {
+    let _lock = LabLock::acquire()?;
+    let mut lab = Lab::open(lab)?;
+    let plan = &lab.plan;
+    if plan.kube_proxy().is_none() {
+        return Err(ServiceError::from(SpecError::NoSuchService {
+            name: match &change {
+                Change::Add(s) => s.name.clone(),
+                Change::Delete(n)
+                | Change::AddBackend { service: n, .. }
+                | Change::DeleteBackend { service: n, .. } => n.clone(),
+            },
+            lab: plan.lab.clone(),
+            known: "(none: this lab's scenario has no services; try `labctl lab up service`)"
+                .into(),
+        })
+        .into());
+    }
+    let lab_name = plan.lab.clone();
+    let specs = &mut lab.state.services;
+    let find = |specs: &[ServiceSpec], name: &str| specs.iter().position(|s| s.name == name);
+    match change {
+        Change::Add(spec) => {
+            model::validate_name(&spec.name).map_err(ServiceError::from)?;
+            if find(specs, &spec.name).is_some() {
+                return Err(ServiceError::from(SpecError::Exists(spec.name)).into());
+            }
+            if !model::in_service_cidr(spec.vip) {
+                return Err(ServiceError::from(SpecError::VipOutsideCidr(spec.vip)).into());
+            }
+            if let Some(other) = specs.iter().find(|s| s.vip == spec.vip) {
+                return Err(ServiceError::from(SpecError::VipTaken {
+                    vip: spec.vip,
+                    service: other.name.clone(),
+                })
+                .into());
+            }
+            for b in &spec.backends {
+                plan.pod(b).ok_or_else(|| no_such_pod(plan, b))?;
+            }
+            specs.push(spec);
+        }
+        Change::Delete(name) => {
+            let i = find(specs, &name).ok_or_else(|| no_such_service(&lab_name, specs, &name))?;
+            specs.remove(i);
+        }
+        Change::AddBackend { service, pod } => {
+            plan.pod(&pod).ok_or_else(|| no_such_pod(plan, &pod))?;
+            let i =
+                find(specs, &service).ok_or_else(|| no_such_service(&lab_name, specs, &service))?;
+            if specs[i].backends.contains(&pod) {
+                return Err(ServiceError::from(SpecError::AlreadyBackend { pod, service }).into());
+            }
+            specs[i].backends.push(pod);
+        }
+        Change::DeleteBackend { service, pod } => {
+            let i =
+                find(specs, &service).ok_or_else(|| no_such_service(&lab_name, specs, &service))?;
+            let Some(j) = specs[i].backends.iter().position(|b| *b == pod) else {
+                return Err(ServiceError::from(SpecError::NotBackend {
+                    known: specs[i].backends.join(", "),
+                    pod,
+                    service,
+                })
+                .into());
+            };
+            specs[i].backends.remove(j);
+        }
+    }
+    let dp = datapath(plan)?;
+    let report = services::sync(&dp, &frontends(plan, &lab.state.services)?)?;
+    lab.state.save()?;
+    Ok((report, dp.change_unit()))
+}
+
+/// A free VIP in lab `lab` (for `svc add` without --vip).
+pub fn free_vip(lab: &Lab) -> Result<Ipv4Addr, LabError> {
+    Ok(model::free_vip(&lab.state.services).map_err(ServiceError::from)?)
+}
+
+/// The lab's frontends as read from the kernel, named: services from the
+/// lab's record, backends by pod (`LAB/POD`).
+pub fn list(lab: &Lab) -> Result<Vec<FrontendView>, LabError> {
+    let mut views = services::read(&datapath(&lab.plan)?)?;
+    for v in &mut views {
+        if let Some(s) = lab
+            .state
+            .services
+            .iter()
+            .find(|s| s.vip == v.vip && s.port == v.port)
+        {
+            v.service = Some(format!("{}/{}", lab.name(), s.name));
+        }
+        for b in &mut v.backends {
+            b.pod = b.addr.and_then(|a| {
+                lab.plan
+                    .pods
+                    .iter()
+                    .find(|p| p.addr == a)
+                    .map(|p| format!("{}/{}", lab.name(), p.name))
+            });
+        }
+    }
+    Ok(views)
+}
+
+impl Lab {
+    /// The cgroup `pod`'s processes run in, when the lab uses socket-LB.
+    pub fn pod_cgroup(&self, pod: &str) -> Option<PathBuf> {
+        if self.plan.kube_proxy() != Some(KubeProxyMode::EbpfSocket) || self.plan.pod(pod).is_none()
+        {
+            return None;
+        }
+        let path = cgroup::path(&self.plan.cgroup(Some(pod))).ok()?;
+        path.is_dir().then_some(path)
+    }
+
+    /// The service `name` (or with VIP `name`): its address and port.
+    pub fn service(&self, name: &str) -> Option<(Ipv4Addr, u16)> {
+        let vip = name.parse::<Ipv4Addr>().ok();
+        self.state
+            .services
+            .iter()
+            .find(|s| s.name == name || Some(s.vip) == vip)
+            .map(|s| (s.vip, s.port))
+    }
+
+    /// The pods that run the scenario's app (an echo server naming itself
+    /// on the app port), whether or not a service points at them now.
+    pub fn app_servers(&self) -> Vec<(Member, u16)> {
+        let mut pods: Vec<&str> = self
+            .plan
+            .scenario
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().copied())
+            .collect();
+        pods.dedup();
+        pods.into_iter()
+            .filter_map(|p| self.endpoint(p))
+            .map(|e| (e, APP_PORT))
+            .collect()
+    }
+}
+
+impl From<ServiceError> for LabError {
+    fn from(e: ServiceError) -> Self {
+        LabError::Services(Box::new(e))
+    }
+}

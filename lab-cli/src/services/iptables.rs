@@ -1,0 +1,365 @@
+//! kube-proxy's iptables mode, with its own chain and rule layout, so what
+//! a learner sees here (`iptables-save -t nat` in a node) is what a real
+//! node shows:
+//!
+//! ```text
+//! PREROUTING/OUTPUT -> KUBE-SERVICES
+//!   -d VIP -p tcp --dport 80 -j KUBE-SVC-<hash16>         one per service port
+//! KUBE-SVC-<hash16>
+//!   ! -s CLUSTER_CIDR ... -j KUBE-MARK-MASQ                from outside the cluster
+//!   -m statistic --mode random --probability 1/n -j KUBE-SEP-<hash16>, 1/(n-1), ... last always
+//! KUBE-SEP-<hash16>
+//!   -s BACKEND -j KUBE-MARK-MASQ                           hairpin
+//!   -p tcp -j DNAT --to-destination BACKEND:PORT
+//! POSTROUTING -> KUBE-POSTROUTING: masquerade packets marked 0x4000
+//! ```
+//!
+//! Chain names are kube-proxy's: `KUBE-SVC-` + the first 16 characters of
+//! base32(sha256("NS/NAME:PORT" + "tcp")), `KUBE-SEP-` the same over the
+//! endpoint too. A sync rewrites KUBE-SERVICES and every KUBE-SVC chain,
+//! creates new KUBE-SEP chains and deletes stale ones in one
+//! `iptables-restore --noflush` (as kube-proxy's partial syncs do):
+//! unchanged KUBE-SEP chains keep their rules and counters, and the DNAT
+//! rule's packet counter is the backend's connection count (the nat table
+//! sees only the first packet of a connection).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use super::model::{Endpoint, Frontend, L4, kube_hash};
+
+pub const SERVICES: &str = "KUBE-SERVICES";
+pub const MARK_MASQ: &str = "KUBE-MARK-MASQ";
+pub const POSTROUTING: &str = "KUBE-POSTROUTING";
+
+/// `KUBE-SVC-…` of a service port.
+pub fn svc_chain(f: &Frontend) -> String {
+    let h = kube_hash(&format!("{}{}", f.port_name(), f.proto.as_str()));
+    format!("KUBE-SVC-{}", &h[..16])
+}
+
+/// `KUBE-SEP-…` of one of its endpoints.
+pub fn sep_chain(f: &Frontend, e: &Endpoint) -> String {
+    let h = kube_hash(&format!("{}{}{e}", f.port_name(), f.proto.as_str()));
+    format!("KUBE-SEP-{}", &h[..16])
+}
+
+/// The probability kube-proxy gives endpoint `i` of `n` (the rest of the
+/// traffic, split evenly): 1/n, 1/(n-1), ..., the last takes all.
+fn probability(i: usize, n: usize) -> Option<String> {
+    (i + 1 < n).then(|| format!("{:.10}", 1.0 / (n - i) as f64))
+}
+
+/// The `iptables-restore --noflush` input that brings a node from the
+/// chains in `existing` (from `iptables-save -t nat`) to `frontends`, and
+/// how many rules it writes.
+pub fn sync_input(
+    frontends: &[Frontend],
+    cluster_cidr: &str,
+    existing: &BTreeSet<String>,
+) -> (String, usize) {
+    let mut chains = Vec::new();
+    let mut rules = Vec::new();
+    let first = !existing.contains(SERVICES);
+    chains.push(SERVICES.to_owned());
+    if first {
+        chains.push(MARK_MASQ.to_owned());
+        chains.push(POSTROUTING.to_owned());
+        for hook in ["PREROUTING", "OUTPUT"] {
+            rules.push(format!(
+                "-A {hook} -m comment --comment \"kubernetes service portals\" -j {SERVICES}"
+            ));
+        }
+        rules.push(format!(
+            "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j {POSTROUTING}"
+        ));
+        rules.push(format!("-A {MARK_MASQ} -j MARK --or-mark 0x4000"));
+        rules.push(format!(
+            "-A {POSTROUTING} -m mark ! --mark 0x4000/0x4000 -j RETURN"
+        ));
+        rules.push(format!("-A {POSTROUTING} -j MARK --xor-mark 0x4000"));
+        rules.push(format!(
+            "-A {POSTROUTING} -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"
+        ));
+    }
+    let mut wanted = BTreeSet::new();
+    for f in frontends {
+        let svc = svc_chain(f);
+        let name = f.port_name();
+        let (p, vip, port) = (f.proto.as_str(), f.vip, f.port);
+        wanted.insert(svc.clone());
+        chains.push(svc.clone());
+        rules.push(format!(
+            "-A {SERVICES} -d {vip}/32 -p {p} -m comment --comment \"{name} cluster IP\" -m {p} --dport {port} -j {svc}"
+        ));
+        rules.push(format!(
+            "-A {svc} ! -s {cluster_cidr} -d {vip}/32 -p {p} -m comment --comment \"{name} cluster IP\" -m {p} --dport {port} -j {MARK_MASQ}"
+        ));
+        let n = f.backends.len();
+        for (i, e) in f.backends.iter().enumerate() {
+            let sep = sep_chain(f, e);
+            let stat = probability(i, n)
+                .map(|p| format!(" -m statistic --mode random --probability {p}"))
+                .unwrap_or_default();
+            rules.push(format!(
+                "-A {svc} -m comment --comment \"{name} -> {e}\"{stat} -j {sep}"
+            ));
+            if wanted.insert(sep.clone()) && !existing.contains(&sep) {
+                chains.push(sep.clone());
+                rules.push(format!(
+                    "-A {sep} -s {}/32 -m comment --comment \"{name}\" -j {MARK_MASQ}",
+                    e.addr
+                ));
+                rules.push(format!(
+                    "-A {sep} -p {p} -m comment --comment \"{name}\" -m {p} -j DNAT --to-destination {e}"
+                ));
+            }
+        }
+    }
+    let stale: Vec<_> = existing
+        .iter()
+        .filter(|c| {
+            (c.starts_with("KUBE-SVC-") || c.starts_with("KUBE-SEP-")) && !wanted.contains(*c)
+        })
+        .collect();
+    let mut out = String::from("*nat\n");
+    for c in &chains {
+        out.push_str(&format!(":{c} - [0:0]\n"));
+    }
+    // Stale chains are flushed (declared) before they are deleted.
+    for c in &stale {
+        out.push_str(&format!(":{c} - [0:0]\n"));
+    }
+    for r in &rules {
+        out.push_str(r);
+        out.push('\n');
+    }
+    for c in &stale {
+        out.push_str(&format!("-X {c}\n"));
+    }
+    out.push_str("COMMIT\n");
+    (out, rules.len() + stale.len())
+}
+
+/// The chains in `iptables-save` output.
+pub fn chains(save: &str) -> BTreeSet<String> {
+    save.lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One service port as read back from `iptables-save -c -t nat`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedFrontend {
+    /// `NS/NAME:PORT` from the rule's comment.
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub proto: L4,
+    pub chain: String,
+    /// Each endpoint, its KUBE-SEP chain, the probability its jump has
+    /// (None: the last, always), and its DNAT rule's packet count.
+    pub endpoints: Vec<SavedEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedEndpoint {
+    pub endpoint: Option<Endpoint>,
+    pub chain: String,
+    pub probability: Option<f64>,
+    pub connections: u64,
+}
+
+/// Splits a saved rule into words, keeping "quoted strings" whole.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+fn option<'a>(w: &'a [String], name: &str) -> Option<&'a str> {
+    w.iter()
+        .position(|x| x == name)
+        .and_then(|i| w.get(i + 1))
+        .map(String::as_str)
+}
+
+/// Reads kube-proxy's chains back from `iptables-save -c -t nat`.
+pub fn parse(save: &str) -> Vec<SavedFrontend> {
+    // (counters, words) of every rule, by chain.
+    let mut by_chain: BTreeMap<String, Vec<(u64, Vec<String>)>> = BTreeMap::new();
+    for line in save.lines() {
+        let (packets, rest) = match line.strip_prefix('[') {
+            Some(r) => match r.split_once(']') {
+                Some((c, rest)) => (
+                    c.split(':')
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0),
+                    rest,
+                ),
+                None => continue,
+            },
+            None => (0, line),
+        };
+        let w = words(rest);
+        if w.first().map(String::as_str) != Some("-A") {
+            continue;
+        }
+        let Some(chain) = w.get(1).cloned() else {
+            continue;
+        };
+        by_chain.entry(chain).or_default().push((packets, w));
+    }
+    let mut out = Vec::new();
+    for (_, w) in by_chain.get(SERVICES).map(Vec::as_slice).unwrap_or(&[]) {
+        let Some(target) = option(w, "-j").filter(|t| t.starts_with("KUBE-SVC-")) else {
+            continue;
+        };
+        let vip = option(w, "-d")
+            .and_then(|d| d.trim_end_matches("/32").parse().ok())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let port = option(w, "--dport")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let proto = option(w, "-p").and_then(L4::parse).unwrap_or(L4::Tcp);
+        let name = option(w, "--comment")
+            .map(|c| c.trim_end_matches(" cluster IP").to_owned())
+            .unwrap_or_default();
+        let mut endpoints = Vec::new();
+        for (_, sw) in by_chain.get(target).map(Vec::as_slice).unwrap_or(&[]) {
+            let Some(sep) = option(sw, "-j").filter(|t| t.starts_with("KUBE-SEP-")) else {
+                continue;
+            };
+            let probability = option(sw, "--probability").and_then(|p| p.parse().ok());
+            let mut endpoint = None;
+            let mut connections = 0;
+            for (packets, ew) in by_chain.get(sep).map(Vec::as_slice).unwrap_or(&[]) {
+                if let Some(to) = option(ew, "--to-destination") {
+                    endpoint = to.split_once(':').and_then(|(a, p)| {
+                        Some(Endpoint {
+                            addr: a.parse().ok()?,
+                            port: p.parse().ok()?,
+                        })
+                    });
+                    connections = *packets;
+                }
+            }
+            endpoints.push(SavedEndpoint {
+                endpoint,
+                chain: sep.to_owned(),
+                probability,
+                connections,
+            });
+        }
+        out.push(SavedFrontend {
+            name,
+            vip,
+            port,
+            proto,
+            chain: target.to_owned(),
+            endpoints,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web(backends: &[(u8, u8)]) -> Frontend {
+        Frontend {
+            namespace: "ns1".into(),
+            service: "svc1".into(),
+            vip: Ipv4Addr::new(10, 96, 0, 10),
+            port: 80,
+            proto: L4::Tcp,
+            backends: backends
+                .iter()
+                .map(|&(n, h)| Endpoint {
+                    addr: Ipv4Addr::new(10, 244, n, h),
+                    port: 8080,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn probabilities_split_the_rest_evenly_as_kube_proxy_does() {
+        assert_eq!(probability(0, 3).as_deref(), Some("0.3333333333"));
+        assert_eq!(probability(1, 3).as_deref(), Some("0.5000000000"));
+        assert_eq!(probability(2, 3), None);
+    }
+
+    #[test]
+    fn a_first_sync_hooks_the_chains_and_a_second_keeps_unchanged_endpoints() {
+        let f = web(&[(1, 3), (2, 2), (2, 3)]);
+        let (first, _) = sync_input(std::slice::from_ref(&f), "10.244.0.0/16", &BTreeSet::new());
+        assert!(first.contains(
+            "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
+        ));
+        assert!(first.contains("--probability 0.3333333333 -j KUBE-SEP-"));
+        assert!(first.contains("-j DNAT --to-destination 10.244.1.3:8080"));
+        // Delete one backend: its chain goes, the others are not redeclared.
+        let existing = chains(&first);
+        let g = web(&[(1, 3), (2, 3)]);
+        let (second, _) = sync_input(std::slice::from_ref(&g), "10.244.0.0/16", &existing);
+        let gone = sep_chain(&f, &f.backends[1]);
+        assert!(second.contains(&format!("-X {gone}")), "{second}");
+        assert!(!second.contains(&format!(":{} ", sep_chain(&g, &g.backends[0]))));
+        assert!(!second.contains("PREROUTING"));
+    }
+
+    #[test]
+    fn saved_chains_read_back_with_counters() {
+        let f = web(&[(1, 3), (2, 2)]);
+        let sep = [sep_chain(&f, &f.backends[0]), sep_chain(&f, &f.backends[1])];
+        let svc = svc_chain(&f);
+        let save = format!(
+            "*nat\n:KUBE-SERVICES - [0:0]\n\
+             [7:420] -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment \"ns1/svc1:tcp cluster IP\" -m tcp --dport 80 -j {svc}\n\
+             [3:180] -A {svc} -m comment --comment \"ns1/svc1:tcp -> 10.244.1.3:8080\" -m statistic --mode random --probability 0.50000000000 -j {}\n\
+             [4:240] -A {svc} -m comment --comment \"ns1/svc1:tcp -> 10.244.2.2:8080\" -j {}\n\
+             [0:0] -A {} -s 10.244.1.3/32 -m comment --comment \"ns1/svc1:tcp\" -j KUBE-MARK-MASQ\n\
+             [3:180] -A {} -p tcp -m comment --comment \"ns1/svc1:tcp\" -m tcp -j DNAT --to-destination 10.244.1.3:8080\n\
+             [4:240] -A {} -p tcp -m comment --comment \"ns1/svc1:tcp\" -m tcp -j DNAT --to-destination 10.244.2.2:8080\n",
+            sep[0], sep[1], sep[0], sep[0], sep[1]
+        );
+        let got = parse(&save);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].name, "ns1/svc1:tcp");
+        assert_eq!((got[0].vip, got[0].port), (f.vip, 80));
+        let conns: Vec<_> = got[0].endpoints.iter().map(|e| e.connections).collect();
+        assert_eq!(conns, [3, 4]);
+        assert_eq!(got[0].endpoints[0].probability, Some(0.5));
+        assert_eq!(got[0].endpoints[1].endpoint, Some(f.backends[1].clone()));
+    }
+}
