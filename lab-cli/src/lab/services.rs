@@ -376,3 +376,110 @@ impl From<ServiceError> for LabError {
         LabError::Services(Box::new(e))
     }
 }
+
+/// Where a capture's end marker goes: TEST-NET-1's discard port (routed
+/// out of the pod like anything else, answered by nobody).
+const MARKER: (Ipv4Addr, u16) = (Ipv4Addr::new(192, 0, 2, 1), 9);
+
+/// The destinations of the TCP SYNs `member` sends on its eth0 while
+/// `traffic` runs, as tcpdump (the learner's tool) sees them. The capture
+/// ends when a marker datagram sent after the traffic shows up, so every
+/// SYN before it has been read: no fixed observation window.
+pub fn capture_syn_destinations(
+    lab: &Lab,
+    member: &str,
+    traffic: impl FnOnce(),
+) -> Result<Vec<Ipv4Addr>, LabError> {
+    use std::{
+        io::{BufRead as _, BufReader},
+        process::{Command, Stdio},
+    };
+
+    use crate::kernel::tool::ToolError;
+
+    let ns = lab.netns(member)?;
+    let filter = format!(
+        "(tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn) or (udp and dst host {} and dst port {})",
+        MARKER.0, MARKER.1
+    );
+    let run_err = |source| {
+        LabError::from(ServiceError::from(ToolError::Run {
+            program: "tcpdump",
+            netns: ns.name().to_owned(),
+            source,
+        }))
+    };
+    let mut child = ns
+        .run(|| {
+            Command::new("tcpdump")
+                .args(["-nli", super::plan::POD_IFNAME, &filter])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        })?
+        .map_err(run_err)?;
+    let refused = |stderr: String| {
+        LabError::from(ServiceError::from(ToolError::Refused {
+            program: "tcpdump",
+            netns: ns.name().to_owned(),
+            stderr,
+        }))
+    };
+    // tcpdump says "listening on eth0" once its socket is open.
+    let mut err = BufReader::new(
+        child
+            .stderr
+            .take()
+            .ok_or_else(|| refused("no stderr".into()))?,
+    );
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        if err.read_line(&mut line).map_err(run_err)? == 0 {
+            if let Err(e) = child.kill() {
+                tracing::debug!("tcpdump: {e}");
+            }
+            return Err(refused("exited before capturing".into()));
+        }
+    }
+    traffic();
+    let marker = ns
+        .run(|| std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))?
+        .and_then(|s| s.send_to(b"end", MARKER))
+        .map_err(run_err);
+    let mut dsts = Vec::new();
+    let mut saw_marker = false;
+    if marker.is_ok()
+        && let Some(out) = child.stdout.take()
+    {
+        for line in BufReader::new(out).lines() {
+            let line = line.map_err(run_err)?;
+            // "… IP 10.244.1.2.57080 > 10.96.0.10.80: Flags [S], …"
+            let Some(dst) = line.split(" > ").nth(1).and_then(|r| r.split(':').next()) else {
+                continue;
+            };
+            let Some(addr) = dst
+                .rsplit_once('.')
+                .and_then(|(a, _)| a.parse::<Ipv4Addr>().ok())
+            else {
+                continue;
+            };
+            if addr == MARKER.0 {
+                saw_marker = true;
+                break;
+            }
+            dsts.push(addr);
+        }
+    }
+    if let Err(e) = child.kill() {
+        tracing::debug!("tcpdump: {e}");
+    }
+    if let Err(e) = child.wait() {
+        tracing::debug!("tcpdump: {e}");
+    }
+    marker?;
+    if !saw_marker {
+        return Err(refused("stopped before the end of the capture".into()));
+    }
+    Ok(dsts)
+}

@@ -1,0 +1,522 @@
+//! Privileged: the `service` scenario in each mode (kube-proxy iptables and
+//! nftables, eBPF per packet, socket-LB), driven through the `labctl`
+//! binary as a learner would, checked against the kernel's own records
+//! (conntrack, the pinned maps, tcpdump on the wire).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use lab_cli::{
+    conntrack::netlink::Ctnetlink,
+    ebpf::pins,
+    kernel::cgroup,
+    lab::{Lab, plan::LabOptions, state::LabState, up::STEP_DELAY_ENV},
+    services::{KubeProxyMode, model::APP_PORT},
+};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+fn labctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_labctl"))
+}
+
+/// Runs labctl; its stdout, after checking it succeeded.
+fn run(args: &[&str]) -> String {
+    let out = labctl().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "labctl {}: {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn traffic(lab: &str, proto: &str, count: u32) -> Value {
+    let n = count.to_string();
+    let out = labctl()
+        .args([
+            "lab", "traffic", "client", "web", "--lab", lab, "-p", proto, "-c", &n, "-o", "json",
+        ])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "traffic: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn counts(v: &Value, field: &str) -> BTreeMap<String, u64> {
+    v[field]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `svc list -o json` of lab `lab`: (proto, [(pod, connections)]).
+fn listed(lab: &str) -> Vec<(String, Vec<(String, u64)>)> {
+    run(&["svc", "list", "--lab", lab, "-o", "json"])
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|f| {
+            assert_eq!(f["vip"], VIP.to_string(), "{f}");
+            assert_eq!(f["service"], format!("{lab}/web"), "{f}");
+            let backends = f["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    (
+                        b["pod"].as_str().unwrap().to_owned(),
+                        b["connections"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            (f["proto"].as_str().unwrap().to_owned(), backends)
+        })
+        .collect()
+}
+
+/// Echo servers in the web pods that greet with their name, run by the
+/// test (a connection held open across a change needs a server that
+/// outlives one `lab traffic`).
+struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Servers {
+    fn start(lab: &Lab) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for pod in ["web-1", "web-2", "web-3"] {
+            let ep = lab.endpoint(pod).unwrap();
+            let ns = lab.netns(pod).unwrap();
+            let listener = ns
+                .run(|| TcpListener::bind(SocketAddrV4::new(ep.addr, APP_PORT)))
+                .unwrap()
+                .unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let stop = stop.clone();
+            threads.push(thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((mut s, _)) = listener.accept() else {
+                        thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    s.set_nonblocking(false).unwrap();
+                    s.write_all(format!("{pod}\n").as_bytes()).unwrap();
+                    let stop = stop.clone();
+                    thread::spawn(move || {
+                        s.set_read_timeout(Some(Duration::from_millis(100)))
+                            .unwrap();
+                        let mut buf = [0u8; 256];
+                        while !stop.load(Ordering::Relaxed) {
+                            match s.read(&mut buf) {
+                                Ok(0) => return,
+                                Ok(n) => s.write_all(&buf[..n]).unwrap(),
+                                Err(_) => continue,
+                            }
+                        }
+                    });
+                }
+            }));
+        }
+        Self { stop, threads }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// A shell in the client pod (its netns and, under socket-LB, its cgroup:
+/// `lab exec`) holding one TCP connection to the VIP: it prints the
+/// backend's name, then, after each line on its stdin, echoes one line
+/// through the connection.
+struct Held {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Held {
+    fn open(lab: &str) -> (Self, String) {
+        let script = format!(
+            "exec 3<>/dev/tcp/{VIP}/80 || exit 1; read -r name <&3; echo \"$name\"; \
+             while read -r _; do echo ping >&3; read -r back <&3; echo \"$back\"; done"
+        );
+        let mut child = labctl()
+            .args([
+                "lab", "exec", "client", "--lab", lab, "--", "bash", "-c", &script,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut name = String::new();
+        out.read_line(&mut name).unwrap();
+        (Self { child, out }, name.trim().to_owned())
+    }
+
+    fn ping(&mut self) -> String {
+        writeln!(self.child.stdin.as_mut().unwrap()).unwrap();
+        let mut back = String::new();
+        self.out.read_line(&mut back).unwrap();
+        back.trim().to_owned()
+    }
+
+    fn close(mut self) {
+        drop(self.child.stdin.take());
+        common::wait_exit(&mut self.child, 10);
+    }
+}
+
+fn check_mode(mode: KubeProxyMode, tag: &str) {
+    let lab = common::lab_with(
+        "service",
+        tag,
+        LabOptions {
+            kube_proxy: Some(mode),
+            ..Default::default()
+        },
+    );
+    let name = lab.name().to_owned();
+    let client = lab.endpoint("client").unwrap().addr;
+
+    // 300 connections reach all three backends, each at least 20%; the
+    // client sees the VIP answer, the backends see the client's address.
+    let t = traffic(&name, "tcp", 300);
+    assert_eq!(
+        (t["sent"].as_u64(), t["answered"].as_u64()),
+        (Some(300), Some(300)),
+        "{mode}: {t}"
+    );
+    let by = counts(&t, "backends");
+    assert_eq!(
+        by.keys().collect::<Vec<_>>(),
+        ["web-1", "web-2", "web-3"],
+        "{mode}: {t}"
+    );
+    assert!(by.values().all(|n| *n >= 60), "{mode}: {by:?}");
+    assert_eq!(
+        counts(&t, "replies_from"),
+        BTreeMap::from([(VIP.to_string(), 300)]),
+        "{mode}"
+    );
+    assert_eq!(
+        counts(&t, "server_saw"),
+        BTreeMap::from([(client.to_string(), 300)]),
+        "{mode}"
+    );
+    // The kernel's own count of connections per backend (DNAT rule
+    // counters, the eBPF programs' counters) says the same.
+    let tcp = listed(&name)
+        .into_iter()
+        .find(|(p, _)| p == "tcp")
+        .unwrap()
+        .1;
+    let from_kernel: BTreeMap<String, u64> = tcp
+        .iter()
+        .map(|(pod, n)| (pod.rsplit('/').next().unwrap().to_owned(), *n))
+        .collect();
+    assert_eq!(from_kernel, by, "{mode}: svc list vs what the client saw");
+
+    // UDP too, answered from the VIP.
+    let u = traffic(&name, "udp", 10);
+    assert_eq!(u["answered"].as_u64(), Some(10), "{mode}: {u}");
+    assert_eq!(
+        counts(&u, "replies_from"),
+        BTreeMap::from([(VIP.to_string(), 10)]),
+        "{mode}"
+    );
+
+    // A connection held across `svc backend del` of its backend keeps
+    // working; new connections no longer reach that backend.
+    let servers = Servers::start(&lab);
+    let (mut held, gone) = Held::open(&name);
+    assert!(gone.starts_with("web-"), "{mode}: greeting {gone:?}");
+    assert_eq!(held.ping(), "ping", "{mode}");
+    let changed = run(&["svc", "backend", "del", "web", &gone, "--lab", &name]);
+    assert!(changed.contains("written"), "{changed}");
+    assert_eq!(
+        held.ping(),
+        "ping",
+        "{mode}: the established connection broke"
+    );
+    held.close();
+    servers.stop();
+    let after = traffic(&name, "tcp", 40);
+    assert_eq!(after["answered"].as_u64(), Some(40), "{mode}: {after}");
+    let by = counts(&after, "backends");
+    assert!(
+        !by.contains_key(&gone) && by.len() == 2,
+        "{mode}: {gone} still gets connections: {by:?}"
+    );
+    assert!(
+        listed(&name)
+            .iter()
+            .all(|(_, b)| b.len() == 2 && b.iter().all(|(p, _)| !p.ends_with(&gone))),
+        "{mode}"
+    );
+
+    if mode == KubeProxyMode::EbpfSocket {
+        socket_lb_leaves_others_alone(&lab);
+    }
+    if mode.is_netfilter() {
+        // conntrack holds the DNAT of every connection (the learner's
+        // `labctl conntrack list --netns …-node1`).
+        let node = lab.netns("node1").unwrap();
+        let entries = Ctnetlink::open_in(Some(&node)).unwrap().dump(None).unwrap();
+        assert!(
+            entries.iter().any(|e| e.orig.dst == VIP
+                && e.reply.src != VIP
+                && e.flags.iter().any(|f| f == "DST_NAT")),
+            "{mode}: no DNAT entry for the VIP"
+        );
+    }
+
+    // `down` removes everything, pins and cgroups included.
+    let inodes: Vec<u64> = lab.state.namespaces.iter().map(|n| n.inode).collect();
+    let cgroups: Vec<_> = lab.state.cgroups.clone();
+    lab.down().unwrap();
+    for ino in inodes {
+        assert!(!pins::lb(ino).exists(), "{mode}: tc LB pins left");
+    }
+    for c in cgroups {
+        assert!(
+            !cgroup::path(&c.path).unwrap().exists(),
+            "{mode}: cgroup {} left",
+            c.path
+        );
+        assert!(
+            !pins::socklb(c.inode).exists(),
+            "{mode}: socket-LB pins left"
+        );
+    }
+}
+
+/// Socket-LB translates only the lab's processes: this test process is in
+/// none of the lab's cgroups, so its datagram to the VIP leaves the client
+/// pod with the VIP as destination (the node's conntrack sees it so),
+/// while `lab traffic` (in the pod's cgroup) never puts the VIP on the wire.
+fn socket_lb_leaves_others_alone(lab: &Lab) {
+    let client = lab.netns("client").unwrap();
+    let node = lab.netns("node1").unwrap();
+    let socket = client
+        .run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap()
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    socket
+        .send_to(b"outside", SocketAddrV4::new(VIP, 80))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let entries = Ctnetlink::open_in(Some(&node)).unwrap().dump(None).unwrap();
+        let ours: Vec<_> = entries
+            .iter()
+            .filter(|e| e.orig.sport == Some(port))
+            .collect();
+        if let Some(e) = ours.first() {
+            assert_eq!(e.orig.dst, VIP, "the outside socket was translated");
+            assert!(
+                entries
+                    .iter()
+                    .all(|e| e.orig.sport == Some(port) || e.orig.dst != VIP),
+                "a lab process put the VIP on the wire"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the datagram never reached the node"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kube_proxy_iptables() {
+    if common::privileged("kube_proxy_iptables") {
+        check_mode(KubeProxyMode::Iptables, "svi");
+    }
+}
+
+#[test]
+fn kube_proxy_nftables() {
+    if common::privileged("kube_proxy_nftables") {
+        check_mode(KubeProxyMode::Nftables, "svn");
+    }
+}
+
+#[test]
+fn ebpf_per_packet() {
+    if common::privileged("ebpf_per_packet") {
+        check_mode(KubeProxyMode::Ebpf, "sve");
+    }
+}
+
+#[test]
+fn ebpf_socket_lb() {
+    if common::privileged("ebpf_socket_lb") {
+        check_mode(KubeProxyMode::EbpfSocket, "svs");
+    }
+}
+
+/// The wire, as tcpdump sees it on the client pod's eth0: the VIP under
+/// per-packet eBPF, the backend under socket-LB.
+#[test]
+fn the_wire_shows_the_vip_or_the_backend() {
+    if !common::privileged("the_wire_shows_the_vip_or_the_backend") {
+        return;
+    }
+    for (mode, tag, expect_vip) in [
+        (KubeProxyMode::Ebpf, "swe", true),
+        (KubeProxyMode::EbpfSocket, "sws", false),
+    ] {
+        let lab = common::lab_with(
+            "service",
+            tag,
+            LabOptions {
+                kube_proxy: Some(mode),
+                ..Default::default()
+            },
+        );
+        let dsts = lab_cli::lab::services::capture_syn_destinations(&lab, "client", || {
+            let t = traffic(lab.name(), "tcp", 3);
+            assert_eq!(t["answered"].as_u64(), Some(3), "{t}");
+        })
+        .unwrap();
+        assert_eq!(dsts.len(), 3, "{mode}: {dsts:?}");
+        assert!(
+            dsts.iter().all(|d| (*d == VIP) == expect_vip),
+            "{mode}: {dsts:?}"
+        );
+    }
+}
+
+/// `lab up` killed at any moment under socket-LB: `lab down` removes what
+/// it left (cgroups, programs, pins), and the host's cgroup tree is clean.
+#[test]
+fn a_killed_socket_lb_up_is_recovered_by_down() {
+    if !common::privileged("a_killed_socket_lb_up_is_recovered_by_down") {
+        return;
+    }
+    let name = common::lab_name("svk");
+    let mut up = labctl()
+        .args([
+            "lab",
+            "up",
+            "service",
+            "--kube-proxy",
+            "ebpf-socket",
+            "--name",
+            &name,
+        ])
+        .env(STEP_DELAY_ENV, "50")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the pods' cgroups are being made.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while LabState::load(&name)
+        .unwrap()
+        .is_none_or(|s| s.cgroups.len() < 2)
+    {
+        assert!(Instant::now() < deadline, "up never reached its cgroups");
+        thread::sleep(Duration::from_millis(1));
+    }
+    common::signal(&up, Signal::SIGKILL);
+    common::wait_exit(&mut up, 10);
+    let state = LabState::load(&name).unwrap().unwrap();
+    run(&["lab", "down", &name]);
+    assert!(LabState::load(&name).unwrap().is_none());
+    for c in &state.cgroups {
+        assert!(
+            !cgroup::path(&c.path).unwrap().exists(),
+            "cgroup {} left",
+            c.path
+        );
+    }
+    let lab_cg = cgroup::path(&format!("labctl-{name}")).unwrap();
+    assert!(!lab_cg.exists());
+    if let Some(first) = state.cgroups.first() {
+        assert!(!pins::socklb(first.inode).exists());
+    }
+    for m in [
+        "world", "node1", "node2", "client", "web-1", "web-2", "web-3",
+    ] {
+        assert!(!common::netns_exists(&format!("{name}-{m}")), "{m}");
+    }
+    assert!(!Path::new(&format!("/run/netns/{name}-client")).exists());
+}
+
+/// IPVS is detected, never faked: this kernel has none, and asking for it
+/// fails before anything is built, with the alternatives.
+#[test]
+fn ipvs_is_refused_with_the_alternatives_where_the_kernel_lacks_it() {
+    if !common::privileged("ipvs_is_refused_with_the_alternatives_where_the_kernel_lacks_it") {
+        return;
+    }
+    let name = common::lab_name("svv");
+    let out = labctl()
+        .args([
+            "lab",
+            "up",
+            "service",
+            "--kube-proxy",
+            "ipvs",
+            "--name",
+            &name,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let has_ipvs = Path::new("/proc/net/ip_vs").exists();
+    assert!(
+        stderr.contains(if has_ipvs {
+            "does not build"
+        } else {
+            "no IPVS"
+        }),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--kube-proxy iptables, nftables, ebpf or ebpf-socket"));
+    assert!(!common::netns_exists(&format!("{name}-world")));
+}
