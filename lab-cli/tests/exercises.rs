@@ -61,7 +61,8 @@ fn exercise(id: &str, tag: &str) {
         .iter()
         .flat_map(|t| &t.checks)
         .find_map(|c| match c {
-            exercises::model::Check::Answer { expect } => Some(expect.clone()),
+            exercises::model::Check::Answer { expect }
+            | exercises::model::Check::Wire { expect, .. } => Some(expect.clone()),
             _ => None,
         })
     {
@@ -98,6 +99,16 @@ fn exercise(id: &str, tag: &str) {
     }
     exercises::stop(&again).unwrap();
     assert_gone(&lab, &namespaces);
+}
+
+#[test]
+fn service_no_endpoints() {
+    exercise("service-no-endpoints", "exsne");
+}
+
+#[test]
+fn socket_lb_wire() {
+    exercise("socket-lb-wire", "exslw");
 }
 
 #[test]

@@ -95,6 +95,23 @@ pub enum SvcBackendCommand {
     Add(SvcBackendChangeArgs),
     /// Stop sending new connections to a pod: labctl svc backend del web web-1
     Del(SvcBackendChangeArgs),
+    /// Make these pods (and no others) a service's backends:
+    /// labctl svc backend set web web-1 web-2 (no pods: no endpoints)
+    Set(SvcBackendSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SvcBackendSetArgs {
+    /// The service's name.
+    pub service: String,
+    /// The pods (POD or LAB/POD); none: the service has no endpoints.
+    pub pods: Vec<String>,
+    /// The lab (needed only when several labs have services).
+    #[arg(long, value_parser = values::lab_name)]
+    pub lab: Option<String>,
+    /// Output: text for people, json for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

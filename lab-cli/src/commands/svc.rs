@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use crate::{
     cli::svc::{
         SvcAddArgs, SvcBackendChangeArgs, SvcBackendCommand, SvcCommand, SvcDelArgs, SvcListArgs,
+
     },
     kernel::{netns::NetNs, privilege},
     lab::{
@@ -35,6 +36,28 @@ pub fn run(command: SvcCommand) -> anyhow::Result<Outcome> {
         SvcCommand::Backend(args) => match args.command {
             SvcBackendCommand::Add(a) => backend(a, true),
             SvcBackendCommand::Del(a) => backend(a, false),
+            SvcBackendCommand::Set(a) => {
+                let lab = pick_lab(a.lab.as_deref())?;
+                let pods: Vec<String> = a
+                    .pods
+                    .iter()
+                    .map(|p| p.rsplit('/').next().unwrap_or(p).to_owned())
+                    .collect();
+                let what = if pods.is_empty() {
+                    format!("service `{}` has no endpoints now", a.service)
+                } else {
+                    format!("service `{}` now goes to {}", a.service, pods.join(", "))
+                };
+                apply(
+                    &lab,
+                    Change::SetBackends {
+                        service: a.service.clone(),
+                        pods,
+                    },
+                    &what,
+                    a.output,
+                )
+            }
         },
     }
 }

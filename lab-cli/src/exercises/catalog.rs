@@ -53,6 +53,14 @@ const EMBEDDED: &[(&str, &str)] = &[
         "conntrack-invalid",
         include_str!("../../../exercises/conntrack-invalid.toml"),
     ),
+    (
+        "service-no-endpoints",
+        include_str!("../../../exercises/service-no-endpoints.toml"),
+    ),
+    (
+        "socket-lb-wire",
+        include_str!("../../../exercises/socket-lb-wire.toml"),
+    ),
 ];
 
 #[derive(Debug, Error)]
@@ -195,6 +203,9 @@ pub fn validate(source: &Source, reasons: Option<&[String]>) -> Result<(), Catal
     let sc = scenario::find(&ex.scenario)
         .ok_or_else(|| invalid(format!("scenario `{}` does not exist", ex.scenario)))?;
     let plan = Plan::new("x", sc, ex.options.clone()).map_err(|e| invalid(e.to_string()))?;
+    if ex.kube_proxy.is_some() && sc.services.is_empty() {
+        return Err(invalid(format!("scenario {} has no services for kube_proxy", sc.name)));
+    }
     if ex.hints.is_empty() || ex.tasks.is_empty() {
         return Err(invalid("it needs at least one hint and one task".into()));
     }
@@ -219,6 +230,7 @@ pub fn validate(source: &Source, reasons: Option<&[String]>) -> Result<(), Catal
     }
     for vars in &variants {
         let ex = instantiate(source, vars)?;
+        ex.lab_options().map_err(invalid)?;
         let member = |m: &str| -> Result<(), CatalogError> {
             let known = plan.members().any(|(name, _, _)| name == m) || m == WORLD;
             if known {
@@ -270,13 +282,26 @@ pub fn validate(source: &Source, reasons: Option<&[String]>) -> Result<(), Catal
             .chain(&ex.shortcut);
         for a in all_actions {
             member(&a.member)?;
-            match (&a.run, &a.nat_ports, &a.probe) {
-                (Some(_), None, None) => {}
-                (None, Some(p), None) if super::observe::parse_ports(p).is_some() => {}
-                (None, None, Some(p)) => probe(p)?,
+            match (&a.run, &a.nat_ports, &a.probe, &a.svc_backends) {
+                (Some(_), None, None, None) => {}
+                (None, Some(p), None, None) if super::observe::parse_ports(p).is_some() => {}
+                (None, None, Some(p), None) => probe(p)?,
+                (None, None, None, Some(b)) => {
+                    let mut words = b.split_whitespace();
+                    let service = words.next().unwrap_or_default();
+                    if !sc.services.iter().any(|s| s.name == service) {
+                        return Err(invalid(format!(
+                            "svc_backends names service `{service}`, which scenario {} does not have",
+                            sc.name
+                        )));
+                    }
+                    for pod in words {
+                        member(pod)?;
+                    }
+                }
                 _ => {
                     return Err(invalid(format!(
-                        "an action in {} needs exactly one of `run`, a valid `nat_ports` or `probe`",
+                        "an action in {} needs exactly one of `run`, a valid `nat_ports`, `probe` or `svc_backends`",
                         a.member
                     )));
                 }
@@ -315,6 +340,20 @@ pub fn validate(source: &Source, reasons: Option<&[String]>) -> Result<(), Catal
                 | Check::Route { member: m, .. }
                 | Check::Unchanged { member: m } => member(m)?,
                 Check::Answer { .. } => {}
+                Check::Wire { from, to, expect } => {
+                    member(from)?;
+                    if !sc.services.iter().any(|s| s.name == *to) {
+                        return Err(invalid(format!(
+                            "wire check: `{to}` is not a service of scenario {}",
+                            sc.name
+                        )));
+                    }
+                    if !["vip", "backend"].contains(&expect.as_str()) {
+                        return Err(invalid(format!(
+                            "wire check: expect `vip` or `backend`, not `{expect}`"
+                        )));
+                    }
+                }
             }
         }
         for t in &ex.tasks {

@@ -74,7 +74,13 @@ fn build(
     exercise: &Exercise,
     lab_name: &str,
 ) -> Result<(Lab, Vec<(String, attempt::Snapshot)>), ExerciseError> {
-    let lab = Lab::up(Some(lab_name), &exercise.scenario, exercise.options.clone())?;
+    let options = exercise
+        .lab_options()
+        .map_err(|problem| CatalogError::Invalid {
+            id: exercise.id.clone(),
+            problem,
+        })?;
+    let lab = Lab::up(Some(lab_name), &exercise.scenario, options)?;
     let broken = observe::apply(&lab, &exercise.breaks).and_then(|()| {
         observe::watched_members(exercise)
             .into_iter()

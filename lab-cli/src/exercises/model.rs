@@ -9,6 +9,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::lab::{plan::LabOptions, traffic::Proto};
 
+impl Exercise {
+    /// The lab's options, `kube_proxy` included.
+    pub fn lab_options(&self) -> Result<LabOptions, String> {
+        let mut options = self.options.clone();
+        if let Some(mode) = &self.kube_proxy {
+            options.kube_proxy = Some(
+                <crate::services::KubeProxyMode as clap::ValueEnum>::from_str(mode, true)
+                    .map_err(|_| format!("kube_proxy `{mode}` is not a mode"))?,
+            );
+        }
+        Ok(options)
+    }
+}
+
 /// One exercise file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +38,10 @@ pub struct Exercise {
     pub scenario: String,
     #[serde(default)]
     pub options: LabOptions,
+    /// Who implements the scenario's services (`iptables`, `nftables`,
+    /// `ebpf`, `ebpf-socket`): a string, so a parameter can choose it.
+    #[serde(default)]
+    pub kube_proxy: Option<String>,
     /// Randomized per attempt: each picks one of its choices.
     #[serde(default)]
     pub params: BTreeMap<String, Param>,
@@ -101,6 +119,10 @@ pub struct Action {
     /// result is not checked.
     #[serde(default)]
     pub probe: Option<Probe>,
+    /// A service's backend set, as `labctl svc backend set`: `SERVICE
+    /// [POD...]` (no pods: no endpoints).
+    #[serde(default)]
+    pub svc_backends: Option<String>,
 }
 
 impl Action {
@@ -117,6 +139,9 @@ impl Action {
                     .map(|x| format!(" --port {x}"))
                     .unwrap_or_default()
             );
+        }
+        if let Some(b) = &self.svc_backends {
+            return format!("sudo labctl svc backend set --lab {lab} {b}");
         }
         match (&self.run, &self.nat_ports) {
             (Some(run), _) => format!(
@@ -228,6 +253,15 @@ pub enum Check {
     /// The learner's `exercise answer`, compared word by word (any order,
     /// any case) with the expected text.
     Answer { expect: String },
+    /// What the wire shows: TCP SYNs from `from` to `to` (a service) are
+    /// captured on `from`'s eth0 with tcpdump; their destination is `vip`
+    /// or `backend`. Passes when the capture shows `expect` and the
+    /// learner's answer says the same.
+    Wire {
+        from: String,
+        to: String,
+        expect: String,
+    },
 }
 
 fn yes() -> bool {
@@ -283,4 +317,8 @@ pub struct Probe {
     /// Where the echo server runs when `to` is a Service address: MEMBER:PORT.
     #[serde(default)]
     pub backend: Option<String>,
+    /// To a service of the lab: at least this many of its backends must
+    /// have answered.
+    #[serde(default)]
+    pub backends_at_least: Option<usize>,
 }

@@ -66,6 +66,18 @@ pub fn apply(lab: &Lab, actions: &[Action]) -> Result<(), ObserveError> {
             lab::reconfigure_nat(lab.name(), Some(range), None)?;
             continue;
         }
+        if let Some(b) = &a.svc_backends {
+            let mut words = b.split_whitespace().map(str::to_owned);
+            let service = words.next().unwrap_or_default();
+            lab::services::change(
+                lab.name(),
+                lab::services::Change::SetBackends {
+                    service,
+                    pods: words.collect(),
+                },
+            )?;
+            continue;
+        }
         if let Some(p) = &a.probe {
             let ctx = Ctx {
                 lab,
@@ -358,6 +370,7 @@ impl Ctx<'_> {
                     Ok(())
                 }
             }
+            Check::Wire { from, to, expect } => self.wire(from, to, expect),
             Check::Answer { expect } => {
                 let words = |s: &str| {
                     let mut w: Vec<String> = s
@@ -416,9 +429,73 @@ impl Ctx<'_> {
     }
 
     fn send(&self, p: &Probe) -> Result<traffic::TrafficReport, String> {
-        let (from, to) = (self.endpoint(&p.from)?, self.endpoint(&p.to)?);
-        traffic::run(&from, &to, &self.spec(p)?)
+        let mut spec = self.spec(p)?;
+        let from = self.endpoint(&p.from)?;
+        let to = match self
+            .lab
+            .service_traffic(&p.to, &mut spec, p.port.is_some() && p.backend.is_some())
+        {
+            Some(to) if p.backend.is_none() => to,
+            _ => self.endpoint(&p.to)?,
+        };
+        // Under socket-LB the pod's sockets are made in its cgroup.
+        let _as_pod = self
+            .lab
+            .pod_cgroup(&p.from)
+            .map(|c| crate::kernel::cgroup::Joined::enter(&c))
+            .transpose()
+            .map_err(|e| format!("cannot act as pod {}: {e}", p.from))?;
+        traffic::run(&from, &to, &spec)
             .map_err(|e| format!("cannot send from {} to {}: {e}", p.from, p.to))
+    }
+
+    /// The [`Check::Wire`] check.
+    fn wire(&self, from: &str, to: &str, expect: &str) -> Result<(), String> {
+        let vip = self
+            .lab
+            .service(to)
+            .map(|(vip, _)| vip)
+            .ok_or_else(|| format!("`{to}` is not a service of this lab"))?;
+        let probe = Probe {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            proto: Proto::Tcp,
+            port: None,
+            count: Some(3),
+            size: None,
+            seconds: None,
+            answered: true,
+            seen_as: None,
+            min_bytes: None,
+            sport: None,
+            backend: None,
+            backends_at_least: None,
+        };
+        let mut sent = Ok(());
+        let dsts = lab::services::capture_syn_destinations(self.lab, from, || {
+            sent = self.send(&probe).map(drop);
+        })
+        .map_err(|e| e.to_string())?;
+        sent?;
+        let kinds: std::collections::BTreeSet<&str> = dsts
+            .iter()
+            .map(|d| if *d == vip { "vip" } else { "backend" })
+            .collect();
+        let seen = match kinds.into_iter().collect::<Vec<_>>()[..] {
+            [one] => one,
+            [] => return Err(format!("no SYN from {from} to {to} was captured")),
+            _ => "both",
+        };
+        if !seen.eq_ignore_ascii_case(expect) {
+            return Err(format!(
+                "a capture on {from}'s eth0 shows the {seen} address, where this lab should show the {expect}"
+            ));
+        }
+        match &self.attempt.answer {
+            None => Err("no answer yet: `labctl exercise answer vip` or `... backend`".into()),
+            Some(a) if a.trim().eq_ignore_ascii_case(seen) => Ok(()),
+            Some(a) => Err(format!("the answer `{a}` is not what the wire shows")),
+        }
     }
 
     fn probe(&self, p: &Probe) -> Result<(), String> {
@@ -460,6 +537,16 @@ impl Ctx<'_> {
                 } else {
                     format!(" ({})", errors.join(", "))
                 }
+            ));
+        }
+        if let Some(n) = p.backends_at_least
+            && r.backends.len() < n
+        {
+            let by: Vec<String> = r.backends.iter().map(|(b, c)| format!("{b} ×{c}")).collect();
+            return Err(format!(
+                "{what}: answered by {} backend(s) ({}), not at least {n}",
+                r.backends.len(),
+                if by.is_empty() { "none named".into() } else { by.join(", ") }
             ));
         }
         if let Some(seen) = &p.seen_as {

@@ -114,3 +114,34 @@ pub fn procs_file(path: &Path) -> Result<fs::File, CgroupError> {
         .open(&procs)
         .map_err(io_err("open", path))
 }
+
+/// This process in another cgroup until dropped, then back where it was:
+/// for a check that acts as a pod for a moment (the sockets it creates
+/// meanwhile stay the pod's).
+#[derive(Debug)]
+pub struct Joined {
+    previous: PathBuf,
+}
+
+impl Joined {
+    pub fn enter(path: &Path) -> Result<Self, CgroupError> {
+        let me = fs::read_to_string("/proc/self/cgroup").map_err(io_err("read", Path::new("/proc/self/cgroup")))?;
+        let rel = me
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("/")
+            .trim_start_matches('/')
+            .to_owned();
+        let previous = cgroup2_root().ok_or(CgroupError::NoCgroup2)?.join(rel);
+        join(path)?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        if let Err(e) = join(&self.previous) {
+            tracing::warn!("cannot return to cgroup {}: {e}", self.previous.display());
+        }
+    }
+}

@@ -222,6 +222,8 @@ pub enum Change {
     Delete(String),
     AddBackend { service: String, pod: String },
     DeleteBackend { service: String, pod: String },
+    /// Exactly these backends (possibly none).
+    SetBackends { service: String, pods: Vec<String> },
 }
 
 /// Applies `change` to lab `lab`'s record and writes the result into its
@@ -236,7 +238,8 @@ pub fn change(lab: &str, change: Change) -> Result<(SyncReport, &'static str), L
                 Change::Add(s) => s.name.clone(),
                 Change::Delete(n)
                 | Change::AddBackend { service: n, .. }
-                | Change::DeleteBackend { service: n, .. } => n.clone(),
+                | Change::DeleteBackend { service: n, .. }
+                | Change::SetBackends { service: n, .. } => n.clone(),
             },
             lab: plan.lab.clone(),
             known: "(none: this lab's scenario has no services; try `labctl lab up service`)"
@@ -293,6 +296,13 @@ pub fn change(lab: &str, change: Change) -> Result<(SyncReport, &'static str), L
                 .into());
             };
             specs[i].backends.remove(j);
+        }
+        Change::SetBackends { service, pods } => {
+            for pod in &pods {
+                plan.pod(pod).ok_or_else(|| no_such_pod(plan, pod))?;
+            }
+            let i = find(specs, &service).ok_or_else(|| no_such_service(&lab_name, specs, &service))?;
+            specs[i].backends = pods;
         }
     }
     let dp = datapath(plan)?;
@@ -351,6 +361,32 @@ impl Lab {
             .iter()
             .find(|s| s.name == name || Some(s.vip) == vip)
             .map(|s| (s.vip, s.port))
+    }
+
+    /// Traffic to `to` when it names one of the lab's services (or its
+    /// VIP): the destination, with `spec` set to start the app's servers
+    /// in the backend pods, named, on the service's port (unless the
+    /// caller gave one). None: not a service.
+    pub fn service_traffic(
+        &self,
+        to: &str,
+        spec: &mut super::traffic::TrafficSpec,
+        port_given: bool,
+    ) -> Option<Member> {
+        if self.endpoint(to).is_some() {
+            return None;
+        }
+        let (vip, port) = self.service(to)?;
+        if !port_given {
+            spec.port = port;
+        }
+        spec.servers = self.app_servers();
+        spec.named = true;
+        Some(Member {
+            name: to.to_owned(),
+            netns: None,
+            addr: vip,
+        })
     }
 
     /// The pods that run the scenario's app (an echo server naming itself

@@ -283,20 +283,9 @@ fn traffic(
     privilege::require_netns_admin("lab traffic")?;
     let lab = Lab::find_member(lab, from)?;
     let src = endpoint(&lab, from)?;
-    let dst = match lab.service(to).filter(|_| lab.endpoint(to).is_none()) {
-        // A service: its backends' app answers, each with its name.
-        Some((vip, port)) => {
-            if !port_given {
-                spec.port = port;
-            }
-            spec.servers = lab.app_servers();
-            spec.named = true;
-            Endpoint {
-                name: to.to_owned(),
-                netns: None,
-                addr: vip,
-            }
-        }
+    // A service: its backends' app answers, each with its name.
+    let dst = match lab.service_traffic(to, &mut spec, port_given) {
+        Some(dst) => dst,
         None => endpoint(&lab, to)?,
     };
     // Under socket-LB a pod's processes run in its cgroup, where the
