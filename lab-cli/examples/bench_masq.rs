@@ -38,8 +38,8 @@
 )]
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    io::Write as _,
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     process::{Command, Stdio},
     sync::{
         Arc,
@@ -48,8 +48,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+use common::{Crr, Spread, VERDICT, crr, echo_server};
 use lab_cli::{
     ebpf::{
         floor::{self, NoopTc, NoopXmit},
@@ -72,161 +75,8 @@ const RUN: Duration = Duration::from_secs(2);
 const SIZES: [u32; 4] = [0, 1_000, 10_000, 50_000];
 /// Datagrams per flood (per-packet costs).
 const FLOOD: u32 = 100_000;
-/// The smallest ratio called a difference (see the module docs).
-const VERDICT: f64 = 2.0;
 const ECHO_PORT: u16 = 5002;
 const FLOOD_PORT: u16 = 5003;
-
-/// Median of a set of measurements and its interval: from 7 values on,
-/// the 2nd lowest to the 2nd highest (a distribution-free 87.5% confidence
-/// interval of the median for 7); below that, min to max.
-#[derive(Clone, Copy)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Spread {
-    fn of(v: &[f64]) -> Self {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        let trim = usize::from(v.len() >= 7);
-        Self {
-            median: v[v.len() / 2],
-            min: v[trim],
-            max: v[v.len() - 1 - trim],
-        }
-    }
-
-    /// Some(true) when the whole interval is at or above ×VERDICT,
-    /// Some(false) when at or below 1/VERDICT, None otherwise (a ratio).
-    fn called(&self) -> Option<bool> {
-        if self.min >= VERDICT {
-            Some(true)
-        } else if self.max <= 1.0 / VERDICT {
-            Some(false)
-        } else {
-            None
-        }
-    }
-
-    /// `median (min–max)` with `digits` decimals.
-    fn show(&self, digits: usize) -> String {
-        format!(
-            "{:.d$} ({:.d$}–{:.d$})",
-            self.median,
-            self.min,
-            self.max,
-            d = digits
-        )
-    }
-
-    /// Some(true) when self's interval is above other's and its median
-    /// at least ×VERDICT other's, Some(false) when below, None otherwise.
-    fn above(&self, other: &Spread) -> Option<bool> {
-        if self.min > other.max && self.median >= other.median * VERDICT {
-            Some(true)
-        } else if self.max < other.min && self.median * VERDICT <= other.median {
-            Some(false)
-        } else {
-            None
-        }
-    }
-}
-
-fn pin_to_cpu(cpu: usize) {
-    let mut set = nix::sched::CpuSet::new();
-    if set.set(cpu).is_ok() {
-        // Pinning only steadies the figures; without it they still hold.
-        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).ok();
-    }
-}
-
-/// An echo server in `ns` (56 bytes back per connection), pinned to CPU 1,
-/// until `stop`.
-fn echo_server(ns: &NetNs, addr: Ipv4Addr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let listener = ns
-        .run(|| TcpListener::bind(SocketAddrV4::new(addr, ECHO_PORT)))
-        .unwrap()
-        .unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        pin_to_cpu(1);
-        let mut buf = [0u8; 56];
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    s.set_nonblocking(false).ok();
-                    if s.read_exact(&mut buf).is_ok() {
-                        s.write_all(&buf).ok();
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_micros(50));
-                }
-                Err(_) => {}
-            }
-        }
-    })
-}
-
-struct Crr {
-    conn_per_s: f64,
-    /// Connections that failed (a lost SYN retransmitted past the timeout
-    /// on a disturbed machine, say); reported, not fatal.
-    failed: u32,
-    /// Connect latencies, sorted, in microseconds.
-    connect_us: Vec<f64>,
-}
-
-impl Crr {
-    fn percentile(&self, p: f64) -> f64 {
-        let i = ((self.connect_us.len() as f64 - 1.0) * p).round() as usize;
-        self.connect_us[i]
-    }
-}
-
-/// Connections from `pod` to the echo server for RUN, pinned to CPU 0.
-fn crr(pod: &NetNs, to: Ipv4Addr) -> anyhow::Result<Crr> {
-    pod.run(move || -> anyhow::Result<Crr> {
-        pin_to_cpu(0);
-        let target = SocketAddrV4::new(to, ECHO_PORT);
-        let mut lat = Vec::with_capacity(20_000);
-        let mut failed = 0;
-        let msg = [7u8; 56];
-        let mut back = [0u8; 56];
-        let start = Instant::now();
-        while start.elapsed() < RUN {
-            let t = Instant::now();
-            let Ok(mut s) = TcpStream::connect_timeout(&target.into(), Duration::from_secs(3))
-            else {
-                failed += 1;
-                continue;
-            };
-            let connected = t.elapsed().as_secs_f64() * 1e6;
-            s.set_read_timeout(Some(Duration::from_secs(3)))?;
-            if s.write_all(&msg)
-                .and_then(|()| s.read_exact(&mut back))
-                .is_err()
-            {
-                failed += 1;
-                continue;
-            }
-            lat.push(connected);
-        }
-        if lat.is_empty() {
-            bail!("no connection to {target} succeeded in {RUN:?}");
-        }
-        let secs = start.elapsed().as_secs_f64();
-        lat.sort_by(f64::total_cmp);
-        Ok(Crr {
-            conn_per_s: lat.len() as f64 / secs,
-            failed,
-            connect_us: lat,
-        })
-    })?
-}
 
 /// Inserts `n` non-matching NAT rules at the head of the node's postrouting
 /// chain (so every new connection walks them before the masquerade rule).
@@ -477,7 +327,12 @@ fn run(nf: &Lab, eb: &Lab) -> anyhow::Result<()> {
         // port and the measurement would show that instead of the NAT.
         lab.netns("pod-a")?
             .run(|| lab_cli::kernel::sysctl::write(&["net", "ipv4", "tcp_tw_reuse"], "1"))??;
-        servers.push(echo_server(&lab.netns("world")?, world_addr, stop.clone()));
+        servers.push(echo_server(
+            &lab.netns("world")?,
+            world_addr,
+            ECHO_PORT,
+            stop.clone(),
+        ));
     }
     let result = measure(nf, eb, world_addr);
     stop.store(true, Ordering::Relaxed);
@@ -526,11 +381,11 @@ fn measure(nf: &Lab, eb: &Lab, world_addr: Ipv4Addr) -> anyhow::Result<()> {
         for round in 0..ROUNDS {
             // Alternate which goes first, so drift does not favour one.
             if round % 2 == 0 {
-                f.push(crr(&nf_pod, world_addr)?);
-                e.push(crr(&eb_pod, world_addr)?);
+                f.push(crr(&nf_pod, SocketAddrV4::new(world_addr, ECHO_PORT), RUN)?);
+                e.push(crr(&eb_pod, SocketAddrV4::new(world_addr, ECHO_PORT), RUN)?);
             } else {
-                e.push(crr(&eb_pod, world_addr)?);
-                f.push(crr(&nf_pod, world_addr)?);
+                e.push(crr(&eb_pod, SocketAddrV4::new(world_addr, ECHO_PORT), RUN)?);
+                f.push(crr(&nf_pod, SocketAddrV4::new(world_addr, ECHO_PORT), RUN)?);
             }
         }
         let stat =

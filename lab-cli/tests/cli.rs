@@ -72,6 +72,8 @@ fn ring_sizes_ports_counts_and_timeouts_have_one_rule_each() {
         &["conntrack", "list", "--sport", "0"],
         &["conntrack", "watch", "--dport", "0"],
         &["lab", "traffic", "pod-a", "pod-b", "--port", "0"],
+        &["svc", "add", "api", "--port", "0"],
+        &["svc", "add", "api", "--target-port", "0"],
     ] {
         usage_error(cmd, "not a port");
     }

@@ -255,6 +255,36 @@ fn check_mode(mode: KubeProxyMode, tag: &str) {
         .collect();
     assert_eq!(from_kernel, by, "{mode}: svc list vs what the client saw");
 
+    // The translations, from the table that holds them (conntrack's DNAT,
+    // or the load balancer's own), each a client flow to the VIP given to
+    // a web pod.
+    let flows: Vec<Value> = run(&["svc", "flows", "--lab", &name, "-o", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(flows.len() >= 3, "{mode}: {flows:?}");
+    let table = match mode {
+        KubeProxyMode::Ebpf => "LB4_CT",
+        KubeProxyMode::EbpfSocket => "LB4_REVERSE_SK",
+        _ => "conntrack",
+    };
+    for f in &flows {
+        assert_eq!(
+            (f["table"].as_str(), f["vip"].as_str()),
+            (Some(table), Some("10.96.0.10")),
+            "{mode}: {f}"
+        );
+        assert!(
+            f["backend_pod"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(&format!("{name}/web-"))),
+            "{mode}: {f}"
+        );
+        if mode != KubeProxyMode::EbpfSocket {
+            assert_eq!(f["client_pod"], format!("{name}/client"), "{mode}: {f}");
+        }
+    }
+
     // UDP too, answered from the VIP.
     let u = traffic(&name, "udp", 10);
     assert_eq!(u["answered"].as_u64(), Some(10), "{mode}: {u}");
@@ -519,4 +549,69 @@ fn ipvs_is_refused_with_the_alternatives_where_the_kernel_lacks_it() {
     );
     assert!(stderr.contains("--kube-proxy iptables, nftables, ebpf or ebpf-socket"));
     assert!(!common::netns_exists(&format!("{name}-world")));
+}
+
+/// What a learner can get wrong with `svc`, each one sentence and exit 2,
+/// nothing changed.
+#[test]
+fn svc_mistakes_are_usage_errors_that_change_nothing() {
+    if !common::privileged("svc_mistakes_are_usage_errors_that_change_nothing") {
+        return;
+    }
+    let lab = common::lab("service", "svu");
+    let name = lab.name().to_owned();
+    let before = run(&["svc", "list", "--lab", &name, "-o", "json"]);
+    for (args, says) in [
+        (vec!["svc", "add", "Web"], "is not valid"),
+        (
+            vec!["svc", "add", "api", "--vip", "192.0.2.1"],
+            "not in the service CIDR",
+        ),
+        (
+            vec!["svc", "add", "api", "--vip", "10.96.0.10"],
+            "already the address of service `web`",
+        ),
+        (vec!["svc", "add", "web"], "already exists"),
+        (
+            vec!["svc", "add", "api", "--backend", "nope"],
+            "is not a pod of lab",
+        ),
+        (vec!["svc", "del", "nope"], "no service `nope`"),
+        (
+            vec!["svc", "backend", "del", "web", "client"],
+            "is not a backend of service `web`",
+        ),
+        (
+            vec!["svc", "backend", "add", "web", "web-1"],
+            "already a backend",
+        ),
+        (
+            vec!["svc", "backend", "set", "web", "ghost"],
+            "is not a pod of lab",
+        ),
+    ] {
+        let mut args = args.clone();
+        args.extend(["--lab", &name]);
+        let out = labctl().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert_eq!(run(&["svc", "list", "--lab", &name, "-o", "json"]), before);
+    let other = common::lab_name("svb");
+    let out = labctl()
+        .args([
+            "lab",
+            "up",
+            "basic",
+            "--name",
+            &other,
+            "--kube-proxy",
+            "nftables",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no services"));
+    assert!(!common::netns_exists(&format!("{other}-world")));
 }

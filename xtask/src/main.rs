@@ -245,7 +245,8 @@ fn bench(root: &Path, what: &str) -> Result<()> {
         "trace" => "bench_trace",
         "masq" => "bench_masq",
         "conntrack" => "bench_conntrack",
-        _ => bail!("unknown benchmark `{what}`: available: trace, masq, conntrack"),
+        "services" => "bench_services",
+        _ => bail!("unknown benchmark `{what}`: available: trace, masq, conntrack, services"),
     };
     ensure_setup(root)?;
     run(cmd::cargo(root).args([

@@ -18,6 +18,10 @@ pub enum SvcCommand {
     /// Each service frontend with its backends and their connection
     /// counts, read from the kernel: kube-proxy's chains or the eBPF maps.
     List(SvcListArgs),
+    /// The translated connections: each client flow, the service it went
+    /// to and the backend it was given (conntrack's DNAT entries, or the
+    /// eBPF load balancer's own tables).
+    Flows(SvcFlowsArgs),
     /// Add a ClusterIP service to a lab (written at once, in the lab's mode).
     Add(SvcAddArgs),
     /// Delete a service from a lab.
@@ -40,6 +44,16 @@ pub struct SvcListArgs {
     #[arg(long)]
     pub pod: Option<String>,
     /// Output: text for people, json for scripts (one frontend per line).
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct SvcFlowsArgs {
+    /// The lab [default: every lab with services].
+    #[arg(long, value_parser = values::lab_name)]
+    pub lab: Option<String>,
+    /// Output: text for people, json for scripts (one flow per line).
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }

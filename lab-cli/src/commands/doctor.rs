@@ -86,6 +86,7 @@ pub fn collect() -> Report {
     checks.extend(ebpf());
     checks.push(ctnetlink());
     checks.push(nft());
+    checks.push(service_modes());
     checks.push(memlock());
     checks.extend(node());
     let ok = checks.iter().all(|c| c.ok || !c.required);
@@ -240,6 +241,47 @@ fn nft() -> Check {
             "not found",
             "apt-get install nftables   # labctl lab loads its masquerade and policy rules with nft",
         ),
+    }
+}
+
+/// Which `--kube-proxy` modes the `service` lab can use here (optional:
+/// the other labs need none of them).
+fn service_modes() -> Check {
+    use crate::services::{KubeProxyMode, check_mode};
+    let mut ok = Vec::new();
+    let mut missing = Vec::new();
+    for mode in [
+        KubeProxyMode::Iptables,
+        KubeProxyMode::Nftables,
+        KubeProxyMode::Ipvs,
+        KubeProxyMode::Ebpf,
+        KubeProxyMode::EbpfSocket,
+    ] {
+        let cgroup2 =
+            mode != KubeProxyMode::EbpfSocket || crate::kernel::cgroup::cgroup2_root().is_some();
+        match check_mode(mode) {
+            Ok(()) if cgroup2 => ok.push(mode.as_str()),
+            Ok(()) => missing.push(format!("{mode}: no cgroup2 hierarchy mounted")),
+            Err(e) => missing.push(format!(
+                "{mode}: {}",
+                e.to_string().split(':').next().unwrap_or_default()
+            )),
+        }
+    }
+    let seen = if missing.is_empty() {
+        ok.join(", ")
+    } else {
+        format!("{} (not: {})", ok.join(", "), missing.join("; "))
+    };
+    if ok.is_empty() {
+        Check::fail(
+            "service modes",
+            seen,
+            "apt-get install iptables nftables (scripts/setup.sh)",
+        )
+        .optional()
+    } else {
+        Check::pass("service modes", seen)
     }
 }
 

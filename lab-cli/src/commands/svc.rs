@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use crate::{
     cli::svc::{
         SvcAddArgs, SvcBackendChangeArgs, SvcBackendCommand, SvcCommand, SvcDelArgs, SvcListArgs,
-
     },
     kernel::{netns::NetNs, privilege},
     lab::{
@@ -16,13 +15,18 @@ use crate::{
         names::lookup_netns,
         services::{self as lab_services, Change},
     },
-    output::{OutputFormat, exit::Outcome, services::render},
+    output::{
+        OutputFormat,
+        exit::Outcome,
+        services::{render, render_flows},
+    },
     services::{self, FrontendView, L4, ServiceSpec, cilium, model::APP_PORT},
 };
 
 pub fn run(command: SvcCommand) -> anyhow::Result<Outcome> {
     match command {
         SvcCommand::List(args) => list(args),
+        SvcCommand::Flows(args) => flows(args.lab.as_deref(), args.output),
         SvcCommand::Add(args) => add(args),
         SvcCommand::Del(SvcDelArgs { name, lab, output }) => {
             let lab = pick_lab(lab.as_deref())?;
@@ -137,6 +141,38 @@ fn list(args: SvcListArgs) -> anyhow::Result<Outcome> {
             "no services found (no lab with services is up, no kube-proxy chains here, no Cilium maps); try `labctl lab up service`"
         )?,
         OutputFormat::Text => write!(out, "{}", render(&views))?,
+    }
+    Ok(Outcome::Success)
+}
+
+fn flows(lab: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
+    privilege::require("svc flows")?;
+    let labs: Vec<Lab> = match lab {
+        Some(name) => vec![Lab::open(name)?],
+        None => Lab::all()?
+            .into_iter()
+            .filter(|l| l.plan.kube_proxy().is_some())
+            .collect(),
+    };
+    let mut all = Vec::new();
+    for lab in &labs {
+        all.extend(
+            lab_services::flows(lab)
+                .with_context(|| format!("cannot read the flows of lab `{}`", lab.name()))?,
+        );
+    }
+    let mut out = anstream::stdout().lock();
+    match output {
+        OutputFormat::Json => {
+            for f in &all {
+                writeln!(out, "{}", serde_json::to_string(f)?)?;
+            }
+        }
+        OutputFormat::Text if all.is_empty() => writeln!(
+            out,
+            "no translated connections (send some: `labctl lab traffic client web -p tcp`)"
+        )?,
+        OutputFormat::Text => write!(out, "{}", render_flows(&all))?,
     }
     Ok(Outcome::Success)
 }

@@ -204,7 +204,10 @@ pub fn validate(source: &Source, reasons: Option<&[String]>) -> Result<(), Catal
         .ok_or_else(|| invalid(format!("scenario `{}` does not exist", ex.scenario)))?;
     let plan = Plan::new("x", sc, ex.options.clone()).map_err(|e| invalid(e.to_string()))?;
     if ex.kube_proxy.is_some() && sc.services.is_empty() {
-        return Err(invalid(format!("scenario {} has no services for kube_proxy", sc.name)));
+        return Err(invalid(format!(
+            "scenario {} has no services for kube_proxy",
+            sc.name
+        )));
     }
     if ex.hints.is_empty() || ex.tasks.is_empty() {
         return Err(invalid("it needs at least one hint and one task".into()));

@@ -431,10 +431,11 @@ impl Ctx<'_> {
     fn send(&self, p: &Probe) -> Result<traffic::TrafficReport, String> {
         let mut spec = self.spec(p)?;
         let from = self.endpoint(&p.from)?;
-        let to = match self
-            .lab
-            .service_traffic(&p.to, &mut spec, p.port.is_some() && p.backend.is_some())
-        {
+        let to = match self.lab.service_traffic(
+            &p.to,
+            &mut spec,
+            p.port.is_some() && p.backend.is_some(),
+        ) {
             Some(to) if p.backend.is_none() => to,
             _ => self.endpoint(&p.to)?,
         };
@@ -542,11 +543,19 @@ impl Ctx<'_> {
         if let Some(n) = p.backends_at_least
             && r.backends.len() < n
         {
-            let by: Vec<String> = r.backends.iter().map(|(b, c)| format!("{b} ×{c}")).collect();
+            let by: Vec<String> = r
+                .backends
+                .iter()
+                .map(|(b, c)| format!("{b} ×{c}"))
+                .collect();
             return Err(format!(
                 "{what}: answered by {} backend(s) ({}), not at least {n}",
                 r.backends.len(),
-                if by.is_empty() { "none named".into() } else { by.join(", ") }
+                if by.is_empty() {
+                    "none named".into()
+                } else {
+                    by.join(", ")
+                }
             ));
         }
         if let Some(seen) = &p.seen_as {

@@ -125,7 +125,8 @@ pub struct Joined {
 
 impl Joined {
     pub fn enter(path: &Path) -> Result<Self, CgroupError> {
-        let me = fs::read_to_string("/proc/self/cgroup").map_err(io_err("read", Path::new("/proc/self/cgroup")))?;
+        let me = fs::read_to_string("/proc/self/cgroup")
+            .map_err(io_err("read", Path::new("/proc/self/cgroup")))?;
         let rel = me
             .lines()
             .find_map(|l| l.strip_prefix("0::"))

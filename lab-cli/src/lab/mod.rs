@@ -102,6 +102,8 @@ pub enum LabError {
     NotEbpf(String),
     #[error(transparent)]
     Services(Box<crate::services::ServiceError>),
+    #[error("cannot read the nodes' conntrack tables: {0}")]
+    Conntrack(Box<crate::conntrack::netlink::CtnetlinkError>),
 }
 
 impl From<ProgramSetupError> for LabError {

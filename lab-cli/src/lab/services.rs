@@ -7,7 +7,10 @@
 //! does its own way (a partial iptables-restore, one nft transaction, a
 //! few map writes).
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
 
 use super::{
     Endpoint as Member, Lab, LabError,
@@ -15,13 +18,14 @@ use super::{
     state::{CgroupRecord, LabLock, LabState},
 };
 use crate::{
+    conntrack::netlink::Ctnetlink,
     ebpf::{self, pins},
     kernel::{
         cgroup::{self, CgroupError},
         netns::NetNs,
     },
     services::{
-        self, Datapath, Endpoint, Frontend, FrontendView, KubeProxyMode, L4, ServiceError,
+        self, Datapath, Endpoint, Flow, Frontend, FrontendView, KubeProxyMode, L4, ServiceError,
         ServiceSpec, SpecError, SyncReport,
         model::{self, APP_PORT},
     },
@@ -220,10 +224,19 @@ fn no_such_service(lab: &str, specs: &[ServiceSpec], name: &str) -> LabError {
 pub enum Change {
     Add(ServiceSpec),
     Delete(String),
-    AddBackend { service: String, pod: String },
-    DeleteBackend { service: String, pod: String },
+    AddBackend {
+        service: String,
+        pod: String,
+    },
+    DeleteBackend {
+        service: String,
+        pod: String,
+    },
     /// Exactly these backends (possibly none).
-    SetBackends { service: String, pods: Vec<String> },
+    SetBackends {
+        service: String,
+        pods: Vec<String>,
+    },
 }
 
 /// Applies `change` to lab `lab`'s record and writes the result into its
@@ -301,7 +314,8 @@ pub fn change(lab: &str, change: Change) -> Result<(SyncReport, &'static str), L
             for pod in &pods {
                 plan.pod(pod).ok_or_else(|| no_such_pod(plan, pod))?;
             }
-            let i = find(specs, &service).ok_or_else(|| no_such_service(&lab_name, specs, &service))?;
+            let i =
+                find(specs, &service).ok_or_else(|| no_such_service(&lab_name, specs, &service))?;
             specs[i].backends = pods;
         }
     }
@@ -340,6 +354,67 @@ pub fn list(lab: &Lab) -> Result<Vec<FrontendView>, LabError> {
         }
     }
     Ok(views)
+}
+
+/// The lab's translated connections, named: netfilter's DNAT entries
+/// (conntrack in each node) for the kube-proxy modes, the load balancer's
+/// own tables for the eBPF modes.
+pub fn flows(lab: &Lab) -> Result<Vec<Flow>, LabError> {
+    let dp = datapath(&lab.plan)?;
+    let nodes: Vec<String> = lab
+        .plan
+        .nodes
+        .iter()
+        .map(|n| super::names::display(lab.name(), &n.name))
+        .collect();
+    let mut flows = if dp.mode.is_netfilter() {
+        let vips: Vec<Ipv4Addr> = lab.state.services.iter().map(|s| s.vip).collect();
+        let mut out = Vec::new();
+        for (ns, node) in dp.nodes.iter().zip(&nodes) {
+            let entries = Ctnetlink::open_in(Some(ns))
+                .and_then(|mut ct| ct.dump(None))
+                .map_err(|e| LabError::Conntrack(Box::new(e)))?;
+            for e in entries {
+                let (IpAddr::V4(vip), IpAddr::V4(client), IpAddr::V4(backend)) =
+                    (e.orig.dst, e.orig.src, e.reply.src)
+                else {
+                    continue;
+                };
+                if !vips.contains(&vip) || backend == vip {
+                    continue;
+                }
+                out.push(Flow {
+                    table: "conntrack",
+                    node: Some(node.clone()),
+                    proto: L4::from_number(e.proto_num),
+                    client: Some(client),
+                    client_port: e.orig.sport,
+                    client_pod: None,
+                    socket: None,
+                    vip,
+                    port: e.orig.dport.unwrap_or(0),
+                    backend,
+                    backend_port: e.reply.sport.unwrap_or(0),
+                    backend_pod: None,
+                });
+            }
+        }
+        out
+    } else {
+        services::ebpf_tables(&dp, &nodes)?
+    };
+    let pod = |a: Option<Ipv4Addr>| {
+        lab.plan
+            .pods
+            .iter()
+            .find(|p| Some(p.addr) == a)
+            .map(|p| format!("{}/{}", lab.name(), p.name))
+    };
+    for f in &mut flows {
+        f.client_pod = pod(f.client);
+        f.backend_pod = pod(Some(f.backend));
+    }
+    Ok(flows)
 }
 
 impl Lab {

@@ -1,6 +1,6 @@
 //! `labctl svc list` as text: each frontend on a line, its backends below.
 
-use crate::services::FrontendView;
+use crate::services::{Flow, FrontendView, L4};
 
 /// A chain name cut to its hash (nft's endpoint chains carry the whole
 /// service and endpoint after it; `-o json` has them in full).
@@ -45,6 +45,33 @@ pub fn render(views: &[FrontendView]) -> String {
                 short(&b.object)
             ));
         }
+    }
+    out
+}
+
+/// One line per translated connection: client -> frontend => backend.
+pub fn render_flows(flows: &[Flow]) -> String {
+    let mut out = String::new();
+    for f in flows {
+        let client = match (&f.client_pod, f.client, f.client_port, f.socket) {
+            (Some(p), _, Some(port), _) => format!("{p}:{port}"),
+            (None, Some(a), Some(port), _) => format!("{a}:{port}"),
+            (_, _, _, Some(cookie)) => format!("socket {cookie}"),
+            _ => "-".into(),
+        };
+        let proto = f.proto.map_or("ANY", L4::kube);
+        let backend = match &f.backend_pod {
+            Some(p) => format!("{p} ({}:{})", f.backend, f.backend_port),
+            None => format!("{}:{}", f.backend, f.backend_port),
+        };
+        let at = match &f.node {
+            Some(n) => format!("{} on {n}", f.table),
+            None => f.table.to_owned(),
+        };
+        out.push_str(&format!(
+            "{client} -> {}:{}/{proto} => {backend}  [{at}]\n",
+            f.vip, f.port
+        ));
     }
     out
 }

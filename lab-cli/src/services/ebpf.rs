@@ -47,6 +47,8 @@ pub fn sync(maps: &mut LbMaps, frontends: &[Frontend]) -> Result<usize, ProgramS
         .map(|(k, s)| ((k.address, k.dport, k.proto), s.rev_nat_index))
         .collect();
     let mut used_rev: BTreeSet<u16> = BTreeSet::new();
+    let mut taken_rev: BTreeSet<u16> = rev.values().copied().collect();
+    let mut taken_ids: BTreeSet<u32> = ids.values().copied().collect();
     let mut next_rev = 1u16;
     let mut wanted_keys = HashSet::new();
     for f in frontends {
@@ -54,12 +56,12 @@ pub fn sync(maps: &mut LbMaps, frontends: &[Frontend]) -> Result<usize, ProgramS
         let rev_index = match rev.get(&(vip, port, proto)) {
             Some(i) => *i,
             None => {
-                let taken: BTreeSet<u16> = rev.values().copied().collect();
-                while taken.contains(&next_rev.to_be()) || used_rev.contains(&next_rev.to_be()) {
+                while taken_rev.contains(&next_rev.to_be()) {
                     next_rev += 1;
                 }
                 let i = next_rev.to_be();
                 rev.insert((vip, port, proto), i);
+                taken_rev.insert(i);
                 i
             }
         };
@@ -87,11 +89,11 @@ pub fn sync(maps: &mut LbMaps, frontends: &[Frontend]) -> Result<usize, ProgramS
             let id = match ids.get(&(b.address, b.port, b.proto)) {
                 Some(id) => *id,
                 None => {
-                    let taken: BTreeSet<u32> = ids.values().copied().collect();
-                    while taken.contains(&next_id) {
+                    while taken_ids.contains(&next_id) {
                         next_id += 1;
                     }
                     ids.insert((b.address, b.port, b.proto), next_id);
+                    taken_ids.insert(next_id);
                     maps.reset_connections(next_id)?;
                     maps.set_backend(next_id, b)?;
                     changes += 1;

@@ -134,7 +134,7 @@ impl Datapath {
     /// What each change is, in words (`svc` prints it).
     pub fn change_unit(&self) -> &'static str {
         match self.mode {
-            KubeProxyMode::Iptables => "iptables rules",
+            KubeProxyMode::Iptables => "changed iptables rules (in a whole-table rewrite)",
             KubeProxyMode::Nftables => "nft rules and map elements",
             _ => "eBPF map entries",
         }
@@ -147,16 +147,16 @@ pub fn sync(dp: &Datapath, frontends: &[Frontend]) -> Result<SyncReport, Service
     match dp.mode {
         KubeProxyMode::Iptables => {
             for ns in &dp.nodes {
-                let save = tool::run(ns, "iptables-save", &["-t", "nat"], None)?;
-                let (input, n) =
-                    iptables::sync_input(frontends, &dp.cluster_cidr, &iptables::chains(&save));
-                tool::run(ns, "iptables-restore", &["--noflush"], Some(&input))?;
+                let mut save = tool::run(ns, "iptables-save", &["-c", "-t", "nat"], None)?;
+                save.push_str(&tool::run(ns, "iptables-save", &["-t", "filter"], None)?);
+                let (input, n) = iptables::sync_input(frontends, &dp.cluster_cidr, &save);
+                tool::run(ns, "iptables-restore", &["--counters"], Some(&input))?;
                 changes += n;
             }
         }
         KubeProxyMode::Nftables => {
             for ns in &dp.nodes {
-                let existing = nft_listing(ns)?.map(|l| nftables::chains(&l));
+                let existing = nft_listing(ns)?;
                 let (input, n) =
                     nftables::sync_input(frontends, &dp.cluster_cidr, existing.as_ref());
                 tool::run(ns, "nft", &["-f", "-"], Some(&input))?;
@@ -388,4 +388,86 @@ pub fn map_views(frontends: Vec<ebpf::MapFrontend>, source: &str) -> Vec<Fronten
                 .collect(),
         })
         .collect()
+}
+
+/// One translated connection: the client's flow to a frontend, and the
+/// backend it was given, from whichever table holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Flow {
+    /// `conntrack` (netfilter's DNAT), `LB4_CT` (the tc load balancer) or
+    /// `LB4_REVERSE_SK` (socket-LB: a socket, no client port).
+    pub table: &'static str,
+    /// The node whose table it is (None: socket-LB's one table).
+    pub node: Option<String>,
+    pub proto: Option<L4>,
+    pub client: Option<Ipv4Addr>,
+    pub client_port: Option<u16>,
+    pub client_pod: Option<String>,
+    /// Socket-LB: the socket's cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<u64>,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub backend: Ipv4Addr,
+    pub backend_port: u16,
+    pub backend_pod: Option<String>,
+}
+
+/// The eBPF load balancer's translated connections in `maps` (tc:
+/// `LB4_CT`; socket-LB: `LB4_REVERSE_SK`).
+pub fn ebpf_flows(maps: &LbMaps, node: Option<&str>) -> Result<Vec<Flow>, ServiceError> {
+    let addr = |be: u32| Ipv4Addr::from(be.to_ne_bytes());
+    let mut out = Vec::new();
+    for (k, e) in maps.connections_table()? {
+        out.push(Flow {
+            table: "LB4_CT",
+            node: node.map(str::to_owned),
+            proto: L4::from_number(k.proto),
+            client: Some(addr(k.saddr)),
+            client_port: Some(u16::from_be(k.sport)),
+            client_pod: None,
+            socket: None,
+            vip: addr(k.daddr),
+            port: u16::from_be(k.dport),
+            backend: addr(e.backend_addr),
+            backend_port: u16::from_be(e.backend_port),
+            backend_pod: None,
+        });
+    }
+    for (k, e) in maps.socket_table()? {
+        out.push(Flow {
+            table: "LB4_REVERSE_SK",
+            node: None,
+            proto: None,
+            client: None,
+            client_port: None,
+            client_pod: None,
+            socket: Some(k.cookie),
+            vip: addr(e.address),
+            port: u16::from_be(e.port),
+            backend: addr(k.address),
+            backend_port: u16::from_be(k.port),
+            backend_pod: None,
+        });
+    }
+    Ok(out)
+}
+
+/// The tables of `dp`'s eBPF load balancers, with the node each is on.
+pub fn ebpf_tables(dp: &Datapath, nodes: &[String]) -> Result<Vec<Flow>, ServiceError> {
+    let mut out = Vec::new();
+    match dp.mode {
+        KubeProxyMode::EbpfSocket => {
+            for dir in dp.lb_dirs()? {
+                out.extend(ebpf_flows(&LbMaps::open(&dir)?, None)?);
+            }
+        }
+        KubeProxyMode::Ebpf => {
+            for (dir, node) in dp.lb_dirs()?.iter().zip(nodes) {
+                out.extend(ebpf_flows(&LbMaps::open(dir)?, Some(node))?);
+            }
+        }
+        _ => {}
+    }
+    Ok(out)
 }

@@ -10,6 +10,7 @@
 //!   chain service-…   numgen random mod N vmap { 0 : goto endpoint-…, … }
 //!   chain endpoint-…  ip saddr BACKEND jump mark-for-masquerade
 //!                     meta l4proto tcp counter dnat to BACKEND:PORT
+//!   map no-endpoint-services  VIP . tcp . 80 : goto reject-chain (no endpoints)
 //! ```
 //!
 //! One lookup in a verdict map finds the service whatever the number of
@@ -18,8 +19,8 @@
 //! base32(sha256("NS/NAME/tcp/PORT")) + `-NS/NAME/tcp/PORT`, and
 //! `endpoint-` likewise over `…__ADDR/PORT`. One difference: the DNAT rule
 //! has a `counter` (kube-proxy's has none), whose packets are the backend's
-//! connections. A sync is one `nft -f` transaction that rewrites the
-//! service chains and the map and adds or deletes endpoint chains.
+//! connections. A sync is one `nft -f` transaction that writes only what
+//! changed (see [`sync_input`]).
 
 use std::collections::BTreeSet;
 
@@ -56,6 +57,20 @@ pub fn endpoint_chain(f: &Frontend, e: &Endpoint) -> String {
     )
 }
 
+/// Whether `chain` is a per-service or per-endpoint chain (`PREFIX` + an
+/// 8-character base32 hash + `-`), not one of the table's fixed chains
+/// such as `service-endpoints-check`.
+fn generated(chain: &str, prefix: &str) -> bool {
+    chain.strip_prefix(prefix).is_some_and(|rest| {
+        let b = rest.as_bytes();
+        b.len() > 9
+            && b[8] == b'-'
+            && b[..8]
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(c))
+    })
+}
+
 /// The table's fixed part, created on the first sync.
 fn base_table() -> String {
     format!(
@@ -70,6 +85,18 @@ fn base_table() -> String {
          \t\ttype ipv4_addr . inet_proto . inet_service : verdict\n\
          \t\tcomment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\"\n\t}}\n\
          \tchain services {{\n\t\tip daddr . meta l4proto . th dport vmap @service-ips\n\t}}\n\
+         \tmap no-endpoint-services {{\n\
+         \t\ttype ipv4_addr . inet_proto . inet_service : verdict\n\
+         \t\tcomment \"vmap to drop or reject packets to services with no endpoints\"\n\t}}\n\
+         \tchain reject-chain {{\n\t\tcomment \"helper for @no-endpoint-services\"\n\t\treject\n\t}}\n\
+         \tchain service-endpoints-check {{\n\
+         \t\tip daddr . meta l4proto . th dport vmap @no-endpoint-services\n\t}}\n\
+         \tchain filter-forward {{\n\
+         \t\ttype filter hook forward priority -110; policy accept;\n\
+         \t\tct state new jump service-endpoints-check\n\t}}\n\
+         \tchain filter-output {{\n\
+         \t\ttype filter hook output priority -110; policy accept;\n\
+         \t\tct state new jump service-endpoints-check\n\t}}\n\
          \tchain nat-prerouting {{\n\
          \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
          \t\tjump services\n\t}}\n\
@@ -83,40 +110,53 @@ fn base_table() -> String {
     )
 }
 
-/// The `nft -f` transaction that brings a node from the chains in
-/// `existing` (None: no table yet) to `frontends`, and how many rules and
-/// map elements it writes.
+/// The `nft -f` transaction that brings a node from what `nft -j list
+/// table` showed (`existing`; None: no table yet) to `frontends`, and how
+/// many rules and map elements it writes. Only what changed is written, as
+/// kube-proxy's nftables mode does: a service whose endpoints are the same
+/// keeps its chain and its map element; endpoint chains that stay keep
+/// their counters.
 pub fn sync_input(
     frontends: &[Frontend],
     cluster_cidr: &str,
-    existing: Option<&BTreeSet<String>>,
+    existing: Option<&Value>,
 ) -> (String, usize) {
-    let empty = BTreeSet::new();
     let mut out = match existing {
         None => base_table(),
         Some(_) => String::new(),
     };
-    let existing = existing.unwrap_or(&empty);
+    let (old_chains, before) = match existing {
+        Some(l) => (chains(l), parse(l)),
+        None => (BTreeSet::new(), Vec::new()),
+    };
+    let before_at: std::collections::HashMap<(std::net::Ipv4Addr, u16, L4), &ListedFrontend> =
+        before
+            .iter()
+            .map(|b| ((b.vip, b.port, b.proto), b))
+            .collect();
+    let wanted_at: std::collections::HashSet<(std::net::Ipv4Addr, u16, L4)> =
+        frontends.iter().map(|f| (f.vip, f.port, f.proto)).collect();
     let t = format!("ip {TABLE}");
     let mut changes = 0;
-    out.push_str(&format!("flush map {t} service-ips\n"));
+    // Services without endpoints are few: that map is rewritten each time.
+    out.push_str(&format!("flush map {t} no-endpoint-services\n"));
+    let mut rejects = Vec::new();
     let mut wanted = BTreeSet::new();
     let mut elements = Vec::new();
+    let mut gone_elements = Vec::new();
     for f in frontends {
         let svc = service_chain(f);
         wanted.insert(svc.clone());
         let p = f.proto.as_str();
-        out.push_str(&format!("add chain {t} {svc}\nflush chain {t} {svc}\n"));
-        out.push_str(&format!(
-            "add rule {t} {svc} ip daddr {} {p} dport {} ip saddr != {cluster_cidr} jump mark-for-masquerade\n",
-            f.vip, f.port
-        ));
-        changes += 1;
-        let mut arms = Vec::new();
-        for (i, e) in f.backends.iter().enumerate() {
-            let ep = endpoint_chain(f, e);
-            arms.push(format!("{i} : goto {ep}"));
-            if wanted.insert(ep.clone()) && !existing.contains(&ep) {
+        let eps: Vec<String> = f.backends.iter().map(|e| endpoint_chain(f, e)).collect();
+        let old = before_at.get(&(f.vip, f.port, f.proto)).copied();
+        let same_chain = old
+            .is_some_and(|o| o.chain == svc && o.endpoints.iter().map(|e| &e.chain).eq(eps.iter()));
+        if f.backends.is_empty() {
+            rejects.push(format!("{} . {p} . {} : goto reject-chain", f.vip, f.port));
+        }
+        for (e, ep) in f.backends.iter().zip(&eps) {
+            if wanted.insert(ep.clone()) && !old_chains.contains(ep) {
                 out.push_str(&format!(
                     "add chain {t} {ep}\n\
                      add rule {t} {ep} ip saddr {} jump mark-for-masquerade\n\
@@ -126,7 +166,21 @@ pub fn sync_input(
                 changes += 2;
             }
         }
-        if !arms.is_empty() {
+        if same_chain {
+            continue;
+        }
+        out.push_str(&format!("add chain {t} {svc}\nflush chain {t} {svc}\n"));
+        out.push_str(&format!(
+            "add rule {t} {svc} ip daddr {} {p} dport {} ip saddr != {cluster_cidr} jump mark-for-masquerade\n",
+            f.vip, f.port
+        ));
+        changes += 1;
+        if !eps.is_empty() {
+            let arms: Vec<String> = eps
+                .iter()
+                .enumerate()
+                .map(|(i, ep)| format!("{i} : goto {ep}"))
+                .collect();
             out.push_str(&format!(
                 "add rule {t} {svc} numgen random mod {} vmap {{ {} }}\n",
                 arms.len(),
@@ -134,23 +188,42 @@ pub fn sync_input(
             ));
             changes += 1;
         }
-        elements.push(format!("{} . {p} . {} : goto {svc}", f.vip, f.port));
-    }
-    if !elements.is_empty() {
-        // Large maps go in slices: one huge line is slow for nft to parse.
-        for chunk in elements.chunks(1000) {
-            out.push_str(&format!(
-                "add element {t} service-ips {{ {} }}\n",
-                chunk.join(", ")
-            ));
+        if old.is_some_and(|o| o.chain != svc) {
+            gone_elements.push(format!("{} . {p} . {}", f.vip, f.port));
         }
-        changes += elements.len();
+        if old.is_none_or(|o| o.chain != svc) {
+            elements.push(format!("{} . {p} . {} : goto {svc}", f.vip, f.port));
+        }
     }
-    let stale: Vec<_> = existing
+    for b in &before {
+        if !wanted_at.contains(&(b.vip, b.port, b.proto)) {
+            gone_elements.push(format!("{} . {} . {}", b.vip, b.proto.as_str(), b.port));
+        }
+    }
+    // Large sets go in slices: one huge line is slow for nft to parse.
+    for chunk in gone_elements.chunks(1000) {
+        out.push_str(&format!(
+            "delete element {t} service-ips {{ {} }}\n",
+            chunk.join(", ")
+        ));
+    }
+    for chunk in elements.chunks(1000) {
+        out.push_str(&format!(
+            "add element {t} service-ips {{ {} }}\n",
+            chunk.join(", ")
+        ));
+    }
+    changes += elements.len() + gone_elements.len();
+    if !rejects.is_empty() {
+        out.push_str(&format!(
+            "add element {t} no-endpoint-services {{ {} }}\n",
+            rejects.join(", ")
+        ));
+        changes += rejects.len();
+    }
+    let stale: Vec<&String> = old_chains
         .iter()
-        .filter(|c| {
-            (c.starts_with("service-") || c.starts_with("endpoint-")) && !wanted.contains(*c)
-        })
+        .filter(|c| (generated(c, "service-") || generated(c, "endpoint-")) && !wanted.contains(*c))
         .collect();
     // Service chains first (they jump to endpoint chains), flushed, then deleted.
     for c in stale.iter().filter(|c| c.starts_with("service-")) {
@@ -350,6 +423,71 @@ mod tests {
             port: 80,
         };
         assert!(endpoint_chain(&f, &e).ends_with("-ns1/svc1/tcp/tcp__10.180.0.1/80"));
+        assert!(generated(&service_chain(&f), "service-"));
+        assert!(generated(&endpoint_chain(&f, &e), "endpoint-"));
+        assert!(!generated("service-endpoints-check", "service-"));
+    }
+
+    #[test]
+    fn a_sync_writes_only_what_changed() {
+        let f = Frontend {
+            namespace: "ns1".into(),
+            service: "svc1".into(),
+            vip: Ipv4Addr::new(10, 96, 0, 10),
+            port: 80,
+            proto: L4::Tcp,
+            backends: vec![
+                Endpoint {
+                    addr: Ipv4Addr::new(10, 244, 1, 3),
+                    port: 8080,
+                },
+                Endpoint {
+                    addr: Ipv4Addr::new(10, 244, 2, 2),
+                    port: 8080,
+                },
+            ],
+        };
+        let (first, n) = sync_input(std::slice::from_ref(&f), "10.244.0.0/16", None);
+        assert!(first.starts_with("table ip kube-proxy {"), "{first}");
+        // 2 endpoint chains × 2 rules, the mark rule, the numgen rule, the element.
+        assert_eq!(n, 7);
+        // The table as nft lists it after that transaction.
+        let svc = service_chain(&f);
+        let [a, b] = [&f.backends[0], &f.backends[1]].map(|e| endpoint_chain(&f, e));
+        let listing: Value = serde_json::json!({"nftables": [
+            {"chain": {"name": svc}}, {"chain": {"name": a}}, {"chain": {"name": b}},
+            {"chain": {"name": "service-endpoints-check"}},
+            {"map": {"name": "service-ips", "elem": [[{"concat": ["10.96.0.10", "tcp", 80]}, {"goto": {"target": svc}}]]}},
+            {"rule": {"chain": svc, "expr": [{"vmap": {"data": {"set": [[0, {"goto": {"target": a}}], [1, {"goto": {"target": b}}]]}}}]}},
+            {"rule": {"chain": a, "expr": [{"counter": {"packets": 3}}, {"dnat": {"addr": "10.244.1.3", "port": 8080}}]}},
+            {"rule": {"chain": b, "expr": [{"counter": {"packets": 4}}, {"dnat": {"addr": "10.244.2.2", "port": 8080}}]}},
+        ]});
+        let (same, n) = sync_input(std::slice::from_ref(&f), "10.244.0.0/16", Some(&listing));
+        assert_eq!(n, 0, "{same}");
+        assert!(
+            !same.contains("add ") && !same.contains("delete "),
+            "{same}"
+        );
+        // One backend less: the service chain is rewritten, one endpoint
+        // chain deleted, the other (and its counter) left alone, the map
+        // element kept.
+        let mut g = f.clone();
+        g.backends.pop();
+        let (less, _) = sync_input(std::slice::from_ref(&g), "10.244.0.0/16", Some(&listing));
+        assert!(
+            less.contains(&format!("flush chain ip kube-proxy {svc}")),
+            "{less}"
+        );
+        assert!(
+            less.contains(&format!("delete chain ip kube-proxy {b}")),
+            "{less}"
+        );
+        assert!(
+            !less.contains(&format!("chain ip kube-proxy {a}\n")),
+            "{less}"
+        );
+        assert!(!less.contains("service-ips"), "{less}");
+        assert!(!less.contains("service-endpoints-check"), "{less}");
     }
 
     #[test]
