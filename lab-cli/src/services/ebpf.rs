@@ -176,15 +176,23 @@ pub fn frontends(
     backends: &BTreeMap<u32, Lb4Backend>,
     conns: impl Fn(u32) -> Option<u64>,
 ) -> Vec<MapFrontend> {
+    // Slots by frontend: 10,000 services have 40,000 entries.
+    let mut by_frontend: HashMap<(u32, u16, u8), Vec<&(Lb4Key, Lb4Service)>> = HashMap::new();
+    for row in services.iter().filter(|(k, _)| k.backend_slot != 0) {
+        by_frontend
+            .entry((row.0.address, row.0.dport, row.0.proto))
+            .or_default()
+            .push(row);
+    }
     let mut out = Vec::new();
     for (key, master) in services.iter().filter(|(k, _)| k.backend_slot == 0) {
-        let mut slots: Vec<_> = services
+        let mut slots: Vec<_> = by_frontend
+            .get(&(key.address, key.dport, key.proto))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
             .iter()
-            .filter(|(k, _)| {
-                k.backend_slot != 0
-                    && k.backend_slot <= master.count
-                    && (k.address, k.dport, k.proto) == (key.address, key.dport, key.proto)
-            })
+            .filter(|(k, _)| k.backend_slot <= master.count)
+            .copied()
             .collect();
         slots.sort_by_key(|(k, _)| k.backend_slot);
         out.push(MapFrontend {

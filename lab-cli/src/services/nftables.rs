@@ -310,10 +310,14 @@ fn find<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
 
 /// Reads kube-proxy's table back from `nft -j list table ip kube-proxy`.
 pub fn parse(listing: &Value) -> Vec<ListedFrontend> {
-    let rules: Vec<(&str, &Value)> = items(listing)
-        .filter_map(|i| i.get("rule"))
-        .filter_map(|r| Some((r.get("chain")?.as_str()?, r)))
-        .collect();
+    // Rules by chain: a table with 10,000 services has 50,000 rules.
+    let mut rules: std::collections::HashMap<&str, Vec<&Value>> = std::collections::HashMap::new();
+    for r in items(listing).filter_map(|i| i.get("rule")) {
+        if let Some(chain) = r.get("chain").and_then(Value::as_str) {
+            rules.entry(chain).or_default().push(r);
+        }
+    }
+    let rules_of = |chain: &str| rules.get(chain).map(Vec::as_slice).unwrap_or_default();
     let mut out = Vec::new();
     let Some(map) = items(listing)
         .filter_map(|i| i.get("map"))
@@ -353,7 +357,7 @@ pub fn parse(listing: &Value) -> Vec<ListedFrontend> {
             continue;
         };
         let mut endpoint_chains = Vec::new();
-        for (_, r) in rules.iter().filter(|(c, _)| *c == chain) {
+        for r in rules_of(&chain) {
             gotos(r, &mut endpoint_chains);
         }
         let endpoints = endpoint_chains
@@ -361,7 +365,7 @@ pub fn parse(listing: &Value) -> Vec<ListedFrontend> {
             .map(|ep| {
                 let mut endpoint = None;
                 let mut connections = 0;
-                for (_, r) in rules.iter().filter(|(c, _)| *c == ep) {
+                for r in rules_of(&ep) {
                     if let Some(d) = find(r, "dnat") {
                         endpoint = (|| {
                             Some(Endpoint {
