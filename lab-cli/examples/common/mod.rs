@@ -114,8 +114,19 @@ pub fn echo_server(
                         s.write_all(&buf).ok();
                     }
                 }
+                // Wait for the next connection without spinning: several
+                // idle servers polling every 50 µs kept a CPU busy enough
+                // to defer the veths' packet processing to ksoftirqd (a
+                // scheduler tick, ~5 ms per connect here).
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_micros(50));
+                    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+                    let mut fds = [PollFd::new(
+                        std::os::fd::AsFd::as_fd(&listener),
+                        PollFlags::POLLIN,
+                    )];
+                    if let Err(e) = poll(&mut fds, PollTimeout::from(50u8)) {
+                        eprintln!("echo server: poll: {e}");
+                    }
                 }
                 Err(_) => {}
             }
