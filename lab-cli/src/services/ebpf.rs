@@ -177,7 +177,8 @@ pub fn frontends(
     conns: impl Fn(u32) -> Option<u64>,
 ) -> Vec<MapFrontend> {
     // Slots by frontend: 10,000 services have 40,000 entries.
-    let mut by_frontend: HashMap<(u32, u16, u8), Vec<&(Lb4Key, Lb4Service)>> = HashMap::new();
+    type Row = (Lb4Key, Lb4Service);
+    let mut by_frontend: HashMap<(u32, u16, u8), Vec<&Row>> = HashMap::new();
     for row in services.iter().filter(|(k, _)| k.backend_slot != 0) {
         by_frontend
             .entry((row.0.address, row.0.dport, row.0.proto))
