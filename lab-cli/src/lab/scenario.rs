@@ -294,7 +294,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "service",
-        summary: "a ClusterIP service with three backends on two nodes: kube-proxy (iptables, nftables) or eBPF",
+        summary: "a ClusterIP with three backends on two nodes: kube-proxy or eBPF",
         teaches: "A Service is a virtual IP (10.96.0.10:80) that no interface has: something on \
                   the path must turn it into a backend pod's address. kube-proxy's iptables \
                   mode does it with a chain per service and per endpoint (KUBE-SERVICES -> \
