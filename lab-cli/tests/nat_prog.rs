@@ -1,7 +1,9 @@
-//! The eBPF masquerading programs under BPF_PROG_TEST_RUN: frames built
-//! here, run through `nat_egress` / `nat_ingress` loaded on their own, and
-//! checked field by field, checksums recomputed from scratch (etherparse).
-//! The live, end-to-end behaviour is in `masq.rs`.
+//! The tc programs under BPF_PROG_TEST_RUN: eBPF masquerading
+//! (`nat_egress` / `nat_ingress`) and the service load balancer
+//! (`lb_from_pod` / `lb_to_pod`), loaded on their own; frames built here
+//! and checked field by field, checksums recomputed from scratch
+//! (etherparse). The live, end-to-end behaviour is in `masq.rs` and
+//! `services.rs`.
 
 #![allow(
     clippy::unwrap_used,
@@ -148,4 +150,116 @@ fn egress_masquerades_and_ingress_reverses_with_valid_checksums() {
         bench.run(Direction::Ingress, &stray, 1).unwrap().frame,
         stray
     );
+}
+
+/// A TCP SYN (a new connection).
+fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 64240)
+        .syn()
+        .write(&mut out, &[])
+        .unwrap();
+    out
+}
+
+#[test]
+fn the_load_balancer_translates_a_flow_to_one_backend_and_back() {
+    use lab_cli::{
+        ebpf::lb::{Side, TestBench as LbBench},
+        services::{self, Endpoint, Frontend},
+    };
+    if !common::privileged("lb programs under BPF_PROG_TEST_RUN") {
+        return;
+    }
+    const TC_ACT_SHOT: i32 = 2;
+    let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let empty = Ipv4Addr::new(10, 96, 0, 11);
+    let client = Ipv4Addr::new(10, 244, 1, 2);
+    let backends: Vec<Ipv4Addr> = [3, 4, 5].map(|h| Ipv4Addr::new(10, 244, 1, h)).to_vec();
+    let mut bench = LbBench::load().unwrap();
+    let front = |vip, proto, backends: &[Ipv4Addr]| Frontend {
+        namespace: "t".into(),
+        service: "web".into(),
+        vip,
+        port: 80,
+        proto,
+        backends: backends
+            .iter()
+            .map(|a| Endpoint {
+                addr: *a,
+                port: 8080,
+            })
+            .collect(),
+    };
+    let mut maps = bench.maps().unwrap();
+    services::ebpf::sync(
+        &mut maps,
+        &[
+            front(vip, services::L4::Tcp, &backends),
+            front(vip, services::L4::Udp, &backends),
+            front(empty, services::L4::Tcp, &[]),
+        ],
+    )
+    .unwrap();
+
+    // A new TCP connection goes to one of the backends, checksums intact;
+    // its next packets follow, and replies come back from the VIP.
+    let (verdict, out) = bench
+        .run(Side::FromPod, &syn(client, 40000, vip, 80))
+        .unwrap();
+    assert_eq!(verdict, TC_ACT_UNSPEC);
+    let (src, sport, to, dport) = tuple(&out);
+    assert_eq!((src, sport, dport), (client, 40000, 8080));
+    assert!(backends.contains(&to), "{to}");
+    for _ in 0..5 {
+        let (_, next) = bench
+            .run(Side::FromPod, &frame(L4::Tcp, client, 40000, vip, 80))
+            .unwrap();
+        assert_eq!(tuple(&next), (client, 40000, to, 8080));
+    }
+    let (verdict, back) = bench
+        .run(Side::ToPod, &frame(L4::Tcp, to, 8080, client, 40000))
+        .unwrap();
+    assert_eq!(verdict, TC_ACT_UNSPEC);
+    assert_eq!(tuple(&back), (vip, 80, client, 40000));
+
+    // New connections spread over all three backends.
+    let mut seen = std::collections::BTreeSet::new();
+    for port in 41000..41060 {
+        let (_, out) = bench
+            .run(Side::FromPod, &syn(client, port, vip, 80))
+            .unwrap();
+        seen.insert(tuple(&out).2);
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+
+    // UDP the same way.
+    let (_, out) = bench
+        .run(Side::FromPod, &frame(L4::Udp, client, 50000, vip, 80))
+        .unwrap();
+    let (_, _, to, dport) = tuple(&out);
+    assert!(backends.contains(&to) && dport == 8080);
+    let (_, back) = bench
+        .run(Side::ToPod, &frame(L4::Udp, to, 8080, client, 50000))
+        .unwrap();
+    assert_eq!(tuple(&back), (vip, 80, client, 50000));
+
+    // Untouched: other destinations, and replies of no translated flow.
+    let other = frame(L4::Tcp, client, 40001, backends[0], 8080);
+    assert_eq!(
+        bench.run(Side::FromPod, &other).unwrap(),
+        (TC_ACT_UNSPEC, other)
+    );
+    let stray = frame(L4::Tcp, backends[1], 8080, client, 49999);
+    assert_eq!(
+        bench.run(Side::ToPod, &stray).unwrap(),
+        (TC_ACT_UNSPEC, stray)
+    );
+    // A service without endpoints drops new connections (DROP_NO_SERVICE).
+    let (verdict, _) = bench
+        .run(Side::FromPod, &syn(client, 40002, empty, 80))
+        .unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
 }

@@ -267,3 +267,76 @@ impl LbMaps {
             .collect()
     }
 }
+
+/// The tc load balancer loaded on its own (attached nowhere), its maps
+/// pinned in a directory of its own so they can be written as a node's
+/// are ([`LbMaps`]), and run on frames given by the caller through
+/// BPF_PROG_TEST_RUN. The directory goes when the bench is dropped.
+pub struct TestBench {
+    ebpf: aya::Ebpf,
+    dir: PathBuf,
+}
+
+/// Which of the two tc programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `lb_from_pod`: a packet leaving a pod.
+    FromPod,
+    /// `lb_to_pod`: a packet going into a pod.
+    ToPod,
+}
+
+impl TestBench {
+    pub fn load() -> Result<Self, ProgramSetupError> {
+        let dir = pins::root().join(format!(
+            "lb-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let mut ebpf = load_and_pin(&dir)?;
+        for (name, _, _) in TC_PROGRAMS {
+            let prog: &mut SchedClassifier = program(&mut ebpf, OBJECT, name)?;
+            prog.load().map_err(|e| LoadError::load(name, e))?;
+        }
+        Ok(Self { ebpf, dir })
+    }
+
+    /// The maps, to write services into (`services::ebpf::sync`).
+    pub fn maps(&self) -> Result<LbMaps, ProgramSetupError> {
+        LbMaps::open(&self.dir)
+    }
+
+    /// Runs one program once on `frame`: its verdict and the frame after.
+    pub fn run(&mut self, side: Side, frame: &[u8]) -> Result<(i32, Vec<u8>), ProgramSetupError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let name = match side {
+            Side::FromPod => TC_PROGRAMS[0].0,
+            Side::ToPod => TC_PROGRAMS[1].0,
+        };
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, OBJECT, name)?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| LoadError::Program {
+                program: name.to_owned(),
+                source: Box::new(e),
+            })?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value as i32, out))
+    }
+}
+
+impl Drop for TestBench {
+    fn drop(&mut self) {
+        if let Err(e) = detach(&self.dir) {
+            tracing::warn!("{e}");
+        }
+    }
+}
