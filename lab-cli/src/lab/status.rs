@@ -34,6 +34,12 @@ pub struct LabStatus {
     pub scenario: String,
     pub complete: bool,
     pub members: Vec<MemberStatus>,
+    /// Who implements the lab's services, and the services as recorded
+    /// (`labctl svc list` reads them from the kernel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kube_proxy: Option<crate::services::KubeProxyMode>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<crate::services::ServiceSpec>,
 }
 
 pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
@@ -76,5 +82,7 @@ pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
         scenario: plan.scenario.name.to_owned(),
         complete: lab.state.complete,
         members,
+        kube_proxy: plan.kube_proxy(),
+        services: lab.state.services.clone(),
     })
 }

@@ -88,6 +88,30 @@ pub fn run(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> 
                 }
             }
         }
+        if let Some(mode) = lab.kube_proxy {
+            writeln!(
+                out,
+                "  {bold}services{bold:#} ({mode}; from the kernel: labctl svc list --lab {})",
+                lab.lab
+            )?;
+            for s in &lab.services {
+                let protos: Vec<&str> = s.protocols.iter().map(|p| p.as_str()).collect();
+                let backends = if s.backends.is_empty() {
+                    "no endpoints".to_owned()
+                } else {
+                    s.backends.join(" ")
+                };
+                writeln!(
+                    out,
+                    "    {} {}:{} {} -> :{} {backends}",
+                    s.name,
+                    s.vip,
+                    s.port,
+                    protos.join(","),
+                    s.target_port
+                )?;
+            }
+        }
     }
     Ok(Outcome::Success)
 }
