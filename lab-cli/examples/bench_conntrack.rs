@@ -1,7 +1,10 @@
 //! `cargo xtask bench conntrack`: a conntrack table of 100,000 entries in a
 //! throwaway namespace, listed by `labctl conntrack list > /dev/null` and by
 //! `conntrack -L > /dev/null` in the same run (interleaved, median of
-//! several); prints the times and the ratio.
+//! several), next to the floor: the same ctnetlink dump read and discarded
+//! without decoding, plus a `labctl` process that does nothing (`labctl
+//! --version`), the start-up every listing pays; prints the times and the
+//! ratios.
 
 #![allow(
     clippy::unwrap_used,
@@ -87,28 +90,51 @@ fn main() -> anyhow::Result<()> {
         bail!("only {size} entries were created");
     }
     let (mut ours, mut theirs, mut ours_json) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut dumps, mut starts) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
         ours.push(timed(&ns, &labctl, &["conntrack", "list"])?);
         ours_json.push(timed(&ns, &labctl, &["conntrack", "list", "-o", "json"])?);
         theirs.push(timed(&ns, &conntrack, &["-L"])?);
+        starts.push(timed(&ns, &labctl, &["--version"])?);
+        let (n, took) = ns.run(|| -> anyhow::Result<(u64, Duration)> {
+            let mut ct = Ctnetlink::open()?;
+            let start = Instant::now();
+            let n = ct.dump_discard()?;
+            Ok((n, start.elapsed()))
+        })??;
+        if n < u64::from(ENTRIES) {
+            bail!("the raw dump returned {n} messages");
+        }
+        dumps.push(took);
     }
     let (o, j, t) = (median(ours), median(ours_json), median(theirs));
+    let (d, st) = (median(dumps), median(starts));
+    let floor = d + st;
     println!(
         "conntrack table of {size} entries; medians of {RUNS} interleaved runs, output to /dev/null"
     );
     println!(
-        "  conntrack -L                        {:>8.1} ms",
-        t.as_secs_f64() * 1e3
+        "  floor: raw dump {:.1} ms + a labctl that does nothing {:.1} ms = {:>6.1} ms",
+        d.as_secs_f64() * 1e3,
+        st.as_secs_f64() * 1e3,
+        floor.as_secs_f64() * 1e3
     );
     println!(
-        "  labctl conntrack list               {:>8.1} ms  ratio {:.3}",
+        "  conntrack -L                        {:>8.1} ms  ×{:.2} the floor",
+        t.as_secs_f64() * 1e3,
+        t.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "  labctl conntrack list               {:>8.1} ms  ratio {:.3} to conntrack -L, ×{:.2} the floor",
         o.as_secs_f64() * 1e3,
-        o.as_secs_f64() / t.as_secs_f64()
+        o.as_secs_f64() / t.as_secs_f64(),
+        o.as_secs_f64() / floor.as_secs_f64()
     );
     println!(
-        "  labctl conntrack list --output json {:>8.1} ms  ratio {:.3}",
+        "  labctl conntrack list --output json {:>8.1} ms  ratio {:.3} to conntrack -L, ×{:.2} the floor",
         j.as_secs_f64() * 1e3,
-        j.as_secs_f64() / t.as_secs_f64()
+        j.as_secs_f64() / t.as_secs_f64(),
+        j.as_secs_f64() / floor.as_secs_f64()
     );
     ns.delete()?;
     Ok(())

@@ -260,6 +260,24 @@ impl Ctnetlink {
         })
     }
 
+    /// The whole table dumped and read, every message discarded without
+    /// decoding: how many there were. The floor `cargo xtask bench
+    /// conntrack` holds `conntrack list` against (the kernel's and the
+    /// socket's share of a listing).
+    pub fn dump_discard(&mut self) -> Result<u64, CtnetlinkError> {
+        self.send(
+            ConntrackMessage::Get(Vec::new()),
+            NetfilterProtoFamily::Unspec,
+            NLM_F_DUMP,
+        )?;
+        let mut n = 0;
+        self.dump_all(|_| {
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
     /// Table size and maximum (IPCTNL_MSG_CT_GET_STATS).
     pub fn table_size(&mut self) -> Result<TableSize, CtnetlinkError> {
         self.send(
