@@ -54,14 +54,7 @@ const SOCK_PROGRAMS: [(&str, &str); 4] = [
 
 fn load_and_pin(dir: &Path) -> Result<aya::Ebpf, ProgramSetupError> {
     let mut ebpf = load_object(OBJECT, objects::LB, |_| {})?;
-    pins::ensure_root()?;
-    std::fs::create_dir_all(dir).map_err(|source| ProgramSetupError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    for (name, file) in MAPS {
-        maps::pin(&mut ebpf, OBJECT, name, &dir.join(file))?;
-    }
+    maps::pin_all(&mut ebpf, OBJECT, dir, &MAPS)?;
     Ok(ebpf)
 }
 
@@ -74,22 +67,8 @@ pub fn attach_tc(ns: &NetNs, veths: &[&str]) -> Result<(), ProgramSetupError> {
         let prog: &mut SchedClassifier = program(&mut ebpf, OBJECT, name)?;
         prog.load().map_err(|e| LoadError::load(name, e))?;
         for veth in veths {
-            let id = tc::attach(Some(ns), prog, name, veth, dir_kind, TcAttach::Auto)?;
-            let link = prog
-                .take_link(id)
-                .map_err(|e| LoadError::attach(name, *veth, e))?;
-            if TcAttach::Auto.uses_netlink() {
-                // The filter holds the program until the veth goes (see
-                // the module's comment).
-                std::mem::forget(link);
-                continue;
-            }
-            let fd = FdLink::try_from(link).map_err(|source| ProgramSetupError::Link {
-                program: name,
-                source,
-            })?;
-            fd.pin(dir.join(format!("{prefix}-{veth}")))
-                .map_err(|e| maps::pin_error(name, e))?;
+            let pin = dir.join(format!("{prefix}-{veth}"));
+            tc::attach_pinned(ns, prog, name, veth, dir_kind, TcAttach::Auto, &pin)?;
         }
     }
     Ok(())
@@ -310,26 +289,13 @@ impl TestBench {
 
     /// Runs one program once on `frame`: its verdict and the frame after.
     pub fn run(&mut self, side: Side, frame: &[u8]) -> Result<(i32, Vec<u8>), ProgramSetupError> {
-        use aya::programs::{TestRun as _, TestRunOptions};
         let name = match side {
             Side::FromPod => TC_PROGRAMS[0].0,
             Side::ToPod => TC_PROGRAMS[1].0,
         };
         let prog: &mut SchedClassifier = program(&mut self.ebpf, OBJECT, name)?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| LoadError::Program {
-                program: name.to_owned(),
-                source: Box::new(e),
-            })?;
-        out.truncate(result.data_size_out as usize);
-        Ok((result.return_value as i32, out))
+        let out = tc::test_run(prog, name, frame, 1)?;
+        Ok((out.verdict, out.frame))
     }
 }
 

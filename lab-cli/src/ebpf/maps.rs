@@ -69,6 +69,25 @@ pub fn pin(
         .map_err(|error| pin_error(name, error))
 }
 
+/// Creates pin directory `dir` (under labctl's root, made safe first) and
+/// pins each `(map, file)` of `object` there.
+pub fn pin_all(
+    ebpf: &mut Ebpf,
+    object: &'static str,
+    dir: &Path,
+    maps: &[(&'static str, &str)],
+) -> Result<(), ProgramSetupError> {
+    super::pins::ensure_root()?;
+    std::fs::create_dir_all(dir).map_err(|source| ProgramSetupError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    for (name, file) in maps {
+        pin(ebpf, object, name, &dir.join(file))?;
+    }
+    Ok(())
+}
+
 /// The error of pinning `name` (a map or a link).
 pub fn pin_error(name: &'static str, error: aya::pin::PinError) -> ProgramSetupError {
     ProgramSetupError::Map {

@@ -10,7 +10,7 @@
 
 use aya::{
     maps::{HashMap as BpfHashMap, Map, PerCpuArray},
-    programs::{SchedClassifier, TcAttachType, links::FdLink},
+    programs::{SchedClassifier, TcAttachType},
 };
 use lab_common::{
     masq::{MasqKey, MasqStats},
@@ -21,7 +21,7 @@ use super::{
     error::ProgramSetupError,
     loader::{LoadError, load_object, program},
     maps, objects, pins,
-    tc::{self, TcAttach},
+    tc::{self, TcAttach, TestRunOutput},
 };
 use crate::kernel::netns::NetNs;
 
@@ -52,34 +52,12 @@ pub fn attach(
     let mut ebpf = load_object(OBJECT, objects::NAT, |loader| {
         loader.override_global("NAT_CONFIG", cfg, true);
     })?;
-    pins::ensure_root()?;
     let dir = pins::nat(ns.inode()?);
-    std::fs::create_dir_all(&dir).map_err(|source| ProgramSetupError::Io {
-        path: dir.clone(),
-        source,
-    })?;
-    for (name, file) in MAPS {
-        maps::pin(&mut ebpf, OBJECT, name, &dir.join(file))?;
-    }
+    maps::pin_all(&mut ebpf, OBJECT, &dir, &MAPS)?;
     for (name, dir_kind, file) in PROGRAMS {
         let prog: &mut SchedClassifier = program(&mut ebpf, OBJECT, name)?;
         prog.load().map_err(|e| LoadError::load(name, e))?;
-        let id = tc::attach(Some(ns), prog, name, uplink, dir_kind, mode)?;
-        let link = prog
-            .take_link(id)
-            .map_err(|e| LoadError::attach(name, uplink, e))?;
-        if mode.uses_netlink() {
-            // The filter holds the program; the link is only a handle whose
-            // drop would detach it, so it is let go without dropping.
-            std::mem::forget(link);
-            continue;
-        }
-        let fd = FdLink::try_from(link).map_err(|source| ProgramSetupError::Link {
-            program: name,
-            source,
-        })?;
-        fd.pin(dir.join(file))
-            .map_err(|e| maps::pin_error(name, e))?;
+        tc::attach_pinned(ns, prog, name, uplink, dir_kind, mode, &dir.join(file))?;
     }
     Ok(())
 }
@@ -182,17 +160,6 @@ pub enum Direction {
     Ingress,
 }
 
-/// What one BPF_PROG_TEST_RUN returned.
-#[derive(Debug, Clone)]
-pub struct TestRunOutput {
-    /// The program's return value (TC_ACT_*).
-    pub verdict: i32,
-    /// The kernel's average time per run, in nanoseconds.
-    pub ns_per_run: u64,
-    /// The frame after the program (the last run's).
-    pub frame: Vec<u8>,
-}
-
 impl TestBench {
     pub fn load(cfg: &NatConfig) -> Result<Self, ProgramSetupError> {
         let mut ebpf = load_object(OBJECT, objects::NAT, |loader| {
@@ -212,30 +179,12 @@ impl TestBench {
         frame: &[u8],
         repeat: u32,
     ) -> Result<TestRunOutput, ProgramSetupError> {
-        use aya::programs::{TestRun as _, TestRunOptions};
         let name = match dir {
             Direction::Egress => PROGRAMS[0].0,
             Direction::Ingress => PROGRAMS[1].0,
         };
         let prog: &mut SchedClassifier = program(&mut self.ebpf, OBJECT, name)?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| LoadError::Program {
-                program: name.to_owned(),
-                source: Box::new(e),
-            })?;
-        out.truncate(result.data_size_out as usize);
-        Ok(TestRunOutput {
-            verdict: result.return_value as i32,
-            ns_per_run: result.duration.as_nanos() as u64,
-            frame: out,
-        })
+        tc::test_run(prog, name, frame, repeat)
     }
 
     /// The mappings the programs made, as [`read`] returns a node's.

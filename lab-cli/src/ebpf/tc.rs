@@ -77,6 +77,74 @@ pub fn attach(
     })
 }
 
+/// Attaches `prog` as [`attach`] does and keeps it attached after this
+/// process: with tcx the link is pinned at `pin` (removing the pin
+/// detaches it); with netlink the filter holds the program, and the link,
+/// only a handle whose drop would detach it, is let go without dropping.
+pub fn attach_pinned(
+    ns: &NetNs,
+    prog: &mut SchedClassifier,
+    program: &'static str,
+    iface: &str,
+    dir: TcAttachType,
+    mode: TcAttach,
+    pin: &std::path::Path,
+) -> Result<(), ProgramSetupError> {
+    let id = attach(Some(ns), prog, program, iface, dir, mode)?;
+    let link = prog
+        .take_link(id)
+        .map_err(|e| LoadError::attach(program, iface, e))?;
+    if mode.uses_netlink() {
+        std::mem::forget(link);
+        return Ok(());
+    }
+    let fd = aya::programs::links::FdLink::try_from(link)
+        .map_err(|source| ProgramSetupError::Link { program, source })?;
+    fd.pin(pin)
+        .map(drop)
+        .map_err(|e| super::maps::pin_error(program, e))
+}
+
+/// What one BPF_PROG_TEST_RUN of a tc program returned.
+#[derive(Debug, Clone)]
+pub struct TestRunOutput {
+    /// The program's return value (TC_ACT_*).
+    pub verdict: i32,
+    /// The kernel's average time per run, in nanoseconds.
+    pub ns_per_run: u64,
+    /// The frame after the program (the last run's).
+    pub frame: Vec<u8>,
+}
+
+/// Runs loaded program `prog` (named `program`) `repeat` times on `frame`
+/// through BPF_PROG_TEST_RUN.
+pub fn test_run(
+    prog: &mut SchedClassifier,
+    program: &str,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<TestRunOutput, ProgramSetupError> {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .map_err(|e| LoadError::Program {
+            program: program.to_owned(),
+            source: Box::new(e),
+        })?;
+    out.truncate(result.data_size_out as usize);
+    Ok(TestRunOutput {
+        verdict: result.return_value as i32,
+        ns_per_run: result.duration.as_nanos() as u64,
+        frame: out,
+    })
+}
+
 /// Removes the netlink filters named `program` from `iface` in `ns` (the
 /// way a program attached with [`TcAttach::Netlink`] outlives labctl, and
 /// goes again). Nothing attached is not an error.

@@ -431,13 +431,14 @@ impl Ctx<'_> {
     fn send(&self, p: &Probe) -> Result<traffic::TrafficReport, String> {
         let mut spec = self.spec(p)?;
         let from = self.endpoint(&p.from)?;
-        let to = match self.lab.service_traffic(
-            &p.to,
-            &mut spec,
-            p.port.is_some() && p.backend.is_some(),
-        ) {
-            Some(to) if p.backend.is_none() => to,
-            _ => self.endpoint(&p.to)?,
+        // A service (unless the probe names its own backend server).
+        let service = match p.backend {
+            None => self.lab.service_traffic(&p.to, &mut spec, p.port.is_some()),
+            Some(_) => None,
+        };
+        let to = match service {
+            Some(to) => to,
+            None => self.endpoint(&p.to)?,
         };
         // Under socket-LB the pod's sockets are made in its cgroup.
         let _as_pod = self

@@ -467,15 +467,13 @@ impl Lab {
     /// The pods that run the scenario's app (an echo server naming itself
     /// on the app port), whether or not a service points at them now.
     pub fn app_servers(&self) -> Vec<(Member, u16)> {
-        let mut pods: Vec<&str> = self
-            .plan
+        let mut seen = std::collections::BTreeSet::new();
+        self.plan
             .scenario
             .services
             .iter()
             .flat_map(|s| s.backends.iter().copied())
-            .collect();
-        pods.dedup();
-        pods.into_iter()
+            .filter(|p| seen.insert(*p))
             .filter_map(|p| self.endpoint(p))
             .map(|e| (e, APP_PORT))
             .collect()

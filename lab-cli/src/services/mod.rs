@@ -263,25 +263,14 @@ pub fn read(dp: &Datapath) -> Result<Vec<FrontendView>, ServiceError> {
                 per_node.push(
                     iptables::parse(&save)
                         .into_iter()
-                        .map(|f| FrontendView {
-                            service: f.name.rsplit_once(':').map(|(n, _)| n.to_owned()),
-                            vip: f.vip,
-                            port: f.port,
-                            proto: Some(f.proto),
-                            source: dp.mode.to_string(),
-                            object: f.chain,
-                            backends: f
-                                .endpoints
-                                .into_iter()
-                                .map(|e| BackendView {
-                                    addr: e.endpoint.as_ref().map(|e| e.addr),
-                                    port: e.endpoint.as_ref().map(|e| e.port),
-                                    pod: None,
-                                    connections: Some(e.connections),
-                                    probability: Some(e.probability.unwrap_or(1.0)),
-                                    object: e.chain,
+                        .map(|f| {
+                            let service = f.name.rsplit_once(':').map(|(n, _)| n.to_owned());
+                            chain_view(dp.mode, service, (f.vip, f.port, f.proto), f.chain, {
+                                f.endpoints.into_iter().map(|e| {
+                                    let p = Some(e.probability.unwrap_or(1.0));
+                                    (e.endpoint, e.connections, p, e.chain)
                                 })
-                                .collect(),
+                            })
                         })
                         .collect(),
                 );
@@ -296,25 +285,13 @@ pub fn read(dp: &Datapath) -> Result<Vec<FrontendView>, ServiceError> {
                 per_node.push(
                     nftables::parse(&listing)
                         .into_iter()
-                        .map(|f| FrontendView {
-                            service: nftables::service_of(&f.chain),
-                            vip: f.vip,
-                            port: f.port,
-                            proto: Some(f.proto),
-                            source: dp.mode.to_string(),
-                            object: f.chain,
-                            backends: f
-                                .endpoints
-                                .into_iter()
-                                .map(|e| BackendView {
-                                    addr: e.endpoint.as_ref().map(|e| e.addr),
-                                    port: e.endpoint.as_ref().map(|e| e.port),
-                                    pod: None,
-                                    connections: Some(e.connections),
-                                    probability: None,
-                                    object: e.chain,
-                                })
-                                .collect(),
+                        .map(|f| {
+                            let service = nftables::service_of(&f.chain);
+                            chain_view(dp.mode, service, (f.vip, f.port, f.proto), f.chain, {
+                                f.endpoints
+                                    .into_iter()
+                                    .map(|e| (e.endpoint, e.connections, None, e.chain))
+                            })
                         })
                         .collect(),
                 );
@@ -361,6 +338,35 @@ pub fn read_netns(ns: &NetNs) -> Result<Vec<FrontendView>, ServiceError> {
         out.extend(read(&dp)?);
     }
     Ok(out)
+}
+
+/// A frontend read from kube-proxy's chains (iptables or nftables): each
+/// backend as (endpoint, connections, probability, its chain).
+fn chain_view(
+    mode: KubeProxyMode,
+    service: Option<String>,
+    (vip, port, proto): (Ipv4Addr, u16, L4),
+    chain: String,
+    backends: impl Iterator<Item = (Option<Endpoint>, u64, Option<f64>, String)>,
+) -> FrontendView {
+    FrontendView {
+        service,
+        vip,
+        port,
+        proto: Some(proto),
+        source: mode.to_string(),
+        object: chain,
+        backends: backends
+            .map(|(e, connections, probability, object)| BackendView {
+                addr: e.as_ref().map(|e| e.addr),
+                port: e.as_ref().map(|e| e.port),
+                pod: None,
+                connections: Some(connections),
+                probability,
+                object,
+            })
+            .collect(),
+    }
 }
 
 /// Frontends from eBPF maps (ours or Cilium's) as views.
