@@ -14,13 +14,16 @@ LLVM_PREFIX=/usr/lib/llvm-${LLVM_MAJOR}
 # Build: bpf-linker's LLVM, protoc for the CRI client's protobufs. Run and
 # test: the peer tools the tests compare against, iproute2 for learners, and
 # what a kind-like node in the tests is made of (containerd with its CRI
-# plugin, runc, umoci to pack the pause image, a static libc for it).
+# plugin, runc, umoci to pack the pause image, a static libc for it), and
+# the readers the observability outputs are tested with (tshark for --pcap,
+# prometheus and its promtool for the metrics endpoint).
 APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" zlib1g-dev libzstd-dev
   protobuf-compiler
   iproute2 conntrack iptables nftables containernetworking-plugins
   iperf3 bpftrace dropwatch bpftool util-linux ethtool procps
   containerd runc umoci libc6-dev tcpdump
+  tshark prometheus
 )
 
 check_only=0

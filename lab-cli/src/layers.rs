@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["ebpf"],
     &["drops", "conntrack", "masq", "services"],
     &["lab"],
-    &["demo", "exercises"],
+    &["demo", "exercises", "metrics", "flows"],
     &["output"],
     &["cli"],
     &["commands"],

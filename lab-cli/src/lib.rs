@@ -8,8 +8,8 @@
 //!
 //! 1. `kernel`: namespaces, netlink, BTF, tracefs, bpffs, signals.
 //! 2. `ebpf`: our programs: load, attach, pin, raw map rows.
-//! 3. domain: `drops`, `conntrack`, `masq`, `services`; then `lab`; then `demo` and
-//!    `exercises`.
+//! 3. domain: `drops`, `conntrack`, `masq`, `services`; then `lab`; then `demo`,
+//!    `exercises`, `metrics` and `flows` (which name things through labs).
 //! 4. `output`: formats, tables, printers, exit codes.
 //! 5. `cli`: the command line's arguments.
 //! 6. `commands`: one module per subcommand, printing only.
@@ -27,6 +27,7 @@ pub mod lab;
 
 pub mod demo;
 pub mod exercises;
+pub mod metrics;
 
 pub mod output;
 

@@ -46,6 +46,7 @@ fn options(ns: &NetNs) -> TraceOptions {
         ring_bytes: 1 << 22,
         classic_tracepoint: false,
         stack: false,
+        snaplen: 0,
         stop: None,
         netns_aliases: Some(names::member_names),
         scope: None,
@@ -423,4 +424,192 @@ fn lab_pods_are_named_as_pods_and_filtered_by_pod_namespace() {
             .unwrap(),
         at.inode().unwrap()
     );
+}
+
+/// Drops of three kinds in `ns`: UDP and a TCP SYN to closed ports over
+/// IPv4, UDP over IPv6. Returns how many.
+fn mixed_drops(ns: &NetNs) -> usize {
+    common::send_udp(ns, 9, 5);
+    for _ in 0..3 {
+        let refused = ns
+            .run(|| std::net::TcpStream::connect(("127.0.0.1", 81)))
+            .expect("enter netns");
+        assert!(refused.is_err(), "nothing listens on port 81");
+    }
+    let v6 = ns
+        .run(|| std::net::UdpSocket::bind("[::1]:0"))
+        .expect("enter netns")
+        .expect("bind ::1");
+    for _ in 0..2 {
+        v6.send_to(b"v6", "[::1]:9").expect("send over IPv6");
+    }
+    5 + 3 + 2
+}
+
+/// tshark's view of a pcap: per packet the interface, the 5-tuple and the
+/// comment.
+fn tshark_fields(pcap: &[u8]) -> Vec<Vec<String>> {
+    let mut child = Command::new("tshark")
+        .args(["-r", "-", "-T", "fields", "-E", "separator=|"])
+        .args([
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "ip.src",
+            "-e",
+            "ipv6.src",
+        ])
+        .args(["-e", "ip.dst", "-e", "ipv6.dst", "-e", "udp.srcport"])
+        .args([
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "tcp.dstport",
+        ])
+        .args(["-e", "frame.comment"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tshark (scripts/setup.sh installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    let bytes = pcap.to_vec();
+    let writer = thread::spawn(move || std::io::Write::write_all(&mut stdin, &bytes));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "tshark cannot read the pcap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+/// A drop line's interface, 5-tuple and comment as tshark prints them.
+fn expected_fields(d: &Value) -> Vec<String> {
+    let s = |v: &Value| v.as_str().unwrap().to_owned();
+    let v6 = s(&d["src"]).contains(':');
+    let (tcp, port) = (d["proto"] == "TCP", |v: &Value| v.to_string());
+    let pick = |yes: bool, v: String| if yes { v } else { String::new() };
+    vec![
+        format!("{}/{}", s(&d["netns"]), s(&d["ifname"])),
+        pick(!v6, s(&d["src"])),
+        pick(v6, s(&d["src"])),
+        pick(!v6, s(&d["dst"])),
+        pick(v6, s(&d["dst"])),
+        pick(!tcp, port(&d["sport"])),
+        pick(tcp, port(&d["sport"])),
+        pick(!tcp, port(&d["dport"])),
+        pick(tcp, port(&d["dport"])),
+        format!(
+            "drop reason {} at {} in netns {}",
+            s(&d["reason"]),
+            s(&d["location"]),
+            s(&d["netns"])
+        ),
+    ]
+}
+
+#[test]
+fn pcap_has_every_drop_with_its_tuple_and_reason() {
+    if !common::privileged("pcap_has_every_drop_with_its_tuple_and_reason") {
+        return;
+    }
+    let ns = common::netns("labtest-pc");
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, ready) = (dir.path().join("drops.pcapng"), dir.path().join("ready"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["trace", "--netns", ns.name(), "-o", "json", "--pcap"])
+        .arg(&pcap)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "tracer never became ready");
+        assert!(child.try_wait().unwrap().is_none(), "trace ended early");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let sent = mixed_drops(&ns);
+    common::interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let drops: Vec<&Value> = lines.iter().filter(|v| v["type"] == "drop").collect();
+    assert_eq!(drops.len(), sent, "{lines:?}");
+    let packets = tshark_fields(&std::fs::read(&pcap).unwrap());
+    assert_eq!(packets.len(), drops.len(), "one packet per drop");
+    for (packet, drop) in packets.iter().zip(&drops) {
+        assert_eq!(packet, &expected_fields(drop));
+    }
+    let tcp = packets.iter().filter(|p| p[8] == "81").count();
+    let v6 = packets.iter().filter(|p| p[2] == "::1").count();
+    assert_eq!((tcp, v6), (3, 2));
+}
+
+#[test]
+fn pcap_on_stdout_pipes_into_tshark() {
+    if !common::privileged("pcap_on_stdout_pipes_into_tshark") {
+        return;
+    }
+    let ns = common::netns("labtest-ps");
+    let ready = tempfile::tempdir().unwrap().keep().join("ready");
+    let child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args([
+            "trace",
+            "--netns",
+            ns.name(),
+            "--pcap",
+            "-",
+            "--snaplen",
+            "28",
+        ])
+        .args(["--count", "4", "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "tracer never became ready");
+        thread::sleep(Duration::from_millis(10));
+    }
+    common::send_udp(&ns, 9, 4);
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_dir_all(ready.parent().unwrap()).ok();
+    assert!(out.status.success());
+    let summary = String::from_utf8(out.stderr).unwrap();
+    assert!(summary.contains("NO_SOCKET"), "{summary}");
+    let packets = tshark_fields(&out.stdout);
+    assert_eq!(packets.len(), 4);
+    for p in &packets {
+        // 28 bytes: the IPv4 and UDP headers, no payload.
+        assert_eq!((p[1].as_str(), p[7].as_str()), ("127.0.0.1", "9"));
+    }
+    let caplen = Command::new("tshark")
+        .args(["-r", "-", "-T", "fields", "-e", "frame.cap_len"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            std::io::Write::write_all(&mut c.stdin.take().unwrap(), &out.stdout)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let lens = String::from_utf8(caplen.stdout).unwrap();
+    assert_eq!(lens.lines().collect::<Vec<_>>(), ["44"; 4], "16 + 28 bytes");
 }

@@ -11,6 +11,9 @@ pub struct SkbOffsets {
     pub skb_protocol: u32,
     pub skb_network_header: u32,
     pub skb_transport_header: u32,
+    /// `sk_buff.tail`: the end of the linear data, an offset from `head`
+    /// on 64-bit kernels (NET_SKBUFF_DATA_USES_OFFSET).
+    pub skb_tail: u32,
     pub dev_ifindex: u32,
     pub dev_nd_net: u32,
     pub net_ns_inum: u32,
@@ -24,11 +27,19 @@ impl SkbOffsets {
         skb_protocol: 0,
         skb_network_header: 0,
         skb_transport_header: 0,
+        skb_tail: 0,
         dev_ifindex: 0,
         dev_nd_net: 0,
         net_ns_inum: 0,
     };
 }
+
+/// The most packet bytes an event can carry (`--snaplen`).
+pub const MAX_SNAPLEN: u32 = 2048;
+
+/// The sizes an event's packet copy is reserved in: the smallest that holds
+/// the snaplen is used, so a short snaplen keeps ring buffer records small.
+pub const SNAPLEN_TIERS: [u32; 5] = [128, 256, 512, 1024, MAX_SNAPLEN];
 
 /// Number of reason codes the in-kernel reason filter covers (bitmap size).
 pub const REASON_BITS: usize = 512;
@@ -76,6 +87,9 @@ pub struct TraceConfig {
     pub _pad0: u8,
     /// With `flags::HOST`: either address must equal it (IPv4 as ::ffff:a.b.c.d).
     pub host: [u8; 16],
+    /// 0: no packet bytes; else each event carries up to this many bytes
+    /// of the packet from its network header (`--pcap`, `--snaplen`).
+    pub snaplen: u32,
     pub _pad1: u32,
     /// One bit per reason code: with REASON_INCLUDE the allowed ones,
     /// otherwise the excluded ones.
@@ -96,6 +110,7 @@ impl TraceConfig {
         l4proto: 0,
         _pad0: 0,
         host: [0; 16],
+        snaplen: 0,
         _pad1: 0,
         reasons: [0; REASON_BITS / 64],
     };
@@ -163,6 +178,10 @@ pub struct DropEvent {
     /// Id of the kernel stack in the `STACKS` map; negative when not
     /// collected (no `--stack`) or when collecting failed.
     pub stack_id: i32,
+    /// Packet bytes following the event in its ring buffer record, copied
+    /// from the network header (0 without a snaplen).
+    pub caplen: u32,
+    pub _pad: u32,
 }
 
 impl DropEvent {
@@ -185,6 +204,8 @@ impl DropEvent {
         saddr: [0; 16],
         daddr: [0; 16],
         stack_id: -1,
+        caplen: 0,
+        _pad: 0,
     };
 }
 
@@ -213,12 +234,15 @@ mod tests {
 
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<SkbOffsets>(), 9 * 4);
+        assert_eq!(size_of::<SkbOffsets>(), 10 * 4);
         assert_eq!(
             size_of::<TraceConfig>(),
-            36 + 7 * 4 + 2 + 1 + 1 + 16 + 4 + 64
+            40 + 7 * 4 + 2 + 1 + 1 + 16 + 4 + 4 + 64
         );
-        assert_eq!(size_of::<DropEvent>(), 8 + 8 + 4 * 4 + 2 * 3 + 6 + 32 + 4);
+        assert_eq!(
+            size_of::<DropEvent>(),
+            8 + 8 + 4 * 4 + 2 * 3 + 6 + 32 + 4 + 8
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod exercise;
 pub mod explain;
 pub mod lab;
 pub mod masq;
+pub mod metrics;
 pub mod shell;
 pub mod svc;
 pub mod trace;
@@ -59,6 +60,9 @@ pub enum Command {
     /// Services side by side: kube-proxy's iptables and nftables chains,
     /// eBPF load balancing per packet and per socket; list and change them live.
     Svc(svc::SvcArgs),
+    /// Serve Prometheus metrics: drops by reason and namespace, conntrack
+    /// fill and statistics, eBPF NAT and masquerade per pod.
+    Metrics(metrics::MetricsArgs),
     /// Build CNI-style lab topologies (nodes, pods, bridge, veth, VXLAN,
     /// masquerade) in network namespaces.
     Lab(lab::LabArgs),
@@ -86,6 +90,7 @@ impl Command {
             Command::Conntrack(_) => "conntrack",
             Command::Masq(_) => "masq",
             Command::Svc(_) => "svc",
+            Command::Metrics(_) => "metrics",
             Command::Exercise(_) => "exercise",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",

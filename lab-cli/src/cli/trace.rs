@@ -65,6 +65,13 @@ pub struct TraceArgs {
     /// Print the kernel stack of each drop (and add it to JSON as "stack").
     #[arg(long)]
     pub stack: bool,
+    /// Also write each drop's packet to this pcapng file (`-`: standard
+    /// output, e.g. `| wireshark -k -i -`), with the reason as the packet's comment.
+    #[arg(long, value_name = "FILE", conflicts_with = "summary")]
+    pub pcap: Option<std::path::PathBuf>,
+    /// Bytes of each packet to keep in the pcap, from its IP header (1 to 2048).
+    #[arg(long, default_value_t = 128, requires = "pcap", value_parser = values::snaplen)]
+    pub snaplen: u32,
     /// Use the classic skb:kfree_skb tracepoint even where tp_btf works.
     #[arg(long)]
     pub classic_tracepoint: bool,

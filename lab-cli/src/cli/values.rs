@@ -39,6 +39,17 @@ pub fn ring_size(s: &str) -> Result<u32, String> {
     }
 }
 
+/// `--snaplen`: packet bytes per drop, 1 to the tracer's maximum.
+pub fn snaplen(s: &str) -> Result<u32, String> {
+    let max = lab_common::trace::MAX_SNAPLEN;
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a valid snaplen: give a number of bytes from 1 to {max}"
+        )),
+    }
+}
+
 /// A socket receive buffer in bytes: 4 KiB (small enough to watch events
 /// get lost) to 256 MiB (K/M suffix allowed).
 pub fn buffer_size(s: &str) -> Result<usize, String> {

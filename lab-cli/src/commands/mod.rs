@@ -8,6 +8,7 @@ pub mod exercise;
 pub mod explain;
 pub mod lab;
 pub mod masq;
+pub mod metrics;
 pub mod shell;
 pub mod svc;
 pub mod trace;
@@ -25,6 +26,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Conntrack(args) => conntrack::run(args.command),
         Command::Masq(args) => masq::run(args),
         Command::Svc(args) => svc::run(args.command),
+        Command::Metrics(args) => metrics::run(args),
         Command::Exercise(args) => exercise::run(args.command),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),

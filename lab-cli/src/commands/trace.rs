@@ -1,6 +1,6 @@
 //! `labctl trace`: the packet drop tracer.
 
-use std::time::Duration;
+use std::{io::BufWriter, time::Duration};
 
 use anyhow::Context as _;
 
@@ -10,12 +10,13 @@ use crate::{
         filter::Filters,
         session::{self, Scope, TraceOptions},
     },
-    kernel::{node, privilege},
+    kernel::{node, outfile, privilege},
     lab::names,
     output::{
         OutputFormat,
         drops::{JsonSink, TextSink},
         exit::Outcome,
+        pcap::{PcapSink, SummaryOnly},
     },
 };
 
@@ -58,6 +59,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         ring_bytes: args.ring_size,
         classic_tracepoint: args.classic_tracepoint,
         stack: args.stack,
+        snaplen: if args.pcap.is_some() { args.snaplen } else { 0 },
         stop: None,
         netns_aliases: Some(names::member_names),
         scope: match (&args.pod_namespace, scope) {
@@ -75,14 +77,38 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
     };
     // JSON goes straight to stdout: anstream's escape-stripping (for text
     // that is not on a terminal) would scan every byte of a drop storm.
-    match args.output {
-        OutputFormat::Json => {
-            let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-            session::run(&opts, &mut JsonSink::new(out))
+    let json = || JsonSink::new(BufWriter::with_capacity(1 << 16, std::io::stdout().lock()));
+    let text = || {
+        let out = BufWriter::with_capacity(1 << 16, anstream::stdout().lock());
+        TextSink::new(out, args.summary, args.explain)
+    };
+    match (&args.pcap, args.output) {
+        (None, OutputFormat::Json) => session::run(&opts, &mut json()),
+        (None, OutputFormat::Text) => session::run(&opts, &mut text()),
+        // The pcap on standard output: the summary goes to standard error.
+        (Some(path), _) if path.as_os_str() == "-" => {
+            let out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            let inner = SummaryOnly {
+                out: anstream::stderr(),
+            };
+            let mut sink = PcapSink::new(inner, out, args.snaplen).context("starting the pcap")?;
+            session::run(&opts, &mut sink)
         }
-        OutputFormat::Text => {
-            let out = std::io::BufWriter::with_capacity(1 << 16, anstream::stdout().lock());
-            session::run(&opts, &mut TextSink::new(out, args.summary, args.explain))
+        (Some(path), format) => {
+            let file = outfile::create(path)?;
+            let out = BufWriter::with_capacity(1 << 16, file);
+            match format {
+                OutputFormat::Json => {
+                    let mut sink =
+                        PcapSink::new(json(), out, args.snaplen).context("starting the pcap")?;
+                    session::run(&opts, &mut sink)
+                }
+                OutputFormat::Text => {
+                    let mut sink =
+                        PcapSink::new(text(), out, args.snaplen).context("starting the pcap")?;
+                    session::run(&opts, &mut sink)
+                }
+            }
         }
     }
     .context("tracing failed")?;

@@ -34,6 +34,11 @@ impl DropCounter {
         Ok(self.program.counts()?.into_iter().collect())
     }
 
+    /// Drops the kernel side could not count (its map was full).
+    pub fn uncounted(&self) -> Result<u64, ProgramSetupError> {
+        self.program.uncounted()
+    }
+
     pub fn reasons(&self) -> &DropReasons {
         &self.reasons
     }

@@ -40,6 +40,14 @@ pub struct DropRecord {
     /// Kernel stack, innermost first (only with `--stack`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack: Option<Vec<String>>,
+    /// The packet's first bytes from its network header (only with a
+    /// snaplen, for `--pcap`); not part of the JSON.
+    #[serde(skip)]
+    pub packet: Option<Vec<u8>>,
+    /// skb->protocol, or the IP version's when the stack had not set it
+    /// (for the pcap's link-layer header).
+    #[serde(skip)]
+    pub ethertype: u16,
 }
 
 /// Everything needed to turn numbers into names.
@@ -89,6 +97,12 @@ impl DropRecord {
             icmp_type: icmp.then_some(ev.icmp_type),
             icmp_code: icmp.then_some(ev.icmp_code),
             stack: None,
+            packet: None,
+            ethertype: match (ev.ethertype, ev.family) {
+                (0, family::IPV4) => 0x0800,
+                (0, family::IPV6) => 0x86dd,
+                (e, _) => e,
+            },
         }
     }
 }

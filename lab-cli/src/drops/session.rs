@@ -65,6 +65,9 @@ pub struct TraceOptions {
     pub classic_tracepoint: bool,
     /// Record and print each drop's kernel stack.
     pub stack: bool,
+    /// Bytes of each drop's packet to copy, from its network header (0:
+    /// none; `--pcap`).
+    pub snaplen: u32,
     /// Ends the session when set (for callers that trace while they act,
     /// such as the demo); Ctrl-C, --duration and --count still apply.
     pub stop: Option<Arc<AtomicBool>>,
@@ -87,6 +90,7 @@ impl Default for TraceOptions {
             ring_bytes: 1 << 22,
             classic_tracepoint: false,
             stack: false,
+            snaplen: 0,
             stop: None,
             netns_aliases: None,
             scope: None,
@@ -319,6 +323,7 @@ fn attach(
     if opts.scope.is_some() {
         config.flags |= lab_common::trace::flags::NETNS_SET;
     }
+    config.snaplen = opts.snaplen.min(lab_common::trace::MAX_SNAPLEN);
     let consumed = reasons.value("CONSUMED").unwrap_or(1);
     let tracer = DropTracer::attach(
         btf,
@@ -352,16 +357,19 @@ fn deliver(
     mut events: u64,
 ) -> anyhow::Result<(u64, bool)> {
     loop {
-        // Copy the event out so the ring's borrow ends here.
-        let ev = match tracer.ring().next() {
-            Some(item) => drop_tracer::decode(&item),
+        // Copy the event (and its packet bytes) out so the ring's borrow
+        // ends here.
+        let decoded = match tracer.ring().next() {
+            Some(item) => drop_tracer::decode(&item)
+                .map(|(ev, packet)| (ev, (opts.snaplen > 0).then(|| packet.to_vec()))),
             None => return Ok((events, false)),
         };
-        let Some(ev) = ev else {
+        let Some((ev, packet)) = decoded else {
             continue;
         };
         events += 1;
         let mut record = DropRecord::new(&ev, resolver);
+        record.packet = packet;
         if opts.stack && ev.stack_id >= 0 {
             // A stack evicted or never stored shows as absent, not as an error.
             record.stack = tracer.stack(ev.stack_id).ok().map(|ips| {

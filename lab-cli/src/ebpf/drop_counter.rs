@@ -1,7 +1,11 @@
 //! The drop counter (`lab-ebpf/src/bin/drop_counter.rs`): counts
 //! `skb:kfree_skb` drops per (netns, reason code).
 
-use aya::{Ebpf, maps::PerCpuHashMap, programs::TracePoint};
+use aya::{
+    Ebpf,
+    maps::{PerCpuArray, PerCpuHashMap},
+    programs::TracePoint,
+};
 use lab_common::{DropCountKey, DropCounterConfig};
 
 use super::{
@@ -54,5 +58,15 @@ impl DropCounterProgram {
     pub fn counts(&self) -> Result<Vec<(DropCountKey, u64)>, ProgramSetupError> {
         let map: PerCpuHashMap<_, DropCountKey, u64> = maps::get(&self.ebpf, OBJECT, MAP)?;
         maps::totals(&map, MAP)
+    }
+
+    /// Drops that could not be counted because the map was full.
+    pub fn uncounted(&self) -> Result<u64, ProgramSetupError> {
+        let map: PerCpuArray<_, u64> = maps::get(&self.ebpf, OBJECT, "UNCOUNTED")?;
+        let values = map.get(&0, 0).map_err(|source| ProgramSetupError::Map {
+            map: "UNCOUNTED",
+            source,
+        })?;
+        Ok(maps::total(&values))
     }
 }

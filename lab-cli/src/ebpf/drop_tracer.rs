@@ -161,11 +161,13 @@ impl DropTracer {
     }
 }
 
-/// Decodes one ring buffer record; `None` if it is too short.
-pub fn decode(bytes: &[u8]) -> Option<DropEvent> {
-    bytes
-        .get(..size_of::<DropEvent>())
-        .map(bytemuck::pod_read_unaligned)
+/// Decodes one ring buffer record: the event and the packet bytes that
+/// follow it (empty without a snaplen); `None` if it is too short.
+pub fn decode(bytes: &[u8]) -> Option<(DropEvent, &[u8])> {
+    let (head, rest) = bytes.split_at_checked(size_of::<DropEvent>())?;
+    let ev: DropEvent = bytemuck::pod_read_unaligned(head);
+    let packet = rest.get(..ev.caplen as usize)?;
+    Some((ev, packet))
 }
 
 fn attach_btf(ebpf: &mut Ebpf) -> Result<Hook, ProgramSetupError> {

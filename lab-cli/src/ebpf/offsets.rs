@@ -24,6 +24,7 @@ pub fn skb_offsets(btf: &KernelBtf) -> Result<SkbOffsets, BtfError> {
         skb_protocol: btf.member_offset("sk_buff", "protocol")?,
         skb_network_header: btf.member_offset("sk_buff", "network_header")?,
         skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
+        skb_tail: btf.member_offset("sk_buff", "tail")?,
         dev_ifindex: btf.member_offset("net_device", "ifindex")?,
         dev_nd_net: netns.dev_nd_net,
         net_ns_inum: netns.net_ns_inum,

@@ -13,6 +13,7 @@ pub mod kallsyms;
 pub mod names;
 pub mod netns;
 pub mod node;
+pub mod outfile;
 pub mod podcgroup;
 pub mod privilege;
 pub mod ready;

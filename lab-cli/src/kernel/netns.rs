@@ -359,6 +359,22 @@ pub fn host() -> NetNs {
     NetNs::at("host", Path::new(path))
 }
 
+/// The host's namespace and every `ip netns` one (a lab's members, a
+/// node's pods), host first, then by name.
+pub fn host_and_named() -> Vec<NetNs> {
+    let mut named: Vec<NetNs> = fs::read_dir(NETNS_RUN_DIR)
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| NetNs::at(&e.file_name().to_string_lossy(), &e.path()))
+                .collect()
+        })
+        .unwrap_or_default();
+    named.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut all = vec![host()];
+    all.extend(named);
+    all
+}
+
 /// Every network namespace this process can name, by inode: those of
 /// processes (`pid:N`), the host's (`host`), and `ip netns` names, later
 /// ones winning. The names are the ones [`lookup`] accepts back.

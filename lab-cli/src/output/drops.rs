@@ -124,7 +124,7 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 }
 
-fn write_table(
+pub fn write_table(
     out: &mut impl Write,
     s: &Summary,
     elapsed: Duration,

@@ -8,7 +8,7 @@
 mod program {
     use aya_ebpf::{
         macros::{map, tracepoint},
-        maps::PerCpuHashMap,
+        maps::{PerCpuArray, PerCpuHashMap},
         programs::TracePointContext,
     };
     use lab_common::{DropCountKey, DropCounterConfig};
@@ -22,6 +22,10 @@ mod program {
 
     #[map]
     static DROP_COUNTS: PerCpuHashMap<DropCountKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+    /// Drops that found the map full and could not be counted (slot 0).
+    #[map]
+    static UNCOUNTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
     #[tracepoint(category = "skb", name = "kfree_skb")]
     pub fn drop_counter(ctx: TracePointContext) -> u32 {
@@ -52,8 +56,14 @@ mod program {
             Some(value) => unsafe { *value += 1 },
             None => {
                 // A full map loses the count; userspace sizes the map far
-                // above the number of (netns, reason) pairs a lab produces.
-                DROP_COUNTS.insert(key, 1, 0).ok();
+                // above the number of (netns, reason) pairs a lab produces,
+                // and every loss is counted.
+                if DROP_COUNTS.insert(key, 1, 0).is_err()
+                    && let Some(n) = UNCOUNTED.get_ptr_mut(0)
+                {
+                    // SAFETY: a per-CPU value is only touched by this CPU.
+                    unsafe { *n += 1 };
+                }
             }
         }
     }

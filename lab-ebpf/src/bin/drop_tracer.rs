@@ -11,6 +11,7 @@
 
 #[cfg(target_arch = "bpf")]
 mod program {
+    use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
     use aya_ebpf::{
         bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         macros::{btf_tracepoint, map, tracepoint},
@@ -18,7 +19,8 @@ mod program {
         programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
     };
     use lab_common::trace::{
-        DropEvent, LOST_INDEX, NETNS_SET_CAPACITY, TraceConfig, family, flags,
+        DropEvent, LOST_INDEX, NETNS_SET_CAPACITY, SNAPLEN_TIERS, SkbOffsets, TraceConfig, family,
+        flags,
     };
     use lab_ebpf::{kernel::read, packet};
 
@@ -145,27 +147,101 @@ mod program {
                 Err(_) => -1,
             };
         }
+        let sent = match cfg.snaplen {
+            0 => send_event(&ev),
+            n if n <= SNAPLEN_TIERS[0] => send_with_packet::<128>(&ev, skb, off, n),
+            n if n <= SNAPLEN_TIERS[1] => send_with_packet::<256>(&ev, skb, off, n),
+            n if n <= SNAPLEN_TIERS[2] => send_with_packet::<512>(&ev, skb, off, n),
+            n if n <= SNAPLEN_TIERS[3] => send_with_packet::<1024>(&ev, skb, off, n),
+            n => send_with_packet::<2048>(&ev, skb, off, n),
+        };
+        if !sent && let Some(lost) = LOST.get_ptr_mut(LOST_INDEX) {
+            // SAFETY: per-CPU slot, only this CPU writes it.
+            unsafe { *lost += 1 };
+        }
+    }
+
+    /// Waking the reader for every event costs more than the event itself
+    /// in a drop storm; wake it only once WAKEUP_BYTES are waiting. The
+    /// reader also polls with a short timeout, so a lone drop is shown
+    /// within that timeout.
+    #[inline(always)]
+    fn wake_flags() -> u64 {
+        if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+            u64::from(BPF_RB_FORCE_WAKEUP)
+        } else {
+            u64::from(BPF_RB_NO_WAKEUP)
+        }
+    }
+
+    /// The event alone; false when the ring buffer is full.
+    #[inline(always)]
+    fn send_event(ev: &DropEvent) -> bool {
         match EVENTS.reserve::<DropEvent>(0) {
             Some(mut slot) => {
-                slot.write(ev);
-                // Waking the reader for every event costs more than the event
-                // itself in a drop storm; wake it only once WAKEUP_BYTES are
-                // waiting. The reader also polls with a short timeout, so a
-                // lone drop is shown within that timeout.
-                let wake = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
-                    u64::from(BPF_RB_FORCE_WAKEUP)
-                } else {
-                    u64::from(BPF_RB_NO_WAKEUP)
-                };
-                slot.submit(wake);
+                slot.write(*ev);
+                slot.submit(wake_flags());
+                true
             }
-            None => {
-                if let Some(lost) = LOST.get_ptr_mut(LOST_INDEX) {
-                    // SAFETY: per-CPU slot, only this CPU writes it.
-                    unsafe { *lost += 1 };
-                }
+            None => false,
+        }
+    }
+
+    /// An event followed by room for N packet bytes. The verifier needs a
+    /// constant reservation size, so each snaplen tier is its own size.
+    #[repr(C)]
+    struct WithPacket<const N: usize> {
+        ev: DropEvent,
+        data: [u8; N],
+    }
+
+    /// The event and up to `snaplen` bytes of its packet from the network
+    /// header (the linear part only: what lies between the network header
+    /// and `tail`); false when the ring buffer is full.
+    #[inline(always)]
+    fn send_with_packet<const N: usize>(
+        ev: &DropEvent,
+        skb: u64,
+        off: &SkbOffsets,
+        snaplen: u32,
+    ) -> bool {
+        let Some(mut slot) = EVENTS.reserve::<WithPacket<N>>(0) else {
+            return false;
+        };
+        let rec = slot.as_mut_ptr();
+        let mut caplen = 0u32;
+        let head = read::<u64>(skb, off.skb_head).unwrap_or(0);
+        let nh = read::<u16>(skb, off.skb_network_header).unwrap_or(0xffff);
+        let tail = read::<u32>(skb, off.skb_tail).unwrap_or(0);
+        if head != 0 && nh != 0xffff && tail > u32::from(nh) {
+            let mut n = tail - u32::from(nh);
+            if n > snaplen {
+                n = snaplen;
+            }
+            if n > N as u32 {
+                n = N as u32;
+            }
+            // SAFETY: `rec` points at a reserved record of N data bytes and
+            // n <= N; the helper reads kernel memory through the fault-safe
+            // path.
+            let ret = unsafe {
+                bpf_probe_read_kernel(
+                    (*rec).data.as_mut_ptr().cast(),
+                    n,
+                    (head + u64::from(nh)) as *const _,
+                )
+            };
+            if ret == 0 {
+                caplen = n;
             }
         }
+        let mut ev = *ev;
+        ev.caplen = caplen;
+        // SAFETY: `rec` points at the reserved record; only its event part
+        // is written here (the data bytes were written above).
+        unsafe { core::ptr::addr_of_mut!((*rec).ev).write(ev) };
+        slot.submit(wake_flags());
+        true
     }
 
     #[inline(always)]

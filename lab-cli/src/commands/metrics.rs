@@ -1,0 +1,38 @@
+//! `labctl metrics`: a Prometheus endpoint until Ctrl-C.
+
+use anyhow::Context as _;
+
+use crate::{
+    cli::metrics::MetricsArgs,
+    kernel::{privilege, ready::ReadyFile},
+    lab::names,
+    metrics::{Exporter, Namespaces, serve::Listener},
+    output::{OutputFormat, exit::Outcome},
+};
+
+pub fn run(args: MetricsArgs) -> anyhow::Result<Outcome> {
+    privilege::require("metrics")?;
+    let namespaces = if args.netns.is_empty() {
+        Namespaces::HostAndNamed
+    } else {
+        Namespaces::Listed(
+            args.netns
+                .iter()
+                .map(|n| names::lookup_netns(n))
+                .collect::<Result<_, _>>()?,
+        )
+    };
+    let mut ready = ReadyFile::claim(args.ready_file.as_deref())?;
+    let listener = Listener::bind(args.listen)?;
+    let exporter = Exporter::start(namespaces).context("cannot start the exporter")?;
+    let url = format!("http://{}/metrics", listener.local_addr()?);
+    match args.output {
+        OutputFormat::Text => {
+            println!("serving Prometheus metrics at {url}; Ctrl-C to stop");
+        }
+        OutputFormat::Json => println!("{}", serde_json::json!({"type": "listening", "url": url})),
+    }
+    ready.signal(&url)?;
+    listener.serve(exporter).context("serving metrics")?;
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,210 @@
+//! Privileged: `labctl metrics` scraped by the real Prometheus (Debian's
+//! `prometheus`), its exposition checked by `promtool check metrics`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// GET `url` (http://HOST:PORT/PATH) with HTTP/1.0; the body.
+fn http_get(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = TcpStream::connect(host).unwrap();
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// A free TCP port on 127.0.0.1 (released for the caller to bind).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child killed when dropped (even on panic).
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn wait_for_file(path: &Path, child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && !s.trim().is_empty()
+        {
+            return s.trim().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the command ended early"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Queries Prometheus until `query` returns one sample (30 s at most).
+fn prom_query(base: &str, query: &str) -> Value {
+    let q: String = query
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let url = format!("{base}/api/v1/query?query={q}");
+        let reply = TcpStream::connect(base.strip_prefix("http://").unwrap())
+            .is_ok()
+            .then(|| http_get(&url));
+        if let Some(reply) = reply {
+            let v: Value = serde_json::from_str(&reply).unwrap();
+            assert_eq!(v["status"], "success", "{v}");
+            if let Some(sample) = v["data"]["result"].as_array().and_then(|r| r.first()) {
+                return sample.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never returned {query}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_exact_drop_count() {
+    if !common::privileged("prometheus_scrapes_the_exact_drop_count") {
+        return;
+    }
+    let ns = common::netns("labtest-me");
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let mut labctl = Killed(
+        Command::new(env!("CARGO_BIN_EXE_labctl"))
+            .args(["metrics", "--listen", "127.0.0.1:0", "--netns", ns.name()])
+            .args(["--netns", "host", "--ready-file"])
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = wait_for_file(&ready, &mut labctl.0);
+    common::send_udp(&ns, 9, 37);
+
+    // The exposition, as promtool reads it.
+    let text = http_get(&url);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (scripts/setup.sh installs prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let line = format!(
+        "labctl_drops_total{{netns=\"{}\",pod=\"\",reason=\"NO_SOCKET\"}} 37",
+        ns.name()
+    );
+    assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+
+    // Prometheus itself scrapes labctl.
+    let target = url
+        .strip_prefix("http://")
+        .unwrap()
+        .trim_end_matches("/metrics");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: labctl\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let _prometheus = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run prometheus (scripts/setup.sh installs it)"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let sample = prom_query(
+        &base,
+        &format!(
+            "labctl_drops_total{{netns=\"{}\",reason=\"NO_SOCKET\"}}",
+            ns.name()
+        ),
+    );
+    assert_eq!(sample["value"][1], "37", "{sample}");
+    assert_eq!(sample["metric"]["job"], "labctl");
+    // Per-namespace conntrack values came with it.
+    let limit = prom_query(
+        &base,
+        &format!("labctl_conntrack_entries_limit{{netns=\"{}\"}}", ns.name()),
+    );
+    assert!(limit["value"][1].as_str().unwrap().parse::<u64>().unwrap() > 0);
+    // More drops show in the next scrape, still exact.
+    common::send_udp(&ns, 9, 5);
+    let query = format!(
+        "labctl_drops_total{{netns=\"{}\",reason=\"NO_SOCKET\"}} == 42",
+        ns.name()
+    );
+    prom_query(&base, &query);
+
+    common::interrupt(&labctl.0);
+    let status = common::wait_exit(&mut labctl.0, 10);
+    assert!(status.success(), "{status}");
+}
