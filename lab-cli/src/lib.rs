@@ -27,6 +27,7 @@ pub mod lab;
 
 pub mod demo;
 pub mod exercises;
+pub mod flows;
 pub mod metrics;
 
 pub mod output;

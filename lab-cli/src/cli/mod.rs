@@ -10,6 +10,7 @@ pub mod explain;
 pub mod lab;
 pub mod masq;
 pub mod metrics;
+pub mod observe;
 pub mod shell;
 pub mod svc;
 pub mod trace;
@@ -60,6 +61,10 @@ pub enum Command {
     /// Services side by side: kube-proxy's iptables and nftables chains,
     /// eBPF load balancing per packet and per socket; list and change them live.
     Svc(svc::SvcArgs),
+    /// Flows as Hubble shows them: connections starting and ending
+    /// (FORWARDED), drops with their reason (DROPPED), NAT, pod names, and
+    /// every lost event.
+    Observe(observe::ObserveArgs),
     /// Serve Prometheus metrics: drops by reason and namespace, conntrack
     /// fill and statistics, eBPF NAT and masquerade per pod.
     Metrics(metrics::MetricsArgs),
@@ -91,6 +96,7 @@ impl Command {
             Command::Masq(_) => "masq",
             Command::Svc(_) => "svc",
             Command::Metrics(_) => "metrics",
+            Command::Observe(_) => "observe",
             Command::Exercise(_) => "exercise",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",

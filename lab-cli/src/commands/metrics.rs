@@ -4,18 +4,19 @@ use anyhow::Context as _;
 
 use crate::{
     cli::metrics::MetricsArgs,
+    kernel::netns::Selection,
     kernel::{privilege, ready::ReadyFile},
     lab::names,
-    metrics::{Exporter, Namespaces, serve::Listener},
+    metrics::{Exporter, serve::Listener},
     output::{OutputFormat, exit::Outcome},
 };
 
 pub fn run(args: MetricsArgs) -> anyhow::Result<Outcome> {
     privilege::require("metrics")?;
     let namespaces = if args.netns.is_empty() {
-        Namespaces::HostAndNamed
+        Selection::HostAndNamed
     } else {
-        Namespaces::Listed(
+        Selection::Listed(
             args.netns
                 .iter()
                 .map(|n| names::lookup_netns(n))

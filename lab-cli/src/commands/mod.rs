@@ -9,6 +9,7 @@ pub mod explain;
 pub mod lab;
 pub mod masq;
 pub mod metrics;
+pub mod observe;
 pub mod shell;
 pub mod svc;
 pub mod trace;
@@ -27,6 +28,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Masq(args) => masq::run(args),
         Command::Svc(args) => svc::run(args.command),
         Command::Metrics(args) => metrics::run(args),
+        Command::Observe(args) => observe::run(args),
         Command::Exercise(args) => exercise::run(args.command),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),

@@ -10,3 +10,4 @@ pub mod join;
 pub mod netlink;
 pub mod sources;
 pub mod tracker;
+pub mod watcher;

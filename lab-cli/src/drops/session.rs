@@ -45,6 +45,11 @@ pub trait Sink {
     fn drop_seen(&mut self, record: &DropRecord) -> io::Result<()>;
     /// A batch of drops has been delivered.
     fn batch_done(&mut self) -> io::Result<()>;
+    /// `newly` more events could not be reserved in the ring buffer since
+    /// the last call (checked after every batch, not in summary mode).
+    fn lost(&mut self, _newly: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// The counts so far, every `--interval` in summary mode.
     fn progress(&mut self, summary: &Summary, elapsed: Duration) -> io::Result<()>;
     /// The final counts.
@@ -266,12 +271,16 @@ pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary>
     let started = Instant::now();
     let mut last_table = Instant::now();
     let mut events = 0u64;
+    let mut reported_lost = 0u64;
     loop {
         wait_for_events(&mut tracer)?;
         let reached_count;
         (events, reached_count) = deliver(opts, &mut tracer, &mut resolver, sink, events)?;
         if reached_count {
             break;
+        }
+        if !opts.summary {
+            reported_lost = report_lost(&tracer, sink, reported_lost)?;
         }
         sink.batch_done()?;
         if let Some(scope) = &opts.scope
@@ -297,6 +306,9 @@ pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary>
             break;
         }
     }
+    if !opts.summary {
+        report_lost(&tracer, sink, reported_lost)?;
+    }
     let mut summary = summarize(&tracer, &resolver, events)?;
     if !opts.summary {
         summary.not_shown = summary
@@ -305,6 +317,15 @@ pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary>
     }
     sink.finished(&summary, started.elapsed())?;
     Ok(summary)
+}
+
+/// Tells the sink about events lost since `reported`; returns the new total.
+fn report_lost(tracer: &DropTracer, sink: &mut impl Sink, reported: u64) -> anyhow::Result<u64> {
+    let lost = tracer.lost()?;
+    if lost > reported {
+        sink.lost(lost - reported)?;
+    }
+    Ok(lost.max(reported))
 }
 
 /// The tracer, configured from the filters and attached.

@@ -359,6 +359,28 @@ pub fn host() -> NetNs {
     NetNs::at("host", Path::new(path))
 }
 
+/// Which namespaces a long-running view reads (`metrics`, `observe`).
+pub enum Selection {
+    /// These, given with `--netns`.
+    Listed(Vec<NetNs>),
+    /// The host's and every named one (`ip netns`: a lab's members, a
+    /// node's pods), read again each time.
+    HostAndNamed,
+}
+
+impl Selection {
+    /// The namespaces now.
+    pub fn resolve(&self) -> Vec<NetNs> {
+        match self {
+            Selection::Listed(list) => list
+                .iter()
+                .map(|ns| NetNs::at(ns.name(), ns.path()))
+                .collect(),
+            Selection::HostAndNamed => host_and_named(),
+        }
+    }
+}
+
 /// The host's namespace and every `ip netns` one (a lab's members, a
 /// node's pods), host first, then by name.
 pub fn host_and_named() -> Vec<NetNs> {

@@ -25,6 +25,20 @@ pub fn create(path: &Path) -> Result<File, OutputFileError> {
         path: path.to_owned(),
         source,
     };
+    let not_regular = || {
+        fail(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file; give a file name (or - for standard output)",
+        ))
+    };
+    // Refuse devices and FIFOs before opening them (opening can block or
+    // act); the check after opening catches a swap in between.
+    if let Ok(m) = std::fs::symlink_metadata(path)
+        && !m.is_file()
+        && !m.file_type().is_symlink()
+    {
+        return Err(not_regular());
+    }
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -41,10 +55,7 @@ pub fn create(path: &Path) -> Result<File, OutputFileError> {
         })?;
     let meta = file.metadata().map_err(fail)?;
     if !meta.is_file() {
-        return Err(fail(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "it is not a regular file; give a file name (or - for standard output)",
-        )));
+        return Err(not_regular());
     }
     // Truncate only once it is known to be a regular file of our choosing.
     file.set_len(0).map_err(fail)?;

@@ -28,7 +28,7 @@ use crate::{
     ebpf::{self, error::ProgramSetupError},
     kernel::{
         names::Names,
-        netns::{self, NetNs},
+        netns::{NetNs, Selection},
     },
     lab::names as lab_names,
     masq,
@@ -47,20 +47,11 @@ pub enum MetricsError {
     Encode(#[from] prometheus::Error),
 }
 
-/// Which namespaces conntrack and NAT metrics come from.
-pub enum Namespaces {
-    /// These, given with `--netns`.
-    Listed(Vec<NetNs>),
-    /// The host's and every named one (`ip netns`, lab members, a node's
-    /// pods), read again at each scrape.
-    HostAndNamed,
-}
-
 /// The exporter: the drop counter it attached, and how to name things.
 pub struct Exporter {
     counter: DropCounter,
     names: Names,
-    namespaces: Namespaces,
+    namespaces: Selection,
 }
 
 /// A family registered in `registry`.
@@ -88,7 +79,7 @@ fn gauges(
 
 impl Exporter {
     /// Attaches the drop counter (counting from now on, in every namespace).
-    pub fn start(namespaces: Namespaces) -> Result<Self, MetricsError> {
+    pub fn start(namespaces: Selection) -> Result<Self, MetricsError> {
         Ok(Self {
             counter: DropCounter::attach(None).map_err(MetricsError::DropCounter)?,
             names: Names::with_aliases(Some(lab_names::member_names)),
@@ -169,13 +160,7 @@ impl Exporter {
     /// The namespaces of this scrape (at most MAX_NAMESPACES, by name) and
     /// how many were left out.
     fn namespaces(&self) -> (Vec<NetNs>, usize) {
-        let mut all = match &self.namespaces {
-            Namespaces::Listed(list) => list
-                .iter()
-                .map(|ns| NetNs::at(ns.name(), ns.path()))
-                .collect(),
-            Namespaces::HostAndNamed => netns::host_and_named(),
-        };
+        let mut all = self.namespaces.resolve();
         let skipped = all.len().saturating_sub(MAX_NAMESPACES);
         all.truncate(MAX_NAMESPACES);
         (all, skipped)

@@ -4,6 +4,7 @@
 pub mod conntrack;
 pub mod drops;
 pub mod exit;
+pub mod flows;
 pub mod pcap;
 pub mod services;
 pub mod table;

@@ -4,7 +4,7 @@
 //! resynchronized from a fresh dump (flows that appeared or vanished
 //! meanwhile are emitted, marked `resync`).
 
-use std::{collections::HashMap, io::Write as _, time::Instant};
+use std::{io::Write as _, time::Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -13,8 +13,9 @@ use super::build_filter;
 use crate::{
     cli::conntrack::CtWatchArgs as WatchArgs,
     conntrack::{
-        entry::{CtEntry, EntryJson, Tuple},
-        netlink::{CtEvent, Ctnetlink, CtnetlinkError, EventKind},
+        entry::EntryJson,
+        netlink::{CtEvent, EventKind},
+        watcher::Watcher,
     },
     kernel::{interrupt, privilege, ready::ReadyFile},
     lab::names::{self, lookup_netns_opt},
@@ -43,85 +44,13 @@ struct EventJson<'a> {
     entry: EntryJson<'a>,
 }
 
-type Key = (u8, Tuple);
-
-/// After lost events: reads what is still queued, dumps the table, and
-/// emits (marked `resync`) the flows that appeared or vanished unseen.
-/// Returns how many of each.
-fn resync(
-    events: &mut Ctnetlink,
-    dumper: &mut Ctnetlink,
-    known: &mut HashMap<Key, CtEntry>,
-    summary: &mut WatchSummary,
-    emit: &mut dyn FnMut(&CtEvent, bool) -> anyhow::Result<()>,
-) -> anyhow::Result<(u64, u64)> {
-    for ev in events.drain().context("reading conntrack events")? {
-        remember(known, &ev);
-        summary.events += 1;
-        emit(&ev, false)?;
-    }
-    let now: HashMap<Key, CtEntry> = dumper
-        .dump(None)
-        .context("cannot resynchronize after lost events")?
-        .into_iter()
-        .map(|e| (e.key(), e))
-        .collect();
-    let (mut new, mut gone) = (0, 0);
-    for (k, e) in &now {
-        if !known.contains_key(k) {
-            new += 1;
-            emit(
-                &CtEvent {
-                    kind: EventKind::New,
-                    entry: e.clone(),
-                },
-                true,
-            )?;
-        }
-    }
-    for (k, e) in known.iter() {
-        if !now.contains_key(k) {
-            gone += 1;
-            emit(
-                &CtEvent {
-                    kind: EventKind::Destroy,
-                    entry: e.clone(),
-                },
-                true,
-            )?;
-        }
-    }
-    summary.resynced_new += new;
-    summary.resynced_destroyed += gone;
-    *known = now;
-    Ok((new, gone))
-}
-
-/// Keeps `known` equal to the table, event by event.
-fn remember(known: &mut HashMap<Key, CtEntry>, ev: &CtEvent) {
-    match ev.kind {
-        EventKind::Destroy => known.remove(&ev.entry.key()),
-        _ => known.insert(ev.entry.key(), ev.entry.clone()),
-    };
-}
-
 pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("conntrack watch")?;
     let filter = build_filter(&args.filter)?;
     let mut ready = ReadyFile::claim(args.ready_file.as_deref())?;
     let ns = lookup_netns_opt(args.netns.as_deref())?;
-    let mut events = Ctnetlink::open_in(ns.as_ref()).context("cannot reach ctnetlink")?;
-    events
-        .subscribe(args.buffer_size)
+    let mut watcher = Watcher::open(ns.as_ref(), args.buffer_size)
         .context("cannot subscribe to conntrack events")?;
-    // What the table holds, kept current from events, to resynchronize.
-    let mut dumper = Ctnetlink::open_in(ns.as_ref()).context("cannot reach ctnetlink")?;
-    let mut known: HashMap<Key, CtEntry> = dumper
-        .dump(None)
-        .context("cannot read the conntrack table")?
-        .into_iter()
-        .map(|e| (e.key(), e))
-        .collect();
     ready.signal("subscribed")?;
     let duration = args.duration;
     let started = Instant::now();
@@ -172,55 +101,55 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
     'watch: loop {
         stopping =
             stopping || interrupt::requested() || duration.is_some_and(|d| started.elapsed() >= d);
-        match events.events(if stopping { 0 } else { 100 }) {
-            Ok(batch) if stopping && batch.is_empty() => break,
-            Ok(batch) => {
-                for ev in batch {
-                    remember(&mut known, &ev);
-                    summary.events += 1;
-                    emit(&mut out, &ev, false)?;
-                    if filter.matches(&ev.entry) {
-                        seen += 1;
-                    }
-                    if args.count.is_some_and(|n| seen >= n) {
-                        break 'watch;
-                    }
+        let batch = watcher
+            .next(if stopping { 0 } else { 100 })
+            .context("reading conntrack events")?;
+        if stopping && batch.events.is_empty() && batch.overrun.is_none() {
+            break;
+        }
+        for s in &batch.events {
+            if !s.resync {
+                summary.events += 1;
+            }
+            emit(&mut out, &s.event, s.resync)?;
+            if !s.resync && filter.matches(&s.event.entry) {
+                seen += 1;
+                if args.count.is_some_and(|n| seen >= n) {
+                    break 'watch;
                 }
             }
-            Err(CtnetlinkError::Overrun) => {
-                summary.overruns += 1;
-                let (new, gone) = resync(
-                    &mut events,
-                    &mut dumper,
-                    &mut known,
-                    &mut summary,
-                    &mut |ev, r| emit(&mut out, ev, r),
-                )?;
-                let warning = format!(
-                    "events were lost: the receive buffer overflowed (overrun #{}); resynchronized from the table: {new} new, {gone} gone. A larger --buffer-size loses fewer.",
-                    summary.overruns
-                );
-                if args.output == OutputFormat::Text {
-                    writeln!(out, "!! {warning}")?;
-                } else {
-                    eprintln!("warning: {warning}");
-                }
+        }
+        if let Some((new, gone)) = batch.overrun {
+            summary.overruns += 1;
+            summary.resynced_new += new;
+            summary.resynced_destroyed += gone;
+            let warning = format!(
+                "events were lost: the receive buffer overflowed (overrun #{}); resynchronized from the table: {new} new, {gone} gone. A larger --buffer-size loses fewer.",
+                summary.overruns
+            );
+            if args.output == OutputFormat::Text {
+                writeln!(out, "!! {warning}")?;
+            } else {
+                eprintln!("warning: {warning}");
             }
-            Err(e) => return Err(e).context("reading conntrack events"),
         }
         out.flush()?;
     }
     // After any loss, reconcile once more before the summary: losses the
     // kernel could not flag (while its queue was still marked congested)
     // or that happened as the watch ended are caught here.
-    if summary.overruns > 0 {
-        resync(
-            &mut events,
-            &mut dumper,
-            &mut known,
-            &mut summary,
-            &mut |ev, r| emit(&mut out, ev, r),
-        )?;
+    let last = watcher
+        .reconcile()
+        .context("cannot resynchronize after lost events")?;
+    for s in &last.events {
+        if !s.resync {
+            summary.events += 1;
+        }
+        emit(&mut out, &s.event, s.resync)?;
+    }
+    if let Some((new, gone)) = last.overrun {
+        summary.resynced_new += new;
+        summary.resynced_destroyed += gone;
     }
     match args.output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&summary)?)?,

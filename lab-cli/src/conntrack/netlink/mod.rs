@@ -373,6 +373,11 @@ impl Ctnetlink {
         }
     }
 
+    /// The socket, for waiting on several at once.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
     /// Waits up to `timeout_ms` for events; an empty list on timeout.
     pub fn events(&mut self, timeout_ms: u16) -> Result<Vec<CtEvent>, CtnetlinkError> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};

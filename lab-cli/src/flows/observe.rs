@@ -1,0 +1,372 @@
+//! The observe loop: conntrack watchers in every namespace of the
+//! selection, the eBPF tracker's tables where they run, and the drop tracer
+//! in a thread of its own, merged into one stream of [`Item`]s.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    io,
+    net::IpAddr,
+    path::PathBuf,
+    sync::mpsc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+
+use super::{Flow, FlowFilter, Item, Lost, PodsByAddr};
+use crate::{
+    conntrack::{entry::CtEntry, netlink::EventKind, tracker, watcher::Watcher},
+    drops::{
+        record::DropRecord,
+        session::{self, Scope, Sink, Summary, TraceOptions},
+    },
+    ebpf::drop_tracer::Hook,
+    kernel::{
+        interrupt,
+        names::{Names, PodRef},
+        netns::Selection,
+        ready::ReadyFile,
+    },
+    lab::names::{self as lab_names, PodAddrs},
+};
+
+/// Everything `labctl observe` was asked to do.
+pub struct ObserveOptions {
+    pub namespaces: Selection,
+    pub filter: FlowFilter,
+    /// Stop after this many flows (lost records are not counted).
+    pub count: Option<u64>,
+    pub duration: Option<Duration>,
+    pub ready_file: Option<PathBuf>,
+    /// The drop tracer's ring buffer.
+    pub ring_bytes: u32,
+    /// Receive buffer of each conntrack event socket.
+    pub ct_buffer: usize,
+}
+
+/// What a run saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Flows shown (after the filters).
+    pub flows: u64,
+    /// Events lost (ring buffer) and flows found only by resynchronizing.
+    pub lost: u64,
+}
+
+/// How often the namespaces are listed again (new pods, gone labs) and the
+/// eBPF tracker's tables compared with their last reading.
+const REFRESH: Duration = Duration::from_millis(500);
+
+/// Pod names by address, per namespace (IPv4 only: lab and node pods).
+#[derive(Default)]
+struct Pods(HashMap<u64, PodAddrs>);
+
+impl PodsByAddr for Pods {
+    fn pod(&mut self, netns_ino: u64, ip: IpAddr) -> Option<PodRef> {
+        let IpAddr::V4(v4) = ip else {
+            return None;
+        };
+        self.0
+            .entry(netns_ino)
+            .or_insert_with(|| PodAddrs::new(netns_ino))
+            .get()
+            .get(&v4)
+            .cloned()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The drop tracer's side: each drop becomes a flow on the channel, each
+/// loss a lost record.
+struct ChannelSink {
+    tx: mpsc::Sender<Item>,
+    pods: Pods,
+}
+
+impl ChannelSink {
+    fn send(&self, item: Item) -> io::Result<()> {
+        self.tx
+            .send(item)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the observer stopped"))
+    }
+}
+
+impl Sink for ChannelSink {
+    fn started(&mut self, _: Hook) -> io::Result<()> {
+        Ok(())
+    }
+    fn drop_seen(&mut self, record: &DropRecord) -> io::Result<()> {
+        let flow = Flow::from_drop(record, &mut self.pods);
+        self.send(Item::Flow(Box::new(flow)))
+    }
+    fn batch_done(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn lost(&mut self, newly: u64) -> io::Result<()> {
+        self.send(Item::Lost(Lost {
+            time_ns: now_ns(),
+            source: "PERF_EVENT_RING_BUFFER",
+            count: newly,
+            node: "drop tracer".into(),
+        }))
+    }
+    fn progress(&mut self, _: &Summary, _: Duration) -> io::Result<()> {
+        Ok(())
+    }
+    fn finished(&mut self, _: &Summary, _: Duration) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A namespace being watched.
+struct Watched {
+    name: String,
+    /// None where conntrack cannot be reached (the module is not loaded).
+    watcher: Option<Watcher>,
+    /// The eBPF tracker's table at its last reading, where one runs.
+    tracked: HashMap<(u8, crate::conntrack::entry::Tuple), CtEntry>,
+}
+
+/// The merged stream, handed to `emit` item by item until Ctrl-C,
+/// `duration` or `count`.
+pub fn observe(
+    opts: ObserveOptions,
+    emit: &mut dyn FnMut(&Item) -> io::Result<()>,
+) -> anyhow::Result<Stats> {
+    let mut ready = ReadyFile::claim(opts.ready_file.as_deref())?;
+    let mut names = Names::with_aliases(Some(lab_names::member_names));
+    let mut pods = Pods::default();
+    let mut stats = Stats::default();
+
+    let (tx, rx) = mpsc::channel();
+    let scope = match &opts.namespaces {
+        Selection::Listed(_) => {
+            let inodes: BTreeSet<u64> = opts
+                .namespaces
+                .resolve()
+                .iter()
+                .filter_map(|ns| ns.inode().ok())
+                .collect();
+            Scope(Box::new(move || inodes.clone()))
+        }
+        Selection::HostAndNamed => Scope(Box::new(|| {
+            Selection::HostAndNamed
+                .resolve()
+                .iter()
+                .filter_map(|ns| ns.inode().ok())
+                .collect()
+        })),
+    };
+    let tracer = session::start(
+        TraceOptions {
+            ring_bytes: opts.ring_bytes,
+            netns_aliases: Some(lab_names::member_names),
+            scope: Some(scope),
+            ..TraceOptions::default()
+        },
+        ChannelSink {
+            tx,
+            pods: Pods::default(),
+        },
+    )
+    .context("starting the drop tracer")?;
+
+    let mut watched: HashMap<u64, Watched> = HashMap::new();
+    refresh(&opts, &mut names, &mut watched);
+    ready.signal("observing")?;
+    let started = Instant::now();
+    let mut refreshed = Instant::now();
+
+    let mut show = |item: &Item, stats: &mut Stats| -> io::Result<bool> {
+        match item {
+            Item::Flow(f) if !opts.filter.matches(f) => return Ok(false),
+            Item::Flow(_) => stats.flows += 1,
+            Item::Lost(l) => stats.lost += l.count,
+        }
+        emit(item)?;
+        Ok(opts.count.is_some_and(|n| stats.flows >= n))
+    };
+
+    'observe: loop {
+        let stopping = interrupt::requested()
+            || opts.duration.is_some_and(|d| started.elapsed() >= d)
+            || tracer.is_finished();
+        wait_for_events(&watched)?;
+        for (ino, w) in &mut watched {
+            let Some(watcher) = &mut w.watcher else {
+                continue;
+            };
+            // Each read returns what one receive brought: read until empty.
+            loop {
+                let batch = watcher.next(0).context("reading conntrack events")?;
+                if batch.events.is_empty() && batch.overrun.is_none() {
+                    break;
+                }
+                for seen in batch.events {
+                    // Connections starting and ending; state changes are
+                    // not flows.
+                    if seen.event.kind == EventKind::Update {
+                        continue;
+                    }
+                    let flow = Flow::from_conntrack(
+                        &seen.event.entry,
+                        seen.event.kind,
+                        seen.resync,
+                        &w.name,
+                        *ino,
+                        now_ns(),
+                        &mut pods,
+                    );
+                    if show(&Item::Flow(Box::new(flow)), &mut stats)? {
+                        break 'observe;
+                    }
+                }
+                if let Some((new, gone)) = batch.overrun {
+                    let lost = Item::Lost(Lost {
+                        time_ns: now_ns(),
+                        source: "CTNETLINK_SOCKET_BUFFER",
+                        count: new + gone,
+                        node: w.name.clone(),
+                    });
+                    show(&lost, &mut stats)?;
+                }
+            }
+        }
+        if refreshed.elapsed() >= REFRESH {
+            for flow in tracker_changes(&mut watched, &mut pods) {
+                if show(&Item::Flow(Box::new(flow)), &mut stats)? {
+                    break 'observe;
+                }
+            }
+            refresh(&opts, &mut names, &mut watched);
+            refreshed = Instant::now();
+        }
+        // Drops: what the tracer thread queued meanwhile.
+        for item in rx.try_iter() {
+            if show(&item, &mut stats)? {
+                break 'observe;
+            }
+        }
+        if stopping {
+            break;
+        }
+    }
+    // Everything the tracer already counted is delivered at its stop.
+    let counted_at_stop = opts.count.is_none_or(|n| stats.flows < n);
+    tracer.stop().context("the drop tracer failed")?;
+    if counted_at_stop {
+        for item in rx.try_iter() {
+            if show(&item, &mut stats)? {
+                break;
+            }
+        }
+        for w in watched.values_mut() {
+            if let Some(watcher) = &mut w.watcher
+                && let Some((new, gone)) = watcher
+                    .reconcile()
+                    .context("resynchronizing conntrack")?
+                    .overrun
+                && new + gone > 0
+            {
+                let lost = Item::Lost(Lost {
+                    time_ns: now_ns(),
+                    source: "CTNETLINK_SOCKET_BUFFER",
+                    count: new + gone,
+                    node: w.name.clone(),
+                });
+                show(&lost, &mut stats)?;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Waits up to 50 ms for conntrack events in any namespace (drops arrive on
+/// the channel, read after each wait).
+fn wait_for_events(watched: &HashMap<u64, Watched>) -> anyhow::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds: Vec<PollFd> = watched
+        .values()
+        .filter_map(|w| w.watcher.as_ref())
+        .map(|w| PollFd::new(w.fd(), PollFlags::POLLIN))
+        .collect();
+    match poll(&mut fds, PollTimeout::from(50u16)) {
+        Ok(_) | Err(nix::Error::EINTR) => Ok(()),
+        Err(e) => Err(e).context("waiting for conntrack events"),
+    }
+}
+
+/// Watches the namespaces that appeared and forgets those gone.
+fn refresh(opts: &ObserveOptions, names: &mut Names, watched: &mut HashMap<u64, Watched>) {
+    let now: Vec<_> = opts
+        .namespaces
+        .resolve()
+        .into_iter()
+        .filter_map(|ns| ns.inode().ok().map(|ino| (ino, ns)))
+        .collect();
+    let live: BTreeSet<u64> = now.iter().map(|(ino, _)| *ino).collect();
+    watched.retain(|ino, _| live.contains(ino));
+    for (ino, ns) in now {
+        if watched.contains_key(&ino) {
+            continue;
+        }
+        let watcher = match Watcher::open(Some(&ns), opts.ct_buffer) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::debug!("no conntrack events from {}: {e}", ns.name());
+                None
+            }
+        };
+        watched.insert(
+            ino,
+            Watched {
+                name: names.netns(ino),
+                watcher,
+                tracked: tracker_table(ino),
+            },
+        );
+    }
+}
+
+fn tracker_table(ino: u64) -> HashMap<(u8, crate::conntrack::entry::Tuple), CtEntry> {
+    let mut table = HashMap::new();
+    for pin in tracker::running(ino).unwrap_or_default() {
+        match tracker::read_pinned(&pin) {
+            Ok(entries) => table.extend(entries.into_iter().map(|e| (e.key(), e))),
+            Err(e) => tracing::debug!("reading the tracker table {}: {e}", pin.display()),
+        }
+    }
+    table
+}
+
+/// Connections the eBPF tracker's tables gained or lost since their last
+/// reading, as flows.
+fn tracker_changes(watched: &mut HashMap<u64, Watched>, pods: &mut Pods) -> Vec<Flow> {
+    let mut flows = Vec::new();
+    for (ino, w) in watched.iter_mut() {
+        let now = tracker_table(*ino);
+        if now.is_empty() && w.tracked.is_empty() {
+            continue;
+        }
+        let flow = |e: &CtEntry, kind, pods: &mut Pods| {
+            Flow::from_conntrack(e, kind, false, &w.name, *ino, now_ns(), pods)
+        };
+        for (k, e) in &now {
+            if !w.tracked.contains_key(k) {
+                flows.push(flow(e, EventKind::New, pods));
+            }
+        }
+        for (k, e) in &w.tracked {
+            if !now.contains_key(k) {
+                flows.push(flow(e, EventKind::Destroy, pods));
+            }
+        }
+        w.tracked = now;
+    }
+    flows
+}

@@ -1,0 +1,273 @@
+//! How `labctl observe` prints: Hubble's compact lines, or JSON objects
+//! shaped like `hubble observe -o json` (GetFlowsResponse: `flow` or
+//! `lost_events`, with `node_name` and `time`). The field mapping and the
+//! differences are in the README.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+
+use crate::{
+    conntrack::netlink::EventKind,
+    flows::{Endpoint, Flow, Item, L4, Lost, Origin, Verdict, flag_names},
+};
+
+/// RFC 3339 in UTC with nanoseconds, as Hubble's JSON times.
+fn rfc3339(ns: u64) -> String {
+    humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+}
+
+fn endpoint_json(e: &Endpoint) -> Value {
+    let mut m = Map::new();
+    if let Some(p) = &e.pod {
+        m.insert("namespace".into(), json!(p.namespace));
+        m.insert("pod_name".into(), json!(p.name));
+        m.insert(
+            "labels".into(),
+            json!([format!("k8s:io.kubernetes.pod.namespace={}", p.namespace)]),
+        );
+    }
+    Value::Object(m)
+}
+
+fn l4_json(f: &Flow) -> Value {
+    let ports = |key: &str| {
+        json!({ key: {
+            "source_port": f.source.port.unwrap_or(0),
+            "destination_port": f.destination.port.unwrap_or(0),
+        }})
+    };
+    match &f.l4 {
+        L4::Tcp(flags) => {
+            let mut v = ports("TCP");
+            if let Some(bits) = flags {
+                let set: Map<String, Value> = flag_names(*bits)
+                    .into_iter()
+                    .map(|n| (n.to_owned(), Value::Bool(true)))
+                    .collect();
+                v["TCP"]["flags"] = Value::Object(set);
+            }
+            v
+        }
+        L4::Udp => ports("UDP"),
+        L4::Icmp { v6, kind, code } => {
+            let key = if *v6 { "ICMPv6" } else { "ICMPv4" };
+            json!({ key: { "type": kind, "code": code } })
+        }
+        L4::Other(_) => json!({}),
+    }
+}
+
+/// The `flow` object.
+pub fn flow_json(f: &Flow) -> Value {
+    let mut flow = Map::new();
+    flow.insert("time".into(), json!(rfc3339(f.time_ns)));
+    flow.insert("verdict".into(), json!(f.verdict.as_str()));
+    if let Some(reason) = &f.drop_reason {
+        flow.insert("drop_reason_desc".into(), json!(reason));
+    }
+    if let (Some(src), Some(dst)) = (f.source.ip, f.destination.ip) {
+        let mut ip = json!({
+            "source": src.to_string(),
+            "destination": dst.to_string(),
+            "ipVersion": if src.is_ipv4() { "IPv4" } else { "IPv6" },
+        });
+        if let Some(x) = f.source_xlated {
+            ip["source_xlated"] = json!(x.to_string());
+        }
+        flow.insert("IP".into(), ip);
+    }
+    flow.insert("l4".into(), l4_json(f));
+    flow.insert("source".into(), endpoint_json(&f.source));
+    flow.insert("destination".into(), endpoint_json(&f.destination));
+    flow.insert("Type".into(), json!("L3_L4"));
+    flow.insert("node_name".into(), json!(f.node));
+    flow.insert("is_reply".into(), json!(false));
+    flow.insert("Summary".into(), json!(f.summary()));
+    let mut labctl = Map::new();
+    match &f.origin {
+        Origin::Conntrack { event, resync } => {
+            labctl.insert("origin".into(), json!("conntrack"));
+            labctl.insert("event".into(), json!(event));
+            labctl.insert("resync".into(), json!(resync));
+        }
+        Origin::Tracker { event } => {
+            labctl.insert("origin".into(), json!("ebpf-tracker"));
+            labctl.insert("event".into(), json!(event));
+        }
+        Origin::Drop { location, ifname } => {
+            labctl.insert("origin".into(), json!("drop"));
+            labctl.insert("location".into(), json!(location));
+            if let Some(i) = ifname {
+                flow.insert("interface".into(), json!({ "name": i }));
+            }
+        }
+    }
+    if let Some(nat) = &f.nat {
+        labctl.insert("nat".into(), json!(nat));
+    }
+    if let Some(state) = &f.state {
+        labctl.insert("state".into(), json!(state));
+    }
+    flow.insert("labctl".into(), Value::Object(labctl));
+    Value::Object(flow)
+}
+
+/// One JSON line, as `hubble observe -o json` prints a GetFlowsResponse.
+pub fn item_json(item: &Item) -> Value {
+    match item {
+        Item::Flow(f) => json!({
+            "flow": flow_json(f),
+            "node_name": f.node,
+            "time": rfc3339(f.time_ns),
+        }),
+        Item::Lost(l) => json!({
+            "lost_events": {
+                "source": l.source,
+                "num_events_lost": l.count,
+            },
+            "node_name": l.node,
+            "time": rfc3339(l.time_ns),
+        }),
+    }
+}
+
+/// `10.0.0.2:40000`, `lab/pod-a:40000` (the pod's name for its address),
+/// `[fd00::2]:53`.
+fn endpoint_text(e: &Endpoint) -> String {
+    let host = match (&e.pod, e.ip) {
+        (Some(p), _) => p.to_string(),
+        (None, Some(std::net::IpAddr::V6(a))) if e.port.is_some() => format!("[{a}]"),
+        (None, Some(a)) => a.to_string(),
+        (None, None) => "-".into(),
+    };
+    match e.port {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    }
+}
+
+fn clock(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let millis = (ns % 1_000_000_000) / 1_000_000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}.{millis:03}")
+}
+
+/// Hubble's compact line: `TIME [NODE]: SRC -> DST POINT VERDICT (SUMMARY)`,
+/// with `<>` for drops as Hubble prints them, then the NAT.
+pub fn compact(item: &Item) -> String {
+    match item {
+        Item::Flow(f) => {
+            let (arrow, point) = match &f.origin {
+                Origin::Conntrack { event, resync } => (
+                    "->",
+                    format!(
+                        "ct-{}{}",
+                        event_word(*event),
+                        if *resync { " (resync)" } else { "" }
+                    ),
+                ),
+                Origin::Tracker { event } => ("->", format!("ebpf-ct-{}", event_word(*event))),
+                Origin::Drop { .. } => ("<>", f.drop_reason.clone().unwrap_or_default()),
+            };
+            let mut line = format!(
+                "{} [{}]: {} {arrow} {} {point} {} ({})",
+                clock(f.time_ns),
+                f.node,
+                endpoint_text(&f.source),
+                endpoint_text(&f.destination),
+                f.verdict.as_str(),
+                f.summary()
+            );
+            if let Some(nat) = &f.nat {
+                line.push_str(&format!(" {nat}"));
+            }
+            if f.verdict == Verdict::Dropped
+                && let Origin::Drop { location, .. } = &f.origin
+            {
+                line.push_str(&format!(" at {location}"));
+            }
+            line
+        }
+        Item::Lost(Lost {
+            time_ns,
+            source,
+            count,
+            node,
+        }) => format!(
+            "{} [{node}]: EVENTS LOST: {source} {count}",
+            clock(*time_ns)
+        ),
+    }
+}
+
+fn event_word(e: EventKind) -> &'static str {
+    match e {
+        EventKind::New => "new",
+        EventKind::Update => "update",
+        EventKind::Destroy => "destroy",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{flows::PodsByAddr, kernel::names::PodRef};
+
+    struct LabPods;
+    impl PodsByAddr for LabPods {
+        fn pod(&mut self, _: u64, ip: std::net::IpAddr) -> Option<PodRef> {
+            (ip.to_string() == "10.0.0.1").then(|| PodRef {
+                namespace: "lab".into(),
+                name: "pod-a".into(),
+                uid: None,
+            })
+        }
+    }
+
+    #[test]
+    fn a_drop_in_hubble_shape() {
+        let mut r = crate::drops::record::tests::sample_udp();
+        r.proto = "TCP".into();
+        r.tcp_flags = Some("S".into());
+        r.src = Some("10.0.0.1".into());
+        let item = Item::Flow(Box::new(Flow::from_drop(&r, &mut LabPods)));
+        let v = item_json(&item);
+        assert_eq!(v["flow"]["verdict"], "DROPPED");
+        assert_eq!(v["flow"]["drop_reason_desc"], "NO_SOCKET");
+        assert_eq!(v["flow"]["IP"]["source"], "10.0.0.1");
+        assert_eq!(v["flow"]["IP"]["ipVersion"], "IPv4");
+        assert_eq!(v["flow"]["l4"]["TCP"]["destination_port"], 9);
+        assert_eq!(v["flow"]["l4"]["TCP"]["flags"]["SYN"], true);
+        assert_eq!(v["flow"]["source"]["pod_name"], "pod-a");
+        assert_eq!(v["flow"]["source"]["namespace"], "lab");
+        assert_eq!(v["flow"]["destination"], json!({}));
+        assert_eq!(v["flow"]["Summary"], "TCP Flags: SYN");
+        assert_eq!(v["flow"]["interface"]["name"], "lo");
+        assert_eq!(v["node_name"], "labtest-a");
+        assert_eq!(v["time"], "2023-11-14T23:15:23.000456000Z");
+        assert_eq!(
+            compact(&item),
+            "23:15:23.000 [labtest-a]: lab/pod-a:40000 <> 127.0.0.2:9 NO_SOCKET DROPPED (TCP Flags: SYN) at __udp4_lib_rcv+0x5a3"
+        );
+    }
+
+    #[test]
+    fn lost_events_in_hubble_shape() {
+        let item = Item::Lost(Lost {
+            time_ns: 0,
+            source: "PERF_EVENT_RING_BUFFER",
+            count: 17,
+            node: "drop tracer".into(),
+        });
+        assert_eq!(
+            item_json(&item)["lost_events"],
+            json!({"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": 17})
+        );
+        assert_eq!(
+            compact(&item),
+            "00:00:00.000 [drop tracer]: EVENTS LOST: PERF_EVENT_RING_BUFFER 17"
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! Privileged: `labctl observe` end to end in a lab: connections with
+//! their pods and NAT, drops with their reason, Hubble's filters, and lost
+//! events reported with their count.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
+mod common;
+
+use std::{
+    net::UdpSocket,
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use lab_cli::lab::traffic::{self, Proto, TrafficSpec};
+use serde_json::Value;
+
+/// `labctl observe ARGS -o json`, started and attached.
+fn observe(args: &[&str], dir: &Path, tag: &str) -> Child {
+    let ready = dir.join(tag);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .arg("observe")
+        .args(args)
+        .args(["-o", "json", "--ready-file"])
+        .arg(&ready)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "observe never became ready");
+        assert!(child.try_wait().unwrap().is_none(), "observe ended early");
+        thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Stops an observer (Ctrl-C) and returns its JSON lines.
+fn stop(child: Child) -> Vec<Value> {
+    common::interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "observe exited with {}", out.status);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn flows(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter_map(|l| l.get("flow")).collect()
+}
+
+#[test]
+fn flows_name_pods_show_nat_and_drops_and_filter_like_hubble() {
+    if !common::privileged("flows_name_pods_show_nat_and_drops_and_filter_like_hubble") {
+        return;
+    }
+    let lab = common::lab("basic", "obs");
+    let name = lab.name().to_owned();
+    let pod_a = format!("{name}/pod-a");
+    let dir = tempfile::tempdir().unwrap();
+    let all = observe(&["--lab", &name], dir.path(), "all");
+    let drops_to_a = observe(
+        &["--lab", &name, "--verdict", "DROPPED", "--to-pod", &pod_a],
+        dir.path(),
+        "drops",
+    );
+    let tcp_from_a = observe(
+        &["--protocol", "tcp", "--from-pod", &pod_a],
+        dir.path(),
+        "tcp",
+    );
+
+    // pod-a → world: 3 TCP connections, masqueraded by node1.
+    let (a, world) = (
+        lab.endpoint("pod-a").unwrap(),
+        lab.endpoint("world").unwrap(),
+    );
+    let spec = TrafficSpec {
+        proto: Proto::Tcp,
+        count: 3,
+        ..TrafficSpec::default()
+    };
+    let report = traffic::run(&a, &world, &spec).unwrap();
+    assert!(report.all_answered(), "{}", report.text());
+    let node_addr = *report.server_saw.keys().next().unwrap();
+    // pod-b → pod-a:7777, where nothing listens: 4 drops in pod-a.
+    let b = lab.netns("pod-b").unwrap();
+    let socket = b.run(|| UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+    for _ in 0..4 {
+        socket.send_to(b"x", (a.addr, 7777)).unwrap();
+    }
+
+    // Ctrl-C right after the traffic: what the kernel counted is delivered.
+    let all = stop(all);
+    let drops_to_a = stop(drops_to_a);
+    let tcp_from_a = stop(tcp_from_a);
+
+    let all = flows(&all);
+    let tcp: Vec<_> = all
+        .iter()
+        .filter(|f| f["l4"].get("TCP").is_some() && f["labctl"]["event"] == "NEW")
+        .collect();
+    assert_eq!(tcp.len(), 3, "{all:#?}");
+    for f in &tcp {
+        assert_eq!(f["verdict"], "FORWARDED");
+        assert_eq!(f["source"]["namespace"], name.as_str());
+        assert_eq!(f["source"]["pod_name"], "pod-a");
+        assert_eq!(f["IP"]["source"], a.addr.to_string());
+        assert_eq!(f["IP"]["destination"], world.addr.to_string());
+        assert_eq!(f["IP"]["source_xlated"], node_addr.to_string());
+        assert_eq!(f["l4"]["TCP"]["flags"]["SYN"], true);
+        assert_eq!(f["Summary"], "TCP Flags: SYN");
+        assert_eq!(f["node_name"], format!("{name}/node1"));
+        let port = f["l4"]["TCP"]["source_port"].as_u64().unwrap();
+        assert_eq!(
+            f["labctl"]["nat"],
+            format!("SNAT as {node_addr}:{port}"),
+            "{f}"
+        );
+    }
+    let dropped: Vec<_> = all.iter().filter(|f| f["verdict"] == "DROPPED").collect();
+    assert_eq!(dropped.len(), 4, "{all:#?}");
+    for f in &dropped {
+        assert_eq!(f["drop_reason_desc"], "NO_SOCKET");
+        assert_eq!(f["source"]["pod_name"], "pod-b");
+        assert_eq!(f["destination"]["pod_name"], "pod-a");
+        assert_eq!(f["l4"]["UDP"]["destination_port"], 7777);
+        assert_eq!(f["node_name"], pod_a.as_str());
+        assert_eq!(f["Summary"], "UDP");
+    }
+
+    // The filters keep exactly what they name.
+    let d = flows(&drops_to_a);
+    assert_eq!(d.len(), 4, "{d:#?}");
+    assert!(d.iter().all(|f| f["verdict"] == "DROPPED"));
+    let t = flows(&tcp_from_a);
+    assert!(
+        t.iter()
+            .all(|f| f["l4"].get("TCP").is_some() && f["source"]["pod_name"] == "pod-a"),
+        "{t:#?}"
+    );
+    assert_eq!(
+        t.iter().filter(|f| f["labctl"]["event"] == "NEW").count(),
+        3,
+        "{t:#?}"
+    );
+}
+
+#[test]
+fn lost_events_are_in_the_stream_with_their_count() {
+    if !common::privileged("lost_events_are_in_the_stream_with_their_count") {
+        return;
+    }
+    let ns = common::netns("labtest-ol");
+    let dir = tempfile::tempdir().unwrap();
+    // A one-page ring buffer overflows in a storm of drops.
+    let child = observe(
+        &["--netns", ns.name(), "--ring-size", "4096"],
+        dir.path(),
+        "lost",
+    );
+    common::send_udp(&ns, 9, 20_000);
+    let lines = stop(child);
+    let dropped = flows(&lines)
+        .iter()
+        .filter(|f| f["verdict"] == "DROPPED")
+        .count() as u64;
+    let lost: u64 = lines
+        .iter()
+        .filter_map(|l| l.get("lost_events"))
+        .inspect(|l| assert_eq!(l["source"], "PERF_EVENT_RING_BUFFER"))
+        .map(|l| l["num_events_lost"].as_u64().unwrap())
+        .sum();
+    assert!(lost > 0, "a one-page ring buffer lost nothing");
+    assert_eq!(dropped + lost, 20_000, "{dropped} shown + {lost} lost");
+}
