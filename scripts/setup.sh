@@ -16,14 +16,15 @@ LLVM_PREFIX=/usr/lib/llvm-${LLVM_MAJOR}
 # what a kind-like node in the tests is made of (containerd with its CRI
 # plugin, runc, umoci to pack the pause image, a static libc for it), and
 # the readers the observability outputs are tested with (tshark for --pcap,
-# prometheus and its promtool for the metrics endpoint).
+# prometheus and its promtool for the metrics endpoint), and perf, a peer of
+# `cargo xtask bench trace`.
 APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" zlib1g-dev libzstd-dev
   protobuf-compiler
   iproute2 conntrack iptables nftables containernetworking-plugins
   iperf3 bpftrace dropwatch bpftool util-linux ethtool procps
   containerd runc umoci libc6-dev tcpdump
-  tshark prometheus
+  tshark prometheus linux-perf
 )
 
 check_only=0

@@ -100,6 +100,18 @@ fn ring_sizes_ports_counts_and_timeouts_have_one_rule_each() {
     );
     usage_error(&["lab", "up", "basic", "--nat-ports", "9-2"], "empty");
     usage_error(&["lab", "up", "overlay", "--mtu", "100"], "MTU");
+    usage_error(
+        &["trace", "--pcap", "x", "--snaplen", "0"],
+        "not a valid snaplen",
+    );
+    usage_error(
+        &["trace", "--pcap", "x", "--snaplen", "4096"],
+        "from 1 to 2048",
+    );
+    usage_error(&["observe", "--ring-size", "5000"], "power of two");
+    usage_error(&["observe", "--verdict", "MAYBE"], "MAYBE");
+    usage_error(&["observe", "--port", "0"], "not a port");
+    usage_error(&["metrics", "--listen", "localhost"], "localhost");
 }
 
 #[test]
@@ -128,6 +140,9 @@ fn conflicting_or_ignored_flags_are_refused() {
         (&["trace", "--scope", "all", "--netns", "x"], "--netns"),
         (&["trace", "--pod", "a/b", "--netns", "x"], "--netns"),
         (&["trace", "--pod-namespace", "a", "--pod", "a/b"], "--pod"),
+        (&["trace", "--snaplen", "64"], "--pcap"),
+        (&["trace", "--summary", "--pcap", "x"], "--pcap"),
+        (&["observe", "--lab", "a", "--netns", "x"], "--netns"),
     ] {
         usage_error(cmd, says);
     }
@@ -213,6 +228,31 @@ fn namespaces_that_do_not_exist_are_named_in_the_error() {
         &["conntrack", "list", "--pod", "kube-system/coredns"],
         "no pod `kube-system/coredns`",
     );
+    usage_error(
+        &["observe", "--to-pod", "nolab/pod-a"],
+        "no pod `nolab/pod-a`",
+    );
+    usage_error(
+        &["metrics", "--netns", "labctl-no-such-ns"],
+        "does not exist",
+    );
+}
+
+#[test]
+fn a_pcap_path_that_is_a_symlink_is_refused_not_followed() {
+    if !common::privileged("a_pcap_path_that_is_a_symlink_is_refused_not_followed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("victim");
+    std::fs::write(&target, b"keep me").unwrap();
+    let link = dir.path().join("drops.pcapng");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = labctl(&["trace", "--pcap", link.to_str().unwrap(), "--duration", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
 }
 
 #[test]
