@@ -156,6 +156,8 @@ fn lab_names_are_checked_before_any_file_is_read() {
         &["lab", "status", "../x"],
         &["lab", "exec", "--lab", "a/b", "pod-a", "--", "true"],
         &["lab", "traffic", "--lab", "..", "pod-a", "pod-b"],
+        &["lab", "traffic", "../pod-a", "pod-b"],
+        &["lab", "exec", "A/pod-a", "--", "true"],
         &["lab", "trigger", "--lab", "A", "policy"],
         &["lab", "up", "basic", "--name", "../evil"],
     ] {

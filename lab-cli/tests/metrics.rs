@@ -18,6 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lab_cli::lab::{
+    plan::{LabOptions, MasqMode},
+    traffic::{self, Proto, TrafficSpec},
+};
 use serde_json::Value;
 
 /// GET `url` (http://HOST:PORT/PATH) with HTTP/1.0; the body.
@@ -207,4 +211,85 @@ fn prometheus_scrapes_the_exact_drop_count() {
     common::interrupt(&labctl.0);
     let status = common::wait_exit(&mut labctl.0, 10);
     assert!(status.success(), "{status}");
+}
+
+/// The metric line `name{labels} value` of an exposition, if present.
+fn sample(text: &str, name_and_labels: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn ebpf_masquerading_is_exported_per_pod_with_the_nat_table() {
+    if !common::privileged("ebpf_masquerading_is_exported_per_pod_with_the_nat_table") {
+        return;
+    }
+    let lab = common::lab_with(
+        "basic",
+        "metnat",
+        LabOptions {
+            masq: MasqMode::Ebpf,
+            ..LabOptions::default()
+        },
+    );
+    let node = format!("{}/node1", lab.name());
+    let pod_a = format!("{}/pod-a", lab.name());
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let mut labctl = Killed(
+        Command::new(env!("CARGO_BIN_EXE_labctl"))
+            .args(["metrics", "--listen", "127.0.0.1:0", "--netns", &node])
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = wait_for_file(&ready, &mut labctl.0);
+    // pod-a → world: 3 TCP connections, each one mapping in the NAT table.
+    let (a, world) = (
+        lab.endpoint("pod-a").unwrap(),
+        lab.endpoint("world").unwrap(),
+    );
+    let spec = TrafficSpec {
+        proto: Proto::Tcp,
+        count: 3,
+        ..TrafficSpec::default()
+    };
+    let report = traffic::run(&a, &world, &spec).unwrap();
+    assert!(report.all_answered(), "{}", report.text());
+
+    let text = http_get(&url);
+    let table = lab_cli::masq::nat::table(lab.netns("node1").unwrap().inode().unwrap()).unwrap();
+    let node_labels = format!("{{netns=\"{node}\"}}");
+    assert_eq!(
+        sample(&text, &format!("labctl_nat_entries{node_labels}")),
+        Some(table.used as u64),
+        "{text}"
+    );
+    assert!(table.used >= 3, "3 connections, {} mappings", table.used);
+    assert_eq!(
+        sample(&text, &format!("labctl_nat_entries_limit{node_labels}")),
+        Some(table.capacity as u64)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("labctl_nat_events_total{{event=\"allocated\",netns=\"{node}\"}}")
+        ),
+        Some(table.allocated)
+    );
+    let pod = format!("{{netns=\"{node}\",pod=\"{pod_a}\"}}");
+    assert_eq!(
+        sample(&text, &format!("labctl_masquerade_connections_total{pod}")),
+        Some(3),
+        "{text}"
+    );
+    let egress = format!(
+        "labctl_masquerade_packets_total{{direction=\"egress\",netns=\"{node}\",pod=\"{pod_a}\"}}"
+    );
+    assert!(sample(&text, &egress).unwrap_or(0) >= 3 * 3, "{text}");
+    common::interrupt(&labctl.0);
+    assert!(common::wait_exit(&mut labctl.0, 10).success());
 }

@@ -152,6 +152,25 @@ fn flows_name_pods_show_nat_and_drops_and_filter_like_hubble() {
         3,
         "{t:#?}"
     );
+
+    // The names observe prints are accepted back (a learner types what
+    // they see): `lab exec` and `lab traffic` take `LAB/MEMBER`.
+    let labctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let world = format!("{name}/world");
+    let report = labctl(&["lab", "traffic", &pod_a, &world, "-p", "udp", "-c", "2"]);
+    assert!(report.contains("2/2 answered"), "{report}");
+    labctl(&["lab", "exec", &format!("{name}/pod-b"), "--", "true"]);
 }
 
 #[test]

@@ -287,6 +287,24 @@ impl Lab {
         }
     }
 
+    /// `LAB/MEMBER`, as output names a lab's members, split into the lab
+    /// and the member (with `--lab LAB` given, only a matching prefix is
+    /// split); other names as given.
+    pub fn split_member<'a>(lab: Option<&'a str>, member: &'a str) -> (Option<&'a str>, &'a str) {
+        match (lab, member.split_once('/')) {
+            (None, Some((l, m))) => (Some(l), m),
+            (Some(l), Some((p, m))) if p == l => (Some(l), m),
+            _ => (lab, member),
+        }
+    }
+
+    /// Member `name` of this lab, with or without the `LAB/` prefix.
+    pub fn local_name<'a>(&self, name: &'a str) -> &'a str {
+        name.strip_prefix(self.name())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or(name)
+    }
+
     /// The lab holding member `member`: lab `lab` if given, else the only
     /// lab that has such a member.
     pub fn find_member(lab: Option<&str>, member: &str) -> Result<Self, LabError> {

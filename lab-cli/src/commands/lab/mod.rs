@@ -233,6 +233,7 @@ fn down(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
 
 fn exec(lab: Option<&str>, member: &str, command: &[String]) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("lab exec")?;
+    let (lab, member) = Lab::split_member(lab, member);
     let lab = Lab::find_member(lab, member)?;
     let ns = lab.netns(member)?;
     let status = match exec::run(&ns, lab.pod_cgroup(member).as_deref(), command) {
@@ -281,7 +282,9 @@ fn traffic(
     output: OutputFormat,
 ) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("lab traffic")?;
+    let (lab, from) = Lab::split_member(lab, from);
     let lab = Lab::find_member(lab, from)?;
+    let to = lab.local_name(to);
     let src = endpoint(&lab, from)?;
     // A service: its backends' app answers, each with its name.
     let dst = match lab.service_traffic(to, &mut spec, port_given) {
