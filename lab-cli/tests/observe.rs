@@ -201,3 +201,129 @@ fn lost_events_are_in_the_stream_with_their_count() {
     assert!(lost > 0, "a one-page ring buffer lost nothing");
     assert_eq!(dropped + lost, 20_000, "{dropped} shown + {lost} lost");
 }
+
+/// Runs a shell script inside `ns`.
+fn sh(ns: &lab_cli::kernel::netns::NetNs, script: &str) {
+    let status = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "sh", "-c", script])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script}");
+}
+
+#[test]
+fn conntrack_event_losses_are_counted_and_the_missed_flows_resynced() {
+    if !common::privileged("conntrack_event_losses_are_counted_and_the_missed_flows_resynced") {
+        return;
+    }
+    let ns = common::netns("labtest-oc");
+    // Conntrack runs in a namespace once a rule needs it.
+    sh(
+        &ns,
+        "nft add table ip labtest && \
+         nft add chain ip labtest out '{ type filter hook output priority 0; }' && \
+         nft add rule ip labtest out ct state new counter",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // A 4 KiB receive buffer cannot hold a burst of 3,000 NEW events.
+    let child = observe(
+        &[
+            "--netns",
+            ns.name(),
+            "--buffer-size",
+            "4096",
+            "--verdict",
+            "FORWARDED",
+        ],
+        dir.path(),
+        "ct",
+    );
+    const FLOWS: u16 = 3000;
+    ns.run(|| {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for port in 0..FLOWS {
+            u.send_to(b"x", ("127.0.0.1", 20000 + port)).unwrap();
+        }
+    })
+    .unwrap();
+    let lines = stop(child);
+    let flows = flows(&lines);
+    let ports: std::collections::BTreeSet<u64> = flows
+        .iter()
+        .filter(|f| f["labctl"]["event"] == "NEW")
+        .filter_map(|f| f["l4"]["UDP"]["destination_port"].as_u64())
+        .collect();
+    assert_eq!(
+        ports.len(),
+        usize::from(FLOWS),
+        "every flow, seen or resynced"
+    );
+    let lost: Vec<&Value> = lines.iter().filter_map(|l| l.get("lost_events")).collect();
+    assert!(!lost.is_empty(), "a 4 KiB buffer lost nothing");
+    assert!(
+        lost.iter()
+            .all(|l| l["source"] == "CTNETLINK_SOCKET_BUFFER")
+    );
+    let resynced = flows
+        .iter()
+        .filter(|f| f["labctl"]["resync"] == true)
+        .count() as u64;
+    let counted: u64 = lost
+        .iter()
+        .map(|l| l["num_events_lost"].as_u64().unwrap())
+        .sum();
+    assert!(resynced > 0);
+    assert_eq!(counted, resynced, "each loss counts the flows it hid");
+}
+
+#[test]
+fn the_ebpf_trackers_connections_are_flows_too() {
+    if !common::privileged("the_ebpf_trackers_connections_are_flows_too") {
+        return;
+    }
+    let lab = common::lab("basic", "obt");
+    let node = format!("{}/node1", lab.name());
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("track");
+    let track = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["conntrack", "track", "--netns", &node, "--iface", "eth0"])
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "track never became ready");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let child = observe(&["--netns", &node], dir.path(), "obs");
+    let (a, world) = (
+        lab.endpoint("pod-a").unwrap(),
+        lab.endpoint("world").unwrap(),
+    );
+    let spec = TrafficSpec {
+        proto: Proto::Tcp,
+        count: 2,
+        ..TrafficSpec::default()
+    };
+    let report = traffic::run(&a, &world, &spec).unwrap();
+    assert!(report.all_answered(), "{}", report.text());
+    let node_addr = *report.server_saw.keys().next().unwrap();
+    let lines = stop(child);
+    common::interrupt(&track);
+    track.wait_with_output().unwrap();
+    let all = flows(&lines);
+    let new: Vec<&&Value> = all
+        .iter()
+        .filter(|f| f["labctl"]["origin"] == "ebpf-tracker" && f["labctl"]["event"] == "NEW")
+        .collect();
+    assert_eq!(new.len(), 2, "{lines:#?}");
+    for f in new {
+        // tc on the uplink sees the packets after masquerade.
+        assert_eq!(f["IP"]["source"], node_addr.to_string());
+        assert_eq!(f["IP"]["destination"], world.addr.to_string());
+        assert_eq!(f["verdict"], "FORWARDED");
+        assert_eq!(f["node_name"], node.as_str());
+    }
+}

@@ -260,6 +260,13 @@ pub fn observe(
     let counted_at_stop = opts.count.is_none_or(|n| stats.flows < n);
     tracer.stop().context("the drop tracer failed")?;
     if counted_at_stop {
+        // The tracker's table once more, so a stop right after the
+        // traffic shows its connections too.
+        for flow in tracker_changes(&mut watched, &mut pods) {
+            if show(&Item::Flow(Box::new(flow)), &mut stats)? {
+                break;
+            }
+        }
         for item in rx.try_iter() {
             if show(&item, &mut stats)? {
                 break;
