@@ -209,6 +209,21 @@ impl DropEvent {
     };
 }
 
+/// Key of the tracer's `COUNTS` per-CPU hash: where and why the kernel
+/// freed a packet. One map (one lookup per drop) serves both the by-reason
+/// and the by-location summaries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DropSite {
+    /// Kernel text address where the skb was freed.
+    pub location: u64,
+    pub reason: u32,
+    pub _pad: u32,
+}
+
+/// Capacity of the `COUNTS` map: (reason, location) pairs seen.
+pub const COUNTS_CAPACITY: u32 = 8192;
+
 /// Index of the lost-event counter in the `LOST` per-CPU array.
 pub const LOST_INDEX: u32 = 0;
 
@@ -226,6 +241,10 @@ unsafe impl aya::Pod for TraceConfig {}
 // any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DropEvent {}
+// SAFETY: `DropSite` is #[repr(C)], made of integers only, with no padding
+// (8 + 4 + 4 bytes): any bytes are a valid value.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DropSite {}
 
 #[cfg(test)]
 mod tests {

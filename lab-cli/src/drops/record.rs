@@ -59,18 +59,24 @@ pub trait Resolve {
     fn location(&mut self, addr: u64) -> String;
     /// Converts bpf_ktime_get_ns() to Unix-epoch nanoseconds.
     fn wall_ns(&self, ktime_ns: u64) -> u64;
+    /// An event's address as text (a resolver may remember recent ones).
+    fn address(&mut self, family: u8, bytes: [u8; 16]) -> Option<String> {
+        format_address(family, bytes)
+    }
+}
+
+/// `10.0.0.1`, `fd00::1`, or None when the event had no IP header.
+pub fn format_address(family: u8, a: [u8; 16]) -> Option<String> {
+    match family {
+        family::IPV4 => Some(Ipv4Addr::new(a[12], a[13], a[14], a[15]).to_string()),
+        family::IPV6 => Some(Ipv6Addr::from(a).to_string()),
+        _ => None,
+    }
 }
 
 impl DropRecord {
     pub fn new(ev: &DropEvent, r: &mut impl Resolve) -> Self {
         let netns_ino = u64::from(ev.netns_ino);
-        let addr = |a: [u8; 16]| -> Option<String> {
-            match ev.family {
-                family::IPV4 => Some(Ipv4Addr::new(a[12], a[13], a[14], a[15]).to_string()),
-                family::IPV6 => Some(Ipv6Addr::from(a).to_string()),
-                _ => None,
-            }
-        };
         let ports = ev.has_ports != 0;
         let icmp = matches!(ev.l4proto, 1 | 58) && ev.family != family::NONE;
         let pod = r.pod(netns_ino);
@@ -87,8 +93,8 @@ impl DropRecord {
             ifname: r.ifname(netns_ino, ev.ifindex),
             ifindex: ev.ifindex,
             proto: proto_name(ev),
-            src: addr(ev.saddr),
-            dst: addr(ev.daddr),
+            src: r.address(ev.family, ev.saddr),
+            dst: r.address(ev.family, ev.daddr),
             sport: ports.then_some(ev.sport),
             dport: ports.then_some(ev.dport),
             len: ev.len,

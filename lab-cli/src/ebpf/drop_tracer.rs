@@ -7,7 +7,7 @@ use aya::{
     maps::{HashMap as AyaHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{BtfTracePoint, TracePoint},
 };
-use lab_common::trace::{DropEvent, LOST_INDEX, TraceConfig, flags};
+use lab_common::trace::{DropEvent, DropSite, LOST_INDEX, TraceConfig, flags};
 
 use super::{
     error::ProgramSetupError,
@@ -111,9 +111,20 @@ impl DropTracer {
         Ok(maps::total(&values))
     }
 
-    /// Exact drops per reason code, counted in the kernel after filtering.
+    /// Exact drops per (location, reason), counted in the kernel after
+    /// filtering.
+    pub fn counts(&self) -> Result<Vec<(DropSite, u64)>, ProgramSetupError> {
+        let map: PerCpuHashMap<_, DropSite, u64> = maps::get(&self.ebpf, OBJECT, "COUNTS")?;
+        maps::totals(&map, "COUNTS")
+    }
+
+    /// Exact drops per reason code.
     pub fn reason_counts(&self) -> Result<BTreeMap<u32, u64>, ProgramSetupError> {
-        self.sum_map("REASON_COUNTS")
+        let mut by = BTreeMap::new();
+        for (site, n) in self.counts()? {
+            *by.entry(site.reason).or_default() += n;
+        }
+        Ok(by)
     }
 
     /// Makes the namespaces with these inodes the scope (with
@@ -135,11 +146,6 @@ impl DropTracer {
         Ok(inodes.len())
     }
 
-    /// Exact drops per location (kernel text address).
-    pub fn location_counts(&self) -> Result<BTreeMap<u64, u64>, ProgramSetupError> {
-        self.sum_map("LOCATION_COUNTS")
-    }
-
     /// The kernel stack recorded under `id` (`--stack`), innermost first.
     pub fn stack(&self, id: i32) -> Result<Vec<u64>, ProgramSetupError> {
         let err = |source| ProgramSetupError::Map {
@@ -150,14 +156,6 @@ impl DropTracer {
         let id = u32::try_from(id).map_err(|_| err(aya::maps::MapError::KeyNotFound))?;
         let trace = map.get(&id, 0).map_err(err)?;
         Ok(trace.frames().iter().map(|f| f.ip).collect())
-    }
-
-    fn sum_map<K: aya::Pod + Ord>(
-        &self,
-        name: &'static str,
-    ) -> Result<BTreeMap<K, u64>, ProgramSetupError> {
-        let map: PerCpuHashMap<_, K, u64> = maps::get(&self.ebpf, OBJECT, name)?;
-        Ok(maps::totals(&map, name)?.into_iter().collect())
     }
 }
 

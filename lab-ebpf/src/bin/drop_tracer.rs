@@ -19,8 +19,8 @@ mod program {
         programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
     };
     use lab_common::trace::{
-        DropEvent, LOST_INDEX, NETNS_SET_CAPACITY, SNAPLEN_TIERS, SkbOffsets, TraceConfig, family,
-        flags,
+        COUNTS_CAPACITY, DropEvent, DropSite, LOST_INDEX, NETNS_SET_CAPACITY, SNAPLEN_TIERS,
+        SkbOffsets, TraceConfig, family, flags,
     };
     use lab_ebpf::{kernel::read, packet};
 
@@ -39,11 +39,10 @@ mod program {
     #[map]
     static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+    /// Drops per (location, reason): the summary by reason and by location.
     #[map]
-    static REASON_COUNTS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(1024, 0);
-
-    #[map]
-    static LOCATION_COUNTS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+    static COUNTS: PerCpuHashMap<DropSite, u64> =
+        PerCpuHashMap::with_max_entries(COUNTS_CAPACITY, 0);
 
     /// The namespaces in scope, with `flags::NETNS_SET` (kept current by
     /// userspace as pods come and go).
@@ -60,7 +59,7 @@ mod program {
         let skb: u64 = ctx.arg(0);
         let location: u64 = ctx.arg(1);
         let reason: u64 = ctx.arg(2);
-        handle(&ctx, skb, location, reason as u32);
+        handle::<true, _>(&ctx, skb, location, reason as u32);
         0
     }
 
@@ -78,7 +77,7 @@ mod program {
         let (Ok(skb), Ok(location), Ok(reason)) = fields else {
             return 0;
         };
-        handle(&ctx, skb, location, reason);
+        handle::<false, _>(&ctx, skb, location, reason);
         0
     }
 
@@ -87,20 +86,46 @@ mod program {
         lab_ebpf::config::read(&CONFIG)
     }
 
+    /// A `T` at `base + off`, or 0 when `base` is null. With `DIRECT`,
+    /// `base` is a BTF-typed kernel pointer (tp_btf's skb, or a pointer
+    /// field loaded from it) and `off` a constant to the verifier (a field
+    /// offset in the frozen CONFIG), so the field is loaded directly, the
+    /// verifier checking the access against the kernel's layout (a fault
+    /// reads as zero); otherwise (the classic tracepoint, whose skb is a
+    /// plain integer) through bpf_probe_read_kernel. The direct load saves
+    /// a helper call per field on every drop.
     #[inline(always)]
-    fn handle<C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
+    fn field<const DIRECT: bool, T: Copy + Default>(base: u64, off: u32) -> T {
+        if base == 0 {
+            return T::default();
+        }
+        if DIRECT {
+            // SAFETY: see above; the verifier enforces it.
+            unsafe { core::ptr::read((base as *const u8).add(off as usize) as *const T) }
+        } else {
+            read::<T>(base, off).unwrap_or_default()
+        }
+    }
+
+    #[inline(always)]
+    fn handle<const DIRECT: bool, C: StackIdContext>(
+        ctx: &C,
+        skb: u64,
+        location: u64,
+        reason: u32,
+    ) {
         let cfg = config();
         if reason == cfg.reason_consumed || !cfg.reason_allowed(reason) {
             return;
         }
         let off = &cfg.off;
-        let dev = read::<u64>(skb, off.skb_dev).unwrap_or(0);
-        let ifindex = read::<u32>(dev, off.dev_ifindex).unwrap_or(0);
+        let dev = field::<DIRECT, u64>(skb, off.skb_dev);
+        let ifindex = field::<DIRECT, u32>(dev, off.dev_ifindex);
         if cfg.ifindex != 0 && ifindex != cfg.ifindex {
             return;
         }
-        let net = read::<u64>(dev, off.dev_nd_net).unwrap_or(0);
-        let netns_ino = read::<u32>(net, off.net_ns_inum).unwrap_or(0);
+        let net = field::<DIRECT, u64>(dev, off.dev_nd_net);
+        let netns_ino = field::<DIRECT, u32>(net, off.net_ns_inum);
         if cfg.netns_ino != 0 && netns_ino != cfg.netns_ino {
             return;
         }
@@ -114,8 +139,8 @@ mod program {
         ev.netns_ino = netns_ino;
         ev.ifindex = ifindex;
         ev.reason = reason;
-        ev.len = read::<u32>(skb, off.skb_len).unwrap_or(0);
-        ev.ethertype = u16::from_be(read::<u16>(skb, off.skb_protocol).unwrap_or(0));
+        ev.len = field::<DIRECT, u32>(skb, off.skb_len);
+        ev.ethertype = u16::from_be(field::<DIRECT, u16>(skb, off.skb_protocol));
         // Summary mode without packet filters needs no packet fields: skip
         // the header reads, the costliest part per drop.
         let packet_filters = cfg.l4proto != 0 || cfg.port != 0 || cfg.flags & flags::HOST != 0;
@@ -135,8 +160,14 @@ mod program {
             return;
         }
 
-        add(&REASON_COUNTS, reason);
-        add(&LOCATION_COUNTS, location);
+        add(
+            &COUNTS,
+            DropSite {
+                location,
+                reason,
+                _pad: 0,
+            },
+        );
         if cfg.flags & flags::SUMMARY_ONLY != 0 {
             return;
         }
