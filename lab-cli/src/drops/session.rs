@@ -218,14 +218,20 @@ struct Resolver {
     /// a clock read per call (profiled: a tenth of the JSON stream's time
     /// in a drop storm). Forgotten at every batch, so names stay as fresh
     /// as `Names` keeps them.
-    last_netns: Option<(u64, String, Option<crate::kernel::names::PodRef>)>,
+    last_netns: Option<NetnsNames>,
     last_ifname: Option<((u64, u32), Option<String>)>,
     /// The last addresses formatted (a source and a destination, mostly).
-    addresses: [Option<((u8, [u8; 16]), Option<String>)>; 2],
+    addresses: [Option<(AddressKey, Option<String>)>; 2],
 }
 
+/// A namespace's inode, name and pod.
+type NetnsNames = (u64, String, Option<crate::kernel::names::PodRef>);
+
+/// An event's address: family and bytes.
+type AddressKey = (u8, [u8; 16]);
+
 impl Resolver {
-    fn netns_named(&mut self, ino: u64) -> &(u64, String, Option<crate::kernel::names::PodRef>) {
+    fn netns_named(&mut self, ino: u64) -> &NetnsNames {
         if self.last_netns.as_ref().is_none_or(|l| l.0 != ino) {
             self.last_netns = None;
         }
