@@ -112,28 +112,25 @@ pub fn decode(key: &[u8], value: &[u8; VALUE], now_s: u64) -> Option<CtEntry> {
     let lifetime = u32::from_ne_bytes(value[32..36].try_into().unwrap_or([0; 4]));
     let bits = u16::from_ne_bytes([value[36], value[37]]);
     let icmp = matches!(nexthdr, 1 | 58);
-    let mut flags = vec![
-        match tuple_flags & 0x3 {
-            0 => "OUT",
-            1 => "IN",
-            _ => "RELATED",
-        }
-        .to_owned(),
-    ];
+    let mut flags = vec![match tuple_flags & 0x3 {
+        0 => "OUT",
+        1 => "IN",
+        _ => "RELATED",
+    }];
     if tuple_flags & 4 != 0 {
-        flags.push("SERVICE".into());
+        flags.push("SERVICE");
     }
     if bits & 1 != 0 {
-        flags.push("RX_CLOSING".into());
+        flags.push("RX_CLOSING");
     }
     if bits & 2 != 0 {
-        flags.push("TX_CLOSING".into());
+        flags.push("TX_CLOSING");
     }
     if bits & (1 << 4) != 0 {
-        flags.push("SEEN_NON_SYN".into());
+        flags.push("SEEN_NON_SYN");
     }
     if bits & (1 << 5) != 0 {
-        flags.push("NODE_PORT".into());
+        flags.push("NODE_PORT");
     }
     let tuple = |src, dst, sport: u16, dport: u16| Tuple {
         src,

@@ -105,7 +105,8 @@ pub struct CtEntry {
     /// Seconds until the entry expires (None: not tracked by this source).
     pub timeout: Option<u32>,
     /// Status flags: ASSURED, SEEN_REPLY, CONFIRMED, SRC_NAT, DST_NAT, ...
-    pub flags: Vec<String>,
+    /// (static names: no allocation per flag and entry).
+    pub flags: Vec<&'static str>,
     pub mark: u32,
     pub zone: u16,
     /// Per-direction counters (netfilter: only with nf_conntrack_acct=1).
@@ -152,11 +153,11 @@ pub const STATUS_FLAGS: [(u32, &str); 15] = [
     (1 << 14, "OFFLOAD"),
 ];
 
-pub fn status_names(status: u32) -> Vec<String> {
+pub fn status_names(status: u32) -> Vec<&'static str> {
     STATUS_FLAGS
         .iter()
         .filter(|(bit, _)| status & bit != 0)
-        .map(|(_, name)| (*name).to_owned())
+        .map(|(_, name)| *name)
         .collect()
 }
 
@@ -208,7 +209,7 @@ impl CtEntry {
     }
 
     pub fn has_flag(&self, flag: &str) -> bool {
-        self.flags.iter().any(|f| f == flag)
+        self.flags.contains(&flag)
     }
 
     /// Packets + bytes in both directions (0 when not counted).

@@ -177,7 +177,7 @@ fn entry(k: &CtKey, v: &CtValue, c: &CtCounters, now_ns: u64, timeout: u64) -> C
     let (s, d, sp, dp) = (addr(k.saddr), addr(k.daddr), port(k.sport), port(k.dport));
     let mut flags = Vec::new();
     if v.seen_reply != 0 {
-        flags.push("SEEN_REPLY".to_owned());
+        flags.push("SEEN_REPLY");
     }
     CtEntry {
         source: Source::Bpf,

@@ -1,5 +1,5 @@
 //! Decoding ctnetlink attributes into [`CtEntry`], straight from the
-//! receive buffer with netlink-packet-core's zero-copy `NlasIterator`.
+//! receive buffer.
 //!
 //! netlink-packet-netfilter can parse these messages too, but it builds a
 //! Vec for every nested attribute and leaves counters, zone, id and the
@@ -8,8 +8,6 @@
 //! Attribute numbers are from linux/netfilter/nfnetlink_conntrack.h.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-use netlink_packet_core::NlasIterator;
 
 use crate::conntrack::entry::{
     Counters, CtEntry, Source, TCP_STATES, Tuple, proto_name, status_names,
@@ -46,11 +44,25 @@ const CTA_PROTOINFO_TCP_STATE: u16 = 1;
 const CTA_COUNTERS_PACKETS: u16 = 1;
 const CTA_COUNTERS_BYTES: u16 = 2;
 
-/// Calls `f(kind, value)` for each attribute in `bytes` (kind without the
-/// NLA_F_NESTED / NLA_F_NET_BYTEORDER bits, which `kind()` masks).
-fn each(bytes: &[u8], mut f: impl FnMut(u16, &[u8])) {
-    for nla in NlasIterator::new(bytes).flatten() {
-        f(nla.kind(), nla.value());
+/// NLA_TYPE_MASK: the attribute type without NLA_F_NESTED and
+/// NLA_F_NET_BYTEORDER.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// Calls `f(kind, value)` for each attribute in `bytes` (struct nlattr:
+/// length and type in host order, values padded to 4 bytes); stops at the
+/// first malformed one. Written out rather than through netlink-packet-core's
+/// `NlasIterator`, which checks each header through generic parsers:
+/// profiled on `conntrack list` of 100,000 entries, the iterator and its
+/// parsers were 13% of the process's time, two fifths of all its time in
+/// userspace (the kernel's dump is the rest).
+pub(super) fn each(mut bytes: &[u8], mut f: impl FnMut(u16, &[u8])) {
+    while let [l0, l1, t0, t1, ..] = *bytes {
+        let len = usize::from(u16::from_ne_bytes([l0, l1]));
+        let Some(value) = bytes.get(4..len) else {
+            return;
+        };
+        f(u16::from_ne_bytes([t0, t1]) & NLA_TYPE_MASK, value);
+        bytes = bytes.get((len + 3) & !3..).unwrap_or(&[]);
     }
 }
 
@@ -191,6 +203,28 @@ pub(super) fn entry(bytes: &[u8]) -> Option<CtEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_attribute_walk_pads_masks_and_stops_at_a_bad_length() {
+        // len 5 (one value byte, 3 padding), NLA_F_NESTED | 1; len 8, type 2;
+        // then a header claiming more bytes than remain.
+        let mut b = Vec::new();
+        b.extend_from_slice(&5u16.to_ne_bytes());
+        b.extend_from_slice(&(0x8000u16 | 1).to_ne_bytes());
+        b.extend_from_slice(&[7, 0, 0, 0]);
+        b.extend_from_slice(&8u16.to_ne_bytes());
+        b.extend_from_slice(&2u16.to_ne_bytes());
+        b.extend_from_slice(&[1, 2, 3, 4]);
+        b.extend_from_slice(&64u16.to_ne_bytes());
+        b.extend_from_slice(&3u16.to_ne_bytes());
+        let mut seen = Vec::new();
+        each(&b, |k, v| seen.push((k, v.to_vec())));
+        assert_eq!(seen, [(1, vec![7]), (2, vec![1, 2, 3, 4])]);
+        // A zero length ends the walk instead of looping.
+        let mut n = 0;
+        each(&[0, 0, 1, 0, 9, 9, 9, 9], |_, _| n += 1);
+        assert_eq!(n, 0);
+    }
 
     /// One attribute: length, type (with the nested flag when asked), value.
     fn nla(kind: u16, nested: bool, value: &[u8]) -> Vec<u8> {

@@ -3,14 +3,13 @@
 //! Transport is netlink-sys; requests are built with netlink-packet-core and
 //! netlink-packet-netfilter. Replies and events are read in place from the
 //! receive buffer (nlmsghdr and nfgenmsg here, attributes in `attrs` with
-//! netlink-packet-core's zero-copy iterator; see there why). Constants are
+//! a walk of the attributes written out; see there why). Constants are
 //! from linux/netlink.h and linux/netfilter/nfnetlink_conntrack.h.
 
 use std::{io, os::fd::AsFd as _};
 
 use netlink_packet_core::{
     DefaultNla, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    NlasIterator,
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterProtoFamily,
@@ -290,13 +289,11 @@ impl Ctnetlink {
         )?;
         let mut size = TableSize { entries: 0, max: 0 };
         self.recv_each(|m| {
-            for nla in NlasIterator::new(m.attrs).flatten() {
-                match nla.kind() {
-                    CTA_STATS_GLOBAL_ENTRIES => size.entries = attrs::be_u32(nla.value()),
-                    CTA_STATS_GLOBAL_MAX_ENTRIES => size.max = attrs::be_u32(nla.value()),
-                    _ => {}
-                }
-            }
+            attrs::each(m.attrs, |kind, value| match kind {
+                CTA_STATS_GLOBAL_ENTRIES => size.entries = attrs::be_u32(value),
+                CTA_STATS_GLOBAL_MAX_ENTRIES => size.max = attrs::be_u32(value),
+                _ => {}
+            });
             Ok(false)
         })?;
         Ok(size)
@@ -316,11 +313,11 @@ impl Ctnetlink {
         self.dump_all(|m| {
             let mut counters: Vec<(&'static str, u32)> =
                 CPU_STATS.iter().map(|(_, name)| (*name, 0)).collect();
-            for nla in NlasIterator::new(m.attrs).flatten() {
-                if let Some(i) = CPU_STATS.iter().position(|(k, _)| *k == nla.kind()) {
-                    counters[i].1 = attrs::be_u32(nla.value());
+            attrs::each(m.attrs, |kind, value| {
+                if let Some(i) = CPU_STATS.iter().position(|(k, _)| *k == kind) {
+                    counters[i].1 = attrs::be_u32(value);
                 }
-            }
+            });
             out.push(CpuStats {
                 cpu: m.res_id,
                 counters,
