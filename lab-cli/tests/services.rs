@@ -332,9 +332,9 @@ fn check_mode(mode: KubeProxyMode, tag: &str) {
         let node = lab.netns("node1").unwrap();
         let entries = Ctnetlink::open_in(Some(&node)).unwrap().dump(None).unwrap();
         assert!(
-            entries.iter().any(|e| e.orig.dst == VIP
-                && e.reply.src != VIP
-                && e.flags.iter().any(|f| f == "DST_NAT")),
+            entries
+                .iter()
+                .any(|e| e.orig.dst == VIP && e.reply.src != VIP && e.has_flag("DST_NAT")),
             "{mode}: no DNAT entry for the VIP"
         );
     }
