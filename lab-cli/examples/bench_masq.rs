@@ -250,9 +250,7 @@ fn assured_flow(
     loop {
         tx.send_to(&[1; 32], to)?;
         let assured = ct.dump(None)?.iter().any(|e| {
-            e.orig.sport == Some(sport)
-                && e.orig.dport == Some(FLOOD_PORT)
-                && e.flags.iter().any(|f| f == "ASSURED")
+            e.orig.sport == Some(sport) && e.orig.dport == Some(FLOOD_PORT) && e.has_flag("ASSURED")
         });
         if assured {
             return Ok((tx, rx));
