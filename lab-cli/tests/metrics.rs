@@ -12,7 +12,6 @@ mod common;
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
-    path::Path,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -55,27 +54,6 @@ impl Drop for Killed {
     fn drop(&mut self) {
         self.0.kill().ok();
         self.0.wait().ok();
-    }
-}
-
-fn wait_for_file(path: &Path, child: &mut Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path)
-            && !s.trim().is_empty()
-        {
-            return s.trim().to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the command ended early"
-        );
-        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -126,7 +104,7 @@ fn prometheus_scrapes_the_exact_drop_count() {
             .spawn()
             .unwrap(),
     );
-    let url = wait_for_file(&ready, &mut labctl.0);
+    let url = common::wait_ready(&mut labctl.0, &ready);
     common::send_udp(&ns, 9, 37);
 
     // The exposition, as promtool reads it.
@@ -246,7 +224,7 @@ fn ebpf_masquerading_is_exported_per_pod_with_the_nat_table() {
             .spawn()
             .unwrap(),
     );
-    let url = wait_for_file(&ready, &mut labctl.0);
+    let url = common::wait_ready(&mut labctl.0, &ready);
     // pod-a → world: 3 TCP connections, each one mapping in the NAT table.
     let (a, world) = (
         lab.endpoint("pod-a").unwrap(),

@@ -14,8 +14,6 @@ use std::{
     net::UdpSocket,
     path::Path,
     process::{Child, Command, Stdio},
-    thread,
-    time::{Duration, Instant},
 };
 
 use lab_cli::lab::traffic::{self, Proto, TrafficSpec};
@@ -32,12 +30,7 @@ fn observe(args: &[&str], dir: &Path, tag: &str) -> Child {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "observe never became ready");
-        assert!(child.try_wait().unwrap().is_none(), "observe ended early");
-        thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_ready(&mut child, &ready);
     child
 }
 
@@ -285,18 +278,14 @@ fn the_ebpf_trackers_connections_are_flows_too() {
     let node = format!("{}/node1", lab.name());
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("track");
-    let track = Command::new(env!("CARGO_BIN_EXE_labctl"))
+    let mut track = Command::new(env!("CARGO_BIN_EXE_labctl"))
         .args(["conntrack", "track", "--netns", &node, "--iface", "eth0"])
         .arg("--ready-file")
         .arg(&ready)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "track never became ready");
-        thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_ready(&mut track, &ready);
     let child = observe(&["--netns", &node], dir.path(), "obs");
     let (a, world) = (
         lab.endpoint("pod-a").unwrap(),

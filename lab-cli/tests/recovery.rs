@@ -40,17 +40,6 @@ fn spawn(args: &[&str]) -> Child {
         .unwrap()
 }
 
-fn wait_ready(child: &mut Child, ready: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("labctl exited before it was ready: {status}");
-        }
-        assert!(Instant::now() < deadline, "never became ready");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn ready_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(netns::unique_name(tag))
 }
@@ -123,7 +112,7 @@ fn one_exit_code_rule_for_interrupts() {
         let ready_arg = ready.to_string_lossy().into_owned();
         args.extend(["--ready-file", &ready_arg]);
         let mut child = spawn(&args);
-        wait_ready(&mut child, &ready);
+        common::wait_ready(&mut child, &ready);
         common::interrupt(&child);
         let status = common::wait_exit(&mut child, 20);
         let out = child.wait_with_output().unwrap();
@@ -177,7 +166,7 @@ fn a_killed_tracker_is_replaced_and_never_reported_as_running() {
     };
     let ready = ready_path("labtest-ktr");
     let mut first = track(&ready);
-    wait_ready(&mut first, &ready);
+    common::wait_ready(&mut first, &ready);
     // A second tracker on the same interface is refused while one runs.
     let busy = labctl()
         .args(["conntrack", "track", "--netns", ns.name(), "--iface", "lo"])
@@ -205,12 +194,12 @@ fn a_killed_tracker_is_replaced_and_never_reported_as_running() {
     // Killed again, then the next `track` replaces the stale pins.
     std::fs::remove_file(&ready).ok();
     let mut second = track(&ready);
-    wait_ready(&mut second, &ready);
+    common::wait_ready(&mut second, &ready);
     common::signal(&second, Signal::SIGKILL);
     second.wait().unwrap();
     std::fs::remove_file(&ready).ok();
     let mut third = track(&ready);
-    wait_ready(&mut third, &ready);
+    common::wait_ready(&mut third, &ready);
     common::interrupt(&third);
     assert!(common::wait_exit(&mut third, 20).success());
     assert!(!pin.exists());

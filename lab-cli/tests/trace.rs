@@ -532,12 +532,7 @@ fn pcap_has_every_drop_with_its_tuple_and_reason() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "tracer never became ready");
-        assert!(child.try_wait().unwrap().is_none(), "trace ended early");
-        thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_ready(&mut child, &ready);
     let sent = mixed_drops(&ns);
     common::interrupt(&child);
     let out = child.wait_with_output().unwrap();
@@ -566,7 +561,7 @@ fn pcap_on_stdout_pipes_into_tshark() {
     }
     let ns = common::netns("labtest-ps");
     let ready = tempfile::tempdir().unwrap().keep().join("ready");
-    let child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
         .args([
             "trace",
             "--netns",
@@ -582,11 +577,7 @@ fn pcap_on_stdout_pipes_into_tshark() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "tracer never became ready");
-        thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_ready(&mut child, &ready);
     common::send_udp(&ns, 9, 4);
     let out = child.wait_with_output().unwrap();
     std::fs::remove_dir_all(ready.parent().unwrap()).ok();

@@ -90,16 +90,17 @@ impl Watcher {
     }
 
     /// After any loss, reconciles once more (losses the kernel could not
-    /// flag while its queue was still congested, or at the very end).
+    /// flag while its queue was still congested, or at the very end); the
+    /// batch's `overrun` is set only when that found flows.
     pub fn reconcile(&mut self) -> Result<Batch, CtnetlinkError> {
         let mut events = Vec::new();
         if self.overruns == 0 {
             return Ok(Batch::default());
         }
-        let found = self.resync(&mut events)?;
+        let (new, gone) = self.resync(&mut events)?;
         Ok(Batch {
             events,
-            overrun: Some(found),
+            overrun: (new + gone > 0).then_some((new, gone)),
         })
     }
 

@@ -37,23 +37,33 @@ use crate::{
     },
 };
 
-/// Where a session's drops and summaries go.
+/// Where a session's drops and summaries go. Only `drop_seen` is
+/// required: a sink that has nothing to do at the other moments (one that
+/// collects, counts, or forwards) leaves them out.
 pub trait Sink {
     /// The tracer is attached through `hook` and about to deliver.
-    fn started(&mut self, hook: Hook) -> io::Result<()>;
+    fn started(&mut self, _hook: Hook) -> io::Result<()> {
+        Ok(())
+    }
     /// One drop (not called in summary mode).
     fn drop_seen(&mut self, record: &DropRecord) -> io::Result<()>;
     /// A batch of drops has been delivered.
-    fn batch_done(&mut self) -> io::Result<()>;
+    fn batch_done(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// `newly` more events could not be reserved in the ring buffer since
     /// the last call (checked after every batch, not in summary mode).
     fn lost(&mut self, _newly: u64) -> io::Result<()> {
         Ok(())
     }
     /// The counts so far, every `--interval` in summary mode.
-    fn progress(&mut self, summary: &Summary, elapsed: Duration) -> io::Result<()>;
+    fn progress(&mut self, _summary: &Summary, _elapsed: Duration) -> io::Result<()> {
+        Ok(())
+    }
     /// The final counts.
-    fn finished(&mut self, summary: &Summary, elapsed: Duration) -> io::Result<()>;
+    fn finished(&mut self, _summary: &Summary, _elapsed: Duration) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Everything `labctl trace` was asked to do.

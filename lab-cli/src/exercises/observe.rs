@@ -20,9 +20,8 @@ use crate::{
     drops::{
         filter::Filters,
         record::DropRecord,
-        session::{self, Sink, Summary, TraceOptions},
+        session::{self, Sink, TraceOptions},
     },
-    ebpf::drop_tracer::Hook,
     kernel::{netns::NetNs, sysctl},
     lab::{
         self, Endpoint, Lab, LabError, faults,
@@ -252,19 +251,7 @@ struct Ctx<'a> {
 struct CountOnly;
 
 impl Sink for CountOnly {
-    fn started(&mut self, _: Hook) -> std::io::Result<()> {
-        Ok(())
-    }
     fn drop_seen(&mut self, _: &DropRecord) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn batch_done(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn progress(&mut self, _: &Summary, _: Duration) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn finished(&mut self, _: &Summary, _: Duration) -> std::io::Result<()> {
         Ok(())
     }
 }

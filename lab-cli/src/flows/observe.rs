@@ -15,12 +15,16 @@ use anyhow::Context as _;
 
 use super::{Flow, FlowFilter, Item, Lost, PodsByAddr};
 use crate::{
-    conntrack::{entry::CtEntry, netlink::EventKind, tracker, watcher::Watcher},
+    conntrack::{
+        entry::CtEntry,
+        netlink::EventKind,
+        tracker,
+        watcher::{Batch, Watcher},
+    },
     drops::{
         record::DropRecord,
-        session::{self, Scope, Sink, Summary, TraceOptions},
+        session::{self, Scope, Sink, TraceOptions},
     },
-    ebpf::drop_tracer::Hook,
     kernel::{
         interrupt,
         names::{Names, PodRef},
@@ -97,15 +101,9 @@ impl ChannelSink {
 }
 
 impl Sink for ChannelSink {
-    fn started(&mut self, _: Hook) -> io::Result<()> {
-        Ok(())
-    }
     fn drop_seen(&mut self, record: &DropRecord) -> io::Result<()> {
         let flow = Flow::from_drop(record, &mut self.pods);
         self.send(Item::Flow(Box::new(flow)))
-    }
-    fn batch_done(&mut self) -> io::Result<()> {
-        Ok(())
     }
     fn lost(&mut self, newly: u64) -> io::Result<()> {
         self.send(Item::Lost(Lost {
@@ -114,12 +112,6 @@ impl Sink for ChannelSink {
             count: newly,
             node: "drop tracer".into(),
         }))
-    }
-    fn progress(&mut self, _: &Summary, _: Duration) -> io::Result<()> {
-        Ok(())
-    }
-    fn finished(&mut self, _: &Summary, _: Duration) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -207,33 +199,10 @@ pub fn observe(
                 if batch.events.is_empty() && batch.overrun.is_none() {
                     break;
                 }
-                for seen in batch.events {
-                    // Connections starting and ending; state changes are
-                    // not flows.
-                    if seen.event.kind == EventKind::Update {
-                        continue;
-                    }
-                    let flow = Flow::from_conntrack(
-                        &seen.event.entry,
-                        seen.event.kind,
-                        seen.resync,
-                        &w.name,
-                        *ino,
-                        now_ns(),
-                        &mut pods,
-                    );
-                    if show(&Item::Flow(Box::new(flow)), &mut stats)? {
+                for item in batch_items(batch, &w.name, *ino, &mut pods) {
+                    if show(&item, &mut stats)? {
                         break 'observe;
                     }
-                }
-                if let Some((new, gone)) = batch.overrun {
-                    let lost = Item::Lost(Lost {
-                        time_ns: now_ns(),
-                        source: "CTNETLINK_SOCKET_BUFFER",
-                        count: new + gone,
-                        node: w.name.clone(),
-                    });
-                    show(&lost, &mut stats)?;
                 }
             }
         }
@@ -272,25 +241,50 @@ pub fn observe(
                 break;
             }
         }
-        for w in watched.values_mut() {
-            if let Some(watcher) = &mut w.watcher
-                && let Some((new, gone)) = watcher
-                    .reconcile()
-                    .context("resynchronizing conntrack")?
-                    .overrun
-                && new + gone > 0
-            {
-                let lost = Item::Lost(Lost {
-                    time_ns: now_ns(),
-                    source: "CTNETLINK_SOCKET_BUFFER",
-                    count: new + gone,
-                    node: w.name.clone(),
-                });
-                show(&lost, &mut stats)?;
+        'reconcile: for (ino, w) in &mut watched {
+            let Some(watcher) = &mut w.watcher else {
+                continue;
+            };
+            let batch = watcher.reconcile().context("resynchronizing conntrack")?;
+            for item in batch_items(batch, &w.name, *ino, &mut pods) {
+                if show(&item, &mut stats)? {
+                    break 'reconcile;
+                }
             }
         }
     }
     Ok(stats)
+}
+
+/// A watcher's batch as items: connections starting and ending (state
+/// changes are not flows) and, after lost events, the loss with the number
+/// of flows the resync found.
+fn batch_items(batch: Batch, node: &str, netns_ino: u64, pods: &mut Pods) -> Vec<Item> {
+    let mut items: Vec<Item> = batch
+        .events
+        .iter()
+        .filter(|seen| seen.event.kind != EventKind::Update)
+        .map(|seen| {
+            Item::Flow(Box::new(Flow::from_conntrack(
+                &seen.event.entry,
+                seen.event.kind,
+                seen.resync,
+                node,
+                netns_ino,
+                now_ns(),
+                pods,
+            )))
+        })
+        .collect();
+    if let Some((new, gone)) = batch.overrun {
+        items.push(Item::Lost(Lost {
+            time_ns: now_ns(),
+            source: "CTNETLINK_SOCKET_BUFFER",
+            count: new + gone,
+            node: node.to_owned(),
+        }));
+    }
+    items
 }
 
 /// Waits up to 50 ms for conntrack events in any namespace (drops arrive on

@@ -100,10 +100,6 @@ impl<W: Write> JsonSink<W> {
 }
 
 impl<W: Write> Sink for JsonSink<W> {
-    fn started(&mut self, _: Hook) -> std::io::Result<()> {
-        Ok(())
-    }
-
     fn drop_seen(&mut self, record: &DropRecord) -> std::io::Result<()> {
         serde_json::to_writer(&mut self.out, record)?;
         self.out.write_all(b"\n")
@@ -111,10 +107,6 @@ impl<W: Write> Sink for JsonSink<W> {
 
     fn batch_done(&mut self) -> std::io::Result<()> {
         self.out.flush()
-    }
-
-    fn progress(&mut self, _: &Summary, _: Duration) -> std::io::Result<()> {
-        Ok(())
     }
 
     fn finished(&mut self, summary: &Summary, _: Duration) -> std::io::Result<()> {

@@ -166,6 +166,10 @@ impl<S: Sink, W: Write> Sink for PcapSink<S, W> {
         self.inner.batch_done()
     }
 
+    fn lost(&mut self, newly: u64) -> std::io::Result<()> {
+        self.inner.lost(newly)
+    }
+
     fn progress(&mut self, summary: &Summary, elapsed: Duration) -> std::io::Result<()> {
         self.inner.progress(summary, elapsed)
     }
@@ -198,12 +202,6 @@ impl<W: Write> Sink for SummaryOnly<W> {
         )
     }
     fn drop_seen(&mut self, _: &DropRecord) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn batch_done(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn progress(&mut self, _: &Summary, _: Duration) -> std::io::Result<()> {
         Ok(())
     }
     fn finished(&mut self, summary: &Summary, elapsed: Duration) -> std::io::Result<()> {
@@ -241,19 +239,7 @@ mod tests {
     fn one_interface_block_per_namespace_and_interface() {
         struct Nothing;
         impl Sink for Nothing {
-            fn started(&mut self, _: Hook) -> std::io::Result<()> {
-                Ok(())
-            }
             fn drop_seen(&mut self, _: &DropRecord) -> std::io::Result<()> {
-                Ok(())
-            }
-            fn batch_done(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-            fn progress(&mut self, _: &Summary, _: Duration) -> std::io::Result<()> {
-                Ok(())
-            }
-            fn finished(&mut self, _: &Summary, _: Duration) -> std::io::Result<()> {
                 Ok(())
             }
         }

@@ -149,6 +149,23 @@ pub fn wait_for_signal_handler(child: &std::process::Child) {
     }
 }
 
+/// Waits (20 s at most) until a child labctl wrote its `--ready-file`,
+/// failing at once if it exits first; returns what it wrote (a URL, ...).
+pub fn wait_ready(child: &mut std::process::Child, ready: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("labctl exited before it was ready: {status}");
+        }
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::fs::read_to_string(ready)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
 /// Waits for `child` to exit, at most `secs` seconds.
 pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
