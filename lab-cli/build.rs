@@ -24,6 +24,8 @@ fn main() -> anyhow::Result<()> {
         root.join("lab-common").display()
     );
 
+    embed_exercises(root)?;
+
     let toolchain = env::var("LABCTL_EBPF_TOOLCHAIN")
         .or_else(|_| env::var("RUSTUP_TOOLCHAIN"))
         .unwrap_or_else(|_| "stable".to_owned());
@@ -48,6 +50,35 @@ fn main() -> anyhow::Result<()> {
     .context(
         "building the eBPF programs in lab-ebpf failed (run scripts/setup.sh if a tool is missing)",
     )
+}
+
+/// Every `exercises/*.toml`, embedded: `src/exercises/catalog.rs` includes
+/// the generated list, so a new exercise is one new file.
+fn embed_exercises(root: &Path) -> anyhow::Result<()> {
+    let dir = root.join("exercises");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    files.sort();
+    let mut code = String::from("pub const EXERCISES: &[(&str, &str)] = &[\n");
+    for path in &files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| anyhow!("{} is not a UTF-8 name", path.display()))?;
+        code.push_str(&format!(
+            "    ({name:?}, include_str!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    code.push_str("];\n");
+    let out = Path::new(&env::var("OUT_DIR")?).join("exercises.rs");
+    std::fs::write(&out, code).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
 }
 
 /// bpf-linker must exist and its LLVM must be at least as new as rustc's:

@@ -23,11 +23,11 @@ pub struct AttemptArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ExerciseCommand {
-    /// The exercises: id, concept, difficulty, minutes.
+    /// The exercises: id, level, minutes, concept.
     List(ExListArgs),
     /// Build the exercise's lab, break it, and print the story and tasks.
     Start(ExStartArgs),
-    /// Tasks passed so far, hints used, time spent.
+    /// Tasks passed so far, hints used, answers given, time spent.
     Status(ExStatusArgs),
     /// The next hint (symptom, concept, where to look, the tool).
     Hint(ExPlainArgs),
@@ -41,8 +41,15 @@ pub enum ExerciseCommand {
     Reset(ExPlainArgs),
     /// Tear the exercise's lab down and forget the attempt.
     Stop(ExPlainArgs),
-    /// Write one Markdown handout per exercise into DIR.
+    /// Write a participant handout and instructor notes per exercise into DIR.
     Export(ExExportArgs),
+    /// Check exercise files without building a lab (instructors).
+    Lint(ExLintArgs),
+    /// Run exercises' whole protocol on real labs: broken, solved,
+    /// alternatives pass, shortcuts caught, reset, stop (instructors).
+    Selftest(ExSelftestArgs),
+    /// The exercise file format: its JSON Schema, or its documentation.
+    Schema(ExSchemaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,7 +66,7 @@ pub struct ExListArgs {
 pub struct ExStartArgs {
     /// The exercise (see `labctl exercise list`).
     pub id: String,
-    /// The lab to build it in; learners sharing a machine use different names [default: ex].
+    /// The lab to build it in; participants sharing a machine use different names [default: ex].
     #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
     /// Exercises from this directory (`*.toml`) instead of the shipped ones.
@@ -102,7 +109,7 @@ pub struct ExPlainArgs {
 
 #[derive(Debug, Args)]
 pub struct ExAnswerArgs {
-    /// The answer, e.g. `node2 NETFILTER_DROP`.
+    /// The answer, e.g. `node1 NO_SOCKET`.
     #[arg(required = true, num_args = 1..)]
     pub words: Vec<String>,
     #[command(flatten)]
@@ -114,13 +121,52 @@ pub struct ExAnswerArgs {
 
 #[derive(Debug, Args)]
 pub struct ExExportArgs {
-    /// Write the handouts as Markdown into this directory.
-    #[arg(long, value_name = "DIR")]
-    pub markdown: PathBuf,
+    /// The directory to write into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub out: PathBuf,
+    /// Put the hints in the participants' handouts too.
+    #[arg(long)]
+    pub hints: bool,
     /// Exercises from this directory (`*.toml`) instead of the shipped ones.
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Output: text for people, json for scripts (the files written).
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ExLintArgs {
+    /// The exercise files of this directory (`*.toml`) [default: the shipped ones].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Output: text for people, json for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ExSelftestArgs {
+    /// The exercises to test [default: all].
+    pub ids: Vec<String>,
+    /// Exercises from this directory (`*.toml`) instead of the shipped ones.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Every draw of the parameters (all combinations when few, else every
+    /// choice of each parameter), not only the first.
+    #[arg(long)]
+    pub all_draws: bool,
+    /// The lab to run it in (taken down at the end).
+    #[arg(long, value_parser = values::lab_name, default_value = "selftest")]
+    pub lab: String,
+    /// Output: text for people, json for scripts (one report per draw).
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ExSchemaArgs {
+    /// The format's documentation in Markdown instead of the JSON Schema.
+    #[arg(long)]
+    pub markdown: bool,
 }

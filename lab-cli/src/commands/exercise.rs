@@ -1,19 +1,20 @@
 //! `labctl exercise ...`: one function per subcommand; the work is in
-//! `crate::exercises`.
+//! `crate::exercises`, the text views in `output::exercises`.
 
 use std::io::Write as _;
 
-use anstyle::{AnsiColor, Style};
 use anyhow::Context as _;
 
 use crate::{
     cli::exercise::{
-        ExAnswerArgs, ExCheckArgs, ExExportArgs, ExListArgs, ExPlainArgs, ExStartArgs,
-        ExStatusArgs, ExerciseCommand,
+        ExAnswerArgs, ExCheckArgs, ExExportArgs, ExLintArgs, ExListArgs, ExPlainArgs,
+        ExSchemaArgs, ExSelftestArgs, ExStartArgs, ExStatusArgs, ExerciseCommand,
     },
-    exercises::{self, DEFAULT_LAB, Running, attempt::Attempt, catalog, observe::CheckReport},
-    kernel::privilege,
-    output::{OutputFormat, exit::Outcome, table},
+    exercises::{
+        self, attempt::Attempt, catalog, export, lint, schema, selftest, template,
+    },
+    kernel::{interrupt::Interrupted, privilege},
+    output::{OutputFormat, exercises as view, exit::Outcome},
 };
 
 pub fn run(command: ExerciseCommand) -> anyhow::Result<Outcome> {
@@ -28,25 +29,24 @@ pub fn run(command: ExerciseCommand) -> anyhow::Result<Outcome> {
         ExerciseCommand::Reset(args) => reset(args),
         ExerciseCommand::Stop(args) => stop(args),
         ExerciseCommand::Export(args) => export(args),
+        ExerciseCommand::Lint(args) => lint(args),
+        ExerciseCommand::Selftest(args) => selftest(args),
+        ExerciseCommand::Schema(args) => schema(args),
     }
 }
 
-fn green() -> Style {
-    Style::new().fg_color(Some(AnsiColor::Green.into())).bold()
+/// Whether several exercises run (then every command needs --lab).
+fn several() -> bool {
+    Attempt::all().map(|a| a.len() > 1).unwrap_or(false)
 }
 
-fn red() -> Style {
-    Style::new().fg_color(Some(AnsiColor::Red.into())).bold()
-}
-
-/// ` --lab LAB` when the learner must say which lab (not the default one,
-/// or several exercises running).
-fn lab_opt(lab: &str) -> String {
-    let several = Attempt::all().map(|a| a.len() > 1).unwrap_or(false);
-    if lab != DEFAULT_LAB || several {
-        format!(" --lab {lab}")
+/// An exercise error as the command returns it: Ctrl-C as `Interrupted`
+/// (exit 130), the rest with its context.
+fn fail(e: exercises::ExerciseError, what: &str) -> anyhow::Error {
+    if e.is_interrupted() {
+        anyhow::Error::new(Interrupted).context(format!("{what} was interrupted"))
     } else {
-        String::new()
+        anyhow::Error::new(e).context(what.to_owned())
     }
 }
 
@@ -55,64 +55,36 @@ fn list(args: ExListArgs) -> anyhow::Result<Outcome> {
     let mut out = anstream::stdout().lock();
     if args.output == OutputFormat::Json {
         for s in &sources {
-            let e = &s.exercise;
+            let h = &s.header;
             writeln!(
                 out,
                 "{}",
                 serde_json::json!({
-                    "id": e.id, "title": e.title, "concept": e.concept,
-                    "difficulty": e.difficulty, "minutes": e.minutes, "scenario": e.scenario,
+                    "id": h.id, "title": h.title, "concept": h.concept,
+                    "difficulty": h.difficulty, "minutes": h.minutes, "scenario": h.scenario,
+                    "file": s.file,
                 })
             )?;
         }
         return Ok(Outcome::Success);
     }
-    let rows = sources.iter().map(|s| {
-        let e = &s.exercise;
-        let concept: String = if e.concept.chars().count() > 48 {
-            e.concept.chars().take(47).chain(['…']).collect()
-        } else {
-            e.concept.clone()
-        };
-        vec![
-            e.id.clone(),
-            format!("{:?}", e.difficulty).to_lowercase(),
-            e.minutes.to_string(),
-            concept,
-        ]
-    });
-    table::write(&mut out, &["ID", "LEVEL", "MIN", "CONCEPT"], rows)?;
-    writeln!(out, "\nStart one: sudo labctl exercise start ID")?;
+    view::list(&mut out, &sources)?;
     Ok(Outcome::Success)
 }
 
-fn print_story(out: &mut impl std::io::Write, run: &Running) -> std::io::Result<()> {
-    let ex = &run.exercise;
-    let lab = &run.attempt.lab;
-    writeln!(out, "\n{}\n", textwrap::fill(ex.story.trim(), 78))?;
-    writeln!(out, "Tasks:")?;
-    for (i, t) in ex.tasks.iter().enumerate() {
-        writeln!(out, "  {}. {}", i + 1, t.title)?;
-    }
-    let opt = lab_opt(lab);
-    writeln!(
-        out,
-        "\nCheck your fix:  labctl exercise check{opt}\nStuck?           labctl exercise hint{opt}\nStart over:      labctl exercise reset{opt}   |   end: labctl exercise stop{opt}"
-    )
-}
-
 fn start(args: ExStartArgs) -> anyhow::Result<Outcome> {
-    // Which exercise, before privileges: a typo is a typo.
+    // Which exercise, and whether its file is valid, before privileges.
     let sources = catalog::load(args.dir.as_deref())?;
-    catalog::find(&sources, &args.id)?;
+    let source = catalog::find(&sources, &args.id)?;
     privilege::require_netns_admin("exercise start")?;
-    let run = exercises::start(
-        &args.id,
-        args.lab.as_deref(),
-        args.dir.as_deref(),
-        args.seed,
-    )
-    .with_context(|| format!("cannot start exercise `{}`", args.id))?;
+    if !source.shipped() && source.runs_commands() {
+        eprintln!(
+            "note: {} runs shell commands as root in the lab's namespaces (its break, solution and fixes); read it before you run it",
+            source.file
+        );
+    }
+    let run = exercises::start(&source, args.lab.as_deref(), args.seed, None)
+        .map_err(|e| fail(e, &format!("cannot start exercise `{}`", args.id)))?;
     let mut out = anstream::stdout().lock();
     if args.output == OutputFormat::Json {
         let ex = &run.exercise;
@@ -122,18 +94,16 @@ fn start(args: ExStartArgs) -> anyhow::Result<Outcome> {
             serde_json::json!({
                 "exercise": ex.id, "lab": run.attempt.lab, "title": ex.title,
                 "story": ex.story.trim(),
-                "tasks": ex.tasks.iter().map(|t| &t.title).collect::<Vec<_>>(),
+                "tasks": ex.tasks.iter().map(|t| serde_json::json!({
+                    "id": t.id, "title": t.title, "keep_working": t.keep_working,
+                })).collect::<Vec<_>>(),
+                "asks": ex.asks(),
+                "max_answers": ex.max_answers,
             })
         )?;
         return Ok(Outcome::Success);
     }
-    let green = green();
-    writeln!(
-        out,
-        "{green}▶{green:#} exercise `{}` is running in lab `{}`: {}",
-        run.exercise.id, run.attempt.lab, run.exercise.title
-    )?;
-    print_story(&mut out, &run)?;
+    view::started(&mut out, &run.exercise, &run.attempt.lab, several())?;
     Ok(Outcome::Success)
 }
 
@@ -147,114 +117,51 @@ fn status(args: ExStatusArgs) -> anyhow::Result<Outcome> {
             out,
             "{}",
             serde_json::json!({
-                "exercise": a.exercise, "lab": a.lab,
+                "exercise": a.exercise, "lab": a.lab, "phase": a.phase,
+                "variant": template::describe(&a.vars),
                 "tasks_total": ex.tasks.len(), "tasks_passed": a.passed,
                 "hints_used": a.hints_used, "hints_total": ex.hints.len(),
                 "solution_revealed": a.solution_revealed, "checks_run": a.checks_run,
+                "answers": a.answers, "wrong_answers": a.wrong_answers(),
+                "max_answers": ex.max_answers,
                 "elapsed_s": a.elapsed_s(),
                 "solved_after_s": a.solved_unix.map(|t| t.saturating_sub(a.started_unix)),
             })
         )?;
         return Ok(Outcome::Success);
     }
-    let secs = a.elapsed_s();
-    writeln!(
-        out,
-        "exercise `{}` in lab `{}`: {}\n  tasks passed at the last check: {} of {}\n  hints used: {} of {}\n  checks run: {}\n  time: {}m{:02}s{}{}",
-        a.exercise,
-        a.lab,
-        ex.title,
-        a.passed.len(),
-        ex.tasks.len(),
-        a.hints_used,
-        ex.hints.len(),
-        a.checks_run,
-        secs / 60,
-        secs % 60,
-        a.solved_unix.map_or(String::new(), |t| format!(
-            "\n  solved after {}m{:02}s",
-            t.saturating_sub(a.started_unix) / 60,
-            t.saturating_sub(a.started_unix) % 60
-        )),
-        if a.solution_revealed {
-            "\n  the solution was shown"
-        } else {
-            ""
-        }
-    )?;
+    view::status(&mut out, a, ex)?;
     Ok(Outcome::Success)
 }
 
 fn hint(args: ExPlainArgs) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("exercise hint")?;
     let mut run = exercises::running(args.attempt.lab.as_deref())?;
-    let (n, total, text) = exercises::hint(&mut run)?;
+    let h = exercises::hint(&mut run)?;
     let mut out = anstream::stdout().lock();
     match args.output {
         OutputFormat::Json => writeln!(
             out,
             "{}",
-            serde_json::json!({"hint": n, "of": total, "text": text.trim()})
+            serde_json::json!({
+                "hint": h.number, "of": h.total, "text": h.text.trim(),
+                "last": h.number == h.total,
+            })
         )?,
-        OutputFormat::Text => writeln!(
-            out,
-            "hint {n} of {total}:\n{}",
-            textwrap::indent(&textwrap::fill(text.trim(), 76), "  ")
-        )?,
+        OutputFormat::Text => view::hint(&mut out, &h)?,
     }
     Ok(Outcome::Success)
-}
-
-fn print_report(out: &mut impl std::io::Write, report: &CheckReport) -> std::io::Result<()> {
-    let (green, red) = (green(), red());
-    for t in report.tasks.iter().chain(&report.guards) {
-        let is_guard = t.id.starts_with("guard-");
-        let label = if is_guard { "guard: " } else { "" };
-        if t.passed {
-            writeln!(out, "{green}✓{green:#} {label}{}", t.title)?;
-        } else if t.skipped {
-            writeln!(out, "· {label}{} ({})", t.title, t.failures.join("; "))?;
-        } else {
-            writeln!(out, "{red}✗{red:#} {label}{}", t.title)?;
-            for f in &t.failures {
-                writeln!(
-                    out,
-                    "{}",
-                    textwrap::indent(&textwrap::fill(&format!("FAIL: {f}"), 74), "    ")
-                )?;
-            }
-        }
-    }
-    if report.passed {
-        writeln!(
-            out,
-            "{green}solved{green:#}: every task passes ({:.1} s)",
-            report.elapsed_ms as f64 / 1000.0
-        )
-    } else {
-        writeln!(
-            out,
-            "not yet: {} of {} tasks pass{}",
-            report.tasks.iter().filter(|t| t.passed).count(),
-            report.tasks.len(),
-            if report.guards.iter().any(|g| !g.passed) {
-                "; a guard failed: the fix took a shortcut"
-            } else {
-                ""
-            }
-        )
-    }
 }
 
 fn check(args: ExCheckArgs) -> anyhow::Result<Outcome> {
     // The drop checks load the tracer.
     privilege::require("exercise check")?;
     let mut run = exercises::running(args.attempt.lab.as_deref())?;
-    let report = exercises::check(&mut run)?;
+    let report = exercises::check(&mut run).map_err(|e| fail(e, "the check"))?;
     let mut out = anstream::stdout().lock();
     match args.output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
-        OutputFormat::Text => print_report(&mut out, &report)?,
+        OutputFormat::Text => view::report(&mut out, &report)?,
     }
     Ok(if report.passed {
         Outcome::Success
@@ -268,13 +175,23 @@ fn answer(args: ExAnswerArgs) -> anyhow::Result<Outcome> {
     let mut run = exercises::running(args.attempt.lab.as_deref())?;
     let text = args.words.join(" ");
     exercises::answer(&mut run, &text)?;
+    let a = &run.attempt;
+    let left = run
+        .exercise
+        .max_answers
+        .map(|m| (m as usize).saturating_sub(a.answers.len()));
     let mut out = anstream::stdout().lock();
     match args.output {
-        OutputFormat::Json => writeln!(out, "{}", serde_json::json!({ "answer": text }))?,
+        OutputFormat::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "answer": text, "given": a.answers.len(), "left": left })
+        )?,
         OutputFormat::Text => writeln!(
             out,
-            "answer recorded: {text}\nnow: labctl exercise check{}",
-            lab_opt(&run.attempt.lab)
+            "answer recorded: {text}{}\nnow: labctl exercise check{}",
+            left.map(|n| format!(" ({n} left)")).unwrap_or_default(),
+            view::lab_opt(&a.lab, several())
         )?,
     }
     Ok(Outcome::Success)
@@ -284,22 +201,19 @@ fn solution(args: ExPlainArgs) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("exercise solution")?;
     let mut run = exercises::running(args.attempt.lab.as_deref())?;
     exercises::reveal(&mut run)?;
-    let lab = &run.attempt.lab;
+    let lab = run.attempt.lab.clone();
     let s = &run.exercise.solution;
-    let commands: Vec<String> = s.commands.iter().map(|a| a.command_line(lab)).collect();
     let mut out = anstream::stdout().lock();
     match args.output {
-        OutputFormat::Json => writeln!(
-            out,
-            "{}",
-            serde_json::json!({"explanation": s.explanation.trim(), "commands": commands})
-        )?,
-        OutputFormat::Text => {
-            writeln!(out, "{}\n", textwrap::fill(s.explanation.trim(), 78))?;
-            for c in commands {
-                writeln!(out, "  {c}")?;
-            }
+        OutputFormat::Json => {
+            let commands: Vec<String> = s.actions.iter().map(|a| a.command_line(&lab)).collect();
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"explanation": s.explanation.trim(), "commands": commands})
+            )?
         }
+        OutputFormat::Text => view::solution(&mut out, &run.exercise, &lab)?,
     }
     Ok(Outcome::Success)
 }
@@ -307,7 +221,7 @@ fn solution(args: ExPlainArgs) -> anyhow::Result<Outcome> {
 fn reset(args: ExPlainArgs) -> anyhow::Result<Outcome> {
     privilege::require_netns_admin("exercise reset")?;
     let mut run = exercises::running(args.attempt.lab.as_deref())?;
-    exercises::reset(&mut run).context("cannot reset the exercise")?;
+    exercises::reset(&mut run).map_err(|e| fail(e, "cannot reset the exercise"))?;
     let mut out = anstream::stdout().lock();
     match args.output {
         OutputFormat::Json => writeln!(
@@ -321,7 +235,7 @@ fn reset(args: ExPlainArgs) -> anyhow::Result<Outcome> {
                 "lab `{}` rebuilt in its broken state (same exercise, same parameters)",
                 run.attempt.lab
             )?;
-            print_story(&mut out, &run)?;
+            view::story(&mut out, &run.exercise, &run.attempt.lab, several())?;
         }
     }
     Ok(Outcome::Success)
@@ -349,7 +263,7 @@ fn stop(args: ExPlainArgs) -> anyhow::Result<Outcome> {
 
 fn export(args: ExExportArgs) -> anyhow::Result<Outcome> {
     let sources = catalog::load(args.dir.as_deref())?;
-    let written = exercises::export_markdown(&sources, &args.markdown)?;
+    let written = export::export(&sources, &args.out, args.hints)?;
     let mut out = anstream::stdout().lock();
     match args.output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::json!({ "written": written }))?,
@@ -358,6 +272,129 @@ fn export(args: ExExportArgs) -> anyhow::Result<Outcome> {
                 writeln!(out, "wrote {}", p.display())?;
             }
         }
+    }
+    Ok(Outcome::Success)
+}
+
+fn lint(args: ExLintArgs) -> anyhow::Result<Outcome> {
+    let reasons = lint::kernel_reasons();
+    let results: Vec<(String, Vec<String>)> = match &args.dir {
+        None => catalog::shipped()?
+            .iter()
+            .map(|s| (s.file.clone(), lint::lint(s, reasons.as_deref())))
+            .collect(),
+        Some(dir) => catalog::files_in(dir)?
+            .into_iter()
+            .map(|r| match r {
+                Ok(s) => (s.file.clone(), lint::lint(&s, reasons.as_deref())),
+                Err(e) => (
+                    match &e {
+                        catalog::CatalogError::Parse { file, .. }
+                        | catalog::CatalogError::Invalid { file, .. }
+                        | catalog::CatalogError::Read { file, .. }
+                        | catalog::CatalogError::NotRegular { file }
+                        | catalog::CatalogError::TooBig { file } => file.clone(),
+                        _ => String::new(),
+                    },
+                    vec![e.to_string()],
+                ),
+            })
+            .collect(),
+    };
+    let mut out = anstream::stdout().lock();
+    let bad = results.iter().filter(|(_, p)| !p.is_empty()).count();
+    match args.output {
+        OutputFormat::Json => {
+            for (file, problems) in &results {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({ "file": file, "valid": problems.is_empty(), "problems": problems })
+                )?;
+            }
+        }
+        OutputFormat::Text => {
+            for (file, problems) in &results {
+                view::lint(&mut out, file, problems)?;
+            }
+            if reasons.is_none() {
+                writeln!(
+                    out,
+                    "(drop reasons were not checked: this kernel's BTF cannot be read)"
+                )?;
+            }
+        }
+    }
+    Ok(if bad == 0 && !results.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Negative
+    })
+}
+
+fn selftest(args: ExSelftestArgs) -> anyhow::Result<Outcome> {
+    let sources = catalog::load(args.dir.as_deref())?;
+    let chosen: Vec<catalog::Source> = if args.ids.is_empty() {
+        sources.clone()
+    } else {
+        args.ids
+            .iter()
+            .map(|id| catalog::find(&sources, id))
+            .collect::<Result<_, _>>()?
+    };
+    privilege::require("exercise selftest")?;
+    let json = args.output == OutputFormat::Json;
+    let mut failed = 0;
+    for source in &chosen {
+        let mut draws = template::variants(&source.header.params, &args.lab);
+        if !args.all_draws {
+            draws.truncate(1);
+        }
+        for vars in draws {
+            if !json {
+                let mut out = anstream::stdout().lock();
+                view::selftest_head(&mut out, source.id(), &template::describe(&vars), &args.lab)?;
+            }
+            let mut progress = |step: &selftest::Step| {
+                if !json {
+                    let mut out = anstream::stdout().lock();
+                    if let Err(e) = view::selftest_step(&mut out, step) {
+                        tracing::debug!("printing a step: {e}");
+                    }
+                }
+            };
+            let report = selftest::run(source, vars, &args.lab, &mut progress)
+                .map_err(|e| fail(e, "the selftest"))?;
+            if !report.passed {
+                failed += 1;
+            }
+            if json {
+                let mut out = anstream::stdout().lock();
+                writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            }
+        }
+    }
+    if !json {
+        let mut out = anstream::stdout().lock();
+        if failed == 0 {
+            writeln!(out, "every protocol step passed")?;
+        } else {
+            writeln!(out, "{failed} draw(s) failed a step")?;
+        }
+    }
+    Ok(if failed == 0 {
+        Outcome::Success
+    } else {
+        Outcome::Negative
+    })
+}
+
+fn schema(args: ExSchemaArgs) -> anyhow::Result<Outcome> {
+    let mut out = anstream::stdout().lock();
+    if args.markdown {
+        write!(out, "{}", schema::markdown())?;
+    } else {
+        writeln!(out, "{}", serde_json::to_string_pretty(&schema::json_schema())?)?;
     }
     Ok(Outcome::Success)
 }

@@ -1,25 +1,36 @@
 //! `labctl exercise`: break-fix workshop exercises with automatic checks.
 //!
-//! An exercise (a TOML file, see `model`) builds a lab, breaks it, tells a
-//! story of symptoms, and checks from the live system whether the learner
-//! fixed it (`observe`). An attempt (`attempt`) remembers the randomized
-//! parameters, hints used and results, one per lab.
+//! An exercise (a TOML file, see `model`; placeholders in `template`;
+//! checked without a lab by `lint`) builds a lab, breaks it, tells a story
+//! of symptoms, and checks from the live system whether the participant
+//! fixed it (`observe`). An attempt (`attempt`) remembers the exercise's
+//! text, the randomized parameters, hints, answers and results, one per
+//! lab. `selftest` runs the whole protocol an instructor relies on;
+//! `export` writes the handouts and instructor notes; `schema` the JSON
+//! Schema and the format's documentation.
 
 pub mod attempt;
 pub mod catalog;
+pub mod export;
+pub mod lint;
 pub mod model;
 pub mod observe;
-
-use std::path::{Path, PathBuf};
+pub mod schema;
+pub mod selftest;
+pub mod template;
 
 use thiserror::Error;
 
-use attempt::{Attempt, AttemptError, now_unix};
+use attempt::{AnswerRecord, Attempt, AttemptError, Phase, now_unix};
 use catalog::{CatalogError, Source};
-use model::Exercise;
-use observe::{CheckReport, ObserveError};
+use model::{Action, Exercise};
+use observe::{CheckReport, Judgement, ObserveError};
+use template::Vars;
 
-use crate::lab::{self, Lab, LabError};
+use crate::{
+    kernel::interrupt,
+    lab::{self, Lab, LabError},
+};
 
 /// The lab an exercise runs in unless `--lab` names another.
 pub const DEFAULT_LAB: &str = "ex";
@@ -38,6 +49,10 @@ pub enum ExerciseError {
         "the exercise's lab `{0}` is gone (was it taken down with `lab down`?); `labctl exercise reset` rebuilds it, `labctl exercise stop` ends the attempt"
     )]
     LabGone(String),
+    #[error("{0}")]
+    Unjudgeable(String),
+    #[error(transparent)]
+    Interrupted(#[from] interrupt::Interrupted),
 }
 
 impl ExerciseError {
@@ -46,8 +61,19 @@ impl ExerciseError {
             ExerciseError::Catalog(e) => e.is_usage(),
             ExerciseError::Attempt(e) => e.is_usage(),
             ExerciseError::Lab(e) => e.is_usage(),
+            ExerciseError::Unjudgeable(_) => true,
             _ => false,
         }
+    }
+
+    /// Ctrl-C or SIGTERM ended it (exit 130).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            ExerciseError::Interrupted(_)
+                | ExerciseError::Attempt(AttemptError::Interrupted(_))
+                | ExerciseError::Lab(LabError::Interrupted { .. })
+        )
     }
 }
 
@@ -57,78 +83,96 @@ pub struct Running {
     pub exercise: Exercise,
 }
 
-fn source_of(attempt: &Attempt) -> Result<Source, ExerciseError> {
-    let sources = catalog::load(attempt.dir.as_deref())?;
-    Ok(catalog::find(&sources, &attempt.exercise)?)
+impl Running {
+    fn of(attempt: Attempt) -> Result<Self, ExerciseError> {
+        let source = Source::parse(&attempt.file, &attempt.text)?;
+        let exercise = catalog::instantiate(&source, &attempt.vars)?;
+        Ok(Self { attempt, exercise })
+    }
+
+    /// The record again (another command may have changed it).
+    fn reload(&mut self) -> Result<(), ExerciseError> {
+        self.attempt = Attempt::find(Some(&self.attempt.lab))?;
+        Ok(())
+    }
 }
 
-/// The attempt in `lab` (or the only one), with its exercise.
+/// The attempt in `lab` (or the only one), with its exercise: from the
+/// record alone, never from the catalog.
 pub fn running(lab: Option<&str>) -> Result<Running, ExerciseError> {
-    let attempt = Attempt::find(lab)?;
-    let exercise = catalog::instantiate(&source_of(&attempt)?, &attempt.vars)?;
-    Ok(Running { attempt, exercise })
+    Running::of(Attempt::find(lab)?)
 }
 
-/// Builds the lab and breaks it. On failure the lab is taken down again.
-fn build(
-    exercise: &Exercise,
-    lab_name: &str,
-) -> Result<(Lab, Vec<(String, attempt::Snapshot)>), ExerciseError> {
-    let options = exercise
-        .lab_options()
-        .map_err(|problem| CatalogError::Invalid {
-            id: exercise.id.clone(),
-            problem,
-        })?;
-    let lab = Lab::up(Some(lab_name), &exercise.scenario, options)?;
-    let broken = observe::apply(&lab, &exercise.breaks).and_then(|()| {
-        observe::watched_members(exercise)
-            .into_iter()
-            .map(|m| observe::snapshot(&lab, &m).map(|s| (m, s)))
-            .collect::<Result<Vec<_>, _>>()
-    });
+/// Builds the lab and breaks it, and takes the snapshots `unchanged`
+/// compares with. On failure the lab is taken down again.
+fn build(exercise: &Exercise, lab_name: &str) -> Result<Vec<(String, attempt::Snapshot)>, ExerciseError> {
+    let lab = Lab::up(Some(lab_name), &exercise.scenario, exercise.lab_options())?;
+    let broken = (|| -> Result<_, ExerciseError> {
+        for a in &exercise.breaks {
+            interrupt::check()?;
+            observe::apply(&lab, a)?;
+        }
+        interrupt::check()?;
+        let mut snaps = Vec::new();
+        for (m, t) in observe::watched(exercise) {
+            let s = observe::snapshot(&lab, &m, t.as_deref())?;
+            snaps.push((observe::snapshot_key(&m, t.as_deref()), s));
+        }
+        Ok(snaps)
+    })();
     match broken {
-        Ok(snapshots) => Ok((lab, snapshots)),
+        Ok(snapshots) => Ok(snapshots),
         Err(e) => {
             if let Err(down) = lab::down(Some(lab_name)) {
                 tracing::warn!("removing the half-built exercise lab: {down}");
             }
-            Err(e.into())
+            Err(e)
         }
     }
 }
 
-/// `exercise start`: builds the lab, plants the fault, records the attempt.
-/// `seed` fixes the randomized parameters (tests); by default it is random.
+/// `exercise start`: records the attempt (phase `starting`), builds the
+/// lab, plants the fault, then marks it ready. `vars` fixes the draw
+/// (selftest); otherwise `seed` picks it (random by default).
 pub fn start(
-    id: &str,
+    source: &Source,
     lab_name: Option<&str>,
-    dir: Option<&Path>,
     seed: Option<u64>,
+    vars: Option<Vars>,
 ) -> Result<Running, ExerciseError> {
     let lab_name = lab_name.unwrap_or(DEFAULT_LAB);
-    if let Some(existing) = Attempt::load(lab_name)? {
-        return Err(AttemptError::Busy {
-            lab: lab_name.to_owned(),
-            id: existing.exercise,
-        }
-        .into());
-    }
-    let sources = catalog::load(dir)?;
-    let source = catalog::find(&sources, id)?;
     let seed = seed.unwrap_or_else(|| fastrand::u64(..));
-    let vars = catalog::choose(&source.exercise, lab_name, seed);
-    let exercise = catalog::instantiate(&source, &vars)?;
-    let (_lab, snapshots) = build(&exercise, lab_name)?;
-    let mut attempt = Attempt::new(id, lab_name, seed, vars, dir.map(Path::to_path_buf));
-    attempt.snapshots = snapshots.into_iter().collect();
-    if let Err(e) = attempt.save() {
-        if let Err(down) = lab::down(Some(lab_name)) {
-            tracing::warn!("removing the exercise lab: {down}");
+    let mut vars = vars.unwrap_or_else(|| catalog::choose(source, lab_name, seed));
+    vars.insert(
+        template::LAB.to_owned(),
+        model::Value::Str(lab_name.to_owned()),
+    );
+    let exercise = catalog::instantiate(source, &vars)?;
+    let attempt = Attempt::new(source.id(), lab_name, seed, vars, &source.file, &source.text);
+    // First the record: a start killed at any moment leaves an attempt
+    // that `stop` and `reset` know about.
+    attempt.create()?;
+    let built = build(&exercise, lab_name).and_then(|snapshots| {
+        Ok(Attempt::update(lab_name, |a| {
+            a.snapshots = snapshots.into_iter().collect();
+            a.phase = Phase::Ready;
+            Ok(())
+        })?)
+    });
+    match built {
+        Ok((attempt, ())) => Ok(Running { attempt, exercise }),
+        Err(e) => {
+            if let Err(rm) = attempt.remove() {
+                tracing::warn!("removing the attempt's record: {rm}");
+            }
+            if matches!(e, ExerciseError::Attempt(_))
+                && let Err(down) = lab::down(Some(lab_name))
+            {
+                tracing::warn!("removing the exercise lab: {down}");
+            }
+            Err(e)
         }
-        return Err(e.into());
     }
-    Ok(Running { attempt, exercise })
 }
 
 fn open_lab(attempt: &Attempt) -> Result<Lab, ExerciseError> {
@@ -138,66 +182,163 @@ fn open_lab(attempt: &Attempt) -> Result<Lab, ExerciseError> {
     })
 }
 
-/// `exercise check`: every task and guard, observed; remembered in the attempt.
+/// `exercise check`: every task and guard, observed; remembered in the
+/// attempt. One check of a lab at a time; Ctrl-C records nothing.
 pub fn check(run: &mut Running) -> Result<CheckReport, ExerciseError> {
+    run.attempt.ready()?;
+    let _one = run.attempt.check_lock()?;
+    run.reload()?;
+    run.attempt.ready()?;
     let lab = open_lab(&run.attempt)?;
-    let report = observe::check(&lab, &run.attempt, &run.exercise);
-    let a = &mut run.attempt;
-    a.checks_run += 1;
-    a.passed = report
+    let report = observe::check(&lab, &run.attempt, &run.exercise)?;
+    let passed: Vec<String> = report
         .tasks
         .iter()
         .filter(|t| t.passed)
         .map(|t| t.id.clone())
         .collect();
-    if report.passed && a.solved_unix.is_none() {
-        a.solved_unix = Some(now_unix());
-    }
-    a.save()?;
+    let (attempt, ()) = Attempt::update(&run.attempt.lab, |a| {
+        a.checks_run += 1;
+        a.passed = passed;
+        if report.passed && a.solved_unix.is_none() {
+            a.solved_unix = Some(now_unix());
+        }
+        Ok(())
+    })?;
+    run.attempt = attempt;
     Ok(report)
 }
 
-/// `exercise hint`: the next hint (1-based number, total, text); the last
-/// one again once all were shown.
-pub fn hint(run: &mut Running) -> Result<(usize, usize, String), ExerciseError> {
+/// A hint, as `exercise hint` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    /// 1-based.
+    pub number: usize,
+    pub total: usize,
+    pub text: String,
+    /// Asked again after the last one.
+    pub repeated: bool,
+}
+
+/// `exercise hint`: the next hint; the last one again once all were shown.
+pub fn hint(run: &mut Running) -> Result<Hint, ExerciseError> {
     let total = run.exercise.hints.len();
-    let n = (run.attempt.hints_used + 1).min(total);
-    run.attempt.hints_used = n;
-    run.attempt.save()?;
-    let text = run.exercise.hints.get(n - 1).cloned().unwrap_or_default();
-    Ok((n, total, text))
+    let (attempt, repeated) = Attempt::update(&run.attempt.lab, |a| {
+        let repeated = a.hints_used >= total;
+        a.hints_used = (a.hints_used + 1).min(total);
+        Ok(repeated)
+    })?;
+    run.attempt = attempt;
+    let number = run.attempt.hints_used;
+    let text = run
+        .exercise
+        .hints
+        .get(number.saturating_sub(1))
+        .cloned()
+        .unwrap_or_default();
+    Ok(Hint {
+        number,
+        total,
+        text,
+        repeated,
+    })
 }
 
 /// `exercise solution`: marks it revealed.
 pub fn reveal(run: &mut Running) -> Result<(), ExerciseError> {
-    run.attempt.solution_revealed = true;
-    run.attempt.save()?;
+    let (attempt, ()) = Attempt::update(&run.attempt.lab, |a| {
+        a.solution_revealed = true;
+        Ok(())
+    })?;
+    run.attempt = attempt;
     Ok(())
 }
 
-/// `exercise answer TEXT`.
-pub fn answer(run: &mut Running, text: &str) -> Result<(), ExerciseError> {
-    run.attempt.answer = Some(text.trim().to_owned());
-    run.attempt.save()?;
+/// `exercise answer TEXT`: judged and recorded (capped by the exercise's
+/// `max_answers`); an answer of a kind the exercise cannot judge is refused
+/// with the kinds it can, and not counted. Returns whether it was right.
+pub fn answer(run: &mut Running, text: &str) -> Result<bool, ExerciseError> {
+    let text = text.trim().to_owned();
+    let lab = open_lab(&run.attempt)?;
+    let correct = match observe::judge(&lab, &run.exercise, &text) {
+        Judgement::Right => true,
+        Judgement::Wrong => false,
+        Judgement::Unjudgeable(possible) => {
+            return Err(ExerciseError::Unjudgeable(format!(
+                "`{text}` is not an answer this exercise can judge: {possible}"
+            )));
+        }
+    };
+    let max = run.exercise.max_answers;
+    let (attempt, ()) = Attempt::update(&run.attempt.lab, |a| {
+        if let Some(max) = max
+            && a.answers.len() >= max as usize
+        {
+            return Err(AttemptError::NoAnswersLeft {
+                used: a.answers.len(),
+                max,
+            });
+        }
+        a.answers.push(AnswerRecord {
+            text: text.clone(),
+            unix: now_unix(),
+            correct,
+        });
+        a.answer = Some(text.clone());
+        Ok(())
+    })?;
+    run.attempt = attempt;
+    Ok(correct)
+}
+
+/// Applies actions to the attempt's lab; an `answer` action sets the
+/// answer without counting it (instructors' dry runs, selftest).
+pub fn apply_actions(run: &mut Running, actions: &[Action]) -> Result<(), ExerciseError> {
+    let lab = open_lab(&run.attempt)?;
+    for a in actions {
+        interrupt::check()?;
+        match a {
+            Action::Answer { text } => {
+                let text = text.trim().to_owned();
+                let (attempt, ()) = Attempt::update(&run.attempt.lab, |at| {
+                    at.answer = Some(text);
+                    Ok(())
+                })?;
+                run.attempt = attempt;
+            }
+            other => observe::apply(&lab, other)?,
+        }
+    }
     Ok(())
 }
 
 /// `exercise reset`: the lab rebuilt and broken again, same parameters.
+/// Works from any phase (it is the way out of a killed start or reset).
 pub fn reset(run: &mut Running) -> Result<(), ExerciseError> {
-    match lab::down(Some(&run.attempt.lab)) {
+    let lab_name = run.attempt.lab.clone();
+    let (attempt, ()) = Attempt::update(&lab_name, |a| {
+        a.phase = Phase::Resetting;
+        Ok(())
+    })?;
+    run.attempt = attempt;
+    match lab::down(Some(&lab_name)) {
         Ok(_) | Err(LabError::NotUp(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    let (_lab, snapshots) = build(&run.exercise, &run.attempt.lab)?;
-    let a = &mut run.attempt;
-    a.snapshots = snapshots.into_iter().collect();
-    a.passed.clear();
-    a.answer = None;
-    a.save()?;
+    let snapshots = build(&run.exercise, &lab_name)?;
+    let (attempt, ()) = Attempt::update(&lab_name, |a| {
+        a.snapshots = snapshots.into_iter().collect();
+        a.passed.clear();
+        a.answer = None;
+        a.phase = Phase::Ready;
+        Ok(())
+    })?;
+    run.attempt = attempt;
     Ok(())
 }
 
-/// `exercise stop`: the lab torn down, the attempt forgotten.
+/// `exercise stop`: the lab torn down, the attempt forgotten (from any
+/// phase).
 pub fn stop(run: &Running) -> Result<(), ExerciseError> {
     match lab::down(Some(&run.attempt.lab)) {
         Ok(_) | Err(LabError::NotUp(_)) => {}
@@ -207,95 +348,17 @@ pub fn stop(run: &Running) -> Result<(), ExerciseError> {
     Ok(())
 }
 
+/// The exercise running in `lab` when it hides the lab's service mode
+/// (its answer): `lab status` leaves the mode out then.
+pub fn conceals_mode(lab: &str) -> Option<String> {
+    let run = Attempt::load(lab).ok().flatten().map(Running::of)?.ok()?;
+    run.exercise
+        .conceal_mode
+        .then(|| run.exercise.id.clone())
+}
+
 /// Applies the reference solution (tests, and instructors' dry runs).
-pub fn apply_solution(run: &Running) -> Result<(), ExerciseError> {
-    let lab = open_lab(&run.attempt)?;
-    observe::apply(&lab, &run.exercise.solution.commands)?;
-    Ok(())
-}
-
-/// Applies the exercise's shortcut (tests: a guard must catch it).
-pub fn apply_shortcut(run: &Running) -> Result<(), ExerciseError> {
-    let lab = open_lab(&run.attempt)?;
-    observe::apply(&lab, &run.exercise.shortcut)?;
-    Ok(())
-}
-
-/// One handout per exercise, in Markdown: the story with a sample
-/// attempt's parameters, the tasks, the hints and the solution.
-pub fn markdown(source: &Source) -> Result<String, ExerciseError> {
-    let ex = catalog::instantiate(source, &catalog::choose(&source.exercise, DEFAULT_LAB, 0))?;
-    let mut md = format!(
-        "# {} (`{}`)\n\n*{}* · {:?} · about {} minutes · lab scenario `{}`\n\n\
-         Start: `sudo labctl exercise start {}`\n\n## Story\n\n{}\n\n## Tasks\n\n",
-        ex.title,
-        ex.id,
-        ex.concept,
-        ex.difficulty,
-        ex.minutes,
-        ex.scenario,
-        ex.id,
-        ex.story.trim()
-    );
-    for t in &ex.tasks {
-        md.push_str(&format!("- {}\n", t.title));
-    }
-    if !ex.guards.is_empty() {
-        md.push_str("\nThe check also makes sure that:\n\n");
-        for g in &ex.guards {
-            md.push_str(&format!("- {}\n", g.title));
-        }
-    }
-    md.push_str("\nCheck with `sudo labctl exercise check`.\n\n## Hints\n\n");
-    for (i, h) in ex.hints.iter().enumerate() {
-        md.push_str(&format!("{}. {}\n", i + 1, h.trim()));
-    }
-    md.push_str(&format!(
-        "\n## Solution (for instructors)\n\n{}\n\n```sh\n",
-        ex.solution.explanation.trim()
-    ));
-    for a in &ex.solution.commands {
-        md.push_str(&a.command_line(DEFAULT_LAB));
-        md.push('\n');
-    }
-    md.push_str("```\n");
-    Ok(md)
-}
-
-/// Writes `ID.md` for every exercise into `dir` (each through a temporary
-/// file renamed into place: a planted link is replaced, not followed).
-pub fn export_markdown(sources: &[Source], dir: &Path) -> Result<Vec<PathBuf>, ExportError> {
-    let mut written = Vec::new();
-    for s in sources {
-        let text = markdown(s).map_err(|e| ExportError::Render(Box::new(e)))?;
-        let path = dir.join(format!("{}.md", s.exercise.id));
-        let fail = |source| ExportError::Write {
-            path: path.clone(),
-            source,
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".labctl-")
-            .tempfile_in(dir)
-            .map_err(fail)?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(fail)?;
-        std::fs::set_permissions(
-            tmp.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        )
-        .map_err(fail)?;
-        tmp.persist(&path).map_err(|e| fail(e.error))?;
-        written.push(path);
-    }
-    Ok(written)
-}
-
-#[derive(Debug, Error)]
-pub enum ExportError {
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Render(Box<ExerciseError>),
+pub fn apply_solution(run: &mut Running) -> Result<(), ExerciseError> {
+    let actions = run.exercise.solution.actions.clone();
+    apply_actions(run, &actions)
 }

@@ -1,8 +1,10 @@
-//! Running an exercise against a live lab: its actions (break, solution),
-//! and its checks, each observed with labctl's own instruments. A check
-//! only sends its probes; it never changes the lab.
+//! Running an exercise against a live lab: its actions (break, solution,
+//! alternatives, shortcuts), and its checks, each observed with labctl's
+//! own instruments. A check only sends its probes; it never changes the
+//! lab.
 
 use std::{
+    collections::BTreeSet,
     net::Ipv4Addr,
     process::Command,
     time::{Duration, Instant},
@@ -13,7 +15,7 @@ use thiserror::Error;
 
 use super::{
     attempt::{Attempt, Snapshot},
-    model::{Action, Check, Exercise, Probe, Traffic},
+    model::{Action, Check, Exercise, Probe, Traffic, WireSide},
 };
 use crate::{
     conntrack::netlink::Ctnetlink,
@@ -22,10 +24,9 @@ use crate::{
         record::DropRecord,
         session::{self, Sink, TraceOptions},
     },
-    kernel::{netns::NetNs, sysctl},
+    kernel::{interrupt, netns::NetNs, sysctl},
     lab::{
         self, Endpoint, Lab, LabError, faults,
-        firewall::{self, FirewallError},
         traffic::{self, Proto, TrafficSpec},
     },
 };
@@ -47,68 +48,57 @@ pub enum ObserveError {
     },
     #[error(transparent)]
     Lab(#[from] LabError),
-    #[error(transparent)]
-    Firewall(#[from] FirewallError),
 }
 
-/// Runs each action: a command with `sh -c` inside its member's namespace,
-/// or a setting of the running lab.
-pub fn apply(lab: &Lab, actions: &[Action]) -> Result<(), ObserveError> {
-    for a in actions {
-        if let Some(ports) = &a.nat_ports {
+/// Applies one action to the lab (an `answer` is the attempt's business:
+/// see `exercises::apply_actions`).
+pub fn apply(lab: &Lab, action: &Action) -> Result<(), ObserveError> {
+    match action {
+        Action::NatPorts { ports } => {
             let range = parse_ports(ports).ok_or_else(|| ObserveError::Action {
-                member: a.member.clone(),
-                run: format!("nat_ports = {ports}"),
+                member: "the lab".into(),
+                run: format!("nat-ports {ports}"),
                 status: "invalid".into(),
                 stderr: "not a port range such as 32768-60999".into(),
             })?;
             lab::reconfigure_nat(lab.name(), Some(range), None)?;
-            continue;
         }
-        if let Some(b) = &a.svc_backends {
-            let mut words = b.split_whitespace().map(str::to_owned);
-            let service = words.next().unwrap_or_default();
+        Action::SvcBackends { service, pods } => {
             lab::services::change(
                 lab.name(),
                 lab::services::Change::SetBackends {
-                    service,
-                    pods: words.collect(),
+                    service: service.clone(),
+                    pods: pods.clone(),
                 },
             )?;
-            continue;
         }
-        if let Some(p) = &a.probe {
-            let ctx = Ctx {
-                lab,
-                attempt: &Attempt::new("", lab.name(), 0, Default::default(), None),
-            };
+        Action::Probe(p) => {
             // Only the state it leaves matters, not whether it was answered.
-            if let Err(e) = ctx.send(p) {
+            if let Err(e) = Ctx::bare(lab).send(p) {
                 tracing::debug!("exercise traffic: {e}");
             }
-            continue;
         }
-        let Some(run) = &a.run else {
-            continue;
-        };
-        let ns = lab.netns(&a.member)?;
-        let spawn = |source| ObserveError::Spawn {
-            member: a.member.clone(),
-            run: run.clone(),
-            source,
-        };
-        let out = ns
-            .run(|| Command::new("sh").arg("-c").arg(run).output())
-            .map_err(LabError::from)?
-            .map_err(spawn)?;
-        if !out.status.success() {
-            return Err(ObserveError::Action {
-                member: a.member.clone(),
-                run: run.clone(),
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            });
+        Action::Run { member, command } => {
+            let ns = lab.netns(member)?;
+            let spawn = |source| ObserveError::Spawn {
+                member: member.clone(),
+                run: command.clone(),
+                source,
+            };
+            let out = ns
+                .run(|| Command::new("sh").arg("-c").arg(command).output())
+                .map_err(LabError::from)?
+                .map_err(spawn)?;
+            if !out.status.success() {
+                return Err(ObserveError::Action {
+                    member: member.clone(),
+                    run: command.clone(),
+                    status: out.status.to_string(),
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                });
+            }
         }
+        Action::Answer { .. } => {}
     }
     Ok(())
 }
@@ -120,35 +110,52 @@ pub fn parse_ports(s: &str) -> Option<(u16, u16)> {
     (lo > 0 && lo <= hi).then_some((lo, hi))
 }
 
-/// `cmd` (a shell line) inside `ns`: its stdout, or None when it failed.
-fn output(ns: &NetNs, cmd: &str) -> Option<String> {
-    let out = ns
-        .run(|| Command::new("sh").arg("-c").arg(cmd).output())
+/// `cmd` (a shell line) inside `ns`: its exit status and output.
+fn shell(ns: &NetNs, cmd: &str) -> Option<std::process::Output> {
+    ns.run(|| Command::new("sh").arg("-c").arg(cmd).output())
         .ok()?
-        .ok()?;
+        .ok()
+}
+
+/// `cmd`'s stdout, or None when it failed.
+fn output(ns: &NetNs, cmd: &str) -> Option<String> {
+    let out = shell(ns, cmd)?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// What `unchanged` compares: the ruleset without counters, and routes.
-pub fn snapshot(lab: &Lab, member: &str) -> Result<Snapshot, ObserveError> {
+/// The snapshot key of an `unchanged` check.
+pub fn snapshot_key(member: &str, table: Option<&str>) -> String {
+    match table {
+        Some(t) => format!("{member} {t}"),
+        None => member.to_owned(),
+    }
+}
+
+/// What `unchanged` compares: one table, or the whole ruleset and the
+/// routes; without counters (`nft -s`).
+pub fn snapshot(lab: &Lab, member: &str, table: Option<&str>) -> Result<Snapshot, ObserveError> {
     let ns = lab.netns(member)?;
-    Ok(Snapshot {
-        nft: output(&ns, "nft -s list ruleset").unwrap_or_default(),
-        routes: output(&ns, "ip -4 route show table all").unwrap_or_default(),
+    Ok(match table {
+        // `table` passed the lint: `FAMILY NAME`, plain words.
+        Some(t) => Snapshot {
+            nft: output(&ns, &format!("nft -s list table {t}")).unwrap_or_default(),
+            routes: String::new(),
+        },
+        None => Snapshot {
+            nft: output(&ns, "nft -s list ruleset").unwrap_or_default(),
+            routes: output(&ns, "ip -4 route show table all").unwrap_or_default(),
+        },
     })
 }
 
-/// Members whose state an `unchanged` check compares.
-pub fn watched_members(ex: &Exercise) -> Vec<String> {
-    let mut out: Vec<String> = ex
-        .tasks
-        .iter()
-        .flat_map(|t| &t.checks)
-        .chain(ex.guards.iter().flat_map(|g| &g.checks))
+/// The snapshots an exercise's `unchanged` checks compare against.
+pub fn watched(ex: &Exercise) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = ex
+        .checks()
         .filter_map(|c| match c {
-            Check::Unchanged { member } => Some(member.clone()),
+            Check::Unchanged { member, table } => Some((member.clone(), table.clone())),
             _ => None,
         })
         .collect();
@@ -165,8 +172,14 @@ pub struct Outcome {
     pub passed: bool,
     /// Not checked: a task it needs did not pass.
     pub skipped: bool,
+    /// A task that works in the broken lab and must keep working.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keep_working: bool,
     /// What was observed, one sentence per failed check.
     pub failures: Vec<String>,
+    /// A guard: why it matters (shown when it fails).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -179,10 +192,46 @@ pub struct CheckReport {
     pub elapsed_ms: u64,
 }
 
-/// Runs every task's checks (in order, honouring `needs`) and every guard.
-pub fn check(lab: &Lab, attempt: &Attempt, ex: &Exercise) -> CheckReport {
+impl CheckReport {
+    pub fn guard_failed(&self) -> bool {
+        self.guards.iter().any(|g| !g.passed)
+    }
+
+    /// A guard failed, or a task that says why it matters: a shortcut was
+    /// caught, and the participant is told why.
+    pub fn caught(&self) -> bool {
+        self.guard_failed()
+            || self
+                .tasks
+                .iter()
+                .any(|t| !t.passed && !t.skipped && t.why.is_some())
+    }
+}
+
+/// Runs every task's checks (in order, honouring `needs`) and every
+/// guard. Ctrl-C ends it with `Interrupted` (nothing is judged).
+pub fn check(
+    lab: &Lab,
+    attempt: &Attempt,
+    ex: &Exercise,
+) -> Result<CheckReport, interrupt::Interrupted> {
     let started = Instant::now();
-    let ctx = Ctx { lab, attempt };
+    let ctx = Ctx {
+        lab,
+        attempt: Some(attempt),
+    };
+    let run_all = |checks: &[Check]| -> Result<Vec<String>, interrupt::Interrupted> {
+        let mut failures = Vec::new();
+        for c in checks {
+            let result = ctx.run(c);
+            // A probe cut short by Ctrl-C is not a failure to report.
+            interrupt::check()?;
+            if let Err(f) = result {
+                failures.push(f);
+            }
+        }
+        Ok(failures)
+    };
     let mut tasks: Vec<Outcome> = Vec::new();
     for t in &ex.tasks {
         let blocked: Vec<&String> = t
@@ -190,61 +239,188 @@ pub fn check(lab: &Lab, attempt: &Attempt, ex: &Exercise) -> CheckReport {
             .iter()
             .filter(|n| !tasks.iter().any(|o| &o.id == *n && o.passed))
             .collect();
-        if !blocked.is_empty() {
-            tasks.push(Outcome {
-                id: t.id.clone(),
-                title: t.title.clone(),
-                passed: false,
-                skipped: true,
-                failures: vec![format!(
-                    "not checked yet: it needs {} first",
-                    blocked
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )],
-            });
-            continue;
-        }
-        let failures: Vec<String> = t.checks.iter().filter_map(|c| ctx.run(c).err()).collect();
+        let (failures, skipped) = if blocked.is_empty() {
+            (run_all(&t.checks)?, false)
+        } else {
+            let names: Vec<&str> = blocked.iter().map(|s| s.as_str()).collect();
+            (
+                vec![format!("not checked yet: it needs {} first", names.join(", "))],
+                true,
+            )
+        };
         tasks.push(Outcome {
             id: t.id.clone(),
             title: t.title.clone(),
             passed: failures.is_empty(),
-            skipped: false,
+            skipped,
+            keep_working: t.keep_working,
             failures,
+            why: t.why.as_ref().map(|w| w.trim().to_owned()),
         });
     }
-    let guards: Vec<Outcome> = ex
-        .guards
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            let failures: Vec<String> = g.checks.iter().filter_map(|c| ctx.run(c).err()).collect();
-            Outcome {
-                id: format!("guard-{}", i + 1),
-                title: g.title.clone(),
-                passed: failures.is_empty(),
-                skipped: false,
-                failures,
-            }
-        })
-        .collect();
+    let mut guards: Vec<Outcome> = Vec::new();
+    for (i, g) in ex.guards.iter().enumerate() {
+        let failures = run_all(&g.checks)?;
+        guards.push(Outcome {
+            id: format!("guard-{}", i + 1),
+            title: g.title.clone(),
+            passed: failures.is_empty(),
+            skipped: false,
+            keep_working: false,
+            failures,
+            why: Some(g.why.trim().to_owned()),
+        });
+    }
     let passed = tasks.iter().all(|t| t.passed) && guards.iter().all(|g| g.passed);
-    CheckReport {
+    Ok(CheckReport {
         exercise: ex.id.clone(),
         lab: lab.name().to_owned(),
         tasks,
         guards,
         passed,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// How an answer fares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    Right,
+    Wrong,
+    /// Not an answer this exercise can judge: which answers are possible.
+    Unjudgeable(String),
+}
+
+/// Every name labctl prints for a member, lowercase: `pod-a`,
+/// `LAB/pod-a` (the tracer, observe, pods), `LAB-pod-a` (its namespace).
+fn member_of(lab: &Lab, word: &str) -> Option<String> {
+    let w = word.to_ascii_lowercase();
+    let l = lab.name().to_ascii_lowercase();
+    let bare = w
+        .strip_prefix(&format!("{l}/"))
+        .or_else(|| w.strip_prefix(&format!("{l}-")))
+        .unwrap_or(&w);
+    lab.endpoints()
+        .into_iter()
+        .find(|e| e.name.eq_ignore_ascii_case(bare))
+        .map(|e| e.name)
+}
+
+/// Words of an answer: split on spaces and commas, members by their
+/// member name, the rest uppercase; sorted.
+fn words(lab: &Lab, text: &str) -> Vec<String> {
+    let mut w: Vec<String> = text
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .map(|w| member_of(lab, w).unwrap_or_else(|| w.to_ascii_uppercase()))
+        .collect();
+    w.sort();
+    w
+}
+
+/// The VIP of service `to`, and its backends' addresses.
+fn service_addrs(lab: &Lab, to: &str) -> Option<(Ipv4Addr, Vec<Ipv4Addr>)> {
+    let (vip, _) = lab.service(to)?;
+    let backends = lab
+        .state
+        .services
+        .iter()
+        .find(|s| s.vip == vip)
+        .map(|s| {
+            s.backends
+                .iter()
+                .filter_map(|b| lab.endpoint(b).map(|e| e.addr))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((vip, backends))
+}
+
+/// Judges `text` against the exercise's question(s) as the lab stands
+/// (a wire answer by what the exercise expects the wire to show; the
+/// `wire` check then also captures it).
+pub fn judge(lab: &Lab, ex: &Exercise, text: &str) -> Judgement {
+    let reasons = super::lint::kernel_reasons().unwrap_or_default();
+    for c in ex.checks() {
+        match c {
+            Check::Answer { expect } => {
+                let want = words(lab, expect);
+                let got = words(lab, text);
+                if got == want {
+                    return Judgement::Right;
+                }
+                // The same kinds of words: members where members are
+                // expected, reasons where reasons are.
+                let kinds = |ws: &[String]| {
+                    let mut k: Vec<u8> = ws
+                        .iter()
+                        .map(|w| {
+                            if lab.endpoint(w).is_some() {
+                                0
+                            } else if reasons.iter().any(|r| r == w) {
+                                1
+                            } else {
+                                2
+                            }
+                        })
+                        .collect();
+                    k.sort();
+                    k
+                };
+                if kinds(&got) == kinds(&want) {
+                    return Judgement::Wrong;
+                }
+                let parts: Vec<String> = kinds(&want)
+                    .into_iter()
+                    .map(|k| match k {
+                        0 => format!(
+                            "a member ({}, or as LAB/MEMBER)",
+                            lab.endpoints()
+                                .iter()
+                                .map(|e| e.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        1 => "a drop reason as the tracer prints it (see `labctl explain`)"
+                            .to_owned(),
+                        _ => "a word".to_owned(),
+                    })
+                    .collect();
+                return Judgement::Unjudgeable(format!(
+                    "an answer here is {}",
+                    parts.join(" and ")
+                ));
+            }
+            Check::Wire { to, expect, .. } => {
+                let (vip, backends) = service_addrs(lab, to).unwrap_or((Ipv4Addr::UNSPECIFIED, Vec::new()));
+                let t = text.trim().to_ascii_lowercase();
+                let side = match t.as_str() {
+                    "vip" => Some(WireSide::Vip),
+                    "backend" => Some(WireSide::Backend),
+                    _ => match t.parse::<Ipv4Addr>() {
+                        Ok(a) if a == vip => Some(WireSide::Vip),
+                        Ok(a) if backends.contains(&a) => Some(WireSide::Backend),
+                        Ok(_) => return Judgement::Wrong,
+                        Err(_) => None,
+                    },
+                };
+                return match side {
+                    Some(s) if s == *expect => Judgement::Right,
+                    Some(_) => Judgement::Wrong,
+                    None => Judgement::Unjudgeable(format!(
+                        "an answer here is `vip` or `backend`, or the address the SYNs carry (the VIP {vip} or a backend's)"
+                    )),
+                };
+            }
+            _ => {}
+        }
     }
+    Judgement::Unjudgeable("this exercise asks no question; fix the lab and run `labctl exercise check`".into())
 }
 
 struct Ctx<'a> {
     lab: &'a Lab,
-    attempt: &'a Attempt,
+    attempt: Option<&'a Attempt>,
 }
 
 /// A trace sink that keeps nothing: the check reads the kernel's counts.
@@ -256,7 +432,11 @@ impl Sink for CountOnly {
     }
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn bare(lab: &'a Lab) -> Self {
+        Self { lab, attempt: None }
+    }
+
     fn endpoint(&self, name: &str) -> Result<Endpoint, String> {
         if let Some(e) = self.lab.endpoint(name) {
             return Ok(e);
@@ -274,16 +454,20 @@ impl Ctx<'_> {
         self.lab.netns(member).map_err(|e| e.to_string())
     }
 
+    fn answer(&self) -> Option<&str> {
+        self.attempt.and_then(|a| a.answer.as_deref())
+    }
+
     /// Ok, or one sentence saying what was observed.
     fn run(&self, check: &Check) -> Result<(), String> {
         match check {
             Check::Probe(p) => self.probe(p),
             Check::Drops {
-                at,
+                member,
                 during,
                 reason,
                 at_least,
-            } => self.drops(at, during, reason.as_deref(), *at_least),
+            } => self.drops(member, during, reason.as_deref(), *at_least),
             Check::Conntrack {
                 member,
                 proto,
@@ -291,104 +475,159 @@ impl Ctx<'_> {
                 snat,
                 at_least,
                 at_most,
-            } => self.conntrack(
-                member,
-                proto.as_deref(),
-                dport.as_deref(),
-                *snat,
-                *at_least,
-                *at_most,
-            ),
+            } => self.conntrack(member, proto.as_deref(), *dport, *snat, *at_least, *at_most),
             Check::Sysctl {
                 member,
                 key,
                 equals,
-            } => {
-                let ns = self.netns(member)?;
-                let parts: Vec<&str> = key.split('.').collect();
-                let value = ns
-                    .run(|| sysctl::read(&parts))
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("cannot read {key} in {member}: {e}"))?;
-                if &value == equals {
-                    Ok(())
-                } else {
-                    Err(format!("{key} is {value} in {member}"))
-                }
-            }
-            Check::Nft {
-                member,
-                contains,
-                present,
-            } => {
-                let ns = self.netns(member)?;
-                let rules = firewall::list(&ns).map_err(|e| e.to_string())?;
-                let found = rules.lines().any(|l| l.contains(contains.as_str()));
-                match (found, present) {
-                    (true, true) | (false, false) => Ok(()),
-                    (false, true) => Err(format!(
-                        "{member}'s nft ruleset has no rule with `{contains}` any more"
-                    )),
-                    (true, false) => Err(format!("{member}'s nft ruleset still has `{contains}`")),
-                }
-            }
+                at_least,
+            } => self.sysctl(member, key, equals.as_deref(), *at_least),
             Check::Route {
                 member,
                 to,
                 dev,
+                via,
                 reachable,
-            } => self.route(member, to, dev.as_deref(), *reachable),
-            Check::Unchanged { member } => {
-                let before = self
-                    .attempt
-                    .snapshots
-                    .get(member)
-                    .ok_or_else(|| format!("no snapshot of {member} was taken at the start"))?;
-                let now = snapshot(self.lab, member).map_err(|e| e.to_string())?;
-                if now.nft != before.nft {
-                    Err(format!(
-                        "{member}'s nft ruleset is not what it was at the start"
-                    ))
-                } else if now.routes != before.routes {
-                    Err(format!(
-                        "{member}'s routes are not what they were at the start"
-                    ))
-                } else {
-                    Ok(())
-                }
-            }
-            Check::Wire { from, to, expect } => self.wire(from, to, expect),
+            } => self.route(member, to, dev.as_deref(), via.as_deref(), *reachable),
+            Check::Unchanged { member, table } => self.unchanged(member, table.as_deref()),
+            Check::Service { name, backends } => self.service(name, backends),
+            Check::Wire { from, to, expect } => self.wire(from, to, *expect),
             Check::Answer { expect } => {
-                let words = |s: &str| {
-                    let mut w: Vec<String> = s
-                        .split(|c: char| c.is_whitespace() || c == ',')
-                        .filter(|w| !w.is_empty())
-                        .map(|w| w.to_ascii_uppercase())
-                        .collect();
-                    w.sort();
-                    w
-                };
-                match &self.attempt.answer {
+                let want = words(self.lab, expect);
+                match self.answer() {
                     None => Err("no answer yet: `labctl exercise answer ...`".into()),
-                    Some(a) if words(a) == words(expect) => Ok(()),
+                    Some(a) if words(self.lab, a) == want => Ok(()),
                     Some(a) => Err(format!("the answer `{a}` is not what the lab shows")),
                 }
             }
+            Check::Script { member, command } => {
+                let ns = self.netns(member)?;
+                let out = shell(&ns, command)
+                    .ok_or_else(|| format!("cannot run `{command}` in {member}"))?;
+                if out.status.success() {
+                    return Ok(());
+                }
+                let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr);
+                let text: String = text.trim().chars().take(400).collect();
+                Err(format!(
+                    "`{command}` in {member} failed ({}){}",
+                    out.status,
+                    if text.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {text}")
+                    }
+                ))
+            }
         }
+    }
+
+    fn sysctl(
+        &self,
+        member: &str,
+        key: &str,
+        equals: Option<&str>,
+        at_least: Option<i64>,
+    ) -> Result<(), String> {
+        if !super::lint::valid_sysctl_key(key) {
+            return Err(format!("`{key}` is not a network sysctl"));
+        }
+        let ns = self.netns(member)?;
+        let parts: Vec<&str> = key.split('.').collect();
+        let value = ns
+            .run(|| sysctl::read(&parts))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot read {key} in {member}: {e}"))?;
+        let ok = match (equals, at_least) {
+            (Some(want), _) => value == want,
+            (None, Some(min)) => value
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v >= min),
+            (None, None) => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{key} is {value} in {member}"))
+        }
+    }
+
+    fn unchanged(&self, member: &str, table: Option<&str>) -> Result<(), String> {
+        let key = snapshot_key(member, table);
+        let before = self
+            .attempt
+            .and_then(|a| a.snapshots.get(&key))
+            .ok_or_else(|| format!("no snapshot of {key} was taken at the start"))?;
+        let now = snapshot(self.lab, member, table).map_err(|e| e.to_string())?;
+        match table {
+            Some(t) if now.nft.trim().is_empty() => {
+                Err(format!("{member}'s nft table {t} is gone"))
+            }
+            Some(t) if now.nft != before.nft => Err(format!(
+                "{member}'s nft table {t} is not what it was at the start (`nft list table {t}`)"
+            )),
+            None if now.nft != before.nft => Err(format!(
+                "{member}'s nft ruleset is not what it was at the start"
+            )),
+            None if now.routes != before.routes => Err(format!(
+                "{member}'s routes are not what they were at the start"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn service(&self, name: &str, backends: &[String]) -> Result<(), String> {
+        let views = lab::services::list(self.lab)
+            .map_err(|e| format!("cannot read the services from the kernel: {e}"))?;
+        let full = format!("{}/{name}", self.lab.name());
+        let want: BTreeSet<String> = backends.iter().cloned().collect();
+        let ours: Vec<_> = views
+            .iter()
+            .filter(|v| v.service.as_deref() == Some(&full))
+            .collect();
+        if ours.is_empty() {
+            return Err(format!(
+                "service {name} is not in the datapath's tables any more"
+            ));
+        }
+        for v in ours {
+            let got: BTreeSet<String> = v
+                .backends
+                .iter()
+                .map(|b| {
+                    b.pod
+                        .as_deref()
+                        .map(|p| self.lab.local_name(p).to_owned())
+                        .or_else(|| b.addr.map(|a| a.to_string()))
+                        .unwrap_or_else(|| "nothing".into())
+                })
+                .collect();
+            if got != want {
+                let got: Vec<String> = got.into_iter().collect();
+                return Err(format!(
+                    "service {name} ({}) goes to {} in the datapath's own tables ({})",
+                    v.address(),
+                    if got.is_empty() {
+                        "no backend".to_owned()
+                    } else {
+                        got.join(", ")
+                    },
+                    v.source
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn spec(&self, p: &Probe) -> Result<TrafficSpec, String> {
         let mut spec = TrafficSpec {
             proto: p.proto,
+            source_port: p.sport,
             ..TrafficSpec::default()
         };
-        if let Some(sport) = &p.sport {
-            spec.source_port = Some(
-                sport
-                    .parse()
-                    .map_err(|_| format!("`{sport}` is not a port"))?,
-            );
-        }
         if let Some(backend) = &p.backend {
             let (member, port) = backend
                 .split_once(':')
@@ -398,10 +637,8 @@ impl Ctx<'_> {
                 .map_err(|_| format!("`{port}` is not a port"))?;
             spec.servers = vec![(self.endpoint(member)?, port)];
         }
-        if let Some(port) = &p.port {
-            spec.port = port
-                .parse()
-                .map_err(|_| format!("`{port}` is not a port"))?;
+        if let Some(port) = p.port {
+            spec.port = port;
         }
         if let Some(c) = p.count {
             spec.count = c;
@@ -439,11 +676,10 @@ impl Ctx<'_> {
     }
 
     /// The [`Check::Wire`] check.
-    fn wire(&self, from: &str, to: &str, expect: &str) -> Result<(), String> {
-        let vip = self
+    fn wire(&self, from: &str, to: &str, expect: WireSide) -> Result<(), String> {
+        let (vip, _) = self
             .lab
             .service(to)
-            .map(|(vip, _)| vip)
             .ok_or_else(|| format!("`{to}` is not a service of this lab"))?;
         let probe = Probe {
             from: from.to_owned(),
@@ -466,23 +702,43 @@ impl Ctx<'_> {
         })
         .map_err(|e| e.to_string())?;
         sent?;
-        let kinds: std::collections::BTreeSet<&str> = dsts
+        let kinds: BTreeSet<WireSide> = dsts
             .iter()
-            .map(|d| if *d == vip { "vip" } else { "backend" })
+            .map(|d| {
+                if *d == vip {
+                    WireSide::Vip
+                } else {
+                    WireSide::Backend
+                }
+            })
             .collect();
         let seen = match kinds.into_iter().collect::<Vec<_>>()[..] {
             [one] => one,
             [] => return Err(format!("no SYN from {from} to {to} was captured")),
-            _ => "both",
+            _ => {
+                return Err(format!(
+                    "a capture on {from}'s eth0 shows both the VIP and backend addresses"
+                ));
+            }
         };
-        if !seen.eq_ignore_ascii_case(expect) {
+        if seen != expect {
             return Err(format!(
-                "a capture on {from}'s eth0 shows the {seen} address, where this lab should show the {expect}"
+                "a capture on {from}'s eth0 shows the {} address, where this lab should show the {}",
+                seen.as_str(),
+                expect.as_str()
             ));
         }
-        match &self.attempt.answer {
-            None => Err("no answer yet: `labctl exercise answer vip` or `... backend`".into()),
-            Some(a) if a.trim().eq_ignore_ascii_case(seen) => Ok(()),
+        let said = |a: &str| {
+            let a = a.trim();
+            a.eq_ignore_ascii_case(seen.as_str())
+                || a.parse::<Ipv4Addr>().is_ok_and(|addr| dsts.contains(&addr))
+        };
+        match self.answer() {
+            None => Err(
+                "no answer yet: `labctl exercise answer vip` or `... backend` (or the address)"
+                    .into(),
+            ),
+            Some(a) if said(a) => Ok(()),
             Some(a) => Err(format!("the answer `{a}` is not what the wire shows")),
         }
     }
@@ -608,10 +864,16 @@ impl Ctx<'_> {
             .map_err(|e| format!("cannot trace drops in {at}: {e:#}"))?;
         sent?;
         let total = summary.total();
+        let what = match during {
+            Traffic::Probe(p) => format!("{} from {} to {}", p.proto, p.from, p.to),
+            Traffic::Spoofed { from, src, to, .. } => {
+                format!("datagrams from {from} forged as {src} to {to}")
+            }
+        };
         match reason {
             None if total == 0 => Ok(()),
             None => Err(format!(
-                "{at} dropped {total} packets ({})",
+                "{at} dropped {total} packets of {what} ({})",
                 summary
                     .by_reason
                     .iter()
@@ -626,7 +888,7 @@ impl Ctx<'_> {
                     Ok(())
                 } else {
                     Err(format!(
-                        "the tracer saw {n} {r} drops in {at} (expected at least {want})"
+                        "the tracer saw {n} {r} drops in {at} for {what} (expected at least {want})"
                     ))
                 }
             }
@@ -637,7 +899,7 @@ impl Ctx<'_> {
         &self,
         member: &str,
         proto: Option<&str>,
-        dport: Option<&str>,
+        dport: Option<u16>,
         snat: Option<bool>,
         at_least: Option<u64>,
         at_most: Option<u64>,
@@ -646,21 +908,29 @@ impl Ctx<'_> {
         let entries = Ctnetlink::open_in(Some(&ns))
             .and_then(|mut c| c.dump(None))
             .map_err(|e| format!("cannot read {member}'s conntrack table: {e}"))?;
-        let proto = proto.map(|p| lab_common::proto::number(p).unwrap_or(0));
-        let dport = dport.and_then(|p| p.parse::<u16>().ok());
+        let proto_num = proto.map(|p| lab_common::proto::number(p).unwrap_or(0));
         let n = entries
             .iter()
-            .filter(|e| proto.is_none_or(|p| e.proto_num == p))
+            .filter(|e| proto_num.is_none_or(|p| e.proto_num == p))
             .filter(|e| dport.is_none_or(|d| e.orig.dport == Some(d)))
             .filter(|e| snat.is_none_or(|s| e.is_snat() == s))
             .count() as u64;
         if at_least.is_some_and(|m| n < m) || at_most.is_some_and(|m| n > m) {
+            let mut what = proto.unwrap_or("").to_owned();
+            if let Some(d) = dport {
+                what.push_str(&format!(" port {d}"));
+            }
             Err(format!(
-                "{member}'s conntrack table has {n} such entries{}",
-                if snat == Some(true) {
-                    " (source-NATed)"
+                "{member}'s conntrack table has {n}{}{} entries",
+                if what.is_empty() {
+                    String::new()
                 } else {
-                    ""
+                    format!(" {}", what.trim())
+                },
+                match snat {
+                    Some(true) => " source-NATed",
+                    Some(false) => " untranslated",
+                    None => "",
                 }
             ))
         } else {
@@ -673,29 +943,50 @@ impl Ctx<'_> {
         member: &str,
         to: &str,
         dev: Option<&str>,
+        via: Option<&str>,
         reachable: bool,
     ) -> Result<(), String> {
         let ns = self.netns(member)?;
         let addr = self.endpoint(to)?.addr;
         let got = output(&ns, &format!("ip -o -4 route get {addr}"));
-        let via_dev = got.as_deref().and_then(|l| {
-            let mut words = l.split_whitespace();
-            words.find(|w| *w == "dev")?;
-            words.next().map(str::to_owned)
-        });
+        let word_after = |key: &str| {
+            got.as_deref().and_then(|l| {
+                let mut words = l.split_whitespace();
+                words.find(|w| *w == key)?;
+                words.next().map(str::to_owned)
+            })
+        };
+        let via_dev = word_after("dev");
+        let gateway = word_after("via");
         match (reachable, &got) {
             (false, None) => return Ok(()),
-            (false, Some(line)) => {
-                return Err(format!("{member} now has a route to {to}: {}", line.trim()));
+            (false, Some(_)) => {
+                return Err(format!(
+                    "{member} now has a route to {to}{}",
+                    via_dev.map(|d| format!(" (out of {d})")).unwrap_or_default()
+                ));
             }
             (true, None) => return Err(format!("{member} has no route to {to}")),
             (true, Some(_)) => {}
         }
-        match (dev, via_dev) {
-            (Some(want), Some(d)) if d != want => Err(format!(
+        if let (Some(want), Some(d)) = (dev, &via_dev)
+            && d != want
+        {
+            return Err(format!(
                 "{member} sends traffic for {to} out of {d}, not {want}"
-            )),
-            _ => Ok(()),
+            ));
         }
+        if let Some(want) = via
+            && gateway.as_deref() != Some(want)
+        {
+            return Err(format!(
+                "{member} sends traffic for {to} {}, not via {want}",
+                match &gateway {
+                    Some(g) => format!("via {g}"),
+                    None => "straight to it (no gateway)".to_owned(),
+                }
+            ));
+        }
+        Ok(())
     }
 }

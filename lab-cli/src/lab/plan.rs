@@ -92,6 +92,7 @@ impl std::fmt::Display for Role {
     serde::Serialize,
     serde::Deserialize,
     clap::ValueEnum,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum MasqMode {

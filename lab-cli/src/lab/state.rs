@@ -160,6 +160,46 @@ impl Records {
         fs::rename(&tmp, &path).map_err(io_err("write", &path))
     }
 
+    /// The lock every read-modify-write of these records holds
+    /// (`RUN_DIR/DIR.lock`); held for the change only, never across
+    /// anything slow.
+    pub fn lock(&self) -> Result<RecordLock, StateError> {
+        fs::create_dir_all(RUN_DIR).map_err(io_err("create", Path::new(RUN_DIR)))?;
+        let path = Path::new(RUN_DIR).join(format!("{}.lock", self.dir));
+        let file = open_lock_file(&path)?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map(|lock| RecordLock { _lock: lock })
+            .map_err(|(_, e)| io_err("lock", &path)(e.into()))
+    }
+
+    /// A lock of one record for one purpose (`NAME.PURPOSE.lock` beside
+    /// the records), if no one else holds it.
+    pub fn try_lock_named(
+        &self,
+        name: &str,
+        purpose: &str,
+    ) -> Result<Option<RecordLock>, StateError> {
+        validate_name(name)?;
+        let dir = self.dir();
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let path = dir.join(format!("{name}.{purpose}.lock"));
+        match Flock::lock(open_lock_file(&path)?, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(RecordLock { _lock: lock })),
+            Err((_, nix::Error::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(io_err("lock", &path)(e.into())),
+        }
+    }
+
+    /// Removes a record's `PURPOSE` lock file (with the record).
+    pub fn remove_lock(&self, name: &str, purpose: &str) -> Result<(), StateError> {
+        validate_name(name)?;
+        let path = self.dir().join(format!("{name}.{purpose}.lock"));
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
     pub fn remove(&self, name: &str) -> Result<(), StateError> {
         let path = self.path(name);
         match fs::remove_file(&path) {
@@ -191,6 +231,24 @@ impl LabState {
     pub fn remove(&self) -> Result<(), StateError> {
         LABS.remove(&self.lab)
     }
+}
+
+/// A lock file: created if missing (mode 0600), never through a link.
+fn open_lock_file(path: &Path) -> Result<File, StateError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io_err("open", path))
+}
+
+/// Held while records are changed (see [`Records::lock`]).
+pub struct RecordLock {
+    _lock: Flock<File>,
 }
 
 /// Held while a lab is being built or torn down.

@@ -85,7 +85,11 @@ pub fn classify(err: &anyhow::Error) -> ExitCode {
         if cause.is::<FilterError>() || cause.is::<CtFilterError>() || cause.is::<UsageError>() {
             return ExitCode::Usage;
         }
-        if cause.is::<Interrupted>() {
+        if cause.is::<Interrupted>()
+            || cause
+                .downcast_ref::<ExerciseError>()
+                .is_some_and(ExerciseError::is_interrupted)
+        {
             return ExitCode::Interrupted;
         }
         if let Some(NetnsError::Exists(_) | NetnsError::NotFound(_) | NetnsError::BadName(_)) =

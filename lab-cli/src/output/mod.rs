@@ -3,6 +3,7 @@
 
 pub mod conntrack;
 pub mod drops;
+pub mod exercises;
 pub mod exit;
 pub mod flows;
 pub mod pcap;

@@ -14,7 +14,18 @@ pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 96, 0, 0), 12);
 pub const APP_PORT: u16 = 8080;
 
 /// Who implements services on the nodes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum KubeProxyMode {
     /// kube-proxy's iptables mode: KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-*

@@ -5,6 +5,7 @@ use std::io::Write as _;
 use anstyle::Style;
 
 use crate::{
+    exercises,
     kernel::privilege,
     lab::{Lab, LabError, status},
     output::OutputFormat,
@@ -26,10 +27,18 @@ pub fn run(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> 
         }
         return Ok(Outcome::Success);
     }
-    let statuses = labs
+    let mut statuses = labs
         .iter()
         .map(status::status)
         .collect::<Result<Vec<_>, _>>()?;
+    // An exercise whose answer is the service mode hides it while it runs.
+    let mut concealed: Vec<(String, String)> = Vec::new();
+    for lab in &mut statuses {
+        if let Some(id) = exercises::conceals_mode(&lab.lab) {
+            lab.kube_proxy = None;
+            concealed.push((lab.lab.clone(), id));
+        }
+    }
     if output == OutputFormat::Json {
         writeln!(out, "{}", serde_json::to_string_pretty(&statuses)?)?;
         return Ok(Outcome::Success);
@@ -87,6 +96,12 @@ pub fn run(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> 
                     writeln!(out, "    nft: {}", line.trim())?;
                 }
             }
+        }
+        if let Some((_, id)) = concealed.iter().find(|(l, _)| *l == lab.lab) {
+            writeln!(
+                out,
+                "  {bold}services{bold:#}: the mode is hidden while exercise `{id}` runs"
+            )?;
         }
         if let Some(mode) = lab.kube_proxy {
             writeln!(
