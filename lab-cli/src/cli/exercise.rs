@@ -102,7 +102,7 @@ pub struct ExPlainArgs {
 
 #[derive(Debug, Args)]
 pub struct ExAnswerArgs {
-    /// The answer, e.g. `node2 NETFILTER_DROP`.
+    /// The answer, e.g. `node1 NO_SOCKET`.
     #[arg(required = true, num_args = 1..)]
     pub words: Vec<String>,
     #[command(flatten)]
