@@ -274,6 +274,19 @@ fn completions_and_man_pages_come_from_the_command_line_definitions() {
     let page = String::from_utf8(out.stdout).unwrap();
     assert!(page.contains(".TH labctl-trace") && page.contains("ring\\-size"));
     usage_error(&["man", "labctl-nope"], "no man page");
+    // The Markdown reference is the checked-in docs/commands.md, byte for byte.
+    let out = labctl(&["man", "--markdown"]);
+    assert!(out.status.success());
+    let checked_in =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/commands.md")).unwrap();
+    assert!(
+        out.stdout == checked_in,
+        "labctl man --markdown differs from docs/commands.md: run `cargo xtask docs`"
+    );
+    usage_error(
+        &["man", "--markdown", "labctl-trace"],
+        "cannot be used with",
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! integration tests do; cargo itself never runs as root.
 
 mod cmd;
+mod docs;
 
 use std::path::Path;
 
@@ -49,8 +50,9 @@ enum Task {
     /// The quick-start demo: setup if needed, build, `labctl doctor`, then
     /// a real program counting real drops.
     Demo,
-    /// Man pages (from the clap definitions) into TARGET/man, and shell
-    /// completions into TARGET/completions.
+    /// Man pages (from the clap definitions) into TARGET/man, shell
+    /// completions into TARGET/completions, the command reference into
+    /// docs/commands.md; then checks every relative link of the docs.
     Docs,
     /// labctl with the C library linked in statically, so it runs in any
     /// node image (what scripts/kind.sh copies into kind nodes); prints its
@@ -69,7 +71,7 @@ fn main() -> Result<()> {
         Task::Setup { check } => setup(&root, check),
         Task::Lint => lint(&root),
         Task::Test { no_lint, args } => test(&root, no_lint, &args),
-        Task::Docs => docs(&root),
+        Task::Docs => docs::docs(&root),
         Task::Demo => demo(&root),
         Task::Bench { what } => bench(&root, &what),
         Task::Static { release } => {
@@ -193,50 +195,6 @@ fn demo(root: &Path) -> Result<()> {
         c.args(args);
         run(&mut c)?;
     }
-    Ok(())
-}
-
-fn docs(root: &Path) -> Result<()> {
-    run(cmd::cargo(root).args(["build", "--package", "lab-cli", "--bin", "labctl"]))?;
-    let target = cmd::target_dir(root)?;
-    let labctl = target.join("debug/labctl");
-    let output = |args: &[&str]| -> Result<Vec<u8>> {
-        let out = cmd::new(&labctl)
-            .args(args)
-            .output()
-            .with_context(|| format!("cannot run labctl {}", args.join(" ")))?;
-        if !out.status.success() {
-            bail!("labctl {} failed ({})", args.join(" "), out.status);
-        }
-        Ok(out.stdout)
-    };
-    let man = target.join("man");
-    std::fs::create_dir_all(&man).with_context(|| format!("cannot create {}", man.display()))?;
-    let pages = String::from_utf8(output(&["man", "--list"])?).context("page names")?;
-    for page in pages.lines() {
-        let path = man.join(format!("{page}.1"));
-        std::fs::write(&path, output(&["man", page])?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    let completions = target.join("completions");
-    std::fs::create_dir_all(&completions)
-        .with_context(|| format!("cannot create {}", completions.display()))?;
-    for (shell, file) in [
-        ("bash", "labctl"),
-        ("zsh", "_labctl"),
-        ("fish", "labctl.fish"),
-    ] {
-        let path = completions.join(file);
-        std::fs::write(&path, output(&["completions", shell])?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    println!(
-        "xtask: {} man pages in {} (try: man -l {}/labctl.1), completions in {}",
-        pages.lines().count(),
-        man.display(),
-        man.display(),
-        completions.display()
-    );
     Ok(())
 }
 

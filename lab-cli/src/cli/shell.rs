@@ -18,4 +18,8 @@ pub struct ManArgs {
     /// List the pages.
     #[arg(long)]
     pub list: bool,
+    /// Print the whole command reference as one Markdown document instead
+    /// (what `cargo xtask docs` writes to docs/commands.md).
+    #[arg(long, conflicts_with_all = ["page", "list"])]
+    pub markdown: bool,
 }

@@ -140,7 +140,7 @@ fn run_json(per_fault: u32) -> anyhow::Result<Outcome> {
     })
 }
 
-/// `labctl demo`: the README's tour.
+/// `labctl demo`: the README's quick-start demo.
 pub fn run(per_fault: u32, output: OutputFormat) -> anyhow::Result<Outcome> {
     privilege::require("demo")?;
     if output == OutputFormat::Json {

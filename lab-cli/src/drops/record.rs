@@ -1,5 +1,5 @@
 //! A drop event with every number resolved, and its two output forms: a
-//! readable line and an NDJSON object (schema documented in the README).
+//! readable line and an NDJSON object (schema documented in docs/trace.md).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

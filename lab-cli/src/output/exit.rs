@@ -41,7 +41,7 @@ impl From<Outcome> for std::process::ExitCode {
     }
 }
 
-/// Typed exit codes (documented in the README).
+/// Typed exit codes (documented in docs/cli.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ExitCode {

@@ -1,7 +1,7 @@
 //! How `labctl observe` prints: Hubble's compact lines, or JSON objects
 //! shaped like `hubble observe -o json` (GetFlowsResponse: `flow` or
 //! `lost_events`, with `node_name` and `time`). The field mapping and the
-//! differences are in the README.
+//! differences are in docs/observe.md.
 
 use std::time::{Duration, UNIX_EPOCH};
 
