@@ -89,7 +89,11 @@ fn protocol(id: &str, n: usize) {
     let vars = template::variants(&source.header.params, &lab).remove(n);
     let mut steps = Vec::new();
     let report = selftest::run(&source, vars, &lab, &mut |s| steps.push(s.clone())).unwrap();
-    assert!(report.passed, "{id} [{}]: {:#?}", report.variant, report.steps);
+    assert!(
+        report.passed,
+        "{id} [{}]: {:#?}",
+        report.variant, report.steps
+    );
     assert!(report.steps.len() >= 5, "{report:#?}");
 }
 
@@ -117,11 +121,17 @@ fn one_exercise_per_lab_and_clear_errors_for_the_rest() {
     let total = r.exercise.hints.len();
     for n in 1..=total + 1 {
         let h = exercises::hint(&mut r).unwrap();
-        assert_eq!((h.number, h.total, h.repeated), (n.min(total), total, n > total));
+        assert_eq!(
+            (h.number, h.total, h.repeated),
+            (n.min(total), total, n > total)
+        );
     }
     // A question-less exercise refuses answers, saying what to do.
     let e = exercises::answer(&mut r, "node1").unwrap_err();
-    assert!(e.is_usage() && e.to_string().contains("asks no question"), "{e}");
+    assert!(
+        e.is_usage() && e.to_string().contains("asks no question"),
+        "{e}"
+    );
     exercises::stop(&run).unwrap();
     assert_gone(&lab, &namespaces);
 }
@@ -153,7 +163,10 @@ fn answers_are_judged_fairly_and_capped() {
     // The cap (3): a fourth answer is refused, and status shows them all.
     let e = exercises::answer(&mut run, &format!("{member} NETFILTER_DROP")).unwrap_err();
     assert!(
-        matches!(e, ExerciseError::Attempt(AttemptError::NoAnswersLeft { used: 3, max: 3 })),
+        matches!(
+            e,
+            ExerciseError::Attempt(AttemptError::NoAnswersLeft { used: 3, max: 3 })
+        ),
         "{e}"
     );
     let a = Attempt::load(&lab).unwrap().unwrap();
@@ -191,7 +204,10 @@ fn the_wire_answer_may_be_the_address() {
             // A backend's address, whichever the capture shows.
             run.attempt.vars["wire_addr"].text()
         };
-        assert!(exercises::answer(&mut run, &addr).unwrap(), "{wire}: {addr}");
+        assert!(
+            exercises::answer(&mut run, &addr).unwrap(),
+            "{wire}: {addr}"
+        );
         let report = exercises::check(&mut run).unwrap();
         assert!(report.passed, "{wire}: {report:#?}");
         // The lab's status does not give the mode away.
@@ -273,7 +289,10 @@ fn killed_start_and_reset_are_recovered() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("not in a known state") && err.contains("reset"), "{err}");
+    assert!(
+        err.contains("not in a known state") && err.contains("reset"),
+        "{err}"
+    );
     let again = labctl()
         .args(["exercise", "start", "forwarding-off", "--lab", &lab])
         .output()
@@ -284,7 +303,11 @@ fn killed_start_and_reset_are_recovered() {
         .args(["exercise", "reset", "--lab", &lab])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut run = exercises::running(Some(&lab)).unwrap();
     assert!(!exercises::check(&mut run).unwrap().passed);
     // Killed during a reset: the same.
@@ -294,7 +317,6 @@ fn killed_start_and_reset_are_recovered() {
         .spawn()
         .unwrap();
     wait_phase(&lab, Phase::Resetting);
-    std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
     let mut run = exercises::running(Some(&lab)).unwrap();
@@ -310,7 +332,11 @@ fn killed_start_and_reset_are_recovered() {
         .args(["exercise", "stop", "--lab", &lab])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_gone(&lab, &namespaces);
 }
 
@@ -345,8 +371,40 @@ fn an_interrupted_check_records_nothing() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(status.code(), Some(130));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("shortcut") && !text.contains("not yet"), "{text}");
+    assert!(
+        !text.contains("shortcut") && !text.contains("not yet"),
+        "{text}"
+    );
     assert_eq!(Attempt::load(&lab).unwrap().unwrap().checks_run, 0);
+    exercises::stop(&run).unwrap();
+}
+
+/// A participant's own listener on the probe's port: the check says who
+/// holds it instead of "Address already in use".
+fn a_taken_port_is_named() {
+    if !common::privileged("taken_port") {
+        return;
+    }
+    let lab = common::lab_name("export");
+    let _cleanup = Cleanup(lab.clone());
+    let mut run = start("forwarding-off", &lab);
+    exercises::apply_solution(&mut run).unwrap();
+    let world = lab_cli::lab::Lab::open(&lab)
+        .unwrap()
+        .netns("world")
+        .unwrap();
+    let mine = world
+        .run(|| std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 5001)))
+        .unwrap()
+        .unwrap();
+    let report = exercises::check(&mut run).unwrap();
+    let text = format!("{report:?}");
+    assert!(
+        text.contains("5001/tcp") && text.contains(&format!("pid {}", std::process::id())),
+        "{text}"
+    );
+    drop(mine);
+    assert!(exercises::check(&mut run).unwrap().passed);
     exercises::stop(&run).unwrap();
 }
 
@@ -378,12 +436,23 @@ fn exercises_from_a_directory() {
     .unwrap();
     let out = labctl()
         .current_dir(base.path())
-        .args(["exercise", "start", "forwarding-off", "--dir", "room", "--lab", &lab])
+        .args([
+            "exercise",
+            "start",
+            "forwarding-off",
+            "--dir",
+            "room",
+            "--lab",
+            &lab,
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("empty-tasks") && err.contains("no tasks"), "{err}");
+    assert!(
+        err.contains("empty-tasks") && err.contains("no tasks"),
+        "{err}"
+    );
     let lint = labctl()
         .args(["exercise", "lint", "--dir"])
         .arg(&dir)
@@ -394,7 +463,15 @@ fn exercises_from_a_directory() {
     std::fs::remove_file(&bad).unwrap();
     let out = labctl()
         .current_dir(base.path())
-        .args(["exercise", "start", "forwarding-off", "--dir", "room", "--lab", &lab])
+        .args([
+            "exercise",
+            "start",
+            "forwarding-off",
+            "--dir",
+            "room",
+            "--lab",
+            &lab,
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -407,13 +484,21 @@ fn exercises_from_a_directory() {
         .args(["exercise", "status", "--lab", &lab])
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let stop = labctl()
         .current_dir("/")
         .args(["exercise", "stop", "--lab", &lab])
         .output()
         .unwrap();
-    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
     assert!(Attempt::load(&lab).unwrap().is_none());
 }
 
@@ -426,7 +511,10 @@ fn find_the_drop_with_its_own_hints() {
         return;
     }
     let source = shipped("find-the-drop");
-    for (n, vars) in template::variants(&source.header.params, "x").into_iter().enumerate() {
+    for (n, vars) in template::variants(&source.header.params, "x")
+        .into_iter()
+        .enumerate()
+    {
         let lab = common::lab_name(&format!("exftdh{n}"));
         let _cleanup = Cleanup(lab.clone());
         let mut run = exercises::start(&source, Some(&lab), None, Some(vars)).unwrap();
@@ -443,7 +531,9 @@ fn find_the_drop_with_its_own_hints() {
             .unwrap();
         common::wait_ready(&mut tracer, Path::new(&ready));
         let traffic = labctl()
-            .args(["lab", "traffic", "--lab", &lab, "pod-a", "pod-b", "--proto", "udp"])
+            .args([
+                "lab", "traffic", "--lab", &lab, "pod-a", "pod-b", "--proto", "udp",
+            ])
             .output()
             .unwrap();
         assert!(!traffic.status.success(), "the drop is planted");
@@ -485,14 +575,36 @@ fn run(f: impl FnOnce() + std::panic::UnwindSafe) -> Result<(), Failed> {
 fn main() {
     let args = Arguments::from_args();
     let mut trials = vec![
-        trial("one_exercise_per_lab_and_clear_errors_for_the_rest", one_exercise_per_lab_and_clear_errors_for_the_rest),
-        trial("answers_are_judged_fairly_and_capped", answers_are_judged_fairly_and_capped),
-        trial("the_wire_answer_may_be_the_address", the_wire_answer_may_be_the_address),
-        trial("a_hint_during_a_check_is_kept", a_hint_during_a_check_is_kept),
-        trial("killed_start_and_reset_are_recovered", killed_start_and_reset_are_recovered),
-        trial("an_interrupted_check_records_nothing", an_interrupted_check_records_nothing),
+        trial(
+            "one_exercise_per_lab_and_clear_errors_for_the_rest",
+            one_exercise_per_lab_and_clear_errors_for_the_rest,
+        ),
+        trial(
+            "answers_are_judged_fairly_and_capped",
+            answers_are_judged_fairly_and_capped,
+        ),
+        trial(
+            "the_wire_answer_may_be_the_address",
+            the_wire_answer_may_be_the_address,
+        ),
+        trial(
+            "a_hint_during_a_check_is_kept",
+            a_hint_during_a_check_is_kept,
+        ),
+        trial(
+            "killed_start_and_reset_are_recovered",
+            killed_start_and_reset_are_recovered,
+        ),
+        trial(
+            "an_interrupted_check_records_nothing",
+            an_interrupted_check_records_nothing,
+        ),
         trial("exercises_from_a_directory", exercises_from_a_directory),
-        trial("find_the_drop_with_its_own_hints", find_the_drop_with_its_own_hints),
+        trial("a_taken_port_is_named", a_taken_port_is_named),
+        trial(
+            "find_the_drop_with_its_own_hints",
+            find_the_drop_with_its_own_hints,
+        ),
     ];
     // One trial per draw of every shipped exercise: the whole protocol.
     for source in catalog::shipped().unwrap() {
@@ -500,7 +612,10 @@ fn main() {
         for (n, vars) in draws.iter().enumerate() {
             let id = source.id().to_owned();
             trials.push(Trial::test(
-                format!("selftest::{id}::{n}::{}", template::describe(vars).replace(' ', ",")),
+                format!(
+                    "selftest::{id}::{n}::{}",
+                    template::describe(vars).replace(' ', ",")
+                ),
                 move || run(move || protocol(&id, n)),
             ));
         }

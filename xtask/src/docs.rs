@@ -49,6 +49,22 @@ pub fn docs(root: &Path) -> Result<()> {
     let reference = root.join("docs/commands.md");
     std::fs::write(&reference, output(&["man", "--markdown"])?)
         .with_context(|| format!("cannot write {}", reference.display()))?;
+    // The exercise format: its JSON Schema beside the exercises, and its
+    // page, both generated from lab-cli/src/exercises/model.rs.
+    for (file, args) in [
+        (
+            "exercises/exercise.schema.json",
+            &["exercise", "schema"][..],
+        ),
+        (
+            "docs/exercise-format.md",
+            &["exercise", "schema", "--markdown"][..],
+        ),
+    ] {
+        let path = root.join(file);
+        std::fs::write(&path, output(args)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     println!(
         "xtask: {} man pages in {} (try: man -l {}/labctl.1), completions in {}, the command reference in {}",
         pages.lines().count(),

@@ -7,12 +7,10 @@ use anyhow::Context as _;
 
 use crate::{
     cli::exercise::{
-        ExAnswerArgs, ExCheckArgs, ExExportArgs, ExLintArgs, ExListArgs, ExPlainArgs,
-        ExSchemaArgs, ExSelftestArgs, ExStartArgs, ExStatusArgs, ExerciseCommand,
+        ExAnswerArgs, ExCheckArgs, ExExportArgs, ExLintArgs, ExListArgs, ExPlainArgs, ExSchemaArgs,
+        ExSelftestArgs, ExStartArgs, ExStatusArgs, ExerciseCommand,
     },
-    exercises::{
-        self, attempt::Attempt, catalog, export, lint, schema, selftest, template,
-    },
+    exercises::{self, attempt::Attempt, catalog, export, lint, schema, selftest, template},
     kernel::{interrupt::Interrupted, privilege},
     output::{OutputFormat, exercises as view, exit::Outcome},
 };
@@ -394,7 +392,11 @@ fn schema(args: ExSchemaArgs) -> anyhow::Result<Outcome> {
     if args.markdown {
         write!(out, "{}", schema::markdown())?;
     } else {
-        writeln!(out, "{}", serde_json::to_string_pretty(&schema::json_schema())?)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&schema::json_schema())?
+        )?;
     }
     Ok(Outcome::Success)
 }

@@ -49,7 +49,9 @@ pub enum AttemptError {
         "no answers left: {used} of {max} given (see them with `labctl exercise status`); the instructor can show the solution"
     )]
     NoAnswersLeft { used: usize, max: u32 },
-    #[error("another `exercise check` of lab `{0}` has been running for {1} s; wait for it or stop it")]
+    #[error(
+        "another `exercise check` of lab `{0}` has been running for {1} s; wait for it or stop it"
+    )]
     CheckBusy(String, u64),
     #[error(transparent)]
     Interrupted(#[from] interrupt::Interrupted),
@@ -271,7 +273,10 @@ impl Attempt {
                 ));
             }
             if !said {
-                eprintln!("waiting for another check of lab `{}` to finish...", self.lab);
+                eprintln!(
+                    "waiting for another check of lab `{}` to finish...",
+                    self.lab
+                );
                 said = true;
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -149,7 +149,13 @@ pub fn shipped() -> Result<Vec<Source>, CatalogError> {
 
 fn order(sources: &mut [Source]) {
     sources.sort_by(|a, b| {
-        let key = |s: &Source| (s.header.difficulty as u8, s.header.minutes, s.id().to_owned());
+        let key = |s: &Source| {
+            (
+                s.header.difficulty as u8,
+                s.header.minutes,
+                s.id().to_owned(),
+            )
+        };
         key(a).cmp(&key(b))
     });
 }
@@ -204,13 +210,14 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Source>, CatalogError> {
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let source = match read_file(&path).and_then(|t| Source::parse(&path.display().to_string(), &t)) {
-            Ok(s) => s,
-            Err(e) => {
-                problems.push(e);
-                continue;
-            }
-        };
+        let source =
+            match read_file(&path).and_then(|t| Source::parse(&path.display().to_string(), &t)) {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
         let found = super::lint::lint(&source, reasons.as_deref());
         if !found.is_empty() {
             problems.push(CatalogError::Invalid {
@@ -314,7 +321,11 @@ mod tests {
             .count();
         assert_eq!(shipped().unwrap().len(), files);
         for s in shipped().unwrap() {
-            assert_eq!(s.file, format!("exercises/{}.toml", s.id()), "file named after its id");
+            assert_eq!(
+                s.file,
+                format!("exercises/{}.toml", s.id()),
+                "file named after its id"
+            );
         }
     }
 

@@ -65,13 +65,15 @@ pub fn handout(source: &Source, hints: bool) -> Result<String, ExerciseError> {
         ex.story.trim()
     ));
     if !source.header.params.is_empty() {
-        md.push_str(
-            "\n(Names and numbers above are one draw: `exercise start` prints yours.)\n",
-        );
+        md.push_str("\n(Names and numbers above are one draw: `exercise start` prints yours.)\n");
     }
     md.push_str("\n## Tasks\n\n");
     for t in &ex.tasks {
-        let keep = if t.keep_working { " (keep it working)" } else { "" };
+        let keep = if t.keep_working {
+            " (keep it working)"
+        } else {
+            ""
+        };
         md.push_str(&format!("- {}{keep}\n", t.title));
     }
     if !ex.guards.is_empty() {

@@ -128,7 +128,9 @@ pub fn lint(source: &Source, reasons: Option<&[String]>) -> Vec<String> {
     }
     for name in defined.difference(&used) {
         if name != LAB {
-            problems.push(format!("parameter `{name}` is never used (no `{{{{{name}}}}}`)"));
+            problems.push(format!(
+                "parameter `{name}` is never used (no `{{{{{name}}}}}`)"
+            ));
         }
     }
     for name in used.difference(&defined) {
@@ -211,9 +213,7 @@ impl Ctx<'_> {
         }
         if let Some(backend) = &p.backend {
             match backend.split_once(':') {
-                Some((m, port)) if port.parse::<u16>().is_ok_and(|p| p > 0) => {
-                    self.member(m, what)
-                }
+                Some((m, port)) if port.parse::<u16>().is_ok_and(|p| p > 0) => self.member(m, what),
                 _ => self.problem(format!("{what}: backend `{backend}` is not MEMBER:PORT")),
             }
         }
@@ -240,9 +240,7 @@ impl Ctx<'_> {
                     ));
                 }
                 if self.ex.options.masq != Some(MasqMode::Ebpf) {
-                    self.problem(format!(
-                        "{what}: nat-ports needs options.masq = \"ebpf\""
-                    ));
+                    self.problem(format!("{what}: nat-ports needs options.masq = \"ebpf\""));
                 }
             }
             Action::Probe(p) => self.probe(p, what),
@@ -447,9 +445,7 @@ fn lint_exercise(ex: &Exercise, reasons: Option<&[String]>, problems: &mut Vec<S
         }
         _ => {}
     }
-    if !ex.shortcuts.is_empty()
-        && ex.guards.is_empty()
-        && !ex.tasks.iter().any(|t| t.why.is_some())
+    if !ex.shortcuts.is_empty() && ex.guards.is_empty() && !ex.tasks.iter().any(|t| t.why.is_some())
     {
         c.problem(
             "shortcuts are listed but no guard (nor a task with a `why`) can catch them".into(),
@@ -557,7 +553,12 @@ mod tests {
         let sources = catalog::shipped().unwrap();
         assert!(sources.len() >= 12);
         for s in &sources {
-            assert_eq!(lint(s, reasons.as_deref()), Vec::<String>::new(), "{}", s.id());
+            assert_eq!(
+                lint(s, reasons.as_deref()),
+                Vec::<String>::new(),
+                "{}",
+                s.id()
+            );
             assert!(s.header.params.len() < 8);
         }
         let ids: BTreeSet<_> = sources.iter().map(Source::id).collect();
@@ -579,7 +580,11 @@ mod tests {
         has(edited("forwarding-off", "{{lab}}", "{{nope}}"), "{{nope}}");
         has(edited("forwarding-off", "[[tasks]]", "[[taskz]]"), "taskz");
         has(
-            edited("stale-conntrack", "key = \"net.netfilter.nf_conntrack_udp_timeout\"", "key = \"../../../etc/hostname\""),
+            edited(
+                "stale-conntrack",
+                "key = \"net.netfilter.nf_conntrack_udp_timeout\"",
+                "key = \"../../../etc/hostname\"",
+            ),
             "sysctl key",
         );
         has(
@@ -595,9 +600,17 @@ mod tests {
         // Parameters: unused, and a quote cannot break the file.
         let s = shipped("policy-allow-one");
         let text = format!("{}\n[params.spare]\nchoices = [\"x\"]\n", s.text);
-        has(lint(&Source::parse(&s.file, &text).unwrap(), None), "never used");
-        let text = s.text.replace("choices = [8443", "choices = [\"a'b\\\"c\", 8443");
-        has(lint(&Source::parse(&s.file, &text).unwrap(), None), "expected u16");
+        has(
+            lint(&Source::parse(&s.file, &text).unwrap(), None),
+            "never used",
+        );
+        let text = s
+            .text
+            .replace("choices = [8443", "choices = [\"a'b\\\"c\", 8443");
+        has(
+            lint(&Source::parse(&s.file, &text).unwrap(), None),
+            "expected u16",
+        );
     }
 
     #[test]

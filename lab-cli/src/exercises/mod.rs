@@ -105,7 +105,10 @@ pub fn running(lab: Option<&str>) -> Result<Running, ExerciseError> {
 
 /// Builds the lab and breaks it, and takes the snapshots `unchanged`
 /// compares with. On failure the lab is taken down again.
-fn build(exercise: &Exercise, lab_name: &str) -> Result<Vec<(String, attempt::Snapshot)>, ExerciseError> {
+fn build(
+    exercise: &Exercise,
+    lab_name: &str,
+) -> Result<Vec<(String, attempt::Snapshot)>, ExerciseError> {
     let lab = Lab::up(Some(lab_name), &exercise.scenario, exercise.lab_options())?;
     let broken = (|| -> Result<_, ExerciseError> {
         for a in &exercise.breaks {
@@ -148,7 +151,14 @@ pub fn start(
         model::Value::Str(lab_name.to_owned()),
     );
     let exercise = catalog::instantiate(source, &vars)?;
-    let attempt = Attempt::new(source.id(), lab_name, seed, vars, &source.file, &source.text);
+    let attempt = Attempt::new(
+        source.id(),
+        lab_name,
+        seed,
+        vars,
+        &source.file,
+        &source.text,
+    );
     // First the record: a start killed at any moment leaves an attempt
     // that `stop` and `reset` know about.
     attempt.create()?;
@@ -352,9 +362,7 @@ pub fn stop(run: &Running) -> Result<(), ExerciseError> {
 /// (its answer): `lab status` leaves the mode out then.
 pub fn conceals_mode(lab: &str) -> Option<String> {
     let run = Attempt::load(lab).ok().flatten().map(Running::of)?.ok()?;
-    run.exercise
-        .conceal_mode
-        .then(|| run.exercise.id.clone())
+    run.exercise.conceal_mode.then(|| run.exercise.id.clone())
 }
 
 /// Applies the reference solution (tests, and instructors' dry runs).

@@ -244,7 +244,10 @@ pub fn check(
         } else {
             let names: Vec<&str> = blocked.iter().map(|s| s.as_str()).collect();
             (
-                vec![format!("not checked yet: it needs {} first", names.join(", "))],
+                vec![format!(
+                    "not checked yet: it needs {} first",
+                    names.join(", ")
+                )],
                 true,
             )
         };
@@ -392,7 +395,8 @@ pub fn judge(lab: &Lab, ex: &Exercise, text: &str) -> Judgement {
                 ));
             }
             Check::Wire { to, expect, .. } => {
-                let (vip, backends) = service_addrs(lab, to).unwrap_or((Ipv4Addr::UNSPECIFIED, Vec::new()));
+                let (vip, backends) =
+                    service_addrs(lab, to).unwrap_or((Ipv4Addr::UNSPECIFIED, Vec::new()));
                 let t = text.trim().to_ascii_lowercase();
                 let side = match t.as_str() {
                     "vip" => Some(WireSide::Vip),
@@ -415,7 +419,9 @@ pub fn judge(lab: &Lab, ex: &Exercise, text: &str) -> Judgement {
             _ => {}
         }
     }
-    Judgement::Unjudgeable("this exercise asks no question; fix the lab and run `labctl exercise check`".into())
+    Judgement::Unjudgeable(
+        "this exercise asks no question; fix the lab and run `labctl exercise check`".into(),
+    )
 }
 
 struct Ctx<'a> {
@@ -728,10 +734,17 @@ impl<'a> Ctx<'a> {
                 expect.as_str()
             ));
         }
+        // The word, or an address of the kind the capture shows (any
+        // backend's: which one a SYN goes to is the balancer's draw).
+        let backends = service_addrs(self.lab, to)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
         let said = |a: &str| {
             let a = a.trim();
             a.eq_ignore_ascii_case(seen.as_str())
-                || a.parse::<Ipv4Addr>().is_ok_and(|addr| dsts.contains(&addr))
+                || a.parse::<Ipv4Addr>().is_ok_and(|addr| {
+                    dsts.contains(&addr) || (seen == WireSide::Backend && backends.contains(&addr))
+                })
         };
         match self.answer() {
             None => Err(
@@ -963,7 +976,9 @@ impl<'a> Ctx<'a> {
             (false, Some(_)) => {
                 return Err(format!(
                     "{member} now has a route to {to}{}",
-                    via_dev.map(|d| format!(" (out of {d})")).unwrap_or_default()
+                    via_dev
+                        .map(|d| format!(" (out of {d})"))
+                        .unwrap_or_default()
                 ));
             }
             (true, None) => return Err(format!("{member} has no route to {to}")),

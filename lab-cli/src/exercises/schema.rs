@@ -45,7 +45,10 @@ pub fn json_schema() -> Value {
 /// Whether `s` accepts something other than free text (a number, a
 /// boolean, a list, a word from a set).
 fn typed(s: &Map<String, Value>) -> bool {
-    let non_string = |t: &Value| t.as_str().is_some_and(|t| t != "string" && t != "null" && t != "object");
+    let non_string = |t: &Value| {
+        t.as_str()
+            .is_some_and(|t| t != "string" && t != "null" && t != "object")
+    };
     match s.get("type") {
         Some(Value::String(_)) if s.get("type").is_some_and(non_string) => true,
         Some(Value::Array(types)) => types.iter().any(non_string),
@@ -273,8 +276,7 @@ fn enum_words(s: &Value) -> Vec<String> {
             let items: Vec<&Value> = items
                 .iter()
                 .filter(|i| {
-                    i.get("$ref").and_then(Value::as_str)
-                        != Some(&format!("#/$defs/{PLACEHOLDER}"))
+                    i.get("$ref").and_then(Value::as_str) != Some(&format!("#/$defs/{PLACEHOLDER}"))
                 })
                 .collect();
             let words: Vec<String> = items
@@ -286,7 +288,11 @@ fn enum_words(s: &Value) -> Vec<String> {
                         .unwrap_or_else(|| enum_words(i))
                 })
                 .collect();
-            if !words.is_empty() && items.iter().all(|i| i.get("const").is_some() || !enum_words(i).is_empty()) {
+            if !words.is_empty()
+                && items
+                    .iter()
+                    .all(|i| i.get("const").is_some() || !enum_words(i).is_empty())
+            {
                 return words;
             }
         }
@@ -389,7 +395,11 @@ pub fn markdown() -> String {
     out.push_str(EXAMPLE);
     out.push_str("```\n\n## Top level\n\n");
     fields(&schema, &schema, None, &mut out);
-    for (name, tag) in [("Action", "action"), ("Check", "check"), ("Traffic", "send")] {
+    for (name, tag) in [
+        ("Action", "action"),
+        ("Check", "check"),
+        ("Traffic", "send"),
+    ] {
         let Some(d) = def(&schema, name) else {
             continue;
         };
@@ -398,18 +408,29 @@ pub fn markdown() -> String {
             out.push_str(&format!("{}\n", one_line(desc)));
         }
         for (variant, description, v) in variants(d, tag) {
-            out.push_str(&format!("\n### `{tag} = \"{variant}\"`\n\n{description}\n\n"));
+            out.push_str(&format!(
+                "\n### `{tag} = \"{variant}\"`\n\n{description}\n\n"
+            ));
             fields(&schema, v, Some(tag), &mut out);
             if name == "Check"
                 && let Some((_, example)) = CHECK_EXAMPLES.iter().find(|(k, _)| *k == variant)
             {
-                out.push_str(&format!("\nExample:\n\n```toml\nchecks = [\n    {example},\n]\n```\n"));
+                out.push_str(&format!(
+                    "\nExample:\n\n```toml\nchecks = [\n    {example},\n]\n```\n"
+                ));
             }
         }
     }
     out.push_str("\n## Tables\n\nThe other tables of the file.\n");
     for name in [
-        "Task", "Guard", "Solution", "Fix", "Shortcut", "Param", "LabSettings", "Probe",
+        "Task",
+        "Guard",
+        "Solution",
+        "Fix",
+        "Shortcut",
+        "Param",
+        "LabSettings",
+        "Probe",
     ] {
         let Some(d) = def(&schema, name) else {
             continue;
@@ -463,17 +484,15 @@ mod tests {
         for k in kinds {
             assert!(CHECK_EXAMPLES.iter().any(|(e, _)| *e == k), "{k}");
         }
-        let ex: Exercise = toml::from_str(
-            &EXAMPLE.replace("{{lab}}", "ex"),
-        )
-        .unwrap();
+        let ex: Exercise = toml::from_str(&EXAMPLE.replace("{{lab}}", "ex")).unwrap();
         assert_eq!(ex.id, "forwarding-off");
     }
 
     #[test]
     fn the_checked_in_schema_and_format_are_current() {
         let schema = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
-        let on_disk = std::fs::read_to_string(repo("exercises/exercise.schema.json")).unwrap_or_default();
+        let on_disk =
+            std::fs::read_to_string(repo("exercises/exercise.schema.json")).unwrap_or_default();
         assert!(
             on_disk == schema,
             "exercises/exercise.schema.json is out of date: run `cargo xtask docs`"

@@ -272,9 +272,11 @@ fn protocol(r: &mut Run<'_>, running: &mut Running, vars: &Vars) -> Result<(), E
     let mut detail = Vec::new();
     match super::reset(running) {
         Ok(()) => {
-            let same = running.attempt.vars.iter().all(|(k, v)| {
-                k == template::LAB || vars.get(k) == Some(v)
-            });
+            let same = running
+                .attempt
+                .vars
+                .iter()
+                .all(|(k, v)| k == template::LAB || vars.get(k) == Some(v));
             if !same {
                 detail.push("the parameters changed".into());
             }

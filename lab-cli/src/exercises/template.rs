@@ -132,7 +132,11 @@ pub fn choose(params: &BTreeMap<String, Param>, lab: &str, seed: u64) -> Vars {
         if param.choices.is_empty() {
             continue;
         }
-        set(&mut vars, name, &param.choices[rng.usize(..param.choices.len())]);
+        set(
+            &mut vars,
+            name,
+            &param.choices[rng.usize(..param.choices.len())],
+        );
     }
     vars
 }
@@ -186,7 +190,11 @@ pub fn describe(vars: &Vars) -> String {
         .iter()
         .filter(|(k, _)| k.as_str() != LAB)
         .map(|(k, v)| {
-            let text = v.text();
+            let mut text = v.text();
+            // A long value (a command) as its start.
+            if text.chars().count() > 24 {
+                text = text.chars().take(20).chain(['…']).collect();
+            }
             if text.is_empty() || text.contains(' ') {
                 format!("{k}=\"{text}\"")
             } else {

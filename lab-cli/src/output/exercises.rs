@@ -64,11 +64,7 @@ pub fn list(out: &mut impl Write, sources: &[Source]) -> io::Result<()> {
     for s in sources {
         let h = &s.header;
         let concept: String = if h.concept.chars().count() > concept_w {
-            h.concept
-                .chars()
-                .take(concept_w - 1)
-                .chain(['…'])
-                .collect()
+            h.concept.chars().take(concept_w - 1).chain(['…']).collect()
         } else {
             h.concept.clone()
         };
@@ -113,7 +109,10 @@ pub fn story(out: &mut impl Write, ex: &Exercise, lab: &str, several: bool) -> i
 /// `exercise start`.
 pub fn started(out: &mut impl Write, ex: &Exercise, lab: &str, several: bool) -> io::Result<()> {
     let g = green();
-    let text = format!("exercise `{}` is running in lab `{lab}`: {}", ex.id, ex.title);
+    let text = format!(
+        "exercise `{}` is running in lab `{lab}`: {}",
+        ex.id, ex.title
+    );
     let opts = textwrap::Options::new(WIDTH - 2).subsequent_indent("  ");
     let wrapped = textwrap::fill(&text, opts);
     writeln!(out, "{g}▶{g:#} {wrapped}")?;
@@ -302,7 +301,10 @@ pub fn shell_lines(cmd: &str, width: usize) -> Vec<String> {
 pub fn action(out: &mut impl Write, a: &Action, lab: &str) -> io::Result<()> {
     match a {
         Action::Run { member, command } => {
-            writeln!(out, "  in {member} (sudo labctl lab exec --lab {lab} {member} -- sh):")?;
+            writeln!(
+                out,
+                "  in {member} (sudo labctl lab exec --lab {lab} {member} -- sh):"
+            )?;
             for l in shell_lines(command, WIDTH - 4) {
                 writeln!(out, "    {l}")?;
             }
@@ -378,6 +380,10 @@ mod tests {
             .collect::<Vec<_>>()
             .join(" ");
         assert_eq!(joined, cmd);
-        assert!(lines.iter().any(|l| l.contains("'{ type filter hook output priority 0; }'")));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("'{ type filter hook output priority 0; }'"))
+        );
     }
 }

@@ -59,8 +59,8 @@ impl EchoServer {
         let thread = match spec.proto {
             Proto::Udp => {
                 let socket = ns
-                    .run(|| UdpSocket::bind(addr))?
-                    .map_err(socket_err("start a UDP echo server", ns))?;
+                    .run(|| UdpSocket::bind(addr).map_err(|e| taken(e, addr.port(), false)))?
+                    .map_err(|e| e.into_error("start a UDP echo server", ns))?;
                 socket
                     .set_read_timeout(Some(tick))
                     .map_err(socket_err("set a timeout", ns))?;
@@ -80,8 +80,8 @@ impl EchoServer {
             }
             _ => {
                 let listener = ns
-                    .run(|| TcpListener::bind(addr))?
-                    .map_err(socket_err("start a TCP echo server", ns))?;
+                    .run(|| TcpListener::bind(addr).map_err(|e| taken(e, addr.port(), true)))?
+                    .map_err(|e| e.into_error("start a TCP echo server", ns))?;
                 thread::spawn(move || {
                     while !stop2.load(Ordering::Relaxed) {
                         if !readable(&listener, tick) {
@@ -124,6 +124,43 @@ impl EchoServer {
         }
         let seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
         (seen, self.received.load(Ordering::Relaxed))
+    }
+}
+
+/// A failed bind, with who holds the port when it is taken (looked up in
+/// the server's namespace, while the thread is in it).
+enum BindError {
+    Taken {
+        port: u16,
+        tcp: bool,
+        by: Option<crate::kernel::sockets::Holder>,
+    },
+    Other(io::Error),
+}
+
+fn taken(e: io::Error, port: u16, tcp: bool) -> BindError {
+    if e.kind() == io::ErrorKind::AddrInUse {
+        BindError::Taken {
+            port,
+            tcp,
+            by: crate::kernel::sockets::holder(port, tcp),
+        }
+    } else {
+        BindError::Other(e)
+    }
+}
+
+impl BindError {
+    fn into_error(self, action: &'static str, ns: &NetNs) -> TrafficError {
+        match self {
+            BindError::Taken { port, tcp, by } => TrafficError::PortTaken {
+                port,
+                proto: if tcp { "tcp" } else { "udp" },
+                netns: ns.name().to_owned(),
+                by,
+            },
+            BindError::Other(e) => socket_err(action, ns)(e),
+        }
     }
 }
 

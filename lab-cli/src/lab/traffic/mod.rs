@@ -128,6 +128,16 @@ pub enum TrafficError {
         netns: String,
         source: io::Error,
     },
+    #[error(
+        "port {port}/{proto} in network namespace `{netns}` is taken{}: stop it, or send to another --port",
+        by.as_ref().map(|h| format!(" by {h}")).unwrap_or_default()
+    )]
+    PortTaken {
+        port: u16,
+        proto: &'static str,
+        netns: String,
+        by: Option<crate::kernel::sockets::Holder>,
+    },
     #[error(transparent)]
     Netns(#[from] NetnsError),
 }
