@@ -44,6 +44,14 @@ fn exercise(id: &str, tag: &str) {
     // Broken: the check fails on a task.
     let mut run = exercises::start(id, Some(&lab), None, Some(SEED)).unwrap();
     let namespaces = names(&lab);
+    // The attempt's record holds the answer: root's only.
+    let record = std::fs::symlink_metadata(Attempt::path(&lab)).unwrap();
+    assert!(record.is_file());
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&record.permissions()) & 0o7777,
+        0o600,
+        "{id}: the attempt record is readable by others"
+    );
     let report = exercises::check(&mut run).unwrap();
     assert!(!report.passed, "{id}: passes before any fix: {report:#?}");
     assert!(

@@ -77,8 +77,9 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The attempts' records: one per lab.
-const ATTEMPTS: Records = Records::new("exercises");
+/// The attempts' records: one per lab, root's only (each holds the
+/// exercise's answer).
+const ATTEMPTS: Records = Records::private("exercises");
 
 impl Attempt {
     /// A fresh attempt at exercise `exercise` in lab `lab`.

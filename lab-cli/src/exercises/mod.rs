@@ -10,7 +10,10 @@ pub mod catalog;
 pub mod model;
 pub mod observe;
 
-use std::path::{Path, PathBuf};
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+};
 
 use thiserror::Error;
 
@@ -19,7 +22,10 @@ use catalog::{CatalogError, Source};
 use model::Exercise;
 use observe::{CheckReport, ObserveError};
 
-use crate::lab::{self, Lab, LabError};
+use crate::{
+    kernel::safefile::{Dir, SafeFileError},
+    lab::{self, Lab, LabError},
+};
 
 /// The lab an exercise runs in unless `--lab` names another.
 pub const DEFAULT_LAB: &str = "ex";
@@ -262,40 +268,25 @@ pub fn markdown(source: &Source) -> Result<String, ExerciseError> {
     Ok(md)
 }
 
-/// Writes `ID.md` for every exercise into `dir` (each through a temporary
-/// file renamed into place: a planted link is replaced, not followed).
+/// Writes `ID.md` for every exercise into `dir` (through
+/// `kernel::safefile`: a temporary file renamed into place, so a planted
+/// link is replaced, not followed).
 pub fn export_markdown(sources: &[Source], dir: &Path) -> Result<Vec<PathBuf>, ExportError> {
+    let out = Dir::user(dir)?;
     let mut written = Vec::new();
     for s in sources {
         let text = markdown(s).map_err(|e| ExportError::Render(Box::new(e)))?;
-        let path = dir.join(format!("{}.md", s.exercise.id));
-        let fail = |source| ExportError::Write {
-            path: path.clone(),
-            source,
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".labctl-")
-            .tempfile_in(dir)
-            .map_err(fail)?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(fail)?;
-        std::fs::set_permissions(
-            tmp.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        )
-        .map_err(fail)?;
-        tmp.persist(&path).map_err(|e| fail(e.error))?;
-        written.push(path);
+        let name = OsString::from(format!("{}.md", s.exercise.id));
+        out.write(&name, text.as_bytes(), 0o644)?;
+        written.push(dir.join(name));
     }
     Ok(written)
 }
 
 #[derive(Debug, Error)]
 pub enum ExportError {
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Write(#[from] SafeFileError),
     #[error(transparent)]
     Render(Box<ExerciseError>),
 }
