@@ -12,7 +12,7 @@
 mod common;
 
 use std::{
-    os::unix::process::CommandExt as _,
+    os::unix::{fs::OpenOptionsExt as _, process::CommandExt as _},
     process::{Command, Output},
 };
 
@@ -187,6 +187,19 @@ fn input_is_validated_before_privileges_are_asked_for() {
             &["exercise", "start", "no-masquerade", "--lab", "A"],
             "is not valid",
         ),
+        (
+            &[
+                "lab", "traffic", "pod-a", "pod-b", "-p", "udp", "-s", "70000",
+            ],
+            "does not fit",
+        ),
+        (
+            &[
+                "svc", "backend", "set", "web", "web-1", "web-1", "--lab", "x",
+            ],
+            "more than once",
+        ),
+        (&["trace", "--pcap", "-", "-o", "json"], "standard output"),
     ] {
         let out = labctl_unprivileged(cmd);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -234,6 +247,11 @@ fn namespaces_that_do_not_exist_are_named_in_the_error() {
         &["observe", "--to-pod", "nolab/pod-a"],
         "no pod `nolab/pod-a`",
     );
+    // --namespace is checked as --pod is.
+    usage_error(
+        &["observe", "--namespace", "nolab"],
+        "no pods in namespace `nolab`",
+    );
     usage_error(
         &["metrics", "--netns", "labctl-no-such-ns"],
         "does not exist",
@@ -255,6 +273,301 @@ fn a_pcap_path_that_is_a_symlink_is_refused_not_followed() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("symbolic link"), "{stderr}");
     assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+}
+
+#[test]
+fn sizes_addresses_and_backends_once_accepted_are_refused() {
+    // Sizes: bounded at parse time (no allocation failure), then by what
+    // one datagram carries for icmp and udp.
+    usage_error(
+        &["lab", "traffic", "pod-a", "pod-b", "-s", "99999999999999"],
+        "too large",
+    );
+    usage_error(
+        &["lab", "traffic", "pod-a", "pod-b", "-p", "tcp", "-s", "2G"],
+        "at most 1073741824",
+    );
+    usage_error(
+        &["lab", "traffic", "pod-a", "pod-b", "-s", "1.5"],
+        "not a size",
+    );
+    usage_error(
+        &["lab", "traffic", "pod-a", "pod-b", "-s", "65508"],
+        "does not fit in one icmp datagram",
+    );
+    usage_error(
+        &["lab", "traffic", "pod-a", "pod-b", "-p", "udp", "-s", "64K"],
+        "does not fit in one udp datagram",
+    );
+    // Service addresses: in the CIDR, not its network or broadcast address.
+    usage_error(
+        &["svc", "add", "api", "--vip", "10.96.0.0"],
+        "network address",
+    );
+    usage_error(
+        &["svc", "add", "api", "--vip", "10.111.255.255"],
+        "broadcast address",
+    );
+    usage_error(
+        &["svc", "add", "api", "--vip", "10.112.0.1"],
+        "not in the service CIDR",
+    );
+    // Backends: each pod once, and this lab's (checked before the lab is
+    // even opened: `nolab` is not up).
+    for cmd in [
+        &[
+            "svc", "backend", "set", "web", "web-1", "web-1", "web-2", "--lab", "nolab",
+        ][..],
+        &[
+            "svc",
+            "add",
+            "api",
+            "--lab",
+            "nolab",
+            "-b",
+            "web-1",
+            "-b",
+            "nolab/web-1",
+        ],
+    ] {
+        usage_error(cmd, "pod `web-1` is given more than once");
+    }
+    for cmd in [
+        &["svc", "add", "api", "--lab", "nolab", "-b", "other/web-1"][..],
+        &[
+            "svc",
+            "backend",
+            "add",
+            "web",
+            "other/web-1",
+            "--lab",
+            "nolab",
+        ],
+        &[
+            "svc",
+            "backend",
+            "set",
+            "web",
+            "other/web-1",
+            "--lab",
+            "nolab",
+        ],
+    ] {
+        usage_error(
+            cmd,
+            "is a pod of lab `other`, but the service is in lab `nolab`",
+        );
+    }
+    // A pcap on standard output shares it with nothing, and --force has
+    // nothing to replace there.
+    usage_error(
+        &["trace", "--pcap", "-", "-o", "json"],
+        "both write to standard output",
+    );
+    usage_error(&["trace", "--pcap", "-", "--force"], "--force");
+    usage_error(&["trace", "--force"], "--pcap");
+}
+
+/// A pseudo-terminal: (the side a terminal emulator holds, the side a
+/// program sees as its terminal).
+fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    // SAFETY: posix_openpt takes flags only and returns a new descriptor or -1.
+    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    assert!(master >= 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    let master = unsafe { std::os::fd::OwnedFd::from_raw_fd(master) };
+    // SAFETY: grantpt and unlockpt take an open pty master.
+    assert_eq!(unsafe { libc::grantpt(master.as_raw_fd()) }, 0);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::unlockpt(master.as_raw_fd()) }, 0);
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: the buffer is writable and its length given.
+    let rc = unsafe { libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) };
+    assert_eq!(rc, 0);
+    // SAFETY: ptsname_r wrote a NUL-terminated string into the buffer.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .unwrap();
+    (master, slave)
+}
+
+#[test]
+fn a_pcap_is_never_written_onto_a_terminal() {
+    let (_master, terminal) = pty();
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["trace", "--pcap", "-", "--duration", "1"])
+        .stdout(terminal)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("standard output, which is a terminal"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_pcap_file_that_exists_is_replaced_only_with_force() {
+    if !common::privileged("a_pcap_file_that_exists_is_replaced_only_with_force") {
+        return;
+    }
+    let ns = common::netns("labtest-pf");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("drops.pcapng");
+    std::fs::write(&pcap, b"keep me").unwrap();
+    let path = pcap.to_str().unwrap();
+    let trace = |force: &[&str]| {
+        let mut args = vec![
+            "trace",
+            "--netns",
+            ns.name(),
+            "--pcap",
+            path,
+            "--duration",
+            "1",
+        ];
+        args.extend_from_slice(force);
+        labctl(&args)
+    };
+    let out = trace(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("already exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&pcap).unwrap(), b"keep me");
+
+    // Another name for the old file keeps its content: the file is
+    // replaced, not written into.
+    let other = dir.path().join("other");
+    std::fs::hard_link(&pcap, &other).unwrap();
+    let out = trace(&["--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read(&pcap).unwrap();
+    // A pcapng starts with its section header block.
+    assert_eq!(written[..4], [0x0a, 0x0d, 0x0d, 0x0a]);
+    assert_eq!(std::fs::read(&other).unwrap(), b"keep me");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&pcap).unwrap().permissions());
+    assert_eq!(mode & 0o7777, 0o644);
+}
+
+/// Removes a planted link when the test ends, however it ends.
+struct Planted(std::path::PathBuf);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.0).ok();
+    }
+}
+
+#[test]
+fn a_link_planted_in_the_records_directory_does_not_redirect_lab_up() {
+    if !common::privileged("a_link_planted_in_the_records_directory_does_not_redirect_lab_up") {
+        return;
+    }
+    let name = common::lab_name("plant");
+    let records = std::path::Path::new(lab_cli::lab::state::RUN_DIR).join("labs");
+    lab_cli::kernel::safefile::Dir::private(&records, 0o755).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    // Where the old code wrote before renaming: NAME.json.tmp.
+    let planted = Planted(records.join(format!("{name}.json.tmp")));
+    std::os::unix::fs::symlink(&victim, &planted.0).unwrap();
+
+    let lab = common::lab("basic", "plant");
+    assert_eq!(lab.name(), name);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    let record = records.join(format!("{name}.json"));
+    let meta = std::fs::symlink_metadata(&record).unwrap();
+    assert!(meta.is_file());
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+        0o644
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(json["lab"], name.as_str());
+    // The planted link is left as it was, never written through.
+    assert!(std::fs::symlink_metadata(&planted.0).unwrap().is_symlink());
+    lab.down().unwrap();
+    assert!(!record.exists());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+}
+
+#[test]
+fn svc_list_reads_a_namespace_given_by_its_path() {
+    if !common::privileged("svc_list_reads_a_namespace_given_by_its_path") {
+        return;
+    }
+    let ns = common::netns("labtest-svcp");
+    let by_name = labctl(&["svc", "list", "--netns", ns.name(), "-o", "json"]);
+    let path = format!("/run/netns/{}", ns.name());
+    let by_path = labctl(&["svc", "list", "--netns", &path, "-o", "json"]);
+    assert!(
+        by_path.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_path.stderr)
+    );
+    assert!(by_name.status.success());
+    assert_eq!(by_path.stdout, by_name.stdout);
+    let here = labctl(&["svc", "list", "--netns", "/proc/self/ns/net", "-o", "json"]);
+    assert!(
+        here.status.success(),
+        "{}",
+        String::from_utf8_lossy(&here.stderr)
+    );
+    usage_error(
+        &["svc", "list", "--netns", "/etc/passwd"],
+        "not a network namespace file",
+    );
+    usage_error(
+        &["svc", "list", "--netns", "/proc/self/ns/mnt"],
+        "not a network namespace file",
+    );
+    usage_error(
+        &["svc", "list", "--netns", "/labctl-no-such-file"],
+        "does not exist",
+    );
+}
+
+#[test]
+fn a_tcp_probe_bigger_than_the_socket_buffers_is_echoed_whole() {
+    if !common::privileged("a_tcp_probe_bigger_than_the_socket_buffers_is_echoed_whole") {
+        return;
+    }
+    let lab = common::lab("basic", "bigtcp");
+    // 16 MB each way: the client writing it all before reading used to
+    // deadlock against the echo server blocked on its own send.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["lab", "traffic", "--lab", lab.name(), "pod-a", "pod-b"])
+        .args(["-p", "tcp", "-s", "16000000", "-c", "2", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = common::wait_exit(&mut child, 60);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["sent"], 2, "{report}");
+    assert_eq!(report["answered"], 2, "{report}");
 }
 
 #[test]

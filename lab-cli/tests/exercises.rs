@@ -98,7 +98,15 @@ fn protocol(id: &str, n: usize) {
 }
 
 fn start(id: &str, lab: &str) -> exercises::Running {
-    exercises::start(&shipped(id), Some(lab), Some(7), None).unwrap()
+    let run = exercises::start(&shipped(id), Some(lab), Some(7), None).unwrap();
+    // The record holds the answer: root's only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(format!("/run/labctl/exercises/{lab}.json"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "attempt record mode");
+    run
 }
 
 fn one_exercise_per_lab_and_clear_errors_for_the_rest() {
@@ -238,7 +246,7 @@ fn a_hint_during_a_check_is_kept() {
     // Wait until the check holds its lock, then ask for a hint.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let busy = lab_cli::lab::state::Records::new("exercises")
+        let busy = lab_cli::lab::state::Records::private("exercises")
             .try_lock_named(&lab, "check")
             .unwrap()
             .is_none();
@@ -357,7 +365,7 @@ fn an_interrupted_check_records_nothing() {
     common::wait_for_signal_handler(&child);
     // The bulk transfer takes 2 s: interrupt it in the middle.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while lab_cli::lab::state::Records::new("exercises")
+    while lab_cli::lab::state::Records::private("exercises")
         .try_lock_named(&lab, "check")
         .unwrap()
         .is_some()

@@ -589,6 +589,18 @@ fn svc_mistakes_are_usage_errors_that_change_nothing() {
             vec!["svc", "backend", "set", "web", "ghost"],
             "is not a pod of lab",
         ),
+        (
+            vec!["svc", "backend", "set", "web", "web-1", "web-1", "web-2"],
+            "pod `web-1` is given more than once",
+        ),
+        (
+            vec!["svc", "add", "api", "--vip", "10.96.0.0"],
+            "network address",
+        ),
+        (
+            vec!["svc", "add", "api", "-b", "web-1", "-b", "otherlab/web-2"],
+            "is a pod of lab `otherlab`",
+        ),
     ] {
         let mut args = args.clone();
         args.extend(["--lab", &name]);

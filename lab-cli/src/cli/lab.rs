@@ -146,8 +146,9 @@ pub struct LabTrafficArgs {
     /// Probes to send (echo requests, datagrams or connections) [default: 3].
     #[arg(long, short = 'c', conflicts_with = "duration", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: Option<u32>,
-    /// Payload bytes per probe, as `ping -s`.
-    #[arg(long, short = 's', default_value_t = 56)]
+    /// Payload bytes per probe, as `ping -s`: at most 65507 for icmp and
+    /// udp (one IPv4 datagram), 1G for tcp (K/M/G suffixes work).
+    #[arg(long, short = 's', default_value = "56", value_parser = values::traffic_size)]
     pub size: usize,
     /// Seconds to wait for each answer.
     #[arg(long, default_value = "1", value_parser = values::duration, allow_negative_numbers = true)]

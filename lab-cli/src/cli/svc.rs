@@ -37,7 +37,8 @@ pub struct SvcListArgs {
     #[arg(long, value_parser = values::lab_name, conflicts_with = "netns")]
     pub lab: Option<String>,
     /// Read kube-proxy's chains (iptables and nftables) in this network
-    /// namespace instead: a name from `ip netns`, NS/NAME of a pod, or a path.
+    /// namespace instead: a name from `ip netns`, NS/NAME of a pod, or a
+    /// namespace file such as /proc/PID/ns/net.
     #[arg(long)]
     pub netns: Option<String>,
     /// Only frontends with a backend at this pod (POD, LAB/POD or NS/NAME).
@@ -65,8 +66,9 @@ pub struct SvcAddArgs {
     /// The lab (needed only when several labs have services).
     #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
-    /// Its virtual IP, in 10.96.0.0/12 [default: the first free from 10.96.0.10].
-    #[arg(long)]
+    /// Its virtual IP, in 10.96.0.0/12 (not its network or broadcast
+    /// address) [default: the first free from 10.96.0.10].
+    #[arg(long, value_parser = values::service_vip)]
     pub vip: Option<Ipv4Addr>,
     /// The service port.
     #[arg(long, default_value = "80", value_parser = values::port)]
@@ -77,7 +79,8 @@ pub struct SvcAddArgs {
     /// Protocols (repeat for both) [default: tcp and udp].
     #[arg(long = "proto", short = 'p', value_enum)]
     pub protocols: Vec<L4>,
-    /// A backend pod (repeat for several; none: a service without endpoints).
+    /// A backend pod, POD or LAB/POD of this lab (repeat for several, each
+    /// pod once; none: a service without endpoints).
     #[arg(long = "backend", short = 'b')]
     pub backends: Vec<String>,
     /// Output: text for people, json for scripts.
@@ -118,7 +121,8 @@ pub enum SvcBackendCommand {
 pub struct SvcBackendSetArgs {
     /// The service's name.
     pub service: String,
-    /// The pods (POD or LAB/POD); none: the service has no endpoints.
+    /// The pods (POD or LAB/POD of this lab), each once; none: the service
+    /// has no endpoints.
     pub pods: Vec<String>,
     /// The lab (needed only when several labs have services).
     #[arg(long, value_parser = values::lab_name)]

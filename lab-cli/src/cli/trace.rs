@@ -67,8 +67,12 @@ pub struct TraceArgs {
     pub stack: bool,
     /// Also write each drop's packet to this pcapng file (`-`: standard
     /// output, e.g. `| wireshark -k -i -`), with the reason as the packet's comment.
+    /// An existing FILE is refused unless --force.
     #[arg(long, value_name = "FILE", conflicts_with = "summary")]
     pub pcap: Option<std::path::PathBuf>,
+    /// Replace an existing --pcap FILE.
+    #[arg(long, requires = "pcap")]
+    pub force: bool,
     /// Bytes of each packet to keep in the pcap, from its IP header (1 to 2048).
     #[arg(long, default_value_t = 128, requires = "pcap", value_parser = values::snaplen)]
     pub snaplen: u32,

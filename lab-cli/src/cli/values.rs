@@ -73,6 +73,47 @@ fn bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is not a size in bytes (e.g. 4194304 or 4M)"))
 }
 
+/// `lab traffic -s`: payload bytes per probe, 0 to 1 GiB (TCP's bound; K/M
+/// suffixes work). ICMP and UDP's own bound (65,507) needs the protocol:
+/// [`traffic_size_for`].
+pub fn traffic_size(s: &str) -> Result<usize, String> {
+    use crate::lab::traffic::{MAX_DATAGRAM_PAYLOAD, MAX_TCP_PAYLOAD};
+    let too_big = || {
+        format!(
+            "`{s}` is too large: give at most {MAX_TCP_PAYLOAD} bytes (1G) for tcp, {MAX_DATAGRAM_PAYLOAD} for icmp and udp"
+        )
+    };
+    let t = s.trim();
+    let (num, mult): (&str, u128) = match t.as_bytes().last() {
+        Some(b'k' | b'K') => (&t[..t.len() - 1], 1 << 10),
+        Some(b'm' | b'M') => (&t[..t.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "`{s}` is not a size in bytes (e.g. 1400, 64K or 16M)"
+        ));
+    }
+    // All digits: a number too long for u128 is too large, not a typo.
+    match num.parse::<u128>().ok().and_then(|n| n.checked_mul(mult)) {
+        Some(n) if n <= MAX_TCP_PAYLOAD as u128 => usize::try_from(n).map_err(|_| too_big()),
+        _ => Err(too_big()),
+    }
+}
+
+/// A `-s` size checked against the protocol it is sent with: one IPv4
+/// datagram for ICMP and UDP.
+pub fn traffic_size_for(size: usize, proto: crate::lab::traffic::Proto) -> Result<(), String> {
+    use crate::lab::traffic::{MAX_DATAGRAM_PAYLOAD, Proto};
+    match proto {
+        Proto::Icmp | Proto::Udp if size > MAX_DATAGRAM_PAYLOAD => Err(format!(
+            "-s {size} does not fit in one {proto} datagram: give at most {MAX_DATAGRAM_PAYLOAD} bytes (65,535 less the IPv4 and {proto} headers), or use -p tcp"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A TCP/UDP port, 1 to 65535.
 pub fn port(s: &str) -> Result<u16, String> {
     match s.trim().parse::<u16>() {
@@ -93,6 +134,17 @@ pub fn port_range(s: &str) -> Result<(u16, u16), String> {
         ));
     }
     Ok((lo, hi))
+}
+
+/// A service's virtual IP: in the service CIDR 10.96.0.0/12, neither its
+/// network nor its broadcast address.
+pub fn service_vip(s: &str) -> Result<std::net::Ipv4Addr, String> {
+    let vip = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not an IPv4 address (e.g. 10.96.0.20)"))?;
+    crate::services::model::check_vip(vip).map_err(|e| e.to_string())?;
+    Ok(vip)
 }
 
 /// A lab name, checked as `lab up --name` checks it.
@@ -206,6 +258,30 @@ mod tests {
         for bad in ["1073741824", "5000", "2048", "0", "-4", "1G"] {
             assert!(ring_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn traffic_sizes_are_bounded_by_what_the_protocol_carries() {
+        use crate::lab::traffic::Proto;
+        assert_eq!(traffic_size("0"), Ok(0));
+        assert_eq!(traffic_size("64K"), Ok(65_536));
+        assert_eq!(traffic_size("1G"), Ok(1 << 30));
+        for bad in ["1073741825", "2G", "99999999999999", &"9".repeat(60)] {
+            assert!(
+                traffic_size(bad).unwrap_err().contains("too large"),
+                "{bad}"
+            );
+        }
+        for bad in ["", "-1", "1.5", "K", "12Q"] {
+            assert!(
+                traffic_size(bad).unwrap_err().contains("not a size"),
+                "{bad}"
+            );
+        }
+        assert!(traffic_size_for(65_507, Proto::Udp).is_ok());
+        assert!(traffic_size_for(65_508, Proto::Udp).is_err());
+        assert!(traffic_size_for(65_508, Proto::Icmp).is_err());
+        assert!(traffic_size_for(1 << 30, Proto::Tcp).is_ok());
     }
 
     #[test]

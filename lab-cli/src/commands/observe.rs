@@ -30,6 +30,10 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<Outcome> {
     {
         names::lookup_pod(pod)?;
     }
+    if let Some(ns) = &args.namespace {
+        // As trace --pod-namespace: a lab's name or a namespace with pods.
+        names::pod_netns_of(ns)?;
+    }
     let namespaces = match (&args.lab, args.netns.is_empty()) {
         (Some(lab), _) => {
             let lab = Lab::open(lab)?;

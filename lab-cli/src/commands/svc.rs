@@ -20,7 +20,10 @@ use crate::{
         exit::Outcome,
         services::{render, render_flows},
     },
-    services::{self, FrontendView, L4, ServiceSpec, cilium, model::APP_PORT},
+    services::{
+        self, FrontendView, L4, ServiceError, ServiceSpec, SpecError, cilium,
+        model::{self, APP_PORT},
+    },
 };
 
 pub fn run(command: SvcCommand) -> anyhow::Result<Outcome> {
@@ -42,11 +45,7 @@ pub fn run(command: SvcCommand) -> anyhow::Result<Outcome> {
             SvcBackendCommand::Del(a) => backend(a, false),
             SvcBackendCommand::Set(a) => {
                 let lab = pick_lab(a.lab.as_deref())?;
-                let pods: Vec<String> = a
-                    .pods
-                    .iter()
-                    .map(|p| p.rsplit('/').next().unwrap_or(p).to_owned())
-                    .collect();
+                let pods = model::backend_pods(&lab, &a.pods).map_err(usage)?;
                 let what = if pods.is_empty() {
                     format!("service `{}` has no endpoints now", a.service)
                 } else {
@@ -64,6 +63,11 @@ pub fn run(command: SvcCommand) -> anyhow::Result<Outcome> {
             }
         },
     }
+}
+
+/// A service spec the user got wrong, as the lab layer reports it (exit 2).
+fn usage(e: SpecError) -> LabError {
+    ServiceError::from(e).into()
 }
 
 /// Lab `name`, or the only lab with services.
@@ -179,6 +183,7 @@ fn flows(lab: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
 
 fn add(args: SvcAddArgs) -> anyhow::Result<Outcome> {
     let name = pick_lab(args.lab.as_deref())?;
+    let backends = model::backend_pods(&name, &args.backends).map_err(usage)?;
     let lab = Lab::open(&name)?;
     let vip = match args.vip {
         Some(v) => v,
@@ -195,11 +200,7 @@ fn add(args: SvcAddArgs) -> anyhow::Result<Outcome> {
         port: args.port,
         target_port: args.target_port,
         protocols,
-        backends: args
-            .backends
-            .iter()
-            .map(|b| b.rsplit('/').next().unwrap_or(b).to_owned())
-            .collect(),
+        backends,
     };
     let note = if args.target_port == APP_PORT {
         String::new()
@@ -219,7 +220,7 @@ fn add(args: SvcAddArgs) -> anyhow::Result<Outcome> {
 
 fn backend(args: SvcBackendChangeArgs, add: bool) -> anyhow::Result<Outcome> {
     let lab = pick_lab(args.lab.as_deref())?;
-    let pod = args.pod.rsplit('/').next().unwrap_or(&args.pod).to_owned();
+    let pod = model::backend_pod(&lab, &args.pod).map_err(usage)?;
     let (change, what) = if add {
         (
             Change::AddBackend {

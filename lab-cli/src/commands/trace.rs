@@ -10,17 +10,22 @@ use crate::{
         filter::Filters,
         session::{self, Scope, TraceOptions},
     },
-    kernel::{node, outfile, privilege},
+    kernel::{
+        node,
+        outfile::{self, Existing},
+        privilege,
+    },
     lab::names,
     output::{
         OutputFormat,
         drops::{JsonSink, TextSink},
-        exit::Outcome,
+        exit::{Outcome, UsageError},
         pcap::{PcapSink, SummaryOnly},
     },
 };
 
 pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
+    check_pcap(&args)?;
     privilege::require("trace")?;
     // Inside a node the kernel is shared with every other node and the host:
     // show this node's drops unless asked for more.
@@ -95,7 +100,12 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
             session::run(&opts, &mut sink)
         }
         (Some(path), format) => {
-            let file = outfile::create(path)?;
+            let existing = if args.force {
+                Existing::Replace
+            } else {
+                Existing::Refuse
+            };
+            let file = outfile::create(path, existing)?;
             let out = BufWriter::with_capacity(1 << 16, file);
             match format {
                 OutputFormat::Json => {
@@ -113,4 +123,33 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
     }
     .context("tracing failed")?;
     Ok(Outcome::Success)
+}
+
+/// `--pcap -` writes binary to standard output: not onto a terminal, and
+/// not mixed with JSON lines.
+fn check_pcap(args: &TraceArgs) -> Result<(), UsageError> {
+    let Some(path) = &args.pcap else {
+        return Ok(());
+    };
+    if path.as_os_str() != "-" {
+        return Ok(());
+    }
+    if args.force {
+        return Err(UsageError(
+            "--force replaces an existing --pcap FILE; standard output (`--pcap -`) has none"
+                .into(),
+        ));
+    }
+    if args.output == OutputFormat::Json {
+        return Err(UsageError(
+            "`--pcap -` and `-o json` would both write to standard output; write the pcap to a file (--pcap FILE) or drop -o json"
+                .into(),
+        ));
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(UsageError(
+            "`--pcap -` writes binary pcapng to standard output, which is a terminal; pipe it (`| wireshark -k -i -`, `| tshark -r -`) or redirect it to a file".into(),
+        ));
+    }
+    Ok(())
 }

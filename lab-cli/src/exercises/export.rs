@@ -4,7 +4,10 @@
 //! shortcuts and why they are wrong, guards, wrong turns, debrief, every
 //! draw of the parameters).
 
-use std::path::{Path, PathBuf};
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+};
 
 use thiserror::Error;
 
@@ -14,14 +17,17 @@ use super::{
     model::{Action, Exercise},
     template,
 };
+use crate::kernel::safefile::{Dir, SafeFileError};
 
 #[derive(Debug, Error)]
 pub enum ExportError {
-    #[error("cannot write {path}: {source}")]
-    Write {
+    #[error("cannot create {path}: {source}")]
+    Create {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Write(#[from] SafeFileError),
     #[error(transparent)]
     Render(Box<ExerciseError>),
 }
@@ -160,12 +166,14 @@ pub fn instructor_notes(source: &Source) -> Result<String, ExerciseError> {
 }
 
 /// Writes `ID.handout.md` and `ID.instructor.md` for every exercise into
-/// `dir` (created if missing).
+/// `dir` (created if missing), each through a temporary file renamed into
+/// place: a planted link is replaced, not followed.
 pub fn export(sources: &[Source], dir: &Path, hints: bool) -> Result<Vec<PathBuf>, ExportError> {
-    std::fs::create_dir_all(dir).map_err(|source| ExportError::Write {
+    std::fs::create_dir_all(dir).map_err(|source| ExportError::Create {
         path: dir.to_owned(),
         source,
     })?;
+    let out = Dir::user(dir)?;
     let mut written = Vec::new();
     for s in sources {
         let render = |e| ExportError::Render(Box::new(e));
@@ -173,33 +181,12 @@ pub fn export(sources: &[Source], dir: &Path, hints: bool) -> Result<Vec<PathBuf
             ("handout", handout(s, hints).map_err(render)?),
             ("instructor", instructor_notes(s).map_err(render)?),
         ] {
-            let path = dir.join(format!("{}.{suffix}.md", s.id()));
-            write(&path, dir, &text)?;
-            written.push(path);
+            let name = OsString::from(format!("{}.{suffix}.md", s.id()));
+            out.write(&name, text.as_bytes(), 0o644)?;
+            written.push(dir.join(name));
         }
     }
     Ok(written)
-}
-
-/// Through a temporary file renamed into place: a planted link at the
-/// name is replaced, not followed.
-fn write(path: &Path, dir: &Path, text: &str) -> Result<(), ExportError> {
-    let fail = |source| ExportError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".labctl-")
-        .tempfile_in(dir)
-        .map_err(fail)?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(fail)?;
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
 }
 
 #[cfg(test)]

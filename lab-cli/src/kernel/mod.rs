@@ -18,6 +18,7 @@ pub mod podcgroup;
 pub mod privilege;
 pub mod ready;
 pub mod rtnl;
+pub mod safefile;
 pub mod sockets;
 pub mod sysctl;
 pub mod tool;

@@ -22,6 +22,8 @@ use nix::{
 };
 use thiserror::Error;
 
+use super::safefile::{Dir, SafeFileError};
+
 /// Where iproute2 keeps named network namespaces.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 
@@ -37,6 +39,10 @@ pub enum NetnsError {
     NotFound(String),
     #[error("`{0}` is not a namespace name: give one name without `/`")]
     BadName(String),
+    #[error(
+        "{0} is not a network namespace file; give one such as /proc/PID/ns/net or /run/netns/NAME"
+    )]
+    NotANetns(String),
     #[error("cannot {action} network namespace `{name}`: {source}")]
     Io {
         action: &'static str,
@@ -51,6 +57,8 @@ pub enum NetnsError {
     },
     #[error("the thread running inside network namespace `{0}` panicked")]
     ThreadPanicked(String),
+    #[error(transparent)]
+    File(#[from] SafeFileError),
 }
 
 /// A named network namespace. One created by [`NetNs::create`] is deleted
@@ -82,14 +90,16 @@ impl NetNs {
             source,
         };
         check_name(name)?;
-        fs::create_dir_all(NETNS_RUN_DIR).map_err(|e| io_err("create /run/netns for", e))?;
+        // /run/netns checked (root's, nobody else may write in it: the
+        // bind mount below goes onto a path) and made as iproute2 makes it.
+        let dir = Dir::private(Path::new(NETNS_RUN_DIR), 0o755).map_err(NetnsError::from)?;
         let path = Path::new(NETNS_RUN_DIR).join(name);
-        match File::options().write(true).create_new(true).open(&path) {
+        match dir.create(std::ffi::OsStr::new(name), 0o644, false) {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(SafeFileError::Exists { .. }) => {
                 return Err(NetnsError::Exists(name.to_owned()).into());
             }
-            Err(e) => return Err(io_err("create the mount point of", e).into()),
+            Err(e) => return Err(NetnsError::from(e).into()),
         }
         // From here on, dropping `ns` removes the file (and mount, if any).
         let ns = Self {
@@ -438,6 +448,9 @@ pub fn lookup(spec: &str) -> Result<NetNs, NetnsError> {
     if spec == "host" {
         return Ok(host());
     }
+    if spec.starts_with('/') {
+        return at_path(spec);
+    }
     if let Some(pid) = spec.strip_prefix("pid:") {
         let path = Path::new("/proc").join(pid).join("ns/net");
         if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) || !path.exists() {
@@ -451,6 +464,31 @@ pub fn lookup(spec: &str) -> Result<NetNs, NetnsError> {
             .ok_or_else(|| NetnsError::NotFound(spec.to_owned()));
     }
     NetNs::open(spec)
+}
+
+/// A namespace file named by its path (/proc/PID/ns/net, /run/netns/NAME,
+/// a container runtime's): it must be a network namespace, so nothing
+/// else is ever opened or entered as one.
+fn at_path(spec: &str) -> Result<NetNs, NetnsError> {
+    let path = Path::new(spec);
+    // Looked at before it is opened: opening a device or a FIFO can act or block.
+    match nix::sys::statfs::statfs(path) {
+        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC => {}
+        Ok(_) => return Err(NetnsError::NotANetns(spec.to_owned())),
+        Err(_) => return Err(NetnsError::NotFound(spec.to_owned())),
+    }
+    let file = File::open(path).map_err(|source| NetnsError::Io {
+        action: "open",
+        name: spec.to_owned(),
+        source,
+    })?;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the open
+    // nsfs file's type.
+    let kind = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::NS_GET_NSTYPE) };
+    if kind != libc::CLONE_NEWNET {
+        return Err(NetnsError::NotANetns(spec.to_owned()));
+    }
+    Ok(NetNs::at(spec, path))
 }
 
 /// `--netns` given (that namespace) or not (the caller's own: None).

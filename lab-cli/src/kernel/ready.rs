@@ -2,25 +2,28 @@
 //! ready, so a script can start its traffic then (as pwru's).
 //!
 //! labctl runs as root and the file often sits in a world-writable directory
-//! (/tmp), so it is never opened by name: the content goes to a fresh
-//! temporary file in the same directory (O_CREAT|O_EXCL, which follows no
-//! link) that is then renamed over the path. A symlink planted at the path is
-//! replaced, never followed. A stale file is removed at start, and ours again
-//! at exit (only if it is still the one we wrote).
+//! (/tmp), so it is written through `kernel::safefile`: the directory is
+//! opened once, the content goes to a fresh temporary file in it
+//! (O_CREAT|O_EXCL|O_NOFOLLOW) that is then renamed over the name. A
+//! symlink planted at the path is replaced, never followed. A stale file is
+//! removed at start, and ours again at exit (only if it is still the one we
+//! wrote).
 
 use std::{
-    io::{self, Write as _},
-    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    ffi::OsString,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
 use thiserror::Error;
 
+use super::safefile::{Dir, SafeFileError};
+
 #[derive(Debug, Error)]
-#[error("cannot write the ready file {path}: {source}")]
+#[error("cannot use the ready file: {source}")]
 pub struct ReadyFileError {
     pub path: PathBuf,
-    pub source: io::Error,
+    pub source: SafeFileError,
 }
 
 type Identity = (u64, u64, i64, i64);
@@ -29,10 +32,15 @@ fn identity(m: &std::fs::Metadata) -> Identity {
     (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
 }
 
+fn stat_identity(st: &nix::sys::stat::FileStat) -> Identity {
+    (st.st_dev, st.st_ino, st.st_ctime, st.st_ctime_nsec)
+}
+
 /// The ready file of one command run (or none when not asked for).
 #[derive(Debug, Default)]
 pub struct ReadyFile {
-    path: Option<PathBuf>,
+    /// Its directory, its name, and the path as given (for messages).
+    at: Option<(Dir, OsString, PathBuf)>,
     /// Identity of the file we wrote: device, inode and change time (inode
     /// numbers are reused at once on tmpfs, so they alone prove nothing).
     written: Option<Identity>,
@@ -49,50 +57,37 @@ impl ReadyFile {
             path: path.to_owned(),
             source,
         };
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => {
-                return Err(fail(io::Error::new(
-                    io::ErrorKind::IsADirectory,
-                    "it is a directory; give a file name",
-                )));
+        let (dir, name) = Dir::user_parent(path).map_err(fail)?;
+        match dir.stat(&name).map_err(fail)? {
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                return Err(fail(SafeFileError::NotRegular {
+                    path: path.to_owned(),
+                }));
             }
-            // remove_file unlinks a symlink itself, never its target.
-            Ok(_) => std::fs::remove_file(path).map_err(fail)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(fail(e)),
+            // Unlinks a symlink itself, never its target.
+            Some(_) => {
+                dir.remove(&name).map_err(fail)?;
+            }
+            None => {}
         }
         Ok(Self {
-            path: Some(path.to_owned()),
+            at: Some((dir, name, path.to_owned())),
             written: None,
         })
     }
 
     /// Writes `what` and a newline: the command is ready.
     pub fn signal(&mut self, what: &str) -> Result<(), ReadyFileError> {
-        let Some(path) = &self.path else {
+        let Some((dir, name, path)) = &self.at else {
             return Ok(());
         };
-        let fail = |source| ReadyFileError {
-            path: path.clone(),
-            source,
-        };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".labctl-ready-")
-            .tempfile_in(dir)
-            .map_err(fail)?;
         // Readable by the (unprivileged) script waiting for it.
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(fail)?;
-        tmp.write_all(format!("{what}\n").as_bytes())
-            .map_err(fail)?;
-        tmp.persist(path).map_err(|e| fail(e.error))?;
-        // After the rename, which changes the file's ctime.
-        let meta = std::fs::symlink_metadata(path).map_err(fail)?;
+        let meta = dir
+            .write(name, format!("{what}\n").as_bytes(), 0o644)
+            .map_err(|source| ReadyFileError {
+                path: path.clone(),
+                source,
+            })?;
         self.written = Some(identity(&meta));
         Ok(())
     }
@@ -100,11 +95,11 @@ impl ReadyFile {
 
 impl Drop for ReadyFile {
     fn drop(&mut self) {
-        let (Some(path), Some(written)) = (&self.path, self.written) else {
+        let (Some((dir, name, path)), Some(written)) = (&self.at, self.written) else {
             return;
         };
-        let ours = std::fs::symlink_metadata(path).is_ok_and(|m| identity(&m) == written);
-        if ours && let Err(e) = std::fs::remove_file(path) {
+        let ours = matches!(dir.stat(name), Ok(Some(st)) if stat_identity(&st) == written);
+        if ours && let Err(e) = dir.remove(name) {
             tracing::warn!("cannot remove the ready file {}: {e}", path.display());
         }
     }

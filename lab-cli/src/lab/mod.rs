@@ -145,7 +145,9 @@ impl LabError {
                 | LabError::Plan(_)
                 | LabError::NotEbpf(_)
                 | LabError::State(StateError::Name(_))
-                | LabError::Netns(NetnsError::BadName(_) | NetnsError::NotFound(_))
+                | LabError::Netns(
+                    NetnsError::BadName(_) | NetnsError::NotFound(_) | NetnsError::NotANetns(_)
+                )
         ) || matches!(self, LabError::Services(e) if e.is_usage())
     }
 }
@@ -421,22 +423,31 @@ pub fn down(name: Option<&str>) -> Result<Vec<String>, LabError> {
         None => LabState::all()?,
     };
     let mut done = Vec::new();
+    let mut failed = Vec::new();
     let mut errors = Vec::new();
     for state in &states {
+        // One lab's leftovers as they are; several labs' each named.
+        let named = |e: String| match states.len() {
+            1 => e,
+            _ => format!("lab `{}`: {e}", state.lab),
+        };
         match down_locked(state) {
             Ok(()) => done.push(state.lab.clone()),
-            Err(e) => errors.push(e.to_string()),
+            Err(LabError::Teardown { errors: e, .. }) => {
+                failed.push(state.lab.as_str());
+                errors.extend(e.into_iter().map(named));
+            }
+            Err(e) => {
+                failed.push(state.lab.as_str());
+                errors.push(named(e.to_string()));
+            }
         }
     }
     if errors.is_empty() {
         Ok(done)
     } else {
         Err(LabError::Teardown {
-            lab: states
-                .iter()
-                .map(|s| s.lab.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            lab: failed.join(", "),
             errors,
         })
     }

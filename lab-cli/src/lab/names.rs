@@ -217,6 +217,10 @@ pub fn display(lab: &str, member: &str) -> String {
 /// name, `host`, `pid:N`, an inode number, or a member of the one lab that
 /// has it (`pod-a`).
 pub fn lookup_netns(spec: &str) -> Result<NetNs, LabError> {
+    // A path to a namespace file (/proc/PID/ns/net).
+    if spec.starts_with('/') {
+        return Ok(netns::lookup(spec)?);
+    }
     if let Some((lab, member)) = spec.split_once('/') {
         return match open_lab(lab)? {
             Some(lab) => lab.netns(member),

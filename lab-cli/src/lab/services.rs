@@ -264,14 +264,14 @@ pub fn change(lab: &str, change: Change) -> Result<(SyncReport, &'static str), L
     let specs = &mut lab.state.services;
     let find = |specs: &[ServiceSpec], name: &str| specs.iter().position(|s| s.name == name);
     match change {
-        Change::Add(spec) => {
+        Change::Add(mut spec) => {
             model::validate_name(&spec.name).map_err(ServiceError::from)?;
             if find(specs, &spec.name).is_some() {
                 return Err(ServiceError::from(SpecError::Exists(spec.name)).into());
             }
-            if !model::in_service_cidr(spec.vip) {
-                return Err(ServiceError::from(SpecError::VipOutsideCidr(spec.vip)).into());
-            }
+            model::check_vip(spec.vip).map_err(ServiceError::from)?;
+            spec.backends =
+                model::backend_pods(&lab_name, &spec.backends).map_err(ServiceError::from)?;
             if let Some(other) = specs.iter().find(|s| s.vip == spec.vip) {
                 return Err(ServiceError::from(SpecError::VipTaken {
                     vip: spec.vip,
@@ -289,6 +289,7 @@ pub fn change(lab: &str, change: Change) -> Result<(SyncReport, &'static str), L
             specs.remove(i);
         }
         Change::AddBackend { service, pod } => {
+            let pod = model::backend_pod(&lab_name, &pod).map_err(ServiceError::from)?;
             plan.pod(&pod).ok_or_else(|| no_such_pod(plan, &pod))?;
             let i =
                 find(specs, &service).ok_or_else(|| no_such_service(&lab_name, specs, &service))?;
@@ -298,6 +299,7 @@ pub fn change(lab: &str, change: Change) -> Result<(SyncReport, &'static str), L
             specs[i].backends.push(pod);
         }
         Change::DeleteBackend { service, pod } => {
+            let pod = model::backend_pod(&lab_name, &pod).map_err(ServiceError::from)?;
             let i =
                 find(specs, &service).ok_or_else(|| no_such_service(&lab_name, specs, &service))?;
             let Some(j) = specs[i].backends.iter().position(|b| *b == pod) else {
@@ -311,6 +313,7 @@ pub fn change(lab: &str, change: Change) -> Result<(SyncReport, &'static str), L
             specs[i].backends.remove(j);
         }
         Change::SetBackends { service, pods } => {
+            let pods = model::backend_pods(&lab_name, &pods).map_err(ServiceError::from)?;
             for pod in &pods {
                 plan.pod(pod).ok_or_else(|| no_such_pod(plan, pod))?;
             }

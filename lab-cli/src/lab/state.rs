@@ -8,7 +8,8 @@
 //! with the same name.
 
 use std::{
-    fs::{self, File},
+    ffi::{OsStr, OsString},
+    fs::File,
     io,
     path::{Path, PathBuf},
 };
@@ -18,9 +19,16 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use thiserror::Error;
 
 use super::plan::{LabOptions, PlanError, validate_name};
-use crate::services::ServiceSpec;
+use crate::{
+    kernel::safefile::{Dir, SafeFileError},
+    services::ServiceSpec,
+};
 
 pub const RUN_DIR: &str = "/run/labctl";
+
+/// A temporary record file older than this was left by a killed command
+/// (a save takes microseconds between creating and renaming it).
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -33,6 +41,8 @@ pub enum StateError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error(transparent)]
+    File(#[from] SafeFileError),
     #[error(
         "the lab record {path} is corrupt ({source}); delete it after checking `ip netns list`"
     )]
@@ -84,18 +94,37 @@ pub struct CgroupRecord {
 /// JSON records, one file per lab name (`NAME.json`), in a directory
 /// under /run/labctl: the labs themselves, the exercise attempts. Names are
 /// checked as `lab up --name` checks them, so a path never leads out of the
-/// directory; writes are atomic (write + rename), so a crash never leaves
-/// half a file.
+/// directory; the directory is checked (root's, nobody else can write in
+/// it) and made without following links, and writes go through
+/// `kernel::safefile` (a fresh temporary file renamed into place), so a
+/// crash never leaves half a file and a planted link is never followed.
 pub struct Records {
     dir: &'static str,
+    dir_mode: u32,
+    file_mode: u32,
 }
 
 /// The labs' records.
 pub const LABS: Records = Records::new("labs");
 
 impl Records {
+    /// Records anyone may read (directory 0755, files 0644).
     pub const fn new(dir: &'static str) -> Self {
-        Self { dir }
+        Self {
+            dir,
+            dir_mode: 0o755,
+            file_mode: 0o644,
+        }
+    }
+
+    /// Records only root may read (directory 0700, files 0600): they hold
+    /// something a learner must not see, such as an exercise's answer.
+    pub const fn private(dir: &'static str) -> Self {
+        Self {
+            dir,
+            dir_mode: 0o700,
+            file_mode: 0o600,
+        }
     }
 
     fn dir(&self) -> PathBuf {
@@ -106,31 +135,39 @@ impl Records {
         self.dir().join(format!("{name}.json"))
     }
 
+    fn file(name: &str) -> OsString {
+        OsString::from(format!("{name}.json"))
+    }
+
     /// The record `name`, if there is one.
     pub fn load<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StateError> {
         validate_name(name)?;
-        let path = self.path(name);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("read", &path)(e)),
+        match Dir::existing_private(&self.dir())? {
+            Some(dir) => Self::load_in(&dir, name),
+            None => Ok(None),
+        }
+    }
+
+    fn load_in<T: DeserializeOwned>(dir: &Dir, name: &str) -> Result<Option<T>, StateError> {
+        let file = Self::file(name);
+        let Some(text) = dir.read(&file)? else {
+            return Ok(None);
         };
         serde_json::from_str(&text)
             .map(Some)
-            .map_err(|source| StateError::Corrupt { path, source })
+            .map_err(|source| StateError::Corrupt {
+                path: dir.join(&file),
+                source,
+            })
     }
 
     /// Every record, sorted by name.
     pub fn all<T: DeserializeOwned>(&self) -> Result<Vec<T>, StateError> {
-        let dir = self.dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("list", &dir)(e)),
+        let Some(dir) = Dir::existing_private(&self.dir())? else {
+            return Ok(Vec::new());
         };
         let mut names = Vec::new();
-        for entry in entries {
-            let file = entry.map_err(io_err("list", &dir))?.file_name();
+        for file in dir.names()? {
             if let Some(name) = file.to_string_lossy().strip_suffix(".json")
                 && validate_name(name).is_ok()
             {
@@ -140,7 +177,7 @@ impl Records {
         names.sort();
         let mut out = Vec::new();
         for name in names {
-            if let Some(record) = self.load(&name)? {
+            if let Some(record) = Self::load_in(&dir, &name)? {
                 out.push(record);
             }
         }
@@ -148,26 +185,29 @@ impl Records {
     }
 
     pub fn save<T: Serialize>(&self, name: &str, record: &T) -> Result<(), StateError> {
-        let dir = self.dir();
-        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        let path = self.path(name);
-        let tmp = path.with_extension("json.tmp");
+        validate_name(name)?;
         let text = serde_json::to_string_pretty(record).map_err(|source| StateError::Corrupt {
-            path: path.clone(),
+            path: self.path(name),
             source,
         })?;
-        fs::write(&tmp, text).map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("write", &path))
+        let dir = Dir::private(&self.dir(), self.dir_mode)?;
+        dir.write(&Self::file(name), text.as_bytes(), self.file_mode)?;
+        // What a command killed in the middle of a save left (the record
+        // itself is saved: a failure here is only worth a warning).
+        if let Err(e) = dir.sweep_temps(STALE_TEMP) {
+            tracing::warn!("{e}");
+        }
+        Ok(())
     }
 
     /// The lock every read-modify-write of these records holds
     /// (`RUN_DIR/DIR.lock`); held for the change only, never across
     /// anything slow.
     pub fn lock(&self) -> Result<RecordLock, StateError> {
-        fs::create_dir_all(RUN_DIR).map_err(io_err("create", Path::new(RUN_DIR)))?;
-        let path = Path::new(RUN_DIR).join(format!("{}.lock", self.dir));
-        let file = open_lock_file(&path)?;
-        Flock::lock(file, FlockArg::LockExclusive)
+        let run = Dir::private(Path::new(RUN_DIR), 0o755)?;
+        let name = OsString::from(format!("{}.lock", self.dir));
+        let path = run.join(&name);
+        Flock::lock(run.lock_file(&name, 0o600)?, FlockArg::LockExclusive)
             .map(|lock| RecordLock { _lock: lock })
             .map_err(|(_, e)| io_err("lock", &path)(e.into()))
     }
@@ -180,10 +220,13 @@ impl Records {
         purpose: &str,
     ) -> Result<Option<RecordLock>, StateError> {
         validate_name(name)?;
-        let dir = self.dir();
-        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        let path = dir.join(format!("{name}.{purpose}.lock"));
-        match Flock::lock(open_lock_file(&path)?, FlockArg::LockExclusiveNonblock) {
+        let dir = Dir::private(&self.dir(), self.dir_mode)?;
+        let file = OsString::from(format!("{name}.{purpose}.lock"));
+        let path = dir.join(&file);
+        match Flock::lock(
+            dir.lock_file(&file, self.file_mode)?,
+            FlockArg::LockExclusiveNonblock,
+        ) {
             Ok(lock) => Ok(Some(RecordLock { _lock: lock })),
             Err((_, nix::Error::EWOULDBLOCK)) => Ok(None),
             Err((_, e)) => Err(io_err("lock", &path)(e.into())),
@@ -193,19 +236,18 @@ impl Records {
     /// Removes a record's `PURPOSE` lock file (with the record).
     pub fn remove_lock(&self, name: &str, purpose: &str) -> Result<(), StateError> {
         validate_name(name)?;
-        let path = self.dir().join(format!("{name}.{purpose}.lock"));
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
-            _ => Ok(()),
+        if let Some(dir) = Dir::existing_private(&self.dir())? {
+            dir.remove(&OsString::from(format!("{name}.{purpose}.lock")))?;
         }
+        Ok(())
     }
 
     pub fn remove(&self, name: &str) -> Result<(), StateError> {
-        let path = self.path(name);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
-            _ => Ok(()),
+        validate_name(name)?;
+        if let Some(dir) = Dir::existing_private(&self.dir())? {
+            dir.remove(&Self::file(name))?;
         }
+        Ok(())
     }
 }
 
@@ -233,19 +275,6 @@ impl LabState {
     }
 }
 
-/// A lock file: created if missing (mode 0600), never through a link.
-fn open_lock_file(path: &Path) -> Result<File, StateError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(io_err("open", path))
-}
-
 /// Held while records are changed (see [`Records::lock`]).
 pub struct RecordLock {
     _lock: Flock<File>,
@@ -259,16 +288,9 @@ pub struct LabLock {
 impl LabLock {
     /// Takes the lock, waiting (and saying so) while another command holds it.
     pub fn acquire() -> Result<Self, StateError> {
-        fs::create_dir_all(RUN_DIR).map_err(io_err("create", Path::new(RUN_DIR)))?;
-        let path = Path::new(RUN_DIR).join("lock");
-        let open = || {
-            File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(io_err("open", &path))
-        };
+        let dir = Dir::private(Path::new(RUN_DIR), 0o755)?;
+        let path = dir.join(OsStr::new("lock"));
+        let open = || dir.lock_file(OsStr::new("lock"), 0o644);
         let lock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((_, nix::Error::EWOULDBLOCK)) => {

@@ -11,6 +11,7 @@ use crate::{
     kernel::interrupt::Interrupted,
     kernel::netns::NetnsError,
     kernel::privilege::PrivilegeError,
+    kernel::safefile::SafeFileError,
     lab::{LabError, faults::FaultError},
 };
 
@@ -92,8 +93,12 @@ pub fn classify(err: &anyhow::Error) -> ExitCode {
         {
             return ExitCode::Interrupted;
         }
-        if let Some(NetnsError::Exists(_) | NetnsError::NotFound(_) | NetnsError::BadName(_)) =
-            cause.downcast_ref()
+        if let Some(
+            NetnsError::Exists(_)
+            | NetnsError::NotFound(_)
+            | NetnsError::BadName(_)
+            | NetnsError::NotANetns(_),
+        ) = cause.downcast_ref()
         {
             return ExitCode::Usage;
         }
@@ -102,6 +107,7 @@ pub fn classify(err: &anyhow::Error) -> ExitCode {
             || usage(cause, ExerciseError::is_usage)
             || usage(cause, CatalogError::is_usage)
             || usage(cause, AttemptError::is_usage)
+            || usage(cause, SafeFileError::is_usage)
         {
             return ExitCode::Usage;
         }
@@ -128,19 +134,34 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// Prints `error: ...` and every cause, one per line.
 pub fn report(err: &anyhow::Error) {
     eprintln!("error: {err}");
-    for cause in err.chain().skip(1) {
+    for cause in new_causes(err.as_ref()) {
         eprintln!("  caused by: {cause}");
     }
 }
 
-/// An error and its causes on one line (for table cells).
-pub fn one_line(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
+/// The causes of `err` that say something new: a cause whose text the one
+/// before it already contains (`cannot write X: {source}`) is left out.
+fn new_causes(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut before = err.to_string();
+    let mut out = Vec::new();
     let mut source = err.source();
     while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
+        let text = cause.to_string();
+        if !before.contains(&text) {
+            out.push(text.clone());
+        }
+        before = text;
         source = cause.source();
+    }
+    out
+}
+
+/// An error and its causes on one line (for table cells).
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = err.to_string();
+    for cause in new_causes(err) {
+        s.push_str(": ");
+        s.push_str(&cause);
     }
     s
 }
@@ -159,6 +180,27 @@ mod tests {
         .context("starting the tracer")
         .unwrap_err();
         assert_eq!(classify(&err), ExitCode::Privilege);
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot write /x: {source}")]
+        struct Write {
+            source: io::Error,
+        }
+        let io = || io::Error::from(io::ErrorKind::PermissionDenied);
+        let err = anyhow::Error::new(Write { source: io() }).context("saving the lab");
+        assert_eq!(
+            new_causes(err.as_ref()),
+            ["cannot write /x: permission denied"]
+        );
+        assert_eq!(
+            one_line(err.as_ref()),
+            "saving the lab: cannot write /x: permission denied"
+        );
+        let plain = anyhow::Error::new(io()).context("saving");
+        assert_eq!(new_causes(plain.as_ref()), ["permission denied"]);
     }
 
     #[test]

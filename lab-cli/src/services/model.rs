@@ -213,6 +213,20 @@ pub enum SpecError {
         service: String,
         known: String,
     },
+    #[error(
+        "{vip} is the {what} address of the service CIDR 10.96.0.0/12, which no service may use; pick an address such as 10.96.0.20"
+    )]
+    VipReserved { vip: Ipv4Addr, what: &'static str },
+    #[error("pod `{0}` is given more than once; name each backend once")]
+    DuplicateBackend(String),
+    #[error(
+        "`{spec}` is a pod of lab `{other}`, but the service is in lab `{lab}`; a service's backends are its own lab's pods: give POD or {lab}/POD"
+    )]
+    OtherLab {
+        spec: String,
+        other: String,
+        lab: String,
+    },
     #[error("the service CIDR has no free address left")]
     CidrFull,
 }
@@ -236,6 +250,48 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
 pub fn in_service_cidr(addr: Ipv4Addr) -> bool {
     let (net, len) = SERVICE_CIDR;
     u32::from(addr) >> (32 - len) == u32::from(net) >> (32 - len)
+}
+
+/// A service address: in the service CIDR, and neither its network nor
+/// its broadcast address.
+pub fn check_vip(addr: Ipv4Addr) -> Result<(), SpecError> {
+    if !in_service_cidr(addr) {
+        return Err(SpecError::VipOutsideCidr(addr));
+    }
+    let host = u32::from(addr) & ((1u32 << (32 - SERVICE_CIDR.1)) - 1);
+    let what = match host {
+        0 => "network",
+        h if h == (1u32 << (32 - SERVICE_CIDR.1)) - 1 => "broadcast",
+        _ => return Ok(()),
+    };
+    Err(SpecError::VipReserved { vip: addr, what })
+}
+
+/// Backend pods as typed (`POD` or `LAB/POD`) → the pods of lab `lab`,
+/// each once: a `LAB/` naming another lab, or a pod twice, is refused.
+pub fn backend_pods(lab: &str, specs: &[String]) -> Result<Vec<String>, SpecError> {
+    let mut pods: Vec<String> = Vec::new();
+    for spec in specs {
+        let pod = backend_pod(lab, spec)?;
+        if pods.contains(&pod) {
+            return Err(SpecError::DuplicateBackend(pod));
+        }
+        pods.push(pod);
+    }
+    Ok(pods)
+}
+
+/// One backend pod as typed (`POD` or `LAB/POD`) → a pod of lab `lab`.
+pub fn backend_pod(lab: &str, spec: &str) -> Result<String, SpecError> {
+    match spec.split_once('/') {
+        Some((l, pod)) if l == lab => Ok(pod.to_owned()),
+        Some((other, _)) => Err(SpecError::OtherLab {
+            spec: spec.to_owned(),
+            other: other.to_owned(),
+            lab: lab.to_owned(),
+        }),
+        None => Ok(spec.to_owned()),
+    }
 }
 
 /// The first free address from 10.96.0.10 on (10.96.0.1 is the API
@@ -276,6 +332,41 @@ mod tests {
             backends: vec![],
         };
         assert_eq!(free_vip(&[taken]).unwrap(), Ipv4Addr::new(10, 96, 0, 11));
+        assert!(check_vip(Ipv4Addr::new(10, 96, 0, 1)).is_ok());
+        assert!(check_vip(Ipv4Addr::new(10, 111, 255, 254)).is_ok());
+        for (vip, what) in [
+            ((10, 96, 0, 0), "network"),
+            ((10, 111, 255, 255), "broadcast"),
+        ] {
+            let vip = Ipv4Addr::new(vip.0, vip.1, vip.2, vip.3);
+            assert_eq!(check_vip(vip), Err(SpecError::VipReserved { vip, what }));
+        }
+        assert_eq!(
+            check_vip(Ipv4Addr::new(10, 112, 0, 0)),
+            Err(SpecError::VipOutsideCidr(Ipv4Addr::new(10, 112, 0, 0)))
+        );
+    }
+
+    #[test]
+    fn backends_are_this_labs_pods_each_once() {
+        let s = |v: &[&str]| v.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            backend_pods("svc", &s(&["web-1", "svc/web-2"])).unwrap(),
+            ["web-1", "web-2"]
+        );
+        assert_eq!(
+            backend_pods("svc", &s(&["web-1", "web-1", "web-2"])),
+            Err(SpecError::DuplicateBackend("web-1".into()))
+        );
+        assert_eq!(
+            backend_pods("svc", &s(&["web-1", "svc/web-1"])),
+            Err(SpecError::DuplicateBackend("web-1".into()))
+        );
+        assert!(matches!(
+            backend_pods("svc", &s(&["other/web-1"])),
+            Err(SpecError::OtherLab { .. })
+        ));
+        assert!(backend_pods("svc", &[]).unwrap().is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::{
         LabCommand, LabDownArgs, LabExecArgs, LabListArgs, LabStatusArgs, LabTrafficArgs,
         LabTriggerArgs, LabUpArgs,
     },
+    cli::values,
     kernel::{cgroup, interrupt, privilege},
     lab::{
         self, Endpoint, Lab, exec, faults, names,
@@ -73,6 +74,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
             backend,
             output,
         }) => {
+            values::traffic_size_for(size, proto).map_err(UsageError)?;
             let spec = TrafficSpec {
                 proto,
                 port: port.unwrap_or(TrafficSpec::default().port),

@@ -70,7 +70,10 @@ impl EchoServer {
                         if let Ok((n, peer)) = socket.recv_from(&mut buf) {
                             record(peer);
                             let mut reply = buf[..n].to_vec();
-                            reply.extend_from_slice(&name);
+                            // The name only where it fits in a datagram.
+                            if n + name.len() <= super::MAX_DATAGRAM_PAYLOAD {
+                                reply.extend_from_slice(&name);
+                            }
                             if let Err(e) = socket.send_to(&reply, peer) {
                                 tracing::debug!("echo to {peer}: {e}");
                             }

@@ -99,6 +99,14 @@ impl TrafficSpec {
     }
 }
 
+/// The largest ICMP or UDP payload (`-s`): an IPv4 datagram's 65,535
+/// bytes less its 20-byte header and the 8-byte ICMP or UDP header.
+pub const MAX_DATAGRAM_PAYLOAD: usize = 65_507;
+
+/// The largest TCP payload per probe (`-s`): 1 GiB, streamed (never held
+/// in memory whole).
+pub const MAX_TCP_PAYLOAD: usize = 1 << 30;
+
 /// How long `tcp-stream` runs without --duration.
 pub const DEFAULT_STREAM: Duration = Duration::from_secs(3);
 

@@ -105,7 +105,6 @@ pub(super) fn tcp_probes(
     for seq in (0u32..).take_while(|&seq| spec.more(seq, started)) {
         report.sent += 1;
         let start = Instant::now();
-        let data = payload(seq, spec.size);
         let result = ns.run(|| -> io::Result<(SocketAddr, Option<String>)> {
             let mut stream = TcpStream::connect_timeout(&SocketAddr::V4(target), spec.timeout)?;
             stream.set_read_timeout(Some(spec.timeout))?;
@@ -114,12 +113,7 @@ pub(super) fn tcp_probes(
             } else {
                 None
             };
-            stream.write_all(&data)?;
-            let mut back = vec![0u8; data.len()];
-            stream.read_exact(&mut back)?;
-            if back != data {
-                return Err(io::Error::other("echo differs from what was sent"));
-            }
+            exchange(&mut stream, seq, spec.size, spec.timeout)?;
             Ok((stream.peer_addr()?, name))
         })?;
         match result {
@@ -134,6 +128,86 @@ pub(super) fn tcp_probes(
                 }
             }
             Err(e) => count_error(report, &e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends probe `seq`'s payload (`size` bytes as [`payload`] makes them,
+/// without holding them all) and reads the echo back at the same time: the
+/// server echoes as it reads, so writing everything before reading would
+/// fill both sides' socket buffers and stall for good. `timeout`: the
+/// longest wait without progress either way.
+fn exchange(stream: &mut TcpStream, seq: u32, size: usize, timeout: Duration) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    const CHUNK: usize = 64 * 1024;
+    let total = size.max(4);
+    // The first chunk starts with the sequence number; the rest is filler.
+    let head = payload(seq, total.min(CHUNK));
+    let filler = vec![0xa5; total.min(CHUNK)];
+    let expected = |at: usize| head.get(at).copied().unwrap_or(0xa5);
+    let mut buf = vec![0u8; CHUNK];
+    let (mut sent, mut got) = (0usize, 0usize);
+    let wait = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    stream.set_nonblocking(true)?;
+    while got < total {
+        if crate::kernel::interrupt::requested() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+        }
+        let mut flags = PollFlags::POLLIN;
+        if sent < total {
+            flags |= PollFlags::POLLOUT;
+        }
+        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&*stream), flags)];
+        match poll(&mut fds, wait) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no progress for {:.1} s ({sent} of {total} bytes sent, {got} echoed)",
+                        timeout.as_secs_f64()
+                    ),
+                ));
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let ready = fds[0].revents().unwrap_or(PollFlags::empty());
+        if sent < total && ready.contains(PollFlags::POLLOUT) {
+            let piece = if sent < head.len() {
+                &head[sent..]
+            } else {
+                &filler[..(total - sent).min(filler.len())]
+            };
+            match stream.write(piece) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if ready.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            let want = (total - got).min(buf.len());
+            match stream.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the server closed after echoing {got} of {total} bytes"),
+                    ));
+                }
+                Ok(n) => {
+                    if buf[..n]
+                        .iter()
+                        .enumerate()
+                        .any(|(i, b)| *b != expected(got + i))
+                    {
+                        return Err(io::Error::other("echo differs from what was sent"));
+                    }
+                    got += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())
