@@ -421,22 +421,28 @@ pub fn down(name: Option<&str>) -> Result<Vec<String>, LabError> {
         None => LabState::all()?,
     };
     let mut done = Vec::new();
+    let mut failed = Vec::new();
     let mut errors = Vec::new();
     for state in &states {
         match down_locked(state) {
             Ok(()) => done.push(state.lab.clone()),
-            Err(e) => errors.push(e.to_string()),
+            // One "left things behind" for all: the labs that failed, and
+            // each thing left.
+            Err(LabError::Teardown { lab, errors: left }) => {
+                failed.push(lab);
+                errors.extend(left);
+            }
+            Err(e) => {
+                failed.push(state.lab.clone());
+                errors.push(e.to_string());
+            }
         }
     }
     if errors.is_empty() {
         Ok(done)
     } else {
         Err(LabError::Teardown {
-            lab: states
-                .iter()
-                .map(|s| s.lab.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            lab: failed.join("`, `"),
             errors,
         })
     }

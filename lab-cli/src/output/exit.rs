@@ -14,6 +14,8 @@ use crate::{
     lab::{LabError, faults::FaultError},
 };
 
+use super::width;
+
 /// A usage error found after parsing (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -121,12 +123,31 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Prints `error: ...` and every cause, one per line.
+/// Prints `error: ...` and every cause on standard error (see
+/// [`write_report`]).
 pub fn report(err: &anyhow::Error) {
-    eprintln!("error: {err}");
-    for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+    let mut out = anstream::stderr().lock();
+    if let Err(e) = write_report(&mut out, err) {
+        // Standard error is gone: nowhere left to say it.
+        tracing::debug!("reporting an error: {e}");
     }
+}
+
+/// `error: ...` and every cause, each filled to 80 columns; a cause whose
+/// text the line before already says (an error that repeats its source's
+/// message) is left out.
+pub fn write_report(out: &mut impl io::Write, err: &anyhow::Error) -> io::Result<()> {
+    let mut previous = err.to_string();
+    width::write_fill(out, &previous, "error: ", "       ")?;
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if previous.contains(text.trim()) {
+            continue;
+        }
+        width::write_fill(out, &text, "  caused by: ", "    ")?;
+        previous = text;
+    }
+    Ok(())
 }
 
 /// An error and its causes on one line (for table cells).
@@ -155,6 +176,31 @@ mod tests {
         .context("starting the tracer")
         .unwrap_err();
         assert_eq!(classify(&err), ExitCode::Privilege);
+    }
+
+    #[test]
+    fn a_cause_already_said_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read the table: permission denied")]
+        struct Outer(#[source] io::Error);
+        let err = anyhow::Error::new(Outer(io::Error::from(io::ErrorKind::PermissionDenied)))
+            .context("conntrack list failed");
+        let mut out = Vec::new();
+        write_report(&mut out, &err).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "error: conntrack list failed\n  caused by: cannot read the table: permission denied\n"
+        );
+        // A cause with news of its own is kept.
+        let err = anyhow::anyhow!("disk full").context("cannot write the pcap");
+        let mut out = Vec::new();
+        write_report(&mut out, &err).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("caused by: disk full")
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod flows;
 pub mod pcap;
 pub mod services;
 pub mod table;
+pub mod width;
 
 /// `--output`: text for people, JSON for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
