@@ -38,3 +38,5 @@ pub mod commands;
 
 #[cfg(test)]
 mod layers;
+#[cfg(test)]
+mod views;

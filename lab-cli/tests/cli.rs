@@ -38,7 +38,7 @@ fn labctl_unprivileged(args: &[&str]) -> Output {
 #[track_caller]
 fn usage_error(args: &[&str], says: &str) {
     let out = labctl(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = common::said(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
     assert!(stderr.contains(says), "{args:?}: `{says}` not in: {stderr}");
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
@@ -202,7 +202,7 @@ fn input_is_validated_before_privileges_are_asked_for() {
         (&["trace", "--pcap", "-", "-o", "json"], "standard output"),
     ] {
         let out = labctl_unprivileged(cmd);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = common::said(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{cmd:?}: {stderr}");
         assert!(stderr.contains(says), "{cmd:?}: {stderr}");
         assert!(!stderr.contains("sudo"), "{cmd:?}: {stderr}");
@@ -211,7 +211,7 @@ fn input_is_validated_before_privileges_are_asked_for() {
     if nix::unistd::geteuid().is_root() {
         let out = labctl_unprivileged(&["trace", "--duration", "1"]);
         assert_eq!(out.status.code(), Some(3));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("sudo"));
+        assert!(common::said(&out.stderr).contains("sudo"));
     }
 }
 
@@ -269,7 +269,7 @@ fn a_pcap_path_that_is_a_symlink_is_refused_not_followed() {
     let link = dir.path().join("drops.pcapng");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let out = labctl(&["trace", "--pcap", link.to_str().unwrap(), "--duration", "1"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = common::said(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("symbolic link"), "{stderr}");
     assert_eq!(std::fs::read(&target).unwrap(), b"keep me");

@@ -339,7 +339,7 @@ fn filters_agree_with_conntrack_tools() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an address or CIDR"));
+    assert!(common::said(&out.stderr).contains("is not an address or CIDR"));
     let out = labctl()
         .args(["conntrack", "list", "--netns", "labtest-no-such-ns"])
         .output()
@@ -576,7 +576,7 @@ fn track_then_list_all_joins_both_views_and_cleans_up() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("labctl conntrack track --iface IF"));
+    assert!(common::said(&out.stderr).contains("labctl conntrack track --iface IF"));
     let ready: PathBuf =
         std::env::temp_dir().join(lab_cli::kernel::netns::unique_name("labtest-tr"));
     let track = labctl()
@@ -659,7 +659,5 @@ fn track_then_list_all_joins_both_views_and_cleans_up() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Cilium's CT maps are not on this machine")
-    );
+    assert!(common::said(&out.stderr).contains("Cilium's CT maps are not on this machine"));
 }

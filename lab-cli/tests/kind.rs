@@ -298,7 +298,7 @@ fn inside_a_node_labctl_names_its_pods_and_keeps_to_its_node() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = common::said(&out.stderr);
     assert!(err.contains("no pod `default/web`"), "{err}");
 
     let left = cluster.down();

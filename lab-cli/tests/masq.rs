@@ -523,7 +523,7 @@ fn masq_and_nat_table_commands_print_their_schemas() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--masq ebpf"));
+    assert!(common::said(&out.stderr).contains("--masq ebpf"));
 
     let eb = ebpf_lab("msqcli2", LabOptions::default());
     send(&eb, "pod-a", Proto::Udp, 2);

@@ -73,7 +73,7 @@ fn ctrl_c_or_sigterm_during_lab_up_rolls_back_and_exits_130() {
         std::io::Read::read_to_string(up.stderr.as_mut().unwrap(), &mut stderr).unwrap();
         assert_eq!(status.code(), Some(130), "{sig}: {stderr}");
         assert!(
-            stderr.contains("everything built so far was removed"),
+            common::said(stderr.as_bytes()).contains("everything built so far was removed"),
             "{stderr}"
         );
         for m in ["world", "node1", "node2", "pod-a", "pod-b"] {
@@ -173,7 +173,7 @@ fn a_killed_tracker_is_replaced_and_never_reported_as_running() {
         .output()
         .unwrap();
     assert_eq!(busy.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&busy.stderr).contains("already running"));
+    assert!(common::said(&busy.stderr).contains("already running"));
     common::signal(&first, Signal::SIGKILL);
     first.wait().unwrap();
     let pin = lab_cli::ebpf::pins::tracker(ns.inode().unwrap(), "lo");
@@ -183,7 +183,7 @@ fn a_killed_tracker_is_replaced_and_never_reported_as_running() {
         .args(["conntrack", "list", "--netns", ns.name(), "--source", "bpf"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&list.stderr);
+    let stderr = common::said(&list.stderr);
     assert_eq!(list.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("no eBPF connection tracker is running"),
@@ -290,7 +290,7 @@ fn lab_exec_exits_127_and_126_as_shells_do() {
     };
     let out = exec("labctl-no-such-command");
     assert_eq!(out.status.code(), Some(127));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("labctl-no-such-command"));
+    assert!(common::said(&out.stderr).contains("labctl-no-such-command"));
     let not_executable = tempfile::NamedTempFile::new().unwrap();
     assert_eq!(
         exec(not_executable.path().to_str().unwrap()).status.code(),

@@ -536,7 +536,7 @@ fn ipvs_is_refused_with_the_alternatives_where_the_kernel_lacks_it() {
         ])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = common::said(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let has_ipvs = Path::new("/proc/net/ip_vs").exists();
     assert!(
@@ -605,7 +605,7 @@ fn svc_mistakes_are_usage_errors_that_change_nothing() {
         let mut args = args.clone();
         args.extend(["--lab", &name]);
         let out = labctl().args(&args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = common::said(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
@@ -624,6 +624,6 @@ fn svc_mistakes_are_usage_errors_that_change_nothing() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("has no services"));
+    assert!(common::said(&out.stderr).contains("has no services"));
     assert!(!common::netns_exists(&format!("{other}-world")));
 }

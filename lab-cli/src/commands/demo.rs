@@ -16,6 +16,7 @@ use crate::{
         OutputFormat,
         drops::{JsonSink, TextSink},
         exit::{self, Outcome},
+        width,
     },
 };
 
@@ -32,10 +33,14 @@ pub fn counter(count: u32) -> anyhow::Result<Outcome> {
     privilege::require("demo")?;
     let name = netns::unique_name("labctl-demo");
     let mut out = anstream::stdout().lock();
-    writeln!(
-        out,
-        "demo: attaching the drop counter (tracepoint skb:kfree_skb) to new netns {name}, \
-         sending {count} UDP datagrams to 127.0.0.1:{CLOSED_PORT} where nothing listens"
+    width::write_fill(
+        &mut out,
+        &format!(
+            "demo: attaching the drop counter (tracepoint skb:kfree_skb) to new netns {name}, \
+             sending {count} UDP datagrams to 127.0.0.1:{CLOSED_PORT} where nothing listens"
+        ),
+        "",
+        "  ",
     )?;
     let outcome = counter::run(&name, count).context("the drop demo failed")?;
     interrupt::check()?;
@@ -67,30 +72,37 @@ fn print_step(step: Step<'_>) {
     let mut out = anstream::stdout();
     // Best effort: a closed stdout must not stop the demo's teardown.
     let written = match step {
-        Step::LabUp => writeln!(
-            out,
-            "{bold}1. bringing up the `drops` lab{bold:#} (one node, two pods, a world, six planted faults)"
+        Step::LabUp => width::write_fill(
+            &mut out,
+            "(one node, two pods, a world, six planted faults)",
+            &format!("{bold}1. bringing up the `drops` lab{bold:#} "),
+            "   ",
         ),
         Step::Tracing => writeln!(
             out,
             "{bold}2. tracing every packet drop on this machine while each fault fires{bold:#}"
         ),
-        Step::Fault(fault) => writeln!(
-            out,
-            "\n{bold}▶ fault `{}`{bold:#}: {} (expect {})",
-            fault.name(),
-            fault.summary,
-            fault.reason
-        ),
+        Step::Fault(fault) => writeln!(out).and_then(|()| {
+            width::write_fill(
+                &mut out,
+                &format!("{} (expect {})", fault.summary, fault.reason),
+                &format!("{bold}▶ fault `{}`{bold:#}: ", fault.name()),
+                "  ",
+            )
+        }),
         Step::Traced => writeln!(out),
         Step::LabDown(Ok(())) => writeln!(
             out,
             "lab `{DEMO_LAB}` removed: namespaces, links, routes and rules"
         ),
-        Step::LabDown(Err(e)) => writeln!(
-            anstream::stderr(),
-            "error: {}; run `sudo labctl lab down {DEMO_LAB}`",
-            exit::one_line(e)
+        Step::LabDown(Err(e)) => width::write_fill(
+            &mut anstream::stderr(),
+            &format!(
+                "{}; run `sudo labctl lab down {DEMO_LAB}`",
+                exit::one_line(e)
+            ),
+            "error: ",
+            "       ",
         ),
     };
     if let Err(e) = written {
@@ -104,8 +116,15 @@ fn run_json(per_fault: u32) -> anyhow::Result<Outcome> {
     let report = drops_lab::run(per_fault, sink, |step| {
         if let Step::LabDown(Err(e)) = step {
             eprintln!(
-                "error: {}; run `sudo labctl lab down {DEMO_LAB}`",
-                exit::one_line(e)
+                "{}",
+                width::fill(
+                    &format!(
+                        "{}; run `sudo labctl lab down {DEMO_LAB}`",
+                        exit::one_line(e)
+                    ),
+                    "error: ",
+                    "       "
+                )
             );
         }
     })?;
@@ -173,10 +192,14 @@ pub fn run(per_fault: u32, output: OutputFormat) -> anyhow::Result<Outcome> {
             r.fault.reason
         )?;
     }
-    writeln!(
-        out,
-        "{bold}4. done in {:.1}s.{bold:#} Next: `sudo labctl lab up drops`, then `sudo labctl trace --explain` in one terminal and `sudo labctl lab trigger rp-filter` in another.",
-        report.elapsed.as_secs_f64()
+    width::write_fill(
+        &mut out,
+        "Next: `sudo labctl lab up drops`, then `sudo labctl trace --explain` in one terminal and `sudo labctl lab trigger rp-filter` in another.",
+        &format!(
+            "{bold}4. done in {:.1}s.{bold:#} ",
+            report.elapsed.as_secs_f64()
+        ),
+        "   ",
     )?;
     std::io::stdout().flush()?;
     Ok(if report.passed() {

@@ -16,7 +16,7 @@ use crate::{
         privilege::Privileges,
         tracefs,
     },
-    output::{OutputFormat, exit::Outcome},
+    output::{OutputFormat, exit::Outcome, width},
 };
 
 /// One line of doctor's report.
@@ -377,27 +377,41 @@ fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn print_text(out: &mut impl std::io::Write, report: &Report) -> std::io::Result<()> {
+/// The report as text: a line per check (what was seen filled under its
+/// column), its fix below, and the verdict.
+pub(crate) fn print_text(out: &mut impl std::io::Write, report: &Report) -> std::io::Result<()> {
     let green = Style::new().fg_color(Some(AnsiColor::Green.into())).bold();
     let red = Style::new().fg_color(Some(AnsiColor::Red.into())).bold();
     let yellow = Style::new().fg_color(Some(AnsiColor::Yellow.into()));
     let dim = Style::new().dimmed();
-    writeln!(out, "labctl doctor — kernel {}", report.kernel)?;
-    let width = report
+    width::write_fill(
+        out,
+        &format!("labctl doctor — kernel {}", report.kernel),
+        "",
+        "  ",
+    )?;
+    let name_w = report
         .checks
         .iter()
-        .map(|c| c.name.len())
+        .map(|c| width::width(&c.name))
         .max()
         .unwrap_or(0);
+    let hang = " ".repeat(name_w + 4);
     for c in &report.checks {
         let (mark, style) = match (c.ok, c.required) {
             (true, _) => ("✓", green),
             (false, true) => ("✗", red),
             (false, false) => ("–", yellow),
         };
-        writeln!(out, "{style}{mark}{style:#} {:<width$}  {}", c.name, c.seen)?;
+        let first = format!("{style}{mark}{style:#} {}  ", width::pad(&c.name, name_w));
+        width::write_fill(out, &c.seen, &first, &hang)?;
         if let Some(fix) = &c.fix {
-            writeln!(out, "  {:<width$}  {dim}fix: {fix}{dim:#}", "")?;
+            let fix = width::fill(&format!("fix: {fix}"), &hang, &format!("{hang}     "));
+            for line in fix.lines() {
+                let text = line.trim_start();
+                let indent = &line[..line.len() - text.len()];
+                writeln!(out, "{indent}{dim}{text}{dim:#}")?;
+            }
         }
     }
     if report.ok {

@@ -11,6 +11,7 @@ use crate::{
         OutputFormat,
         drops::write_explanation,
         exit::{Outcome, UsageError},
+        width,
     },
 };
 
@@ -36,12 +37,7 @@ pub fn run(reason: Option<&str>, list: bool, output: OutputFormat) -> anyhow::Re
                     "{}",
                     serde_json::json!({"code": code, "name": name, "explained": explained})
                 )?,
-                OutputFormat::Text => writeln!(
-                    out,
-                    "{:>5}  {name:<32} {}",
-                    code.map(|c| c.to_string()).unwrap_or_default(),
-                    if explained { "explained" } else { "" }
-                )?,
+                OutputFormat::Text => writeln!(out, "{}", list_line(code, &name, explained))?,
             }
         }
         return Ok(Outcome::Success);
@@ -81,4 +77,15 @@ pub fn run(reason: Option<&str>, list: bool, output: OutputFormat) -> anyhow::Re
     }
     write_explanation(&mut out, &name, "  ")?;
     Ok(Outcome::Success)
+}
+
+/// A line of `explain --list`: code, name, and whether it is explained.
+pub(crate) fn list_line(code: Option<u32>, name: &str, explained: bool) -> String {
+    let line = format!(
+        "{:>5}  {} {}",
+        code.map(|c| c.to_string()).unwrap_or_default(),
+        width::pad(&width::elide(name, 62), 32),
+        if explained { "explained" } else { "" }
+    );
+    line.trim_end().to_owned()
 }

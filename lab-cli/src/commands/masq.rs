@@ -1,7 +1,7 @@
 //! `labctl masq`: masquerade counted per pod by an eBPF program.
 
 use std::{
-    io::Write as _,
+    io::{self, Write},
     thread,
     time::{Duration, Instant},
 };
@@ -16,40 +16,110 @@ use crate::{
         names::{self, lookup_netns_opt},
         plan::MasqMode,
     },
-    masq::{MasqCounter, MasqRow, nat},
+    masq::{
+        MasqCounter, MasqRow,
+        nat::{self, NatTable},
+    },
     output::{
         OutputFormat,
         exit::{Outcome, UsageError},
-        table,
+        table, width,
     },
 };
 
+/// The per-pod table: the node address once above it when every row has
+/// the same (a node masquerades as one address), so the table fits 80
+/// columns; a table still too wide becomes records.
 pub fn render(rows: &[MasqRow]) -> String {
+    let one_node = rows
+        .first()
+        .map(|r| r.node)
+        .filter(|n| rows.iter().all(|r| r.node == *n));
     let cells = rows.iter().map(|r| {
         let ports = match (r.port_min, r.port_max) {
             (Some(a), Some(b)) if a == b => a.to_string(),
             (Some(a), Some(b)) => format!("{a}-{b}"),
             _ => "-".into(),
         };
-        vec![
-            r.pod_name.clone().unwrap_or_else(|| r.pod.to_string()),
-            r.node.to_string(),
+        let mut row = vec![r.pod_name.clone().unwrap_or_else(|| r.pod.to_string())];
+        if one_node.is_none() {
+            row.push(r.node.to_string());
+        }
+        row.extend([
             r.connections.to_string(),
             format!("{} ⇄ {}", r.packets_out, r.packets_in),
             format!("{} ⇄ {}", r.bytes_out, r.bytes_in),
             ports,
-        ]
+        ]);
+        row
     });
-    table::render(
-        &[
-            "POD",
-            "AS (NODE)",
-            "CONNS",
-            "PACKETS OUT ⇄ IN",
-            "BYTES OUT ⇄ IN",
-            "PORTS",
-        ],
-        cells,
+    let mut header = vec!["POD"];
+    if one_node.is_none() {
+        header.push("AS (NODE)");
+    }
+    header.extend(["CONNS", "PACKETS OUT ⇄ IN", "BYTES OUT ⇄ IN", "PORTS"]);
+    let table = table::render_fit(&header, cells);
+    match one_node {
+        Some(node) => format!("masqueraded as {node}:\n{table}"),
+        None => table,
+    }
+}
+
+/// Where `masq nat-table`'s FLOW column starts.
+const NAT_FLOW_COLUMN: usize = 29;
+
+/// `masq nat-table` as text: a line per mapping (the translation on the
+/// next line where it does not fit), then the table's fill and counters.
+pub fn write_nat_table(out: &mut impl Write, table: &NatTable) -> io::Result<()> {
+    // The flow is last: its width varies with the pods' names.
+    let columns = |dir: &str, proto: &str, age: &str, idle: &str| {
+        format!("{dir:<3} {proto:<5} {age:>8} {idle:>8}")
+    };
+    writeln!(out, "{}  FLOW", columns("DIR", "PROTO", "AGE", "IDLE"))?;
+    for e in &table.entries {
+        let mut pieces = vec![
+            format!(
+                "{} ",
+                columns(
+                    e.dir.as_str(),
+                    &e.proto.to_uppercase(),
+                    &format!("{}s", e.age_s),
+                    &format!("{}s", e.idle_s)
+                )
+            ),
+            format!(
+                "{}:{} ->",
+                e.src_pod.clone().unwrap_or_else(|| e.src.to_string()),
+                e.sport
+            ),
+            format!(
+                "{}:{}",
+                e.dst_pod.clone().unwrap_or_else(|| e.dst.to_string()),
+                e.dport
+            ),
+            format!("{} {}:{}", e.dir.xlate(), e.xlate_addr, e.xlate_port),
+        ];
+        if e.closing {
+            pieces.push("(closing)".into());
+        }
+        writeln!(out, "{}", width::pieces(&pieces, NAT_FLOW_COLUMN))?;
+    }
+    width::write_fill(
+        out,
+        &format!(
+            "{} mappings of {} ({:.2}% full); allocated {}, port collisions {}, dropped for lack of a free port {}, expired and replaced {}; translated {} out, {} in",
+            table.used,
+            table.capacity,
+            table.used as f64 * 100.0 / table.capacity as f64,
+            table.allocated,
+            table.collisions,
+            table.alloc_failed,
+            table.expired,
+            table.xlate_out,
+            table.xlate_in
+        ),
+        "",
+        "  ",
     )
 }
 
@@ -114,8 +184,7 @@ fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
     ready.signal("attached")?;
     let mut out = anstream::stdout().lock();
     if args.output == OutputFormat::Text {
-        writeln!(
-            out,
+        let started = format!(
             "counting masquerade through {}{} ({}); Ctrl-C to stop",
             args.iface,
             args.netns
@@ -126,7 +195,8 @@ fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
                 Rows::Counter(_) => "tp_btf/net_dev_start_xmit reading conntrack",
                 Rows::Nat(_) => "eBPF masquerading: its own counters since the lab came up",
             }
-        )?;
+        );
+        width::write_fill(&mut out, &started, "", "")?;
     }
     let duration = args.duration;
     let started = Instant::now();
@@ -185,45 +255,7 @@ fn nat_table(netns: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcom
         writeln!(out, "{}", serde_json::to_string(&table)?)?;
         return Ok(Outcome::Success);
     }
-    let rows = table.entries.iter().map(|e| {
-        let xlate = e.dir.xlate();
-        vec![
-            e.dir.as_str().to_owned(),
-            e.proto.to_uppercase(),
-            format!(
-                "{}:{} -> {}:{}",
-                e.src_pod.clone().unwrap_or_else(|| e.src.to_string()),
-                e.sport,
-                e.dst_pod.clone().unwrap_or_else(|| e.dst.to_string()),
-                e.dport
-            ),
-            format!("{xlate} {}:{}", e.xlate_addr, e.xlate_port),
-            if e.closing { "yes" } else { "-" }.to_owned(),
-            format!("{}s", e.age_s),
-            format!("{}s", e.idle_s),
-        ]
-    });
-    write!(
-        out,
-        "{}",
-        table::render(
-            &["DIR", "PROTO", "FLOW", "XLATE", "CLOSING", "AGE", "IDLE"],
-            rows
-        )
-    )?;
-    writeln!(
-        out,
-        "{} mappings of {} ({:.2}% full); allocated {}, port collisions {}, dropped for lack of a free port {}, expired and replaced {}; translated {} out, {} in",
-        table.used,
-        table.capacity,
-        table.used as f64 * 100.0 / table.capacity as f64,
-        table.allocated,
-        table.collisions,
-        table.alloc_failed,
-        table.expired,
-        table.xlate_out,
-        table.xlate_in
-    )?;
+    write_nat_table(&mut out, &table)?;
     Ok(Outcome::Success)
 }
 
@@ -266,9 +298,13 @@ fn config(args: MasqConfigArgs) -> anyhow::Result<Outcome> {
             "{}",
             serde_json::json!({"lab": lab, "nat_ports": [lo, hi], "nat_udp_timeout": timeout})
         )?,
-        OutputFormat::Text => writeln!(
-            out,
-            "lab `{lab}`: eBPF masquerading reloaded with ports {lo}-{hi} and a {timeout} s UDP timeout (the NAT table starts empty)"
+        OutputFormat::Text => width::write_fill(
+            &mut out,
+            &format!(
+                "lab `{lab}`: eBPF masquerading reloaded with ports {lo}-{hi} and a {timeout} s UDP timeout (the NAT table starts empty)"
+            ),
+            "",
+            "",
         )?,
     }
     Ok(Outcome::Success)

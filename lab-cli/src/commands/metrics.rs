@@ -8,7 +8,7 @@ use crate::{
     kernel::{privilege, ready::ReadyFile},
     lab::names,
     metrics::{Exporter, serve::Listener},
-    output::{OutputFormat, exit::Outcome},
+    output::{OutputFormat, exit::Outcome, width},
 };
 
 pub fn run(args: MetricsArgs) -> anyhow::Result<Outcome> {
@@ -29,11 +29,21 @@ pub fn run(args: MetricsArgs) -> anyhow::Result<Outcome> {
     let url = format!("http://{}/metrics", listener.local_addr()?);
     match args.output {
         OutputFormat::Text => {
-            println!("serving Prometheus metrics at {url}; Ctrl-C to stop");
+            println!("{}", serving_line(&url));
         }
         OutputFormat::Json => println!("{}", serde_json::json!({"type": "listening", "url": url})),
     }
     ready.signal(&url)?;
     listener.serve(exporter).context("serving metrics")?;
     Ok(Outcome::Success)
+}
+
+/// The line `metrics` starts with, filled to 80 columns (an IPv6 address
+/// makes a long URL).
+pub(crate) fn serving_line(url: &str) -> String {
+    width::fill(
+        &format!("serving Prometheus metrics at {url}; Ctrl-C to stop"),
+        "",
+        "  ",
+    )
 }

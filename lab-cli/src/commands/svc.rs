@@ -19,6 +19,7 @@ use crate::{
         OutputFormat,
         exit::Outcome,
         services::{render, render_flows},
+        width,
     },
     services::{
         self, FrontendView, L4, ServiceError, ServiceSpec, SpecError, cilium,
@@ -140,9 +141,11 @@ fn list(args: SvcListArgs) -> anyhow::Result<Outcome> {
                 writeln!(out, "{}", serde_json::to_string(v)?)?;
             }
         }
-        OutputFormat::Text if views.is_empty() => writeln!(
-            out,
-            "no services found (no lab with services is up, no kube-proxy chains here, no Cilium maps); try `labctl lab up service`"
+        OutputFormat::Text if views.is_empty() => width::write_fill(
+            &mut out,
+            "no services found (no lab with services is up, no kube-proxy chains here, no Cilium maps); try `labctl lab up service`",
+            "",
+            "",
         )?,
         OutputFormat::Text => write!(out, "{}", render(&views))?,
     }
@@ -172,9 +175,11 @@ fn flows(lab: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
                 writeln!(out, "{}", serde_json::to_string(f)?)?;
             }
         }
-        OutputFormat::Text if all.is_empty() => writeln!(
-            out,
-            "no translated connections (send some: `labctl lab traffic client web -p tcp`)"
+        OutputFormat::Text if all.is_empty() => width::write_fill(
+            &mut out,
+            "no translated connections (send some: `labctl lab traffic client web -p tcp`)",
+            "",
+            "",
         )?,
         OutputFormat::Text => write!(out, "{}", render_flows(&all))?,
     }
@@ -258,10 +263,14 @@ fn apply(lab: &str, change: Change, what: &str, output: OutputFormat) -> anyhow:
                 "unit": unit, "nodes": report.nodes,
             })
         )?,
-        OutputFormat::Text => writeln!(
-            out,
-            "{what}; {} {unit} written on {} node(s)",
-            report.changes, report.nodes
+        OutputFormat::Text => width::write_fill(
+            &mut out,
+            &format!(
+                "{what}; {} {unit} written on {} node(s)",
+                report.changes, report.nodes
+            ),
+            "",
+            "  ",
         )?,
     }
     Ok(Outcome::Success)

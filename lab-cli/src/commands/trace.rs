@@ -15,12 +15,13 @@ use crate::{
         outfile::{self, Existing},
         privilege,
     },
-    lab::names,
+    lab::{Lab, names, plan::Role},
     output::{
         OutputFormat,
-        drops::{JsonSink, TextSink},
+        drops::{JsonSink, TextSink, write_pod_namespace_note},
         exit::{Outcome, UsageError},
         pcap::{PcapSink, SummaryOnly},
+        width,
     },
 };
 
@@ -37,10 +38,11 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         _ => TraceScope::All,
     };
     if scope == TraceScope::Node && args.scope.is_none() {
-        eprintln!(
+        let note = format!(
             "labctl runs in a container ({}): tracing this node's namespaces only; `--scope all` shows every namespace on the machine",
             container.as_deref().unwrap_or("?")
         );
+        eprintln!("{}", width::fill(&note, "", ""));
     }
     let opts = TraceOptions {
         filters: Filters {
@@ -87,7 +89,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         let out = BufWriter::with_capacity(1 << 16, anstream::stdout().lock());
         TextSink::new(out, args.summary, args.explain)
     };
-    match (&args.pcap, args.output) {
+    let summary = match (&args.pcap, args.output) {
         (None, OutputFormat::Json) => session::run(&opts, &mut json()),
         (None, OutputFormat::Text) => session::run(&opts, &mut text()),
         // The pcap on standard output: the summary goes to standard error.
@@ -122,6 +124,23 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         }
     }
     .context("tracing failed")?;
+    // A lab's drops are mostly on its nodes, which are not pods: say so
+    // rather than leave a bare 0.
+    if let Some(ns) = &args.pod_namespace
+        && summary.total() == 0
+        && args.output == OutputFormat::Text
+    {
+        let nodes: Vec<String> = Lab::open(ns)
+            .map(|lab| {
+                lab.plan
+                    .members()
+                    .filter(|(_, role, _)| *role == Role::Node)
+                    .map(|(name, _, _)| name.to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        write_pod_namespace_note(&mut anstream::stderr(), ns, &nodes)?;
+    }
     Ok(Outcome::Success)
 }
 

@@ -142,7 +142,7 @@ static EXPLANATIONS: &[Explanation] = &[
         "The overlay MTU pitfall: pods with MTU 1500 over a VXLAN tunnel that only carries 1450; PMTU discovery blocked by a firewall dropping ICMP 'fragmentation needed'.",
         &[
             "ip link show | grep mtu   # pod eth0 vs. tunnel device",
-            "ping -M do -s 1472 DST   # find the largest size that passes",
+            "labctl lab traffic POD DST --size 1472   # DF set: lower --size until it passes",
         ],
     ),
     e(

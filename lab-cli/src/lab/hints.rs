@@ -98,8 +98,13 @@ pub fn hints(lab: &Lab, several_labs: bool) -> Vec<String> {
                 "labctl lab traffic pod-a pod-b --size {}{with_lab}   # the largest that fits",
                 tunnel - 28
             ));
+            // Another lab's name: this one's and an `x`, within 16 characters.
+            let mut other: String = name.chars().take(15).chain(['x']).collect();
+            if other == name {
+                other.replace_range(15.., "y");
+            }
             out.push(format!(
-                "labctl lab up overlay --name {name}x --mtu 1500   # the MTU pitfall"
+                "labctl lab up overlay --name {other} --mtu 1500   # the MTU pitfall"
             ));
         }
     } else {

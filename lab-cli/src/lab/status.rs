@@ -40,6 +40,10 @@ pub struct LabStatus {
     pub kube_proxy: Option<crate::services::KubeProxyMode>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<crate::services::ServiceSpec>,
+    /// The exercise that hides the service mode while it runs (the mode
+    /// is its answer); `kube_proxy` is left out then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode_hidden_by: Option<String>,
 }
 
 pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
@@ -84,5 +88,6 @@ pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
         members,
         kube_proxy: plan.kube_proxy(),
         services: lab.state.services.clone(),
+        mode_hidden_by: None,
     })
 }

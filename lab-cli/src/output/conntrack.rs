@@ -10,8 +10,12 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
+use super::width;
 use crate::{
-    conntrack::entry::{CtEntry, Source, Tuple},
+    conntrack::{
+        entry::{CtEntry, Source, Tuple},
+        netlink::{CpuStats, EventKind, TableSize},
+    },
     kernel::names::PodRef,
 };
 
@@ -70,6 +74,111 @@ pub fn describe_named(t: &Tuple, pods: &HashMap<Ipv4Addr, PodRef>) -> String {
     // Writing into a String cannot fail.
     write_tuple(&mut line, t, false, pods).ok();
     line
+}
+
+/// A tuple's source and destination (ICMP type/code after it), named.
+fn describe_parts(t: &Tuple, pods: &HashMap<Ipv4Addr, PodRef>) -> (String, String) {
+    use std::fmt::Write as _;
+    let (mut src, mut dst) = (String::new(), String::new());
+    // Writing into a String cannot fail.
+    write_endpoint(&mut src, &t.src, t.sport, pods).ok();
+    write_endpoint(&mut dst, &t.dst, t.dport, pods).ok();
+    if let (Some(ty), Some(code)) = (t.icmp_type, t.icmp_code) {
+        write!(dst, " {ty}/{code}").ok();
+    }
+    (src, dst)
+}
+
+/// `src → dst` as one piece padded to `column` where it fits that column,
+/// else `src →` and `dst` as two (a line break may fall between).
+fn flow_pieces((src, dst): &(String, String), column: usize) -> Vec<String> {
+    let flow = format!("{src} → {dst}");
+    if width::width(&flow) <= column {
+        vec![width::pad(&flow, column)]
+    } else {
+        vec![format!("{src} →"), dst.clone()]
+    }
+}
+
+/// The NAT cell as pieces: `SNAT as A,` and `DNAT to B` may go on lines of
+/// their own.
+fn nat_pieces(e: &CtEntry) -> Vec<String> {
+    let Some(nat) = e.nat() else {
+        return Vec::new();
+    };
+    let parts: Vec<&str> = nat.split(", ").collect();
+    let last = parts.len() - 1;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i < last {
+                format!("{p},")
+            } else {
+                (*p).to_owned()
+            }
+        })
+        .collect()
+}
+
+/// A conntrack event as `labctl conntrack watch` prints it: `[NEW]`,
+/// protocol, state, the flow (pods by name), its NAT, and whether a resync
+/// found it; continued under the protocol where it does not fit 80 columns.
+pub fn write_event(
+    out: &mut (impl Write + ?Sized),
+    kind: EventKind,
+    e: &CtEntry,
+    resync: bool,
+    pods: &HashMap<Ipv4Addr, PodRef>,
+) -> io::Result<()> {
+    let mut pieces = vec![
+        width::pad(&format!("[{kind:?}]").to_uppercase(), 9),
+        width::pad(&e.proto, 5),
+        width::pad(e.state.as_deref().unwrap_or("-"), 11),
+    ];
+    let (src, dst) = describe_parts(&e.orig, pods);
+    let flow = format!("{src} → {dst}");
+    if width::width(&flow) <= width::COLUMNS - 10 {
+        pieces.push(flow);
+    } else {
+        pieces.extend([format!("{src} →"), dst]);
+    }
+    pieces.extend(nat_pieces(e));
+    if resync {
+        pieces.push("(found by resync)".into());
+    }
+    writeln!(out, "{}", width::pieces(&pieces, 10))
+}
+
+/// `labctl conntrack stats` as text: the table's fill, then each CPU's
+/// counters (as `conntrack -S`), continued under the first counter.
+pub fn write_stats(
+    out: &mut impl Write,
+    netns: Option<&str>,
+    size: &TableSize,
+    cpus: &[CpuStats],
+) -> io::Result<()> {
+    width::write_fill(
+        out,
+        &format!(
+            "conntrack table{}: {} entries, max {}",
+            netns.map(|n| format!(" in {n}")).unwrap_or_default(),
+            size.entries,
+            size.max
+        ),
+        "",
+        "  ",
+    )?;
+    for c in cpus {
+        let fields: Vec<String> = c.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        width::write_fill(
+            out,
+            &fields.join(" "),
+            &format!("cpu={:<4} ", c.cpu),
+            &" ".repeat(9),
+        )?;
+    }
+    Ok(())
 }
 
 /// A tuple as the table shows it: ICMP's type and code kept short (`8/0`),
@@ -176,8 +285,32 @@ impl<W: Write> TableWriter<W> {
         while line.ends_with(' ') {
             line.pop();
         }
-        line.push('\n');
+        // Bytes bound columns from above: most rows need no measuring.
+        if line.len() > width::COLUMNS && width::width(line) > width::COLUMNS {
+            let wrapped = self.compact_wrapped(e, seen);
+            self.line = wrapped;
+        }
+        self.line.push('\n');
         Ok(())
+    }
+
+    /// A compact row wider than 80 columns (IPv6, long pod names, NAT and
+    /// SEEN BY together): continued on lines indented under FLOW.
+    fn compact_wrapped(&self, e: &CtEntry, seen: Option<&[Source]>) -> String {
+        let mut pieces = vec![format!(
+            "{:<5} {:<11}",
+            e.proto,
+            e.state.as_deref().unwrap_or("")
+        )];
+        pieces.extend(flow_pieces(&describe_parts(&e.orig, &self.pods), 37));
+        if self.joined {
+            let mut cell = String::new();
+            // Writing into a String cannot fail.
+            seen_by(&mut cell, seen).ok();
+            pieces.push(cell);
+        }
+        pieces.extend(nat_pieces(e));
+        width::pieces(&pieces, 18)
     }
 
     fn wide(&mut self, e: &CtEntry, seen: Option<&[Source]>) -> std::fmt::Result {
@@ -320,6 +453,8 @@ mod tests {
         e.orig.sport = None;
         e.orig.dport = None;
         e.orig.dst = "203.0.113.10".parse().unwrap();
+        e.reply.src = e.orig.dst;
+        e.reply.sport = None;
         e.orig.icmp_type = Some(8);
         e.orig.icmp_code = Some(0);
         e.orig.icmp_id = Some(65535);
@@ -329,6 +464,18 @@ mod tests {
         assert_eq!(
             header.find("NAT").map(|i| header[..i].chars().count()),
             row.find("SNAT").map(|i| row[..i].chars().count()),
+            "{text}"
+        );
+        // A row too wide for one line goes on under FLOW.
+        e.reply.src = "1.1.1.1".parse().unwrap();
+        e.reply.sport = Some(53);
+        let text = render(&[(&e, None)], Layout::Compact);
+        assert_eq!(
+            text.lines().skip(1).collect::<Vec<_>>(),
+            [
+                "icmp              10.244.1.2 → 203.0.113.10 8/0",
+                "                  SNAT as 172.18.0.2:40000, DNAT to 1.1.1.1:53"
+            ],
             "{text}"
         );
         // The eBPF tracker knows no mark or zone: blank, not 0.

@@ -15,6 +15,8 @@ use crate::{
     ebpf::drop_tracer::Hook,
 };
 
+use super::width;
+
 /// Lines for people: one per drop, then a table.
 pub struct TextSink<W: Write> {
     out: W,
@@ -51,7 +53,11 @@ impl<W: Write> Sink for TextSink<W> {
     fn drop_seen(&mut self, record: &DropRecord) -> std::io::Result<()> {
         writeln!(self.out, "{}", drop_line(record, true))?;
         for frame in record.stack.iter().flatten() {
-            writeln!(self.out, "      {frame}")?;
+            writeln!(
+                self.out,
+                "      {}",
+                width::elide(frame, width::COLUMNS - 6)
+            )?;
         }
         if self.explain && self.explained.insert(record.reason.clone()) {
             write_explanation(&mut self.out, &record.reason, "    ")?;
@@ -116,6 +122,7 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 }
 
+/// The counts: a title line, then drops by reason and by location.
 pub fn write_table(
     out: &mut impl Write,
     s: &Summary,
@@ -123,61 +130,113 @@ pub fn write_table(
     last: bool,
 ) -> std::io::Result<()> {
     let title = if last { "summary" } else { "so far" };
-    let not_shown = if s.not_shown > 0 {
-        format!(
-            ", {} counted but not shown (still queued at the stop)",
+    let mut title = vec![
+        format!("── {title} after {:.1}s:", elapsed.as_secs_f64()),
+        format!("{} drops,", s.total()),
+        format!("{} events delivered,", s.events),
+        format!("{} lost", s.lost),
+    ];
+    if s.not_shown > 0 {
+        if let Some(lost) = title.last_mut() {
+            lost.push(',');
+        }
+        title.push(format!(
+            "{} counted but not shown (still queued at the stop)",
             s.not_shown
-        )
-    } else {
-        String::new()
-    };
-    writeln!(
-        out,
-        "── {title} after {:.1}s: {} drops, {} events delivered, {} lost{not_shown} ──",
-        elapsed.as_secs_f64(),
-        s.total(),
-        s.events,
-        s.lost
-    )?;
+        ));
+    }
+    title.push("──".into());
+    writeln!(out, "{}", width::pieces(&title, 3))?;
     let mut by_reason: Vec<_> = s.by_reason.iter().collect();
     by_reason.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    // COUNT is 10 wide, the name gets the rest (a location can be long).
+    let name = width::COLUMNS - 12;
     writeln!(out, "{:>10}  REASON", "COUNT")?;
     for (reason, n) in by_reason {
-        writeln!(out, "{n:>10}  {reason}")?;
+        writeln!(out, "{n:>10}  {}", width::elide(reason, name))?;
     }
     let mut by_loc: Vec<_> = s.by_location.iter().collect();
     by_loc.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     if !by_loc.is_empty() {
         writeln!(out, "{:>10}  LOCATION", "COUNT")?;
         for (loc, n) in by_loc.into_iter().take(10) {
-            writeln!(out, "{n:>10}  {loc}")?;
+            writeln!(out, "{n:>10}  {}", width::elide(loc, name))?;
         }
     }
     Ok(())
 }
 
-/// Writes the explanation of `reason`, or says there is none.
+/// Writes the explanation of `reason`, or says there is none, each part
+/// filled to 80 columns under its label.
 pub fn write_explanation(out: &mut impl Write, reason: &str, indent: &str) -> std::io::Result<()> {
+    let hang = format!("{indent}      ");
     match explain::lookup(reason) {
         Some(e) => {
-            writeln!(out, "{indent}what: {}", e.meaning)?;
-            writeln!(out, "{indent}why:  {}", e.causes)?;
+            width::write_fill(out, e.meaning, &format!("{indent}what: "), &hang)?;
+            width::write_fill(out, e.causes, &format!("{indent}why:  "), &hang)?;
             for c in e.commands {
-                writeln!(out, "{indent}try:  {c}")?;
+                write_command(out, c, &format!("{indent}try:  "), &hang)?;
             }
         }
-        None => writeln!(
+        None => width::write_fill(
             out,
-            "{indent}(no explanation for {reason} yet; the name comes from this kernel's BTF)"
+            &format!("(no explanation for {reason} yet; the name comes from this kernel's BTF)"),
+            indent,
+            indent,
         )?,
     }
     Ok(())
 }
 
-/// A drop as one line: `HH:MM:SS.micros netns iface proto src:port → dst:port
-/// REASON len N at location`. With `color`, the reason, namespace and
-/// location are styled; the output stream (anstream) strips the styles when
-/// not on a terminal.
+/// A command to type, with its `# comment` on a line of its own when the
+/// two do not fit one line (so the command can still be copied whole).
+fn write_command(out: &mut impl Write, c: &str, first: &str, hang: &str) -> std::io::Result<()> {
+    if width::width(first) + width::width(c) <= width::COLUMNS {
+        return writeln!(out, "{first}{c}");
+    }
+    match c.split_once("   # ") {
+        Some((command, comment)) => {
+            width::write_fill(out, command.trim_end(), first, hang)?;
+            width::write_fill(out, &format!("# {comment}"), hang, &format!("{hang}  "))
+        }
+        None => width::write_fill(out, c, first, hang),
+    }
+}
+
+/// Under `--pod-namespace`, when no drop was seen: drops on a node
+/// (forwarding, NAT, policy) are in the node's namespace, not a pod's.
+/// `nodes` are the lab's node names when the namespace is a lab's.
+pub fn write_pod_namespace_note(
+    out: &mut impl Write,
+    namespace: &str,
+    nodes: &[String],
+) -> std::io::Result<()> {
+    let how = match nodes {
+        [] => "`--scope node` (inside a node) or no filter shows them".to_owned(),
+        [one] => format!("`labctl trace --netns {namespace}/{one}` shows them"),
+        [first, rest @ ..] => format!(
+            "`labctl trace --netns {namespace}/{first}` (or {}) shows them",
+            rest.iter()
+                .map(|n| format!("{namespace}/{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    width::write_fill(
+        out,
+        &format!(
+            "note: no drop in the pods of `{namespace}`. A drop on a node (forwarding, NAT, a policy) is in the node's namespace, not a pod's: {how}."
+        ),
+        "",
+        "      ",
+    )
+}
+
+/// A drop as one line: `HH:MM:SS.micros netns iface proto src:port →
+/// dst:port REASON len N at location`, continued on lines indented under
+/// the namespace where it does not fit 80 columns. With `color`, the
+/// reason, namespace and location are styled; the output stream (anstream)
+/// strips the styles when not on a terminal.
 pub fn drop_line(r: &DropRecord, color: bool) -> String {
     let paint = |style: Style, text: &str| {
         if color {
@@ -209,22 +268,36 @@ pub fn drop_line(r: &DropRecord, color: bool) -> String {
     if let (Some(t), Some(c)) = (r.icmp_type, r.icmp_code) {
         proto = format!("{proto} type {t} code {c}");
     }
-    format!(
-        "{h:02}:{m:02}:{s:02}.{micros:06} {netns} {iface:<10} {proto:<8} {src} → {dst} {reason} len {len} at {loc}",
-        netns = paint(
+    let (src, dst) = (endpoint(&r.src, r.sport), endpoint(&r.dst, r.dport));
+    let mut pieces = vec![
+        format!("{h:02}:{m:02}:{s:02}.{micros:06}"),
+        paint(
             Style::new().fg_color(Some(AnsiColor::Cyan.into())),
-            &format!("{:<14}", r.netns)
+            &width::pad(&r.netns, 14),
         ),
-        src = endpoint(&r.src, r.sport),
-        dst = endpoint(&r.dst, r.dport),
-        reason = paint(
+        width::pad(&iface, 6),
+        width::pad(&proto, 7),
+    ];
+    // The flow stays on one line where it fits one.
+    let flow = format!("{src} → {dst}");
+    if width::width(&flow) <= width::COLUMNS - DROP_INDENT {
+        pieces.push(flow);
+    } else {
+        pieces.extend([format!("{src} →"), dst]);
+    }
+    pieces.extend([
+        paint(
             Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
-            &r.reason
+            &r.reason,
         ),
-        len = r.len,
-        loc = paint(Style::new().dimmed(), &r.location),
-    )
+        format!("len {}", r.len),
+        paint(Style::new().dimmed(), &format!("at {}", r.location)),
+    ]);
+    width::pieces(&pieces, DROP_INDENT)
 }
+
+/// Where a drop's continuation lines start: under its namespace.
+const DROP_INDENT: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -236,7 +309,7 @@ mod tests {
         // 1700003723 s after the epoch is 23:15:23 UTC.
         assert_eq!(
             drop_line(&rec, false),
-            "23:15:23.000456 labtest-a      lo         UDP      127.0.0.1:40000 → 127.0.0.2:9 NO_SOCKET len 32 at __udp4_lib_rcv+0x5a3"
+            "23:15:23.000456 labtest-a      lo     UDP     127.0.0.1:40000 → 127.0.0.2:9\n                NO_SOCKET len 32 at __udp4_lib_rcv+0x5a3"
         );
         // On a terminal the reason stands out; stripped, it is the same line.
         let colored = drop_line(&rec, true);

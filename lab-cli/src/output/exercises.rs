@@ -235,7 +235,7 @@ pub fn hint(out: &mut impl Write, h: &Hint) -> io::Result<()> {
     if h.repeated {
         writeln!(
             out,
-            "hint {} of {} again (there are no more; `labctl exercise solution` shows the answer):",
+            "hint {} of {} again (no more hints; `labctl exercise solution` next):",
             h.number, h.total
         )?;
     } else if h.number == h.total {

@@ -15,6 +15,8 @@ use crate::{
     lab::{LabError, faults::FaultError},
 };
 
+use super::width;
+
 /// A usage error found after parsing (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -131,12 +133,24 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Prints `error: ...` and every cause, one per line.
+/// Prints `error: ...` and every cause on standard error (see
+/// [`write_report`]).
 pub fn report(err: &anyhow::Error) {
-    eprintln!("error: {err}");
-    for cause in new_causes(err.as_ref()) {
-        eprintln!("  caused by: {cause}");
+    let mut out = anstream::stderr().lock();
+    if let Err(e) = write_report(&mut out, err) {
+        // Standard error is gone: nowhere left to say it.
+        tracing::debug!("reporting an error: {e}");
     }
+}
+
+/// `error: ...` and every cause that says something new (see
+/// [`new_causes`]), each filled to 80 columns.
+pub fn write_report(out: &mut impl io::Write, err: &anyhow::Error) -> io::Result<()> {
+    width::write_fill(out, &err.to_string(), "error: ", "       ")?;
+    for cause in new_causes(err.as_ref()) {
+        width::write_fill(out, &cause, "  caused by: ", "    ")?;
+    }
+    Ok(())
 }
 
 /// The causes of `err` that say something new: a cause whose text the one
@@ -201,6 +215,31 @@ mod tests {
         );
         let plain = anyhow::Error::new(io()).context("saving");
         assert_eq!(new_causes(plain.as_ref()), ["permission denied"]);
+    }
+
+    #[test]
+    fn a_cause_already_said_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read the table: permission denied")]
+        struct Outer(#[source] io::Error);
+        let err = anyhow::Error::new(Outer(io::Error::from(io::ErrorKind::PermissionDenied)))
+            .context("conntrack list failed");
+        let mut out = Vec::new();
+        write_report(&mut out, &err).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "error: conntrack list failed\n  caused by: cannot read the table: permission denied\n"
+        );
+        // A cause with news of its own is kept.
+        let err = anyhow::anyhow!("disk full").context("cannot write the pcap");
+        let mut out = Vec::new();
+        write_report(&mut out, &err).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("caused by: disk full")
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
+use super::width;
 use crate::{
     conntrack::netlink::EventKind,
     flows::{Endpoint, Flow, Item, L4, Lost, Origin, Verdict, flag_names},
@@ -154,8 +155,12 @@ fn clock(ns: u64) -> String {
     format!("{h:02}:{m:02}:{s:02}.{millis:03}")
 }
 
+/// Where a compact line's continuation starts: under the source.
+const COMPACT_INDENT: usize = 13;
+
 /// Hubble's compact line: `TIME [NODE]: SRC -> DST POINT VERDICT (SUMMARY)`,
-/// with `<>` for drops as Hubble prints them, then the NAT.
+/// with `<>` for drops as Hubble prints them, then the NAT; continued on
+/// lines indented under the time where it does not fit 80 columns.
 pub fn compact(item: &Item) -> String {
     match item {
         Item::Flow(f) => {
@@ -171,33 +176,34 @@ pub fn compact(item: &Item) -> String {
                 Origin::Tracker { event } => ("->", format!("ebpf-ct-{}", event_word(*event))),
                 Origin::Drop { .. } => ("<>", f.drop_reason.clone().unwrap_or_default()),
             };
-            let mut line = format!(
-                "{} [{}]: {} {arrow} {} {point} {} ({})",
-                clock(f.time_ns),
-                f.node,
+            let mut pieces = vec![
+                format!("{} [{}]:", clock(f.time_ns), f.node),
                 endpoint_text(&f.source),
+                arrow.to_owned(),
                 endpoint_text(&f.destination),
-                f.verdict.as_str(),
-                f.summary()
-            );
-            if let Some(nat) = &f.nat {
-                line.push_str(&format!(" {nat}"));
-            }
+                point,
+                f.verdict.as_str().to_owned(),
+                format!("({})", f.summary()),
+            ];
+            pieces.extend(f.nat.clone());
             if f.verdict == Verdict::Dropped
                 && let Origin::Drop { location, .. } = &f.origin
             {
-                line.push_str(&format!(" at {location}"));
+                pieces.push(format!("at {location}"));
             }
-            line
+            width::pieces(&pieces, COMPACT_INDENT)
         }
         Item::Lost(Lost {
             time_ns,
             source,
             count,
             node,
-        }) => format!(
-            "{} [{node}]: EVENTS LOST: {source} {count}",
-            clock(*time_ns)
+        }) => width::pieces(
+            &[
+                format!("{} [{node}]:", clock(*time_ns)),
+                format!("EVENTS LOST: {source} {count}"),
+            ],
+            COMPACT_INDENT,
         ),
     }
 }
@@ -249,7 +255,7 @@ mod tests {
         assert_eq!(v["time"], "2023-11-14T23:15:23.000456000Z");
         assert_eq!(
             compact(&item),
-            "23:15:23.000 [labtest-a]: lab/pod-a:40000 <> 127.0.0.2:9 NO_SOCKET DROPPED (TCP Flags: SYN) at __udp4_lib_rcv+0x5a3"
+            "23:15:23.000 [labtest-a]: lab/pod-a:40000 <> 127.0.0.2:9 NO_SOCKET DROPPED\n             (TCP Flags: SYN) at __udp4_lib_rcv+0x5a3"
         );
     }
 

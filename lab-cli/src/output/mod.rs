@@ -1,5 +1,6 @@
 //! Presentation shared by the commands: output formats, tables, the
-//! printers of each domain's results, and exit codes with error reports.
+//! printers of each domain's results, exit codes with error reports, and
+//! `width`: every text view fits 80 columns (checked by `src/views.rs`).
 
 pub mod conntrack;
 pub mod drops;
@@ -9,6 +10,7 @@ pub mod flows;
 pub mod pcap;
 pub mod services;
 pub mod table;
+pub mod width;
 
 /// `--output`: text for people, JSON for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,6 +1,7 @@
 //! `labctl svc list` as text: each frontend on a line, its backends below.
 
-use crate::services::{Flow, FrontendView, L4};
+use super::width;
+use crate::services::{BackendView, Flow, FrontendView, L4};
 
 /// A chain name cut to its hash (nft's endpoint chains carry the whole
 /// service and endpoint after it; `-o json` has them in full).
@@ -11,45 +12,79 @@ fn short(object: &str) -> String {
     }
 }
 
-/// The text of `views` (at most 80 columns for lab-sized names).
+/// The text of `views`: columns as wide as their widest cell; a chain or
+/// map entry that does not fit after them goes on the next line, so every
+/// line fits 80 columns (and `-o json` has every name in full).
 pub fn render(views: &[FrontendView]) -> String {
+    let max = |cells: &mut dyn Iterator<Item = usize>| cells.max().unwrap_or(0);
+    let service_w = max(&mut views
+        .iter()
+        .map(|v| width::width(v.service.as_deref().unwrap_or("-"))));
+    let address_w = max(&mut views.iter().map(|v| width::width(&v.address())));
+    let source_w = max(&mut views.iter().map(|v| width::width(&v.source)));
+    let rows: Vec<Vec<[String; 4]>> = views
+        .iter()
+        .map(|v| v.backends.iter().map(backend_cells).collect())
+        .collect();
+    let col = |i: usize| max(&mut rows.iter().flatten().map(|r| width::width(&r[i])));
+    let (to_w, pod_w, conns_w, p_w) = (col(0), col(1), col(2), col(3));
     let mut out = String::new();
-    for v in views {
-        out.push_str(&format!(
-            "{:<14} {:<20} {:<11} {}\n",
-            v.service.as_deref().unwrap_or("-"),
-            v.address(),
-            v.source,
-            short(&v.object)
-        ));
+    for (v, backends) in views.iter().zip(&rows) {
+        let line = format!(
+            "{} {} {}",
+            width::pad(v.service.as_deref().unwrap_or("-"), service_w),
+            width::pad(&v.address(), address_w),
+            width::pad(&v.source, source_w),
+        );
+        push_with_object(&mut out, &line, &short(&v.object));
         if v.backends.is_empty() {
             out.push_str("  (no endpoints: new connections to it fail)\n");
         }
-        for b in &v.backends {
-            let to = match (b.addr, b.port) {
-                (Some(a), Some(p)) => format!("{a}:{p}"),
-                _ => "(missing backend)".into(),
-            };
-            let conns = b
-                .connections
-                .map_or_else(|| "-".to_owned(), |c| format!("{c} conns"));
-            let p = b
-                .probability
-                .map_or_else(String::new, |p| format!("p {p:.2}"));
-            out.push_str(&format!(
-                "  {:<21} {:<16} {:>10} {:<6} {}\n",
-                to,
-                b.pod.as_deref().unwrap_or("-"),
+        for (b, [to, pod, conns, p]) in v.backends.iter().zip(backends) {
+            let line = format!(
+                "  {} {} {:>conns_w$} {}",
+                width::pad(to, to_w),
+                width::pad(pod, pod_w),
                 conns,
-                p,
-                short(&b.object)
-            ));
+                width::pad(p, p_w),
+            );
+            push_with_object(&mut out, &line, &short(&b.object));
         }
     }
     out
 }
 
-/// One line per translated connection: client -> frontend => backend.
+/// A backend's address, pod, connections and probability.
+fn backend_cells(b: &BackendView) -> [String; 4] {
+    [
+        match (b.addr, b.port) {
+            (Some(a), Some(p)) => format!("{a}:{p}"),
+            _ => "(missing backend)".into(),
+        },
+        b.pod.clone().unwrap_or_else(|| "-".into()),
+        b.connections
+            .map_or_else(|| "-".to_owned(), |c| format!("{c} conns")),
+        b.probability
+            .map_or_else(String::new, |p| format!("p {p:.2}")),
+    ]
+}
+
+/// `line` and then `object` on it, or on a line of its own where the two
+/// do not fit 80 columns.
+fn push_with_object(out: &mut String, line: &str, object: &str) {
+    let line = line.trim_end();
+    if width::width(line) + 1 + width::width(object) <= width::COLUMNS {
+        out.push_str(&format!("{line} {object}\n"));
+    } else {
+        out.push_str(&format!(
+            "{line}\n      {}\n",
+            width::elide(object, width::COLUMNS - 6)
+        ));
+    }
+}
+
+/// One line per translated connection: client -> frontend => backend
+/// [table], the table on the next line where it does not fit.
 pub fn render_flows(flows: &[Flow]) -> String {
     let mut out = String::new();
     for f in flows {
@@ -65,13 +100,15 @@ pub fn render_flows(flows: &[Flow]) -> String {
             None => format!("{}:{}", f.backend, f.backend_port),
         };
         let at = match &f.node {
-            Some(n) => format!("{} on {n}", f.table),
-            None => f.table.to_owned(),
+            Some(n) => format!("[{} on {n}]", f.table),
+            None => format!("[{}]", f.table),
         };
-        out.push_str(&format!(
-            "{client} -> {}:{}/{proto} => {backend}  [{at}]\n",
-            f.vip, f.port
+        let frontend = format!("{}:{}/{proto}", f.vip, f.port);
+        out.push_str(&width::pieces(
+            &[client.as_str(), "->", &frontend, "=>", &backend, &at],
+            4,
         ));
+        out.push('\n');
     }
     out
 }
@@ -81,7 +118,6 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::services::{BackendView, L4};
 
     #[test]
     fn frontends_and_backends_fit_80_columns() {

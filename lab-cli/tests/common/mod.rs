@@ -14,6 +14,15 @@ use std::net::{Ipv4Addr, UdpSocket};
 
 use lab_cli::kernel::{netns::NetNs, rtnl};
 
+/// What a command printed, as one line: text views fill to 80 columns, so
+/// a sentence may be broken across lines (and indented) anywhere a space was.
+pub fn said(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// True when the test may load programs; otherwise prints why it skips.
 pub fn privileged(test: &str) -> bool {
     let missing = lab_cli::kernel::privilege::Privileges::current().missing();

@@ -21,6 +21,7 @@ use crate::{
         OutputFormat,
         conntrack::{self as table, Layout},
         exit::Outcome,
+        width,
     },
 };
 
@@ -65,13 +66,14 @@ pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
     let ns = lookup_netns_opt(args.netns.as_deref())?;
     if args.enable_acct {
         acct::set(ns.as_ref(), true)?;
-        eprintln!(
+        let note = format!(
             "conntrack accounting is now on{} (net.netfilter.nf_conntrack_acct=1): packets and bytes are counted for flows created from now on",
             args.netns
                 .as_deref()
                 .map(|n| format!(" in {n}"))
                 .unwrap_or_default()
         );
+        eprintln!("{}", width::fill(&note, "", ""));
     }
     let ino = match &ns {
         Some(ns) => ns.inode()?,
@@ -139,17 +141,25 @@ pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
     };
     if total == 0 && matches!(args.source, CtSource::Netfilter | CtSource::All) {
         eprintln!(
-            "note: the table is empty. A namespace tracks connections only once something there uses conntrack (a NAT or ct rule, since Linux 4.15); lab nodes always do."
+            "{}",
+            width::fill(
+                "note: the table is empty. A namespace tracks connections only once something there uses conntrack (a NAT or ct rule, since Linux 4.15); lab nodes always do.",
+                "",
+                "      "
+            )
         );
     }
     if args.output == OutputFormat::Text && shown == 0 && total > 0 {
-        writeln!(
-            out,
-            "no entry matches the filters ({total} entries in the table; drop filters to see them)"
+        width::write_fill(
+            &mut out,
+            &format!(
+                "no entry matches the filters ({total} entries in the table; drop filters to see them)"
+            ),
+            "",
+            "",
         )?;
     } else if args.output == OutputFormat::Text {
-        writeln!(
-            out,
+        let footer = format!(
             "{shown} entries ({}{})",
             match args.source {
                 CtSource::Netfilter => "netfilter",
@@ -161,7 +171,8 @@ pub fn run(args: CtListArgs) -> anyhow::Result<Outcome> {
                 .as_deref()
                 .map(|n| format!(", netns {n}"))
                 .unwrap_or_default()
-        )?;
+        );
+        width::write_fill(&mut out, &footer, "", "")?;
     }
     out.flush()?;
     Ok(Outcome::Success)

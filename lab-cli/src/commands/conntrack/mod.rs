@@ -18,7 +18,7 @@ use crate::{
     },
     kernel::privilege,
     lab::names::{self, lookup_netns_opt},
-    output::{OutputFormat, exit::Outcome},
+    output::{OutputFormat, conntrack::write_stats, exit::Outcome},
 };
 
 pub fn run(command: ConntrackCommand) -> anyhow::Result<Outcome> {
@@ -87,16 +87,6 @@ fn stats(netns_name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outco
         writeln!(out, "{json}")?;
         return Ok(Outcome::Success);
     }
-    writeln!(
-        out,
-        "conntrack table{}: {} entries, max {}",
-        netns_name.map(|n| format!(" in {n}")).unwrap_or_default(),
-        size.entries,
-        size.max
-    )?;
-    for c in &cpus {
-        let fields: Vec<String> = c.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        writeln!(out, "cpu={:<4} {}", c.cpu, fields.join(" "))?;
-    }
+    write_stats(&mut out, netns_name, &size, &cpus)?;
     Ok(Outcome::Success)
 }

@@ -116,12 +116,13 @@ fn human(bytes: f64) -> String {
 /// The keys, shown under the table when asked for with `?`.
 const HELP: &str = "keys: b sort by bytes · p sort by packets · ? help · q / Esc / Ctrl-C quit";
 
-/// Draws one screen: a title, the table, and a key line. The rate and total
-/// columns are in the unit the view is sorted by. Fits 80 columns; wider
-/// terminals also get the NAT column.
+/// Draws one screen: a title, the table, and a key line (with `note`
+/// after it, unless the keys are shown). The rate and total columns are in
+/// the unit the view is sorted by. Fits 80 columns; wider terminals also
+/// get the NAT column.
 pub fn draw(
     frame: &mut Frame,
-    title: &str,
+    (title, note): (&str, &str),
     rows: &[FlowRow],
     by: CtSort,
     help: bool,
@@ -174,7 +175,11 @@ pub fn draw(
     let table = Table::new(cells, widths)
         .header(Row::new(header).style(Style::new().add_modifier(Modifier::BOLD)));
     frame.render_widget(table, body);
-    let foot_text = if help { HELP } else { "? for keys" };
+    let foot_text = if help {
+        HELP.to_owned()
+    } else {
+        format!("? for keys{note}")
+    };
     frame.render_widget(
         Line::from(foot_text).style(Style::new().add_modifier(Modifier::DIM)),
         foot,
@@ -203,7 +208,7 @@ pub fn run(
         _ => None,
     };
     let acct_note = if acct.as_ref().is_some_and(AcctGuard::turned_on) {
-        " (accounting on for this view: older flows count from now)"
+        " · accounting is on for this view: older flows count from now"
     } else {
         ""
     };
@@ -221,7 +226,7 @@ pub fn run(
             sort(&mut entries, by);
             let rows = rates.rows(entries, Instant::now());
             let title = format!(
-                "conntrack top: {} flows{}, by {}, every {:.1}s{acct_note}",
+                "conntrack top: {} flows{}, by {}, every {:.1}s",
                 rows.len(),
                 netns_name.map(|n| format!(" in {n}")).unwrap_or_default(),
                 match by {
@@ -231,7 +236,7 @@ pub fn run(
                 interval.as_secs_f64(),
             );
             let pods = pods.get();
-            terminal.draw(|f| draw(f, &title, &rows, by, help, pods))?;
+            terminal.draw(|f| draw(f, (&title, acct_note), &rows, by, help, pods))?;
             let deadline = Instant::now() + interval;
             while let Some(left) = deadline.checked_duration_since(Instant::now()) {
                 if interrupt::requested() {
@@ -276,7 +281,7 @@ mod tests {
     fn screen(width: u16, rows: &[FlowRow], by: CtSort, help: bool) -> Vec<String> {
         let mut terminal = Terminal::new(TestBackend::new(width, 6)).unwrap();
         terminal
-            .draw(|f| draw(f, "title", rows, by, help, &HashMap::new()))
+            .draw(|f| draw(f, ("title", ""), rows, by, help, &HashMap::new()))
             .unwrap();
         terminal
             .backend()

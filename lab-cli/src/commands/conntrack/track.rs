@@ -17,7 +17,7 @@ use crate::{
     conntrack::tracker::CtTracker,
     kernel::{interrupt, netns, privilege, ready::ReadyFile},
     lab::names::{self, lookup_netns_opt},
-    output::{OutputFormat, conntrack as table, exit::Outcome},
+    output::{OutputFormat, conntrack as table, exit::Outcome, width},
 };
 
 pub fn run(args: CtTrackArgs) -> anyhow::Result<Outcome> {
@@ -54,8 +54,8 @@ pub fn run(args: CtTrackArgs) -> anyhow::Result<Outcome> {
     let mut out = anstream::stdout().lock();
     match output {
         // JSON on stdout is only the entries; the rest goes to stderr.
-        OutputFormat::Json => eprintln!("{started_line}"),
-        OutputFormat::Text => writeln!(out, "{started_line}")?,
+        OutputFormat::Json => eprintln!("{}", width::fill(&started_line, "", "")),
+        OutputFormat::Text => width::write_fill(&mut out, &started_line, "", "")?,
     }
     let started = Instant::now();
     while !interrupt::requested() && duration.is_none_or(|d| started.elapsed() < d) {

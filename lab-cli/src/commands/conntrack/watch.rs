@@ -19,7 +19,7 @@ use crate::{
     },
     kernel::{interrupt, privilege, ready::ReadyFile},
     lab::names::{self, lookup_netns_opt},
-    output::{OutputFormat, exit::Outcome},
+    output::{OutputFormat, exit::Outcome, width},
 };
 
 #[derive(Debug, Default, Serialize)]
@@ -78,19 +78,13 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
                     entry: EntryJson::new(&ev.entry).with_pods(pods.borrow_mut().get()),
                 })?
             )?,
-            OutputFormat::Text => {
-                let e = &ev.entry;
-                let nat = e.nat().map(|n| format!("  {n}")).unwrap_or_default();
-                writeln!(
-                    out,
-                    "{:<10} {:<6} {:<12} {}{nat}{}",
-                    format!("[{:?}]", ev.kind).to_uppercase(),
-                    e.proto,
-                    e.state.as_deref().unwrap_or("-"),
-                    crate::output::conntrack::describe_named(&e.orig, pods.borrow_mut().get()),
-                    if resync { "  (found by resync)" } else { "" }
-                )?
-            }
+            OutputFormat::Text => crate::output::conntrack::write_event(
+                out,
+                ev.kind,
+                &ev.entry,
+                resync,
+                pods.borrow_mut().get(),
+            )?,
         }
         Ok(())
     };
@@ -128,9 +122,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
                 summary.overruns
             );
             if args.output == OutputFormat::Text {
-                writeln!(out, "!! {warning}")?;
+                width::write_fill(&mut out, &warning, "!! ", "   ")?;
             } else {
-                eprintln!("warning: {warning}");
+                eprintln!("{}", width::fill(&warning, "warning: ", "  "));
             }
         }
         out.flush()?;
@@ -153,10 +147,14 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
     }
     match args.output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&summary)?)?,
-        OutputFormat::Text => writeln!(
-            out,
-            "{} events, {} overruns (lost events, resynchronized: {} new, {} gone)",
-            summary.events, summary.overruns, summary.resynced_new, summary.resynced_destroyed
+        OutputFormat::Text => width::write_fill(
+            &mut out,
+            &format!(
+                "{} events, {} overruns (lost events, resynchronized: {} new, {} gone)",
+                summary.events, summary.overruns, summary.resynced_new, summary.resynced_destroyed
+            ),
+            "",
+            "  ",
         )?,
     }
     out.flush()?;

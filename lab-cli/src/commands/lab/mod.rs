@@ -1,8 +1,11 @@
 //! `labctl lab ...`: one function per subcommand; the work is in `crate::lab`.
 
-mod status_view;
+pub(crate) mod status_view;
 
-use std::{io::Write as _, net::Ipv4Addr};
+use std::{
+    io::{self, Write},
+    net::Ipv4Addr,
+};
 
 use anstyle::{AnsiColor, Style};
 use anyhow::Context as _;
@@ -15,14 +18,17 @@ use crate::{
     cli::values,
     kernel::{cgroup, interrupt, privilege},
     lab::{
-        self, Endpoint, Lab, exec, faults, names,
+        self, Endpoint, Lab, exec,
+        faults::{self, TriggerReport},
+        names,
         plan::{LabOptions, MasqMode},
-        scenario::SCENARIOS,
-        traffic::{self, TrafficSpec},
+        scenario::{SCENARIOS, Scenario},
+        traffic::{self, TrafficReport, TrafficSpec},
     },
     output::{
         OutputFormat,
         exit::{Outcome, UsageError},
+        width,
     },
     services::KubeProxyMode,
 };
@@ -122,18 +128,32 @@ fn list(output: OutputFormat) -> anyhow::Result<Outcome> {
         }
         return Ok(Outcome::Success);
     }
+    write_list(&mut out, SCENARIOS)?;
+    Ok(Outcome::Success)
+}
+
+/// `lab list` as text: each scenario with its summary, and its faults.
+pub(crate) fn write_list(out: &mut impl Write, scenarios: &[Scenario]) -> io::Result<()> {
     let bold = Style::new().bold();
-    for s in SCENARIOS {
-        writeln!(out, "{bold}{:<10}{bold:#} {}", s.name, s.summary)?;
+    for s in scenarios {
+        let name = format!("{bold}{}{bold:#} ", width::pad(s.name, 10));
+        width::write_fill(out, s.summary, &name, &" ".repeat(11))?;
         for f in s.faults {
-            writeln!(out, "{:<12}fault {:<12} -> {}", "", f.name(), f.reason)?;
+            width::write_fill(
+                out,
+                &format!("fault {:<12} -> {}", f.name(), f.reason),
+                &" ".repeat(12),
+                &" ".repeat(18),
+            )?;
         }
     }
-    writeln!(
+    writeln!(out)?;
+    width::write_fill(
         out,
-        "\nlabctl lab up SCENARIO builds one; each scenario's lesson is in `labctl lab list --output json`."
-    )?;
-    Ok(Outcome::Success)
+        "labctl lab up SCENARIO builds one; `labctl lab list -o json` has each lesson.",
+        "",
+        "",
+    )
 }
 
 fn up(
@@ -183,34 +203,68 @@ fn up(
         )?;
         return Ok(Outcome::Success);
     }
+    write_up(&mut out, &lab, &lab::hints::hints(&lab, several))?;
+    Ok(Outcome::Success)
+}
+
+/// `lab up` as text: what was built, its members, the lesson and `hints`.
+pub(crate) fn write_up(out: &mut impl Write, lab: &Lab, hints: &[String]) -> io::Result<()> {
     let green = Style::new().fg_color(Some(AnsiColor::Green.into())).bold();
-    writeln!(
+    width::write_fill(
         out,
-        "{green}✓{green:#} lab `{}` is up (scenario {}): {}",
-        lab.name(),
-        lab.plan.scenario.name,
-        lab.plan.scenario.summary
+        &format!(
+            "lab `{}` is up (scenario {}): {}",
+            lab.name(),
+            lab.plan.scenario.name,
+            lab.plan.scenario.summary
+        ),
+        &format!("{green}✓{green:#} "),
+        "  ",
     )?;
-    for e in lab.endpoints() {
+    let members: Vec<(String, Endpoint)> = lab
+        .endpoints()
+        .into_iter()
+        .map(|e| (names::display(lab.name(), &e.name), e))
+        .collect();
+    let display_w = members
+        .iter()
+        .map(|(d, _)| width::width(d))
+        .max()
+        .unwrap_or(0);
+    for (display, e) in &members {
         if let Some(ns) = &e.netns {
-            writeln!(
-                out,
-                "  {:<8} {:<15} {:<18} (ip netns: {ns})",
-                e.name,
-                e.addr,
-                names::display(lab.name(), &e.name)
-            )?;
+            let line = [
+                format!("  {}", width::pad(display, display_w)),
+                width::pad(&e.addr.to_string(), 15),
+                format!("(ip netns: {ns})"),
+            ];
+            writeln!(out, "{}", width::pieces(&line, 4))?;
         }
     }
     // The lesson, without its generic "Try:" (the hints below fit this lab).
     let teaches = lab.plan.scenario.teaches;
     let teaches = teaches.split(" Try: ").next().unwrap_or(teaches);
-    writeln!(out, "\n{}", textwrap::fill(teaches, 78))?;
+    writeln!(out)?;
+    width::write_fill(out, teaches, "", "")?;
     writeln!(out, "\nTry:")?;
-    for hint in lab::hints::hints(&lab, several) {
-        writeln!(out, "  {hint}")?;
+    for hint in hints {
+        write_hint(out, hint)?;
     }
-    Ok(Outcome::Success)
+    Ok(())
+}
+
+/// A command to try, its `# comment` on the next line where both do not fit.
+fn write_hint(out: &mut impl Write, hint: &str) -> io::Result<()> {
+    if 2 + width::width(hint) <= width::COLUMNS {
+        return writeln!(out, "  {hint}");
+    }
+    match hint.split_once("   # ") {
+        Some((command, comment)) => {
+            width::write_fill(out, command.trim_end(), "  ", "    ")?;
+            width::write_fill(out, &format!("# {comment}"), "    ", "      ")
+        }
+        None => width::write_fill(out, hint, "  ", "    "),
+    }
 }
 
 fn down(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
@@ -243,7 +297,7 @@ fn exec(lab: Option<&str>, member: &str, command: &[String]) -> anyhow::Result<O
         Err(e) => match e.shell_code() {
             // As a shell: one line on stderr, 127 or 126.
             Some(code) => {
-                eprintln!("labctl: {e}");
+                eprintln!("{}", width::fill(&e.to_string(), "labctl: ", "  "));
                 return Ok(Outcome::Child(code));
             }
             None => return Err(e.into()),
@@ -315,7 +369,7 @@ fn traffic(
     let mut out = anstream::stdout().lock();
     match output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
-        OutputFormat::Text => writeln!(out, "{}", report.text())?,
+        OutputFormat::Text => write_traffic(&mut out, &report)?,
     }
     // Stopped early: what was sent is reported, and the exit code says so.
     interrupt::check()?;
@@ -363,21 +417,35 @@ fn trigger(
     let mut out = anstream::stdout().lock();
     match output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
-        OutputFormat::Text => writeln!(
-            out,
-            "{}: sent {} {} packets {}:{} -> {}:{}; expect {} drops at {} ({}, {})",
-            report.fault,
-            report.sent,
-            report.proto,
-            report.src,
-            report.sport,
-            report.dst,
-            report.dport,
-            report.reason,
-            report.at,
-            report.netns,
-            report.iface
-        )?,
+        OutputFormat::Text => write_trigger(&mut out, &report)?,
     }
     Ok(Outcome::Success)
+}
+
+/// `lab trigger` as text: what was sent, and where its drops should show.
+pub(crate) fn write_trigger(out: &mut impl Write, r: &TriggerReport) -> io::Result<()> {
+    width::write_fill(
+        out,
+        &format!(
+            "{}: sent {} {} packets {}:{} -> {}:{}; expect {} drops at {} ({}, {})",
+            r.fault,
+            r.sent,
+            r.proto,
+            r.src,
+            r.sport,
+            r.dst,
+            r.dport,
+            r.reason,
+            r.at,
+            r.netns,
+            r.iface
+        ),
+        "",
+        "  ",
+    )
+}
+
+/// `lab traffic` as text: the report's sentence, filled.
+pub(crate) fn write_traffic(out: &mut impl Write, report: &TrafficReport) -> io::Result<()> {
+    width::write_fill(out, &report.text(), "", "  ")
 }

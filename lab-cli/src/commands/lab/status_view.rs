@@ -1,15 +1,17 @@
 //! `labctl lab status`: text and JSON views of what the kernel holds.
 
-use std::io::Write as _;
+use std::io::{self, Write};
 
 use anstyle::Style;
 
 use crate::{
     exercises,
     kernel::privilege,
-    lab::{Lab, LabError, status},
-    output::OutputFormat,
-    output::exit::Outcome,
+    lab::{
+        Lab, LabError,
+        status::{self, LabStatus},
+    },
+    output::{OutputFormat, exit::Outcome, width},
 };
 
 pub fn run(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> {
@@ -32,82 +34,101 @@ pub fn run(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> 
         .map(status::status)
         .collect::<Result<Vec<_>, _>>()?;
     // An exercise whose answer is the service mode hides it while it runs.
-    let mut concealed: Vec<(String, String)> = Vec::new();
     for lab in &mut statuses {
         if let Some(id) = exercises::conceals_mode(&lab.lab) {
             lab.kube_proxy = None;
-            concealed.push((lab.lab.clone(), id));
+            lab.mode_hidden_by = Some(id);
         }
     }
     if output == OutputFormat::Json {
         writeln!(out, "{}", serde_json::to_string_pretty(&statuses)?)?;
         return Ok(Outcome::Success);
     }
+    write_status(&mut out, &statuses)?;
+    Ok(Outcome::Success)
+}
+
+/// `lab status` as text: each lab, its members with their links, routes,
+/// NAT and counted nft rules, and its services; long lines continue
+/// indented under their start.
+pub(crate) fn write_status(out: &mut impl Write, statuses: &[LabStatus]) -> io::Result<()> {
     let bold = Style::new().bold();
-    for lab in &statuses {
+    for lab in statuses {
         let state = if lab.complete {
             ""
         } else {
             " (INCOMPLETE: `labctl lab down` removes it)"
         };
-        writeln!(
+        width::write_fill(
             out,
-            "{bold}lab {}{bold:#} (scenario {}){state}",
-            lab.lab, lab.scenario
+            &format!("(scenario {}){state}", lab.scenario),
+            &format!("{bold}lab {}{bold:#} ", lab.lab),
+            "  ",
         )?;
         for m in &lab.members {
-            writeln!(
-                out,
-                "  {bold}{}{bold:#} [{}] {} (ip netns: {})",
-                m.name, m.role, m.display, m.netns
-            )?;
+            let head = [
+                format!("  {bold}{}{bold:#}", m.name),
+                format!("[{}]", m.role),
+                m.display.clone(),
+                format!("(ip netns: {})", m.netns),
+            ];
+            writeln!(out, "{}", width::pieces(&head, 6))?;
             for l in &m.links {
-                let master = l
-                    .master
-                    .as_deref()
-                    .map(|b| format!(" master {b}"))
-                    .unwrap_or_default();
-                let kind = l.kind.as_deref().unwrap_or("");
-                let state = if l.up { "UP" } else { "DOWN" };
-                writeln!(
-                    out,
-                    "    {:<12} {:<7} mtu {:<5} {:<4} {}{master}",
-                    l.name,
-                    kind,
-                    l.mtu,
-                    state,
-                    l.addresses.join(" ")
-                )?;
+                let mut line = vec![format!(
+                    "    {} {} mtu {} {}",
+                    width::pad(&l.name, 12),
+                    width::pad(l.kind.as_deref().unwrap_or(""), 7),
+                    width::pad(&l.mtu.to_string(), 5),
+                    width::pad(if l.up { "UP" } else { "DOWN" }, 4)
+                )];
+                line.extend(l.addresses.iter().cloned());
+                if let Some(b) = &l.master {
+                    line.push(format!("master {b}"));
+                }
+                writeln!(out, "{}", width::pieces(&line, 8))?;
             }
             for r in &m.routes {
                 let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
                 let dev = r.dev.as_deref().unwrap_or("?");
-                writeln!(out, "    route {}{via} dev {dev}", r.dst)?;
+                width::write_fill(
+                    out,
+                    &format!("route {}{via} dev {dev}", r.dst),
+                    "    ",
+                    "      ",
+                )?;
             }
             if let Some(n) = &m.ebpf_nat {
-                writeln!(
+                width::write_fill(
                     out,
-                    "    eBPF masquerading on eth0: {} of {} mappings, {} allocated, {} port collisions, {} dropped for lack of a port (labctl masq nat-table --netns {})",
-                    n.used, n.capacity, n.allocated, n.collisions, n.alloc_failed, m.netns
+                    &format!(
+                        "eBPF masquerading on eth0: {} of {} mappings, {} allocated, {} port collisions, {} dropped for lack of a port (labctl masq nat-table --netns {})",
+                        n.used, n.capacity, n.allocated, n.collisions, n.alloc_failed, m.display
+                    ),
+                    "    ",
+                    "      ",
                 )?;
             }
             if let Some(rules) = &m.ruleset {
                 for line in rules.lines().filter(|l| l.contains("counter")) {
-                    writeln!(out, "    nft: {}", line.trim())?;
+                    width::write_fill(out, line.trim(), "    nft: ", "           ")?;
                 }
             }
         }
-        if let Some((_, id)) = concealed.iter().find(|(l, _)| *l == lab.lab) {
+        if let Some(id) = &lab.mode_hidden_by {
             writeln!(
                 out,
                 "  {bold}services{bold:#}: the mode is hidden while exercise `{id}` runs"
             )?;
         }
         if let Some(mode) = lab.kube_proxy {
-            writeln!(
+            width::write_fill(
                 out,
-                "  {bold}services{bold:#} ({mode}; from the kernel: labctl svc list --lab {})",
-                lab.lab
+                &format!(
+                    "({mode}; from the kernel: labctl svc list --lab {})",
+                    lab.lab
+                ),
+                &format!("  {bold}services{bold:#} "),
+                "    ",
             )?;
             for s in &lab.services {
                 let protos: Vec<&str> = s.protocols.iter().map(|p| p.as_str()).collect();
@@ -116,17 +137,21 @@ pub fn run(name: Option<&str>, output: OutputFormat) -> anyhow::Result<Outcome> 
                 } else {
                     s.backends.join(" ")
                 };
-                writeln!(
+                width::write_fill(
                     out,
-                    "    {} {}:{} {} -> :{} {backends}",
-                    s.name,
-                    s.vip,
-                    s.port,
-                    protos.join(","),
-                    s.target_port
+                    &format!(
+                        "{} {}:{} {} -> :{} {backends}",
+                        s.name,
+                        s.vip,
+                        s.port,
+                        protos.join(","),
+                        s.target_port
+                    ),
+                    "    ",
+                    "      ",
                 )?;
             }
         }
     }
-    Ok(Outcome::Success)
+    Ok(())
 }

@@ -1,0 +1,833 @@
+//! Every text view fits 80 columns: each is rendered here from data, with
+//! the longest content a workshop meets (16-character lab names, pods as
+//! `LAB/pod-a`, IPv6 addresses, long nft rules and reason names, counts in
+//! the millions), and [`fits`] fails on any line wider than 80 display
+//! columns (styles stripped). No kernel, no privileges.
+//!
+//! `LABCTL_SHOW_VIEWS=1 cargo test -p lab-cli --lib views -- --nocapture`
+//! prints every view as rendered, to look at them.
+//!
+//! To add a view: one call in a test here (or a new `#[test]`),
+//! `fits("NAME", |out| render_it(out, &data));` where the closure writes
+//! the view to `out` (a `Vec<u8>`) and returns `io::Result<()>`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly at the first surprise"
+)]
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write,
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use crate::{
+    commands,
+    conntrack::{
+        entry::{CtEntry, Source, tests::udp_snat},
+        netlink::{CpuStats, EventKind, TableSize},
+    },
+    drops::{record::DropRecord, session::Summary},
+    ebpf::drop_tracer::Hook,
+    flows::{self, Item, Lost, Origin, Verdict},
+    kernel::{
+        names::PodRef,
+        rtnl::{LinkInfoSummary, RouteSummary},
+    },
+    lab::{
+        self, Lab,
+        faults::TriggerReport,
+        plan::{LabOptions, Plan, Role},
+        scenario::SCENARIOS,
+        state::LabState,
+        status::{LabStatus, MemberStatus},
+        traffic::{Proto, TrafficReport},
+    },
+    masq::{
+        MasqRow,
+        nat::{NatDir, NatRow, NatSummary, NatTable},
+    },
+    output,
+    services::{self, BackendView, FrontendView, KubeProxyMode, L4, ServiceSpec},
+};
+
+pub(crate) use output::width::check::fits;
+
+/// A lab name as long as `lab up --name` allows.
+const LAB: &str = "workshop-team-07";
+const V6_A: &str = "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff";
+const V6_B: &str = "fd00:10:244:1234:5678:9abc:def0:1234";
+
+fn pod(name: &str) -> String {
+    format!("{LAB}/{name}")
+}
+
+fn drop_record(reason: &str) -> DropRecord {
+    let mut r = crate::drops::record::tests::sample_udp();
+    r.netns = pod("client");
+    r.pod = Some(pod("client"));
+    r.ifname = Some("veth-client-01".into());
+    r.proto = "TCP".into();
+    r.tcp_flags = Some("SA".into());
+    r.src = Some("10.244.1.2".into());
+    r.dst = Some("10.244.2.3".into());
+    r.sport = Some(40_000);
+    r.dport = Some(8080);
+    r.reason = reason.into();
+    r.len = 1500;
+    r.location = "__netif_receive_skb_one_core+0x1a5".into();
+    r
+}
+
+fn v6_record(reason: &str) -> DropRecord {
+    let mut r = drop_record(reason);
+    r.proto = "ICMPv6".into();
+    r.tcp_flags = None;
+    r.sport = None;
+    r.dport = None;
+    r.icmp_type = Some(128);
+    r.icmp_code = Some(0);
+    r.src = Some(V6_A.into());
+    r.dst = Some(V6_B.into());
+    r
+}
+
+fn summary() -> Summary {
+    let mut s = Summary {
+        kind: "summary",
+        events: 1_234_560,
+        lost: 7,
+        not_shown: 123,
+        ..Default::default()
+    };
+    for (reason, n) in [
+        ("IP_INNOHDRERRORS", 1_234_000),
+        ("TCP_LISTEN_OVERFLOW", 456),
+        ("NETFILTER_DROP", 111),
+        (
+            "SKB_UCOPY_FAULT_AND_A_NAME_FROM_A_FUTURE_KERNEL_THAT_IS_LONG",
+            1,
+        ),
+    ] {
+        s.by_reason.insert(reason.into(), n);
+    }
+    for (loc, n) in [
+        ("__netif_receive_skb_one_core+0x1a5", 1_234_000),
+        ("nft_do_chain+0x4f2", 111),
+        (
+            "a_symbol_from_an_out_of_tree_module_with_a_long_name+0x1234 [module_name]",
+            1,
+        ),
+    ] {
+        s.by_location.insert(loc.into(), n);
+    }
+    s
+}
+
+#[test]
+fn trace_fits_80_columns() {
+    use crate::drops::session::Sink as _;
+    let text = fits("trace stream, summary and --explain", |out| {
+        let mut sink = output::drops::TextSink::new(&mut *out, false, true);
+        sink.started(Hook::Tracepoint)?;
+        let mut with_stack = drop_record("NETFILTER_DROP");
+        with_stack.stack = Some(vec![
+            "nft_do_chain+0x4f2".into(),
+            "a_symbol_from_an_out_of_tree_module_with_a_long_name+0x1234 [module_name]".into(),
+        ]);
+        for r in [
+            drop_record("NO_SOCKET"),
+            with_stack,
+            v6_record("IP_INNOHDRERRORS"),
+            v6_record("PKT_TOO_BIG"),
+            drop_record("SOCKET_RCVBUFF"),
+        ] {
+            sink.drop_seen(&r)?;
+        }
+        sink.progress(&summary(), Duration::from_secs_f64(12_345.6))?;
+        sink.finished(&summary(), Duration::from_secs_f64(12_345.6))
+    });
+    assert!(text.contains("summary after 12345.6s"), "{text}");
+    assert!(
+        text.contains("2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff →"),
+        "{text}"
+    );
+    assert!(text.contains("what:") && text.contains("try:"), "{text}");
+    // `--summary` and the pcap's summary use the same table.
+    fits("trace --summary", |out| {
+        let mut sink = output::drops::TextSink::new(&mut *out, true, false);
+        sink.progress(&summary(), Duration::from_secs(1))
+    });
+    // Every explanation, as `labctl explain` and `trace --explain` show it.
+    fits("explain (every reason)", |out| {
+        for e in crate::drops::explain::all() {
+            writeln!(out, "{} (code 123 on this kernel)", e.reason)?;
+            output::drops::write_explanation(out, e.reason, "  ")?;
+            output::drops::write_explanation(out, e.reason, "    ")?;
+        }
+        output::drops::write_explanation(out, "IP_INNOHDRERRORS", "    ")
+    });
+    fits("explain --list", |out| {
+        for name in [
+            "NO_SOCKET",
+            "SKB_UCOPY_FAULT_AND_A_NAME_FROM_A_FUTURE_KERNEL_THAT_IS_LONG",
+        ] {
+            writeln!(
+                out,
+                "{}",
+                commands::explain::list_line(Some(123), name, true)
+            )?;
+        }
+        Ok(())
+    });
+    let note = fits("trace --pod-namespace note", |out| {
+        output::drops::write_pod_namespace_note(out, LAB, &[])?;
+        output::drops::write_pod_namespace_note(out, LAB, &["node1".into()])?;
+        output::drops::write_pod_namespace_note(
+            out,
+            LAB,
+            &["node1".into(), "node2".into(), "node3".into()],
+        )
+    });
+    assert!(note.contains(&format!("--netns {LAB}/node1")), "{note}");
+}
+
+fn frontend(source: &str, object: &str, backend_object: &str, p: Option<f64>) -> FrontendView {
+    FrontendView {
+        service: Some(pod("web")),
+        vip: Ipv4Addr::new(10, 96, 0, 10),
+        port: 8080,
+        proto: Some(L4::Tcp),
+        source: source.into(),
+        object: object.into(),
+        backends: (1..=3)
+            .map(|i| BackendView {
+                addr: Some(Ipv4Addr::new(10, 244, 2, 100 + i)),
+                port: Some(65_000),
+                pod: Some(pod(&format!("web-{i}"))),
+                connections: Some(123_456),
+                probability: p,
+                object: backend_object.into(),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn services_fit_80_columns() {
+    let mut empty = frontend("ebpf-socket", "rev-nat 1", "backend 1", None);
+    empty.backends.clear();
+    let views = [
+        frontend(
+            "iptables",
+            "KUBE-SVC-IN5KDXNPASQUNRUW",
+            "KUBE-SEP-SBJTBP5WO463M5Q2",
+            Some(0.33),
+        ),
+        frontend(
+            "nftables",
+            "service-VEQX3XDD-workshop-team-07/web/tcp/http",
+            "endpoint-V744RZVL-workshop-team-07/web/tcp/http__10.244.2.101/65000",
+            None,
+        ),
+        frontend("ebpf-socket", "rev-nat 1", "backend 1", None),
+        empty,
+    ];
+    let text = fits("svc list", |out| {
+        write!(out, "{}", output::services::render(&views))
+    });
+    assert!(text.contains("KUBE-SEP-SBJTBP5WO463M5Q2"), "{text}");
+    let flow = |node: Option<&str>, socket: Option<u64>| services::Flow {
+        table: if node.is_some() {
+            "conntrack"
+        } else {
+            "LB4_REVERSE_SK"
+        },
+        node: node.map(str::to_owned),
+        proto: Some(L4::Tcp),
+        client: Some(Ipv4Addr::new(10, 244, 1, 2)),
+        client_port: socket.is_none().then_some(45_216),
+        client_pod: Some(pod("client")),
+        socket,
+        vip: Ipv4Addr::new(10, 96, 0, 10),
+        port: 8080,
+        backend: Ipv4Addr::new(10, 244, 2, 103),
+        backend_port: 65_000,
+        backend_pod: Some(pod("web-3")),
+    };
+    fits("svc flows", |out| {
+        write!(
+            out,
+            "{}",
+            output::services::render_flows(&[
+                flow(Some(&pod("node1")), None),
+                flow(None, Some(18_446_744_073_709_551_615)),
+            ])
+        )
+    });
+}
+
+/// A lab of `scenario` named [`LAB`], as its plan says (no kernel).
+fn plan_lab(scenario: &str, options: LabOptions) -> Lab {
+    let plan = Plan::new(LAB, lab::scenario::find(scenario).unwrap(), options.clone()).unwrap();
+    Lab {
+        plan,
+        state: LabState {
+            lab: LAB.into(),
+            scenario: scenario.into(),
+            options,
+            complete: true,
+            namespaces: Vec::new(),
+            cgroups: Vec::new(),
+            services: Vec::new(),
+        },
+    }
+}
+
+fn member(name: &str, role: Role) -> MemberStatus {
+    let link =
+        |name: &str, kind: &str, addresses: Vec<String>, master: Option<&str>| LinkInfoSummary {
+            name: name.into(),
+            index: 7,
+            kind: Some(kind.into()),
+            mtu: 65_535,
+            up: true,
+            master: master.map(str::to_owned),
+            alias: None,
+            mac: None,
+            addresses,
+        };
+    MemberStatus {
+        name: name.into(),
+        role,
+        display: pod(name),
+        pod: (role == Role::Pod).then(|| pod(name)),
+        netns: format!("{LAB}-{name}"),
+        links: vec![
+            link(
+                "veth-client-01",
+                "vxlan",
+                vec![
+                    "10.244.1.2/24".into(),
+                    format!("{V6_A}/64"),
+                    format!("{V6_B}/128"),
+                ],
+                Some("underlay0"),
+            ),
+            link("eth0", "veth", vec!["10.244.1.2/24".into()], None),
+        ],
+        routes: vec![RouteSummary {
+            dst: "10.244.128.0/17".into(),
+            via: Some(Ipv4Addr::new(172, 18, 255, 254)),
+            dev: Some("veth-client-01".into()),
+            scope_link: false,
+        }],
+        ruleset: (role == Role::Node).then(|| {
+            "table ip labctl-nat {\n\tchain postrouting {\n\t\tip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 oifname \"eth0\" counter packets 123456789 bytes 123456789012 masquerade comment \"pods to the world: SNAT to the node address\"\n\t\tmeta l4proto udp counter packets 0 bytes 0 dnat to 10.244.2.3:8080\n\t}\n}\n".into()
+        }),
+        ebpf_nat: (role == Role::Node).then_some(NatSummary {
+            used: 65_536,
+            capacity: 65_536,
+            allocated: 1_234_567_890,
+            collisions: 123_456,
+            alloc_failed: 999,
+        }),
+    }
+}
+
+#[test]
+fn labs_fit_80_columns() {
+    fits("lab list", |out| commands::lab::write_list(out, SCENARIOS));
+    for s in SCENARIOS {
+        for masq in [lab::plan::MasqMode::Netfilter, lab::plan::MasqMode::Ebpf] {
+            let options = LabOptions {
+                masq,
+                kube_proxy: (!s.services.is_empty()).then_some(KubeProxyMode::EbpfSocket),
+                ..Default::default()
+            };
+            let l = plan_lab(s.name, options);
+            fits(&format!("lab up {}", s.name), |out| {
+                commands::lab::write_up(out, &l, &lab::hints::hints(&l, true))
+            });
+        }
+    }
+    let status = LabStatus {
+        lab: LAB.into(),
+        scenario: "service".into(),
+        complete: false,
+        members: vec![
+            member("client", Role::Pod),
+            member("node1", Role::Node),
+            member("world", Role::World),
+        ],
+        kube_proxy: Some(KubeProxyMode::EbpfSocket),
+        services: vec![ServiceSpec {
+            name: "web-frontend".into(),
+            vip: Ipv4Addr::new(10, 96, 100, 100),
+            port: 65_535,
+            target_port: 65_535,
+            protocols: vec![L4::Tcp, L4::Udp],
+            backends: (1..=12).map(|i| format!("web-{i}")).collect(),
+        }],
+        mode_hidden_by: None,
+    };
+    let text = fits("lab status", |out| {
+        commands::lab::status_view::write_status(out, &[status])
+    });
+    assert!(text.contains("nft: ip saddr 10.244.0.0/16"), "{text}");
+    fits("lab trigger", |out| {
+        commands::lab::write_trigger(
+            out,
+            &TriggerReport {
+                fault: "rp-filter-strict".into(),
+                sent: 1_000_000,
+                src: Ipv4Addr::new(203, 0, 113, 100),
+                dst: Ipv4Addr::new(10, 244, 255, 254),
+                proto: Proto::Udp,
+                sport: 65_535,
+                dport: 65_535,
+                reason: "IP_INNOHDRERRORS".into(),
+                at: pod("node1"),
+                netns: format!("{LAB}-node1"),
+                iface: "veth-client-01".into(),
+            },
+        )
+    });
+    let report = TrafficReport {
+        from: "client".into(),
+        to: "web".into(),
+        src: Ipv4Addr::new(10, 244, 1, 2),
+        dst: Ipv4Addr::new(10, 96, 0, 10),
+        proto: Proto::Tcp,
+        port: Some(8080),
+        sent: 1_000_000,
+        answered: 999_999,
+        rtt_min_us: Some(282),
+        rtt_avg_us: Some(466),
+        rtt_max_us: Some(1_234_801),
+        server_saw: BTreeMap::from([(Ipv4Addr::new(172, 18, 0, 2), 999_999)]),
+        backends: (1..=3).map(|i| (format!("web-{i}"), 333_333)).collect(),
+        replies_from: BTreeMap::new(),
+        errors: BTreeMap::from([("connection refused (os error 111)".into(), 1)]),
+        bytes: None,
+        mbit_per_s: None,
+    };
+    fits("lab traffic", |out| {
+        commands::lab::write_traffic(out, &report)
+    });
+}
+
+fn v6_entry() -> CtEntry {
+    let mut e = udp_snat();
+    let a = |s: &str| s.parse::<IpAddr>().unwrap();
+    e.family = "ipv6";
+    e.proto = "tcp".into();
+    e.state = Some("ESTABLISHED".into());
+    e.orig.src = a(V6_A);
+    e.orig.dst = a(V6_B);
+    e.orig.sport = Some(65_535);
+    e.orig.dport = Some(65_535);
+    e.reply.src = a(V6_B);
+    e.reply.dst = a("2001:db8::2");
+    e.reply.sport = Some(8080);
+    e
+}
+
+#[test]
+fn conntrack_fits_80_columns() {
+    let pods: HashMap<Ipv4Addr, PodRef> = [
+        (Ipv4Addr::new(10, 244, 1, 2), "client"),
+        (Ipv4Addr::new(1, 1, 1, 1), "world-dns"),
+    ]
+    .into_iter()
+    .map(|(a, name)| {
+        (
+            a,
+            PodRef {
+                namespace: LAB.into(),
+                name: name.into(),
+                uid: None,
+            },
+        )
+    })
+    .collect();
+    let mut named = udp_snat();
+    named.state = Some("SYN_SENT".into());
+    let mut icmp = udp_snat();
+    icmp.proto = "icmp".into();
+    icmp.orig.sport = None;
+    icmp.orig.dport = None;
+    icmp.orig.icmp_type = Some(8);
+    icmp.orig.icmp_code = Some(0);
+    icmp.orig.icmp_id = Some(65_535);
+    let entries = [udp_snat(), named, icmp, v6_entry()];
+    for joined in [false, true] {
+        fits("conntrack list", |out| {
+            let mut t = output::conntrack::TableWriter::new(
+                &mut *out,
+                output::conntrack::Layout::Compact,
+                joined,
+            )?
+            .with_pods(pods.clone());
+            for e in &entries {
+                t.row(e, joined.then_some(&[Source::Netfilter, Source::Bpf][..]))?;
+            }
+            Ok(())
+        });
+    }
+    fits("conntrack watch", |out| {
+        for e in &entries {
+            for kind in [EventKind::New, EventKind::Update, EventKind::Destroy] {
+                output::conntrack::write_event(out, kind, e, true, &pods)?;
+            }
+        }
+        Ok(())
+    });
+    let counters = [
+        "found",
+        "invalid",
+        "insert",
+        "insert_failed",
+        "drop",
+        "early_drop",
+        "error",
+        "search_restart",
+        "clash_resolve",
+        "chaintoolong",
+    ];
+    fits("conntrack stats", |out| {
+        output::conntrack::write_stats(
+            out,
+            Some(&pod("node1")),
+            &TableSize {
+                entries: 262_144,
+                max: 4_294_967_295,
+            },
+            &(0..3)
+                .map(|cpu| CpuStats {
+                    cpu,
+                    counters: counters.iter().map(|c| (*c, 4_294_967_295)).collect(),
+                })
+                .collect::<Vec<_>>(),
+        )
+    });
+}
+
+#[test]
+fn masq_fits_80_columns() {
+    let row = |i: u8, node: Ipv4Addr| MasqRow {
+        pod: Ipv4Addr::new(10, 244, 1, i),
+        node,
+        connections: 123_456,
+        packets_out: 1_234_567,
+        packets_in: 7_654_321,
+        bytes_out: 1_234_567_890,
+        bytes_in: 9_876_543_210,
+        port_min: Some(32_768),
+        port_max: Some(60_999),
+        pod_name: Some(pod(&format!("client-{i}"))),
+    };
+    let node = Ipv4Addr::new(172, 18, 0, 2);
+    // 3-digit counts: a table.
+    let small = |i: u8| MasqRow {
+        connections: 123,
+        packets_out: 456,
+        packets_in: 789,
+        bytes_out: 65_432,
+        bytes_in: 98_765,
+        ..row(i, node)
+    };
+    let table = fits("masq (workshop counts)", |out| {
+        write!(out, "{}", commands::masq::render(&[small(2), small(3)]))
+    });
+    assert!(table.contains("POD") && table.contains("PORTS"), "{table}");
+    // Counts in the billions: a record per pod.
+    fits("masq", |out| {
+        write!(
+            out,
+            "{}",
+            commands::masq::render(&[row(2, node), row(3, node)])
+        )
+    });
+    fits("masq (two node addresses)", |out| {
+        write!(
+            out,
+            "{}",
+            commands::masq::render(&[row(2, node), row(3, Ipv4Addr::new(172, 18, 0, 3))])
+        )
+    });
+    let nat_row = |dir: NatDir, closing: bool| NatRow {
+        dir,
+        proto: "icmp".into(),
+        src: Ipv4Addr::new(10, 244, 1, 2),
+        sport: 65_535,
+        dst: Ipv4Addr::new(203, 0, 113, 10),
+        dport: 65_535,
+        xlate_addr: node,
+        xlate_port: 65_535,
+        closing,
+        age_s: 604_800,
+        idle_s: 604_800,
+        src_pod: Some(pod("client")),
+        dst_pod: Some(pod("world")),
+    };
+    let table = NatTable {
+        entries: vec![nat_row(NatDir::Out, true), nat_row(NatDir::In, false)],
+        used: 65_536,
+        capacity: 65_536,
+        allocated: 1_234_567_890,
+        collisions: 123_456,
+        alloc_failed: 999,
+        xlate_out: 1_234_567_890,
+        xlate_in: 1_234_567_890,
+        expired: 1_234_567_890,
+    };
+    fits("masq nat-table", |out| {
+        commands::masq::write_nat_table(out, &table)
+    });
+}
+
+#[test]
+fn doctor_fits_80_columns() {
+    use commands::doctor::{Check, Report};
+    let check = |name: &str, ok: bool, required: bool, seen: &str, fix: Option<&str>| Check {
+        name: name.into(),
+        ok,
+        required,
+        seen: seen.into(),
+        fix: fix.map(str::to_owned),
+    };
+    let report = Report {
+        ok: false,
+        kernel: "6.18.0-0.rc4.20251106git1234abcd.38.fc44.x86_64+debug".into(),
+        checks: vec![
+            check(
+                "privileges",
+                true,
+                true,
+                "root, CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SYS_ADMIN",
+                None,
+            ),
+            check(
+                "service modes",
+                true,
+                true,
+                "iptables, nftables, ebpf, ebpf-socket (not: ipvs: this kernel has no IPVS (no /proc/net/ip_vs; `modprobe ip_vs` fails or it is not built))",
+                None,
+            ),
+            check(
+                "skb:kfree_skb tracepoint",
+                false,
+                true,
+                "/sys/kernel/tracing/events/skb/kfree_skb/format: No such file or directory (os error 2)",
+                Some("the `reason` field needs kernel >= 5.17; upgrade the kernel"),
+            ),
+            check(
+                "container runtime",
+                false,
+                false,
+                "no container runtime socket at /run/containerd/containerd.sock (labctl names Kubernetes pods through the node's CRI; point --cri-socket at it)",
+                Some(
+                    "optional: pods are named through the node's CRI (containerd); outside a Kubernetes node there are none",
+                ),
+            ),
+        ],
+    };
+    fits("doctor", |out| commands::doctor::print_text(out, &report));
+}
+
+#[test]
+fn observe_fits_80_columns() {
+    let endpoint = |ip: &str, port: Option<u16>, name: Option<&str>| flows::Endpoint {
+        ip: Some(ip.parse().unwrap()),
+        port,
+        pod: name.map(|n| PodRef {
+            namespace: LAB.into(),
+            name: n.into(),
+            uid: None,
+        }),
+    };
+    let flow = |origin: Origin, verdict: Verdict, src: flows::Endpoint, dst: flows::Endpoint| {
+        Item::Flow(Box::new(flows::Flow {
+            time_ns: 1_700_003_723_000_456_000,
+            verdict,
+            drop_reason: (verdict == Verdict::Dropped).then(|| "IP_INNOHDRERRORS".into()),
+            source: src,
+            destination: dst,
+            l4: flows::L4::Tcp(Some(0x12)),
+            node: pod("node1"),
+            nat: Some("SNAT as 172.18.0.2:65535, DNAT to 10.244.2.3:65535".into()),
+            source_xlated: None,
+            state: Some("SYN_RECV".into()),
+            origin,
+        }))
+    };
+    let items = [
+        flow(
+            Origin::Conntrack {
+                event: EventKind::Update,
+                resync: true,
+            },
+            Verdict::Forwarded,
+            endpoint("10.244.1.2", Some(65_535), Some("client")),
+            endpoint("10.244.2.3", Some(65_535), Some("web-3")),
+        ),
+        flow(
+            Origin::Drop {
+                location: "__netif_receive_skb_one_core+0x1a5".into(),
+                ifname: Some("eth0".into()),
+            },
+            Verdict::Dropped,
+            endpoint(V6_A, Some(65_535), None),
+            endpoint(V6_B, Some(65_535), None),
+        ),
+        Item::Lost(Lost {
+            time_ns: 0,
+            source: "PERF_EVENT_RING_BUFFER",
+            count: 18_446_744_073_709_551_615,
+            node: "drop tracer".into(),
+        }),
+    ];
+    fits("observe", |out| {
+        for item in &items {
+            writeln!(out, "{}", output::flows::compact(item))?;
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn metrics_and_error_reports_fit_80_columns() {
+    fits("metrics", |out| {
+        writeln!(
+            out,
+            "{}",
+            commands::metrics::serving_line(&format!("http://[{V6_A}]:65535/metrics"))
+        )
+    });
+    let teardown = lab::LabError::Teardown {
+        lab: LAB.into(),
+        errors: vec![
+            format!(
+                "network namespace `{LAB}-node1` is not the one this lab created (inode 4026532245, expected 4026532999); left it alone"
+            ),
+            "/run/netns/a-very-long-name-somebody-planted-here-to-see-what-happens-with-paths is not a network namespace; left it alone".into(),
+        ],
+    };
+    let err = anyhow::Error::new(teardown).context("cannot tear the lab down");
+    let text = fits("error report", |out| output::exit::write_report(out, &err));
+    assert_eq!(text.matches("left things behind").count(), 1, "{text}");
+}
+
+/// Every exercise view, for every shipped exercise: list, start (story,
+/// tasks, footer), a check with every task and guard failing with long
+/// observations, status with answers, each hint, the solution with its
+/// long shell lines, selftest steps and lint problems.
+#[test]
+fn exercises_fit_80_columns() {
+    use crate::exercises::{
+        Hint,
+        attempt::{AnswerRecord, Attempt},
+        catalog, selftest, template,
+    };
+    use output::exercises as view;
+    let sources = catalog::shipped().unwrap();
+    fits("exercise list", |out| view::list(out, &sources));
+    for s in &sources {
+        for vars in template::variants(&s.header.params, LAB) {
+            let ex = catalog::instantiate(s, &vars).unwrap();
+            let id = &ex.id;
+            fits(&format!("exercise start {id}"), |out| {
+                view::started(out, &ex, LAB, true)
+            });
+            fits(&format!("exercise solution {id}"), |out| {
+                view::solution(out, &ex, LAB)
+            });
+            for (i, text) in ex.hints.iter().enumerate() {
+                let h = Hint {
+                    number: i + 1,
+                    total: ex.hints.len(),
+                    text: text.clone(),
+                    repeated: i + 1 == ex.hints.len(),
+                };
+                fits(&format!("exercise hint {id} {}", i + 1), |out| {
+                    view::hint(out, &h)
+                });
+            }
+            let failing = |title: &str, why: Option<&String>| crate::exercises::observe::Outcome {
+                id: "t".into(),
+                title: title.into(),
+                passed: false,
+                skipped: false,
+                keep_working: true,
+                failures: vec![format!(
+                    "tcp-stream from {} to {} port 5001: 0 bytes arrived in 2 s; the server saw the source as {V6_A}",
+                    pod("client"),
+                    pod("web-1")
+                )],
+                why: why.cloned(),
+            };
+            let report = crate::exercises::observe::CheckReport {
+                exercise: id.clone(),
+                lab: LAB.into(),
+                tasks: ex
+                    .tasks
+                    .iter()
+                    .map(|t| failing(&t.title, t.why.as_ref()))
+                    .collect(),
+                guards: ex
+                    .guards
+                    .iter()
+                    .map(|g| {
+                        let mut o = failing(&g.title, Some(&g.why));
+                        o.id = "guard-1".into();
+                        o
+                    })
+                    .collect(),
+                passed: false,
+                elapsed_ms: 123_456,
+            };
+            fits(&format!("exercise check {id}"), |out| {
+                view::report(out, &report)
+            });
+            let mut a = Attempt::new(id, LAB, 7, vars.clone(), &s.file, &s.text);
+            a.answers = vec![AnswerRecord {
+                text: format!("{} NETFILTER_DROP {V6_B}", pod("node2")),
+                unix: 0,
+                correct: false,
+            }];
+            fits(&format!("exercise status {id}"), |out| {
+                view::status(out, &a, &ex)
+            });
+            let step = selftest::Step {
+                name: format!(
+                    "alternative: {}",
+                    ex.alternatives.first().map_or("none", |f| f.name.as_str())
+                ),
+                ok: false,
+                detail: report
+                    .tasks
+                    .iter()
+                    .flat_map(|t| t.failures.clone())
+                    .collect(),
+                elapsed_ms: 12_345,
+            };
+            fits(&format!("exercise selftest {id}"), |out| {
+                view::selftest_head(out, id, &template::describe(&vars), LAB)?;
+                view::selftest_step(out, &step)
+            });
+        }
+    }
+    fits("exercise lint", |out| {
+        view::lint(
+            out,
+            "/home/instructor/workshops/2026-12/exercises/my-own-exercise.toml",
+            &[
+                "guard 1 (the firewall is untouched): `node9` is not a member of scenario two-node (pod-a, pod-b, node1, node2, world)".into(),
+            ],
+        )
+    });
+}
