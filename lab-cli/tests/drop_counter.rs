@@ -122,3 +122,38 @@ fn a_namespace_is_removed_when_its_owner_panics() {
     assert!(result.is_err());
     assert!(!path.exists(), "{} left behind", path.display());
 }
+
+/// Drops on the way out have no device yet: the counter counts them in
+/// their namespace (by their socket: UDP over IPv4 and IPv6; by their
+/// route's device: the resets a reject rule sends), and its in-kernel
+/// netns filter keeps them, exactly as nft counted.
+#[test]
+fn local_out_drops_count_in_their_namespace() {
+    if !common::privileged("local_out_drops_count_in_their_namespace") {
+        return;
+    }
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let ns = common::netns("labtest-out");
+    let other = common::netns("labtest-out2");
+    let ino = ns.inode().unwrap();
+    for n in [&ns, &other] {
+        common::drop_udp_out(n, 5001);
+    }
+    common::reject_and_drop_resets(&ns, 81);
+    let counter = DropCounter::attach(Some(ino as u32)).unwrap();
+    common::send_udp_dropped_out(&other, (Ipv4Addr::LOCALHOST, 5001).into(), 9);
+    common::send_udp_dropped_out(&ns, (Ipv4Addr::LOCALHOST, 5001).into(), 7);
+    common::send_udp_dropped_out(&ns, (Ipv6Addr::LOCALHOST, 5001).into(), 4);
+    // Each SYN is dropped by the reject rule (on lo), its reset on the way
+    // out (no socket, no device).
+    common::send_unanswered_syns(&ns, 81, 3);
+    let nft = common::nft_counted(&ns, "ip", "labtest_out")
+        + common::nft_counted(&ns, "ip6", "labtest_out")
+        + common::nft_counted(&ns, "ip", "labtest_rst");
+    assert_eq!(nft, 7 + 4 + 3 + 3);
+    assert_eq!(
+        counts_for(&counter, ino, nft),
+        vec![("NETFILTER_DROP".to_owned(), nft)]
+    );
+    assert_eq!(counts_for(&counter, other.inode().unwrap(), 0), vec![]);
+}

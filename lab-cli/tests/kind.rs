@@ -184,6 +184,42 @@ fn inside_a_node_labctl_names_its_pods_and_keeps_to_its_node() {
         assert_eq!(d["dst"], web.ip.to_string(), "{d:#}");
     }
 
+    // Local-out drops (an OUTPUT rule in the pod: dropped before the packet
+    // has a device) are in the pod's namespace: the default scope keeps
+    // them and names the pod, the interface unknown. Node 2's pod drops
+    // first; were they shown, they would be the first three events.
+    let in_pod = |node: &Node, pod: &Pod| {
+        lab_cli::kernel::netns::NetNs::at(&pod.name, &node.path(&pod.netns_path))
+    };
+    let (web_ns, db_ns) = (in_pod(node1, &web), in_pod(node2, &db));
+    for ns in [&web_ns, &db_ns] {
+        common::drop_udp_out(ns, 5001);
+    }
+    let trace = start_in(
+        node1,
+        &[
+            "trace", "--output", "json", "--port", "5001", "--count", "3",
+        ],
+    );
+    common::send_udp_dropped_out(&db_ns, (node2.addr, 5001).into(), 3);
+    common::send_udp_dropped_out(&web_ns, (node1.addr, 5001).into(), 3);
+    let drops = json_drops(&finish(trace));
+    assert_eq!(drops.len(), 3, "{drops:#?}");
+    for d in &drops {
+        assert_eq!(d["netns_ino"], web.netns_ino, "{d:#}");
+        assert_eq!(d["netns"], "default/web", "{d:#}");
+        assert_eq!(d["pod"], "default/web", "{d:#}");
+        assert_eq!(d["reason"], "NETFILTER_DROP", "{d:#}");
+        assert_eq!(
+            (&d["ifname"], &d["ifindex"]),
+            (&Value::Null, &Value::from(0))
+        );
+        assert_eq!(d["src"], web.ip.to_string(), "{d:#}");
+        assert_eq!(d["dst"], node1.addr.to_string(), "{d:#}");
+    }
+    assert_eq!(common::nft_counted(&web_ns, "ip", "labtest_out"), 3);
+    assert_eq!(common::nft_counted(&db_ns, "ip", "labtest_out"), 3);
+
     // `--scope all`: node 2's pod too, by inode (node 1 cannot name it, and
     // does not pretend to).
     let trace = start_in(

@@ -271,3 +271,71 @@ fn ebpf_masquerading_is_exported_per_pod_with_the_nat_table() {
     common::interrupt(&labctl.0);
     assert!(common::wait_exit(&mut labctl.0, 10).success());
 }
+
+/// Local-out drops (an OUTPUT rule: no device yet, UDP over IPv4 and IPv6)
+/// count in their namespace: a lab pod's with its pod label, a node's
+/// without, exactly as nft counted them.
+#[test]
+fn local_out_drops_count_in_their_namespace() {
+    if !common::privileged("local_out_drops_count_in_their_namespace") {
+        return;
+    }
+    use std::net::{Ipv6Addr, SocketAddr};
+    const PORT: u16 = 5001;
+    let lab = common::lab("basic", "metlo");
+    let (pod_a, node1) = (lab.netns("pod-a").unwrap(), lab.netns("node1").unwrap());
+    for ns in [&pod_a, &node1] {
+        common::drop_udp_out(ns, PORT);
+        common::enable_ipv6_on_lo(ns);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let node = format!("{}/node1", lab.name());
+    let mut labctl = Killed(
+        Command::new(env!("CARGO_BIN_EXE_labctl"))
+            .args(["metrics", "--listen", "127.0.0.1:0", "--netns", &node])
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = common::wait_ready(&mut labctl.0, &ready);
+    let v6: SocketAddr = (Ipv6Addr::LOCALHOST, PORT).into();
+    let (b, world) = (
+        lab.endpoint("pod-b").unwrap().addr,
+        lab.endpoint("world").unwrap().addr,
+    );
+    common::send_udp_dropped_out(&pod_a, (b, PORT).into(), 5);
+    common::send_udp_dropped_out(&pod_a, v6, 3);
+    common::send_udp_dropped_out(&node1, (world, PORT).into(), 6);
+    common::send_udp_dropped_out(&node1, v6, 2);
+    let counted = |ns| {
+        common::nft_counted(ns, "ip", "labtest_out") + common::nft_counted(ns, "ip6", "labtest_out")
+    };
+    assert_eq!((counted(&pod_a), counted(&node1)), (8, 8));
+
+    // The counter counts as the drop happens: one scrape has them all.
+    let text = http_get(&url);
+    let pod = format!("{}/pod-a", lab.name());
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "labctl_drops_total{{netns=\"{pod}\",pod=\"{pod}\",reason=\"NETFILTER_DROP\"}}"
+            )
+        ),
+        Some(8),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("labctl_drops_total{{netns=\"{node}\",pod=\"\",reason=\"NETFILTER_DROP\"}}")
+        ),
+        Some(8),
+        "{text}"
+    );
+    common::interrupt(&labctl.0);
+    assert!(common::wait_exit(&mut labctl.0, 10).success());
+}

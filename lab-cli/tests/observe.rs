@@ -316,3 +316,93 @@ fn the_ebpf_trackers_connections_are_flows_too() {
         assert_eq!(f["node_name"], node.as_str());
     }
 }
+
+/// A pod's and a node's local-out drops (an OUTPUT rule: no device yet,
+/// UDP over IPv4 and IPv6) are flows of their lab: `observe --lab` shows
+/// each with its member as the node, the pod as its source, and no
+/// interface, exactly as many as nft counted.
+#[test]
+fn local_out_drops_are_flows_of_their_lab() {
+    if !common::privileged("local_out_drops_are_flows_of_their_lab") {
+        return;
+    }
+    use std::net::{Ipv6Addr, SocketAddr};
+    const PORT: u16 = 5001;
+    let lab = common::lab("basic", "oblo");
+    let name = lab.name().to_owned();
+    let (pod_a, node1) = (lab.netns("pod-a").unwrap(), lab.netns("node1").unwrap());
+    for ns in [&pod_a, &node1] {
+        common::drop_udp_out(ns, PORT);
+        common::enable_ipv6_on_lo(ns);
+    }
+    let (a, b, world) = (
+        lab.endpoint("pod-a").unwrap().addr,
+        lab.endpoint("pod-b").unwrap().addr,
+        lab.endpoint("world").unwrap().addr,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let child = observe(
+        &["--lab", &name, "--verdict", "DROPPED"],
+        dir.path(),
+        "local-out",
+    );
+    let v6: SocketAddr = (Ipv6Addr::LOCALHOST, PORT).into();
+    common::send_udp_dropped_out(&pod_a, (b, PORT).into(), 5);
+    common::send_udp_dropped_out(&pod_a, v6, 3);
+    common::send_udp_dropped_out(&node1, (world, PORT).into(), 6);
+    common::send_udp_dropped_out(&node1, v6, 2);
+    let lines = stop(child);
+    for (ns, v4, v6) in [(&pod_a, 5, 3), (&node1, 6, 2)] {
+        assert_eq!(common::nft_counted(ns, "ip", "labtest_out"), v4);
+        assert_eq!(common::nft_counted(ns, "ip6", "labtest_out"), v6);
+    }
+
+    let all = flows(&lines);
+    let out: Vec<_> = all
+        .iter()
+        .filter(|f| f["drop_reason_desc"] == "NETFILTER_DROP")
+        .collect();
+    assert_eq!(out.len(), 5 + 3 + 6 + 2, "{all:#?}");
+    for f in &out {
+        assert_eq!(f["verdict"], "DROPPED", "{f}");
+        assert_eq!(f["l4"]["UDP"]["destination_port"], PORT, "{f}");
+        assert!(f.get("interface").is_none(), "no device, no interface: {f}");
+    }
+    let at = |member: &str, src: &str| {
+        out.iter()
+            .filter(|f| f["node_name"] == format!("{name}/{member}") && f["IP"]["source"] == src)
+            .collect::<Vec<_>>()
+    };
+    // pod-a → pod-b, and pod-a's loopback: pod-a is the source.
+    let from_a = at("pod-a", &a.to_string());
+    assert_eq!(from_a.len(), 5, "{out:#?}");
+    for f in &from_a {
+        assert_eq!(f["source"]["pod_name"], "pod-a", "{f}");
+        assert_eq!(f["source"]["namespace"], name.as_str(), "{f}");
+        assert_eq!(f["destination"]["pod_name"], "pod-b", "{f}");
+    }
+    let a_v6 = at("pod-a", "::1");
+    assert_eq!(a_v6.len(), 3, "{out:#?}");
+    assert!(
+        a_v6.iter()
+            .all(|f| f["source"]["pod_name"] == "pod-a" && f["IP"]["ipVersion"] == "IPv6")
+    );
+    // node1 is not a pod: no pod on either side.
+    let node_drops: Vec<_> = out
+        .iter()
+        .filter(|f| f["node_name"] == format!("{name}/node1"))
+        .collect();
+    assert_eq!(node_drops.len(), 6 + 2, "{out:#?}");
+    assert_eq!(
+        node_drops
+            .iter()
+            .filter(|f| f["IP"]["destination"] == world.to_string())
+            .count(),
+        6
+    );
+    assert!(
+        node_drops
+            .iter()
+            .all(|f| f["source"].get("pod_name").is_none())
+    );
+}

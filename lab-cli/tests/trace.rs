@@ -10,6 +10,8 @@
 mod common;
 
 use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::Command,
     sync::{
@@ -56,38 +58,55 @@ fn options(ns: &NetNs) -> TraceOptions {
 /// Runs a session with `opts`, starts `traffic` once it is attached, stops
 /// the session once the traffic is sent, and returns the JSON drop lines and
 /// the summary.
-fn trace(mut opts: TraceOptions, traffic: impl FnOnce()) -> (Vec<Value>, Summary) {
-    let ready: PathBuf =
-        std::env::temp_dir().join(lab_cli::kernel::netns::unique_name("labtest-ready"));
-    opts.ready_file = Some(ready.clone());
+fn trace(opts: TraceOptions, traffic: impl FnOnce()) -> (Vec<Value>, Summary) {
+    trace_all(vec![opts], traffic).pop().unwrap()
+}
+
+/// [`trace`] with several sessions at once, all attached before `traffic`
+/// starts: each one's drop lines and summary, in the order of `all`.
+fn trace_all(all: Vec<TraceOptions>, traffic: impl FnOnce()) -> Vec<(Vec<Value>, Summary)> {
     let stop = Arc::new(AtomicBool::new(false));
-    opts.stop = Some(stop.clone());
-    let session = thread::spawn(move || {
-        let mut sink = JsonSink::new(Vec::new());
-        let summary = session::run(&opts, &mut sink).expect("trace session");
-        (sink.into_inner(), summary)
-    });
+    let mut readies = Vec::new();
+    let mut sessions = Vec::new();
+    for mut opts in all {
+        let ready: PathBuf =
+            std::env::temp_dir().join(lab_cli::kernel::netns::unique_name("labtest-ready"));
+        opts.ready_file = Some(ready.clone());
+        opts.stop = Some(stop.clone());
+        readies.push(ready);
+        sessions.push(thread::spawn(move || {
+            let mut sink = JsonSink::new(Vec::new());
+            let summary = session::run(&opts, &mut sink).expect("trace session");
+            (sink.into_inner(), summary)
+        }));
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "tracer never became ready");
-        assert!(!session.is_finished(), "tracer ended before it was ready");
-        thread::sleep(Duration::from_millis(10));
+    for (ready, session) in readies.iter().zip(&sessions) {
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "tracer never became ready");
+            assert!(!session.is_finished(), "tracer ended before it was ready");
+            thread::sleep(Duration::from_millis(10));
+        }
     }
     traffic();
     stop.store(true, Ordering::Relaxed);
-    let (out, summary) = session.join().expect("session thread");
-    std::fs::remove_file(&ready).ok();
-    let lines: Vec<Value> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let (drops, tail): (Vec<Value>, Vec<Value>) =
-        lines.into_iter().partition(|v| v["type"] == "drop");
-    assert_eq!(tail.len(), 1, "exactly one summary line");
-    assert_eq!(tail[0]["type"], "summary");
-    assert_eq!(tail[0]["events"], drops.len() as u64);
-    (drops, summary)
+    let mut results = Vec::new();
+    for (ready, session) in readies.iter().zip(sessions) {
+        let (out, summary) = session.join().expect("session thread");
+        std::fs::remove_file(ready).ok();
+        let lines: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (drops, tail): (Vec<Value>, Vec<Value>) =
+            lines.into_iter().partition(|v| v["type"] == "drop");
+        assert_eq!(tail.len(), 1, "exactly one summary line");
+        assert_eq!(tail[0]["type"], "summary");
+        assert_eq!(tail[0]["events"], drops.len() as u64);
+        results.push((drops, summary));
+    }
+    results
 }
 
 fn ip_netns_exec(ns: &NetNs, args: &[&str]) {
@@ -270,7 +289,7 @@ fn each_planted_fault_gives_exactly_its_reason() {
         assert_eq!(report.sent, N);
         assert_eq!(
             summary.by_reason,
-            std::collections::BTreeMap::from([(fault.reason.to_owned(), u64::from(N))]),
+            BTreeMap::from([(fault.reason.to_owned(), u64::from(N))]),
             "fault {}",
             fault.name()
         );
@@ -407,7 +426,7 @@ fn lab_pods_are_named_as_pods_and_filtered_by_pod_namespace() {
     // The policy fault drops on node1: not a pod, out of scope.
     assert_eq!(
         summary.by_reason,
-        std::collections::BTreeMap::from([("NO_SOCKET".to_owned(), 5)])
+        BTreeMap::from([("NO_SOCKET".to_owned(), 5)])
     );
     assert_eq!(drops.len(), 5);
     for d in &drops {
@@ -498,7 +517,9 @@ fn expected_fields(d: &Value) -> Vec<String> {
     let (tcp, port) = (d["proto"] == "TCP", |v: &Value| v.to_string());
     let pick = |yes: bool, v: String| if yes { v } else { String::new() };
     vec![
-        format!("{}/{}", s(&d["netns"]), s(&d["ifname"])),
+        // A drop without a device (a local packet dropped on its way out)
+        // has no interface: `NETNS/-`.
+        format!("{}/{}", s(&d["netns"]), d["ifname"].as_str().unwrap_or("-")),
         pick(!v6, s(&d["src"])),
         pick(v6, s(&d["src"])),
         pick(!v6, s(&d["dst"])),
@@ -603,4 +624,434 @@ fn pcap_on_stdout_pipes_into_tshark() {
         .unwrap();
     let lens = String::from_utf8(caplen.stdout).unwrap();
     assert_eq!(lens.lines().collect::<Vec<_>>(), ["44"; 4], "16 + 28 bytes");
+}
+
+/// A local packet dropped on its way out, before it has a device: the
+/// sender's namespace and no interface.
+const OUT_PORT: u16 = 5001;
+
+/// The drops among `drops` with no interface (`ifname` null, ifindex 0).
+fn without_interface(drops: &[Value]) -> Vec<&Value> {
+    drops
+        .iter()
+        .filter(|d| d["ifname"].is_null() && d["ifindex"] == 0)
+        .collect()
+}
+
+/// Checks the local-out UDP drops of one namespace: each in `netns` (and
+/// `pod`), without an interface, to port OUT_PORT; `v4` of them to `v4_dst`
+/// and `v6` to `::1`, nothing else.
+fn assert_local_out(
+    drops: &[&Value],
+    netns: &str,
+    pod: Option<&str>,
+    (v4, v4_dst): (usize, &str),
+    v6: usize,
+) {
+    assert_eq!(drops.len(), v4 + v6, "{netns}: {drops:#?}");
+    for d in drops {
+        assert_eq!(d["reason"], "NETFILTER_DROP", "{d}");
+        assert_eq!(d["netns"], netns, "{d}");
+        assert_eq!(d["pod"], pod.map_or(Value::Null, Value::from), "{d}");
+        assert_eq!(
+            (&d["ifname"], &d["ifindex"]),
+            (&Value::Null, &Value::from(0))
+        );
+        assert_eq!(
+            (&d["proto"], &d["dport"]),
+            (&Value::from("UDP"), &Value::from(OUT_PORT))
+        );
+        assert!(
+            d["location"].as_str().unwrap().starts_with("nft_do_chain"),
+            "{d}"
+        );
+    }
+    let to = |dst: &str| drops.iter().filter(|d| d["dst"] == dst).count();
+    assert_eq!((to(v4_dst), to("::1")), (v4, v6), "{netns}: {drops:#?}");
+}
+
+/// Drops on the way out have no device yet. The tracer names their
+/// namespace by their socket (UDP over IPv4 and IPv6 dropped by OUTPUT
+/// rules) or, for a packet without a socket (the reset a reject rule
+/// sends), by its route's device; their interface is unknown, so
+/// `--iface lo` keeps only the SYNs the reject rule dropped on `lo`. Both
+/// hooks, under `--netns`, exactly as many as nft counted.
+#[test]
+fn local_out_drops_are_in_their_namespace_without_an_interface() {
+    if !common::privileged("local_out_drops_are_in_their_namespace_without_an_interface") {
+        return;
+    }
+    for classic in [false, true] {
+        let ns = common::netns("labtest-lo");
+        common::drop_udp_out(&ns, OUT_PORT);
+        common::reject_and_drop_resets(&ns, 81);
+        let mut all = options(&ns);
+        all.classic_tracepoint = classic;
+        let mut on_lo = options(&ns);
+        on_lo.classic_tracepoint = classic;
+        on_lo.filters.iface = Some("lo".into());
+        let results = trace_all(vec![all, on_lo], || {
+            common::send_udp_dropped_out(&ns, (Ipv4Addr::LOCALHOST, OUT_PORT).into(), 7);
+            common::send_udp_dropped_out(&ns, (Ipv6Addr::LOCALHOST, OUT_PORT).into(), 4);
+            common::send_unanswered_syns(&ns, 81, 3);
+        });
+        let hook = if classic { "classic" } else { "tp_btf" };
+        // nft's own counts: 7 + 4 datagrams, 3 SYNs rejected, 3 resets.
+        assert_eq!(common::nft_counted(&ns, "ip", "labtest_out"), 7);
+        assert_eq!(common::nft_counted(&ns, "ip6", "labtest_out"), 4);
+        assert_eq!(common::nft_counted(&ns, "ip", "labtest_rst"), 3 + 3);
+
+        let (drops, summary) = &results[0];
+        assert_eq!(
+            summary.by_reason,
+            BTreeMap::from([("NETFILTER_DROP".to_owned(), 7 + 4 + 3 + 3)]),
+            "{hook}: {drops:#?}"
+        );
+        assert_eq!(drops.len(), 17, "{hook}");
+        for d in drops {
+            assert_eq!(d["netns"], ns.name(), "{hook}: {d}");
+            assert_eq!(d["netns_ino"], ns.inode().unwrap(), "{hook}: {d}");
+        }
+        let out = without_interface(drops);
+        let (udp, resets): (Vec<&Value>, Vec<&Value>) =
+            out.into_iter().partition(|d| d["proto"] == "UDP");
+        assert_local_out(&udp, ns.name(), None, (7, "127.0.0.1"), 4);
+        // The resets: no socket, no device; named by their route.
+        assert_eq!(resets.len(), 3, "{hook}: {drops:#?}");
+        for d in &resets {
+            assert_eq!(
+                (&d["proto"], &d["sport"]),
+                (&Value::from("TCP"), &Value::from(81))
+            );
+            assert!(d["tcp_flags"].as_str().unwrap().contains('R'), "{d}");
+        }
+        // The SYNs the reject rule dropped, on lo.
+        let syns: Vec<&Value> = drops.iter().filter(|d| d["ifname"] == "lo").collect();
+        assert_eq!(syns.len(), 3, "{hook}: {drops:#?}");
+        assert!(
+            syns.iter()
+                .all(|d| d["tcp_flags"] == "S" && d["dport"] == 81)
+        );
+
+        let (drops, summary) = &results[1];
+        assert_eq!(summary.total(), 3, "{hook}: --iface lo: {drops:#?}");
+        assert!(
+            drops
+                .iter()
+                .all(|d| d["ifname"] == "lo" && d["tcp_flags"] == "S")
+        );
+    }
+}
+
+/// A local-out drop's packet is in the pcap on an interface named
+/// `NETNS/-` (it had no device), with its tuple and comment, as tshark
+/// reads them; the text line shows `-` in the interface column.
+#[test]
+fn local_out_drops_in_the_pcap_and_the_text_have_no_interface() {
+    if !common::privileged("local_out_drops_in_the_pcap_and_the_text_have_no_interface") {
+        return;
+    }
+    let ns = common::netns("labtest-lp");
+    common::drop_udp_out(&ns, OUT_PORT);
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, ready) = (dir.path().join("drops.pcapng"), dir.path().join("ready"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["trace", "--netns", ns.name(), "-o", "json", "--pcap"])
+        .arg(&pcap)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_ready(&mut child, &ready);
+    let text_ready = dir.path().join("text-ready");
+    let mut text = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args([
+            "trace",
+            "--netns",
+            ns.name(),
+            "--count",
+            "5",
+            "--ready-file",
+        ])
+        .arg(&text_ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_ready(&mut text, &text_ready);
+    common::send_udp_dropped_out(&ns, (Ipv4Addr::LOCALHOST, OUT_PORT).into(), 3);
+    common::send_udp_dropped_out(&ns, (Ipv6Addr::LOCALHOST, OUT_PORT).into(), 2);
+    common::interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let drops: Vec<Value> = lines.into_iter().filter(|v| v["type"] == "drop").collect();
+    assert_local_out(
+        &drops.iter().collect::<Vec<_>>(),
+        ns.name(),
+        None,
+        (3, "127.0.0.1"),
+        2,
+    );
+    let packets = tshark_fields(&std::fs::read(&pcap).unwrap());
+    assert_eq!(packets.len(), 5, "one packet per drop");
+    for (packet, drop) in packets.iter().zip(&drops) {
+        assert_eq!(packet, &expected_fields(drop));
+        assert_eq!(packet[0], format!("{}/-", ns.name()));
+    }
+
+    // `--count 5` ends the text trace after the five drops.
+    let status = common::wait_exit(&mut text, 20);
+    assert!(status.success(), "{status}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut text.stdout.take().unwrap(), &mut stdout).unwrap();
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|w: &Vec<&str>| w.len() > 3 && w.contains(&"NETFILTER_DROP"))
+        .collect();
+    assert_eq!(rows.len(), 5, "{stdout}");
+    for w in rows {
+        // time, namespace, interface, protocol, ...
+        assert_eq!((w[1], w[2], w[3]), (ns.name(), "-", "UDP"), "{stdout}");
+    }
+}
+
+/// Local-out drops in a lab's pod and node (an OUTPUT rule in each, UDP
+/// over IPv4 and IPv6) are named by their member and pod, without an
+/// interface, and kept by `--netns`, `--pod`, `--pod-namespace` and a
+/// node's scope (the default scope in a container), exactly as nft counted
+/// them.
+#[test]
+fn local_out_drops_in_a_lab_are_named_by_member_and_pod() {
+    if !common::privileged("local_out_drops_in_a_lab_are_named_by_member_and_pod") {
+        return;
+    }
+    use lab_cli::{drops::session::Scope, kernel::node};
+    let lab = common::lab("basic", "lout");
+    let name = lab.name().to_owned();
+    let member = |m: &str| format!("{name}/{m}");
+    let (pod_a, node1) = (lab.netns("pod-a").unwrap(), lab.netns("node1").unwrap());
+    for ns in [&pod_a, &node1] {
+        common::drop_udp_out(ns, OUT_PORT);
+        common::enable_ipv6_on_lo(ns);
+    }
+    let (pod_b, world) = (
+        lab.endpoint("pod-b").unwrap().addr,
+        lab.endpoint("world").unwrap().addr,
+    );
+    let netns = |spec: &str| {
+        let mut o = options(&pod_a);
+        o.filters.netns = Some(names::lookup_netns(spec).unwrap());
+        o
+    };
+    let mut pod = options(&pod_a);
+    pod.filters.netns = Some(names::lookup_pod(&member("pod-a")).unwrap());
+    let mut pods = options(&pod_a);
+    pods.filters.netns = None;
+    let lab_name = name.clone();
+    pods.scope = Some(Scope(Box::new(move || {
+        names::pod_netns_of(&lab_name).unwrap()
+    })));
+    let mut node_scope = options(&pod_a);
+    node_scope.filters.netns = None;
+    node_scope.filters.port = Some(OUT_PORT);
+    node_scope.scope = Some(Scope(Box::new(node::scope)));
+    let results = trace_all(
+        vec![
+            netns(&member("pod-a")),
+            pod,
+            pods,
+            netns(&member("node1")),
+            node_scope,
+        ],
+        || {
+            common::send_udp_dropped_out(&pod_a, (pod_b, OUT_PORT).into(), 5);
+            common::send_udp_dropped_out(&pod_a, (Ipv6Addr::LOCALHOST, OUT_PORT).into(), 3);
+            common::send_udp_dropped_out(&node1, (world, OUT_PORT).into(), 6);
+            common::send_udp_dropped_out(&node1, (Ipv6Addr::LOCALHOST, OUT_PORT).into(), 2);
+        },
+    );
+    assert_eq!(common::nft_counted(&pod_a, "ip", "labtest_out"), 5);
+    assert_eq!(common::nft_counted(&pod_a, "ip6", "labtest_out"), 3);
+    assert_eq!(common::nft_counted(&node1, "ip", "labtest_out"), 6);
+    assert_eq!(common::nft_counted(&node1, "ip6", "labtest_out"), 2);
+
+    let (pod_b, world) = (pod_b.to_string(), world.to_string());
+    let pod_a_name = member("pod-a");
+    let in_pod_a = |drops: &[Value]| {
+        assert_local_out(
+            &drops.iter().collect::<Vec<_>>(),
+            &pod_a_name,
+            Some(&pod_a_name),
+            (5, &pod_b),
+            3,
+        );
+    };
+    let [by_netns, by_pod, by_pod_namespace, node1_drops, scoped] = &results[..] else {
+        unreachable!()
+    };
+    in_pod_a(&by_netns.0);
+    in_pod_a(&by_pod.0);
+    in_pod_a(&by_pod_namespace.0);
+    assert_local_out(
+        &node1_drops.0.iter().collect::<Vec<_>>(),
+        &member("node1"),
+        None,
+        (6, &world),
+        2,
+    );
+    // A node's scope holds every named namespace: others' labs too (other
+    // tests run on this kernel), so this lab's are told apart by inode.
+    let of = |ns: &NetNs| {
+        let ino = ns.inode().unwrap();
+        scoped
+            .0
+            .iter()
+            .filter(|d| d["netns_ino"] == ino)
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    in_pod_a(&of(&pod_a));
+    assert_local_out(
+        &of(&node1).iter().collect::<Vec<_>>(),
+        &member("node1"),
+        None,
+        (6, &world),
+        2,
+    );
+}
+
+/// `find-the-drop`'s pod-a fault (an nft OUTPUT rule in table `chaos`, as
+/// the exercise plants it) is found by the command its hint gives, `labctl
+/// trace --proto udp --port 5001` in the default scope (a node's, in a
+/// container): the namespace column names `LAB/pod-a`, the interface `-`.
+#[test]
+fn find_the_drop_pod_a_fault_is_found_in_the_default_scope() {
+    if !common::privileged("find_the_drop_pod_a_fault_is_found_in_the_default_scope") {
+        return;
+    }
+    use lab_cli::exercises::{
+        catalog,
+        model::{Choice, ChoiceValue},
+    };
+    let source = catalog::find(&catalog::load(None).unwrap(), "find-the-drop").unwrap();
+    let text = |v: &ChoiceValue| v.text();
+    let fault = source.exercise.params["fault"]
+        .choices
+        .iter()
+        .find_map(|c| match c {
+            Choice::Table(t) if t.get("member").map(text).as_deref() == Some("pod-a") => {
+                Some(t.clone())
+            }
+            _ => None,
+        })
+        .expect("find-the-drop has a pod-a fault");
+    let plant = text(&fault["plant"]);
+    assert!(
+        plant.contains("table ip chaos") && plant.contains("hook output"),
+        "{plant}"
+    );
+    assert_eq!(text(&fault["plant_in"]), "pod-a");
+    let lab = common::lab(&source.exercise.scenario, "ftd");
+    let pod_a = lab.netns("pod-a").unwrap();
+    let status = Command::new("ip")
+        .args(["netns", "exec", pod_a.name(), "sh", "-c", &plant])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{plant}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["trace", "--proto", "udp", "--port", "5001", "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_ready(&mut child, &ready);
+    // As `labctl lab traffic pod-a pod-b --proto udp` sends it.
+    let pod_b = lab.endpoint("pod-b").unwrap().addr;
+    common::send_udp_dropped_out(&pod_a, (pod_b, 5001).into(), 4);
+    common::interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    if lab_cli::kernel::node::container().is_some() {
+        assert!(
+            stderr.contains("tracing this node's namespaces only"),
+            "{stderr}"
+        );
+    }
+    let member = format!("{}/pod-a", lab.name());
+    // Other tests' drops to port 5001 may show too: this lab's are named.
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.get(1) == Some(&member.as_str()))
+        .collect();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    let dst = format!("{pod_b}:5001");
+    for w in rows {
+        assert_eq!(&w[2..4], ["-", "UDP"], "{stdout}");
+        assert!(
+            w.contains(&"NETFILTER_DROP") && w.contains(&dst.as_str()),
+            "{stdout}"
+        );
+    }
+}
+
+/// An AF_UNIX buffer freed unread (SOCKET_CLOSE) has no device and a
+/// socket, but it is not a network packet: it stays out of its namespace
+/// (`?`, seen by `--scope all`), while the namespace's local-out UDP drops
+/// are in it.
+#[test]
+fn unix_socket_buffers_stay_out_of_the_namespace() {
+    if !common::privileged("unix_socket_buffers_stay_out_of_the_namespace") {
+        return;
+    }
+    use std::os::unix::net::UnixDatagram;
+    let ns = common::netns("labtest-ux");
+    common::drop_udp_out(&ns, OUT_PORT);
+    let mut everywhere = options(&ns);
+    everywhere.filters.netns = None;
+    let results = trace_all(vec![options(&ns), everywhere], || {
+        for _ in 0..3 {
+            let (a, b) = ns.run(UnixDatagram::pair).unwrap().unwrap();
+            a.send(b"unread").unwrap();
+            drop(b);
+        }
+        common::send_udp_dropped_out(&ns, (Ipv4Addr::LOCALHOST, OUT_PORT).into(), 2);
+    });
+    let (drops, summary) = &results[0];
+    assert_eq!(
+        summary.by_reason,
+        BTreeMap::from([("NETFILTER_DROP".to_owned(), 2)]),
+        "{drops:#?}"
+    );
+    // Other tests' unix buffers may be freed too: at least ours, all `?`.
+    let unix: Vec<&Value> = results[1]
+        .0
+        .iter()
+        .filter(|d| {
+            d["reason"] == "SOCKET_CLOSE"
+                && d["location"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("unix_release_sock")
+        })
+        .collect();
+    assert!(unix.len() >= 3, "{:#?}", results[1].0);
+    assert!(
+        unix.iter()
+            .all(|d| d["netns"] == "?" && d["netns_ino"] == 0)
+    );
 }

@@ -7,7 +7,9 @@ use crate::offsets::NetnsOffsets;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DropCountKey {
-    /// Inode number of the network namespace of the skb's device (0: unknown).
+    /// Inode number of the skb's network namespace: its device's, or for a
+    /// local packet without one its socket's or its route's device's (0:
+    /// unknown).
     pub netns_ino: u32,
     /// The `enum skb_drop_reason` value the kernel passed to `kfree_skb`.
     pub reason: u32,
@@ -58,6 +60,6 @@ mod tests {
     fn layouts_have_no_padding() {
         assert_eq!(size_of::<DropCountKey>(), 8);
         assert_eq!(align_of::<DropCountKey>(), 4);
-        assert_eq!(size_of::<DropCounterConfig>(), 7 * 4);
+        assert_eq!(size_of::<DropCounterConfig>(), (4 + 9) * 4);
     }
 }

@@ -1,11 +1,15 @@
 //! The packet drop tracer (`labctl trace`): its event, its configuration
 //! and the offsets it needs, shared by the kernel and user sides.
 
+use crate::offsets::NetnsOffsets;
+
 /// Offsets of everything the tracer reads from kernel structs, from BTF.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SkbOffsets {
-    pub skb_dev: u32,
+    /// The skb's device and namespace (with the ways to a device-less
+    /// packet's namespace).
+    pub netns: NetnsOffsets,
     pub skb_head: u32,
     pub skb_len: u32,
     pub skb_protocol: u32,
@@ -15,13 +19,11 @@ pub struct SkbOffsets {
     /// on 64-bit kernels (NET_SKBUFF_DATA_USES_OFFSET).
     pub skb_tail: u32,
     pub dev_ifindex: u32,
-    pub dev_nd_net: u32,
-    pub net_ns_inum: u32,
 }
 
 impl SkbOffsets {
     pub const ZERO: Self = Self {
-        skb_dev: 0,
+        netns: NetnsOffsets::ZERO,
         skb_head: 0,
         skb_len: 0,
         skb_protocol: 0,
@@ -29,8 +31,6 @@ impl SkbOffsets {
         skb_transport_header: 0,
         skb_tail: 0,
         dev_ifindex: 0,
-        dev_nd_net: 0,
-        net_ns_inum: 0,
     };
 }
 
@@ -229,8 +229,8 @@ pub const LOST_INDEX: u32 = 0;
 
 // SAFETY: `#[repr(C)]`, `Copy`, fields laid out without padding (checked by
 // the size assertions in the tests below).
-// SAFETY: `SkbOffsets` is #[repr(C)], made of integers only, with no padding:
-// any bytes are a valid value.
+// SAFETY: `SkbOffsets` is #[repr(C)], made of u32s only (its own and its
+// `NetnsOffsets`'), with no padding: any bytes are a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SkbOffsets {}
 // SAFETY: `TraceConfig` is #[repr(C)], made of integers only, with no padding:
@@ -253,10 +253,10 @@ mod tests {
 
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<SkbOffsets>(), 10 * 4);
+        assert_eq!(size_of::<SkbOffsets>(), (9 + 7) * 4);
         assert_eq!(
             size_of::<TraceConfig>(),
-            40 + 7 * 4 + 2 + 1 + 1 + 16 + 4 + 4 + 64
+            64 + 7 * 4 + 2 + 1 + 1 + 16 + 4 + 4 + 64
         );
         assert_eq!(
             size_of::<DropEvent>(),

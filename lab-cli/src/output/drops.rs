@@ -322,4 +322,17 @@ mod tests {
             drop_line(&rec, false)
         );
     }
+
+    #[test]
+    fn a_drop_without_a_device_shows_a_dash_for_its_interface() {
+        let mut rec = crate::drops::record::tests::sample_udp();
+        rec.ifname = None;
+        rec.ifindex = 0;
+        assert_eq!(
+            drop_line(&rec, false),
+            "23:15:23.000456 labtest-a      -          UDP      127.0.0.1:40000 → 127.0.0.2:9 NO_SOCKET len 32 at __udp4_lib_rcv+0x5a3"
+        );
+        rec.ifindex = 7;
+        assert!(drop_line(&rec, false).contains(" if7 "));
+    }
 }

@@ -79,9 +79,8 @@ impl<S: Sink, W: Write> PcapSink<S, W> {
             snaplen: self.snaplen + SLL_LEN as u32,
             options: vec![
                 InterfaceDescriptionOption::IfName(Cow::Owned(name)),
-                InterfaceDescriptionOption::IfDescription(Cow::Owned(format!(
-                    "network namespace {} (inode {}), ifindex {}",
-                    record.netns, record.netns_ino, record.ifindex
+                InterfaceDescriptionOption::IfDescription(Cow::Owned(interface_description(
+                    record,
                 ))),
                 // pcap-file writes timestamps in nanoseconds.
                 InterfaceDescriptionOption::IfTsResol(9),
@@ -94,12 +93,26 @@ impl<S: Sink, W: Write> PcapSink<S, W> {
 }
 
 /// `NETNS/IFNAME` (or `NETNS/ifindex N` when the interface is gone, or
-/// `NETNS` when the packet had no device).
+/// `NETNS/-` when the packet had no device: a local packet dropped before
+/// it was given one, as the text line's interface column shows it).
 fn interface_name(record: &DropRecord) -> String {
     match (&record.ifname, record.ifindex) {
         (Some(name), _) => format!("{}/{name}", record.netns),
-        (None, 0) => record.netns.clone(),
+        (None, 0) => format!("{}/-", record.netns),
         (None, i) => format!("{}/ifindex {i}", record.netns),
+    }
+}
+
+/// The interface block's description: the namespace with its inode, and
+/// the interface's index or that there was none.
+fn interface_description(record: &DropRecord) -> String {
+    let ns = format!(
+        "network namespace {} (inode {})",
+        record.netns, record.netns_ino
+    );
+    match record.ifindex {
+        0 => format!("{ns}, no device (packets dropped before they had one)"),
+        i => format!("{ns}, ifindex {i}"),
     }
 }
 
@@ -233,6 +246,29 @@ mod tests {
             "drop reason NO_SOCKET at __udp4_lib_rcv+0x5a3 in netns labtest-a"
         );
         assert_eq!(interface_name(&rec), "labtest-a/lo");
+        assert_eq!(
+            interface_description(&rec),
+            format!(
+                "network namespace labtest-a (inode {}), ifindex 1",
+                rec.netns_ino
+            )
+        );
+    }
+
+    #[test]
+    fn a_packet_without_a_device_is_named_by_its_namespace_and_a_dash() {
+        let mut rec = sample_udp();
+        rec.ifname = None;
+        rec.ifindex = 0;
+        assert_eq!(interface_name(&rec), "labtest-a/-");
+        assert!(
+            interface_description(&rec)
+                .ends_with("no device (packets dropped before they had one)"),
+            "{}",
+            interface_description(&rec)
+        );
+        rec.ifindex = 7;
+        assert_eq!(interface_name(&rec), "labtest-a/ifindex 7");
     }
 
     #[test]

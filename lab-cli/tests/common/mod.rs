@@ -10,7 +10,7 @@
     reason = "each test binary uses a different part of the fixtures"
 )]
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use lab_cli::kernel::{netns::NetNs, rtnl};
 
@@ -61,6 +61,130 @@ pub fn send_udp(ns: &NetNs, port: u16, n: u32) {
         socket
             .send_to(&i.to_be_bytes(), (Ipv4Addr::LOCALHOST, port))
             .expect("send");
+    }
+}
+
+/// `nsenter --net=NS PROGRAM`: a command in `ns`, whether it is named or
+/// reached through a path (a kind pod's, inside its node).
+fn in_netns(ns: &NetNs, program: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("nsenter");
+    c.arg(format!("--net={}", ns.path().display())).arg(program);
+    c
+}
+
+/// Runs an nft script (`nft -f -`) in `ns`.
+pub fn nft(ns: &NetNs, script: &str) {
+    use std::io::Write as _;
+    let mut child = in_netns(ns, "nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "nft in {}: {script}", ns.name());
+}
+
+/// Drops UDP to `port` on its way out of `ns`, before it has a device: an
+/// OUTPUT-hook rule with a counter in an `ip` and an `ip6` table, both
+/// named `labtest_out`.
+pub fn drop_udp_out(ns: &NetNs, port: u16) {
+    nft(
+        ns,
+        &format!(
+            "table ip labtest_out {{ chain out {{ type filter hook output priority 0; udp dport {port} counter drop; }}; }}\n\
+             table ip6 labtest_out {{ chain out {{ type filter hook output priority 0; udp dport {port} counter drop; }}; }}\n"
+        ),
+    );
+}
+
+/// The packets counted by the counters of nft table `family` `table` in
+/// `ns`, summed (`nft -j list table`).
+pub fn nft_counted(ns: &NetNs, family: &str, table: &str) -> u64 {
+    let out = in_netns(ns, "nft")
+        .args(["-j", "list", "table"])
+        .args([family, table])
+        .output()
+        .expect("run nft");
+    assert!(out.status.success(), "nft -j list table {family} {table}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["rule"]["expr"].as_array())
+        .flatten()
+        .filter_map(|e| e["counter"]["packets"].as_u64())
+        .sum()
+}
+
+/// Turns IPv6 back on for `lo` in a lab member (labs are IPv4-only), so
+/// that `::1` can be sent to.
+pub fn enable_ipv6_on_lo(ns: &NetNs) {
+    ns.run(|| lab_cli::kernel::sysctl::write(&["net", "ipv6", "conf", "lo", "disable_ipv6"], "0"))
+        .expect("enter netns")
+        .expect("enable IPv6 on lo");
+}
+
+/// Sends `n` UDP datagrams from inside `ns` to `to`, each of which an
+/// OUTPUT rule must drop: the kernel says so to the sender (EPERM).
+pub fn send_udp_dropped_out(ns: &NetNs, to: SocketAddr, n: u32) {
+    let any: IpAddr = match to {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = ns
+        .run(|| UdpSocket::bind((any, 0)))
+        .expect("enter netns")
+        .expect("bind");
+    for i in 0..n {
+        let err = socket
+            .send_to(&i.to_be_bytes(), to)
+            .expect_err("an OUTPUT rule drops it");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(nix::errno::Errno::EPERM as i32),
+            "sending to {to}: {err}"
+        );
+    }
+}
+
+/// Makes `ns` answer TCP SYNs to `port` with a reset built without a
+/// socket (an nft `reject with tcp reset` rule: the SYN itself is dropped,
+/// on its interface), and drops that reset on its way out, before it has a
+/// device; table `ip labtest_rst`, a counter on each rule.
+pub fn reject_and_drop_resets(ns: &NetNs, port: u16) {
+    nft(
+        ns,
+        &format!(
+            "table ip labtest_rst {{\n\
+             chain in {{ type filter hook input priority 0; tcp dport {port} counter reject with tcp reset; }}\n\
+             chain out {{ type filter hook output priority 0; tcp sport {port} tcp flags rst counter drop; }}\n\
+             }}\n"
+        ),
+    );
+}
+
+/// Sends `n` TCP SYNs from inside `ns` to 127.0.0.1:`port`, none of which is
+/// answered (see [`reject_and_drop_resets`]): each connect times out and
+/// its socket is closed before the first retransmission (1 s).
+pub fn send_unanswered_syns(ns: &NetNs, port: u16, n: u32) {
+    for _ in 0..n {
+        let attempt = ns
+            .run(|| {
+                std::net::TcpStream::connect_timeout(
+                    &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                    std::time::Duration::from_millis(100),
+                )
+            })
+            .expect("enter netns");
+        let err = attempt.expect_err("the reset is dropped: no answer");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
     }
 }
 

@@ -6,6 +6,11 @@
 //! per-reason and per-location counters are kept in maps so the summary is
 //! exact even when the ring buffer overflows, and every event that cannot be
 //! reserved is counted in `LOST`.
+//!
+//! A drop's namespace is its device's; a packet without a device (a local
+//! packet dropped on its way out, before the stack gave it one) takes its
+//! socket's, else its route's device's, so the namespace filters keep it
+//! too. Its interface stays unknown (ifindex 0).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -22,7 +27,10 @@ mod program {
         COUNTS_CAPACITY, DropEvent, DropSite, LOST_INDEX, NETNS_SET_CAPACITY, SNAPLEN_TIERS,
         SkbOffsets, TraceConfig, family, flags,
     };
-    use lab_ebpf::{kernel::read, packet};
+    use lab_ebpf::{
+        kernel::{devless_netns_ino, read},
+        packet,
+    };
 
     lab_ebpf::license!();
 
@@ -107,6 +115,15 @@ mod program {
         }
     }
 
+    /// [`devless_netns_ino`] as a BPF subprogram of its own, so that its
+    /// helper calls and registers stay out of `handle`: a drop with a
+    /// device, the common case, runs the same loads and branches as before
+    /// this path existed.
+    #[inline(never)]
+    fn netns_without_dev(skb: u64) -> u64 {
+        u64::from(devless_netns_ino(skb, &config().off.netns))
+    }
+
     #[inline(always)]
     fn handle<const DIRECT: bool, C: StackIdContext>(
         ctx: &C,
@@ -119,13 +136,20 @@ mod program {
             return;
         }
         let off = &cfg.off;
-        let dev = field::<DIRECT, u64>(skb, off.skb_dev);
+        let dev = field::<DIRECT, u64>(skb, off.netns.skb_dev);
+        // No device: the interface is unknown (0), the namespace is the
+        // socket's or the route's (a local packet dropped before it was
+        // given a device).
         let ifindex = field::<DIRECT, u32>(dev, off.dev_ifindex);
         if cfg.ifindex != 0 && ifindex != cfg.ifindex {
             return;
         }
-        let net = field::<DIRECT, u64>(dev, off.dev_nd_net);
-        let netns_ino = field::<DIRECT, u32>(net, off.net_ns_inum);
+        let netns_ino = if dev != 0 {
+            let net = field::<DIRECT, u64>(dev, off.netns.dev_nd_net);
+            field::<DIRECT, u32>(net, off.netns.net_ns_inum)
+        } else {
+            netns_without_dev(skb) as u32
+        };
         if cfg.netns_ino != 0 && netns_ino != cfg.netns_ino {
             return;
         }
