@@ -937,11 +937,11 @@ fn find_the_drop_pod_a_fault_is_found_in_the_default_scope() {
     }
     use lab_cli::exercises::{
         catalog,
-        model::{Choice, ChoiceValue},
+        model::{Choice, Value},
     };
     let source = catalog::find(&catalog::load(None).unwrap(), "find-the-drop").unwrap();
-    let text = |v: &ChoiceValue| v.text();
-    let fault = source.exercise.params["fault"]
+    let text = |v: &Value| v.text();
+    let fault = source.header.params["fault"]
         .choices
         .iter()
         .find_map(|c| match c {
@@ -957,7 +957,7 @@ fn find_the_drop_pod_a_fault_is_found_in_the_default_scope() {
         "{plant}"
     );
     assert_eq!(text(&fault["plant_in"]), "pod-a");
-    let lab = common::lab(&source.exercise.scenario, "ftd");
+    let lab = common::lab(&source.header.scenario, "ftd");
     let pod_a = lab.netns("pod-a").unwrap();
     let status = Command::new("ip")
         .args(["netns", "exec", pod_a.name(), "sh", "-c", &plant])

@@ -72,8 +72,9 @@ static EXPLANATIONS: &[Explanation] = &[
         "Asymmetric routing between nodes, a pod CIDR missing from a node's routes, a spoofed or SNAT-less source, multi-homed nodes with rp_filter=1.",
         &[
             "sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.IFACE.rp_filter",
-            "ip route get SRC from DST iif IFACE",
-            "sysctl -w net.ipv4.conf.IFACE.rp_filter=2   # loose mode",
+            "ip route get DST from SRC iif IFACE   # fails while the filter drops it",
+            "ip route get SRC   # replies must leave by IFACE: make the paths symmetric",
+            "sysctl -w net.ipv4.conf.IFACE.rp_filter=2   # loose: also lets forged sources in",
         ],
     ),
     e(

@@ -295,11 +295,15 @@ impl Ctx<'_> {
             Check::Conntrack {
                 member,
                 proto,
+                reply_src,
                 at_least,
                 at_most,
                 ..
             } => {
                 self.member(member, what);
+                if let Some(r) = reply_src {
+                    self.endpoint(r, what);
+                }
                 if let Some(p) = proto
                     && lab_common::proto::number(p).is_none()
                 {

@@ -360,9 +360,16 @@ pub enum Check {
         /// `tcp`, `udp`, `icmp`.
         #[serde(default)]
         proto: Option<String>,
+        /// The original direction's source port.
+        #[serde(default)]
+        sport: Option<u16>,
         /// The original direction's destination port.
         #[serde(default)]
         dport: Option<u16>,
+        /// The reply direction's source: where a DNAT sent the flow (an
+        /// IPv4 address or a member).
+        #[serde(default)]
+        reply_src: Option<String>,
         /// Only source-NATed entries (true) or only untranslated ones (false).
         #[serde(default)]
         snat: Option<bool>,

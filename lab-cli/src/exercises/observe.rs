@@ -424,6 +424,15 @@ pub fn judge(lab: &Lab, ex: &Exercise, text: &str) -> Judgement {
     )
 }
 
+/// Which conntrack entries a `conntrack` check counts.
+struct Filter<'a> {
+    proto: Option<&'a str>,
+    sport: Option<u16>,
+    dport: Option<u16>,
+    reply_src: Option<Ipv4Addr>,
+    snat: Option<bool>,
+}
+
 struct Ctx<'a> {
     lab: &'a Lab,
     attempt: Option<&'a Attempt>,
@@ -477,11 +486,30 @@ impl<'a> Ctx<'a> {
             Check::Conntrack {
                 member,
                 proto,
+                sport,
                 dport,
+                reply_src,
                 snat,
                 at_least,
                 at_most,
-            } => self.conntrack(member, proto.as_deref(), *dport, *snat, *at_least, *at_most),
+            } => {
+                let reply_src = reply_src
+                    .as_deref()
+                    .map(|r| self.endpoint(r).map(|e| e.addr))
+                    .transpose()?;
+                self.conntrack(
+                    member,
+                    Filter {
+                        proto: proto.as_deref(),
+                        sport: *sport,
+                        dport: *dport,
+                        reply_src,
+                        snat: *snat,
+                    },
+                    *at_least,
+                    *at_most,
+                )
+            }
             Check::Sysctl {
                 member,
                 key,
@@ -759,8 +787,11 @@ impl<'a> Ctx<'a> {
     fn probe(&self, p: &Probe) -> Result<(), String> {
         let r = self.send(p)?;
         let what = format!(
-            "{} from {} to {}{}",
+            "{}{} from {} to {}{}",
             p.proto,
+            p.size
+                .map(|s| format!(" of {s} bytes (--size {s})"))
+                .unwrap_or_default(),
             p.from,
             p.to,
             r.port
@@ -911,9 +942,7 @@ impl<'a> Ctx<'a> {
     fn conntrack(
         &self,
         member: &str,
-        proto: Option<&str>,
-        dport: Option<u16>,
-        snat: Option<bool>,
+        f: Filter<'_>,
         at_least: Option<u64>,
         at_most: Option<u64>,
     ) -> Result<(), String> {
@@ -921,17 +950,29 @@ impl<'a> Ctx<'a> {
         let entries = Ctnetlink::open_in(Some(&ns))
             .and_then(|mut c| c.dump(None))
             .map_err(|e| format!("cannot read {member}'s conntrack table: {e}"))?;
-        let proto_num = proto.map(|p| lab_common::proto::number(p).unwrap_or(0));
+        let proto_num = f.proto.map(|p| lab_common::proto::number(p).unwrap_or(0));
         let n = entries
             .iter()
             .filter(|e| proto_num.is_none_or(|p| e.proto_num == p))
-            .filter(|e| dport.is_none_or(|d| e.orig.dport == Some(d)))
-            .filter(|e| snat.is_none_or(|s| e.is_snat() == s))
+            .filter(|e| f.sport.is_none_or(|s| e.orig.sport == Some(s)))
+            .filter(|e| f.dport.is_none_or(|d| e.orig.dport == Some(d)))
+            .filter(|e| {
+                f.reply_src
+                    .is_none_or(|r| e.reply.src == std::net::IpAddr::V4(r))
+            })
+            .filter(|e| f.snat.is_none_or(|s| e.is_snat() == s))
             .count() as u64;
+        let (proto, dport, snat) = (f.proto, f.dport, f.snat);
         if at_least.is_some_and(|m| n < m) || at_most.is_some_and(|m| n > m) {
             let mut what = proto.unwrap_or("").to_owned();
+            if let Some(s) = f.sport {
+                what.push_str(&format!(" from port {s}"));
+            }
             if let Some(d) = dport {
                 what.push_str(&format!(" port {d}"));
+            }
+            if let Some(r) = f.reply_src {
+                what.push_str(&format!(" answered by {r}"));
             }
             Err(format!(
                 "{member}'s conntrack table has {n}{}{} entries",
