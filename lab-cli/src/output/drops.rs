@@ -330,7 +330,7 @@ mod tests {
         rec.ifindex = 0;
         assert_eq!(
             drop_line(&rec, false),
-            "23:15:23.000456 labtest-a      -          UDP      127.0.0.1:40000 → 127.0.0.2:9 NO_SOCKET len 32 at __udp4_lib_rcv+0x5a3"
+            "23:15:23.000456 labtest-a      -      UDP     127.0.0.1:40000 → 127.0.0.2:9\n                NO_SOCKET len 32 at __udp4_lib_rcv+0x5a3"
         );
         rec.ifindex = 7;
         assert!(drop_line(&rec, false).contains(" if7 "));
