@@ -634,24 +634,30 @@ fn exercises_are_listed_and_exported_without_privileges() {
     // A link planted where a handout goes is replaced, not followed.
     let victim = dir.path().join("victim");
     std::fs::write(&victim, "keep").unwrap();
-    std::os::unix::fs::symlink(&victim, dir.path().join("rp-filter.md")).unwrap();
-    let out = labctl(&[
-        "exercise",
-        "export",
-        "--markdown",
-        dir.path().to_str().unwrap(),
-    ]);
+    std::os::unix::fs::symlink(&victim, dir.path().join("rp-filter.handout.md")).unwrap();
+    // The directory is created.
+    let out_dir = dir.path().join("room");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::os::unix::fs::symlink(&victim, out_dir.join("rp-filter.handout.md")).unwrap();
+    let out = labctl(&["exercise", "export", out_dir.to_str().unwrap(), "--hints"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
-    let md = std::fs::read_to_string(dir.path().join("rp-filter.md")).unwrap();
-    assert!(md.starts_with("# ") && md.contains("## Hints") && md.contains("labctl lab exec"));
+    let handout = std::fs::read_to_string(out_dir.join("rp-filter.handout.md")).unwrap();
+    assert!(handout.starts_with("# ") && handout.contains("## Hints"));
+    assert!(!handout.contains("labctl lab exec"), "no solution in a handout");
+    let notes = std::fs::read_to_string(out_dir.join("rp-filter.instructor.md")).unwrap();
+    assert!(notes.contains("labctl lab exec") && notes.contains("Shortcuts"));
     assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        ids.len() + 1,
-        "one handout per exercise, and the victim"
+        std::fs::read_dir(&out_dir).unwrap().count(),
+        2 * ids.len(),
+        "a handout and instructor notes per exercise"
     );
+    let fresh = dir.path().join("new/handouts");
+    let out = labctl(&["exercise", "export", fresh.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(fresh.join("find-the-drop.instructor.md").is_file());
 }
