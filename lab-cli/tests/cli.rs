@@ -648,7 +648,10 @@ fn exercises_are_listed_and_exported_without_privileges() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
     let handout = std::fs::read_to_string(out_dir.join("rp-filter.handout.md")).unwrap();
     assert!(handout.starts_with("# ") && handout.contains("## Hints"));
-    assert!(!handout.contains("labctl lab exec"), "no solution in a handout");
+    assert!(
+        !handout.contains("labctl lab exec"),
+        "no solution in a handout"
+    );
     let notes = std::fs::read_to_string(out_dir.join("rp-filter.instructor.md")).unwrap();
     assert!(notes.contains("labctl lab exec") && notes.contains("Shortcuts"));
     assert_eq!(
@@ -658,6 +661,10 @@ fn exercises_are_listed_and_exported_without_privileges() {
     );
     let fresh = dir.path().join("new/handouts");
     let out = labctl(&["exercise", "export", fresh.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(fresh.join("find-the-drop.instructor.md").is_file());
 }

@@ -743,6 +743,28 @@ fn local_out_drops_are_in_their_namespace_without_an_interface() {
     }
 }
 
+/// The text trace's drops, one string each (a drop line starts with its
+/// time; what does not fit 80 columns continues on indented lines, joined
+/// back here); the banner and the summary are left out.
+fn text_records(stdout: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut in_drop = false;
+    for line in stdout.lines() {
+        if line.starts_with(|c: char| c.is_ascii_digit()) {
+            out.push(line.to_owned());
+            in_drop = true;
+        } else if in_drop && line.starts_with(' ') {
+            if let Some(last) = out.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+        } else {
+            in_drop = false;
+        }
+    }
+    out
+}
+
 /// A local-out drop's packet is in the pcap on an interface named
 /// `NETNS/-` (it had no device), with its tuple and comment, as tshark
 /// reads them; the text line shows `-` in the interface column.
@@ -809,8 +831,9 @@ fn local_out_drops_in_the_pcap_and_the_text_have_no_interface() {
     assert!(status.success(), "{status}");
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut text.stdout.take().unwrap(), &mut stdout).unwrap();
-    let rows: Vec<Vec<&str>> = stdout
-        .lines()
+    let records = text_records(&stdout);
+    let rows: Vec<Vec<&str>> = records
+        .iter()
         .map(|l| l.split_whitespace().collect())
         .filter(|w: &Vec<&str>| w.len() > 3 && w.contains(&"NETFILTER_DROP"))
         .collect();
@@ -993,8 +1016,9 @@ fn find_the_drop_pod_a_fault_is_found_in_the_default_scope() {
     }
     let member = format!("{}/pod-a", lab.name());
     // Other tests' drops to port 5001 may show too: this lab's are named.
-    let rows: Vec<Vec<&str>> = stdout
-        .lines()
+    let records = text_records(&stdout);
+    let rows: Vec<Vec<&str>> = records
+        .iter()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .filter(|w| w.get(1) == Some(&member.as_str()))
         .collect();

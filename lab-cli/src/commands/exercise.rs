@@ -12,7 +12,7 @@ use crate::{
     },
     exercises::{self, attempt::Attempt, catalog, export, lint, schema, selftest, template},
     kernel::{interrupt::Interrupted, privilege},
-    output::{OutputFormat, exercises as view, exit::Outcome},
+    output::{OutputFormat, exercises as view, exit::Outcome, width},
 };
 
 pub fn run(command: ExerciseCommand) -> anyhow::Result<Outcome> {
@@ -76,10 +76,15 @@ fn start(args: ExStartArgs) -> anyhow::Result<Outcome> {
     let source = catalog::find(&sources, &args.id)?;
     privilege::require_netns_admin("exercise start")?;
     if !source.shipped() && source.runs_commands() {
-        eprintln!(
-            "note: {} runs shell commands as root in the lab's namespaces (its break, solution and fixes); read it before you run it",
-            source.file
-        );
+        width::write_fill(
+            &mut anstream::stderr(),
+            &format!(
+                "{} runs shell commands as root in the lab's namespaces (its break, solution and fixes); read it before you run it",
+                source.file
+            ),
+            "note: ",
+            "      ",
+        )?;
     }
     let run = exercises::start(&source, args.lab.as_deref(), args.seed, None)
         .map_err(|e| fail(e, &format!("cannot start exercise `{}`", args.id)))?;
