@@ -3,7 +3,11 @@ use lab_cli::{
     cli::Cli,
     commands,
     kernel::{cri, interrupt},
-    output::exit::{self, ExitCode},
+    lab::names,
+    output::{
+        exit::{self, ExitCode},
+        width,
+    },
 };
 use tracing_subscriber::EnvFilter;
 
@@ -13,6 +17,7 @@ fn main() -> std::process::ExitCode {
     if let Some(socket) = cli.cri_socket {
         cri::set_socket(socket);
     }
+    names::set_warning_printer(|message| eprintln!("{}", width::fill(message, "warning: ", "  ")));
     if let Err(e) = interrupt::install() {
         tracing::warn!("cannot install the Ctrl-C handler: {e}");
     }

@@ -706,7 +706,9 @@ fn metrics_and_error_reports_fit_80_columns() {
             out,
             "{}",
             commands::metrics::serving_line(&format!("http://[{V6_A}]:65535/metrics"))
-        )
+        )?;
+        let any = std::net::SocketAddr::new(V6_A.parse().map_err(std::io::Error::other)?, 65535);
+        writeln!(out, "{}", commands::metrics::no_auth_warning(any))
     });
     let teardown = lab::LabError::Teardown {
         lab: LAB.into(),

@@ -112,6 +112,11 @@ fn ring_sizes_ports_counts_and_timeouts_have_one_rule_each() {
     usage_error(&["observe", "--verdict", "MAYBE"], "MAYBE");
     usage_error(&["observe", "--port", "0"], "not a port");
     usage_error(&["metrics", "--listen", "localhost"], "localhost");
+    // Host names other than localhost are not looked up.
+    usage_error(
+        &["metrics", "--listen", "example.org:9477"],
+        "localhost:PORT",
+    );
 }
 
 #[test]

@@ -6,8 +6,10 @@ use crate::output::OutputFormat;
 
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
-    /// Address to serve GET /metrics on (port 0: any free port, printed).
-    #[arg(long, default_value = "127.0.0.1:9477")]
+    /// Address to serve GET /metrics on: IP:PORT or localhost:PORT (port 0:
+    /// any free port, printed). The endpoint has no authentication: any
+    /// other address is warned about.
+    #[arg(long, default_value = "127.0.0.1:9477", value_parser = crate::cli::values::listen_addr)]
     pub listen: std::net::SocketAddr,
     /// Conntrack and NAT metrics from these namespaces only (repeatable):
     /// a lab member, an `ip netns` name, `host`, `pid:N` or an inode

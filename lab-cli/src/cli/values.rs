@@ -122,6 +122,28 @@ pub fn port(s: &str) -> Result<u16, String> {
     }
 }
 
+/// An address to listen on: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT`
+/// (127.0.0.1: never looked up, so a hosts file cannot move it); port 0
+/// is any free port. Other host names are refused: an address printed is
+/// the one served.
+pub fn listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let t = s.trim();
+    if let Ok(addr) = t.parse() {
+        return Ok(addr);
+    }
+    let wrong = || {
+        format!(
+            "`{s}` is not an address to listen on: give IP:PORT (127.0.0.1:9477, [::1]:9477, 0.0.0.0:9477) or localhost:PORT"
+        )
+    };
+    let (host, port) = t.rsplit_once(':').ok_or_else(wrong)?;
+    if !host.eq_ignore_ascii_case("localhost") {
+        return Err(wrong());
+    }
+    let port = port.parse::<u16>().map_err(|_| wrong())?;
+    Ok((std::net::Ipv4Addr::LOCALHOST, port).into())
+}
+
 /// A port range `LO-HI` with 1 <= LO <= HI.
 pub fn port_range(s: &str) -> Result<(u16, u16), String> {
     let (lo, hi) = s
@@ -241,6 +263,34 @@ pub fn nat_udp_timeout(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_are_ips_or_localhost() {
+        assert_eq!(
+            listen_addr("127.0.0.1:9477"),
+            Ok(([127, 0, 0, 1], 9477).into())
+        );
+        assert_eq!(
+            listen_addr("[::1]:0"),
+            Ok((std::net::Ipv6Addr::LOCALHOST, 0).into())
+        );
+        assert_eq!(
+            listen_addr("localhost:9477"),
+            Ok(([127, 0, 0, 1], 9477).into())
+        );
+        assert_eq!(listen_addr("LocalHost:0"), Ok(([127, 0, 0, 1], 0).into()));
+        for bad in [
+            "localhost",
+            "localhost:",
+            "localhost:65536",
+            "example.org:80",
+            ":9477",
+            "9477",
+        ] {
+            let e = listen_addr(bad).unwrap_err();
+            assert!(e.contains("localhost:PORT"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn durations_are_finite_positive_and_bounded() {

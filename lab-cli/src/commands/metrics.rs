@@ -24,6 +24,9 @@ pub fn run(args: MetricsArgs) -> anyhow::Result<Outcome> {
         )
     };
     let mut ready = ReadyFile::claim(args.ready_file.as_deref())?;
+    if !args.listen.ip().to_canonical().is_loopback() {
+        eprintln!("{}", no_auth_warning(args.listen));
+    }
     let listener = Listener::bind(args.listen)?;
     let exporter = Exporter::start(namespaces).context("cannot start the exporter")?;
     let url = format!("http://{}/metrics", listener.local_addr()?);
@@ -36,6 +39,17 @@ pub fn run(args: MetricsArgs) -> anyhow::Result<Outcome> {
     ready.signal(&url)?;
     listener.serve(exporter).context("serving metrics")?;
     Ok(Outcome::Success)
+}
+
+/// What `metrics` says on stderr when it listens beyond this machine.
+pub(crate) fn no_auth_warning(listen: std::net::SocketAddr) -> String {
+    width::fill(
+        &format!(
+            "{listen} can be reached from other machines and the endpoint has no authentication: anyone who can connect reads the names and counters of every namespace and pod. Serve on 127.0.0.1 (the default) or keep the port behind a firewall."
+        ),
+        "warning: ",
+        "  ",
+    )
 }
 
 /// The line `metrics` starts with, filled to 80 columns (an IPv6 address

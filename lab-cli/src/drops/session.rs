@@ -177,8 +177,8 @@ impl std::fmt::Debug for Scope {
 
 /// How often a scope is recomputed: pods come and go all the time in a
 /// workshop, and a new pod's drops are not shown until its namespace is in
-/// scope. Recomputing is a directory read (and, for `--pod-namespace`, one
-/// CRI list call).
+/// scope. Recomputing is a directory read (and, for `--pod-namespace`, the
+/// pod names `lab::names` last read: never a CRI call).
 const SCOPE_REFRESH: Duration = Duration::from_millis(500);
 
 fn apply_scope(tracer: &mut DropTracer, scope: &Scope) -> anyhow::Result<()> {

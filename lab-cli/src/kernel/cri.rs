@@ -11,7 +11,9 @@
 //! Sandboxes are cached by id for the life of the process: a rescan asks
 //! the runtime for the list (one call) and for the status only of sandboxes
 //! it has not seen, so names follow pods as they come and go without a
-//! status call per pod per rescan.
+//! status call per pod per rescan. A whole rescan is bounded by [`TIMEOUT`]
+//! (the statuses it got are kept for the next one); callers ask from
+//! `lab::names`' background thread, never while serving.
 
 use std::{
     collections::HashMap,
@@ -33,8 +35,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// containerd's socket: kind nodes and most containerd installs.
 pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
 
-/// A runtime that answers at all answers this fast on a local socket.
-const TIMEOUT: Duration = Duration::from_secs(3);
+/// A runtime that answers at all answers this fast on a local socket: each
+/// call, and a whole [`sandboxes`] rescan.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
 
 static SOCKET: OnceLock<PathBuf> = OnceLock::new();
 
@@ -194,7 +197,7 @@ pub fn sandboxes(socket: &Path) -> Result<Vec<Sandbox>, CriError> {
         .lock()
         .map(|c| c.clone().unwrap_or_default())
         .unwrap_or_default();
-    let list = block_on(async {
+    let rescan = async {
         let mut client = connect(socket).await?;
         let items = client
             .list_pod_sandbox(ListPodSandboxRequest { filter: None })
@@ -242,10 +245,22 @@ pub fn sandboxes(socket: &Path) -> Result<Vec<Sandbox>, CriError> {
                     Err(e) if e.code() == tonic::Code::NotFound => continue,
                     Err(e) => return Err(call_error(socket, "PodSandboxStatus", e)),
                 }
+                // Kept at once: a rescan cut short by TIMEOUT (a node with
+                // many new pods) is carried on by the next.
+                if let Ok(mut cache) = CACHE.lock() {
+                    cache
+                        .get_or_insert_with(HashMap::new)
+                        .insert(sandbox.id.clone(), sandbox.clone());
+                }
             }
             out.push(sandbox);
         }
         Ok(out)
+    };
+    let list = block_on(async {
+        tokio::time::timeout(TIMEOUT, rescan)
+            .await
+            .unwrap_or_else(|_| Err(CriError::Timeout(socket.to_owned())))
     })??;
     if let Ok(mut cache) = CACHE.lock() {
         *cache = Some(list.iter().map(|s| (s.id.clone(), s.clone())).collect());
@@ -359,6 +374,23 @@ mod tests {
             sandboxes(&path),
             Err(CriError::Connect { .. } | CriError::Timeout(_))
         ));
+    }
+
+    #[test]
+    fn a_runtime_that_accepts_and_never_answers_is_cut_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cri.sock");
+        // Connections wait in the backlog: accepted by the kernel, never
+        // answered.
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let asked = std::time::Instant::now();
+        let err = sandboxes(&path).unwrap_err();
+        let took = asked.elapsed();
+        assert!(matches!(err, CriError::Timeout(_)), "{err}");
+        assert!(
+            took >= TIMEOUT && took < TIMEOUT + Duration::from_secs(1),
+            "{took:?}"
+        );
     }
 
     #[test]

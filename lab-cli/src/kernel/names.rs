@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -36,14 +37,28 @@ pub struct Identity {
     pub pod: Option<PodRef>,
 }
 
-/// Names given by a higher layer (lab members, pods), by namespace inode.
-pub type Aliases = fn() -> HashMap<u64, Identity>;
+/// How fresh a higher layer's names must be (see [`Aliases`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// The names known now, at once: a view on its way (a scrape, an
+    /// event) never waits for the container runtime. Old names start a
+    /// refresh in the background.
+    Known,
+    /// Names read after this call (a view starting, a namespace never seen
+    /// that may be a pod that just started), waited for briefly, and only
+    /// while the runtime answers: one that does not gets [`Want::Known`].
+    Newer,
+}
+
+/// Names given by a higher layer (lab members, pods), by namespace inode:
+/// `lab::names::member_names`, a cache refreshed in the background.
+pub type Aliases = fn(Want) -> Arc<HashMap<u64, Identity>>;
 
 #[derive(Debug)]
 pub struct Names {
     netns: HashMap<u64, NetNs>,
     aliases_of: Option<Aliases>,
-    aliases: HashMap<u64, Identity>,
+    aliases: Arc<HashMap<u64, Identity>>,
     scanned: Instant,
     /// Inodes a rescan could not name, and when.
     misses: HashMap<u64, Instant>,
@@ -66,19 +81,19 @@ impl Names {
         let mut n = Self {
             netns: HashMap::new(),
             aliases_of,
-            aliases: HashMap::new(),
+            aliases: Arc::default(),
             scanned: Instant::now(),
             misses: HashMap::new(),
             ifnames: HashMap::new(),
         };
-        n.rescan();
+        n.rescan(Want::Newer);
         n
     }
 
-    fn rescan(&mut self) {
+    fn rescan(&mut self, want: Want) {
         self.netns = netns::known();
         if let Some(of) = &self.aliases_of {
-            self.aliases = of();
+            self.aliases = of(want);
         }
         self.scanned = Instant::now();
         self.misses.retain(|_, at| at.elapsed() <= NAME_TTL);
@@ -101,20 +116,26 @@ impl Names {
             .unwrap_or_else(|| ino.to_string())
     }
 
-    /// Rescans when `ino` was never seen (a pod that just appeared) or the
-    /// names are older than NAME_TTL. A namespace a rescan could not name
-    /// (a process's we cannot see) is not looked up again on every event,
-    /// only once its miss is older than NAME_TTL.
+    /// Rescans when `ino` was never seen (a pod that just appeared: the
+    /// aliases are asked for names read after now) or the names are older
+    /// than NAME_TTL (the aliases known now). A namespace a rescan could
+    /// not name (a process's we cannot see) is not looked up again on every
+    /// event, only once its miss is older than NAME_TTL.
     fn refresh_for(&mut self, ino: u64) {
         let missed = self
             .misses
             .get(&ino)
             .is_some_and(|at| at.elapsed() <= NAME_TTL);
-        if (!self.netns.contains_key(&ino) && !missed) || self.scanned.elapsed() > NAME_TTL {
-            self.rescan();
-            if !self.netns.contains_key(&ino) {
-                self.misses.insert(ino, Instant::now());
-            }
+        let want = if !self.netns.contains_key(&ino) && !missed {
+            Want::Newer
+        } else if self.scanned.elapsed() > NAME_TTL {
+            Want::Known
+        } else {
+            return;
+        };
+        self.rescan(want);
+        if !self.netns.contains_key(&ino) {
+            self.misses.insert(ino, Instant::now());
         }
     }
 

@@ -287,7 +287,8 @@ impl PerNetns {
         ] {
             self.nat_events.with_label_values(&[name, event]).inc_by(n);
         }
-        let pods = lab_names::pods_by_addr(ino);
+        // The names known now: a scrape never waits for the runtime.
+        let pods = lab_names::pods(lab_names::Want::Known).by_addr(ino);
         for row in masq::nat::pod_rows(ino)? {
             let pod = pods
                 .get(&row.pod)
