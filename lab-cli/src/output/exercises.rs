@@ -25,12 +25,20 @@ fn red() -> Style {
     Style::new().fg_color(Some(AnsiColor::Red.into())).bold()
 }
 
-/// `text` wrapped to the width, each line indented by `indent`.
+/// `text` wrapped to the width, each line indented by `indent`: the
+/// file's own line breaks inside a paragraph are undone (a filled-in
+/// placeholder changes a line's length), blank lines between paragraphs
+/// kept.
 fn para(out: &mut impl Write, text: &str, indent: &str) -> io::Result<()> {
     let opts = textwrap::Options::new(WIDTH - 2)
         .initial_indent(indent)
         .subsequent_indent(indent);
-    writeln!(out, "{}", textwrap::fill(text.trim(), opts))
+    let paragraphs: Vec<String> = text
+        .trim()
+        .split("\n\n")
+        .map(|p| textwrap::fill(&p.split_whitespace().collect::<Vec<_>>().join(" "), &opts))
+        .collect();
+    writeln!(out, "{}", paragraphs.join("\n\n"))
 }
 
 /// A first line and its continuation, indented under it.
