@@ -2,7 +2,6 @@
 
 use std::{
     io::{self, Write},
-    thread,
     time::{Duration, Instant},
 };
 
@@ -10,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::{
     cli::masq::{MasqArgs, MasqCommand, MasqConfigArgs, MasqNatTableArgs, MasqTopArgs},
-    kernel::{interrupt, netns::NetNs, privilege, ready::ReadyFile},
+    kernel::{interrupt::Stop, netns::NetNs, privilege, ready::ReadyFile},
     lab::{
         self, Lab,
         names::{self, lookup_netns_opt},
@@ -198,18 +197,25 @@ fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
         );
         width::write_fill(&mut out, &started, "", "")?;
     }
-    let duration = args.duration;
-    let started = Instant::now();
-    let mut last = Instant::now();
-    while !interrupt::requested() && duration.is_none_or(|d| started.elapsed() < d) {
-        thread::sleep(Duration::from_millis(100));
-        if args.watch && last.elapsed() >= args.interval.unwrap_or(Duration::from_secs(1)) {
+    let stop = Stop::new().duration(args.duration);
+    let interval = args.interval.unwrap_or(Duration::from_secs(1));
+    let mut next = stop.started() + interval;
+    loop {
+        // Without --watch there is nothing to do until the stop.
+        let wait = match args.watch {
+            true => next.saturating_duration_since(Instant::now()),
+            false => Duration::from_secs(3600),
+        };
+        if stop.wait(wait) {
+            break;
+        }
+        if args.watch && Instant::now() >= next {
             let rows = name_pods(counter.read()?, ino);
             match args.output {
                 OutputFormat::Text => writeln!(
                     out,
                     "── after {:.0}s ──\n{}",
-                    started.elapsed().as_secs_f64(),
+                    stop.elapsed().as_secs_f64(),
                     render(&rows)
                 )?,
                 OutputFormat::Json => {
@@ -218,7 +224,7 @@ fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
                     }
                 }
             }
-            last = Instant::now();
+            next = Instant::now() + interval;
         }
     }
     let rows = name_pods(counter.read()?, ino);

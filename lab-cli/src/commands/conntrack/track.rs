@@ -3,11 +3,7 @@
 //! so `conntrack list --source bpf|all` in another terminal can read it; the
 //! pin is removed and the program detached on exit.
 
-use std::{
-    io::Write as _,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{io::Write as _, time::Duration};
 
 use anyhow::Context as _;
 
@@ -15,7 +11,7 @@ use crate::{
     cli::conntrack::CtTrackArgs,
     conntrack::entry::EntryJson,
     conntrack::tracker::CtTracker,
-    kernel::{interrupt, netns, privilege, ready::ReadyFile},
+    kernel::{interrupt::Stop, netns, privilege, ready::ReadyFile},
     lab::names::{self, lookup_netns_opt},
     output::{OutputFormat, conntrack as table, exit::Outcome, width},
 };
@@ -57,10 +53,8 @@ pub fn run(args: CtTrackArgs) -> anyhow::Result<Outcome> {
         OutputFormat::Json => eprintln!("{}", width::fill(&started_line, "", "")),
         OutputFormat::Text => width::write_fill(&mut out, &started_line, "", "")?,
     }
-    let started = Instant::now();
-    while !interrupt::requested() && duration.is_none_or(|d| started.elapsed() < d) {
-        thread::sleep(Duration::from_millis(100));
-    }
+    let stop = Stop::new().duration(duration);
+    while !stop.wait(Duration::from_secs(3600)) {}
     let entries = tracker.entries().context("cannot read the tracker table")?;
     if output == OutputFormat::Json {
         for e in &entries {
