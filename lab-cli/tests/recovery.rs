@@ -449,13 +449,27 @@ fn views_of_a_lab_stop_when_it_is_taken_down() {
     if !common::privileged("views_of_a_lab_stop_when_it_is_taken_down") {
         return;
     }
-    let lab = common::lab("basic", "gone");
+    // eBPF masquerading: `masq` reads its pinned counters, which go too.
+    let lab = common::lab_with(
+        "basic",
+        "gone",
+        lab::plan::LabOptions {
+            masq: lab::plan::MasqMode::Ebpf,
+            ..Default::default()
+        },
+    );
     let name = lab.name().to_owned();
     let pod = format!("{name}/pod-a");
-    let views: [(&str, Vec<&str>); 5] = [
+    let node = format!("{name}/node1");
+    let views: [(&str, Vec<&str>); 7] = [
         ("trace --netns", vec!["trace", "--netns", &pod]),
         ("trace --pod", vec!["trace", "--pod", &pod]),
         ("watch", vec!["conntrack", "watch", "--netns", &pod]),
+        (
+            "track",
+            vec!["conntrack", "track", "--netns", &node, "--iface", "eth0"],
+        ),
+        ("masq", vec!["masq", "--netns", &node, "--watch"]),
         ("observe --lab", vec!["observe", "--lab", &name]),
         ("observe", vec!["observe"]),
     ];
@@ -487,6 +501,7 @@ fn views_of_a_lab_stop_when_it_is_taken_down() {
             said.contains("stopped: ") && said.contains(&gone),
             "{what}: {said}"
         );
+        assert!(!said.contains("WARN"), "{what}: {said}");
         eprintln!(
             "{what}: stopped {:?} after lab down: {said}",
             down.elapsed()
@@ -495,6 +510,9 @@ fn views_of_a_lab_stop_when_it_is_taken_down() {
         match what {
             "trace --netns" | "trace --pod" => assert!(out.contains("summary after"), "{out}"),
             "watch" => assert!(out.contains("events,"), "{out}"),
+            "track" => assert!(out.contains("tracker detached"), "{out}"),
+            // Its counters went with the lab: no table at the end.
+            "masq" => assert!(out.contains("counting masquerade"), "{out}"),
             _ => assert!(said.contains("flows,"), "{what}: {said}"),
         }
     }

@@ -11,8 +11,15 @@ use crate::{
     cli::conntrack::CtTrackArgs,
     conntrack::entry::EntryJson,
     conntrack::tracker::CtTracker,
-    kernel::{interrupt::Stop, netns, privilege, ready::ReadyFile},
-    lab::names::{self, lookup_netns_opt},
+    kernel::{
+        interrupt::{Stop, Why},
+        netns, privilege,
+        ready::ReadyFile,
+    },
+    lab::{
+        gone,
+        names::{self, lookup_netns_opt},
+    },
     output::{OutputFormat, conntrack as table, exit::Outcome, width},
 };
 
@@ -53,8 +60,21 @@ pub fn run(args: CtTrackArgs) -> anyhow::Result<Outcome> {
         OutputFormat::Json => eprintln!("{}", width::fill(&started_line, "", "")),
         OutputFormat::Text => width::write_fill(&mut out, &started_line, "", "")?,
     }
-    let stop = Stop::new().duration(duration);
+    // Tracking in one namespace (a lab's node) ends when it goes.
+    let gone = match (&ns, &netns_name) {
+        (Some(ns), Some(name)) => Some(gone::netns(ns, &format!("namespace `{name}`"))?),
+        _ => None,
+    };
+    let stop = Stop::new().duration(duration).gone(gone);
     while !stop.wait(Duration::from_secs(3600)) {}
+    let say_why = || {
+        if let Some(Why::Gone(why)) = stop.why() {
+            eprintln!(
+                "{}",
+                width::fill(&format!("the tracker stopped: {why}"), "", "  ")
+            );
+        }
+    };
     let entries = tracker.entries().context("cannot read the tracker table")?;
     if output == OutputFormat::Json {
         for e in &entries {
@@ -62,6 +82,7 @@ pub fn run(args: CtTrackArgs) -> anyhow::Result<Outcome> {
             writeln!(out, "{}", serde_json::to_string(&json)?)?;
         }
         drop(tracker);
+        say_why();
         return Ok(Outcome::Success);
     }
     let rows: Vec<_> = entries.iter().map(|e| (e, None)).collect();
@@ -73,5 +94,6 @@ pub fn run(args: CtTrackArgs) -> anyhow::Result<Outcome> {
     )?;
     drop(tracker);
     writeln!(out, "tracker detached from {iface}; table unpinned")?;
+    say_why();
     Ok(Outcome::Success)
 }
