@@ -299,3 +299,304 @@ fn lab_exec_exits_127_and_126_as_shells_do() {
     assert_eq!(exec("true").status.code(), Some(0));
     assert_eq!(exec("false").status.code(), Some(1));
 }
+
+/// Lines a child writes on a pipe, collected by a thread as they come.
+struct Lines(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Lines {
+    fn of(pipe: impl std::io::Read + Send + 'static) -> Self {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let into = text.clone();
+        thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { return };
+                let mut t = into.lock().unwrap();
+                t.push_str(&line);
+                t.push('\n');
+            }
+        });
+        Self(text)
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits (`secs` at most) until the text contains `what`.
+    fn wait_for(&self, what: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !common::said(self.text().as_bytes()).contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "never said `{what}`: {}",
+                self.text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Waits for `child` to exit after a signal sent at `sent`; the exit
+/// status and how long it took.
+fn exit_after(child: &mut Child, sent: Instant) -> (std::process::ExitStatus, Duration) {
+    let status = common::wait_exit(child, 20);
+    (status, sent.elapsed())
+}
+
+#[test]
+fn a_command_waiting_for_the_lab_lock_exits_130_on_ctrl_c_and_names_the_holder() {
+    if !common::privileged(
+        "a_command_waiting_for_the_lab_lock_exits_130_on_ctrl_c_and_names_the_holder",
+    ) {
+        return;
+    }
+    let name = common::lab_name("lockwait");
+    // Held here, as a `lab up` in another terminal would hold it.
+    let held = lab::state::LabLock::acquire().unwrap();
+    let mut down = spawn(&["lab", "down", &name]);
+    let stderr = Lines::of(down.stderr.take().unwrap());
+    stderr.wait_for("waiting for another `labctl lab` command to finish", 20);
+    stderr.wait_for(&format!("held by pid {}", std::process::id()), 5);
+    let sent = Instant::now();
+    common::interrupt(&down);
+    let (status, took) = exit_after(&mut down, sent);
+    drop(held);
+    let said = common::said(stderr.text().as_bytes());
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after Ctrl-C"
+    );
+    eprintln!("lock wait: exit 130 {took:?} after SIGINT");
+    assert!(
+        said.contains("interrupted while waiting for the lab lock")
+            && said.contains(&format!("(pid {})", std::process::id()))
+            && said.contains("nothing was changed"),
+        "{said}"
+    );
+    // SIGTERM too.
+    let held = lab::state::LabLock::acquire().unwrap();
+    let mut down = spawn(&["lab", "down", &name]);
+    let stderr = Lines::of(down.stderr.take().unwrap());
+    stderr.wait_for("waiting for another `labctl lab` command", 20);
+    let sent = Instant::now();
+    common::signal(&down, Signal::SIGTERM);
+    let (status, took) = exit_after(&mut down, sent);
+    drop(held);
+    assert_eq!(status.code(), Some(130), "{}", stderr.text());
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after SIGTERM"
+    );
+}
+
+/// Every stream, idle (no traffic), ends within a second of Ctrl-C with
+/// its summary and exit 0.
+#[test]
+fn idle_streams_stop_within_a_second_of_ctrl_c() {
+    if !common::privileged("idle_streams_stop_within_a_second_of_ctrl_c") {
+        return;
+    }
+    let ns = common::netns("labtest-idle");
+    let n = ns.name();
+    let streams: [(&str, Vec<&str>, &str); 5] = [
+        ("trace", vec!["trace", "--netns", n], "summary after"),
+        ("watch", vec!["conntrack", "watch", "--netns", n], "events,"),
+        (
+            "track",
+            vec!["conntrack", "track", "--netns", n, "--iface", "lo"],
+            "tracker detached",
+        ),
+        ("masq", vec!["masq", "--netns", n, "--iface", "lo"], "POD"),
+        ("observe", vec!["observe", "--netns", n], ""),
+    ];
+    let mut took_all = Vec::new();
+    for (what, args, says) in streams {
+        let ready = ready_path("labtest-idle");
+        let ready_arg = ready.to_string_lossy().into_owned();
+        let mut args = args.clone();
+        args.extend(["--ready-file", &ready_arg]);
+        let mut child = spawn(&args);
+        common::wait_ready(&mut child, &ready);
+        // Idle long enough for every loop to be deep in its wait.
+        thread::sleep(Duration::from_millis(300));
+        let sent = Instant::now();
+        common::interrupt(&child);
+        let (status, took) = exit_after(&mut child, sent);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(status.code(), Some(0), "{what}: {stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(says),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "{what} took {took:?} after Ctrl-C"
+        );
+        took_all.push(format!("{what} {} ms", took.as_millis()));
+        std::fs::remove_file(&ready).ok();
+    }
+    eprintln!("exit after SIGINT: {}", took_all.join(", "));
+}
+
+/// Views of one lab or pod stop by themselves, saying why, when the lab
+/// goes down; the node-wide view says so once and goes on.
+#[test]
+fn views_of_a_lab_stop_when_it_is_taken_down() {
+    if !common::privileged("views_of_a_lab_stop_when_it_is_taken_down") {
+        return;
+    }
+    // eBPF masquerading: `masq` reads its pinned counters, which go too.
+    let lab = common::lab_with(
+        "basic",
+        "gone",
+        lab::plan::LabOptions {
+            masq: lab::plan::MasqMode::Ebpf,
+            ..Default::default()
+        },
+    );
+    let name = lab.name().to_owned();
+    let pod = format!("{name}/pod-a");
+    let node = format!("{name}/node1");
+    let views: [(&str, Vec<&str>); 7] = [
+        ("trace --netns", vec!["trace", "--netns", &pod]),
+        ("trace --pod", vec!["trace", "--pod", &pod]),
+        ("watch", vec!["conntrack", "watch", "--netns", &pod]),
+        (
+            "track",
+            vec!["conntrack", "track", "--netns", &node, "--iface", "eth0"],
+        ),
+        ("masq", vec!["masq", "--netns", &node, "--watch"]),
+        ("observe --lab", vec!["observe", "--lab", &name]),
+        ("observe", vec!["observe"]),
+    ];
+    let mut running = Vec::new();
+    for (what, args) in views {
+        let ready = ready_path("labtest-gone");
+        let ready_arg = ready.to_string_lossy().into_owned();
+        let mut args = args.clone();
+        args.extend(["--ready-file", &ready_arg]);
+        let mut child = spawn(&args);
+        common::wait_ready(&mut child, &ready);
+        std::fs::remove_file(&ready).ok();
+        let stderr = Lines::of(child.stderr.take().unwrap());
+        let stdout = Lines::of(child.stdout.take().unwrap());
+        running.push((what, child, stderr, stdout));
+    }
+    let down = Instant::now();
+    lab.down().unwrap();
+    let gone = format!("lab `{name}` was taken down");
+    let (node_wide, scoped): (Vec<_>, Vec<_>) = running
+        .into_iter()
+        .partition(|(what, ..)| *what == "observe");
+    for (what, mut child, stderr, stdout) in scoped {
+        // Noticed within a refresh or two of the namespaces going.
+        let status = common::wait_exit(&mut child, 10);
+        let said = common::said(stderr.text().as_bytes());
+        assert_eq!(status.code(), Some(0), "{what}: {said}");
+        assert!(
+            said.contains("stopped: ") && said.contains(&gone),
+            "{what}: {said}"
+        );
+        assert!(!said.contains("WARN"), "{what}: {said}");
+        eprintln!(
+            "{what}: stopped {:?} after lab down: {said}",
+            down.elapsed()
+        );
+        let out = stdout.text();
+        match what {
+            "trace --netns" | "trace --pod" => assert!(out.contains("summary after"), "{out}"),
+            "watch" => assert!(out.contains("events,"), "{out}"),
+            "track" => assert!(out.contains("tracker detached"), "{out}"),
+            // Its counters went with the lab: no table at the end.
+            "masq" => assert!(out.contains("counting masquerade"), "{out}"),
+            _ => assert!(said.contains("flows,"), "{what}: {said}"),
+        }
+    }
+    for (what, mut child, stderr, _) in node_wide {
+        stderr.wait_for(&gone, 10);
+        // Still running, and said once.
+        thread::sleep(Duration::from_millis(1200));
+        assert!(child.try_wait().unwrap().is_none(), "{what} stopped");
+        let said = common::said(stderr.text().as_bytes());
+        assert_eq!(said.matches(&gone).count(), 1, "{said}");
+        assert!(said.contains("still watching the others"), "{said}");
+        common::interrupt(&child);
+        assert_eq!(common::wait_exit(&mut child, 20).code(), Some(0));
+    }
+}
+
+/// A probe waiting for an answer that never comes (`--timeout 600`) ends
+/// at Ctrl-C, reporting what was sent; `lab exec` passes SIGTERM on to its
+/// command and exits as a shell reports it (128+15).
+#[test]
+fn blocking_waits_for_answers_and_children_end_at_a_signal() {
+    if !common::privileged("blocking_waits_for_answers_and_children_end_at_a_signal") {
+        return;
+    }
+    let lab = common::lab("basic", "block");
+    for proto in ["icmp", "udp", "tcp"] {
+        // TEST-NET-1: routed out of the lab, answered by nobody.
+        let mut traffic = spawn(&[
+            "lab",
+            "traffic",
+            "--lab",
+            lab.name(),
+            "pod-a",
+            "192.0.2.1",
+            "--proto",
+            proto,
+            "-c",
+            "1",
+            "--timeout",
+            "600",
+        ]);
+        common::wait_for_signal_handler(&traffic);
+        thread::sleep(Duration::from_millis(300));
+        let sent = Instant::now();
+        common::interrupt(&traffic);
+        let (status, took) = exit_after(&mut traffic, sent);
+        let out = traffic.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(status.code(), Some(130), "{proto}: {stdout}");
+        assert!(took < Duration::from_secs(1), "{proto}: {took:?}");
+        assert!(
+            stdout.contains("0/1 answered; 1× stopped"),
+            "{proto}: {stdout}"
+        );
+        eprintln!(
+            "traffic {proto}: exit 130 {} ms after SIGINT",
+            took.as_millis()
+        );
+    }
+    let mut exec = spawn(&[
+        "lab",
+        "exec",
+        "--lab",
+        lab.name(),
+        "pod-a",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    // Its command started: labctl has a child.
+    let children = format!("/proc/{0}/task/{0}/children", exec.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&children)
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the command never started");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let sent = Instant::now();
+    common::signal(&exec, Signal::SIGTERM);
+    let (status, took) = exit_after(&mut exec, sent);
+    assert_eq!(status.code(), Some(143));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    eprintln!("lab exec: exit 143 {} ms after SIGTERM", took.as_millis());
+}

@@ -14,10 +14,7 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     thread,
     time::{Duration, Instant},
 };
@@ -27,7 +24,7 @@ use lab_cli::{
         filter::Filters,
         session::{self, Summary, TraceOptions},
     },
-    kernel::netns::NetNs,
+    kernel::{interrupt::Trigger, netns::NetNs},
     lab::names,
     output::drops::JsonSink,
 };
@@ -50,6 +47,7 @@ fn options(ns: &NetNs) -> TraceOptions {
         stack: false,
         snaplen: 0,
         stop: None,
+        gone: None,
         netns_aliases: Some(names::member_names),
         scope: None,
     }
@@ -65,7 +63,7 @@ fn trace(opts: TraceOptions, traffic: impl FnOnce()) -> (Vec<Value>, Summary) {
 /// [`trace`] with several sessions at once, all attached before `traffic`
 /// starts: each one's drop lines and summary, in the order of `all`.
 fn trace_all(all: Vec<TraceOptions>, traffic: impl FnOnce()) -> Vec<(Vec<Value>, Summary)> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Trigger::new();
     let mut readies = Vec::new();
     let mut sessions = Vec::new();
     for mut opts in all {
@@ -89,7 +87,7 @@ fn trace_all(all: Vec<TraceOptions>, traffic: impl FnOnce()) -> Vec<(Vec<Value>,
         }
     }
     traffic();
-    stop.store(true, Ordering::Relaxed);
+    stop.fire();
     let mut results = Vec::new();
     for (ready, session) in readies.iter().zip(sessions) {
         let (out, summary) = session.join().expect("session thread");

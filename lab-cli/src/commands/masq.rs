@@ -2,7 +2,6 @@
 
 use std::{
     io::{self, Write},
-    thread,
     time::{Duration, Instant},
 };
 
@@ -10,9 +9,14 @@ use anyhow::Context as _;
 
 use crate::{
     cli::masq::{MasqArgs, MasqCommand, MasqConfigArgs, MasqNatTableArgs, MasqTopArgs},
-    kernel::{interrupt, netns::NetNs, privilege, ready::ReadyFile},
+    kernel::{
+        interrupt::{Gone, Stop, Why},
+        netns::NetNs,
+        privilege,
+        ready::ReadyFile,
+    },
     lab::{
-        self, Lab,
+        self, Lab, gone,
         names::{self, lookup_netns_opt},
         plan::MasqMode,
     },
@@ -198,18 +202,62 @@ fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
         );
         width::write_fill(&mut out, &started, "", "")?;
     }
-    let duration = args.duration;
-    let started = Instant::now();
-    let mut last = Instant::now();
-    while !interrupt::requested() && duration.is_none_or(|d| started.elapsed() < d) {
-        thread::sleep(Duration::from_millis(100));
-        if args.watch && last.elapsed() >= args.interval.unwrap_or(Duration::from_secs(1)) {
-            let rows = name_pods(counter.read()?, ino);
+    // Counting in one namespace (a lab's node) ends when it goes.
+    let gone = args
+        .netns
+        .as_deref()
+        .map(|n| gone::netns(&ns, &format!("namespace `{n}`")))
+        .transpose()?;
+    let stop = Stop::new().duration(args.duration).gone(gone.clone());
+    // The counters, or why they are no more: they went with the namespace
+    // (`lab down` removes eBPF masquerading's pins, then the namespace).
+    let mut went: Option<String> = None;
+    let mut read = || -> anyhow::Result<Option<Vec<MasqRow>>> {
+        let e = match counter.read() {
+            Ok(rows) => return Ok(Some(name_pods(rows, ino))),
+            Err(e) => e,
+        };
+        if matches!(counter, Rows::Nat(_)) && !nat::present(ino) {
+            // Unpinned: the namespace goes next (a second at most).
+            let settle = Stop::new().duration(Some(Duration::from_secs(1)));
+            let mut why = gone.as_ref().and_then(Gone::check);
+            while why.is_none() && gone.is_some() && !settle.wait(Duration::from_millis(20)) {
+                why = gone.as_ref().and_then(Gone::check);
+            }
+            went = Some(why.unwrap_or_else(|| {
+                format!(
+                    "eBPF masquerading was removed from {}",
+                    args.netns.as_deref().unwrap_or("this namespace")
+                )
+            }));
+            return Ok(None);
+        }
+        if let Some(why) = gone.as_ref().and_then(Gone::check) {
+            went = Some(why);
+            return Ok(None);
+        }
+        Err(e)
+    };
+    let interval = args.interval.unwrap_or(Duration::from_secs(1));
+    let mut next = stop.started() + interval;
+    loop {
+        // Without --watch there is nothing to do until the stop.
+        let wait = match args.watch {
+            true => next.saturating_duration_since(Instant::now()),
+            false => Duration::from_secs(3600),
+        };
+        if stop.wait(wait) {
+            break;
+        }
+        if args.watch && Instant::now() >= next {
+            let Some(rows) = read()? else {
+                break;
+            };
             match args.output {
                 OutputFormat::Text => writeln!(
                     out,
                     "── after {:.0}s ──\n{}",
-                    started.elapsed().as_secs_f64(),
+                    stop.elapsed().as_secs_f64(),
                     render(&rows)
                 )?,
                 OutputFormat::Json => {
@@ -218,17 +266,28 @@ fn count(args: MasqArgs) -> anyhow::Result<Outcome> {
                     }
                 }
             }
-            last = Instant::now();
+            next = Instant::now() + interval;
         }
     }
-    let rows = name_pods(counter.read()?, ino);
-    match args.output {
-        OutputFormat::Text => writeln!(out, "{}", render(&rows))?,
-        OutputFormat::Json => {
+    match (read()?, args.output) {
+        (Some(rows), OutputFormat::Text) => writeln!(out, "{}", render(&rows))?,
+        (Some(rows), OutputFormat::Json) => {
             for r in &rows {
                 writeln!(out, "{}", serde_json::to_string(r)?)?;
             }
         }
+        (None, _) => {}
+    }
+    out.flush()?;
+    let why = match stop.why() {
+        Some(Why::Gone(why)) => Some(why),
+        _ => went,
+    };
+    if let Some(why) = why {
+        eprintln!(
+            "{}",
+            width::fill(&format!("the count stopped: {why}"), "", "  ")
+        );
     }
     Ok(Outcome::Success)
 }

@@ -11,14 +11,15 @@ use crate::{
         observe::{ObserveOptions, observe},
     },
     kernel::{
-        netns::{NetNs, Selection},
+        netns::{NetNs, NetnsError, Selection},
         privilege,
     },
-    lab::{Lab, names},
+    lab::{Lab, LabError, gone, names},
     output::{
         OutputFormat,
         exit::Outcome,
         flows::{compact, item_json},
+        width,
     },
 };
 
@@ -34,24 +35,33 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<Outcome> {
         // As trace --pod-namespace: a lab's name or a namespace with pods.
         names::pod_netns_of(ns)?;
     }
-    let namespaces = match (&args.lab, args.netns.is_empty()) {
-        (Some(lab), _) => {
-            let lab = Lab::open(lab)?;
-            Selection::Listed(
-                lab.state
-                    .namespaces
-                    .iter()
-                    .map(|r| NetNs::open(&r.name))
-                    .collect::<Result<_, _>>()?,
-            )
-        }
-        (None, true) => Selection::HostAndNamed,
-        (None, false) => Selection::Listed(
+    // What to watch, with what each is called when it goes.
+    let listed: Option<Vec<(NetNs, String)>> = match (&args.lab, args.netns.is_empty()) {
+        (Some(lab), _) => Some(
+            Lab::open(lab)?
+                .state
+                .namespaces
+                .iter()
+                .map(|r| Ok((NetNs::open(&r.name)?, format!("namespace `{}`", r.name))))
+                .collect::<Result<_, NetnsError>>()?,
+        ),
+        (None, true) => None,
+        (None, false) => Some(
             args.netns
                 .iter()
-                .map(|n| names::lookup_netns(n))
-                .collect::<Result<_, _>>()?,
+                .map(|n| Ok((names::lookup_netns(n)?, format!("namespace `{n}`"))))
+                .collect::<Result<_, LabError>>()?,
         ),
+    };
+    // A view of one lab (or of some namespaces) ends when it is gone; the
+    // node-wide one goes on, saying what went.
+    let gone = listed
+        .as_deref()
+        .map(|all| gone::every_netns(all, args.lab.as_deref()))
+        .transpose()?;
+    let namespaces = match listed {
+        Some(all) => Selection::Listed(all.into_iter().map(|(ns, _)| ns).collect()),
+        None => Selection::HostAndNamed,
     };
     let opts = ObserveOptions {
         namespaces,
@@ -69,6 +79,8 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<Outcome> {
         ready_file: args.ready_file,
         ring_bytes: args.ring_size,
         ct_buffer: args.buffer_size,
+        gone,
+        notice: |line| eprintln!("{}", width::fill(line, "", "  ")),
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let format = args.output;
@@ -85,6 +97,12 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<Outcome> {
     .context("observing failed")?;
     if format == OutputFormat::Text {
         eprintln!("{} flows, {} events lost", stats.flows, stats.lost);
+    }
+    if let Some(why) = &stats.gone {
+        eprintln!(
+            "{}",
+            width::fill(&format!("observe stopped: {why}"), "", "  ")
+        );
     }
     Ok(Outcome::Success)
 }

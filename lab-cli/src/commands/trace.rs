@@ -15,7 +15,7 @@ use crate::{
         outfile::{self, Existing},
         privilege,
     },
-    lab::{Lab, names, plan::Role},
+    lab::{Lab, gone, names, plan::Role},
     output::{
         OutputFormat,
         drops::{JsonSink, TextSink, write_pod_namespace_note},
@@ -44,13 +44,20 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         );
         eprintln!("{}", width::fill(&note, "", ""));
     }
+    let netns = match (&args.netns, &args.pod) {
+        (Some(n), _) => Some((names::lookup_netns(n)?, format!("namespace `{n}`"))),
+        (None, Some(p)) => Some((names::lookup_pod(p)?, format!("pod `{p}`"))),
+        (None, None) => None,
+    };
+    // A trace of one namespace, pod or lab ends when it goes away.
+    let gone = match (&netns, &args.pod_namespace) {
+        (Some((ns, what)), _) => Some(gone::netns(ns, what)?),
+        (None, Some(lab)) if Lab::open(lab).is_ok() => Some(gone::lab(lab)),
+        (None, _) => None,
+    };
     let opts = TraceOptions {
         filters: Filters {
-            netns: match (&args.netns, &args.pod) {
-                (Some(n), _) => Some(names::lookup_netns(n)?),
-                (None, Some(p)) => Some(names::lookup_pod(p)?),
-                (None, None) => None,
-            },
+            netns: netns.map(|(ns, _)| ns),
             iface: args.iface,
             proto: args.proto,
             host: args.host,
@@ -68,6 +75,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         stack: args.stack,
         snaplen: if args.pcap.is_some() { args.snaplen } else { 0 },
         stop: None,
+        gone,
         netns_aliases: Some(names::member_names),
         scope: match (&args.pod_namespace, scope) {
             (Some(ns), _) => {
@@ -124,6 +132,12 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         }
     }
     .context("tracing failed")?;
+    if let Some(why) = &summary.gone {
+        eprintln!(
+            "{}",
+            width::fill(&format!("the trace stopped: {why}"), "", "  ")
+        );
+    }
     // A lab's drops are mostly on its nodes, which are not pods: say so
     // rather than leave a bare 0.
     if let Some(ns) = &args.pod_namespace

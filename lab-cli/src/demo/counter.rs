@@ -7,15 +7,14 @@
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context as _;
 
 use crate::{
     drops::counter::DropCounter,
-    kernel::{netns::NetNs, rtnl},
+    kernel::{interrupt::Stop, netns::NetNs, rtnl},
 };
 
 /// The port the datagrams go to: nothing listens on it in a fresh netns.
@@ -85,15 +84,17 @@ fn wait_for_counts(
     counter: &DropCounter,
     expected: u64,
 ) -> anyhow::Result<BTreeMap<lab_common::DropCountKey, u64>> {
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // At most 3 s once the count stops moving; Ctrl-C ends it (the
+    // caller reports the interruption).
+    let stop = Stop::new().duration(Some(Duration::from_secs(3)));
     let mut last_total = u64::MAX;
     loop {
         let counts = counter.counts()?;
         let total: u64 = counts.values().sum();
-        if total >= expected || (total == last_total && Instant::now() >= deadline) {
+        if total >= expected || (total == last_total && stop.stopped()) {
             return Ok(counts);
         }
         last_total = total;
-        thread::sleep(Duration::from_millis(50));
+        stop.wait(Duration::from_millis(50));
     }
 }

@@ -3,10 +3,7 @@
 //! tear the lab down. Progress is handed to a callback and each drop to a
 //! trace [`Sink`], so the command prints and a test can collect.
 
-use std::{
-    thread,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
@@ -143,7 +140,7 @@ fn trace_faults(
             .with_context(|| format!("cannot trigger fault `{}`", fault.name()))?;
         sent.push((fault, report.sent));
         // Let the tracer print this fault's drops before the next header.
-        thread::sleep(Duration::from_millis(300));
+        interrupt::wait(Duration::from_millis(300));
     }
     let summary = tracer.stop()?;
     interrupt::check()?;

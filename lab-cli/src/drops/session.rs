@@ -7,10 +7,6 @@ use std::{
     io,
     os::fd::AsFd as _,
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -30,7 +26,7 @@ use crate::{
     ebpf::drop_tracer::{self, DropTracer, Hook},
     kernel::{
         btf::KernelBtf,
-        interrupt,
+        interrupt::{Gone, Stop, Trigger, Why},
         kallsyms::Kallsyms,
         names::{Aliases, Names},
         ready::ReadyFile,
@@ -83,9 +79,12 @@ pub struct TraceOptions {
     /// Bytes of each drop's packet to copy, from its network header (0:
     /// none; `--pcap`).
     pub snaplen: u32,
-    /// Ends the session when set (for callers that trace while they act,
+    /// Ends the session when fired (for callers that trace while they act,
     /// such as the demo); Ctrl-C, --duration and --count still apply.
-    pub stop: Option<Arc<AtomicBool>>,
+    pub stop: Option<Trigger>,
+    /// Ends the session when what it watches is gone (the namespace of
+    /// `--netns`/`--pod`, the lab of `--pod-namespace`).
+    pub gone: Option<Gone>,
     /// Names for namespaces that the kernel does not know (lab members).
     pub netns_aliases: Option<Aliases>,
     /// Only these namespaces (a node's scope), recomputed as they come and go.
@@ -107,6 +106,7 @@ impl Default for TraceOptions {
             stack: false,
             snaplen: 0,
             stop: None,
+            gone: None,
             netns_aliases: None,
             scope: None,
         }
@@ -119,7 +119,7 @@ impl Default for TraceOptions {
 /// what it counted.
 pub struct Background {
     handle: std::thread::JoinHandle<anyhow::Result<Summary>>,
-    stop: Arc<AtomicBool>,
+    stop: Trigger,
 }
 
 /// Starts `opts` with `sink` in a thread and waits (20 s at most) until the
@@ -129,20 +129,19 @@ pub fn start(
     mut sink: impl Sink + Send + 'static,
 ) -> anyhow::Result<Background> {
     let ready = std::env::temp_dir().join(crate::kernel::netns::unique_name("labctl-ready"));
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Trigger::new();
     opts.ready_file = Some(ready.clone());
     opts.stop = Some(stop.clone());
     let handle = std::thread::spawn(move || run(&opts, &mut sink));
     let bg = Background { handle, stop };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let waiting = Stop::new().duration(Some(Duration::from_secs(20)));
     while !ready.exists() {
-        if bg.is_finished() || interrupt::requested() || Instant::now() > deadline {
+        if bg.is_finished() || waiting.wait(Duration::from_millis(10)) {
             // Ended early (an error), interrupted, or stuck: report why.
             bg.stop()?;
-            interrupt::check()?;
+            waiting.check()?;
             anyhow::bail!("the drop tracer did not start within 20 s");
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
     if let Err(e) = std::fs::remove_file(&ready) {
         tracing::debug!("removing {}: {e}", ready.display());
@@ -158,7 +157,7 @@ impl Background {
 
     /// Ends the session and returns its summary.
     pub fn stop(self) -> anyhow::Result<Summary> {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.fire();
         self.handle
             .join()
             .map_err(|_| anyhow::anyhow!("the tracer thread panicked"))?
@@ -204,6 +203,10 @@ pub struct Summary {
     /// Drops counted but neither shown nor lost: still queued when the
     /// session stopped (`--count` reached, Ctrl-C). 0 in `--summary` mode.
     pub not_shown: u64,
+    /// Why the session stopped when it was not asked to: what it watched
+    /// is gone (the sentence says what). Not in the JSON summary.
+    #[serde(skip)]
+    pub gone: Option<String>,
     /// Exact drops per reason, counted in the kernel after filtering.
     pub by_reason: BTreeMap<String, u64>,
     /// Exact drops per location (symbol+offset).
@@ -331,14 +334,18 @@ pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary>
     // Ready only once everything the loop needs is loaded (kallsyms takes a
     // moment), so a script's traffic is printed as it happens.
     ready.signal(tracer.hook().describe())?;
-    let started = Instant::now();
+    let stop = Stop::new()
+        .duration(opts.duration)
+        .count(opts.count)
+        .trigger(opts.stop.clone())
+        .gone(opts.gone.clone());
     let mut last_table = Instant::now();
     let mut events = 0u64;
     let mut reported_lost = 0u64;
     loop {
-        wait_for_events(&mut tracer)?;
+        wait_for_events(&mut tracer, &stop)?;
         let reached_count;
-        (events, reached_count) = deliver(opts, &mut tracer, &mut resolver, sink, events)?;
+        (events, reached_count) = deliver(opts, &stop, &mut tracer, &mut resolver, sink, events)?;
         if reached_count {
             break;
         }
@@ -354,17 +361,17 @@ pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary>
         }
         if opts.summary {
             let total: u64 = tracer.reason_counts()?.values().sum();
-            if opts.count.is_some_and(|n| total >= n) {
+            if stop.counted(total) {
                 break;
             }
             if last_table.elapsed() >= opts.interval {
-                sink.progress(&summarize(&tracer, &resolver, events)?, started.elapsed())?;
+                sink.progress(&summarize(&tracer, &resolver, events)?, stop.elapsed())?;
                 last_table = Instant::now();
             }
         }
-        if should_stop(opts, started) {
+        if stop.stopped() {
             if !opts.summary {
-                events = drain(opts, &mut tracer, &mut resolver, sink, events)?;
+                events = drain(opts, &stop, &mut tracer, &mut resolver, sink, events)?;
             }
             break;
         }
@@ -378,7 +385,10 @@ pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary>
             .total()
             .saturating_sub(summary.events + summary.lost);
     }
-    sink.finished(&summary, started.elapsed())?;
+    if let Some(Why::Gone(sentence)) = stop.why() {
+        summary.gone = Some(sentence);
+    }
+    sink.finished(&summary, stop.elapsed())?;
     Ok(summary)
 }
 
@@ -421,8 +431,18 @@ fn attach(
     Ok(tracer)
 }
 
-/// Waits up to 50 ms for the ring buffer to have something.
-fn wait_for_events(tracer: &mut DropTracer) -> anyhow::Result<()> {
+/// Waits up to 50 ms for the ring buffer to have something, less when the
+/// session stops meanwhile.
+fn wait_for_events(tracer: &mut DropTracer, stop: &Stop) -> anyhow::Result<()> {
+    let ring = tracer.ring();
+    stop.readable(&[ring.as_fd()], Duration::from_millis(50))
+        .context("polling the ring buffer")?;
+    Ok(())
+}
+
+/// Waits up to 50 ms for the ring buffer to have something, whether or not
+/// the session stopped: what [`drain`] waits on (for a second at most).
+fn wait_for_more(tracer: &mut DropTracer) -> anyhow::Result<()> {
     let ring = tracer.ring();
     let mut fds = [PollFd::new(ring.as_fd(), PollFlags::POLLIN)];
     match poll(&mut fds, PollTimeout::from(50u16)) {
@@ -435,6 +455,7 @@ fn wait_for_events(tracer: &mut DropTracer) -> anyhow::Result<()> {
 /// whether `--count` was reached.
 fn deliver(
     opts: &TraceOptions,
+    stop: &Stop,
     tracer: &mut DropTracer,
     resolver: &mut Resolver,
     sink: &mut impl Sink,
@@ -463,7 +484,7 @@ fn deliver(
             });
         }
         sink.drop_seen(&record)?;
-        if opts.count.is_some_and(|n| events >= n) {
+        if stop.counted(events) {
             return Ok((events, true));
         }
     }
@@ -474,31 +495,24 @@ fn deliver(
 /// after the traffic shows all of it and the summary adds up.
 fn drain(
     opts: &TraceOptions,
+    stop: &Stop,
     tracer: &mut DropTracer,
     resolver: &mut Resolver,
     sink: &mut impl Sink,
     mut events: u64,
 ) -> anyhow::Result<u64> {
+    // A bound, not a stop condition: the session has stopped already.
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
         let reached_count;
-        (events, reached_count) = deliver(opts, tracer, resolver, sink, events)?;
+        (events, reached_count) = deliver(opts, stop, tracer, resolver, sink, events)?;
         let counted: u64 = tracer.reason_counts()?.values().sum();
         if reached_count || events + tracer.lost()? >= counted || Instant::now() >= deadline {
             sink.batch_done()?;
             return Ok(events);
         }
-        wait_for_events(tracer)?;
+        wait_for_more(tracer)?;
     }
-}
-
-fn should_stop(opts: &TraceOptions, started: Instant) -> bool {
-    interrupt::requested()
-        || opts.duration.is_some_and(|d| started.elapsed() >= d)
-        || opts
-            .stop
-            .as_ref()
-            .is_some_and(|s| s.load(Ordering::Relaxed))
 }
 
 /// Drops the leading frames that belong to the tracer itself (our program,

@@ -128,8 +128,14 @@ impl Drop for CtTrackerProgram {
         match &self.netns {
             Some(path) => {
                 let ns = NetNs::at("tracker", path);
-                if let Err(e) = ns.run(move || drop(ebpf)) {
-                    tracing::warn!("detaching the tracker from {}: {e}", self.iface);
+                match ns.run(move || drop(ebpf)) {
+                    Ok(()) => {}
+                    // Its namespace is gone (`lab down`), and with it the
+                    // interface the program was attached to.
+                    Err(e) if !path.exists() => {
+                        tracing::debug!("detaching the tracker from {}: {e}", self.iface);
+                    }
+                    Err(e) => tracing::warn!("detaching the tracker from {}: {e}", self.iface),
                 }
             }
             None => drop(ebpf),

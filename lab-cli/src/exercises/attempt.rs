@@ -11,7 +11,7 @@
 
 use std::{
     collections::BTreeMap,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use thiserror::Error;
 
 use super::template::Vars;
 use crate::{
-    kernel::interrupt,
+    kernel::interrupt::{self, Stop},
     lab::state::{RecordLock, Records, StateError},
 };
 
@@ -260,17 +260,17 @@ impl Attempt {
     /// Waits (interruptibly, at most five minutes) until no other check of
     /// this lab runs.
     pub fn check_lock(&self) -> Result<CheckLock, AttemptError> {
-        let started = Instant::now();
+        let stop = Stop::new().duration(Some(CHECK_WAIT));
         let mut said = false;
         loop {
             if let Some(lock) = ATTEMPTS.try_lock_named(&self.lab, "check")? {
                 return Ok(CheckLock(lock));
             }
-            interrupt::check()?;
-            if started.elapsed() > CHECK_WAIT {
+            stop.check()?;
+            if stop.stopped() {
                 return Err(AttemptError::CheckBusy(
                     self.lab.clone(),
-                    started.elapsed().as_secs(),
+                    stop.elapsed().as_secs(),
                 ));
             }
             if !said {
@@ -280,7 +280,7 @@ impl Attempt {
                 );
                 said = true;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            stop.wait(Duration::from_millis(100));
         }
     }
 

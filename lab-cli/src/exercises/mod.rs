@@ -66,14 +66,24 @@ impl ExerciseError {
         }
     }
 
-    /// Ctrl-C or SIGTERM ended it (exit 130).
+    /// Ctrl-C or SIGTERM ended it (exit 130), wherever it came: between
+    /// steps, while `lab up` built, while waiting for a lock.
     pub fn is_interrupted(&self) -> bool {
-        matches!(
+        // Transparent variants: the chain does not show them.
+        if matches!(
             self,
-            ExerciseError::Interrupted(_)
-                | ExerciseError::Attempt(AttemptError::Interrupted(_))
-                | ExerciseError::Lab(LabError::Interrupted { .. })
-        )
+            ExerciseError::Interrupted(_) | ExerciseError::Attempt(AttemptError::Interrupted(_))
+        ) {
+            return true;
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if e.is::<interrupt::Interrupted>() {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
     }
 }
 

@@ -24,7 +24,7 @@ use crate::{
         record::DropRecord,
         session::{self, Sink, TraceOptions},
     },
-    kernel::{interrupt, netns::NetNs, sysctl},
+    kernel::{child, interrupt, netns::NetNs, sysctl},
     lab::{
         self, Endpoint, Lab, LabError, faults,
         traffic::{self, Proto, TrafficSpec},
@@ -45,6 +45,12 @@ pub enum ObserveError {
         member: String,
         run: String,
         source: std::io::Error,
+    },
+    #[error("interrupted while `{run}` ran in {member}")]
+    Interrupted {
+        member: String,
+        run: String,
+        source: interrupt::Interrupted,
     },
     #[error(transparent)]
     Lab(#[from] LabError),
@@ -80,13 +86,20 @@ pub fn apply(lab: &Lab, action: &Action) -> Result<(), ObserveError> {
         }
         Action::Run { member, command } => {
             let ns = lab.netns(member)?;
-            let spawn = |source| ObserveError::Spawn {
-                member: member.clone(),
-                run: command.clone(),
-                source,
+            let spawn = |source: std::io::Error| match source.kind() {
+                std::io::ErrorKind::Interrupted => ObserveError::Interrupted {
+                    member: member.clone(),
+                    run: command.clone(),
+                    source: interrupt::Interrupted,
+                },
+                _ => ObserveError::Spawn {
+                    member: member.clone(),
+                    run: command.clone(),
+                    source,
+                },
             };
             let out = ns
-                .run(|| Command::new("sh").arg("-c").arg(command).output())
+                .run(|| child::output(Command::new("sh").arg("-c").arg(command)))
                 .map_err(LabError::from)?
                 .map_err(spawn)?;
             if !out.status.success() {
@@ -112,7 +125,7 @@ pub fn parse_ports(s: &str) -> Option<(u16, u16)> {
 
 /// `cmd` (a shell line) inside `ns`: its exit status and output.
 fn shell(ns: &NetNs, cmd: &str) -> Option<std::process::Output> {
-    ns.run(|| Command::new("sh").arg("-c").arg(cmd).output())
+    ns.run(|| child::output(Command::new("sh").arg("-c").arg(cmd)))
         .ok()?
         .ok()
 }

@@ -3,7 +3,7 @@
 //! in a thread of its own, merged into one stream of [`Item`]s.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     io,
     net::IpAddr,
     path::PathBuf,
@@ -26,12 +26,15 @@ use crate::{
         session::{self, Scope, Sink, TraceOptions},
     },
     kernel::{
-        interrupt,
+        interrupt::{Gone, Stop, Why},
         names::{Names, PodRef},
         netns::Selection,
         ready::ReadyFile,
     },
-    lab::names::{self as lab_names, PodAddrs},
+    lab::{
+        gone,
+        names::{self as lab_names, PodAddrs},
+    },
 };
 
 /// Everything `labctl observe` was asked to do.
@@ -46,15 +49,25 @@ pub struct ObserveOptions {
     pub ring_bytes: u32,
     /// Receive buffer of each conntrack event socket.
     pub ct_buffer: usize,
+    /// Ends the stream when what it watches is gone (`--lab`'s lab, the
+    /// `--netns` namespaces).
+    pub gone: Option<Gone>,
+    /// Says something on the side (standard error): a watched lab or
+    /// namespace that went away while the stream goes on.
+    pub notice: fn(&str),
 }
 
 /// What a run saw.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Flows shown (after the filters).
     pub flows: u64,
     /// Events lost (ring buffer) and flows found only by resynchronizing.
     pub lost: u64,
+    /// Why the stream stopped when it was not asked to: what it watched is
+    /// gone (the sentence says what).
+    #[serde(skip)]
+    pub gone: Option<String>,
 }
 
 /// How often the namespaces are listed again (new pods, gone labs) and the
@@ -122,6 +135,10 @@ struct Watched {
     watcher: Option<Watcher>,
     /// The eBPF tracker's table at its last reading, where one runs.
     tracked: HashMap<(u8, crate::conntrack::entry::Tuple), CtEntry>,
+    /// The lab it belongs to, if any.
+    lab: Option<String>,
+    /// Whether it is a pod's (named `NAMESPACE/NAME`).
+    pod: bool,
 }
 
 /// The merged stream, handed to `emit` item by item until Ctrl-C,
@@ -169,9 +186,14 @@ pub fn observe(
     .context("starting the drop tracer")?;
 
     let mut watched: HashMap<u64, Watched> = HashMap::new();
-    refresh(&opts, &mut names, &mut watched);
+    // Labs whose going was said (said again if they come back and go).
+    let mut said = HashSet::new();
+    refresh(&opts, &mut names, &mut watched, &mut said);
     ready.signal("observing")?;
-    let started = Instant::now();
+    let stop = Stop::new()
+        .duration(opts.duration)
+        .count(opts.count)
+        .gone(opts.gone.clone());
     let mut refreshed = Instant::now();
 
     let mut show = |item: &Item, stats: &mut Stats| -> io::Result<bool> {
@@ -181,14 +203,13 @@ pub fn observe(
             Item::Lost(l) => stats.lost += l.count,
         }
         emit(item)?;
-        Ok(opts.count.is_some_and(|n| stats.flows >= n))
+        Ok(stop.counted(stats.flows))
     };
 
     'observe: loop {
-        let stopping = interrupt::requested()
-            || opts.duration.is_some_and(|d| started.elapsed() >= d)
-            || tracer.is_finished();
-        wait_for_events(&watched)?;
+        // The tracer thread ends early only on an error, reported below.
+        let stopping = stop.stopped() || tracer.is_finished();
+        wait_for_events(&watched, &stop)?;
         for (ino, w) in &mut watched {
             let Some(watcher) = &mut w.watcher else {
                 continue;
@@ -212,7 +233,7 @@ pub fn observe(
                     break 'observe;
                 }
             }
-            refresh(&opts, &mut names, &mut watched);
+            refresh(&opts, &mut names, &mut watched, &mut said);
             refreshed = Instant::now();
         }
         // Drops: what the tracer thread queued meanwhile.
@@ -226,7 +247,7 @@ pub fn observe(
         }
     }
     // Everything the tracer already counted is delivered at its stop.
-    let counted_at_stop = opts.count.is_none_or(|n| stats.flows < n);
+    let counted_at_stop = stop.why() != Some(Why::Count);
     tracer.stop().context("the drop tracer failed")?;
     if counted_at_stop {
         // The tracker's table once more, so a stop right after the
@@ -252,6 +273,9 @@ pub fn observe(
                 }
             }
         }
+    }
+    if let Some(Why::Gone(why)) = stop.why() {
+        stats.gone = Some(why);
     }
     Ok(stats)
 }
@@ -288,22 +312,26 @@ fn batch_items(batch: Batch, node: &str, netns_ino: u64, pods: &mut Pods) -> Vec
 }
 
 /// Waits up to 50 ms for conntrack events in any namespace (drops arrive on
-/// the channel, read after each wait).
-fn wait_for_events(watched: &HashMap<u64, Watched>) -> anyhow::Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds: Vec<PollFd> = watched
+/// the channel, read after each wait), less when the stream stops.
+fn wait_for_events(watched: &HashMap<u64, Watched>, stop: &Stop) -> anyhow::Result<()> {
+    let fds: Vec<_> = watched
         .values()
         .filter_map(|w| w.watcher.as_ref())
-        .map(|w| PollFd::new(w.fd(), PollFlags::POLLIN))
+        .map(Watcher::fd)
         .collect();
-    match poll(&mut fds, PollTimeout::from(50u16)) {
-        Ok(_) | Err(nix::Error::EINTR) => Ok(()),
-        Err(e) => Err(e).context("waiting for conntrack events"),
-    }
+    stop.readable(&fds, Duration::from_millis(50))
+        .context("waiting for conntrack events")?;
+    Ok(())
 }
 
-/// Watches the namespaces that appeared and forgets those gone.
-fn refresh(opts: &ObserveOptions, names: &mut Names, watched: &mut HashMap<u64, Watched>) {
+/// Watches the namespaces that appeared and forgets those gone, saying
+/// which went (a lab once all of its are gone) while others are watched.
+fn refresh(
+    opts: &ObserveOptions,
+    names: &mut Names,
+    watched: &mut HashMap<u64, Watched>,
+    said: &mut HashSet<String>,
+) {
     let now: Vec<_> = opts
         .namespaces
         .resolve()
@@ -311,10 +339,26 @@ fn refresh(opts: &ObserveOptions, names: &mut Names, watched: &mut HashMap<u64, 
         .filter_map(|ns| ns.inode().ok().map(|ino| (ino, ns)))
         .collect();
     let live: BTreeSet<u64> = now.iter().map(|(ino, _)| *ino).collect();
-    watched.retain(|ino, _| live.contains(ino));
+    let went: Vec<Watched> = watched
+        .extract_if(|ino, _| !live.contains(ino))
+        .map(|(_, w)| w)
+        .collect();
+    if !watched.is_empty() || live.iter().any(|ino| !watched.contains_key(ino)) {
+        for line in went_lines(&went, watched, said) {
+            (opts.notice)(&line);
+        }
+    }
+    let labs = if now.iter().any(|(ino, _)| !watched.contains_key(ino)) {
+        gone::labs_by_netns()
+    } else {
+        HashMap::new()
+    };
     for (ino, ns) in now {
         if watched.contains_key(&ino) {
             continue;
+        }
+        if let Some(lab) = labs.get(&ino) {
+            said.remove(lab);
         }
         let watcher = match Watcher::open(Some(&ns), opts.ct_buffer) {
             Ok(w) => Some(w),
@@ -329,9 +373,39 @@ fn refresh(opts: &ObserveOptions, names: &mut Names, watched: &mut HashMap<u64, 
                 name: names.netns(ino),
                 watcher,
                 tracked: tracker_table(ino),
+                lab: labs.get(&ino).cloned(),
+                pod: names.pod(ino).is_some(),
             },
         );
     }
+}
+
+/// What to say about the namespaces that `went`: a lab once none of its
+/// namespaces is watched any more (once), any other namespace by name.
+fn went_lines(
+    went: &[Watched],
+    watched: &HashMap<u64, Watched>,
+    said: &mut HashSet<String>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for w in went {
+        match &w.lab {
+            Some(lab) => {
+                let left = watched.values().any(|o| o.lab.as_ref() == Some(lab));
+                if !left && said.insert(lab.clone()) {
+                    lines.push(format!(
+                        "lab `{lab}` was taken down: its namespaces are gone; still watching the others"
+                    ));
+                }
+            }
+            None => lines.push(format!(
+                "{} `{}` is gone; still watching the others",
+                if w.pod { "pod" } else { "namespace" },
+                w.name
+            )),
+        }
+    }
+    lines
 }
 
 fn tracker_table(ino: u64) -> HashMap<(u8, crate::conntrack::entry::Tuple), CtEntry> {
@@ -370,4 +444,48 @@ fn tracker_changes(watched: &mut HashMap<u64, Watched>, pods: &mut Pods) -> Vec<
         w.tracked = now;
     }
     flows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(name: &str, lab: Option<&str>, pod: bool) -> Watched {
+        Watched {
+            name: name.into(),
+            watcher: None,
+            tracked: HashMap::new(),
+            lab: lab.map(str::to_owned),
+            pod,
+        }
+    }
+
+    #[test]
+    fn a_lab_is_said_gone_once_when_its_last_namespace_goes() {
+        let mut said = HashSet::new();
+        let mut watched = HashMap::from([
+            (1, ns("host", None, false)),
+            (2, ns("b/node1", Some("b"), false)),
+        ]);
+        // One of two: not yet.
+        let went = [ns("b/pod-a", Some("b"), true)];
+        assert!(went_lines(&went, &watched, &mut said).is_empty());
+        watched.remove(&2);
+        let went = [ns("b/node1", Some("b"), false)];
+        assert_eq!(
+            went_lines(&went, &watched, &mut said),
+            ["lab `b` was taken down: its namespaces are gone; still watching the others"]
+        );
+        // Said once.
+        assert!(went_lines(&went, &watched, &mut said).is_empty());
+        // Anything else by name, a pod as a pod.
+        let went = [ns("blue", None, false), ns("default/web", None, true)];
+        assert_eq!(
+            went_lines(&went, &watched, &mut said),
+            [
+                "namespace `blue` is gone; still watching the others",
+                "pod `default/web` is gone; still watching the others"
+            ]
+        );
+    }
 }

@@ -6,10 +6,12 @@
 pub mod bpffs;
 pub mod btf;
 pub mod cgroup;
+pub mod child;
 pub mod clock;
 pub mod cri;
 pub mod interrupt;
 pub mod kallsyms;
+pub mod locks;
 pub mod names;
 pub mod netns;
 pub mod node;

@@ -94,7 +94,7 @@ pub fn run(
     }
     command
         .spawn()
-        .and_then(|mut child| child.wait())
+        .and_then(|mut child| crate::kernel::child::wait_forwarding(&mut child))
         .map_err(|source| ExecError::Spawn {
             program: program.clone(),
             netns: ns.name().to_owned(),

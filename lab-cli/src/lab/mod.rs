@@ -7,6 +7,7 @@ pub mod down;
 pub mod exec;
 pub mod faults;
 pub mod firewall;
+pub mod gone;
 pub mod hints;
 pub mod names;
 pub mod plan;

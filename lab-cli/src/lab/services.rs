@@ -10,6 +10,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr},
     path::PathBuf,
+    time::Duration,
 };
 
 use super::{
@@ -22,6 +23,7 @@ use crate::{
     ebpf::{self, pins},
     kernel::{
         cgroup::{self, CgroupError},
+        interrupt::{Stop, Why},
         netns::NetNs,
     },
     services::{
@@ -489,6 +491,10 @@ impl From<ServiceError> for LabError {
     }
 }
 
+/// How long a capture waits for tcpdump to start, and for the end marker
+/// once the traffic is sent.
+const CAPTURE_WAIT: Duration = Duration::from_secs(10);
+
 /// Where a capture's end marker goes: TEST-NET-1's discard port (routed
 /// out of the pod like anything else, answered by nobody).
 const MARKER: (Ipv4Addr, u16) = (Ipv4Addr::new(192, 0, 2, 1), 9);
@@ -537,22 +543,74 @@ pub fn capture_syn_destinations(
             stderr,
         }))
     };
-    // tcpdump says "listening on eth0" once its socket is open.
-    let mut err = BufReader::new(
+    // Its output, line by line, through threads: every wait below is
+    // bounded and ends at Ctrl-C / SIGTERM (the caller checks for it).
+    let lines = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            let Some(pipe) = pipe else { return };
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        (rx, reader)
+    };
+    let (err, err_reader) = lines(
         child
             .stderr
             .take()
-            .ok_or_else(|| refused("no stderr".into()))?,
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
     );
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        if err.read_line(&mut line).map_err(run_err)? == 0 {
-            if let Err(e) = child.kill() {
-                tracing::debug!("tcpdump: {e}");
+    let (out, out_reader) = lines(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    // Once tcpdump is killed its pipes close and the readers end.
+    let join = |readers: [std::thread::JoinHandle<()>; 2]| {
+        for r in readers {
+            if r.join().is_err() {
+                tracing::debug!("a tcpdump reader panicked");
             }
-            return Err(refused("exited before capturing".into()));
         }
+    };
+    let next_line = |rx: &std::sync::mpsc::Receiver<String>, stop: &Stop| loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => return Some(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if stop.stopped() => return None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    };
+    let stop_tcpdump = |child: &mut std::process::Child| {
+        if let Err(e) = child.kill() {
+            tracing::debug!("tcpdump: {e}");
+        }
+        if let Err(e) = child.wait() {
+            tracing::debug!("tcpdump: {e}");
+        }
+    };
+    // tcpdump says "listening on eth0" once its socket is open.
+    let starting = Stop::new().duration(Some(CAPTURE_WAIT));
+    let mut listening = false;
+    while let Some(line) = next_line(&err, &starting) {
+        if line.contains("listening on") {
+            listening = true;
+            break;
+        }
+    }
+    if !listening {
+        stop_tcpdump(&mut child);
+        join([err_reader, out_reader]);
+        return Err(refused(match starting.why() {
+            Some(Why::Duration) => format!("not capturing after {} s", CAPTURE_WAIT.as_secs()),
+            Some(_) => "stopped before capturing".into(),
+            None => "exited before capturing".into(),
+        }));
     }
     traffic();
     let marker = ns
@@ -561,34 +619,28 @@ pub fn capture_syn_destinations(
         .map_err(run_err);
     let mut dsts = Vec::new();
     let mut saw_marker = false;
-    if marker.is_ok()
-        && let Some(out) = child.stdout.take()
+    let reading = Stop::new().duration(Some(CAPTURE_WAIT));
+    while marker.is_ok()
+        && let Some(line) = next_line(&out, &reading)
     {
-        for line in BufReader::new(out).lines() {
-            let line = line.map_err(run_err)?;
-            // "… IP 10.244.1.2.57080 > 10.96.0.10.80: Flags [S], …"
-            let Some(dst) = line.split(" > ").nth(1).and_then(|r| r.split(':').next()) else {
-                continue;
-            };
-            let Some(addr) = dst
-                .rsplit_once('.')
-                .and_then(|(a, _)| a.parse::<Ipv4Addr>().ok())
-            else {
-                continue;
-            };
-            if addr == MARKER.0 {
-                saw_marker = true;
-                break;
-            }
-            dsts.push(addr);
+        // "… IP 10.244.1.2.57080 > 10.96.0.10.80: Flags [S], …"
+        let Some(dst) = line.split(" > ").nth(1).and_then(|r| r.split(':').next()) else {
+            continue;
+        };
+        let Some(addr) = dst
+            .rsplit_once('.')
+            .and_then(|(a, _)| a.parse::<Ipv4Addr>().ok())
+        else {
+            continue;
+        };
+        if addr == MARKER.0 {
+            saw_marker = true;
+            break;
         }
+        dsts.push(addr);
     }
-    if let Err(e) = child.kill() {
-        tracing::debug!("tcpdump: {e}");
-    }
-    if let Err(e) = child.wait() {
-        tracing::debug!("tcpdump: {e}");
-    }
+    stop_tcpdump(&mut child);
+    join([err_reader, out_reader]);
     marker?;
     if !saw_marker {
         return Err(refused("stopped before the end of the capture".into()));

@@ -20,7 +20,12 @@ use thiserror::Error;
 
 use super::plan::{LabOptions, PlanError, validate_name};
 use crate::{
-    kernel::safefile::{Dir, SafeFileError},
+    kernel::{
+        interrupt::Interrupted,
+        locks::{self, LockWait},
+        safefile::{Dir, SafeFileError},
+        sockets::Holder,
+    },
     services::ServiceSpec,
 };
 
@@ -50,6 +55,33 @@ pub enum StateError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error(
+        "interrupted while waiting for {what}{}; nothing was changed",
+        holder.as_ref().map(|h| format!(", which {h} holds")).unwrap_or_default()
+    )]
+    Interrupted {
+        what: &'static str,
+        holder: Option<Holder>,
+        source: Interrupted,
+    },
+}
+
+/// Takes the exclusive lock of `file` (`what` in messages), saying so
+/// while another command holds it; Ctrl-C / SIGTERM ends the wait.
+fn lock_waiting(
+    file: File,
+    path: &Path,
+    what: &'static str,
+    waiting: impl FnOnce(Option<&Holder>),
+) -> Result<Flock<File>, StateError> {
+    locks::exclusive(file, waiting).map_err(|e| match e {
+        LockWait::Interrupted(holder, source) => StateError::Interrupted {
+            what,
+            holder,
+            source,
+        },
+        LockWait::Failed(e) => io_err("lock", path)(e.into()),
+    })
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
@@ -207,9 +239,15 @@ impl Records {
         let run = Dir::private(Path::new(RUN_DIR), 0o755)?;
         let name = OsString::from(format!("{}.lock", self.dir));
         let path = run.join(&name);
-        Flock::lock(run.lock_file(&name, 0o600)?, FlockArg::LockExclusive)
-            .map(|lock| RecordLock { _lock: lock })
-            .map_err(|(_, e)| io_err("lock", &path)(e.into()))
+        let what = "the records' lock";
+        lock_waiting(run.lock_file(&name, 0o600)?, &path, what, |holder| {
+            tracing::info!(
+                "waiting for {}, held by {}",
+                path.display(),
+                holder.map_or("?".into(), ToString::to_string)
+            );
+        })
+        .map(|lock| RecordLock { _lock: lock })
     }
 
     /// A lock of one record for one purpose (`NAME.PURPOSE.lock` beside
@@ -286,20 +324,25 @@ pub struct LabLock {
 }
 
 impl LabLock {
-    /// Takes the lock, waiting (and saying so) while another command holds it.
+    /// Takes the lock, waiting (and saying so, with who holds it) while
+    /// another command holds it; Ctrl-C / SIGTERM ends the wait
+    /// ([`StateError::Interrupted`], exit 130).
     pub fn acquire() -> Result<Self, StateError> {
         let dir = Dir::private(Path::new(RUN_DIR), 0o755)?;
         let path = dir.join(OsStr::new("lock"));
-        let open = || dir.lock_file(OsStr::new("lock"), 0o644);
-        let lock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((_, nix::Error::EWOULDBLOCK)) => {
-                eprintln!("waiting for another `labctl lab` command to finish...");
-                Flock::lock(open()?, FlockArg::LockExclusive)
-                    .map_err(|(_, e)| io_err("lock", &path)(e.into()))?
+        let file = dir.lock_file(OsStr::new("lock"), 0o644)?;
+        let lock = lock_waiting(file, &path, "the lab lock", |holder| {
+            eprintln!("waiting for another `labctl lab` command to finish (Ctrl-C to give up)...");
+            if let Some(h) = holder {
+                // One row of 80 columns, however long its command line.
+                let line = format!("  held by pid {}: {}", h.pid, h.command);
+                let mut row: String = line.chars().take(79).collect();
+                if row.len() < line.len() {
+                    row.push('…');
+                }
+                eprintln!("{row}");
             }
-            Err((_, e)) => return Err(io_err("lock", &path)(e.into())),
-        };
+        })?;
         Ok(Self { _lock: lock })
     }
 }

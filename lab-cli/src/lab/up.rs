@@ -114,7 +114,7 @@ impl Steps {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
         {
-            std::thread::sleep(std::time::Duration::from_millis(ms.min(5000)));
+            interrupt::wait(std::time::Duration::from_millis(ms.min(5000)));
         }
         interrupt::check().map_err(|source| LabError::Interrupted {
             step: self.done,

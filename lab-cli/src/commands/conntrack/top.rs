@@ -26,7 +26,7 @@ use crate::{
         filter::CtFilter,
         join, sources,
     },
-    kernel::{interrupt, names::PodRef, netns::NetNs, privilege},
+    kernel::{interrupt::Stop, names::PodRef, netns::NetNs, privilege},
     lab::names::{self, lookup_netns_opt},
     output::{conntrack::describe_named, exit::Outcome},
 };
@@ -219,6 +219,7 @@ pub fn run(
         Some(ns) => ns.inode()?,
         None => crate::kernel::netns::current_inode()?,
     });
+    let stop = Stop::new();
     let mut terminal = ratatui::init();
     let result = (|| -> anyhow::Result<()> {
         loop {
@@ -237,9 +238,12 @@ pub fn run(
             );
             let pods = pods.get();
             terminal.draw(|f| draw(f, (&title, acct_note), &rows, by, help, pods))?;
+            // The terminal's keys come through crossterm's own poll: look
+            // at the stop (SIGTERM; Ctrl-C is a key in raw mode) every
+            // 100 ms between them.
             let deadline = Instant::now() + interval;
             while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                if interrupt::requested() {
+                if stop.stopped() {
                     return Ok(());
                 }
                 if !event::poll(left.min(Duration::from_millis(100)))? {

@@ -3,11 +3,7 @@
 //! so `conntrack list --source bpf|all` in another terminal can read it; the
 //! pin is removed and the program detached on exit.
 
-use std::{
-    io::Write as _,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{io::Write as _, time::Duration};
 
 use anyhow::Context as _;
 
@@ -15,8 +11,15 @@ use crate::{
     cli::conntrack::CtTrackArgs,
     conntrack::entry::EntryJson,
     conntrack::tracker::CtTracker,
-    kernel::{interrupt, netns, privilege, ready::ReadyFile},
-    lab::names::{self, lookup_netns_opt},
+    kernel::{
+        interrupt::{Stop, Why},
+        netns, privilege,
+        ready::ReadyFile,
+    },
+    lab::{
+        gone,
+        names::{self, lookup_netns_opt},
+    },
     output::{OutputFormat, conntrack as table, exit::Outcome, width},
 };
 
@@ -57,10 +60,21 @@ pub fn run(args: CtTrackArgs) -> anyhow::Result<Outcome> {
         OutputFormat::Json => eprintln!("{}", width::fill(&started_line, "", "")),
         OutputFormat::Text => width::write_fill(&mut out, &started_line, "", "")?,
     }
-    let started = Instant::now();
-    while !interrupt::requested() && duration.is_none_or(|d| started.elapsed() < d) {
-        thread::sleep(Duration::from_millis(100));
-    }
+    // Tracking in one namespace (a lab's node) ends when it goes.
+    let gone = match (&ns, &netns_name) {
+        (Some(ns), Some(name)) => Some(gone::netns(ns, &format!("namespace `{name}`"))?),
+        _ => None,
+    };
+    let stop = Stop::new().duration(duration).gone(gone);
+    while !stop.wait(Duration::from_secs(3600)) {}
+    let say_why = || {
+        if let Some(Why::Gone(why)) = stop.why() {
+            eprintln!(
+                "{}",
+                width::fill(&format!("the tracker stopped: {why}"), "", "  ")
+            );
+        }
+    };
     let entries = tracker.entries().context("cannot read the tracker table")?;
     if output == OutputFormat::Json {
         for e in &entries {
@@ -68,6 +82,7 @@ pub fn run(args: CtTrackArgs) -> anyhow::Result<Outcome> {
             writeln!(out, "{}", serde_json::to_string(&json)?)?;
         }
         drop(tracker);
+        say_why();
         return Ok(Outcome::Success);
     }
     let rows: Vec<_> = entries.iter().map(|e| (e, None)).collect();
@@ -79,5 +94,6 @@ pub fn run(args: CtTrackArgs) -> anyhow::Result<Outcome> {
     )?;
     drop(tracker);
     writeln!(out, "tracker detached from {iface}; table unpinned")?;
+    say_why();
     Ok(Outcome::Success)
 }

@@ -4,7 +4,7 @@
 //! resynchronized from a fresh dump (flows that appeared or vanished
 //! meanwhile are emitted, marked `resync`).
 
-use std::{io::Write as _, time::Instant};
+use std::{io::Write as _, time::Duration};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -17,8 +17,15 @@ use crate::{
         netlink::{CtEvent, EventKind},
         watcher::Watcher,
     },
-    kernel::{interrupt, privilege, ready::ReadyFile},
-    lab::names::{self, lookup_netns_opt},
+    kernel::{
+        interrupt::{Stop, Why},
+        privilege,
+        ready::ReadyFile,
+    },
+    lab::{
+        gone,
+        names::{self, lookup_netns_opt},
+    },
     output::{OutputFormat, exit::Outcome, width},
 };
 
@@ -52,8 +59,15 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
     let mut watcher = Watcher::open(ns.as_ref(), args.buffer_size)
         .context("cannot subscribe to conntrack events")?;
     ready.signal("subscribed")?;
-    let duration = args.duration;
-    let started = Instant::now();
+    // A watch of one namespace (a lab's member, a pod) ends when it goes.
+    let gone = match (&ns, &args.netns) {
+        (Some(ns), Some(name)) => Some(gone::netns(ns, &format!("namespace `{name}`"))?),
+        _ => None,
+    };
+    let stop = Stop::new()
+        .duration(args.duration)
+        .count(args.count)
+        .gone(gone);
     let mut summary = WatchSummary {
         kind: "summary",
         ..Default::default()
@@ -91,13 +105,11 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
     let mut seen = 0u64;
     // At Ctrl-C or --duration, what the kernel already queued is still
     // read (without waiting), so events right before the stop are shown.
-    let mut stopping = false;
     'watch: loop {
-        stopping =
-            stopping || interrupt::requested() || duration.is_some_and(|d| started.elapsed() >= d);
-        let batch = watcher
-            .next(if stopping { 0 } else { 100 })
-            .context("reading conntrack events")?;
+        let stopping = stop.stopped();
+        stop.readable(&[watcher.fd()], Duration::from_millis(100))
+            .context("waiting for conntrack events")?;
+        let batch = watcher.next(0).context("reading conntrack events")?;
         if stopping && batch.events.is_empty() && batch.overrun.is_none() {
             break;
         }
@@ -108,7 +120,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
             emit(&mut out, &s.event, s.resync)?;
             if !s.resync && filter.matches(&s.event.entry) {
                 seen += 1;
-                if args.count.is_some_and(|n| seen >= n) {
+                if stop.counted(seen) {
                     break 'watch;
                 }
             }
@@ -158,6 +170,12 @@ pub fn run(args: WatchArgs) -> anyhow::Result<Outcome> {
         )?,
     }
     out.flush()?;
+    if let Some(Why::Gone(why)) = stop.why() {
+        eprintln!(
+            "{}",
+            width::fill(&format!("the watch stopped: {why}"), "", "  ")
+        );
+    }
     // Ctrl-C is how a watch normally ends (as `conntrack -E`): exit 0.
     Ok(Outcome::Success)
 }

@@ -6,7 +6,7 @@ use std::{
     collections::BTreeMap,
     io,
     net::{Ipv4Addr, SocketAddrV4},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde::Serialize;
@@ -22,7 +22,7 @@ use probes::{icmp_probes, tcp_probes, tcp_stream, udp_probes};
 
 use super::Endpoint;
 use crate::kernel::{
-    interrupt,
+    interrupt::Stop,
     netns::{NetNs, NetnsError},
 };
 
@@ -86,16 +86,19 @@ pub struct TrafficSpec {
 }
 
 impl TrafficSpec {
-    /// Whether probe number `seq` (0-based) should still be sent: not
-    /// after Ctrl-C / SIGTERM (the caller reports what was sent).
-    fn more(&self, seq: u32, started: Instant) -> bool {
-        if interrupt::requested() {
-            return false;
-        }
+    /// When to stop sending probes: after `count` of them (told to
+    /// [`Stop::counted`]) or `duration`, or at Ctrl-C / SIGTERM (the caller
+    /// reports what was sent).
+    fn stop(&self) -> Stop {
         match self.duration {
-            Some(d) => started.elapsed() < d,
-            None => seq < self.count,
+            Some(d) => Stop::new().duration(Some(d)),
+            None => Stop::new().count(Some(u64::from(self.count))),
         }
+    }
+
+    /// Whether probe number `seq` (0-based) should still be sent.
+    fn more(stop: &Stop, seq: u32) -> bool {
+        !stop.counted(u64::from(seq)) && !stop.stopped()
     }
 }
 
@@ -299,12 +302,13 @@ pub fn run(
         }
     }
     let mut rtts = Vec::new();
+    let mut streamed = None;
     let target = SocketAddrV4::new(to.addr, spec.port);
     match spec.proto {
         Proto::Udp => udp_probes(&from_ns, target, spec, &mut report, &mut rtts)?,
         Proto::Tcp => tcp_probes(&from_ns, target, spec, &mut report, &mut rtts)?,
         Proto::Icmp => icmp_probes(&from_ns, to.addr, spec, &mut report, &mut rtts)?,
-        Proto::TcpStream => tcp_stream(&from_ns, target, spec, &mut report)?,
+        Proto::TcpStream => streamed = Some(tcp_stream(&from_ns, target, spec, &mut report)?),
     }
     let mut received = 0;
     for server in servers {
@@ -314,8 +318,9 @@ pub fn run(
         }
         received += bytes;
     }
-    if spec.proto == Proto::TcpStream {
-        let secs = spec.duration.unwrap_or(DEFAULT_STREAM).as_secs_f64();
+    if let Some(streamed) = streamed {
+        // As long as it streamed: less than --duration after Ctrl-C.
+        let secs = streamed.as_secs_f64().max(1e-3);
         report.bytes = Some(received);
         report.mbit_per_s = Some(received as f64 * 8.0 / secs / 1e6);
     }

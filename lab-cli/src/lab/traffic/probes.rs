@@ -4,15 +4,64 @@
 use std::{
     io::{self, Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
-    os::fd::{AsRawFd as _, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
     time::{Duration, Instant},
 };
 
 use etherparse::{IcmpEchoHeader, Icmpv4Header, Icmpv4Type};
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn};
+use nix::{
+    errno::Errno,
+    poll::PollFlags,
+    sys::socket::{self, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn},
+};
 
 use super::{DEFAULT_STREAM, TrafficError, TrafficReport, TrafficSpec};
-use crate::kernel::netns::NetNs;
+use crate::kernel::{interrupt::Stop, netns::NetNs};
+
+/// The error of a probe cut short by Ctrl-C / SIGTERM.
+fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "stopped")
+}
+
+/// Waits up to `timeout` until `fd` has one of `events`: the events it has
+/// (none after the timeout). Ctrl-C / SIGTERM ends the wait with
+/// [`stopped`], so a long `--timeout` never holds the command.
+fn ready(fd: BorrowedFd<'_>, events: PollFlags, timeout: Duration) -> io::Result<PollFlags> {
+    let stop = Stop::new();
+    let got = stop.poll(&[(fd, events)], timeout)?;
+    if stop.interrupted() {
+        return Err(stopped());
+    }
+    Ok(got.first().copied().unwrap_or(PollFlags::empty()))
+}
+
+/// [`TcpStream::connect_timeout`], cut short by Ctrl-C / SIGTERM. Made in
+/// the calling thread's namespace.
+fn connect(target: SocketAddrV4, timeout: Duration) -> io::Result<TcpStream> {
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    match socket::connect(fd.as_raw_fd(), &SockaddrIn::from(target)) {
+        Ok(()) | Err(Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if ready(fd.as_fd(), PollFlags::POLLOUT, timeout)?.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "connection timed out",
+        ));
+    }
+    match socket::getsockopt(&fd, socket::sockopt::SocketError)? {
+        0 => {}
+        e => return Err(io::Error::from_raw_os_error(e)),
+    }
+    let stream = TcpStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
 
 pub(super) fn socket_err(
     action: &'static str,
@@ -55,8 +104,8 @@ pub(super) fn udp_probes(
         .set_read_timeout(Some(spec.timeout))
         .map_err(socket_err("set a timeout", ns))?;
     let mut buf = vec![0u8; 65536];
-    let started = Instant::now();
-    for seq in (0u32..).take_while(|&seq| spec.more(seq, started)) {
+    let stop = spec.stop();
+    for seq in (0u32..).take_while(|&seq| TrafficSpec::more(&stop, seq)) {
         let start = Instant::now();
         report.sent += 1;
         if let Err(e) = socket.send_to(&payload(seq, spec.size), target) {
@@ -64,6 +113,18 @@ pub(super) fn udp_probes(
             continue;
         }
         loop {
+            let left = spec.timeout.saturating_sub(start.elapsed());
+            match ready(socket.as_fd(), PollFlags::POLLIN, left) {
+                Ok(r) if r.is_empty() => {
+                    count_error(report, &io::ErrorKind::TimedOut.into());
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    count_error(report, &e);
+                    break;
+                }
+            }
             match socket.recv_from(&mut buf) {
                 Ok((n, from)) if n >= 4 && buf[..4] == seq.to_be_bytes() => {
                     report.answered += 1;
@@ -101,15 +162,15 @@ pub(super) fn tcp_probes(
     report: &mut TrafficReport,
     rtts: &mut Vec<Duration>,
 ) -> Result<(), TrafficError> {
-    let started = Instant::now();
-    for seq in (0u32..).take_while(|&seq| spec.more(seq, started)) {
+    let stop = spec.stop();
+    for seq in (0u32..).take_while(|&seq| TrafficSpec::more(&stop, seq)) {
         report.sent += 1;
         let start = Instant::now();
         let result = ns.run(|| -> io::Result<(SocketAddr, Option<String>)> {
-            let mut stream = TcpStream::connect_timeout(&SocketAddr::V4(target), spec.timeout)?;
+            let mut stream = connect(target, spec.timeout)?;
             stream.set_read_timeout(Some(spec.timeout))?;
             let name = if spec.named {
-                Some(read_line(&mut stream)?)
+                Some(read_line(&mut stream, spec.timeout)?)
             } else {
                 None
             };
@@ -139,7 +200,6 @@ pub(super) fn tcp_probes(
 /// fill both sides' socket buffers and stall for good. `timeout`: the
 /// longest wait without progress either way.
 fn exchange(stream: &mut TcpStream, seq: u32, size: usize, timeout: Duration) -> io::Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     const CHUNK: usize = 64 * 1024;
     let total = size.max(4);
     // The first chunk starts with the sequence number; the rest is filler.
@@ -148,32 +208,22 @@ fn exchange(stream: &mut TcpStream, seq: u32, size: usize, timeout: Duration) ->
     let expected = |at: usize| head.get(at).copied().unwrap_or(0xa5);
     let mut buf = vec![0u8; CHUNK];
     let (mut sent, mut got) = (0usize, 0usize);
-    let wait = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
     stream.set_nonblocking(true)?;
     while got < total {
-        if crate::kernel::interrupt::requested() {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
-        }
         let mut flags = PollFlags::POLLIN;
         if sent < total {
             flags |= PollFlags::POLLOUT;
         }
-        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&*stream), flags)];
-        match poll(&mut fds, wait) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "no progress for {:.1} s ({sent} of {total} bytes sent, {got} echoed)",
-                        timeout.as_secs_f64()
-                    ),
-                ));
-            }
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+        let ready = ready(stream.as_fd(), flags, timeout)?;
+        if ready.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no progress for {:.1} s ({sent} of {total} bytes sent, {got} echoed)",
+                    timeout.as_secs_f64()
+                ),
+            ));
         }
-        let ready = fds[0].revents().unwrap_or(PollFlags::empty());
         if sent < total && ready.contains(PollFlags::POLLOUT) {
             let piece = if sent < head.len() {
                 &head[sent..]
@@ -213,11 +263,15 @@ fn exchange(stream: &mut TcpStream, seq: u32, size: usize, timeout: Duration) ->
     Ok(())
 }
 
-/// The line a named server greets with (at most 64 bytes).
-fn read_line(stream: &mut TcpStream) -> io::Result<String> {
+/// The line a named server greets with (at most 64 bytes), each byte
+/// within `timeout`.
+fn read_line(stream: &mut TcpStream, timeout: Duration) -> io::Result<String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while line.len() < 64 {
+        if ready(stream.as_fd(), PollFlags::POLLIN, timeout)?.is_empty() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
         stream.read_exact(&mut byte)?;
         if byte[0] == b'\n' {
             break;
@@ -227,39 +281,53 @@ fn read_line(stream: &mut TcpStream) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
-/// One connection writing 64 KiB chunks for the stream's duration.
+/// One connection writing 64 KiB chunks for the stream's duration (less
+/// after Ctrl-C / SIGTERM); how long it streamed.
 pub(super) fn tcp_stream(
     ns: &NetNs,
     target: SocketAddrV4,
     spec: &TrafficSpec,
     report: &mut TrafficReport,
-) -> Result<(), TrafficError> {
+) -> Result<Duration, TrafficError> {
     let duration = spec.duration.unwrap_or(DEFAULT_STREAM);
     report.sent = 1;
     let chunk = vec![0x5a; 64 * 1024];
+    let mut streamed = Duration::ZERO;
     let result = ns.run(|| -> io::Result<()> {
-        let mut stream = TcpStream::connect_timeout(&SocketAddr::V4(target), spec.timeout)?;
-        // A stalled connection (the MTU pitfall: big segments dropped, no
-        // ICMP back) must end the stream, not block it forever.
-        stream.set_write_timeout(Some(spec.timeout))?;
-        let started = Instant::now();
-        while started.elapsed() < duration {
-            stream.write_all(&chunk).map_err(|e| match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+        let mut stream = connect(target, spec.timeout)?;
+        stream.set_nonblocking(true)?;
+        let stop = Stop::new().duration(Some(duration));
+        while !stop.stopped() {
+            let room = stop.poll(&[(stream.as_fd(), PollFlags::POLLOUT)], spec.timeout)?;
+            if stop.stopped() {
+                break;
+            }
+            // A stalled connection (the MTU pitfall: big segments dropped,
+            // no ICMP back) must end the stream, not block it forever.
+            if room.first().is_none_or(|r| r.is_empty()) {
+                return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
                         "stalled: no progress for {:.1} s",
                         spec.timeout.as_secs_f64()
                     ),
-                ),
-                _ => e,
-            })?;
+                ));
+            }
+            // Part of a chunk is as good: the sink counts bytes.
+            match stream.write(&chunk) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
         }
+        streamed = stop.elapsed();
         stream.shutdown(std::net::Shutdown::Write)?;
         // Wait for the sink to close (read returns 0): everything sent has
         // been counted. The sink never writes, so any data is a protocol error.
+        if ready(stream.as_fd(), PollFlags::POLLIN, spec.timeout)?.is_empty() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
         let mut rest = [0u8; 1];
-        stream.set_read_timeout(Some(spec.timeout))?;
         match stream.read(&mut rest)? {
             0 => Ok(()),
             _ => Err(io::Error::other("the sink sent data")),
@@ -269,7 +337,7 @@ pub(super) fn tcp_stream(
         Ok(()) => report.answered = 1,
         Err(e) => count_error(report, &e),
     }
-    Ok(())
+    Ok(streamed)
 }
 
 /// ICMP echo from a ping socket (SOCK_DGRAM/IPPROTO_ICMP; lab namespaces
@@ -307,8 +375,8 @@ pub(super) fn icmp_probes(
     .map_err(|e| socket_err("set a timeout", ns)(e.into()))?;
     let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
     let mut buf = vec![0u8; 65536];
-    let started = Instant::now();
-    for seq in (0u32..).take_while(|&seq| spec.more(seq, started)) {
+    let stop = spec.stop();
+    for seq in (0u32..).take_while(|&seq| TrafficSpec::more(&stop, seq)) {
         report.sent += 1;
         // The kernel replaces the id with the socket's own identifier.
         let echo = IcmpEchoHeader {
@@ -325,6 +393,18 @@ pub(super) fn icmp_probes(
             continue;
         }
         loop {
+            let left = spec.timeout.saturating_sub(start.elapsed());
+            match ready(fd.as_fd(), PollFlags::POLLIN, left) {
+                Ok(r) if r.is_empty() => {
+                    count_error(report, &io::ErrorKind::TimedOut.into());
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    count_error(report, &e);
+                    break;
+                }
+            }
             match socket::recvfrom::<SockaddrIn>(fd.as_raw_fd(), &mut buf) {
                 Ok((n, from)) => {
                     let from = from.map(|a| a.ip());
