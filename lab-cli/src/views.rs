@@ -283,6 +283,9 @@ fn plan_lab(scenario: &str, options: LabOptions) -> Lab {
             namespaces: Vec::new(),
             cgroups: Vec::new(),
             services: Vec::new(),
+            policies: Vec::new(),
+            labels: Default::default(),
+            identities: None,
         },
     }
 }
@@ -305,6 +308,12 @@ fn member(name: &str, role: Role) -> MemberStatus {
         role,
         display: pod(name),
         pod: (role == Role::Pod).then(|| pod(name)),
+        namespace: (role == Role::Pod).then(|| "kube-node-lease".into()),
+        labels: (role == Role::Pod).then(|| {
+            (1..=5)
+                .map(|i| (format!("app.kubernetes.io/component-{i}"), "deathstar-landing-bay".into()))
+                .collect()
+        }),
         netns: format!("{LAB}-{name}"),
         links: vec![
             link(
@@ -373,6 +382,14 @@ fn labs_fit_80_columns() {
             backends: (1..=12).map(|i| format!("web-{i}")).collect(),
         }],
         mode_hidden_by: None,
+        policy_mode: Some(crate::policy::PolicyMode::Netfilter),
+        policies: (1..=6)
+            .map(|i| crate::policy::PolicyKey {
+                kind: crate::policy::Kind::CiliumNetworkPolicy,
+                namespace: "kube-node-lease".into(),
+                name: format!("allow-the-deathstar-landing-bay-{i}"),
+            })
+            .collect(),
     };
     let text = fits("lab status", |out| {
         commands::lab::status_view::write_status(out, &[status])
@@ -831,5 +848,136 @@ fn exercises_fit_80_columns() {
                 "guard 1 (the firewall is untouched): `node9` is not a member of scenario two-node (pod-a, pod-b, node1, node2, world)".into(),
             ],
         )
+    });
+}
+
+/// Policies that exercise every line of the policy views.
+const STARWARS_POLICIES: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: rule1-allow-the-empire-to-land-on-the-deathstar
+spec:
+  endpointSelector:
+    matchLabels: {org: empire, class: deathstar}
+  ingress:
+  - fromEndpoints:
+    - matchLabels: {org: empire}
+    toPorts:
+    - ports: [{port: "80", protocol: TCP}]
+  ingressDeny:
+  - fromCIDR: [10.244.0.0/16]
+    toPorts:
+    - ports: [{port: "8080", protocol: TCP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: xwing-may-only-resolve-names
+spec:
+  podSelector:
+    matchLabels: {class: xwing}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector:
+        matchLabels: {kubernetes.io/metadata.name: kube-system}
+      podSelector:
+        matchLabels: {k8s-app: kube-dns}
+    ports: [{port: 53, protocol: UDP}]
+  - to:
+    - ipBlock: {cidr: 172.18.0.0/16, except: [172.18.0.2/32]}
+"#;
+
+#[test]
+fn policy_views_fit_80_columns() {
+    use crate::{
+        lab::policy::{self as lab_policy, Action, Applied},
+        policy::{PolicyMode, model::Protocol, yaml},
+    };
+    let mut l = plan_lab(
+        "starwars",
+        LabOptions {
+            policy_mode: Some(PolicyMode::Ebpf),
+            ..Default::default()
+        },
+    );
+    l.state.policies = yaml::parse(
+        "/home/learner/workshop/policies/starwars-deathstar-landing.yaml",
+        STARWARS_POLICIES,
+    )
+    .unwrap();
+    let cases = [
+        ("xwing", "deathstar-1", 80, Protocol::Tcp),
+        ("tiefighter", "deathstar-2", 80, Protocol::Tcp),
+        ("xwing", "coredns", 53, Protocol::Udp),
+        ("xwing", "tiefighter", 8080, Protocol::Tcp),
+        ("tiefighter", "deathstar-1", 8080, Protocol::Tcp),
+        ("203.0.113.10", "deathstar-1", 80, Protocol::Tcp),
+        ("xwing", "172.18.0.0/24", 443, Protocol::Tcp),
+        ("xwing", "node1", 443, Protocol::Tcp),
+        ("node1", "deathstar-1", 80, Protocol::Tcp),
+    ];
+    for (from, to, port, proto) in cases {
+        let t = lab_policy::trace(&l, from, to, port, proto).unwrap();
+        fits(&format!("policy trace {from} {to}"), |out| {
+            commands::policy::write_trace(out, &t)
+        });
+    }
+    let applied: Vec<Applied> = l
+        .state
+        .policies
+        .iter()
+        .map(|p| Applied {
+            policy: p.key(),
+            action: Action::Configured,
+            selects: (1..=9).map(|i| format!("{LAB}/deathstar-{i}")).collect(),
+        })
+        .collect();
+    fits("policy apply", |out| {
+        commands::policy::write_applied(out, LAB, Some(PolicyMode::Netfilter), &applied)?;
+        commands::policy::write_applied(out, LAB, None, &applied)
+    });
+    let listed: Vec<commands::policy::Listed> = l
+        .state
+        .policies
+        .iter()
+        .map(|p| commands::policy::Listed {
+            lab: LAB.into(),
+            policy: p.key(),
+            selects: (1..=9).map(|i| format!("{LAB}/deathstar-{i}")).collect(),
+            spec: p.clone(),
+        })
+        .collect();
+    fits("policy list", |out| {
+        commands::policy::write_list(
+            out,
+            &[
+                (LAB.into(), Some(PolicyMode::Ebpf), listed),
+                (LAB.into(), None, Vec::new()),
+            ],
+        )
+    });
+    let r = lab::policy::Relabelled {
+        lab: LAB.into(),
+        pod: format!("{LAB}/deathstar-1"),
+        namespace: "kube-node-lease".into(),
+        before: (1..=4)
+            .map(|i| (format!("app.kubernetes.io/part-{i}"), "deathstar".into()))
+            .collect(),
+        after: (1..=5)
+            .map(|i| (format!("app.kubernetes.io/part-{i}"), "tiefighter".into()))
+            .collect(),
+        identity_before: 16_777_215,
+        identity_after: 16_777_216,
+        change: crate::policy::identity::IdentityChange {
+            allocated: vec![16_777_216],
+            released: vec![16_777_215],
+        },
+        selected_before: l.state.policies.iter().map(|p| p.key()).collect(),
+        selected_after: Vec::new(),
+    };
+    fits("lab pod label", |out| {
+        commands::lab::write_relabelled(out, &r)
     });
 }

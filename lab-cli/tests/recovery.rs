@@ -264,6 +264,9 @@ fn a_namespace_with_no_recorded_inode_is_never_deleted() {
         }],
         cgroups: Vec::new(),
         services: Vec::new(),
+        policies: Vec::new(),
+        labels: Default::default(),
+        identities: None,
     }
     .save()
     .unwrap();

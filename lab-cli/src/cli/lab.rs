@@ -8,8 +8,9 @@ use super::values;
 
 use crate::{
     ebpf::tc::TcAttach,
-    lab::{plan::MasqMode, traffic::Proto},
+    lab::{plan::MasqMode, policy::LabelChange, traffic::Proto},
     output::OutputFormat,
+    policy::PolicyMode,
     services::KubeProxyMode,
 };
 
@@ -23,7 +24,8 @@ pub struct LabArgs {
 pub enum LabCommand {
     /// The scenarios, with the concept each one teaches.
     List(LabListArgs),
-    /// Build a scenario: basic, two-node, overlay, drops, policy or service.
+    /// Build a scenario: basic, two-node, overlay, drops, policy, service
+    /// or starwars.
     Up(LabUpArgs),
     /// Remove a lab and everything it created (default: every lab).
     Down(LabDownArgs),
@@ -36,6 +38,39 @@ pub enum LabCommand {
     Traffic(LabTrafficArgs),
     /// Fire a planted fault of the drops scenario (see `labctl lab list`).
     Trigger(LabTriggerArgs),
+    /// A lab pod's Kubernetes side: its labels.
+    Pod(LabPodArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LabPodArgs {
+    #[command(subcommand)]
+    pub command: LabPodCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabPodCommand {
+    /// Set or remove a pod's labels, as `kubectl label pod`: labctl lab pod
+    /// label xwing org=empire, labctl lab pod label xwing class-
+    Label(LabPodLabelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LabPodLabelArgs {
+    /// The pod: POD, LAB/POD or LAB/NAMESPACE/POD.
+    pub pod: String,
+    /// KEY=VALUE to set a label, KEY- to remove one.
+    #[arg(required = true, value_parser = values::label_change)]
+    pub changes: Vec<LabelChange>,
+    /// Let KEY=VALUE replace a label that has another value.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// The lab (needed only when several labs have this pod).
+    #[arg(long, value_parser = values::lab_name)]
+    pub lab: Option<String>,
+    /// Output: text for people, json for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -47,7 +82,8 @@ pub struct LabListArgs {
 
 #[derive(Debug, Args)]
 pub struct LabUpArgs {
-    /// basic, two-node, overlay, drops, policy or service (see `labctl lab list`).
+    /// basic, two-node, overlay, drops, policy, service or starwars (see
+    /// `labctl lab list`).
     #[arg(value_parser = values::scenario)]
     pub scenario: String,
     /// Lab name, prefixing its namespaces (default: the scenario's name).
@@ -73,6 +109,11 @@ pub struct LabUpArgs {
     /// Scenarios with services: who implements them [default: iptables].
     #[arg(long, value_enum)]
     pub kube_proxy: Option<KubeProxyMode>,
+    /// Who enforces network policies (`labctl policy apply`): netfilter
+    /// chains and sets as Calico, or identities and eBPF maps as Cilium
+    /// [default: none: policies are recorded and traced, not enforced].
+    #[arg(long, value_enum)]
+    pub policy_mode: Option<PolicyMode>,
     /// Output: text for people, json for scripts (members, addresses, hints).
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

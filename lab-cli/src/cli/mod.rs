@@ -11,6 +11,7 @@ pub mod lab;
 pub mod masq;
 pub mod metrics;
 pub mod observe;
+pub mod policy;
 pub mod shell;
 pub mod svc;
 pub mod trace;
@@ -68,6 +69,10 @@ pub enum Command {
     /// Serve Prometheus metrics: drops by reason and namespace, conntrack
     /// fill and statistics, eBPF NAT and masquerade per pod.
     Metrics(metrics::MetricsArgs),
+    /// Network policy: apply Kubernetes NetworkPolicy and Cilium
+    /// CiliumNetworkPolicy YAML to a lab, list, delete, and trace what they
+    /// decide.
+    Policy(policy::PolicyArgs),
     /// Build CNI-style lab topologies (nodes, pods, bridge, veth, VXLAN,
     /// masquerade) in network namespaces.
     Lab(lab::LabArgs),
@@ -97,6 +102,7 @@ impl Command {
             Command::Svc(_) => "svc",
             Command::Metrics(_) => "metrics",
             Command::Observe(_) => "observe",
+            Command::Policy(_) => "policy",
             Command::Exercise(_) => "exercise",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",

@@ -260,9 +260,58 @@ pub fn nat_udp_timeout(s: &str) -> Result<u32, String> {
     }
 }
 
+/// A port and its protocol for `policy trace`: `80`, `80/tcp`, `53/udp`,
+/// `2905/sctp` (TCP when none is given).
+pub fn port_proto(s: &str) -> Result<(u16, crate::policy::model::Protocol), String> {
+    use crate::policy::model::Protocol;
+    let (p, proto) = match s.trim().split_once('/') {
+        Some((p, proto)) => (p, proto),
+        None => (s.trim(), "tcp"),
+    };
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        "sctp" => Protocol::Sctp,
+        _ => {
+            return Err(format!(
+                "`{s}` is not PORT[/tcp|udp|sctp]: the protocol is tcp, udp or sctp"
+            ));
+        }
+    };
+    Ok((port(p)?, proto))
+}
+
+/// A label change of `lab pod label`: `KEY=VALUE` or `KEY-`.
+pub fn label_change(s: &str) -> Result<crate::lab::policy::LabelChange, String> {
+    crate::lab::policy::LabelChange::parse(s).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_with_protocols_and_label_changes() {
+        use crate::{lab::policy::LabelChange, policy::model::Protocol};
+        assert_eq!(port_proto("80"), Ok((80, Protocol::Tcp)));
+        assert_eq!(port_proto("53/UDP"), Ok((53, Protocol::Udp)));
+        assert_eq!(port_proto("2905/sctp"), Ok((2905, Protocol::Sctp)));
+        for bad in ["0/tcp", "80/icmp", "x/udp", "", "70000"] {
+            assert!(port_proto(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            label_change("org=empire"),
+            Ok(LabelChange::Set("org".into(), "empire".into()))
+        );
+        assert_eq!(
+            label_change("org="),
+            Ok(LabelChange::Set("org".into(), String::new()))
+        );
+        assert_eq!(label_change("org-"), Ok(LabelChange::Remove("org".into())));
+        for bad in ["org", "-x=1", "a b=c", "org=not ok", "-"] {
+            assert!(label_change(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn listen_addresses_are_ips_or_localhost() {

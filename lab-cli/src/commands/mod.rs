@@ -10,6 +10,7 @@ pub mod lab;
 pub mod masq;
 pub mod metrics;
 pub mod observe;
+pub mod policy;
 pub mod shell;
 pub mod svc;
 pub mod trace;
@@ -29,6 +30,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Svc(args) => svc::run(args.command),
         Command::Metrics(args) => metrics::run(args),
         Command::Observe(args) => observe::run(args),
+        Command::Policy(args) => policy::run(args.command),
         Command::Exercise(args) => exercise::run(args.command),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),

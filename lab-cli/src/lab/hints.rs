@@ -153,6 +153,9 @@ mod tests {
                 namespaces: Vec::new(),
                 cgroups: Vec::new(),
                 services: Vec::new(),
+                policies: Vec::new(),
+                labels: Default::default(),
+                identities: None,
             },
         }
     }

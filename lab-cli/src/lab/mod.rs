@@ -11,6 +11,7 @@ pub mod gone;
 pub mod hints;
 pub mod names;
 pub mod plan;
+pub mod policy;
 pub mod scenario;
 pub mod services;
 pub mod state;
@@ -105,6 +106,16 @@ pub enum LabError {
     Services(Box<crate::services::ServiceError>),
     #[error("cannot read the nodes' conntrack tables: {0}")]
     Conntrack(Box<crate::conntrack::netlink::CtnetlinkError>),
+    #[error(transparent)]
+    Policy(Box<crate::policy::PolicyError>),
+    #[error("several labs are up ({0}); say which with --lab")]
+    WhichLab(String),
+}
+
+impl From<crate::policy::PolicyError> for LabError {
+    fn from(e: crate::policy::PolicyError) -> Self {
+        LabError::Policy(Box::new(e))
+    }
 }
 
 impl From<ProgramSetupError> for LabError {
@@ -145,6 +156,8 @@ impl LabError {
                 | LabError::AmbiguousMember { .. }
                 | LabError::Plan(_)
                 | LabError::NotEbpf(_)
+                | LabError::Policy(_)
+                | LabError::WhichLab(_)
                 | LabError::State(StateError::Name(_))
                 | LabError::Netns(
                     NetnsError::BadName(_) | NetnsError::NotFound(_) | NetnsError::NotANetns(_)
@@ -260,7 +273,10 @@ impl Lab {
         pods.chain(nodes).chain(world).collect()
     }
 
+    /// Member `name`; a pod also as `NAMESPACE/POD` (its Kubernetes
+    /// namespace), so `LAB/NAMESPACE/POD` names it too.
     pub fn endpoint(&self, name: &str) -> Option<Endpoint> {
+        let name = self.plan.find_pod(name).map_or(name, |p| p.name.as_str());
         self.endpoints().into_iter().find(|e| e.name == name)
     }
 

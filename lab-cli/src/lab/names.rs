@@ -428,7 +428,7 @@ fn runtime_ipv4(s: &Sandbox) -> Option<Ipv4Addr> {
 
 /// Where a pod named `NS/NAME` lives.
 enum PodHome {
-    Lab(Lab, usize),
+    Lab(Box<Lab>, usize),
     Runtime(Sandbox),
 }
 
@@ -499,8 +499,15 @@ fn find_pod(spec: &str) -> Result<PodHome, LabError> {
             .map(PodHome::Runtime)
             .ok_or_else(|| LabError::NoSuchPod(spec.to_owned()));
     };
-    match l.plan.pods.iter().position(|p| p.name == pod) {
-        Some(i) => Ok(PodHome::Lab(l, i)),
+    // `LAB/POD`, or `LAB/NAMESPACE/POD` with the pod's Kubernetes namespace.
+    let found = l.plan.find_pod(pod).map(|p| p.name.clone());
+    match l
+        .plan
+        .pods
+        .iter()
+        .position(|p| Some(&p.name) == found.as_ref())
+    {
+        Some(i) => Ok(PodHome::Lab(Box::new(l), i)),
         None => Err(LabError::NoSuchMember {
             name: pod.to_owned(),
             labs: format!("lab `{ns}` (as a pod)"),

@@ -13,7 +13,15 @@ use std::net::Ipv4Addr;
 use thiserror::Error;
 
 use super::scenario::{Routing, Scenario};
-use crate::{ebpf::tc::TcAttach, kernel::rtnl::VxlanSpec, services::KubeProxyMode};
+use crate::{
+    ebpf::tc::TcAttach,
+    kernel::rtnl::VxlanSpec,
+    policy::{
+        PolicyMode,
+        model::{Labels, Protocol},
+    },
+    services::KubeProxyMode,
+};
 
 pub const UNDERLAY_BRIDGE: &str = "underlay0";
 pub const UNDERLAY_PREFIX: u8 = 16;
@@ -53,6 +61,10 @@ pub enum PlanError {
         "scenario `{0}` has no services; --kube-proxy is for scenarios with services (`labctl lab up service --kube-proxy ...`)"
     )]
     KubeProxyWithoutServices(&'static str),
+    #[error(
+        "scenario `policy` writes its own netfilter rules; --policy-mode is for the other scenarios (`labctl lab up starwars --policy-mode ebpf`)"
+    )]
+    PolicyModeOnPolicyScenario,
 }
 
 /// What a lab member is.
@@ -124,6 +136,10 @@ pub struct LabOptions {
     /// iptables mode); only for scenarios with services.
     #[serde(default)]
     pub kube_proxy: Option<KubeProxyMode>,
+    /// Who enforces the lab's network policies (none: they are recorded
+    /// and traced, not enforced, as on a CNI without policy support).
+    #[serde(default)]
+    pub policy_mode: Option<PolicyMode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -162,6 +178,13 @@ pub struct PodPlan {
     pub mtu: u32,
     /// The node-side end of the pod's veth pair (on cni0).
     pub host_veth: String,
+    /// Its Kubernetes namespace.
+    pub namespace: String,
+    /// Its Kubernetes labels as the lab comes up (`lab pod label` changes
+    /// them in the lab's record).
+    pub labels: Labels,
+    /// The ports its application serves.
+    pub serves: Vec<(Protocol, u16)>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -203,6 +226,9 @@ impl Plan {
         options.validate()?;
         if options.kube_proxy.is_some() && scenario.services.is_empty() {
             return Err(PlanError::KubeProxyWithoutServices(scenario.name));
+        }
+        if options.policy_mode.is_some() && scenario.policy {
+            return Err(PlanError::PolicyModeOnPolicyScenario);
         }
         let netns = |member: &str| format!("{lab}-{member}");
         let pod_mtu = options.mtu.unwrap_or_else(|| scenario.pod_mtu());
@@ -252,6 +278,18 @@ impl Plan {
 
     pub fn pod(&self, name: &str) -> Option<&PodPlan> {
         self.pods.iter().find(|p| p.name == name)
+    }
+
+    /// A pod by its name, or by `NAMESPACE/NAME` with its Kubernetes
+    /// namespace (`kube-system/coredns`).
+    pub fn find_pod(&self, name: &str) -> Option<&PodPlan> {
+        match name.split_once('/') {
+            Some((ns, pod)) => self
+                .pods
+                .iter()
+                .find(|p| p.name == pod && p.namespace == ns),
+            None => self.pod(name),
+        }
     }
 
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
@@ -394,10 +432,34 @@ fn pod_plans(
                 addr: pod_addr(p.node, host),
                 gateway: nodes[node].gateway,
                 mtu,
-                host_veth: format!("veth-{}", p.name),
+                host_veth: host_veth(p.name),
+                namespace: p.namespace.into(),
+                labels: if p.labels.is_empty() {
+                    Labels::from([("app".to_owned(), p.name.to_owned())])
+                } else {
+                    p.labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect()
+                },
+                serves: p.serves.to_vec(),
             }
         })
         .collect()
+}
+
+/// The node-side end of pod `pod`'s veth pair: `veth-POD` where that fits
+/// an interface name (15 bytes), else `veth` and 11 hex digits of the
+/// name's SHA-256, as Calico names its `cali` + hash devices.
+pub fn host_veth(pod: &str) -> String {
+    let plain = format!("veth-{pod}");
+    if plain.len() <= 15 {
+        return plain;
+    }
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(pod.as_bytes());
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("veth{}", &hex[..11])
 }
 
 /// `node1`, `node2`, ...
@@ -460,6 +522,36 @@ mod tests {
                 .iter()
                 .all(|p| p.mtu == 1500 && p.host_veth.len() <= 15)
         );
+        assert_eq!(p.pods[0].host_veth, "veth-pod-a");
+        assert_eq!(p.pods[0].namespace, "default");
+        assert_eq!(p.pods[0].labels["app"], "pod-a");
+    }
+
+    #[test]
+    fn long_pod_names_get_a_hashed_veth_that_fits_and_differs() {
+        let p = plan("starwars");
+        let veths: Vec<&str> = p.pods.iter().map(|p| p.host_veth.as_str()).collect();
+        assert!(veths.iter().all(|v| v.len() <= 15 && v.starts_with("veth")));
+        assert_eq!(veths[1], "veth-tiefighter");
+        assert_ne!(veths[0], veths[2]);
+        assert_eq!(host_veth("deathstar-1"), host_veth("deathstar-1"));
+        assert_eq!(host_veth("deathstar-1").len(), 15);
+        assert_eq!(p.pods[4].namespace, "kube-system");
+        assert_eq!(p.pods[4].addr, Ipv4Addr::new(10, 244, 2, 4));
+        assert_eq!(p.pods[0].labels["class"], "deathstar");
+    }
+
+    #[test]
+    fn a_policy_mode_is_refused_on_the_hand_written_policy_scenario() {
+        let opts = LabOptions {
+            policy_mode: Some(PolicyMode::Ebpf),
+            ..Default::default()
+        };
+        assert_eq!(
+            Plan::new("p", find("policy").unwrap(), opts.clone()).unwrap_err(),
+            PlanError::PolicyModeOnPolicyScenario
+        );
+        assert!(Plan::new("s", find("starwars").unwrap(), opts).is_ok());
     }
 
     #[test]

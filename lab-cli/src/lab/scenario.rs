@@ -2,11 +2,34 @@
 
 use std::net::Ipv4Addr;
 
-/// A pod and the node (1-based) it runs on.
+use crate::policy::model::{DEFAULT_NAMESPACE, Protocol};
+
+/// A pod, the node (1-based) it runs on, and what Kubernetes knows of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PodSpec {
+    /// Its name in the lab (`LAB/NAME`), a DNS label.
     pub name: &'static str,
     pub node: u8,
+    /// Its Kubernetes namespace.
+    pub namespace: &'static str,
+    /// Its Kubernetes labels when the lab comes up (none given: `app=NAME`).
+    pub labels: &'static [(&'static str, &'static str)],
+    /// The ports its application serves (its containers' ports).
+    pub serves: &'static [(Protocol, u16)],
+}
+
+impl PodSpec {
+    /// A pod in namespace `default`, labelled `app=NAME`, serving nothing
+    /// in particular.
+    pub const fn new(name: &'static str, node: u8) -> Self {
+        Self {
+            name,
+            node,
+            namespace: DEFAULT_NAMESPACE,
+            labels: &[],
+            serves: &[],
+        }
+    }
 }
 
 /// How pod traffic crosses between nodes.
@@ -101,6 +124,9 @@ pub struct ServiceDef {
 /// Where drop faults fire from: the client pod of the `drops` scenario.
 pub const FAULT_SOURCE: &str = "pod-a";
 
+/// The deathstar's labels (both replicas), as in Cilium's demo.
+const DEATHSTAR: &[(&str, &str)] = &[("org", "empire"), ("class", "deathstar")];
+
 /// The allowed flow of the `policy` scenario.
 pub const POLICY_ALLOWED_PORT: u16 = 8080;
 
@@ -122,16 +148,7 @@ pub const SCENARIOS: &[Scenario] = &[
                   `labctl lab traffic pod-a world --proto tcp`, `labctl conntrack list --netns \
                   basic-node1`, `ip netns exec basic-node1 nft list ruleset`.",
         nodes: 1,
-        pods: &[
-            PodSpec {
-                name: "pod-a",
-                node: 1,
-            },
-            PodSpec {
-                name: "pod-b",
-                node: 1,
-            },
-        ],
+        pods: &[PodSpec::new("pod-a", 1), PodSpec::new("pod-b", 1)],
         routing: Routing::Native,
         default_route: true,
         policy: false,
@@ -148,16 +165,7 @@ pub const SCENARIOS: &[Scenario] = &[
                   kube-router do. No encapsulation: the underlay sees pod addresses. Try: \
                   `labctl lab traffic pod-a pod-b`, `ip netns exec two-node-node1 ip route`.",
         nodes: 2,
-        pods: &[
-            PodSpec {
-                name: "pod-a",
-                node: 1,
-            },
-            PodSpec {
-                name: "pod-b",
-                node: 2,
-            },
-        ],
+        pods: &[PodSpec::new("pod-a", 1), PodSpec::new("pod-b", 2)],
         routing: Routing::Native,
         default_route: true,
         policy: false,
@@ -176,16 +184,7 @@ pub const SCENARIOS: &[Scenario] = &[
                   size packets from pods no longer fit the tunnel (`labctl lab traffic pod-a \
                   pod-b --size 1472` fails, `labctl trace` shows PKT_TOO_BIG on the node).",
         nodes: 2,
-        pods: &[
-            PodSpec {
-                name: "pod-a",
-                node: 1,
-            },
-            PodSpec {
-                name: "pod-b",
-                node: 2,
-            },
-        ],
+        pods: &[PodSpec::new("pod-a", 1), PodSpec::new("pod-b", 2)],
         routing: Routing::Overlay,
         default_route: true,
         policy: false,
@@ -202,16 +201,7 @@ pub const SCENARIOS: &[Scenario] = &[
                   another. The node has rp_filter=1, an uplink MTU of 1280, a netfilter drop \
                   rule, and no default route (only the world's server network is routed).",
         nodes: 1,
-        pods: &[
-            PodSpec {
-                name: "pod-a",
-                node: 1,
-            },
-            PodSpec {
-                name: "pod-b",
-                node: 1,
-            },
-        ],
+        pods: &[PodSpec::new("pod-a", 1), PodSpec::new("pod-b", 1)],
         routing: Routing::Native,
         default_route: false,
         policy: false,
@@ -271,18 +261,9 @@ pub const SCENARIOS: &[Scenario] = &[
                   --proto tcp --port 8080` (allowed) and `labctl lab traffic pod-c pod-b`.",
         nodes: 1,
         pods: &[
-            PodSpec {
-                name: "pod-a",
-                node: 1,
-            },
-            PodSpec {
-                name: "pod-b",
-                node: 1,
-            },
-            PodSpec {
-                name: "pod-c",
-                node: 1,
-            },
+            PodSpec::new("pod-a", 1),
+            PodSpec::new("pod-b", 1),
+            PodSpec::new("pod-c", 1),
         ],
         routing: Routing::Native,
         default_route: true,
@@ -308,21 +289,18 @@ pub const SCENARIOS: &[Scenario] = &[
                   `labctl svc backend del web web-1`.",
         nodes: 2,
         pods: &[
+            PodSpec::new("client", 1),
             PodSpec {
-                name: "client",
-                node: 1,
+                labels: &[("app", "web")],
+                ..PodSpec::new("web-1", 1)
             },
             PodSpec {
-                name: "web-1",
-                node: 1,
+                labels: &[("app", "web")],
+                ..PodSpec::new("web-2", 2)
             },
             PodSpec {
-                name: "web-2",
-                node: 2,
-            },
-            PodSpec {
-                name: "web-3",
-                node: 2,
+                labels: &[("app", "web")],
+                ..PodSpec::new("web-3", 2)
             },
         ],
         routing: Routing::Native,
@@ -337,6 +315,55 @@ pub const SCENARIOS: &[Scenario] = &[
             target_port: 8080,
             backends: &["web-1", "web-2", "web-3"],
         }],
+        faults: &[],
+    },
+    Scenario {
+        name: "starwars",
+        summary: "Cilium's Star Wars demo: deathstar, tiefighter, xwing and coredns for network policy",
+        teaches: "Network policy as Cilium's getting-started demo teaches it. The Empire's \
+                  deathstar (two replicas, org=empire,class=deathstar) serves TCP 80; a \
+                  tiefighter (org=empire) and an xwing (org=alliance) want to land on it; \
+                  coredns in namespace kube-system (k8s-app=kube-dns) answers DNS on 53. Until \
+                  a policy selects a pod, everything reaches it; once one does, only what a \
+                  policy allows. Policies select by labels, not addresses, and Cilium turns \
+                  each distinct set of labels into a security identity. `--policy-mode` says \
+                  who enforces: netfilter (as Calico, kube-router) or ebpf (as Cilium). Try: \
+                  `labctl policy apply -f FILE` with a NetworkPolicy or CiliumNetworkPolicy, \
+                  `labctl policy trace --from xwing --to deathstar-1 --port 80`, `labctl lab \
+                  pod label xwing org=empire`.",
+        nodes: 2,
+        pods: &[
+            PodSpec {
+                labels: DEATHSTAR,
+                serves: &[(Protocol::Tcp, 80)],
+                ..PodSpec::new("deathstar-1", 1)
+            },
+            PodSpec {
+                labels: &[("org", "empire"), ("class", "tiefighter")],
+                ..PodSpec::new("tiefighter", 1)
+            },
+            PodSpec {
+                labels: DEATHSTAR,
+                serves: &[(Protocol::Tcp, 80)],
+                ..PodSpec::new("deathstar-2", 2)
+            },
+            PodSpec {
+                labels: &[("org", "alliance"), ("class", "xwing")],
+                ..PodSpec::new("xwing", 2)
+            },
+            PodSpec {
+                namespace: "kube-system",
+                labels: &[("k8s-app", "kube-dns")],
+                serves: &[(Protocol::Udp, 53), (Protocol::Tcp, 53)],
+                ..PodSpec::new("coredns", 2)
+            },
+        ],
+        routing: Routing::Native,
+        default_route: true,
+        policy: false,
+        uplink_mtu: 1500,
+        rp_filter: false,
+        services: &[],
         faults: &[],
     },
 ];
@@ -355,14 +382,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pods_sit_on_existing_nodes_and_fit_interface_names() {
+    fn pods_sit_on_existing_nodes_with_valid_kubernetes_names_and_labels() {
+        use crate::policy::selector::{check_dns_label, check_key, check_value};
         for s in SCENARIOS {
             for p in s.pods {
                 assert!(p.node >= 1 && p.node <= s.nodes, "{}: {}", s.name, p.name);
-                // The node-side veth is `veth-POD`, and IFNAMSIZ is 16 with the NUL.
-                assert!(p.name.len() <= 10, "{}: {}", s.name, p.name);
+                assert_eq!(check_dns_label(p.name), Ok(()), "{}: {}", s.name, p.name);
+                assert_eq!(check_dns_label(p.namespace), Ok(()), "{}", p.name);
+                for (k, v) in p.labels {
+                    assert_eq!(check_key(k).and(check_value(v)), Ok(()), "{}", p.name);
+                }
+                assert_eq!(
+                    s.pods.iter().filter(|q| q.name == p.name).count(),
+                    1,
+                    "{}: {}",
+                    s.name,
+                    p.name
+                );
             }
         }
+    }
+
+    #[test]
+    fn starwars_is_cilium_s_demo_on_two_nodes_and_two_namespaces() {
+        let s = find("starwars").unwrap();
+        assert_eq!(s.nodes, 2);
+        let of = |name: &str| s.pods.iter().find(|p| p.name == name).unwrap();
+        assert_eq!(of("deathstar-1").labels, of("deathstar-2").labels);
+        assert_ne!(of("deathstar-1").node, of("deathstar-2").node);
+        assert_eq!(
+            of("xwing").labels,
+            [("org", "alliance"), ("class", "xwing")]
+        );
+        assert_eq!(of("coredns").namespace, "kube-system");
+        assert_eq!(
+            of("coredns").serves,
+            [(Protocol::Udp, 53), (Protocol::Tcp, 53)]
+        );
+        assert!(!s.policy, "its policies are the learner's");
     }
 
     #[test]

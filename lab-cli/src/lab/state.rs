@@ -8,6 +8,7 @@
 //! with the same name.
 
 use std::{
+    collections::BTreeMap,
     ffi::{OsStr, OsString},
     fs::File,
     io,
@@ -26,6 +27,7 @@ use crate::{
         safefile::{Dir, SafeFileError},
         sockets::Holder,
     },
+    policy::{Policy, identity::Identities, model::Labels},
     services::ServiceSpec,
 };
 
@@ -114,6 +116,17 @@ pub struct LabState {
     /// The lab's services, as `svc add|del|backend` left them.
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
+    /// The lab's network policies, as `policy apply|delete` left them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<Policy>,
+    /// The Kubernetes labels of each pod `lab pod label` changed (the
+    /// others have the scenario's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, Labels>,
+    /// The pods' security identities as last allocated (unset: allocated
+    /// afresh from the pods, in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identities: Option<Identities>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

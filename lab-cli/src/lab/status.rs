@@ -17,6 +17,12 @@ pub struct MemberStatus {
     pub display: String,
     /// Pods only: `LAB/POD`, as `trace` and `conntrack` name it.
     pub pod: Option<String>,
+    /// Pods only: the Kubernetes namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Pods only: the Kubernetes labels now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<crate::policy::model::Labels>,
     pub netns: String,
     pub links: Vec<LinkInfoSummary>,
     pub routes: Vec<RouteSummary>,
@@ -44,6 +50,11 @@ pub struct LabStatus {
     /// is its answer); `kube_proxy` is left out then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode_hidden_by: Option<String>,
+    /// Who enforces the lab's network policies (none: recorded only).
+    pub policy_mode: Option<crate::policy::PolicyMode>,
+    /// The policies recorded (`labctl policy list` has them in full).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<crate::policy::PolicyKey>,
 }
 
 pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
@@ -69,11 +80,14 @@ pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
         } else {
             None
         };
+        let pod = plan.pod(name).filter(|_| role == Role::Pod);
         members.push(MemberStatus {
             name: name.to_owned(),
             role,
             display: super::names::display(lab.name(), name),
             pod: (role == Role::Pod).then(|| super::names::display(lab.name(), name)),
+            namespace: pod.map(|p| p.namespace.clone()),
+            labels: pod.map(|p| super::policy::pod_labels(lab, p)),
             netns: netns.to_owned(),
             links,
             routes,
@@ -89,5 +103,7 @@ pub fn status(lab: &Lab) -> Result<LabStatus, LabError> {
         kube_proxy: plan.kube_proxy(),
         services: lab.state.services.clone(),
         mode_hidden_by: None,
+        policy_mode: plan.options.policy_mode,
+        policies: lab.state.policies.iter().map(|p| p.key()).collect(),
     })
 }

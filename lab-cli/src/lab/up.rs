@@ -68,6 +68,9 @@ pub fn up(plan: &Plan, fail_at_step: Option<usize>) -> Result<LabState, LabError
         namespaces: Vec::new(),
         cgroups: Vec::new(),
         services: Vec::new(),
+        policies: Vec::new(),
+        labels: Default::default(),
+        identities: None,
     };
     state.save()?;
     let mut steps = Steps {

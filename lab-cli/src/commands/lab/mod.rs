@@ -12,8 +12,8 @@ use anyhow::Context as _;
 
 use crate::{
     cli::lab::{
-        LabCommand, LabDownArgs, LabExecArgs, LabListArgs, LabStatusArgs, LabTrafficArgs,
-        LabTriggerArgs, LabUpArgs,
+        LabCommand, LabDownArgs, LabExecArgs, LabListArgs, LabPodCommand, LabPodLabelArgs,
+        LabStatusArgs, LabTrafficArgs, LabTriggerArgs, LabUpArgs,
     },
     cli::values,
     kernel::{cgroup, interrupt, privilege},
@@ -22,6 +22,7 @@ use crate::{
         faults::{self, TriggerReport},
         names,
         plan::{LabOptions, MasqMode},
+        policy::Relabelled,
         scenario::{SCENARIOS, Scenario},
         traffic::{self, TrafficReport, TrafficSpec},
     },
@@ -45,6 +46,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
             nat_ports,
             tc_attach,
             kube_proxy,
+            policy_mode,
             output,
         }) => up(
             &scenario,
@@ -56,6 +58,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
                 nat_ports,
                 tc_attach,
                 kube_proxy,
+                policy_mode,
             },
             output,
         ),
@@ -107,7 +110,97 @@ pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
             count,
             output,
         }) => trigger(lab.as_deref(), &fault, count, output),
+        LabCommand::Pod(args) => match args.command {
+            LabPodCommand::Label(args) => label(args),
+        },
     }
+}
+
+fn label(args: LabPodLabelArgs) -> anyhow::Result<Outcome> {
+    privilege::require_netns_admin("lab pod label")?;
+    let (lab, pod) = Lab::split_member(args.lab.as_deref(), &args.pod);
+    let lab = Lab::find_member(lab, pod)?;
+    let r = lab::policy::relabel(lab.name(), pod, &args.changes, args.overwrite)
+        .with_context(|| format!("cannot relabel pod `{}`", args.pod))?;
+    let mut out = anstream::stdout().lock();
+    match args.output {
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&r)?)?,
+        OutputFormat::Text => write_relabelled(&mut out, &r)?,
+    }
+    Ok(Outcome::Success)
+}
+
+/// `lab pod label` as text: the labels before and after, the identity
+/// and the policies that select the pod.
+pub(crate) fn write_relabelled(out: &mut impl Write, r: &Relabelled) -> io::Result<()> {
+    let text = |l: &std::collections::BTreeMap<String, String>| {
+        l.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let keys = |k: &[crate::policy::PolicyKey]| {
+        if k.is_empty() {
+            "none".to_owned()
+        } else {
+            k.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    if r.before == r.after {
+        width::write_fill(
+            out,
+            &format!(
+                "pod {} not changed: its labels are {}",
+                r.pod,
+                text(&r.after)
+            ),
+            "",
+            "  ",
+        )?;
+    } else {
+        width::write_fill(
+            out,
+            &format!(
+                "pod {} labelled {} (was {})",
+                r.pod,
+                text(&r.after),
+                text(&r.before)
+            ),
+            "",
+            "  ",
+        )?;
+    }
+    let identity = if r.identity_before == r.identity_after {
+        format!("identity {} (unchanged)", r.identity_after)
+    } else {
+        format!("identity {} -> {}", r.identity_before, r.identity_after)
+    };
+    let mut ids = Vec::new();
+    if !r.change.allocated.is_empty() {
+        ids.push(format!("allocated {:?}", r.change.allocated));
+    }
+    if !r.change.released.is_empty() {
+        ids.push(format!("released {:?}", r.change.released));
+    }
+    let ids = if ids.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", ids.join(", "))
+    };
+    width::write_fill(out, &format!("{identity}{ids}"), "  ", "    ")?;
+    let policies = if r.selected_before == r.selected_after {
+        format!("selected by {}", keys(&r.selected_after))
+    } else {
+        format!(
+            "selected by {} (was {})",
+            keys(&r.selected_after),
+            keys(&r.selected_before)
+        )
+    };
+    width::write_fill(out, &policies, "  ", "    ")
 }
 
 fn list(output: OutputFormat) -> anyhow::Result<Outcome> {
@@ -291,6 +384,9 @@ fn exec(lab: Option<&str>, member: &str, command: &[String]) -> anyhow::Result<O
     privilege::require_netns_admin("lab exec")?;
     let (lab, member) = Lab::split_member(lab, member);
     let lab = Lab::find_member(lab, member)?;
+    // `NAMESPACE/POD` as the pod's own name.
+    let member = lab.endpoint(member).map_or(member.to_owned(), |e| e.name);
+    let member = member.as_str();
     let ns = lab.netns(member)?;
     let status = match exec::run(&ns, lab.pod_cgroup(member).as_deref(), command) {
         Ok(status) => status,
@@ -340,7 +436,12 @@ fn traffic(
     privilege::require_netns_admin("lab traffic")?;
     let (lab, from) = Lab::split_member(lab, from);
     let lab = Lab::find_member(lab, from)?;
+    // `NAMESPACE/POD` as the pod's own name.
+    let from = lab.endpoint(from).map_or(from.to_owned(), |e| e.name);
+    let from = from.as_str();
     let to = lab.local_name(to);
+    let to = lab.endpoint(to).map_or(to.to_owned(), |e| e.name);
+    let to = to.as_str();
     let src = endpoint(&lab, from)?;
     // A service: its backends' app answers, each with its name.
     let dst = match lab.service_traffic(to, &mut spec, port_given) {

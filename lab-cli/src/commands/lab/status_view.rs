@@ -73,6 +73,19 @@ pub(crate) fn write_status(out: &mut impl Write, statuses: &[LabStatus]) -> io::
                 format!("(ip netns: {})", m.netns),
             ];
             writeln!(out, "{}", width::pieces(&head, 6))?;
+            if let (Some(ns), Some(labels)) = (&m.namespace, &m.labels) {
+                let labels = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                width::write_fill(
+                    out,
+                    &format!("namespace {ns}, labels {labels}"),
+                    "    k8s: ",
+                    "      ",
+                )?;
+            }
             for l in &m.links {
                 let mut line = vec![format!(
                     "    {} {} mtu {} {}",
@@ -151,6 +164,28 @@ pub(crate) fn write_status(out: &mut impl Write, statuses: &[LabStatus]) -> io::
                     "      ",
                 )?;
             }
+        }
+        if lab.policy_mode.is_some() || !lab.policies.is_empty() {
+            let mode = lab
+                .policy_mode
+                .map_or("no policy mode: recorded, not enforced".to_owned(), |m| {
+                    format!("policy mode {m}")
+                });
+            let names = if lab.policies.is_empty() {
+                "none yet".to_owned()
+            } else {
+                lab.policies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            width::write_fill(
+                out,
+                &format!("({mode}): {names}; labctl policy list --lab {}", lab.lab),
+                &format!("  {bold}policies{bold:#} "),
+                "    ",
+            )?;
         }
     }
     Ok(())

@@ -1,0 +1,90 @@
+//! `labctl policy` arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::values;
+use crate::{output::OutputFormat, policy::model::Protocol};
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Apply NetworkPolicy (networking.k8s.io/v1) and CiliumNetworkPolicy
+    /// (cilium.io/v2) YAML, as kubectl apply -f: every document of the
+    /// file, or none.
+    Apply(PolicyApplyArgs),
+    /// Delete policies by name (NAME, NAMESPACE/NAME, netpol/... or
+    /// cnp/...) or those of a file.
+    Delete(PolicyDeleteArgs),
+    /// A lab's policies, with the pods each selects.
+    List(PolicyListArgs),
+    /// What the policies decide for a new connection: both identities,
+    /// the policies selecting each side, the rule that decides, the
+    /// verdict.
+    Trace(PolicyTraceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyApplyArgs {
+    /// The YAML file (`-`: standard input); documents separated by `---`.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: PathBuf,
+    /// The lab [default: the only lab up, or the only one with a policy mode].
+    #[arg(long, value_parser = values::lab_name)]
+    pub lab: Option<String>,
+    /// Output: text for people, json for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyDeleteArgs {
+    /// Policies: NAME, NAMESPACE/NAME, or either after netpol/ or cnp/.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub names: Vec<String>,
+    /// Delete the policies this YAML file defines.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The lab [default: the only lab up, or the only one with a policy mode].
+    #[arg(long, value_parser = values::lab_name)]
+    pub lab: Option<String>,
+    /// Output: text for people, json for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyListArgs {
+    /// The lab [default: every lab].
+    #[arg(long, value_parser = values::lab_name)]
+    pub lab: Option<String>,
+    /// Output: text for people, json for scripts (one policy per line).
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyTraceArgs {
+    /// The source: a pod (POD, LAB/POD, LAB/NAMESPACE/POD), another lab
+    /// member, an IPv4 address or a CIDR.
+    #[arg(long)]
+    pub from: String,
+    /// The destination, as --from.
+    #[arg(long)]
+    pub to: String,
+    /// The destination port and protocol: 80, 80/tcp, 53/udp.
+    #[arg(long, value_name = "PORT[/PROTO]", value_parser = values::port_proto)]
+    pub port: (u16, Protocol),
+    /// The lab (needed only when several labs have these pods).
+    #[arg(long, value_parser = values::lab_name)]
+    pub lab: Option<String>,
+    /// Output: text for people, json for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}

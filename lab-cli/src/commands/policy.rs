@@ -1,0 +1,430 @@
+//! `labctl policy ...`: apply, delete, list and trace a lab's network
+//! policies; the work is in `crate::lab::policy` and `crate::policy`.
+
+use std::{
+    io::{self, Write},
+    path::Path,
+};
+
+use anstyle::Style;
+
+use crate::{
+    cli::policy::{
+        PolicyApplyArgs, PolicyCommand, PolicyDeleteArgs, PolicyListArgs, PolicyTraceArgs,
+    },
+    kernel::privilege,
+    lab::{
+        Lab,
+        policy::{self as lab_policy, Applied, Target, Trace},
+    },
+    output::{OutputFormat, exit::Outcome as Exit, width},
+    policy::{
+        PolicyError, PolicyMode,
+        eval::{Evaluator, Hop, Outcome},
+        identity,
+        model::{Direction, Policy, PolicyKey},
+        yaml,
+    },
+};
+
+pub fn run(command: PolicyCommand) -> anyhow::Result<Exit> {
+    match command {
+        PolicyCommand::Apply(args) => apply(args),
+        PolicyCommand::Delete(args) => delete(args),
+        PolicyCommand::List(args) => list(args),
+        PolicyCommand::Trace(args) => trace(args),
+    }
+}
+
+/// The policies of a file (`-`: standard input), as `file:line` names
+/// them.
+fn read(path: &Path) -> Result<Vec<Policy>, PolicyError> {
+    let text = yaml::read_file(path)?;
+    let name = if path == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    Ok(yaml::parse(&name, &text)?)
+}
+
+/// What enforces a lab's policies, in one sentence.
+pub(crate) fn enforcement(lab: &str, mode: Option<PolicyMode>) -> String {
+    match mode {
+        None => format!(
+            "lab `{lab}` has no --policy-mode: its policies are recorded and traced (`labctl policy trace`), not enforced, as on a CNI without policy support"
+        ),
+        Some(mode) => format!(
+            "lab `{lab}` has --policy-mode {mode}: recorded; `labctl policy trace` shows what the {mode} datapath is to decide (this version does not build it yet)"
+        ),
+    }
+}
+
+fn apply(args: PolicyApplyArgs) -> anyhow::Result<Exit> {
+    let policies = read(&args.file)?;
+    privilege::require_netns_admin("policy apply")?;
+    let lab = lab_policy::pick_lab(args.lab.as_deref())?;
+    let applied = lab_policy::apply(lab.name(), policies)?;
+    let mut out = anstream::stdout().lock();
+    let mode = lab.plan.options.policy_mode;
+    match args.output {
+        OutputFormat::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "lab": lab.name(), "applied": applied, "policy_mode": mode,
+                "enforced": false,
+            })
+        )?,
+        OutputFormat::Text => write_applied(&mut out, lab.name(), mode, &applied)?,
+    }
+    Ok(Exit::Success)
+}
+
+/// `policy apply` as text: one line per policy as kubectl says it, and
+/// who enforces.
+pub(crate) fn write_applied(
+    out: &mut impl Write,
+    lab: &str,
+    mode: Option<PolicyMode>,
+    applied: &[Applied],
+) -> io::Result<()> {
+    for a in applied {
+        let selects = if a.selects.is_empty() {
+            "selects no pod".to_owned()
+        } else {
+            format!("selects {}", a.selects.join(", "))
+        };
+        width::write_fill(
+            out,
+            &format!(
+                "{} {} {} ({selects})",
+                a.policy.kind.as_str().to_lowercase(),
+                a.policy,
+                a.action.as_str()
+            ),
+            "",
+            "  ",
+        )?;
+    }
+    width::write_fill(out, &enforcement(lab, mode), "", "")
+}
+
+fn delete(args: PolicyDeleteArgs) -> anyhow::Result<Exit> {
+    let targets: Vec<Target> = match &args.file {
+        Some(path) => read(path)?
+            .into_iter()
+            .map(|p| Target::Key(p.key()))
+            .collect(),
+        None => args.names.iter().cloned().map(Target::Name).collect(),
+    };
+    privilege::require_netns_admin("policy delete")?;
+    let lab = lab_policy::pick_lab(args.lab.as_deref())?;
+    let deleted = lab_policy::delete(lab.name(), &targets)?;
+    let mut out = anstream::stdout().lock();
+    match args.output {
+        OutputFormat::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "lab": lab.name(), "deleted": deleted })
+        )?,
+        OutputFormat::Text => {
+            for key in &deleted {
+                writeln!(
+                    out,
+                    "{} {key} deleted from lab `{}`",
+                    key.kind.as_str().to_lowercase(),
+                    lab.name()
+                )?;
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// One policy of `policy list`.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Listed {
+    pub lab: String,
+    pub policy: PolicyKey,
+    /// The pods it selects.
+    pub selects: Vec<String>,
+    pub spec: Policy,
+}
+
+fn list(args: PolicyListArgs) -> anyhow::Result<Exit> {
+    let labs = match &args.lab {
+        Some(name) => vec![Lab::open(name)?],
+        None => Lab::all()?,
+    };
+    let mut rows = Vec::new();
+    for lab in &labs {
+        let cluster = lab_policy::cluster(lab);
+        let eval = Evaluator::new(
+            &cluster,
+            lab_policy::identities(lab, &cluster).0,
+            &lab.state.policies,
+            lab_policy::flavor(lab),
+        );
+        let mut policies: Vec<&Policy> = lab.state.policies.iter().collect();
+        policies.sort_by_key(|p| p.key());
+        let listed: Vec<Listed> = policies
+            .into_iter()
+            .map(|p| Listed {
+                lab: lab.name().to_owned(),
+                policy: p.key(),
+                selects: eval
+                    .selected(p)
+                    .into_iter()
+                    .map(|i| cluster.pods[i].name.clone())
+                    .collect(),
+                spec: p.clone(),
+            })
+            .collect();
+        rows.push((lab.name().to_owned(), lab.plan.options.policy_mode, listed));
+    }
+    let mut out = anstream::stdout().lock();
+    match args.output {
+        OutputFormat::Json => {
+            for (_, _, listed) in &rows {
+                for l in listed {
+                    writeln!(out, "{}", serde_json::to_string(l)?)?;
+                }
+            }
+        }
+        OutputFormat::Text if rows.is_empty() => {
+            width::write_fill(&mut out, &crate::lab::LabError::NoLabs.to_string(), "", "")?
+        }
+        OutputFormat::Text => write_list(&mut out, &rows)?,
+    }
+    Ok(Exit::Success)
+}
+
+type ListRows = [(String, Option<PolicyMode>, Vec<Listed>)];
+
+/// `policy list` as text: each lab, each policy with what it selects and
+/// governs.
+pub(crate) fn write_list(out: &mut impl Write, rows: &ListRows) -> io::Result<()> {
+    let bold = Style::new().bold();
+    for (lab, mode, listed) in rows {
+        let mode = mode.map_or("no policy mode: recorded, not enforced".to_owned(), |m| {
+            format!("policy mode {m}")
+        });
+        width::write_fill(
+            out,
+            &format!("({mode}; {} policies)", listed.len()),
+            &format!("{bold}lab {lab}{bold:#} "),
+            "  ",
+        )?;
+        if listed.is_empty() {
+            width::write_fill(
+                out,
+                "no policies: every pod is open both ways; add one with `labctl policy apply -f FILE`",
+                "  ",
+                "    ",
+            )?;
+        }
+        for l in listed {
+            let p = &l.spec;
+            width::write_fill(
+                out,
+                &format!(
+                    "{} {} ({}:{})",
+                    p.kind.short(),
+                    l.policy,
+                    p.origin.file,
+                    p.origin.line
+                ),
+                "  ",
+                "    ",
+            )?;
+            let selects = if l.selects.is_empty() {
+                "no pod".to_owned()
+            } else {
+                l.selects.join(", ")
+            };
+            width::write_fill(out, &format!("selects {selects}"), "    ", "      ")?;
+            width::write_fill(out, &governs(p), "    ", "      ")?;
+        }
+    }
+    Ok(())
+}
+
+/// `ingress: 1 rule, default deny; egress: not governed`.
+fn governs(p: &Policy) -> String {
+    let part = |d: Direction, allow: usize, deny: usize| {
+        if !p.applies.get(d) {
+            return format!("{d}: not governed");
+        }
+        let mut s = format!(
+            "{d}: {allow} allow rule{}",
+            if allow == 1 { "" } else { "s" }
+        );
+        if deny > 0 {
+            s.push_str(&format!(
+                ", {deny} deny rule{}",
+                if deny == 1 { "" } else { "s" }
+            ));
+        }
+        if p.default_deny.get(d) {
+            s.push_str(", default deny");
+        }
+        s
+    };
+    format!(
+        "{}; {}",
+        part(Direction::Ingress, p.ingress.len(), p.ingress_deny.len()),
+        part(Direction::Egress, p.egress.len(), p.egress_deny.len())
+    )
+}
+
+fn trace(args: PolicyTraceArgs) -> anyhow::Result<Exit> {
+    let lab = lab_policy::trace_lab(args.lab.as_deref(), &args.from, &args.to)?;
+    let (port, protocol) = args.port;
+    let t = lab_policy::trace(&lab, &args.from, &args.to, port, protocol)?;
+    let mut out = anstream::stdout().lock();
+    match args.output {
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&t)?)?,
+        OutputFormat::Text => write_trace(&mut out, &t)?,
+    }
+    Ok(Exit::Success)
+}
+
+/// The labels worth a line of text: Cilium's bookkeeping ones (service
+/// account, cluster, namespace labels) are in `-o json`.
+fn short_labels(labels: &[String]) -> String {
+    labels
+        .iter()
+        .filter(|l| {
+            !l.starts_with(&format!("k8s:{}", identity::NAMESPACE_LABELS_PREFIX))
+                && !l.starts_with(&format!("k8s:{}", identity::SERVICE_ACCOUNT_LABEL))
+                && !l.starts_with(&format!("k8s:{}", identity::CLUSTER_LABEL))
+        })
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `policy trace` as text, as `cilium policy trace` reads: both sides and
+/// their identities, each direction's policies and deciding rule, the
+/// verdict.
+pub(crate) fn write_trace(out: &mut impl Write, t: &Trace) -> io::Result<()> {
+    let bold = Style::new().bold();
+    let reading = match t.policy_mode {
+        Some(PolicyMode::Ebpf) => "policy mode ebpf: Cilium's reading",
+        Some(PolicyMode::Netfilter) => "policy mode netfilter: Calico's reading",
+        None => "no policy mode: netfilter's reading, not enforced",
+    };
+    width::write_fill(
+        out,
+        &format!(
+            "{} -> {} on {}/{} (lab {}, {reading}; {} policies)",
+            t.from.name, t.to.name, t.port, t.protocol, t.lab, t.policies
+        ),
+        "Tracing ",
+        "  ",
+    )?;
+    writeln!(out)?;
+    for (head, side) in [("From", &t.from), ("To", &t.to)] {
+        let ns = side
+            .namespace
+            .as_ref()
+            .map(|n| format!(" (namespace {n})"))
+            .unwrap_or_default();
+        let addr = if side.name == side.addr.to_string()
+            || (side.addr.prefix_len() == 32 && side.name == side.addr.addr().to_string())
+        {
+            String::new()
+        } else {
+            format!(" {}", side.addr)
+        };
+        width::write_fill(
+            out,
+            &format!("{}{ns}{addr}", side.name),
+            &format!("{bold}{head:<5}{bold:#} "),
+            "      ",
+        )?;
+        let id = match side.reserved {
+            Some(name) => format!("identity {} (reserved:{name})", side.identity),
+            None => format!("identity {}", side.identity),
+        };
+        width::write_fill(
+            out,
+            &format!("{id}: {}", short_labels(&side.labels)),
+            "      ",
+            "        ",
+        )?;
+    }
+    writeln!(out)?;
+    for hop in [&t.verdict.egress, &t.verdict.ingress] {
+        write_hop(out, hop)?;
+    }
+    writeln!(out)?;
+    let verdict = match t.verdict.drop_reason {
+        None => "ALLOWED (replies of this connection pass too)".to_owned(),
+        Some(reason) => {
+            let hop = t.verdict.deciding();
+            format!(
+                "DENIED: {} (drop reason {}) at the {} of {}",
+                reason.as_str(),
+                reason.code(),
+                hop.direction,
+                hop.pod.as_deref().unwrap_or("?")
+            )
+        }
+    };
+    width::write_fill(
+        out,
+        &verdict,
+        &format!("{bold}Final verdict:{bold:#} "),
+        "  ",
+    )
+}
+
+fn write_hop(out: &mut impl Write, hop: &Hop) -> io::Result<()> {
+    let head = match (&hop.pod, hop.direction) {
+        (Some(p), Direction::Egress) => format!("Egress of {p}: "),
+        (Some(p), Direction::Ingress) => format!("Ingress of {p}: "),
+        (None, Direction::Egress) => "Egress: ".to_owned(),
+        (None, Direction::Ingress) => "Ingress: ".to_owned(),
+    };
+    let selected = hop
+        .selected_by
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let deny = if hop.enforced {
+        " (default deny)"
+    } else {
+        " (none turns default deny on)"
+    };
+    let text = match &hop.outcome {
+        Outcome::NoEndpoint => "the source is not a pod: no policy of its own".to_owned(),
+        Outcome::NotSelected => "no policy selects it: allowed".to_owned(),
+        Outcome::NotEnforced => format!("selected by {selected}{deny}; no rule matches: allowed"),
+        Outcome::Allowed { rule } => {
+            format!("selected by {selected}{deny}; allowed by {rule}")
+        }
+        Outcome::AllowedHost => {
+            format!(
+                "selected by {selected}{deny}; allowed: from its own node, which may always reach it"
+            )
+        }
+        Outcome::DefaultDenied => {
+            format!("selected by {selected}{deny}; no rule allows it: denied")
+        }
+        Outcome::Denied { rule } => format!("selected by {selected}; denied by {rule}"),
+    };
+    let text = if matches!(hop.outcome, Outcome::NoEndpoint) && hop.direction == Direction::Ingress
+    {
+        "the destination is not a pod: no policy of its own".to_owned()
+    } else {
+        text
+    };
+    width::write_fill(out, &format!("{head}{text}"), "", "  ")?;
+    for note in &hop.notes {
+        width::write_fill(out, note, "  note: ", "    ")?;
+    }
+    Ok(())
+}

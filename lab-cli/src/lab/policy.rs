@@ -1,0 +1,635 @@
+//! A lab's network policies: its pods as policy sees them (Kubernetes
+//! namespaces and labels), the policies kept in its record (`policy
+//! apply|delete|list`), `lab pod label`, and traces through the
+//! evaluator.
+//!
+//! A pod keeps the name every command prints and takes, `LAB/POD`; its
+//! Kubernetes namespace is one of its attributes (as its labels are), and
+//! `LAB/NAMESPACE/POD` names it too. Applied means recorded: the
+//! datapaths that enforce the record come with `--policy-mode`.
+
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use super::{
+    Lab, LabError,
+    names::display,
+    plan::PodPlan,
+    state::{LabLock, LabState},
+};
+use crate::policy::{
+    Cluster, Evaluator, Flavor, Party, PolicyError, PolicyMode, Query, Verdict,
+    eval::{Namespace, Node, Pod},
+    identity::{self, Identities, IdentityChange},
+    model::{Kind, Labels, Policy, PolicyKey, Protocol},
+    yaml,
+};
+
+/// The namespaces every cluster has, whether pods run there or not.
+const BUILTIN_NAMESPACES: [&str; 4] = ["default", "kube-node-lease", "kube-public", "kube-system"];
+
+/// The service account of every lab pod.
+const SERVICE_ACCOUNT: &str = "default";
+
+/// The labels of pod `pod` now (the record's, else the scenario's).
+pub fn pod_labels(lab: &Lab, pod: &PodPlan) -> Labels {
+    lab.state
+        .labels
+        .get(&pod.name)
+        .cloned()
+        .unwrap_or_else(|| pod.labels.clone())
+}
+
+/// The namespaces of the lab: the built-in ones and its pods'.
+pub fn namespaces(lab: &Lab) -> Vec<String> {
+    let mut set: BTreeSet<String> = BUILTIN_NAMESPACES.iter().map(|s| (*s).to_owned()).collect();
+    set.extend(lab.plan.pods.iter().map(|p| p.namespace.clone()));
+    set.into_iter().collect()
+}
+
+/// The lab as policy sees it: pods named `LAB/POD`.
+pub fn cluster(lab: &Lab) -> Cluster {
+    Cluster {
+        namespaces: namespaces(lab)
+            .iter()
+            .map(|n| Namespace::named(n))
+            .collect(),
+        pods: lab
+            .plan
+            .pods
+            .iter()
+            .map(|p| Pod {
+                name: display(lab.name(), &p.name),
+                namespace: p.namespace.clone(),
+                labels: pod_labels(lab, p),
+                addr: p.addr,
+                node: lab.plan.nodes[p.node].name.clone(),
+                service_account: SERVICE_ACCOUNT.to_owned(),
+            })
+            .collect(),
+        nodes: lab
+            .plan
+            .nodes
+            .iter()
+            .map(|n| Node {
+                name: n.name.clone(),
+                addr: n.uplink_addr,
+            })
+            .collect(),
+    }
+}
+
+/// How the lab's datapath reads policies (netfilter's reading without a
+/// policy mode).
+pub fn flavor(lab: &Lab) -> Flavor {
+    lab.plan
+        .options
+        .policy_mode
+        .map_or(Flavor::Netfilter, PolicyMode::flavor)
+}
+
+/// The lab's identities now: the recorded table, brought up to date with
+/// the pods' labels.
+pub fn identities(lab: &Lab, cluster: &Cluster) -> (Identities, IdentityChange) {
+    cluster.identities(&lab.state.identities.clone().unwrap_or_default())
+}
+
+/// The lab policy commands act on: `name`, else the only lab up, else the
+/// only one with a policy mode.
+pub fn pick_lab(name: Option<&str>) -> Result<Lab, LabError> {
+    if let Some(name) = name {
+        return Lab::open(name);
+    }
+    let mut labs = Lab::all()?;
+    match labs.len() {
+        0 => return Err(LabError::NoLabs),
+        1 => return Ok(labs.remove(0)),
+        _ => {}
+    }
+    let names = labs
+        .iter()
+        .map(|l| l.name().to_owned())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut with: Vec<Lab> = labs
+        .into_iter()
+        .filter(|l| l.plan.options.policy_mode.is_some())
+        .collect();
+    if with.len() == 1 {
+        return Ok(with.remove(0));
+    }
+    Err(LabError::WhichLab(names))
+}
+
+/// What `apply` did to one policy, as kubectl says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub policy: PolicyKey,
+    pub action: Action,
+    /// The pods it selects now.
+    pub selects: Vec<String>,
+}
+
+/// Records `policies` in lab `lab` (each replacing one of the same kind,
+/// namespace and name): all of them, or none when one is refused.
+pub fn apply(lab: &str, policies: Vec<Policy>) -> Result<Vec<Applied>, LabError> {
+    let _lock = LabLock::acquire()?;
+    let mut lab = Lab::open(lab)?;
+    let known = namespaces(&lab);
+    for p in &policies {
+        if !known.contains(&p.namespace) {
+            return Err(PolicyError::NoSuchNamespace {
+                file: p.origin.file.clone(),
+                line: p.origin.line,
+                namespace: p.namespace.clone(),
+                lab: lab.name().to_owned(),
+                known: known.join(", "),
+            }
+            .into());
+        }
+        if p.kind == Kind::CiliumNetworkPolicy
+            && lab.plan.options.policy_mode == Some(PolicyMode::Netfilter)
+        {
+            return Err(PolicyError::CiliumWithoutCilium {
+                file: p.origin.file.clone(),
+                line: p.origin.line,
+                lab: lab.name().to_owned(),
+            }
+            .into());
+        }
+    }
+    let mut actions = Vec::new();
+    for p in policies {
+        let key = p.key();
+        let action = match lab.state.policies.iter().position(|q| q.key() == key) {
+            Some(i) if lab.state.policies[i].same_as(&p) => Action::Unchanged,
+            Some(i) => {
+                lab.state.policies[i] = p;
+                Action::Configured
+            }
+            None => {
+                lab.state.policies.push(p);
+                Action::Created
+            }
+        };
+        actions.push((key, action));
+    }
+    if actions.iter().any(|(_, a)| *a != Action::Unchanged) {
+        lab.state.save()?;
+    }
+    let cluster = cluster(&lab);
+    let eval = Evaluator::new(
+        &cluster,
+        identities(&lab, &cluster).0,
+        &lab.state.policies,
+        flavor(&lab),
+    );
+    Ok(actions
+        .into_iter()
+        .map(|(key, action)| {
+            let selects = lab
+                .state
+                .policies
+                .iter()
+                .find(|p| p.key() == key)
+                .map(|p| {
+                    eval.selected(p)
+                        .into_iter()
+                        .map(|i| cluster.pods[i].name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Applied {
+                policy: key,
+                action,
+                selects,
+            }
+        })
+        .collect())
+}
+
+/// A policy named on the command line: `NAME`, `NAMESPACE/NAME`, either
+/// after `netpol/` or `cnp/`; or one read from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Name(String),
+    Key(PolicyKey),
+}
+
+/// The policies of `state` that `target` names.
+fn resolve(lab: &str, state: &LabState, target: &Target) -> Result<PolicyKey, LabError> {
+    let all: Vec<PolicyKey> = state.policies.iter().map(Policy::key).collect();
+    let known = || {
+        if all.is_empty() {
+            "(none)".to_owned()
+        } else {
+            all.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let (shown, matches): (String, Vec<&PolicyKey>) = match target {
+        Target::Key(key) => (key.to_string(), all.iter().filter(|k| *k == key).collect()),
+        Target::Name(name) => {
+            let (kind, rest) = match name.split_once('/') {
+                Some(("netpol", rest)) => (Some(Kind::NetworkPolicy), rest),
+                Some(("cnp", rest)) => (Some(Kind::CiliumNetworkPolicy), rest),
+                _ => (None, name.as_str()),
+            };
+            let (ns, n) = match rest.split_once('/') {
+                Some((ns, n)) => (Some(ns), n),
+                None => (None, rest),
+            };
+            let found = all
+                .iter()
+                .filter(|k| {
+                    kind.is_none_or(|kind| k.kind == kind)
+                        && ns.is_none_or(|ns| k.namespace == ns)
+                        && k.name == n
+                })
+                .collect();
+            (name.clone(), found)
+        }
+    };
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(PolicyError::NoSuchPolicy {
+            name: shown,
+            lab: lab.to_owned(),
+            known: known(),
+        }
+        .into()),
+        several => Err(PolicyError::Ambiguous {
+            name: shown,
+            lab: lab.to_owned(),
+            matches: several
+                .iter()
+                .map(|k| format!("{}/{k}", k.kind.short()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+        .into()),
+    }
+}
+
+/// Removes the named policies from lab `lab`: all of them, or none when
+/// one is not there.
+pub fn delete(lab: &str, targets: &[Target]) -> Result<Vec<PolicyKey>, LabError> {
+    let _lock = LabLock::acquire()?;
+    let mut lab = Lab::open(lab)?;
+    let mut keys = Vec::new();
+    for t in targets {
+        let key = resolve(lab.name(), &lab.state, t)?;
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    lab.state.policies.retain(|p| !keys.contains(&p.key()));
+    lab.state.save()?;
+    Ok(keys)
+}
+
+/// One change of `lab pod label`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelChange {
+    /// `KEY=VALUE`.
+    Set(String, String),
+    /// `KEY-`.
+    Remove(String),
+}
+
+impl LabelChange {
+    /// `KEY=VALUE` or `KEY-`, checked as the API server checks labels.
+    pub fn parse(arg: &str) -> Result<Self, PolicyError> {
+        if let Some((k, v)) = arg.split_once('=') {
+            yaml::check_label(k, v).map_err(PolicyError::BadLabel)?;
+            return Ok(LabelChange::Set(k.to_owned(), v.to_owned()));
+        }
+        if let Some(k) = arg.strip_suffix('-') {
+            yaml::check_label(k, "").map_err(PolicyError::BadLabel)?;
+            return Ok(LabelChange::Remove(k.to_owned()));
+        }
+        Err(PolicyError::BadLabelArgument(arg.to_owned()))
+    }
+}
+
+/// What `lab pod label` changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Relabelled {
+    pub lab: String,
+    pub pod: String,
+    pub namespace: String,
+    pub before: Labels,
+    pub after: Labels,
+    /// Its security identity before and after.
+    pub identity_before: u32,
+    pub identity_after: u32,
+    /// Identities allocated and released by the change.
+    pub change: IdentityChange,
+    /// The policies selecting it before and after.
+    pub selected_before: Vec<PolicyKey>,
+    pub selected_after: Vec<PolicyKey>,
+}
+
+/// The key of a policy-selected-by list of pod `pod`.
+fn selecting(eval: &Evaluator<'_>, pod: usize) -> Vec<PolicyKey> {
+    let mut out: Vec<PolicyKey> = [
+        crate::policy::model::Direction::Ingress,
+        crate::policy::model::Direction::Egress,
+    ]
+    .into_iter()
+    .flat_map(|d| eval.selecting(pod, d))
+    .map(Policy::key)
+    .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Changes pod `pod`'s labels in lab `lab`'s record (`overwrite`: a key
+/// that has a value may get another, as `kubectl label --overwrite`).
+pub fn relabel(
+    lab: &str,
+    pod: &str,
+    changes: &[LabelChange],
+    overwrite: bool,
+) -> Result<Relabelled, LabError> {
+    let _lock = LabLock::acquire()?;
+    let mut lab = Lab::open(lab)?;
+    let plan = lab
+        .plan
+        .find_pod(pod)
+        .cloned()
+        .ok_or_else(|| not_a_pod(&lab, pod))?;
+    let before_cluster = cluster(&lab);
+    let (before_ids, _) = identities(&lab, &before_cluster);
+    let index = before_cluster
+        .pod_by_name(&display(lab.name(), &plan.name))
+        .unwrap_or_default();
+    let before = pod_labels(&lab, &plan);
+    let mut after = before.clone();
+    for c in changes {
+        match c {
+            LabelChange::Set(k, v) => {
+                if let Some(old) = after.get(k)
+                    && old != v
+                    && !overwrite
+                {
+                    return Err(PolicyError::BadLabel(format!(
+                        "`{k}` already has a value ({old}) and --overwrite was not given; nothing was changed"
+                    ))
+                    .into());
+                }
+                after.insert(k.clone(), v.clone());
+            }
+            LabelChange::Remove(k) => {
+                if after.remove(k).is_none() {
+                    return Err(PolicyError::NoSuchLabel {
+                        pod: display(lab.name(), &plan.name),
+                        key: k.clone(),
+                        labels: yaml::labels_text(&before),
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+    let selected_before = {
+        let eval = Evaluator::new(
+            &before_cluster,
+            before_ids.clone(),
+            &lab.state.policies,
+            flavor(&lab),
+        );
+        selecting(&eval, index)
+    };
+    let identity_before = before_ids
+        .id_of(&before_cluster.identity_labels(index))
+        .unwrap_or(identity::INIT);
+    if after == plan.labels {
+        lab.state.labels.remove(&plan.name);
+    } else {
+        lab.state.labels.insert(plan.name.clone(), after.clone());
+    }
+    let after_cluster = cluster(&lab);
+    let (after_ids, change) = after_cluster.identities(&before_ids);
+    let identity_after = after_ids
+        .id_of(&after_cluster.identity_labels(index))
+        .unwrap_or(identity::INIT);
+    let selected_after = {
+        let eval = Evaluator::new(
+            &after_cluster,
+            after_ids.clone(),
+            &lab.state.policies,
+            flavor(&lab),
+        );
+        selecting(&eval, index)
+    };
+    lab.state.identities = Some(after_ids);
+    lab.state.save()?;
+    Ok(Relabelled {
+        lab: lab.name().to_owned(),
+        pod: display(lab.name(), &plan.name),
+        namespace: plan.namespace.clone(),
+        before,
+        after,
+        identity_before,
+        identity_after,
+        change,
+        selected_before,
+        selected_after,
+    })
+}
+
+fn not_a_pod(lab: &Lab, name: &str) -> LabError {
+    LabError::NoSuchMember {
+        name: name.to_owned(),
+        labs: format!("lab `{}` (as a pod)", lab.name()),
+        members: lab
+            .plan
+            .pods
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// One side of a trace, as it is printed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    /// `LAB/POD`, a member's name, or the CIDR given.
+    pub name: String,
+    /// A pod's Kubernetes namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub addr: Ipv4Net,
+    /// Its security identity (as the other side's node sees it).
+    pub identity: u32,
+    /// A reserved identity's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<&'static str>,
+    /// Its identity's labels.
+    pub labels: Vec<String>,
+    /// A pod's Kubernetes labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_labels: Option<Labels>,
+}
+
+/// `policy trace`: both sides and the verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trace {
+    pub lab: String,
+    pub policy_mode: Option<PolicyMode>,
+    pub flavor: Flavor,
+    pub from: Side,
+    pub to: Side,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub verdict: Verdict,
+    /// How many policies the lab has.
+    pub policies: usize,
+}
+
+/// A trace's end: a pod (`POD`, `LAB/POD`, `LAB/NAMESPACE/POD`), another
+/// member (its address), an IPv4 address or a CIDR.
+fn party(lab: &Lab, cluster: &Cluster, name: &str) -> Result<(Party, String), LabError> {
+    let local = lab.local_name(name);
+    if let Some(p) = lab.plan.find_pod(local) {
+        let shown = display(lab.name(), &p.name);
+        if let Some(i) = cluster.pod_by_name(&shown) {
+            return Ok((Party::Pod(i), shown));
+        }
+    }
+    if let Some(e) = lab.endpoint(local) {
+        return Ok((
+            cluster.party(Ipv4Net::from(e.addr)),
+            display(lab.name(), &e.name),
+        ));
+    }
+    if let Ok(addr) = name.parse::<Ipv4Addr>() {
+        let party = cluster.party(Ipv4Net::from(addr));
+        return Ok((party, shown_party(cluster, party, name)));
+    }
+    if let Ok(net) = name.parse::<Ipv4Net>() {
+        let party = cluster.party(net);
+        return Ok((party, shown_party(cluster, party, name)));
+    }
+    Err(PolicyError::BadParty(name.to_owned()).into())
+}
+
+fn shown_party(cluster: &Cluster, party: Party, given: &str) -> String {
+    match party {
+        Party::Pod(i) => cluster.pods[i].name.clone(),
+        Party::Net(net) => {
+            if net.prefix_len() == 32 {
+                net.addr().to_string()
+            } else if given.contains('/') {
+                net.to_string()
+            } else {
+                given.to_owned()
+            }
+        }
+    }
+}
+
+/// The lab a trace between `from` and `to` is in: `lab`, else the one
+/// lab with whichever of them is a member.
+pub fn trace_lab(lab: Option<&str>, from: &str, to: &str) -> Result<Lab, LabError> {
+    let member = |s: &str| s.parse::<Ipv4Addr>().is_err() && s.parse::<Ipv4Net>().is_err();
+    let name = if member(from) { from } else { to };
+    if !member(name) {
+        return pick_lab(lab);
+    }
+    let (lab, m) = Lab::split_member(lab, name);
+    Lab::find_member(lab, m)
+}
+
+/// Judges a new connection from `from` to `to` on `port`/`protocol` with
+/// the lab's policies.
+pub fn trace(
+    lab: &Lab,
+    from: &str,
+    to: &str,
+    port: u16,
+    protocol: Protocol,
+) -> Result<Trace, LabError> {
+    let cluster = cluster(lab);
+    let (ids, _) = identities(lab, &cluster);
+    let (src, src_name) = party(lab, &cluster, from)?;
+    let (dst, dst_name) = party(lab, &cluster, to)?;
+    if !matches!((src, dst), (Party::Pod(_), _) | (_, Party::Pod(_))) {
+        return Err(PolicyError::NoPod {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        }
+        .into());
+    }
+    let eval = Evaluator::new(&cluster, ids, &lab.state.policies, flavor(lab));
+    let pod_of = |p: Party| match p {
+        Party::Pod(i) => Some(i),
+        Party::Net(_) => None,
+    };
+    let side = |party: Party, name: String, other: Party| {
+        let seen_from = pod_of(other);
+        let id = eval.identity(party, seen_from);
+        let (namespace, addr, pod_labels) = match party {
+            Party::Pod(i) => {
+                let p = &cluster.pods[i];
+                (
+                    Some(p.namespace.clone()),
+                    Ipv4Net::from(p.addr),
+                    Some(p.labels.clone()),
+                )
+            }
+            Party::Net(n) => (None, n, None),
+        };
+        Side {
+            name,
+            namespace,
+            addr,
+            identity: id,
+            reserved: identity::reserved_name(id),
+            labels: identity::display(&eval.labels(party, seen_from)),
+            pod_labels,
+        }
+    };
+    let verdict = eval.evaluate(&Query {
+        from: src,
+        to: dst,
+        port,
+        protocol,
+    });
+    Ok(Trace {
+        lab: lab.name().to_owned(),
+        policy_mode: lab.plan.options.policy_mode,
+        flavor: flavor(lab),
+        from: side(src, src_name, dst),
+        to: side(dst, dst_name, src),
+        port,
+        protocol,
+        verdict,
+        policies: lab.state.policies.len(),
+    })
+}

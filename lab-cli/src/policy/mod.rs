@@ -1,0 +1,130 @@
+//! Network policy, the domain: Kubernetes NetworkPolicy and Cilium's
+//! CiliumNetworkPolicy read from YAML ([`yaml`]) into one model
+//! ([`model`]), label selectors ([`selector`]), Cilium's security
+//! identities ([`identity`]), and a pure evaluator that judges a
+//! connection as the policies say ([`eval`]).
+//!
+//! Nothing here touches the kernel: the lab layer resolves its pods into
+//! an [`eval::Cluster`] and keeps the policies in its record; the
+//! datapaths (netfilter chains and sets, Cilium-style eBPF maps) are
+//! built from the same model, and their verdicts are compared with the
+//! evaluator's.
+
+pub mod eval;
+pub mod identity;
+pub mod model;
+pub mod selector;
+pub mod yaml;
+
+use thiserror::Error;
+
+pub use eval::{Cluster, Evaluator, Flavor, Party, Query, Verdict};
+pub use model::{Kind, Policy, PolicyKey};
+pub use yaml::ParseError;
+
+/// Who enforces a lab's policies (`lab up --policy-mode`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// NetworkPolicy as netfilter rules: per-pod chains and nft sets of
+    /// peer addresses, as Calico and kube-router do.
+    Netfilter,
+    /// Cilium's identity-based policy: identities from labels, an
+    /// ipcache, a policy map per endpoint, tc programs.
+    Ebpf,
+}
+
+impl PolicyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyMode::Netfilter => "netfilter",
+            PolicyMode::Ebpf => "ebpf",
+        }
+    }
+
+    /// How this datapath reads the policies.
+    pub fn flavor(self) -> Flavor {
+        match self {
+            PolicyMode::Netfilter => Flavor::Netfilter,
+            PolicyMode::Ebpf => Flavor::Cilium,
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A policy command the user got wrong (exit 2; nothing is changed).
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("{0}; nothing was changed")]
+    Parse(#[from] ParseError),
+    #[error(
+        "no policy `{name}` in lab `{lab}`; its policies are: {known} (see `labctl policy list`)"
+    )]
+    NoSuchPolicy {
+        name: String,
+        lab: String,
+        known: String,
+    },
+    #[error(
+        "`{name}` names several policies of lab `{lab}` ({matches}); say which, as NAMESPACE/NAME"
+    )]
+    Ambiguous {
+        name: String,
+        lab: String,
+        matches: String,
+    },
+    #[error(
+        "{file}:{line}: namespace `{namespace}` does not exist in lab `{lab}` (its namespaces: {known}); nothing was changed"
+    )]
+    NoSuchNamespace {
+        file: String,
+        line: u32,
+        namespace: String,
+        lab: String,
+        known: String,
+    },
+    #[error(
+        "{file}:{line}: lab `{lab}` enforces policy with netfilter (as Calico and kube-router), which knows no CiliumNetworkPolicy; write a NetworkPolicy, or bring the lab up with --policy-mode ebpf (nothing was changed)"
+    )]
+    CiliumWithoutCilium {
+        file: String,
+        line: u32,
+        lab: String,
+    },
+    #[error("`{0}` is neither KEY=VALUE (set a label) nor KEY- (remove one)")]
+    BadLabelArgument(String),
+    #[error("{0}")]
+    BadLabel(String),
+    #[error("pod `{pod}` has no label `{key}` to remove (its labels: {labels})")]
+    NoSuchLabel {
+        pod: String,
+        key: String,
+        labels: String,
+    },
+    #[error("`{0}` is not a pod, an IPv4 address or an IPv4 CIDR")]
+    BadParty(String),
+    #[error("neither `{from}` nor `{to}` is a pod: a trace needs a pod on at least one side")]
+    NoPod { from: String, to: String },
+}
+
+impl PolicyError {
+    /// Every one of them is the user's to fix.
+    pub fn is_usage(&self) -> bool {
+        true
+    }
+}
