@@ -673,3 +673,141 @@ fn exercises_are_listed_and_exported_without_privileges() {
     );
     assert!(fresh.join("find-the-drop.instructor.md").is_file());
 }
+
+/// A file in a fresh directory, for `-f`.
+fn policy_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.display().to_string();
+    (dir, path)
+}
+
+#[test]
+fn bad_policy_files_are_refused_with_their_field_and_line_before_anything() {
+    const HEAD: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: rule1}\nspec:\n  endpointSelector: {matchLabels: {class: deathstar}}\n";
+    let cases: &[(String, &str)] = &[
+        (
+            format!("{HEAD}  ingress:\n  - toPorts:\n    - ports: [{{port: \"80\"}}]\n      rules:\n        http: [{{method: POST}}]\n"),
+            "policy.yaml:9: spec.ingress[0].toPorts[0].rules is not supported",
+        ),
+        (
+            format!("{HEAD}  egress:\n  - toFQDNs: [{{matchName: api.github.com}}]\n"),
+            "policy.yaml:7: spec.egress[0].toFQDNs is not supported",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n".into(),
+            "policy.yaml:2: kind `Pod` is not a policy kind",
+        ),
+        (
+            format!("{HEAD}  ingress:\n  - fromEndpoints:\n    - matchExpressions:\n      - {{key: org, operator: Equals, values: [x]}}\n"),
+            "policy.yaml:9: spec.ingress[0].fromEndpoints[0].matchExpressions[0].operator must be In, NotIn",
+        ),
+        (
+            format!("{HEAD}  ingress:\n  - fromCIDR: [10.0.0.0/40]\n"),
+            "`10.0.0.0/40` is not a CIDR",
+        ),
+        (
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a}\nspec:\n  podSelector: {}\n  ingress:\n  - ports: [{port: http}]\n".into(),
+            "policy.yaml:7: spec.ingress[0].ports[0].port `http` is a named port",
+        ),
+        ("# nothing\n".into(), "holds no policy"),
+    ];
+    for (text, says) in cases {
+        let (_dir, path) = policy_file(text);
+        for cmd in [
+            &["policy", "apply", "-f", &path][..],
+            &["policy", "delete", "-f", &path, "--lab", "no-such-lab"],
+        ] {
+            // As nobody: refused before privileges, so before any lab is
+            // read or changed.
+            let out = labctl_unprivileged(cmd);
+            let stderr = common::said(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd:?}: {stderr}");
+            assert!(stderr.contains(says), "{cmd:?}: `{says}` not in: {stderr}");
+            assert!(
+                stderr.contains("nothing was changed") || says.contains("no policy"),
+                "{stderr}"
+            );
+            assert!(out.stdout.is_empty());
+        }
+    }
+    usage_error(
+        &["policy", "apply", "-f", "/nonexistent/p.yaml"],
+        "cannot read /nonexistent/p.yaml",
+    );
+    usage_error(
+        &["policy", "apply", "-f", "/dev/null"],
+        "not a regular file",
+    );
+    usage_error(&["policy", "apply"], "--file");
+    usage_error(&["policy", "delete"], "NAMES");
+    usage_error(
+        &["policy", "delete", "a", "-f", "x.yaml"],
+        "cannot be used with",
+    );
+}
+
+#[test]
+fn policy_and_label_arguments_are_checked_at_parse_time() {
+    for (cmd, says) in [
+        (
+            &[
+                "policy",
+                "trace",
+                "--from",
+                "xwing",
+                "--to",
+                "deathstar-1",
+                "--port",
+                "0",
+            ][..],
+            "not a port",
+        ),
+        (
+            &[
+                "policy",
+                "trace",
+                "--from",
+                "xwing",
+                "--to",
+                "deathstar-1",
+                "--port",
+                "80/icmp",
+            ],
+            "tcp, udp or sctp",
+        ),
+        (
+            &["policy", "trace", "--from", "xwing", "--to", "deathstar-1"],
+            "--port",
+        ),
+        (
+            &["lab", "pod", "label", "xwing", "org"],
+            "neither KEY=VALUE",
+        ),
+        (
+            &["lab", "pod", "label", "xwing", "org=no way"],
+            "not a valid label value",
+        ),
+        (
+            &["lab", "pod", "label", "xwing", "ba d=x"],
+            "not a valid label key",
+        ),
+        (&["lab", "pod", "label", "xwing"], "<CHANGES>"),
+        (
+            &["lab", "up", "starwars", "--policy-mode", "calico"],
+            "invalid value 'calico'",
+        ),
+        (
+            &["lab", "up", "policy", "--policy-mode", "ebpf"],
+            "writes its own netfilter rules",
+        ),
+        (&["policy", "list", "--lab", "Bad"], "is not valid"),
+    ] {
+        let out = labctl_unprivileged(cmd);
+        let stderr = common::said(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {stderr}");
+        assert!(stderr.contains(says), "{cmd:?}: `{says}` not in {stderr}");
+        assert!(!stderr.contains("sudo"), "{cmd:?}: {stderr}");
+    }
+}

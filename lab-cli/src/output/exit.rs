@@ -13,6 +13,7 @@ use crate::{
     kernel::privilege::PrivilegeError,
     kernel::safefile::SafeFileError,
     lab::{LabError, faults::FaultError},
+    policy::PolicyError,
 };
 
 use super::width;
@@ -110,6 +111,7 @@ pub fn classify(err: &anyhow::Error) -> ExitCode {
             || usage(cause, CatalogError::is_usage)
             || usage(cause, AttemptError::is_usage)
             || usage(cause, SafeFileError::is_usage)
+            || usage(cause, PolicyError::is_usage)
         {
             return ExitCode::Usage;
         }

@@ -255,6 +255,11 @@ fn up(
     options: LabOptions,
     output: OutputFormat,
 ) -> anyhow::Result<Outcome> {
+    // The options against the scenario, before privileges (exit 2).
+    if let Some(sc) = lab::scenario::find(scenario) {
+        lab::plan::Plan::new(name.unwrap_or(sc.name), sc, options.clone())
+            .map_err(lab::LabError::from)?;
+    }
     if options.masq == MasqMode::Ebpf
         || matches!(
             options.kube_proxy,
