@@ -3,7 +3,10 @@
 //! Output names a lab's namespace `LAB/MEMBER` (`drops/pod-b`): stable
 //! whichever other labs come and go. `--netns` accepts that, a bare member
 //! (`pod-b`) when only one lab has it, and everything
-//! [`netns::lookup`](crate::kernel::netns::lookup) accepts.
+//! [`netns::lookup`](crate::kernel::netns::lookup) accepts. A lab pod's
+//! Kubernetes namespace (`kube-system` for `starwars/coredns`) is one of
+//! its attributes, not part of its name: `LAB/NAMESPACE/POD` is accepted
+//! as well (`starwars/kube-system/coredns`), output keeps `LAB/POD`.
 //!
 //! On a Kubernetes node the pods the node's container runtime runs (kind's
 //! `cni-UUID` namespaces) are named the same way, `NAMESPACE/NAME`, through
