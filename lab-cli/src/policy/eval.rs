@@ -369,6 +369,11 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// The policies, in key order.
+    pub fn policies(&self) -> &[&'a Policy] {
+        &self.policies
+    }
+
     /// Whether `policy` applies to pod `pod` (its subject selects it).
     pub fn selects(&self, policy: &Policy, pod: usize) -> bool {
         let p = &self.cluster.pods[pod];

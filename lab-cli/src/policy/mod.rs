@@ -1,8 +1,9 @@
 //! Network policy, the domain: Kubernetes NetworkPolicy and Cilium's
 //! CiliumNetworkPolicy read from YAML ([`yaml`]) into one model
 //! ([`model`]), label selectors ([`selector`]), Cilium's security
-//! identities ([`identity`]), and a pure evaluator that judges a
-//! connection as the policies say ([`eval`]).
+//! identities ([`identity`]), a pure evaluator that judges a
+//! connection as the policies say ([`eval`]), and what Cilium's datapath
+//! would hold for them ([`maps`]: ipcaches, policy maps, their changes).
 //!
 //! Nothing here touches the kernel: the lab layer resolves its pods into
 //! an [`eval::Cluster`] and keeps the policies in its record; the
@@ -12,6 +13,7 @@
 
 pub mod eval;
 pub mod identity;
+pub mod maps;
 pub mod model;
 pub mod selector;
 pub mod yaml;
