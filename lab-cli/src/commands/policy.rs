@@ -212,7 +212,7 @@ pub(crate) fn write_list(out: &mut impl Write, rows: &ListRows) -> io::Result<()
         });
         width::write_fill(
             out,
-            &format!("({mode}; {} policies)", listed.len()),
+            &format!("({mode}; {})", policies(listed.len())),
             &format!("{bold}lab {lab}{bold:#} "),
             "  ",
         )?;
@@ -248,6 +248,15 @@ pub(crate) fn write_list(out: &mut impl Write, rows: &ListRows) -> io::Result<()
         }
     }
     Ok(())
+}
+
+/// `1 policy`, `2 policies`.
+fn policies(n: usize) -> String {
+    if n == 1 {
+        "1 policy".to_owned()
+    } else {
+        format!("{n} policies")
+    }
 }
 
 /// `ingress: 1 rule, default deny; egress: not governed`.
@@ -318,8 +327,13 @@ pub(crate) fn write_trace(out: &mut impl Write, t: &Trace) -> io::Result<()> {
     width::write_fill(
         out,
         &format!(
-            "{} -> {} on {}/{} (lab {}, {reading}; {} policies)",
-            t.from.name, t.to.name, t.port, t.protocol, t.lab, t.policies
+            "{} -> {} on {}/{} (lab {}, {reading}; {})",
+            t.from.name,
+            t.to.name,
+            t.port,
+            t.protocol,
+            t.lab,
+            policies(t.policies)
         ),
         "Tracing ",
         "  ",
