@@ -11,7 +11,7 @@
 //! a mapping goes only when it is expired (unused both ways for its
 //! timeout: its `NAT_IN` entry holds the last use either way), or, when the
 //! table is full, closed (FIN or RST) and idle for `CLOSING_RECLAIM_S`. The
-//! allocation that finds the table full (or no free port) sweeps it
+//! allocation that finds the table full sweeps it
 //! (`bpf_for_each_map_elem` over `NAT_IN`, stopping once it freed a
 //! sixteenth of the table, backing off for a second after one that freed
 //! little) and tries again; a new flow that still finds no room is dropped
@@ -427,28 +427,31 @@ mod program {
         egress(&ctx).unwrap_or(TC_ACT_UNSPEC)
     }
 
-    /// Takes the port whose reverse entry is at `reverse` for the pod flow
-    /// `key` (writing `back` there) when that entry's mapping is expired,
-    /// or is this flow's own expired mapping; false when the port is in
-    /// use.
-    #[inline(always)]
-    fn steal(reverse: &NatKey, key: &NatKey, back: &NatEntry, now: u64, cfg: &NatConfig) -> bool {
+    /// Takes the port whose reverse entry is at `reverse` for `r.key`
+    /// (writing `r.back` there) when that entry's mapping is expired, or is
+    /// this flow's own expired mapping; false when the port is in use. A
+    /// function of its own, as [`allocate`] that calls it.
+    #[inline(never)]
+    fn steal(reverse: &NatKey, r: &Request) -> bool {
+        let cfg = config();
         let Some(old) = NAT_IN.get_ptr(*reverse) else {
             return false;
         };
         // SAFETY: a pointer into the map value, valid for this run.
         let old = unsafe { &*old };
         let partner = out_partner(reverse, old);
-        // This flow's own mapping was found expired by the caller.
-        if partner != Some(*key) {
-            if !expired(old, key.proto, now, cfg) {
+        // This flow's own mapping was found expired (and counted) by the
+        // caller; another flow's is counted here.
+        if partner != Some(r.key) {
+            if !expired(old, r.key.proto, r.now, cfg) {
                 return false;
             }
             if let Some(k) = partner {
                 NAT_OUT.remove(k).ok();
             }
+            bump(stat::EXPIRED);
         }
-        NAT_IN.insert(reverse, back, 0).is_ok()
+        NAT_IN.insert(reverse, r.back, 0).is_ok()
     }
 
     /// What [`allocate`] is asked for: a port for the pod flow `key`, with
@@ -470,41 +473,33 @@ mod program {
     const ALLOC_FULL: u32 = 2 << 16;
     const ALLOC_NO_PORT: u32 = 3 << 16;
 
-    /// A port for `r.key`: `r.first` if given and free (or its pair
-    /// expired, or it is this flow's own expired mapping), else random ones
-    /// from the range. A function of its own (a BPF-to-BPF call, one
-    /// argument: BPF passes five in registers and none on the stack): the
-    /// verifier then meets only its result after it, not every path through
-    /// its loop, before the sweep and the second try.
+    /// A port for `r.key`: `r.first` if given, then random ones from the
+    /// range; a port is taken when it is free, or when its mapping is
+    /// expired (or is this flow's own expired mapping). A function of its
+    /// own (a BPF-to-BPF call, one argument: BPF passes five in registers
+    /// and none on the stack): the verifier then meets only its result
+    /// after it, not every path through its loop, before the sweep and the
+    /// second try.
     #[inline(never)]
     fn allocate(r: &Request) -> u32 {
         let cfg = config();
-        let full = |e: i32| e == -E2BIG || e == -ENOMEM;
-        if r.has_first != 0 {
-            let reverse = in_key(&r.key, r.first, cfg.node_addr);
-            match NAT_IN.insert(reverse, r.back, u64::from(BPF_NOEXIST)) {
-                Ok(()) => return ALLOC_PORT | u32::from(r.first),
-                Err(e) if full(e) => return ALLOC_FULL,
-                Err(_) => {}
-            }
-            if steal(&reverse, &r.key, &r.back, r.now, cfg) {
-                return ALLOC_PORT | u32::from(r.first);
-            }
-            bump(stat::COLLISIONS);
-        }
         let span = u32::from(cfg.port_max - cfg.port_min) + 1;
-        let mut i = 1;
+        let mut i = 0;
         while i < TRIES {
-            // SAFETY: the PRNG helper has no preconditions.
-            let port = (cfg.port_min + (unsafe { bpf_get_prandom_u32() } % span) as u16).to_be();
-            match NAT_IN.insert(
-                in_key(&r.key, port, cfg.node_addr),
-                r.back,
-                u64::from(BPF_NOEXIST),
-            ) {
+            let port = if i == 0 && r.has_first != 0 {
+                r.first
+            } else {
+                // SAFETY: the PRNG helper has no preconditions.
+                (cfg.port_min + (unsafe { bpf_get_prandom_u32() } % span) as u16).to_be()
+            };
+            let reverse = in_key(&r.key, port, cfg.node_addr);
+            match NAT_IN.insert(reverse, r.back, u64::from(BPF_NOEXIST)) {
                 Ok(()) => return ALLOC_PORT | u32::from(port),
-                Err(e) if full(e) => return ALLOC_FULL,
+                Err(e) if e == -E2BIG || e == -ENOMEM => return ALLOC_FULL,
                 Err(_) => {}
+            }
+            if steal(&reverse, r) {
+                return ALLOC_PORT | u32::from(port);
             }
             bump(stat::COLLISIONS);
             i += 1;
@@ -582,9 +577,11 @@ mod program {
                 _pad: 0,
             };
             let mut alloc = allocate(&request);
-            // No room or no port: reclaim what is expired or closed, and
-            // try once more.
-            if alloc & !0xffff != ALLOC_PORT && reclaim(now, cfg) > 0 {
+            // No room: reclaim what is expired or closed, and try once more.
+            // (No free port is not a full table: the ports of expired
+            // mappings were taken over above, closed ones keep theirs for
+            // their closing timeout.)
+            if alloc == ALLOC_FULL && reclaim(now, cfg) > 0 {
                 alloc = allocate(&request);
             }
             match alloc & !0xffff {
