@@ -128,7 +128,7 @@ pub fn write_nat_table(out: &mut impl Write, table: &NatTable) -> io::Result<()>
         width::write_fill(
             out,
             &format!(
-                "table full: {} packets of new flows were dropped (tc egress, drop reason TC_EGRESS) because all {} mappings were live (none expired, none closed and idle); those flows were refused, no live mapping was evicted",
+                "table full: {} packets of new flows were dropped (at tc egress, drop reason TC_EGRESS) while all {} mappings were live (none expired, none closed and idle): those flows were refused, no live mapping was evicted",
                 table.table_full, table.capacity
             ),
             "",
