@@ -117,7 +117,7 @@ fn nat_maps(node_ino: u64) -> anyhow::Result<[BpfHashMap<MapData, NatKey, NatEnt
     let dir = nat::pin_dir(node_ino);
     let open = |file: &str| -> anyhow::Result<BpfHashMap<MapData, NatKey, NatEntry>> {
         let data = MapData::from_pin(dir.join(file))?;
-        Ok(BpfHashMap::try_from(Map::LruHashMap(data))?)
+        Ok(BpfHashMap::try_from(Map::HashMap(data))?)
     };
     Ok([open("out")?, open("in")?])
 }
@@ -346,6 +346,10 @@ fn measure(nf: &Lab, eb: &Lab, world_addr: Ipv4Addr) -> anyhow::Result<()> {
     if std::env::var("LABCTL_BENCH_ONLY").as_deref() == Ok("per-packet") {
         return per_packet(nf, eb, world_addr);
     }
+    // LABCTL_BENCH_ONLY=full-table: the cost of a full table alone.
+    if std::env::var("LABCTL_BENCH_ONLY").as_deref() == Ok("full-table") {
+        return full_table();
+    }
     let (nf_pod, eb_pod) = (nf.netns("pod-a")?, eb.netns("pod-a")?);
     let nf_node = nf.netns("node1")?;
     let eb_ino = eb.netns("node1")?.inode()?;
@@ -478,8 +482,16 @@ fn measure(nf: &Lab, eb: &Lab, world_addr: Ipv4Addr) -> anyhow::Result<()> {
     // explained here if a port could not be allocated.
     let t = nat::table(eb_ino)?;
     println!(
-        "eBPF NAT after the connection rounds: {} mappings of {}; {} allocated, {} port collisions, {} packets dropped for lack of a free port, {} expired mappings replaced",
-        t.used, t.capacity, t.allocated, t.collisions, t.alloc_failed, t.expired
+        "eBPF NAT after the connection rounds: {} mappings of {}; {} allocated, {} port collisions, {} packets dropped for lack of a free port, {} refused by a full table, {} expired mappings replaced, {} reclaimed by {} sweeps of the full table",
+        t.used,
+        t.capacity,
+        t.allocated,
+        t.collisions,
+        t.alloc_failed,
+        t.table_full,
+        t.expired,
+        t.reclaimed,
+        t.sweeps
     );
 
     per_packet(nf, eb, world_addr)
@@ -573,5 +585,71 @@ fn per_packet(nf: &Lab, eb: &Lab, world_addr: Ipv4Addr) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
     }
+    full_table()
+}
+
+/// A new UDP flow (number `n`) from a pod: a frame for the egress program.
+fn new_flow(n: u32) -> anyhow::Result<Vec<u8>> {
+    let dst = (u32::from(Ipv4Addr::new(198, 51, 100, 0)) + n / 60_000).to_be_bytes();
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([10, 244, 1, 9], dst, 64)
+        .udp(5353, 1 + (n % 60_000) as u16)
+        .write(&mut out, &[0u8; 32])?;
+    Ok(out)
+}
+
+/// What a full table costs, under BPF_PROG_TEST_RUN: a new mapping while
+/// the table fills (mean over the fill), and the packet that finds it full
+/// and sweeps it (`bpf_for_each_map_elem` over 65,536 reverse entries),
+/// when nothing can be freed (every mapping live: the packet is dropped)
+/// and when everything can (every mapping expired: the sweep stops after
+/// freeing 4,096, and the packet gets one).
+fn full_table() -> anyhow::Result<()> {
+    const SWEEP_ROUNDS: usize = 5;
+    let cfg = NatConfig {
+        node_addr: u32::from_ne_bytes([172, 18, 0, 2]),
+        cluster_net: u32::from_ne_bytes([10, 244, 0, 0]),
+        cluster_mask: u32::from_ne_bytes([255, 255, 0, 0]),
+        udp_timeout_s: 1,
+        ..NatConfig::DEFAULT
+    };
+    let capacity = lab_common::nat::CAPACITY;
+    let (mut fill, mut live, mut expired) = (vec![], vec![], vec![]);
+    for _ in 0..SWEEP_ROUNDS {
+        let mut bench = TestBench::load(&cfg)?;
+        let mut total = 0u64;
+        for n in 0..capacity {
+            let out = bench.run(Direction::Egress, &new_flow(n)?, 1)?;
+            if out.verdict == 2 {
+                bail!("flow {n} refused before the table was full");
+            }
+            total += out.ns_per_run;
+        }
+        fill.push(total as f64 / f64::from(capacity));
+        let out = bench.run(Direction::Egress, &new_flow(capacity)?, 1)?;
+        if out.verdict != 2 {
+            bail!("a full table of live mappings took a new flow");
+        }
+        live.push(out.ns_per_run as f64 / 1000.0);
+        // Past the 1 s UDP timeout and the sweep's back-off.
+        std::thread::sleep(Duration::from_millis(2100));
+        let out = bench.run(Direction::Egress, &new_flow(capacity + 1)?, 1)?;
+        if out.verdict == 2 {
+            bail!("a full table of expired mappings refused a new flow");
+        }
+        expired.push(out.ns_per_run as f64 / 1000.0);
+        // A sweep stops once it freed a sixteenth of the table.
+        let freed = bench.stats()?[lab_common::nat::stat::RECLAIMED as usize];
+        if freed != u64::from(capacity / lab_common::nat::SWEEP_MAX_DIVISOR) {
+            bail!("the sweep freed {freed} of {capacity} expired mappings");
+        }
+    }
+    println!(
+        "full table ({capacity} mappings; BPF_PROG_TEST_RUN, median (min–max) of {SWEEP_ROUNDS} rounds): a new mapping while it fills {} ns; the packet that finds it full and sweeps it: {} µs when every mapping is live (dropped, counted), {} µs when every one is expired (4,096 reclaimed, the packet mapped)",
+        Spread::of(&fill).show(0),
+        Spread::of(&live).show(0),
+        Spread::of(&expired).show(0)
+    );
     Ok(())
 }

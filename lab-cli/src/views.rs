@@ -343,6 +343,7 @@ fn member(name: &str, role: Role) -> MemberStatus {
             allocated: 1_234_567_890,
             collisions: 123_456,
             alloc_failed: 999,
+            table_full: 1_234_567_890,
         }),
     }
 }
@@ -598,6 +599,9 @@ fn masq_fits_80_columns() {
         allocated: 1_234_567_890,
         collisions: 123_456,
         alloc_failed: 999,
+        table_full: 1_234_567_890,
+        reclaimed: 1_234_567_890,
+        sweeps: 1_234_567,
         xlate_out: 1_234_567_890,
         xlate_in: 1_234_567_890,
         expired: 1_234_567_890,

@@ -454,26 +454,45 @@ fn expired_mappings_are_replaced_and_a_full_port_range_is_reported() {
     );
     let t = nat::table(ino).unwrap();
     assert_eq!(t.expired, 1, "{t:?}");
-    // Four ports for six TCP flows to one server: four connect, two are
-    // dropped, and the drops are counted, not silent.
+    // Four ports for six TCP flows to one server, the first four held
+    // open: four connect, two are dropped, and the drops are counted, not
+    // silent.
     let echo = Echo::start(
         &world_ns,
         SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 5001),
     );
     let addr = lab.endpoint("pod-a").unwrap().addr;
-    let results: Vec<bool> = (0..6u16)
-        .map(|i| {
-            connect_from(
-                &pod,
-                SocketAddrV4::new(addr, 46000 + i),
-                SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 5001),
-            )
-            .is_ok()
-        })
+    let server = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 5001);
+    let results: Vec<std::io::Result<TcpStream>> = (0..6u16)
+        .map(|i| connect_from(&pod, SocketAddrV4::new(addr, 46000 + i), server))
         .collect();
-    assert_eq!(results.iter().filter(|ok| **ok).count(), 4, "{results:?}");
+    let ok = |r: &[std::io::Result<TcpStream>]| r.iter().map(Result::is_ok).collect::<Vec<_>>();
+    assert_eq!(ok(&results), [true, true, true, true, false, false]);
     let t = nat::table(ino).unwrap();
     assert!(t.alloc_failed >= 2, "{t:?}");
+    // Closed (FIN both ways), they keep their ports for the 10 s closing
+    // timeout (the table is not full: nothing is reclaimed early), then
+    // new flows take them over.
+    drop(results);
+    let closed = Instant::now();
+    let before = nat::table(ino).unwrap().expired;
+    let mut i = 0;
+    while connect_from(&pod, SocketAddrV4::new(addr, 46100 + i), server).is_err() {
+        assert!(
+            closed.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            nat::table(ino).unwrap()
+        );
+        i += 1;
+    }
+    assert!(
+        closed.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        closed.elapsed()
+    );
+    let t = nat::table(ino).unwrap();
+    assert!(t.expired > before, "{t:?}");
+    assert_eq!((t.reclaimed, t.sweeps), (0, 0), "{t:?}");
     drop(echo);
 }
 
@@ -550,4 +569,325 @@ fn masq_and_nat_table_commands_print_their_schemas() {
     let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(row["packets_out"], 2);
     assert_eq!(row["packets_in"], 2);
+}
+
+/// Another pod's connection: open (used now and then) or closed (FIN
+/// both ways, long ago).
+#[derive(Clone, Copy, PartialEq)]
+enum Other {
+    Open,
+    Closed,
+}
+
+/// Mapping `i` of another pod's connection (10.200.x.y -> 198.18.x.1:443)
+/// and its reverse entry, as a node's NAT would hold them.
+fn other_mapping(
+    i: u32,
+    state: Other,
+) -> [(lab_common::nat::NatKey, lab_common::nat::NatEntry); 2] {
+    use lab_common::nat::{NAT_CLOSING, NAT_PEER_CLOSING};
+    let (last_ns, flags) = match state {
+        Other::Open => (u64::MAX / 2, 0),
+        Other::Closed => (0, NAT_CLOSING | NAT_PEER_CLOSING),
+    };
+    use lab_common::nat::{NO_SLOT, NatEntry, NatKey};
+    let pod = u32::from_ne_bytes([
+        10,
+        200 + (i / 62_500) as u8,
+        ((i / 250) % 250) as u8,
+        (i % 250 + 1) as u8,
+    ]);
+    let (far, node) = (
+        u32::from_ne_bytes([198, 18, (i / 60_000) as u8, 1]),
+        u32::from_ne_bytes([172, 18, 0, 2]),
+    );
+    let (pod_port, port) = (20000u16.to_be(), (1 + (i % 60_000) as u16).to_be());
+    let entry = |to_addr, to_port| NatEntry {
+        created_ns: 0,
+        last_ns,
+        to_addr,
+        to_port,
+        flags,
+        _pad: 0,
+        slot: NO_SLOT,
+        _pad2: 0,
+    };
+    [
+        (
+            NatKey::new(pod, far, pod_port, 443u16.to_be(), 6),
+            entry(node, port),
+        ),
+        (
+            NatKey::new(far, node, 443u16.to_be(), port, 6),
+            entry(pod, pod_port),
+        ),
+    ]
+}
+
+/// Writes mappings `from..to` of [`other_mapping`] into a node's pinned
+/// NAT tables (new ones, or updates of the same).
+fn put_other_mappings(node_ino: u64, from: u32, to: u32, state: Other) {
+    use aya::maps::{HashMap, Map, MapData};
+    let dir = nat::pin_dir(node_ino);
+    let open = |f: &str| -> HashMap<MapData, lab_common::nat::NatKey, lab_common::nat::NatEntry> {
+        HashMap::try_from(Map::HashMap(MapData::from_pin(dir.join(f)).unwrap())).unwrap()
+    };
+    let (mut out, mut back) = (open("out"), open("in"));
+    for i in from..to {
+        let [(ko, vo), (ki, vi)] = other_mapping(i, state);
+        out.insert(ko, vo, 0).unwrap();
+        back.insert(ki, vi, 0).unwrap();
+    }
+}
+
+/// A node's NAT table filled with other pods' live connections, but for
+/// a few mappings: new flows beyond those few are refused (dropped at tc
+/// egress) and counted, in `masq nat-table`, `labctl metrics` and the drop
+/// counter; the connections already there, ours and the others', keep
+/// their mappings. Once the others' mappings are expired, a sweep
+/// reclaims them and new flows get through again.
+#[test]
+fn a_full_nat_table_refuses_new_flows_counts_them_and_keeps_live_ones() {
+    if !common::privileged("a_full_nat_table_refuses_new_flows_counts_them_and_keeps_live_ones") {
+        return;
+    }
+    const FREE: usize = 8;
+    const NEW: usize = 20;
+    let lab = ebpf_lab("natfill", LabOptions::default());
+    let node = lab.netns("node1").unwrap();
+    let ino = node.inode().unwrap();
+    let node_name = format!("{}/node1", lab.name());
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let mut metrics = Killed(
+        labctl()
+            .args(["metrics", "--listen", "127.0.0.1:0", "--netns", &node_name])
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = common::wait_ready(&mut metrics.0, &ready);
+
+    // Our long-lived connections: pod-a -> world, echoing.
+    let world = Ipv4Addr::new(203, 0, 113, 10);
+    let echo = Echo::start(&lab.netns("world").unwrap(), SocketAddrV4::new(world, 5001));
+    let (pod_a, a) = (
+        lab.netns("pod-a").unwrap(),
+        lab.endpoint("pod-a").unwrap().addr,
+    );
+    let mut held: Vec<(u16, TcpStream)> = (0..4u16)
+        .map(|i| {
+            let port = 47000 + i;
+            let s = connect_from(
+                &pod_a,
+                SocketAddrV4::new(a, port),
+                SocketAddrV4::new(world, 5001),
+            )
+            .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            (port, s)
+        })
+        .collect();
+    let echoes = |held: &mut Vec<(u16, TcpStream)>| {
+        for (port, s) in held.iter_mut() {
+            let msg = format!("held {port}");
+            s.write_all(msg.as_bytes()).unwrap();
+            let mut back = vec![0u8; msg.len()];
+            s.read_exact(&mut back).unwrap();
+            assert_eq!(back, msg.as_bytes());
+        }
+    };
+    echoes(&mut held);
+    let translated = |t: &nat::NatTable| -> BTreeMap<u16, u16> {
+        t.entries
+            .iter()
+            .filter(|e| e.dir == "OUT" && e.src == a && e.proto == "tcp")
+            .map(|e| (e.sport, e.xlate_port))
+            .collect()
+    };
+    let before = translated(&nat::table(ino).unwrap());
+    assert_eq!(before.len(), 4, "{before:?}");
+
+    // Everything else: other pods' live connections.
+    let t = nat::table(ino).unwrap();
+    let ins = t.entries.iter().filter(|e| e.dir == "IN").count();
+    let others = (t.capacity - t.used.max(ins) - FREE) as u32;
+    put_other_mappings(ino, 0, others, Other::Open);
+
+    // NEW new flows: UDP from pod-b, each from its own port.
+    let sink = lab
+        .netns("world")
+        .unwrap()
+        .run(|| std::net::UdpSocket::bind((world, 5300)))
+        .unwrap()
+        .unwrap();
+    let pod_b = lab.netns("pod-b").unwrap();
+    let senders: Vec<std::net::UdpSocket> = (0..NEW)
+        .map(|_| {
+            pod_b
+                .run(|| std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    for s in &senders {
+        s.send_to(b"new flow", (world, 5300)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let t = loop {
+        let t = nat::table(ino).unwrap();
+        if t.table_full >= (NEW - FREE) as u64 {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refusals never counted: {}",
+            t.table_full
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    // Exactly the free mappings were taken, the rest refused and counted;
+    // nothing was reclaimed (everything is live), nothing evicted.
+    assert_eq!(t.table_full, (NEW - FREE) as u64);
+    assert_eq!(t.reclaimed, 0);
+    assert_eq!(t.used, t.capacity);
+    assert_eq!(translated(&t), before, "our connections kept their ports");
+    let others_kept = t
+        .entries
+        .iter()
+        .filter(|e| e.dir == "OUT" && e.dst.octets()[..2] == [198, 18])
+        .count();
+    assert_eq!(
+        others_kept, others as usize,
+        "the others' mappings are all there"
+    );
+    sink.set_nonblocking(true).unwrap();
+    let mut got = std::collections::BTreeSet::new();
+    let mut buf = [0u8; 64];
+    while let Ok((_, from)) = sink.recv_from(&mut buf) {
+        assert_eq!(
+            from.ip(),
+            std::net::IpAddr::V4(Ipv4Addr::new(172, 18, 0, 2))
+        );
+        got.insert(from.port());
+    }
+    assert_eq!(got.len(), FREE, "datagrams that got through: {got:?}");
+    echoes(&mut held);
+
+    // Visible: the metrics (NAT events, and the drops by reason).
+    let text = http_get(&url);
+    let sample = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    assert_eq!(
+        sample(&format!(
+            "labctl_nat_events_total{{event=\"table_full\",netns=\"{node_name}\"}}"
+        )),
+        Some((NEW - FREE) as u64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&format!(
+            "labctl_drops_total{{netns=\"{node_name}\",pod=\"\",reason=\"TC_EGRESS\"}}"
+        )),
+        Some((NEW - FREE) as u64),
+        "{text}"
+    );
+
+    // The others' connections are over (closed long ago): the next new
+    // flow's sweep reclaims them (once the back-off after the sweep that
+    // freed nothing is over).
+    put_other_mappings(ino, 0, others, Other::Closed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    sink.set_nonblocking(false).unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    loop {
+        let s = pod_b
+            .run(|| std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+            .unwrap()
+            .unwrap();
+        s.send_to(b"after", (world, 5300)).unwrap();
+        if sink.recv_from(&mut buf).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing was reclaimed: {}", {
+            let t = nat::table(ino).unwrap();
+            format!(
+                "{} mappings, {} refused, {} sweeps, {} reclaimed",
+                t.used, t.table_full, t.sweeps, t.reclaimed
+            )
+        });
+    }
+    let t = nat::table(ino).unwrap();
+    assert!(
+        t.reclaimed >= u64::from(others).min(t.capacity as u64 / 16),
+        "{}",
+        t.reclaimed
+    );
+    assert_eq!(translated(&t), before);
+    echoes(&mut held);
+
+    // And `masq nat-table` says so, in JSON and in text (the others'
+    // mappings removed first: a short table).
+    {
+        use aya::maps::{HashMap, Map, MapData};
+        let dir = nat::pin_dir(ino);
+        for f in ["out", "in"] {
+            let mut m: HashMap<MapData, lab_common::nat::NatKey, lab_common::nat::NatEntry> =
+                HashMap::try_from(Map::HashMap(MapData::from_pin(dir.join(f)).unwrap())).unwrap();
+            for i in 0..others {
+                let [(ko, _), (ki, _)] = other_mapping(i, Other::Closed);
+                m.remove(if f == "out" { &ko } else { &ki }).ok();
+            }
+        }
+    }
+    let out = labctl()
+        .args(["masq", "nat-table", "--netns", &node_name, "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::said(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        json["table_full"].as_u64().unwrap() >= (NEW - FREE) as u64,
+        "{json}"
+    );
+    assert_eq!(json["reclaimed"].as_u64(), Some(t.reclaimed), "{json}");
+    assert!(json["sweeps"].as_u64().unwrap() >= 2, "{json}");
+    let out = labctl()
+        .args(["masq", "nat-table", "--netns", &node_name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("table full:"), "{text}");
+    common::interrupt(&metrics.0);
+    assert!(common::wait_exit(&mut metrics.0, 10).success());
+    drop(echo);
+}
+
+/// A child killed when dropped (even on panic).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// GET `url` (http://HOST:PORT/PATH) with HTTP/1.0; the body.
+fn http_get(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = TcpStream::connect(host).unwrap();
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains(" 200 "), "{head}");
+    body.to_owned()
 }

@@ -1,7 +1,10 @@
 //! eBPF masquerading (`labctl lab up basic --masq ebpf`): tc programs on a
 //! node's uplink that SNAT pod traffic to the node's address on egress and
-//! reverse it on ingress, with an LRU hash NAT table and its reverse entries,
-//! as Cilium's BPF masquerading does.
+//! reverse it on ingress, with a NAT table of pod flows and their reverse
+//! entries, as Cilium's BPF masquerading has. Unlike Cilium's LRU maps, the
+//! tables are plain hashes: a live mapping is never evicted; a full table
+//! reclaims expired and closed mappings, and refuses (and counts) new flows
+//! when there are none.
 
 /// A flow as it leaves a pod (`NAT_OUT` key) or as it comes back to the
 /// node (`NAT_IN` key).
@@ -29,10 +32,29 @@ pub struct NatEntry {
 /// A mapping whose pod has no slot (the per-pod table was full).
 pub const NO_SLOT: u32 = u32::MAX;
 
+/// `flags`: this entry's direction saw a FIN or RST.
 pub const NAT_CLOSING: u8 = 1;
+/// `flags` of a `NAT_IN` entry: the pod's direction saw a FIN or RST. A
+/// `NAT_IN` entry carries its mapping's whole state: its `last_ns` is the
+/// last use either way (the egress program writes it there too, at most
+/// every quarter second), so a sweep decides from it alone.
+pub const NAT_PEER_CLOSING: u8 = 2;
 
-/// Entries of `NAT_OUT` and of `NAT_IN` (each).
+/// Entries of `NAT_OUT` and of `NAT_IN` (each): mappings.
 pub const CAPACITY: u32 = 65536;
+/// A closed TCP mapping (FIN or RST seen) idle this long may be reclaimed
+/// before its timeout when the table is full (netfilter's early drop of
+/// closing connections); not sooner, so the closing handshake and a
+/// half-closed transfer keep their mapping.
+pub const CLOSING_RECLAIM_S: u32 = 1;
+/// A sweep of the full table that freed fewer than capacity / this many
+/// mappings is not run again for [`SWEEP_BACKOFF_MS`]: a table full of live
+/// mappings costs one sweep a second, not one per new flow.
+pub const SWEEP_ENOUGH_DIVISOR: u32 = 64;
+/// A sweep stops once it has freed capacity / this many mappings (a
+/// sweep's time grows with what it frees: about 0.7 µs a mapping).
+pub const SWEEP_MAX_DIVISOR: u32 = 16;
+pub const SWEEP_BACKOFF_MS: u32 = 1000;
 /// Entries of `NAT_POD_SLOTS` and `NAT_POD_STATS`: pods per node.
 pub const POD_STATS_CAPACITY: u32 = 4096;
 /// The translated port range, as Linux's default ip_local_port_range.
@@ -60,7 +82,16 @@ pub mod stat {
     pub const XLATE_IN: u32 = 4;
     /// Mappings found expired and replaced.
     pub const EXPIRED: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// Packets of new flows dropped because the table was full of live
+    /// mappings (nothing expired or closed to reclaim): the flow is refused,
+    /// no live mapping is evicted.
+    pub const TABLE_FULL: u32 = 6;
+    /// Mappings reclaimed by the sweeps of a full table (expired, or closed
+    /// and idle for [`super::CLOSING_RECLAIM_S`]).
+    pub const RECLAIMED: u32 = 7;
+    /// Sweeps of the full table.
+    pub const SWEEPS: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Settings written into the programs before loading.
@@ -83,6 +114,9 @@ pub struct NatConfig {
     pub icmp_timeout_s: u32,
     /// 1: Ethernet frames (14-byte header); 0: raw IP.
     pub ethernet: u32,
+    /// Entries of `NAT_OUT` and `NAT_IN` as loaded (what a sweep's
+    /// "enough" is measured against).
+    pub capacity: u32,
 }
 
 impl NatConfig {
@@ -99,6 +133,7 @@ impl NatConfig {
         udp_timeout_s: UDP_TIMEOUT_S,
         icmp_timeout_s: ICMP_TIMEOUT_S,
         ethernet: 1,
+        capacity: CAPACITY,
     };
 }
 

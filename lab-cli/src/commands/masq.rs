@@ -111,20 +111,35 @@ pub fn write_nat_table(out: &mut impl Write, table: &NatTable) -> io::Result<()>
     width::write_fill(
         out,
         &format!(
-            "{} mappings of {} ({:.2}% full); allocated {}, port collisions {}, dropped for lack of a free port {}, expired and replaced {}; translated {} out, {} in",
+            "{} mappings of {} ({:.2}% full); allocated {}, port collisions {}, dropped for lack of a free port {}, refused by a full table {}, expired and replaced {}, reclaimed by {} sweeps of the full table {}; translated {} out, {} in",
             table.used,
             table.capacity,
             table.used as f64 * 100.0 / table.capacity as f64,
             table.allocated,
             table.collisions,
             table.alloc_failed,
+            table.table_full,
             table.expired,
+            table.sweeps,
+            table.reclaimed,
             table.xlate_out,
             table.xlate_in
         ),
         "",
         "  ",
-    )
+    )?;
+    if table.table_full > 0 {
+        width::write_fill(
+            out,
+            &format!(
+                "table full: {} packets of new flows were dropped (at tc egress, drop reason TC_EGRESS) while all {} mappings were live (none expired, none closed and idle): those flows were refused, no live mapping was evicted",
+                table.table_full, table.capacity
+            ),
+            "",
+            "  ",
+        )?;
+    }
+    Ok(())
 }
 
 /// Rows with their pods' names, when the node is a lab's.

@@ -185,7 +185,7 @@ static EXPLANATIONS: &[Explanation] = &[
     e(
         "TC_EGRESS",
         "A tc program or filter on egress dropped the packet.",
-        "eBPF policy or NAT on the pod's or node's egress (Cilium, labctl's eBPF masquerading).",
+        "eBPF policy or NAT on the pod's or node's egress (Cilium, labctl's eBPF masquerading: a full NAT table or no free port, counted in `labctl masq nat-table`).",
         &["tc filter show dev IFACE egress", "bpftool net show"],
     ),
     e(

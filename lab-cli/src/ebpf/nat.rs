@@ -99,13 +99,24 @@ pub fn read(netns_ino: u64) -> Result<NatMaps, ProgramSetupError> {
     let dir = pins::nat(netns_ino);
     let table = |name: &'static str, file: &str| -> Result<Vec<_>, ProgramSetupError> {
         let map: BpfHashMap<_, NatKey, NatEntry> =
-            maps::from_pin(&dir.join(file), name, Map::LruHashMap)?;
+            maps::from_pin(&dir.join(file), name, Map::HashMap)?;
         map.iter()
             .map(|item| item.map_err(|source| ProgramSetupError::Map { map: name, source }))
             .collect()
     };
     let stats: PerCpuArray<_, u64> =
         maps::from_pin(&dir.join("stats"), "NAT_STATS", Map::PerCpuArray)?;
+    Ok(NatMaps {
+        out: table("NAT_OUT", "out")?,
+        r#in: table("NAT_IN", "in")?,
+        stats: stat_totals(&stats)?,
+    })
+}
+
+/// `NAT_STATS` summed over the CPUs.
+fn stat_totals<T: std::borrow::Borrow<aya::maps::MapData>>(
+    stats: &PerCpuArray<T, u64>,
+) -> Result<[u64; stat::COUNT as usize], ProgramSetupError> {
     let mut totals = [0u64; stat::COUNT as usize];
     for (i, slot) in (0u32..).zip(totals.iter_mut()) {
         let values = stats.get(&i, 0).map_err(|source| ProgramSetupError::Map {
@@ -114,11 +125,7 @@ pub fn read(netns_ino: u64) -> Result<NatMaps, ProgramSetupError> {
         })?;
         *slot = maps::total(&values);
     }
-    Ok(NatMaps {
-        out: table("NAT_OUT", "out")?,
-        r#in: table("NAT_IN", "in")?,
-        stats: totals,
-    })
+    Ok(totals)
 }
 
 /// The NAT programs' own per-pod counters (`labctl masq`): each pod's
@@ -162,8 +169,17 @@ pub enum Direction {
 
 impl TestBench {
     pub fn load(cfg: &NatConfig) -> Result<Self, ProgramSetupError> {
+        Self::load_sized(cfg, lab_common::nat::CAPACITY)
+    }
+
+    /// As [`load`](Self::load), with NAT tables of `capacity` mappings
+    /// (a small table fills in a few thousand runs).
+    pub fn load_sized(cfg: &NatConfig, capacity: u32) -> Result<Self, ProgramSetupError> {
+        let cfg = NatConfig { capacity, ..*cfg };
         let mut ebpf = load_object(OBJECT, objects::NAT, |loader| {
-            loader.override_global("NAT_CONFIG", cfg, true);
+            loader.override_global("NAT_CONFIG", &cfg, true);
+            loader.map_max_entries("NAT_OUT", capacity);
+            loader.map_max_entries("NAT_IN", capacity);
         })?;
         for (name, _, _) in PROGRAMS {
             let prog: &mut SchedClassifier = program(&mut ebpf, OBJECT, name)?;
@@ -185,6 +201,13 @@ impl TestBench {
         };
         let prog: &mut SchedClassifier = program(&mut self.ebpf, OBJECT, name)?;
         tc::test_run(prog, name, frame, repeat)
+    }
+
+    /// The counters, indexed by `lab_common::nat::stat`, as [`read`]
+    /// returns a node's.
+    pub fn stats(&self) -> Result<[u64; stat::COUNT as usize], ProgramSetupError> {
+        let stats: PerCpuArray<_, u64> = maps::get(&self.ebpf, OBJECT, "NAT_STATS")?;
+        stat_totals(&stats)
     }
 
     /// The mappings the programs made, as [`read`] returns a node's.

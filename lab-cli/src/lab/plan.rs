@@ -111,7 +111,7 @@ pub enum MasqMode {
     /// An nftables MASQUERADE rule (as kind's ip-masq-agent).
     #[default]
     Netfilter,
-    /// tc programs with an LRU NAT table (as Cilium's BPF masquerading).
+    /// tc programs with a NAT table (as Cilium's BPF masquerading).
     Ebpf,
 }
 

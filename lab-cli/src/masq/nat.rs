@@ -4,7 +4,9 @@
 
 use std::net::Ipv4Addr;
 
-use lab_common::nat::{self as consts, NAT_CLOSING, NatConfig, NatEntry, NatKey, stat};
+use lab_common::nat::{
+    self as consts, NAT_CLOSING, NAT_PEER_CLOSING, NatConfig, NatEntry, NatKey, stat,
+};
 use serde::Serialize;
 
 use super::MasqRow;
@@ -129,6 +131,14 @@ pub struct NatTable {
     pub collisions: u64,
     /// Packets dropped because no port was free.
     pub alloc_failed: u64,
+    /// Packets of new flows dropped because the table was full of live
+    /// mappings (none expired or closed to reclaim): a full table refuses
+    /// new flows, it never evicts a live one.
+    pub table_full: u64,
+    /// Mappings reclaimed by sweeps of the full table (expired, or closed
+    /// and idle), and the sweeps.
+    pub reclaimed: u64,
+    pub sweeps: u64,
     pub xlate_out: u64,
     pub xlate_in: u64,
     pub expired: u64,
@@ -142,6 +152,7 @@ pub struct NatSummary {
     pub allocated: u64,
     pub collisions: u64,
     pub alloc_failed: u64,
+    pub table_full: u64,
 }
 
 impl NatTable {
@@ -152,6 +163,7 @@ impl NatTable {
             allocated: self.allocated,
             collisions: self.collisions,
             alloc_failed: self.alloc_failed,
+            table_full: self.table_full,
         }
     }
 }
@@ -166,7 +178,7 @@ fn row(dir: NatDir, k: &NatKey, v: &NatEntry, now: u64) -> NatRow {
         dport: u16::from_be(k.dport),
         xlate_addr: Ipv4Addr::from(v.to_addr.to_ne_bytes()),
         xlate_port: u16::from_be(v.to_port),
-        closing: v.flags & NAT_CLOSING != 0,
+        closing: v.flags & (NAT_CLOSING | NAT_PEER_CLOSING) != 0,
         age_s: now.saturating_sub(v.created_ns) / 1_000_000_000,
         src_pod: None,
         dst_pod: None,
@@ -199,6 +211,9 @@ pub fn table(netns_ino: u64) -> Result<NatTable, ProgramSetupError> {
         allocated: get(stat::ALLOCATED),
         collisions: get(stat::COLLISIONS),
         alloc_failed: get(stat::ALLOC_FAILED),
+        table_full: get(stat::TABLE_FULL),
+        reclaimed: get(stat::RECLAIMED),
+        sweeps: get(stat::SWEEPS),
         xlate_out: get(stat::XLATE_OUT) + pod_packets(0),
         xlate_in: get(stat::XLATE_IN) + pod_packets(1),
         expired: get(stat::EXPIRED),

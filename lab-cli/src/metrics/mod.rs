@@ -224,7 +224,7 @@ impl PerNetns {
             nat_events: counters(
                 r,
                 "labctl_nat_events_total",
-                "eBPF NAT events: allocated, collision, alloc_failed (a packet dropped: no free port), expired",
+                "eBPF NAT events: allocated, collision, alloc_failed (a packet dropped: no free port), table_full (a new flow's packet dropped: the table full of live mappings), reclaimed (mappings freed by sweeps of the full table), expired",
                 &["netns", "event"],
             )?,
             masq_connections: counters(
@@ -283,6 +283,8 @@ impl PerNetns {
             ("allocated", table.allocated),
             ("collision", table.collisions),
             ("alloc_failed", table.alloc_failed),
+            ("table_full", table.table_full),
+            ("reclaimed", table.reclaimed),
             ("expired", table.expired),
         ] {
             self.nat_events.with_label_values(&[name, event]).inc_by(n);

@@ -114,8 +114,14 @@ pub(crate) fn write_status(out: &mut impl Write, statuses: &[LabStatus]) -> io::
                 width::write_fill(
                     out,
                     &format!(
-                        "eBPF masquerading on eth0: {} of {} mappings, {} allocated, {} port collisions, {} dropped for lack of a port (labctl masq nat-table --netns {})",
-                        n.used, n.capacity, n.allocated, n.collisions, n.alloc_failed, m.display
+                        "eBPF masquerading on eth0: {} of {} mappings, {} allocated, {} port collisions, {} dropped for lack of a port, {} refused by a full table (labctl masq nat-table --netns {})",
+                        n.used,
+                        n.capacity,
+                        n.allocated,
+                        n.collisions,
+                        n.alloc_failed,
+                        n.table_full,
+                        m.display
                     ),
                     "    ",
                     "      ",
