@@ -10,9 +10,10 @@
 //!   measured back to back in each round; the client is pinned to CPU 0
 //!   and the echo servers in the three backend pods to CPU 1.
 //! - The time to add one service at each size: the same sync `labctl svc
-//!   add` does (iptables: iptables-save, then one iptables-restore of both
-//!   tables; nftables: the table listed as JSON, then one nft transaction
-//!   of what changed; eBPF: the maps read, then a few map writes), on the
+//!   add` does, its plan and its writing (iptables: iptables-save, then one
+//!   iptables-restore of both tables; nftables: the table listed as JSON,
+//!   then one nft transaction of what changed; eBPF: the maps read, then a
+//!   few map writes), on the
 //!   client's node, where its connections are translated (node 2 keeps the
 //!   lab's one service).
 //!
@@ -146,17 +147,18 @@ fn run(labs: &[Lab]) -> anyhow::Result<()> {
         for (i, lab) in labs.iter().enumerate() {
             // The client's node is where its connections are translated;
             // node 2 keeps the one service `lab up` wrote.
-            let mut dp = lab_services::datapath(&lab.plan)?;
-            dp.nodes.truncate(1);
+            let mut cluster = lab_services::cluster(&lab.plan)?;
+            cluster.nodes.truncate(1);
+            let dp = services::datapath(MODES[i], cluster);
+            let dp = &*dp;
             let fronts = frontends(lab, size);
             let t = Instant::now();
-            let report = services::sync(&dp, &fronts)?;
+            let plan = services::sync(dp, &fronts)?;
             println!(
-                "  {size:>6} services, {:<11} written in {:>7.1} ms ({} {})",
+                "  {size:>6} services, {:<11} written in {:>7.1} ms ({})",
                 MODES[i].as_str(),
                 t.elapsed().as_secs_f64() * 1e3,
-                report.changes,
-                dp.change_unit()
+                plan.summary()
             );
             // Adding one more service, as `svc add` does, then removing it.
             let mut more = fronts.clone();
@@ -167,10 +169,10 @@ fn run(labs: &[Lab]) -> anyhow::Result<()> {
                     ..fronts[0].clone()
                 });
                 let t = Instant::now();
-                services::sync(&dp, &more)?;
+                services::sync(dp, &more)?;
                 add_ms[i].push(t.elapsed().as_secs_f64() * 1e3);
                 more.pop();
-                services::sync(&dp, &more)?;
+                services::sync(dp, &more)?;
             }
         }
         let mut rows: Vec<Row> = (0..MODES.len())

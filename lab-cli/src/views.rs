@@ -51,7 +51,9 @@ use crate::{
         nat::{NatDir, NatRow, NatSummary, NatTable},
     },
     output,
-    services::{self, BackendView, FrontendView, KubeProxyMode, L4, ServiceSpec},
+    services::{
+        self, BackendView, Endpoint, Frontend, FrontendView, KubeProxyMode, L4, ServiceSpec,
+    },
 };
 
 pub(crate) use output::width::check::fits;
@@ -268,6 +270,62 @@ fn services_fit_80_columns() {
             ])
         )
     });
+}
+
+#[test]
+fn service_plans_fit_80_columns() {
+    use crate::kernel::datapath::{Shown, ShownPart};
+    let long = Frontend {
+        namespace: "workshop-team-07".into(),
+        service: "web-frontend-of-the-team-with-a-long-name".into(),
+        vip: Ipv4Addr::new(10, 111, 255, 254),
+        port: 65_000,
+        proto: L4::Udp,
+        backends: (100..103)
+            .map(|h| Endpoint {
+                addr: Ipv4Addr::new(10, 244, 2, h),
+                port: 65_000,
+            })
+            .collect(),
+    };
+    let fronts = std::slice::from_ref(&long);
+    let (nft, nft_changes) = services::nftables::sync_input(fronts, "10.244.0.0/16", None);
+    let ipt = services::iptables::plan_node(fronts, "10.244.0.0/16", "");
+    let maps = services::ebpf::plan_maps(&services::ebpf::MapRows::default(), fronts);
+    let shown = |unit, lines: Vec<String>, changes| Shown {
+        unit,
+        changes,
+        parts: vec![ShownPart {
+            target: pod("node1"),
+            changes,
+            lines,
+        }],
+    };
+    for (view, plan) in [
+        (
+            "svc plan (nftables)",
+            shown(
+                services::nftables::UNIT,
+                nft.lines().map(|l| l.replace('\t', "  ")).collect(),
+                nft_changes,
+            ),
+        ),
+        (
+            "svc plan (iptables)",
+            shown(services::iptables::UNIT, ipt.lines, ipt.changes),
+        ),
+        (
+            "svc plan (ebpf)",
+            shown(
+                services::ebpf::UNIT,
+                maps.iter().map(ToString::to_string).collect(),
+                maps.len(),
+            ),
+        ),
+    ] {
+        let text = fits(view, |out| write!(out, "{}", output::plan::render(&plan)));
+        assert!(text.starts_with(&format!("{}: ", pod("node1"))), "{text}");
+    }
 }
 
 /// A lab of `scenario` named [`LAB`], as its plan says (no kernel).

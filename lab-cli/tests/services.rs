@@ -627,3 +627,161 @@ fn svc_mistakes_are_usage_errors_that_change_nothing() {
     assert!(common::said(&out.stderr).contains("has no services"));
     assert!(!common::netns_exists(&format!("{other}-world")));
 }
+
+/// `svc ... --dry-run` prints the change's plan in the mode's own units and
+/// changes nothing (the kernel, as nft and `svc list` show it, nor the
+/// lab's record); the same change made writes that same plan (`-o json`,
+/// `--show-plan`), and the kernel then holds what it said.
+#[test]
+fn a_dry_run_plans_what_the_change_then_writes() {
+    if !common::privileged("a_dry_run_plans_what_the_change_then_writes") {
+        return;
+    }
+    for (mode, tag) in [
+        (KubeProxyMode::Nftables, "sdn"),
+        (KubeProxyMode::Ebpf, "sde"),
+    ] {
+        let lab = common::lab_with(
+            "service",
+            tag,
+            LabOptions {
+                kube_proxy: Some(mode),
+                ..Default::default()
+            },
+        );
+        let name = lab.name().to_owned();
+        let node1 = lab.netns("node1").unwrap();
+        let nft_table = || {
+            lab_cli::kernel::tool::run(&node1, "nft", &["list", "table", "ip", "kube-proxy"], None)
+                .unwrap_or_default()
+        };
+        let svc_list = || run(&["svc", "list", "--lab", &name, "-o", "json"]);
+        let (list_before, nft_before) = (svc_list(), nft_table());
+        let del = ["svc", "backend", "del", "web", "web-1", "--lab", &name];
+        let json = |extra: &[&str]| -> Value {
+            let args: Vec<&str> = del.iter().chain(extra).copied().collect();
+            serde_json::from_str(&run(&args)).unwrap()
+        };
+        let dry = json(&["--dry-run", "-o", "json"]);
+        assert_eq!(dry["dry_run"], true, "{mode}: {dry}");
+        let parts = dry["plan"].as_array().unwrap();
+        let targets: Vec<&str> = parts
+            .iter()
+            .map(|p| p["target"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            targets,
+            [format!("{name}/node1"), format!("{name}/node2")],
+            "{mode}"
+        );
+        let sum: u64 = parts.iter().map(|p| p["changes"].as_u64().unwrap()).sum();
+        assert!(
+            sum > 0 && Some(sum) == dry["changes"].as_u64(),
+            "{mode}: {dry}"
+        );
+        // Nothing changed: the kernel, and the record (the same change is
+        // still to make, with the same plan).
+        assert_eq!(
+            svc_list(),
+            list_before,
+            "{mode}: a dry run changed the maps"
+        );
+        assert_eq!(
+            nft_table(),
+            nft_before,
+            "{mode}: a dry run changed the table"
+        );
+        assert_eq!(
+            json(&["--dry-run", "-o", "json"])["plan"],
+            dry["plan"],
+            "{mode}"
+        );
+        // The text says so, prints each node's part, and fits 80 columns.
+        let text = run(&[&del[..], &["--dry-run"]].concat());
+        let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("(dry run: nothing was written)"), "{text}");
+        for p in parts {
+            let head = format!(
+                "{}: {} {}",
+                p["target"].as_str().unwrap(),
+                p["changes"],
+                dry["unit"].as_str().unwrap()
+            );
+            assert!(text.contains(&head), "{mode}: no `{head}` in\n{text}");
+        }
+        assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+
+        // Made: the same plan, written.
+        let done = json(&["-o", "json"]);
+        assert_eq!(done["dry_run"], false, "{mode}: {done}");
+        assert_eq!(done["plan"], dry["plan"], "{mode}");
+        let lines: Vec<&str> = parts[0]["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        if mode == KubeProxyMode::Nftables {
+            // Each chain the plan deletes was in node1's table (nft's own
+            // listing) and is gone from it.
+            let deleted: Vec<&str> = lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("delete chain ip kube-proxy "))
+                .collect();
+            assert_eq!(deleted.len(), 2, "TCP and UDP: {lines:?}");
+            let (before, after) = (nft_before.clone(), nft_table());
+            for c in deleted {
+                assert!(
+                    before.contains(&format!("chain {c} {{")),
+                    "{c} not in\n{before}"
+                );
+                assert!(!after.contains(c), "{c} still in\n{after}");
+            }
+        } else {
+            // The backend entry the plan deletes was web-1's and is gone.
+            let deleted: Vec<String> = lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("delete LB4_BACKENDS "))
+                .map(|id| format!("backend {id}"))
+                .collect();
+            assert_eq!(deleted.len(), 2, "TCP and UDP: {lines:?}");
+            let objects = |list: &str, pod: &str| -> Vec<String> {
+                list.lines()
+                    .flat_map(|l| {
+                        let f: Value = serde_json::from_str(l).unwrap();
+                        f["backends"].as_array().unwrap().clone()
+                    })
+                    .filter(|b| b["pod"] == pod)
+                    .map(|b| b["object"].as_str().unwrap().to_owned())
+                    .collect()
+            };
+            let mut was = objects(&list_before, &format!("{name}/web-1"));
+            was.sort();
+            was.dedup();
+            let mut want = deleted.clone();
+            want.sort();
+            assert_eq!(was, want, "{mode}");
+        }
+        assert!(
+            listed(&name)
+                .iter()
+                .all(|(_, b)| b.len() == 2 && b.iter().all(|(p, _)| !p.ends_with("web-1"))),
+            "{mode}"
+        );
+        // `--show-plan` prints the plan after the summary.
+        let text = run(&[
+            "svc",
+            "backend",
+            "add",
+            "web",
+            "web-1",
+            "--lab",
+            &name,
+            "--show-plan",
+        ]);
+        assert!(text.starts_with("`web-1` added to service `web`"), "{text}");
+        assert!(text.contains(&format!("\n{name}/node1: ")), "{text}");
+        assert!(text.contains(&format!("\n{name}/node2: ")), "{text}");
+        lab.down().unwrap();
+    }
+}

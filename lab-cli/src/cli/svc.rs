@@ -83,9 +83,11 @@ pub struct SvcAddArgs {
     /// pod once; none: a service without endpoints).
     #[arg(long = "backend", short = 'b')]
     pub backends: Vec<String>,
-    /// Output: text for people, json for scripts.
+    /// Output: text for people, json for scripts (with the plan).
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub plan: PlanArgs,
 }
 
 #[derive(Debug, Args)]
@@ -95,9 +97,11 @@ pub struct SvcDelArgs {
     /// The lab (needed only when several labs have services).
     #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
-    /// Output: text for people, json for scripts.
+    /// Output: text for people, json for scripts (with the plan).
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub plan: PlanArgs,
 }
 
 #[derive(Debug, Args)]
@@ -127,9 +131,11 @@ pub struct SvcBackendSetArgs {
     /// The lab (needed only when several labs have services).
     #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
-    /// Output: text for people, json for scripts.
+    /// Output: text for people, json for scripts (with the plan).
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub plan: PlanArgs,
 }
 
 #[derive(Debug, Args)]
@@ -141,7 +147,22 @@ pub struct SvcBackendChangeArgs {
     /// The lab (needed only when several labs have services).
     #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
-    /// Output: text for people, json for scripts.
+    /// Output: text for people, json for scripts (with the plan).
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+}
+
+/// What a change prints of its plan, and whether it writes it.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct PlanArgs {
+    /// Print every change in the mode's own units (nft lines, iptables
+    /// rules, eBPF map entries), not only how many.
+    #[arg(long)]
+    pub show_plan: bool,
+    /// Print what would change, and change nothing (neither the kernel nor
+    /// the lab's record).
+    #[arg(long)]
+    pub dry_run: bool,
 }

@@ -247,21 +247,14 @@ fn nft() -> Check {
 /// Which `--kube-proxy` modes the `service` lab can use here (optional:
 /// the other labs need none of them).
 fn service_modes() -> Check {
+    use clap::ValueEnum as _;
+
     use crate::services::{KubeProxyMode, check_mode};
     let mut ok = Vec::new();
     let mut missing = Vec::new();
-    for mode in [
-        KubeProxyMode::Iptables,
-        KubeProxyMode::Nftables,
-        KubeProxyMode::Ipvs,
-        KubeProxyMode::Ebpf,
-        KubeProxyMode::EbpfSocket,
-    ] {
-        let cgroup2 =
-            mode != KubeProxyMode::EbpfSocket || crate::kernel::cgroup::cgroup2_root().is_some();
-        match check_mode(mode) {
-            Ok(()) if cgroup2 => ok.push(mode.as_str()),
-            Ok(()) => missing.push(format!("{mode}: no cgroup2 hierarchy mounted")),
+    for mode in KubeProxyMode::value_variants() {
+        match check_mode(*mode) {
+            Ok(()) => ok.push(mode.as_str()),
             Err(e) => missing.push(format!(
                 "{mode}: {}",
                 e.to_string().split(':').next().unwrap_or_default()

@@ -7,7 +7,8 @@ use anyhow::Context as _;
 
 use crate::{
     cli::svc::{
-        SvcAddArgs, SvcBackendChangeArgs, SvcBackendCommand, SvcCommand, SvcDelArgs, SvcListArgs,
+        PlanArgs, SvcAddArgs, SvcBackendChangeArgs, SvcBackendCommand, SvcCommand, SvcDelArgs,
+        SvcListArgs,
     },
     kernel::{netns::NetNs, privilege},
     lab::{
@@ -18,6 +19,7 @@ use crate::{
     output::{
         OutputFormat,
         exit::Outcome,
+        plan,
         services::{render, render_flows},
         width,
     },
@@ -32,13 +34,22 @@ pub fn run(command: SvcCommand) -> anyhow::Result<Outcome> {
         SvcCommand::List(args) => list(args),
         SvcCommand::Flows(args) => flows(args.lab.as_deref(), args.output),
         SvcCommand::Add(args) => add(args),
-        SvcCommand::Del(SvcDelArgs { name, lab, output }) => {
+        SvcCommand::Del(SvcDelArgs {
+            name,
+            lab,
+            output,
+            plan,
+        }) => {
             let lab = pick_lab(lab.as_deref())?;
             apply(
                 &lab,
                 Change::Delete(name.clone()),
-                &format!("service `{name}` deleted"),
+                What {
+                    done: format!("service `{name}` deleted"),
+                    would: format!("service `{name}` would be deleted"),
+                },
                 output,
+                plan,
             )
         }
         SvcCommand::Backend(args) => match args.command {
@@ -48,9 +59,15 @@ pub fn run(command: SvcCommand) -> anyhow::Result<Outcome> {
                 let lab = pick_lab(a.lab.as_deref())?;
                 let pods = model::backend_pods(&lab, &a.pods).map_err(usage)?;
                 let what = if pods.is_empty() {
-                    format!("service `{}` has no endpoints now", a.service)
+                    What {
+                        done: format!("service `{}` has no endpoints now", a.service),
+                        would: format!("service `{}` would have no endpoints", a.service),
+                    }
                 } else {
-                    format!("service `{}` now goes to {}", a.service, pods.join(", "))
+                    What {
+                        done: format!("service `{}` now goes to {}", a.service, pods.join(", ")),
+                        would: format!("service `{}` would go to {}", a.service, pods.join(", ")),
+                    }
                 };
                 apply(
                     &lab,
@@ -58,8 +75,9 @@ pub fn run(command: SvcCommand) -> anyhow::Result<Outcome> {
                         service: a.service.clone(),
                         pods,
                     },
-                    &what,
+                    what,
                     a.output,
+                    a.plan,
                 )
             }
         },
@@ -218,60 +236,98 @@ fn add(args: SvcAddArgs) -> anyhow::Result<Outcome> {
     apply(
         &name,
         Change::Add(spec),
-        &format!("service `{}` added at {vip}:{}{note}", args.name, args.port),
+        What {
+            done: format!("service `{}` added at {vip}:{}{note}", args.name, args.port),
+            would: format!(
+                "service `{}` would be added at {vip}:{}{note}",
+                args.name, args.port
+            ),
+        },
         args.output,
+        args.plan,
     )
 }
 
 fn backend(args: SvcBackendChangeArgs, add: bool) -> anyhow::Result<Outcome> {
     let lab = pick_lab(args.lab.as_deref())?;
     let pod = model::backend_pod(&lab, &args.pod).map_err(usage)?;
+    let service = &args.service;
     let (change, what) = if add {
         (
             Change::AddBackend {
-                service: args.service.clone(),
+                service: service.clone(),
                 pod: pod.clone(),
             },
-            format!("`{pod}` added to service `{}`", args.service),
+            What {
+                done: format!("`{pod}` added to service `{service}`"),
+                would: format!("`{pod}` would be added to service `{service}`"),
+            },
         )
     } else {
         (
             Change::DeleteBackend {
-                service: args.service.clone(),
+                service: service.clone(),
                 pod: pod.clone(),
             },
-            format!(
-                "`{pod}` removed from service `{}` (new connections only: established ones keep it)",
-                args.service
-            ),
+            What {
+                done: format!(
+                    "`{pod}` removed from service `{service}` (new connections only: established ones keep it)"
+                ),
+                would: format!(
+                    "`{pod}` would be removed from service `{service}` (new connections only: established ones would keep it)"
+                ),
+            },
         )
     };
-    apply(&lab, change, &what, args.output)
+    apply(&lab, change, what, args.output, args.plan)
 }
 
-fn apply(lab: &str, change: Change, what: &str, output: OutputFormat) -> anyhow::Result<Outcome> {
+/// A change in words: done, or (a dry run) what would be done.
+struct What {
+    done: String,
+    would: String,
+}
+
+fn apply(
+    lab: &str,
+    change: Change,
+    what: What,
+    output: OutputFormat,
+    show: PlanArgs,
+) -> anyhow::Result<Outcome> {
     privilege::require("svc")?;
-    let (report, unit) =
-        lab_services::change(lab, change).with_context(|| format!("cannot change lab `{lab}`"))?;
+    let changed = lab_services::change(lab, change, show.dry_run)
+        .with_context(|| format!("cannot change lab `{lab}`"))?;
+    let (p, nodes) = (&changed.plan, changed.nodes);
     let mut out = anstream::stdout().lock();
     match output {
         OutputFormat::Json => writeln!(
             out,
             "{}",
             serde_json::json!({
-                "lab": lab, "done": what, "changes": report.changes,
-                "unit": unit, "nodes": report.nodes,
+                "lab": lab,
+                "done": if changed.applied { &what.done } else { &what.would },
+                "changes": p.changes, "unit": p.unit, "nodes": nodes,
+                "dry_run": !changed.applied, "plan": p.parts,
             })
         )?,
-        OutputFormat::Text => width::write_fill(
-            &mut out,
-            &format!(
-                "{what}; {} {unit} written on {} node(s)",
-                report.changes, report.nodes
-            ),
-            "",
-            "  ",
-        )?,
+        OutputFormat::Text => {
+            let line = if changed.applied {
+                format!(
+                    "{}; {} {} written on {nodes} node(s)",
+                    what.done, p.changes, p.unit
+                )
+            } else {
+                format!(
+                    "{}; {} {} would be written on {nodes} node(s) (dry run: nothing was written)",
+                    what.would, p.changes, p.unit
+                )
+            };
+            width::write_fill(&mut out, &line, "", "  ")?;
+            if show.show_plan || !changed.applied {
+                write!(out, "{}", plan::render(p))?;
+            }
+        }
     }
     Ok(Outcome::Success)
 }

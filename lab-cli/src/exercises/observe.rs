@@ -76,6 +76,7 @@ pub fn apply(lab: &Lab, action: &Action) -> Result<(), ObserveError> {
                     service: service.clone(),
                     pods: pods.clone(),
                 },
+                false,
             )?;
         }
         Action::Probe(p) => {

@@ -1,6 +1,7 @@
 //! The bottom layer: facts about, and operations on, the running kernel and
 //! this process (namespaces, netlink, BTF, tracefs, bpffs, sysctls, kernel
-//! symbols, capabilities, signals). Nothing here knows about eBPF programs
+//! symbols, capabilities, signals), and the plan/apply vocabulary every
+//! datapath shares (`datapath`). Nothing here knows about eBPF programs
 //! or what labctl does with them.
 
 pub mod bpffs;
@@ -9,6 +10,7 @@ pub mod cgroup;
 pub mod child;
 pub mod clock;
 pub mod cri;
+pub mod datapath;
 pub mod interrupt;
 pub mod kallsyms;
 pub mod locks;

@@ -161,6 +161,11 @@ impl NetNs {
         }
     }
 
+    /// Another handle on the same namespace, which never deletes it.
+    pub fn handle(&self) -> Self {
+        Self::at(&self.name, &self.path)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use super::{plan::UPLINK, state::LabState};
 use crate::{
-    ebpf::{self, error::ProgramSetupError, pins},
+    ebpf::error::ProgramSetupError,
     kernel::netns::{self, Entry, NETNS_RUN_DIR, NetNs, NetnsError},
     masq::nat,
 };
@@ -31,7 +31,7 @@ pub enum TeardownError {
     NotANamespace { path: PathBuf },
     #[error(transparent)]
     Netns(#[from] NetnsError),
-    #[error("cannot remove eBPF masquerading or load balancing: {0}")]
+    #[error("cannot remove eBPF masquerading: {0}")]
     Nat(Box<ProgramSetupError>),
     #[error("{0}")]
     Services(String),
@@ -45,11 +45,9 @@ pub enum TeardownError {
 /// Deletes every namespace recorded for the lab, newest first. Returns what
 /// could not be removed (empty: all gone).
 pub fn teardown(state: &LabState) -> Vec<TeardownError> {
-    // Socket-LB and the pods' cgroups first (they hold no namespace).
-    let mut errors: Vec<TeardownError> = super::services::teardown(state)
-        .into_iter()
-        .map(TeardownError::Services)
-        .collect();
+    // Which recorded namespaces are still this lab's.
+    let mut refused = Vec::new();
+    let mut ours = Vec::new();
     for record in state.namespaces.iter().rev() {
         let path = Path::new(NETNS_RUN_DIR).join(&record.name);
         let found = match netns::entry(&path) {
@@ -58,46 +56,54 @@ pub fn teardown(state: &LabState) -> Vec<TeardownError> {
             // An interrupted create or delete: no namespace, only its file.
             Ok(Entry::Leftover) => {
                 if let Err(e) = netns::remove_leftover(&record.name) {
-                    errors.push(e.into());
+                    refused.push(e.into());
                 }
                 continue;
             }
             Ok(Entry::Other) => {
-                errors.push(TeardownError::NotANamespace { path });
+                refused.push(TeardownError::NotANamespace { path });
                 continue;
             }
             Err(source) => {
-                errors.push(TeardownError::Stat { path, source });
+                refused.push(TeardownError::Stat { path, source });
                 continue;
             }
         };
         // Inode 0: `up` stopped between creating the namespace and recording
         // its inode. Nothing proves the namespace now there is that one.
         if record.inode == 0 {
-            errors.push(TeardownError::Unproven {
+            refused.push(TeardownError::Unproven {
                 name: record.name.clone(),
             });
             continue;
         }
         // Any other mismatch means someone else's namespace has this name now.
         if found != record.inode {
-            errors.push(TeardownError::NotOurs {
+            refused.push(TeardownError::NotOurs {
                 name: record.name.clone(),
                 found,
                 expected: record.inode,
             });
             continue;
         }
+        ours.push((record, NetNs::at(&record.name, &path)));
+    }
+    // The services' datapath (its pinned programs and maps outlive the
+    // namespaces unless removed; socket-LB's hang on the lab's cgroup) and
+    // the pods' cgroups first.
+    let handles: Vec<NetNs> = ours.iter().map(|(_, ns)| ns.handle()).collect();
+    let mut errors: Vec<TeardownError> = super::services::teardown(state, &handles)
+        .into_iter()
+        .map(TeardownError::Services)
+        .collect();
+    errors.extend(refused);
+    for (record, ns) in &ours {
         // eBPF masquerading pins (links and maps) outlive the namespace
         // unless removed; removing them detaches the programs.
-        if let Err(e) = nat::detach(&NetNs::at(&record.name, &path), record.inode, UPLINK) {
+        if let Err(e) = nat::detach(ns, record.inode, UPLINK) {
             errors.push(TeardownError::Nat(Box::new(e)));
         }
-        // So do the tc load balancer's (links to the pods' veths, maps).
-        if let Err(e) = ebpf::lb::detach(&pins::lb(record.inode)) {
-            errors.push(TeardownError::Nat(Box::new(e)));
-        }
-        if let Err(e) = netns::remove(&record.name, &path) {
+        if let Err(e) = netns::remove(&record.name, ns.path()) {
             errors.push(e.into());
         }
     }

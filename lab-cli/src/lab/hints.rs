@@ -2,7 +2,7 @@
 //! the options it was built with, with `--lab` where several labs are up.
 //! (labctl runs as root: a learner types them after `sudo`, as `lab up`.)
 
-use crate::services::KubeProxyMode;
+use crate::services;
 
 use super::{
     Lab,
@@ -27,31 +27,23 @@ pub fn hints(lab: &Lab, several_labs: bool) -> Vec<String> {
         .map_or_else(|| display(name, "node1"), |(m, _, _)| display(name, m));
     let mut out = Vec::new();
     if let Some(mode) = plan.kube_proxy() {
+        let dp = services::about(mode);
         out.push(format!(
             "labctl svc list{with_lab}   # the service, read from the {}",
-            match mode {
-                KubeProxyMode::Iptables => "iptables chains",
-                KubeProxyMode::Nftables => "nft table",
-                _ => "eBPF maps",
-            }
+            dp.holder()
         ));
         out.push(format!(
             "labctl lab traffic client web --proto tcp -c 30{with_lab}   # who answers?"
         ));
         out.push(format!("labctl svc backend del web web-1{with_lab}"));
-        match mode {
-            KubeProxyMode::Iptables => out.push(format!(
-                "ip netns exec {name}-node1 iptables-save -t nat | grep KUBE"
-            )),
-            KubeProxyMode::Nftables => out.push(format!(
-                "ip netns exec {name}-node1 nft list table ip kube-proxy"
-            )),
-            KubeProxyMode::Ebpf | KubeProxyMode::EbpfSocket => out.push(format!(
+        match dp.inspect(&format!("{name}-node1")) {
+            Some(command) => out.push(command),
+            None if dp.loads_programs() => out.push(format!(
                 "labctl lab exec client{with_lab} -- tcpdump -ni eth0 tcp   # VIP or backend on the wire?"
             )),
-            KubeProxyMode::Ipvs => {}
+            None => {}
         }
-        if mode.is_netfilter() {
+        if dp.netfilter() {
             out.push(format!(
                 "labctl conntrack list --netns {node1}   # the DNATs"
             ));

@@ -3,9 +3,9 @@
 //! and the cgroups socket-LB needs.
 //!
 //! The lab's record holds the services as the learner last set them; every
-//! change is written to the kernel by `services::sync`, which each mode
-//! does its own way (a partial iptables-restore, one nft transaction, a
-//! few map writes).
+//! change is planned and written by the lab's `ServiceDatapath` (built
+//! here from the lab's mode, by [`datapath`]), each mode its own way (a
+//! whole-table iptables-restore, one nft transaction, a few map writes).
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -20,15 +20,15 @@ use super::{
 };
 use crate::{
     conntrack::netlink::Ctnetlink,
-    ebpf::{self, pins},
     kernel::{
         cgroup::{self, CgroupError},
+        datapath::Shown,
         interrupt::{Stop, Why},
         netns::NetNs,
     },
     services::{
-        self, Datapath, Endpoint, Flow, Frontend, FrontendView, KubeProxyMode, L4, ServiceError,
-        ServiceSpec, SpecError, SyncReport,
+        self, Cluster, Endpoint, Flow, Frontend, FrontendView, KubeProxyMode, L4, LabCgroup, Node,
+        ServiceDatapath, ServiceError, ServiceSpec, SpecError,
         model::{self, APP_PORT},
     },
 };
@@ -51,38 +51,21 @@ fn initial(plan: &Plan) -> Vec<ServiceSpec> {
 
 /// Builds the services' datapath during `lab up` (the caller rolls back
 /// on error: every object made is recorded first).
-pub(super) fn build(
-    plan: &Plan,
-    state: &mut LabState,
-    mode: KubeProxyMode,
-) -> Result<(), LabError> {
-    match mode {
-        KubeProxyMode::Ebpf => {
-            for (i, node) in plan.nodes.iter().enumerate() {
-                let ns = NetNs::open(&node.netns)?;
-                let veths: Vec<&str> = plan
-                    .pods
-                    .iter()
-                    .filter(|p| p.node == i)
-                    .map(|p| p.host_veth.as_str())
-                    .collect();
-                ebpf::lb::attach_tc(&ns, &veths)?;
-            }
+pub(super) fn build(plan: &Plan, state: &mut LabState) -> Result<(), LabError> {
+    let mode = plan.kube_proxy().unwrap_or_default();
+    if services::about(mode).pod_cgroups() {
+        // Fails here, before anything is made, without a cgroup2 tree.
+        cgroup::path(&plan.cgroup(None)).map_err(ServiceError::from)?;
+        make_cgroup(state, &plan.cgroup(None))?;
+        for pod in &plan.pods {
+            make_cgroup(state, &plan.cgroup(Some(&pod.name)))?;
         }
-        KubeProxyMode::EbpfSocket => {
-            let lab_cg = cgroup::path(&plan.cgroup(None)).map_err(ServiceError::from)?;
-            make_cgroup(state, &plan.cgroup(None))?;
-            for pod in &plan.pods {
-                make_cgroup(state, &plan.cgroup(Some(&pod.name)))?;
-            }
-            let ino = state.cgroups.first().map_or(0, |c| c.inode);
-            ebpf::lb::attach_socket(&lab_cg, ino)?;
-        }
-        _ => {}
     }
+    let dp = datapath(plan)?;
+    dp.install()?;
     state.services = initial(plan);
     state.save()?;
-    services::sync(&datapath(plan)?, &frontends(plan, &state.services)?)?;
+    services::sync(&*dp, &frontends(plan, &state.services)?)?;
     Ok(())
 }
 
@@ -110,14 +93,52 @@ fn make_cgroup(state: &mut LabState, rel: &str) -> Result<(), LabError> {
     }
 }
 
-/// Removes socket-LB and the lab's cgroups (pods first): what could not be.
-pub(super) fn teardown(state: &LabState) -> Vec<String> {
+/// Removes the services' datapath from the lab's nodes that are still
+/// its own (`ours`: namespaces whose inode is the recorded one) and the
+/// lab's cgroups (pods first): what could not be. Works from the record
+/// alone, whatever state a killed `up` left.
+pub(super) fn teardown(state: &LabState, ours: &[NetNs]) -> Vec<String> {
     let mut errors = Vec::new();
-    for r in state.cgroups.iter().take(1) {
-        if r.inode != 0
-            && let Err(e) = ebpf::lb::detach(&pins::socklb(r.inode))
+    // The mode and the nodes from the lab's plan; a record whose scenario
+    // is unknown (an older labctl's) has every namespace as a node.
+    let plan = super::scenario::find(&state.scenario)
+        .and_then(|sc| Plan::new(&state.lab, sc, state.options.clone()).ok());
+    let mode = match &plan {
+        Some(p) => p.kube_proxy(),
+        None => state.options.kube_proxy,
+    };
+    if let Some(mode) = mode {
+        let nodes = ours
+            .iter()
+            .filter(|ns| {
+                plan.as_ref()
+                    .is_none_or(|p| p.nodes.iter().any(|n| n.netns == ns.name()))
+            })
+            .map(|ns| Node {
+                name: ns.name().to_owned(),
+                ns: ns.handle(),
+                veths: Vec::new(),
+            })
+            .collect();
+        let cgroup = state
+            .cgroups
+            .first()
+            .filter(|r| r.inode != 0)
+            .map(|r| LabCgroup {
+                name: r.path.clone(),
+                inode: r.inode,
+            });
+        let cluster = Cluster {
+            nodes,
+            cgroup,
+            cluster_cidr: String::new(),
+        };
+        let dp = services::datapath(mode, cluster);
+        // Socket-LB without a cgroup made has nothing to remove.
+        if !(dp.pod_cgroups() && dp.cluster().cgroup.is_none())
+            && let Err(e) = dp.teardown()
         {
-            errors.push(format!("cannot remove socket-LB: {e}"));
+            errors.push(format!("cannot remove the services' {}: {e}", dp.holder()));
         }
     }
     for r in state.cgroups.iter().rev() {
@@ -144,28 +165,46 @@ pub(super) fn teardown(state: &LabState) -> Vec<String> {
     errors
 }
 
-/// Where the lab's services live in the kernel.
-pub fn datapath(plan: &Plan) -> Result<Datapath, LabError> {
+/// Where the lab's services live: its nodes (named as output names them,
+/// with their pods' host-side veths) and, when its mode puts pods in
+/// cgroups, the lab's cgroup.
+pub fn cluster(plan: &Plan) -> Result<Cluster, LabError> {
     let mode = plan.kube_proxy().unwrap_or_default();
-    let nodes = plan
-        .nodes
-        .iter()
-        .map(|n| NetNs::open(&n.netns))
-        .collect::<Result<Vec<_>, _>>()?;
-    let socket_pins = if mode == KubeProxyMode::EbpfSocket {
-        let path = cgroup::path(&plan.cgroup(None)).map_err(ServiceError::from)?;
+    let mut nodes = Vec::new();
+    for (i, n) in plan.nodes.iter().enumerate() {
+        nodes.push(Node {
+            name: super::names::display(&plan.lab, &n.name),
+            ns: NetNs::open(&n.netns)?,
+            veths: plan
+                .pods
+                .iter()
+                .filter(|p| p.node == i)
+                .map(|p| p.host_veth.clone())
+                .collect(),
+        });
+    }
+    let cgroup = if services::about(mode).pod_cgroups() {
+        let name = plan.cgroup(None);
+        let path = cgroup::path(&name).map_err(ServiceError::from)?;
         cgroup::inode(&path)
             .map_err(ServiceError::from)?
-            .map(pins::socklb)
+            .map(|inode| LabCgroup { name, inode })
     } else {
         None
     };
-    Ok(Datapath {
-        mode,
+    Ok(Cluster {
         nodes,
-        socket_pins,
+        cgroup,
         cluster_cidr: format!("{}/{}", CLUSTER_CIDR.0, CLUSTER_CIDR.1),
     })
+}
+
+/// The lab's services datapath: its mode's, over its nodes.
+pub fn datapath(plan: &Plan) -> Result<Box<dyn ServiceDatapath>, LabError> {
+    Ok(services::datapath(
+        plan.kube_proxy().unwrap_or_default(),
+        cluster(plan)?,
+    ))
 }
 
 /// The recorded services resolved to frontends (one per protocol).
@@ -241,9 +280,20 @@ pub enum Change {
     },
 }
 
+/// What a change to a lab's services wrote (or, in a dry run, would
+/// write), in the mode's own units.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub plan: Shown,
+    /// The lab's nodes.
+    pub nodes: usize,
+    /// False: a dry run, nothing was written (the record neither).
+    pub applied: bool,
+}
+
 /// Applies `change` to lab `lab`'s record and writes the result into its
-/// nodes: what was written, in the mode's own units.
-pub fn change(lab: &str, change: Change) -> Result<(SyncReport, &'static str), LabError> {
+/// nodes (`dry_run`: only plans it, and changes nothing).
+pub fn change(lab: &str, change: Change, dry_run: bool) -> Result<Changed, LabError> {
     let _lock = LabLock::acquire()?;
     let mut lab = Lab::open(lab)?;
     let plan = &lab.plan;
@@ -325,9 +375,16 @@ pub fn change(lab: &str, change: Change) -> Result<(SyncReport, &'static str), L
         }
     }
     let dp = datapath(plan)?;
-    let report = services::sync(&dp, &frontends(plan, &lab.state.services)?)?;
-    lab.state.save()?;
-    Ok((report, dp.change_unit()))
+    let planned = dp.plan(&frontends(plan, &lab.state.services)?)?;
+    if !dry_run {
+        dp.apply(&planned)?;
+        lab.state.save()?;
+    }
+    Ok(Changed {
+        plan: planned.shown(),
+        nodes: dp.cluster().nodes.len(),
+        applied: !dry_run,
+    })
 }
 
 /// A free VIP in lab `lab` (for `svc add` without --vip).
@@ -338,7 +395,7 @@ pub fn free_vip(lab: &Lab) -> Result<Ipv4Addr, LabError> {
 /// The lab's frontends as read from the kernel, named: services from the
 /// lab's record, backends by pod (`LAB/POD`).
 pub fn list(lab: &Lab) -> Result<Vec<FrontendView>, LabError> {
-    let mut views = services::read(&datapath(&lab.plan)?)?;
+    let mut views = datapath(&lab.plan)?.read()?;
     for v in &mut views {
         if let Some(s) = lab
             .state
@@ -366,17 +423,11 @@ pub fn list(lab: &Lab) -> Result<Vec<FrontendView>, LabError> {
 /// own tables for the eBPF modes.
 pub fn flows(lab: &Lab) -> Result<Vec<Flow>, LabError> {
     let dp = datapath(&lab.plan)?;
-    let nodes: Vec<String> = lab
-        .plan
-        .nodes
-        .iter()
-        .map(|n| super::names::display(lab.name(), &n.name))
-        .collect();
-    let mut flows = if dp.mode.is_netfilter() {
+    let mut flows = if dp.netfilter() {
         let vips: Vec<Ipv4Addr> = lab.state.services.iter().map(|s| s.vip).collect();
         let mut out = Vec::new();
-        for (ns, node) in dp.nodes.iter().zip(&nodes) {
-            let entries = Ctnetlink::open_in(Some(ns))
+        for node in &dp.cluster().nodes {
+            let entries = Ctnetlink::open_in(Some(&node.ns))
                 .and_then(|mut ct| ct.dump(None))
                 .map_err(|e| LabError::Conntrack(Box::new(e)))?;
             for e in entries {
@@ -390,7 +441,7 @@ pub fn flows(lab: &Lab) -> Result<Vec<Flow>, LabError> {
                 }
                 out.push(Flow {
                     table: "conntrack",
-                    node: Some(node.clone()),
+                    node: Some(node.name.clone()),
                     proto: L4::from_number(e.proto_num),
                     client: Some(client),
                     client_port: e.orig.sport,
@@ -406,7 +457,7 @@ pub fn flows(lab: &Lab) -> Result<Vec<Flow>, LabError> {
         }
         out
     } else {
-        services::ebpf_tables(&dp, &nodes)?
+        dp.flows()?
     };
     let pod = |a: Option<Ipv4Addr>| {
         lab.plan
@@ -425,8 +476,8 @@ pub fn flows(lab: &Lab) -> Result<Vec<Flow>, LabError> {
 impl Lab {
     /// The cgroup `pod`'s processes run in, when the lab uses socket-LB.
     pub fn pod_cgroup(&self, pod: &str) -> Option<PathBuf> {
-        if self.plan.kube_proxy() != Some(KubeProxyMode::EbpfSocket) || self.plan.pod(pod).is_none()
-        {
+        let cgroups = |m: KubeProxyMode| services::about(m).pod_cgroups();
+        if !self.plan.kube_proxy().is_some_and(cgroups) || self.plan.pod(pod).is_none() {
             return None;
         }
         let path = cgroup::path(&self.plan.cgroup(Some(pod))).ok()?;

@@ -152,7 +152,7 @@ fn build(plan: &Plan, state: &mut LabState, steps: &mut Steps) -> Result<(), Lab
     }
     if let Some(mode) = plan.kube_proxy() {
         steps.next(&format!("services ({mode})"))?;
-        svc::build(plan, state, mode)?;
+        svc::build(plan, state)?;
     }
     Ok(())
 }

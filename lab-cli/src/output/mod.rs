@@ -8,6 +8,7 @@ pub mod exercises;
 pub mod exit;
 pub mod flows;
 pub mod pcap;
+pub mod plan;
 pub mod services;
 pub mod table;
 pub mod width;

@@ -19,7 +19,7 @@
 //! Chain names are kube-proxy's: `KUBE-SVC-` + the first 16 characters of
 //! base32(sha256("NS/NAME:PORT" + "tcp")), `KUBE-SEP-` the same over the
 //! endpoint too. A sync rewrites both tables in one `iptables-restore`
-//! (see [`sync_input`] for why not `--noflush`), carrying the counters of
+//! (see [`plan_node`] for why not `--noflush`), carrying the counters of
 //! the DNAT rules that stay: a DNAT rule's packet counter is its backend's
 //! connection count (the nat table sees only the first packet of a
 //! connection).
@@ -29,7 +29,15 @@ use std::{
     net::Ipv4Addr,
 };
 
-use super::model::{Endpoint, Frontend, L4, kube_hash};
+use super::{
+    FrontendView, ServiceError, chain_view,
+    datapath::{Cluster, Node, ServiceDatapath, ServicePlan, Write, merged},
+    model::{Endpoint, Frontend, KubeProxyMode, L4, kube_hash},
+};
+use crate::kernel::{
+    datapath::{Part, Plan, ToolRun},
+    tool,
+};
 
 pub const SERVICES: &str = "KUBE-SERVICES";
 pub const MARK_MASQ: &str = "KUBE-MARK-MASQ";
@@ -53,13 +61,28 @@ fn probability(i: usize, n: usize) -> Option<String> {
     (i + 1 < n).then(|| format!("{:.10}", 1.0 / (n - i) as f64))
 }
 
+/// One node's sync: the whole tables to restore, how many rules differ
+/// from before, and those changes as a partial restore would write them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePlan {
+    /// The `iptables-restore --counters` input (both tables, whole).
+    pub input: String,
+    /// Rules written or deleted, counted as kube-proxy's partial sync
+    /// would write them (a changed service's chain is rewritten whole).
+    pub changes: usize,
+    /// Those changes in `iptables-restore --noflush` form: the chains
+    /// declared (new, rewritten or going), the rules added (`-A`) or
+    /// deleted (`-D`), the chains deleted (`-X`).
+    pub lines: Vec<String>,
+}
+
 /// The `iptables-restore --counters` input that makes a node's nat and
 /// filter tables hold exactly `frontends` (a full sync, as kube-proxy's
 /// periodic one: both tables are rewritten in one commit each), given what
 /// `iptables-save -c` printed before (`existing`): every DNAT rule that
 /// stays keeps its packet counter, so connection counts survive changes.
-/// Also returns how many rules differ from before (what a partial sync
-/// would have had to write).
+/// Also says which rules differ from before (what a partial sync would
+/// have had to write), and how many.
 ///
 /// Why not `--noflush` and only the changed chains, as kube-proxy's partial
 /// syncs do: with Debian's iptables-nft 1.8.9 a `--noflush` restore costs
@@ -67,17 +90,22 @@ fn probability(i: usize, n: usize) -> Option<String> {
 /// and far more than a full one: 4,000 services took 7.3 s with
 /// `--noflush` and 1.3 s without, 10,000 took over 5 minutes (measured
 /// here with `cargo xtask bench services`' ruleset).
-pub fn sync_input(frontends: &[Frontend], cluster_cidr: &str, existing: &str) -> (String, usize) {
+pub fn plan_node(frontends: &[Frontend], cluster_cidr: &str, existing: &str) -> NodePlan {
     let before = parse(existing);
     let before_by_chain: BTreeMap<&str, &SavedFrontend> =
         before.iter().map(|b| (b.chain.as_str(), b)).collect();
     let counters: BTreeMap<String, (u64, u64)> = dnat_counters(existing);
     let old_chains = chains(existing);
-    let old_rejects: BTreeSet<&str> = existing
+    // Each reject rule by its service port's name, as saved (no counters).
+    let old_rejects: BTreeMap<&str, &str> = existing
         .lines()
-        .filter_map(|l| l.split_once(" has no endpoints\"")?.0.rsplit_once('"'))
-        .map(|(_, name)| name)
+        .filter_map(|l| {
+            let name = l.split_once(" has no endpoints\"")?.0.rsplit_once('"')?.1;
+            let rule = l.split_once("-A ")?.1;
+            Some((name, rule))
+        })
         .collect();
+    let first = !old_chains.contains(SERVICES);
     let mut chains = vec![
         SERVICES.to_owned(),
         MARK_MASQ.to_owned(),
@@ -100,6 +128,13 @@ pub fn sync_input(frontends: &[Frontend], cluster_cidr: &str, existing: &str) ->
     rules.push(format!(
         "-A {POSTROUTING} -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"
     ));
+    // The changes, as a partial restore would write them: the fixed part
+    // only on the first sync (uncounted, as before).
+    let mut shown = Changes::default();
+    if first {
+        shown.nat_chains.extend(chains.iter().map(|c| declare(c)));
+        shown.nat_rules.extend(rules.iter().cloned());
+    }
     let mut changed = 0;
     let mut wanted = BTreeSet::new();
     let mut sep_rules = Vec::new();
@@ -109,41 +144,55 @@ pub fn sync_input(frontends: &[Frontend], cluster_cidr: &str, existing: &str) ->
         let (p, vip, port) = (f.proto.as_str(), f.vip, f.port);
         wanted.insert(svc.clone());
         chains.push(svc.clone());
-        rules.push(format!(
-            "-A {SERVICES} -d {vip}/32 -p {p} -m comment --comment \"{name} cluster IP\" -m {p} --dport {port} -j {svc}"
-        ));
-        rules.push(format!(
-            "-A {svc} ! -s {cluster_cidr} -d {vip}/32 -p {p} -m comment --comment \"{name} cluster IP\" -m {p} --dport {port} -j {MARK_MASQ}"
-        ));
         let n = f.backends.len();
         let seps: Vec<String> = f.backends.iter().map(|e| sep_chain(f, e)).collect();
         let same = before_by_chain
             .get(svc.as_str())
             .is_some_and(|b| b.endpoints.iter().map(|e| &e.chain).eq(seps.iter()));
-        if !same {
-            // The KUBE-SERVICES jump (if new), the mark rule and the jumps.
-            changed += 1 + n + usize::from(!old_chains.contains(&svc));
-        }
+        let new_chain = !old_chains.contains(&svc);
+        let jump = format!(
+            "-A {SERVICES} -d {vip}/32 -p {p} -m comment --comment \"{name} cluster IP\" -m {p} --dport {port} -j {svc}"
+        );
+        let mut svc_rules = vec![format!(
+            "-A {svc} ! -s {cluster_cidr} -d {vip}/32 -p {p} -m comment --comment \"{name} cluster IP\" -m {p} --dport {port} -j {MARK_MASQ}"
+        )];
         for (i, (e, sep)) in f.backends.iter().zip(&seps).enumerate() {
             let stat = probability(i, n)
                 .map(|p| format!(" -m statistic --mode random --probability {p}"))
                 .unwrap_or_default();
-            rules.push(format!(
+            svc_rules.push(format!(
                 "-A {svc} -m comment --comment \"{name} -> {e}\"{stat} -j {sep}"
             ));
+        }
+        if !same {
+            // The KUBE-SERVICES jump (if new), the mark rule and the jumps.
+            changed += 1 + n + usize::from(new_chain);
+            shown.nat_chains.push(declare(&svc));
+            if new_chain {
+                shown.nat_rules.push(jump.clone());
+            }
+            shown.nat_rules.extend(svc_rules.iter().cloned());
+        }
+        rules.push(jump);
+        rules.extend(svc_rules);
+        for (e, sep) in f.backends.iter().zip(&seps) {
             if wanted.insert(sep.clone()) {
                 chains.push(sep.clone());
-                if !old_chains.contains(sep) {
-                    changed += 2;
-                }
-                let (pk, by) = counters.get(sep).copied().unwrap_or((0, 0));
-                sep_rules.push(format!(
+                let mark = format!(
                     "-A {sep} -s {}/32 -m comment --comment \"{name}\" -j {MARK_MASQ}",
                     e.addr
-                ));
-                sep_rules.push(format!(
-                    "[{pk}:{by}] -A {sep} -p {p} -m comment --comment \"{name}\" -m {p} -j DNAT --to-destination {e}"
-                ));
+                );
+                let dnat = format!(
+                    "-A {sep} -p {p} -m comment --comment \"{name}\" -m {p} -j DNAT --to-destination {e}"
+                );
+                if !old_chains.contains(sep) {
+                    changed += 2;
+                    shown.nat_chains.push(declare(sep));
+                    shown.nat_rules.extend([mark.clone(), dnat.clone()]);
+                }
+                let (pk, by) = counters.get(sep).copied().unwrap_or((0, 0));
+                sep_rules.push(mark);
+                sep_rules.push(format!("[{pk}:{by}] {dnat}"));
             }
         }
     }
@@ -152,10 +201,19 @@ pub fn sync_input(frontends: &[Frontend], cluster_cidr: &str, existing: &str) ->
     for b in &before {
         if !wanted.contains(&b.chain) {
             changed += 2 + b.endpoints.len();
+            let p = b.proto.as_str();
+            shown.nat_chains.push(declare(&b.chain));
+            shown.nat_rules.push(format!(
+                "-D {SERVICES} -d {}/32 -p {p} -m comment --comment \"{} cluster IP\" -m {p} --dport {} -j {}",
+                b.vip, b.name, b.port, b.chain
+            ));
+            shown.nat_gone.push(format!("-X {}", b.chain));
         }
         for e in &b.endpoints {
             if !wanted.contains(&e.chain) && gone.insert(e.chain.as_str()) {
                 changed += 2;
+                shown.nat_chains.push(declare(&e.chain));
+                shown.nat_gone.push(format!("-X {}", e.chain));
             }
         }
     }
@@ -164,7 +222,8 @@ pub fn sync_input(frontends: &[Frontend], cluster_cidr: &str, existing: &str) ->
         out.push_str(&format!(":{builtin} ACCEPT [0:0]\n"));
     }
     for c in &chains {
-        out.push_str(&format!(":{c} - [0:0]\n"));
+        out.push_str(&declare(c));
+        out.push('\n');
     }
     for r in rules.iter().chain(&sep_rules) {
         out.push_str(r);
@@ -177,29 +236,79 @@ pub fn sync_input(frontends: &[Frontend], cluster_cidr: &str, existing: &str) ->
     for builtin in ["INPUT", "FORWARD", "OUTPUT"] {
         out.push_str(&format!(":{builtin} ACCEPT [0:0]\n"));
     }
-    out.push_str(&format!(":{SERVICES} - [0:0]\n"));
-    for hook in ["FORWARD", "OUTPUT"] {
-        out.push_str(&format!(
-            "-A {hook} -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j {SERVICES}\n"
-        ));
+    out.push_str(&format!("{}\n", declare(SERVICES)));
+    if first {
+        shown.filter.push(declare(SERVICES));
     }
-    let had_reject = |f: &Frontend| old_rejects.contains(f.port_name().as_str());
+    for hook in ["FORWARD", "OUTPUT"] {
+        let rule = format!(
+            "-A {hook} -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j {SERVICES}"
+        );
+        out.push_str(&format!("{rule}\n"));
+        if first {
+            shown.filter.push(rule);
+        }
+    }
+    let mut kept_rejects = BTreeSet::new();
     for f in frontends {
         let p = f.proto.as_str();
+        let name = f.port_name();
+        let had = old_rejects.get(name.as_str()).copied();
         if f.backends.is_empty() {
-            out.push_str(&format!(
-                "-A {SERVICES} -d {}/32 -p {p} -m comment --comment \"{} has no endpoints\" -m {p} --dport {} -j REJECT --reject-with icmp-port-unreachable\n",
-                f.vip,
-                f.port_name(),
-                f.port
-            ));
-            changed += usize::from(!had_reject(f));
-        } else {
-            changed += usize::from(had_reject(f));
+            let rule = format!(
+                "-A {SERVICES} -d {}/32 -p {p} -m comment --comment \"{name} has no endpoints\" -m {p} --dport {} -j REJECT --reject-with icmp-port-unreachable",
+                f.vip, f.port
+            );
+            out.push_str(&format!("{rule}\n"));
+            if had.is_none() {
+                changed += 1;
+                shown.filter.push(rule);
+            }
+            kept_rejects.insert(name);
+        }
+    }
+    // Rejects that go: their service has endpoints now, or is gone.
+    for (name, rule) in &old_rejects {
+        if !kept_rejects.contains(*name) {
+            changed += 1;
+            shown.filter.push(format!("-D {rule}"));
         }
     }
     out.push_str("COMMIT\n");
-    (out, changed)
+    NodePlan {
+        input: out,
+        changes: changed,
+        lines: shown.lines(),
+    }
+}
+
+/// `:CHAIN - [0:0]`: declares (creates, or flushes) a chain in a restore.
+fn declare(chain: &str) -> String {
+    format!(":{chain} - [0:0]")
+}
+
+/// The changes of a sync, by table and kind, in restore order.
+#[derive(Default)]
+struct Changes {
+    nat_chains: Vec<String>,
+    nat_rules: Vec<String>,
+    nat_gone: Vec<String>,
+    filter: Vec<String>,
+}
+
+impl Changes {
+    fn lines(self) -> Vec<String> {
+        let mut out = Vec::new();
+        let nat: Vec<String> = [self.nat_chains, self.nat_rules, self.nat_gone].concat();
+        for (table, lines) in [("*nat", nat), ("*filter", self.filter)] {
+            if !lines.is_empty() {
+                out.push(table.to_owned());
+                out.extend(lines);
+                out.push("COMMIT".to_owned());
+            }
+        }
+        out
+    }
 }
 
 /// The packet and byte counters of each KUBE-SEP chain's DNAT rule in
@@ -369,6 +478,132 @@ pub fn parse(save: &str) -> Vec<SavedFrontend> {
     out
 }
 
+/// What a change is counted as.
+pub const UNIT: &str = "changed iptables rules (in a whole-table rewrite)";
+
+/// kube-proxy's iptables mode on a cluster's nodes.
+pub struct Iptables {
+    mode: KubeProxyMode,
+    cluster: Cluster,
+}
+
+impl Iptables {
+    pub fn new(mode: KubeProxyMode, cluster: Cluster) -> Self {
+        Self { mode, cluster }
+    }
+}
+
+/// One node's part of a plan, from what `iptables-save` printed there
+/// (`-c -t nat`, then `-t filter`): the changed rules shown, both tables
+/// written.
+fn node_part(node: &Node, frontends: &[Frontend], cluster_cidr: &str, save: &str) -> Part<Write> {
+    let p = plan_node(frontends, cluster_cidr, save);
+    Part {
+        target: node.name.clone(),
+        lines: p.lines,
+        changes: p.changes,
+        write: Write::Tool(ToolRun {
+            ns: node.ns.handle(),
+            program: "iptables-restore",
+            args: &["--counters"],
+            input: p.input,
+        }),
+    }
+}
+
+impl ServiceDatapath for Iptables {
+    fn mode(&self) -> KubeProxyMode {
+        self.mode
+    }
+
+    fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    fn check(&self) -> Result<(), ServiceError> {
+        ["iptables-restore", "iptables-save"]
+            .into_iter()
+            .try_for_each(|t| {
+                which::which(t)
+                    .map(drop)
+                    .map_err(|_| ServiceError::ToolMissing(t))
+            })
+    }
+
+    fn unit(&self) -> &'static str {
+        UNIT
+    }
+
+    fn plan(&self, frontends: &[Frontend]) -> Result<ServicePlan, ServiceError> {
+        let mut plan = Plan::new(UNIT);
+        for node in &self.cluster.nodes {
+            let mut save = tool::run(&node.ns, "iptables-save", &["-c", "-t", "nat"], None)?;
+            save.push_str(&tool::run(
+                &node.ns,
+                "iptables-save",
+                &["-t", "filter"],
+                None,
+            )?);
+            plan.push(node_part(
+                node,
+                frontends,
+                &self.cluster.cluster_cidr,
+                &save,
+            ));
+        }
+        Ok(plan)
+    }
+
+    fn read(&self) -> Result<Vec<FrontendView>, ServiceError> {
+        let mut per_node = Vec::new();
+        for node in &self.cluster.nodes {
+            let save = tool::run(&node.ns, "iptables-save", &["-c", "-t", "nat"], None)?;
+            per_node.push(
+                parse(&save)
+                    .into_iter()
+                    .map(|f| {
+                        let service = f.name.rsplit_once(':').map(|(n, _)| n.to_owned());
+                        let source = self.mode.as_str();
+                        chain_view(source, service, (f.vip, f.port, f.proto), f.chain, {
+                            f.endpoints.into_iter().map(|e| {
+                                let p = Some(e.probability.unwrap_or(1.0));
+                                (e.endpoint, e.connections, p, e.chain)
+                            })
+                        })
+                    })
+                    .collect(),
+            );
+        }
+        Ok(merged(per_node))
+    }
+
+    /// The mode owns the nat and filter tables whole (every sync rewrites
+    /// them): they are emptied.
+    fn teardown(&self) -> Result<(), ServiceError> {
+        let empty = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                     :POSTROUTING ACCEPT [0:0]\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n\
+                     :FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+        for node in &self.cluster.nodes {
+            tool::run(&node.ns, "iptables-restore", &[], Some(empty))?;
+        }
+        Ok(())
+    }
+
+    fn netfilter(&self) -> bool {
+        true
+    }
+
+    fn holder(&self) -> &'static str {
+        "iptables chains"
+    }
+
+    fn inspect(&self, netns: &str) -> Option<String> {
+        Some(format!(
+            "ip netns exec {netns} iptables-save -t nat | grep KUBE"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,7 +635,11 @@ mod tests {
     #[test]
     fn a_sync_rewrites_the_tables_and_keeps_the_counters_of_endpoints_that_stay() {
         let f = web(&[(1, 3), (2, 2), (2, 3)]);
-        let (first, changed) = sync_input(std::slice::from_ref(&f), "10.244.0.0/16", "");
+        let NodePlan {
+            input: first,
+            changes: changed,
+            ..
+        } = plan_node(std::slice::from_ref(&f), "10.244.0.0/16", "");
         assert!(first.contains(
             "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
         ));
@@ -418,7 +657,11 @@ mod tests {
         )
         .replace("[0:0] -A", "-A");
         let g = web(&[(1, 3), (2, 3)]);
-        let (second, changed) = sync_input(std::slice::from_ref(&g), "10.244.0.0/16", &saved);
+        let NodePlan {
+            input: second,
+            changes: changed,
+            ..
+        } = plan_node(std::slice::from_ref(&g), "10.244.0.0/16", &saved);
         assert!(
             second.contains(&format!("[42:2520] -A {kept} -p tcp")),
             "{second}"
@@ -451,5 +694,114 @@ mod tests {
         assert_eq!(conns, [3, 4]);
         assert_eq!(got[0].endpoints[0].probability, Some(0.5));
         assert_eq!(got[0].endpoints[1].endpoint, Some(f.backends[1].clone()));
+    }
+
+    #[test]
+    fn adding_a_fourth_backend_plans_the_service_chain_and_one_endpoint_chain() {
+        let f = web(&[(1, 3), (2, 2), (2, 3)]);
+        // What iptables-save -c -t nat, then -t filter, prints after it.
+        let saved = plan_node(std::slice::from_ref(&f), "10.244.0.0/16", "").input;
+        let g = web(&[(1, 3), (2, 2), (2, 3), (1, 4)]);
+        let node = Node {
+            name: "lab/node1".into(),
+            ns: crate::kernel::netns::NetNs::at(
+                "lab-node1",
+                std::path::Path::new("/run/netns/lab-node1"),
+            ),
+            veths: Vec::new(),
+        };
+        let part = node_part(&node, std::slice::from_ref(&g), "10.244.0.0/16", &saved);
+        let svc = svc_chain(&g);
+        let sep: Vec<String> = g.backends.iter().map(|e| sep_chain(&g, e)).collect();
+        let c = "--comment \"ns1/svc1:tcp";
+        // As kube-proxy's partial sync writes it: the service chain whole
+        // (its probabilities all change), the new endpoint's chain.
+        assert_eq!(
+            part.lines,
+            [
+                "*nat".to_owned(),
+                format!(":{svc} - [0:0]"),
+                format!(":{} - [0:0]", sep[3]),
+                format!(
+                    "-A {svc} ! -s 10.244.0.0/16 -d 10.96.0.10/32 -p tcp -m comment {c} cluster IP\" -m tcp --dport 80 -j KUBE-MARK-MASQ"
+                ),
+                format!(
+                    "-A {svc} -m comment {c} -> 10.244.1.3:8080\" -m statistic --mode random --probability 0.2500000000 -j {}",
+                    sep[0]
+                ),
+                format!(
+                    "-A {svc} -m comment {c} -> 10.244.2.2:8080\" -m statistic --mode random --probability 0.3333333333 -j {}",
+                    sep[1]
+                ),
+                format!(
+                    "-A {svc} -m comment {c} -> 10.244.2.3:8080\" -m statistic --mode random --probability 0.5000000000 -j {}",
+                    sep[2]
+                ),
+                format!("-A {svc} -m comment {c} -> 10.244.1.4:8080\" -j {}", sep[3]),
+                format!(
+                    "-A {} -s 10.244.1.4/32 -m comment {c}\" -j KUBE-MARK-MASQ",
+                    sep[3]
+                ),
+                format!(
+                    "-A {} -p tcp -m comment {c}\" -m tcp -j DNAT --to-destination 10.244.1.4:8080",
+                    sep[3]
+                ),
+                "COMMIT".to_owned(),
+            ]
+        );
+        // The mark rule, 4 jumps, the endpoint's 2 rules.
+        assert_eq!(part.changes, 7);
+        // What is written is both tables, whole.
+        let Write::Tool(run) = &part.write else {
+            panic!("iptables writes with iptables-restore: {:?}", part.write)
+        };
+        assert_eq!(
+            (run.program, run.args),
+            ("iptables-restore", &["--counters"][..])
+        );
+        assert!(run.input.starts_with("*nat\n") && run.input.ends_with("COMMIT\n"));
+        assert_eq!(run.input.matches(" -j DNAT ").count(), 4);
+
+        // Then without endpoints: the jumps and endpoint chains go, a
+        // reject comes; then the service goes, its reject too.
+        let saved = plan_node(std::slice::from_ref(&g), "10.244.0.0/16", "").input;
+        let none = web(&[]);
+        let p = plan_node(std::slice::from_ref(&none), "10.244.0.0/16", &saved);
+        assert_eq!(
+            p.lines
+                .iter()
+                .filter(|l| l.starts_with("-X KUBE-SEP-"))
+                .count(),
+            4
+        );
+        assert!(
+            p.lines
+                .iter()
+                .any(|l| l.starts_with("-A KUBE-SERVICES") && l.ends_with("icmp-port-unreachable")),
+            "{:?}",
+            p.lines
+        );
+        // The mark rule, 4 × 2 endpoint rules, the reject.
+        assert_eq!(p.changes, 10);
+        let gone = plan_node(&[], "10.244.0.0/16", &p.input);
+        assert_eq!(
+            gone.lines,
+            [
+                "*nat".to_owned(),
+                format!(":{svc} - [0:0]"),
+                format!(
+                    "-D KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment {c} cluster IP\" -m tcp --dport 80 -j {svc}"
+                ),
+                format!("-X {svc}"),
+                "COMMIT".to_owned(),
+                "*filter".to_owned(),
+                format!(
+                    "-D KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment {c} has no endpoints\" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable"
+                ),
+                "COMMIT".to_owned(),
+            ]
+        );
+        // Its jump, its mark rule; the reject.
+        assert_eq!(gone.changes, 3);
     }
 }

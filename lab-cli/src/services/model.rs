@@ -54,8 +54,10 @@ impl KubeProxyMode {
         }
     }
 
+    /// kube-proxy's chains (iptables, nftables): see
+    /// `ServiceDatapath::netfilter`.
     pub fn is_netfilter(self) -> bool {
-        matches!(self, KubeProxyMode::Iptables | KubeProxyMode::Nftables)
+        super::datapath::about(self).netfilter()
     }
 }
 

@@ -20,15 +20,28 @@
 //! `endpoint-` likewise over `…__ADDR/PORT`. One difference: the DNAT rule
 //! has a `counter` (kube-proxy's has none), whose packets are the backend's
 //! connections. A sync is one `nft -f` transaction that writes only what
-//! changed (see [`sync_input`]).
+//! changed (see [`sync_input`]): its plan is that transaction, line by
+//! line.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::model::{Endpoint, Frontend, L4, kube_hash};
+use super::{
+    FrontendView, ServiceError, chain_view,
+    datapath::{Cluster, Node, ServiceDatapath, ServicePlan, Write, merged},
+    model::{Endpoint, Frontend, KubeProxyMode, L4, kube_hash},
+};
+use crate::kernel::{
+    datapath::{Part, Plan, ToolRun},
+    netns::NetNs,
+    tool::{self, ToolError},
+};
 
 pub const TABLE: &str = "kube-proxy";
+
+/// What a change is counted as.
+pub const UNIT: &str = "nft rules and map elements";
 
 fn base(f: &Frontend) -> String {
     // NS/NAME/PROTOCOL/PORTNAME (the port is named after its protocol).
@@ -398,6 +411,130 @@ pub fn parse(listing: &Value) -> Vec<ListedFrontend> {
     out
 }
 
+/// kube-proxy's nftables mode on a cluster's nodes.
+pub struct Nftables {
+    mode: KubeProxyMode,
+    cluster: Cluster,
+}
+
+impl Nftables {
+    pub fn new(mode: KubeProxyMode, cluster: Cluster) -> Self {
+        Self { mode, cluster }
+    }
+}
+
+/// `nft -j list table ip kube-proxy` in `ns`; None when there is no table.
+fn listing(ns: &NetNs) -> Result<Option<Value>, ServiceError> {
+    match tool::run(ns, "nft", &["-j", "list", "table", "ip", TABLE], None) {
+        Ok(text) => Ok(Some(
+            serde_json::from_str(&text).map_err(ServiceError::NftJson)?,
+        )),
+        Err(ToolError::Refused { stderr, .. }) if stderr.contains("No such file") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One node's part of a plan, from its table as listed (None: none yet):
+/// the `nft -f` transaction, line by line.
+fn node_part(
+    node: &Node,
+    frontends: &[Frontend],
+    cluster_cidr: &str,
+    existing: Option<&Value>,
+) -> Part<Write> {
+    let (input, changes) = sync_input(frontends, cluster_cidr, existing);
+    Part {
+        target: node.name.clone(),
+        // The table's first creation is indented with tabs.
+        lines: input.lines().map(|l| l.replace('\t', "  ")).collect(),
+        changes,
+        write: Write::Tool(ToolRun {
+            ns: node.ns.handle(),
+            program: "nft",
+            args: &["-f", "-"],
+            input,
+        }),
+    }
+}
+
+impl ServiceDatapath for Nftables {
+    fn mode(&self) -> KubeProxyMode {
+        self.mode
+    }
+
+    fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    fn check(&self) -> Result<(), ServiceError> {
+        which::which("nft")
+            .map(drop)
+            .map_err(|_| ServiceError::ToolMissing("nft"))
+    }
+
+    fn unit(&self) -> &'static str {
+        UNIT
+    }
+
+    fn plan(&self, frontends: &[Frontend]) -> Result<ServicePlan, ServiceError> {
+        let mut plan = Plan::new(UNIT);
+        for node in &self.cluster.nodes {
+            let existing = listing(&node.ns)?;
+            let cidr = &self.cluster.cluster_cidr;
+            plan.push(node_part(node, frontends, cidr, existing.as_ref()));
+        }
+        Ok(plan)
+    }
+
+    fn read(&self) -> Result<Vec<FrontendView>, ServiceError> {
+        let mut per_node = Vec::new();
+        for node in &self.cluster.nodes {
+            let Some(listing) = listing(&node.ns)? else {
+                continue;
+            };
+            per_node.push(
+                parse(&listing)
+                    .into_iter()
+                    .map(|f| {
+                        let service = service_of(&f.chain);
+                        let source = self.mode.as_str();
+                        chain_view(source, service, (f.vip, f.port, f.proto), f.chain, {
+                            f.endpoints
+                                .into_iter()
+                                .map(|e| (e.endpoint, e.connections, None, e.chain))
+                        })
+                    })
+                    .collect(),
+            );
+        }
+        Ok(merged(per_node))
+    }
+
+    fn teardown(&self) -> Result<(), ServiceError> {
+        for node in &self.cluster.nodes {
+            match tool::run(&node.ns, "nft", &["delete", "table", "ip", TABLE], None) {
+                Err(ToolError::Refused { stderr, .. }) if stderr.contains("No such file") => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn netfilter(&self) -> bool {
+        true
+    }
+
+    fn holder(&self) -> &'static str {
+        "nft table"
+    }
+
+    fn inspect(&self, netns: &str) -> Option<String> {
+        Some(format!("ip netns exec {netns} nft list table ip {TABLE}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -522,5 +659,111 @@ mod tests {
             eps,
             [("10.244.1.3:8080".into(), 5), ("10.244.2.2:8080".into(), 7)]
         );
+    }
+
+    /// `nft -j list table ip kube-proxy` after `f` was written.
+    fn listed(f: &Frontend) -> Value {
+        let svc = service_chain(f);
+        let eps: Vec<String> = f.backends.iter().map(|e| endpoint_chain(f, e)).collect();
+        let mut items = vec![
+            serde_json::json!({"chain": {"name": svc}}),
+            serde_json::json!({"chain": {"name": "service-endpoints-check"}}),
+            serde_json::json!({"map": {"name": "service-ips", "elem": [[
+                {"concat": [f.vip.to_string(), f.proto.as_str(), f.port]},
+                {"goto": {"target": svc}}
+            ]]}}),
+        ];
+        let arms: Vec<Value> = eps
+            .iter()
+            .enumerate()
+            .map(|(i, ep)| serde_json::json!([i, {"goto": {"target": ep}}]))
+            .collect();
+        items.push(serde_json::json!({"rule": {"chain": svc, "expr": [{"vmap": {"data": {"set": arms}}}]}}));
+        for (e, ep) in f.backends.iter().zip(&eps) {
+            items.push(serde_json::json!({"chain": {"name": ep}}));
+            items.push(serde_json::json!({"rule": {"chain": ep, "expr": [
+                {"counter": {"packets": 1}},
+                {"dnat": {"addr": e.addr.to_string(), "port": e.port}}
+            ]}}));
+        }
+        serde_json::json!({ "nftables": items })
+    }
+
+    #[test]
+    fn adding_a_fourth_backend_plans_its_endpoint_chain_and_the_service_chain() {
+        let backend = |n, h| Endpoint {
+            addr: Ipv4Addr::new(10, 244, n, h),
+            port: 8080,
+        };
+        let mut f = Frontend {
+            namespace: "ns1".into(),
+            service: "svc1".into(),
+            vip: Ipv4Addr::new(10, 96, 0, 10),
+            port: 80,
+            proto: L4::Tcp,
+            backends: vec![backend(1, 3), backend(2, 2), backend(2, 3)],
+        };
+        let listing = listed(&f);
+        f.backends.push(backend(1, 4));
+        let node = Node {
+            name: "lab/node1".into(),
+            ns: NetNs::at("lab-node1", std::path::Path::new("/run/netns/lab-node1")),
+            veths: Vec::new(),
+        };
+        let part = node_part(
+            &node,
+            std::slice::from_ref(&f),
+            "10.244.0.0/16",
+            Some(&listing),
+        );
+        let t = "ip kube-proxy";
+        let svc = service_chain(&f);
+        let ep: Vec<String> = f.backends.iter().map(|e| endpoint_chain(&f, e)).collect();
+        // As kube-proxy's nftables mode changes a service whose endpoints
+        // changed: the new endpoint's chain, the service's chain flushed
+        // and rewritten; the map element and the other endpoint chains
+        // (and their counters) left alone.
+        assert_eq!(
+            part.lines,
+            [
+                format!("flush map {t} no-endpoint-services"),
+                format!("add chain {t} {}", ep[3]),
+                format!(
+                    "add rule {t} {} ip saddr 10.244.1.4 jump mark-for-masquerade",
+                    ep[3]
+                ),
+                format!(
+                    "add rule {t} {} meta l4proto tcp counter dnat to 10.244.1.4:8080",
+                    ep[3]
+                ),
+                format!("add chain {t} {svc}"),
+                format!("flush chain {t} {svc}"),
+                format!(
+                    "add rule {t} {svc} ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"
+                ),
+                format!(
+                    "add rule {t} {svc} numgen random mod 4 vmap {{ 0 : goto {}, 1 : goto {}, 2 : goto {}, 3 : goto {} }}",
+                    ep[0], ep[1], ep[2], ep[3]
+                ),
+            ]
+        );
+        // The endpoint chain's two rules, the service chain's two.
+        assert_eq!(part.changes, 4);
+        assert_eq!(part.target, "lab/node1");
+        // What is written is that transaction.
+        let Write::Tool(run) = &part.write else {
+            panic!("nftables writes with nft: {:?}", part.write)
+        };
+        assert_eq!((run.program, run.args), ("nft", &["-f", "-"][..]));
+        assert_eq!(run.input.lines().collect::<Vec<_>>(), part.lines);
+        assert_eq!(run.ns.name(), "lab-node1");
+        // Written again, nothing changes.
+        let same = node_part(
+            &node,
+            std::slice::from_ref(&f),
+            "10.244.0.0/16",
+            Some(&listed(&f)),
+        );
+        assert_eq!(same.changes, 0, "{:?}", same.lines);
     }
 }

@@ -31,7 +31,7 @@ use crate::{
         exit::{Outcome, UsageError},
         width,
     },
-    services::KubeProxyMode,
+    services,
 };
 
 pub fn run(command: LabCommand) -> anyhow::Result<Outcome> {
@@ -261,10 +261,9 @@ fn up(
             .map_err(lab::LabError::from)?;
     }
     if options.masq == MasqMode::Ebpf
-        || matches!(
-            options.kube_proxy,
-            Some(KubeProxyMode::Ebpf | KubeProxyMode::EbpfSocket)
-        )
+        || options
+            .kube_proxy
+            .is_some_and(|m| services::about(m).loads_programs())
     {
         // Loading the NAT programs needs the eBPF capabilities too.
         privilege::require("lab up")?;
