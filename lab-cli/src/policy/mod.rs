@@ -11,10 +11,13 @@
 //! built from the same model, and their verdicts are compared with the
 //! evaluator's.
 
+pub mod bpf;
+pub mod datapath;
 pub mod eval;
 pub mod identity;
 pub mod maps;
 pub mod model;
+pub mod nft;
 pub mod selector;
 pub mod yaml;
 
@@ -74,6 +77,10 @@ impl std::fmt::Display for PolicyMode {
 pub enum PolicyError {
     #[error("{0}; nothing was changed")]
     Parse(#[from] ParseError),
+    #[error(
+        "--policy-mode {0} does not enforce policies yet: they are recorded and judged by `labctl policy trace`"
+    )]
+    NotEnforced(&'static str),
     #[error(
         "no policy `{name}` in lab `{lab}`; its policies are: {known} (see `labctl policy list`)"
     )]
