@@ -23,6 +23,8 @@ pub mod yaml;
 
 use thiserror::Error;
 
+use crate::kernel::{datapath::ApplyError, tool::ToolError};
+
 pub use eval::{Cluster, Evaluator, Flavor, Party, Query, Verdict};
 pub use model::{Kind, Policy, PolicyKey};
 pub use yaml::ParseError;
@@ -129,11 +131,36 @@ pub enum PolicyError {
     BadParty(String),
     #[error("neither `{from}` nor `{to}` is a pod: a trace needs a pod on at least one side")]
     NoPod { from: String, to: String },
+    #[error("the `nft` command was not found; install nftables (`apt-get install nftables`)")]
+    NftMissing,
+    #[error(
+        "--policy-mode netfilter needs br_netfilter (pods of one node talk across a bridge, which netfilter sees only through it), and /proc/sys/net/bridge is missing: load it with `modprobe br_netfilter`"
+    )]
+    NoBrNetfilter,
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error(transparent)]
+    Apply(Box<ApplyError>),
+    #[error("a plan made by the {0} datapath cannot be written by another one")]
+    ForeignPlan(&'static str),
+}
+
+impl From<ApplyError> for PolicyError {
+    fn from(e: ApplyError) -> Self {
+        PolicyError::Apply(Box::new(e))
+    }
 }
 
 impl PolicyError {
-    /// Every one of them is the user's to fix.
+    /// Whether it is the user's to fix (exit 2), not the system's.
     pub fn is_usage(&self) -> bool {
-        true
+        !matches!(
+            self,
+            PolicyError::NftMissing
+                | PolicyError::NoBrNetfilter
+                | PolicyError::Tool(_)
+                | PolicyError::Apply(_)
+                | PolicyError::ForeignPlan(_)
+        )
     }
 }
