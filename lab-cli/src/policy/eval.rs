@@ -481,9 +481,7 @@ impl<'a> Evaluator<'a> {
     /// as this flavor reads it (the netfilter datapath's peer sets).
     pub fn peer_pods(&self, policy: &Policy, peer: &Peer, endpoint: usize) -> Vec<usize> {
         (0..self.cluster.pods.len())
-            .filter(|&q| {
-                self.peer_matches(policy, peer, endpoint, Party::Pod(q), &mut Vec::new())
-            })
+            .filter(|&q| self.peer_matches(policy, peer, endpoint, Party::Pod(q), &mut Vec::new()))
             .collect()
     }
 

@@ -143,6 +143,9 @@ pub enum PolicyError {
     Apply(Box<ApplyError>),
     #[error("a plan made by the {0} datapath cannot be written by another one")]
     ForeignPlan(&'static str),
+    /// What a teardown could not remove, one sentence per object.
+    #[error("{}", .0.join("; "))]
+    Teardown(Vec<String>),
 }
 
 impl From<ApplyError> for PolicyError {
@@ -161,6 +164,7 @@ impl PolicyError {
                 | PolicyError::Tool(_)
                 | PolicyError::Apply(_)
                 | PolicyError::ForeignPlan(_)
+                | PolicyError::Teardown(_)
         )
     }
 }
