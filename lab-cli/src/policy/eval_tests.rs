@@ -127,46 +127,54 @@ fn rows(want: &str) -> String {
         .collect()
 }
 
-fn check(yaml: &str, flavor: Flavor, want: &str) {
-    let got = matrix(&starwars(), &policies(yaml), flavor);
-    assert_eq!(got, rows(want), "\n{yaml}");
+/// A fixture of tests/fixtures/policy: its policies (the YAML) and the
+/// matrices it expects, by flavor (`# matrix netfilter`, then one comment
+/// line per source pod).
+fn fixture(text: &str) -> (Vec<Policy>, Vec<(Flavor, String)>) {
+    let mut matrices: Vec<(Flavor, String)> = Vec::new();
+    for line in text.lines() {
+        let Some(c) = line.strip_prefix('#') else {
+            continue;
+        };
+        let words: Vec<&str> = c.split_whitespace().collect();
+        match words.as_slice() {
+            ["matrix", "netfilter"] => matrices.push((Flavor::Netfilter, String::new())),
+            ["matrix", "cilium"] => matrices.push((Flavor::Cilium, String::new())),
+            [name, blocks @ ..] if NAMES.contains(name) && blocks.len() == 4 => {
+                let (_, rows) = matrices.last_mut().expect("a row before `# matrix`");
+                rows.push_str(&format!("{name} {}\n", blocks.join(" ")));
+            }
+            _ => {}
+        }
+    }
+    let yaml = text
+        .lines()
+        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    (if yaml { policies(text) } else { Vec::new() }, matrices)
+}
+
+fn check_fixture(text: &str) {
+    let (policies, matrices) = fixture(text);
+    assert!(!matrices.is_empty(), "no `# matrix` in:\n{text}");
+    for (flavor, want) in matrices {
+        assert_eq!(
+            want.lines().count(),
+            NAMES.len(),
+            "{flavor:?}: a row per pod"
+        );
+        let got = matrix(&starwars(), &policies, flavor);
+        assert_eq!(got, want, "{flavor:?}\n{text}");
+    }
 }
 
 #[test]
 fn no_policy_allows_everything() {
-    check(
-        "",
-        Flavor::Netfilter,
-        "
-        //     tcp/80 udp/80 tcp/53 udp/53
-        ds1    .AAAA  .AAAA  .AAAA  .AAAA
-        ds2    A.AAA  A.AAA  A.AAA  A.AAA
-        tf     AA.AA  AA.AA  AA.AA  AA.AA
-        xw     AAA.A  AAA.A  AAA.A  AAA.A
-        dns    AAAA.  AAAA.  AAAA.  AAAA.
-        ",
-    );
+    check_fixture(include_str!("../../tests/fixtures/policy/01-no-policy.yaml"));
 }
 
 #[test]
 fn a_namespace_default_deny_closes_its_pods_only() {
-    check(
-        "apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: default-deny-ingress}
-spec:
-  podSelector: {}
-  policyTypes: [Ingress]
-",
-        Flavor::Netfilter,
-        "
-        ds1    .dddA  .dddA  .dddA  .dddA
-        ds2    d.ddA  d.ddA  d.ddA  d.ddA
-        tf     dd.dA  dd.dA  dd.dA  dd.dA
-        xw     ddd.A  ddd.A  ddd.A  ddd.A
-        dns    dddd.  dddd.  dddd.  dddd.
-        ",
-    );
+    check_fixture(include_str!("../../tests/fixtures/policy/02-namespace-default-deny.yaml"));
 }
 
 /// Cilium's getting-started rule1, as a CiliumNetworkPolicy.
@@ -186,336 +194,52 @@ spec:
 
 #[test]
 fn cilium_rule1_lets_only_the_empire_land_on_tcp_80() {
-    let want = "
-        ds1    .AAAA  .dAAA  .dAAA  .dAAA
-        ds2    A.AAA  d.AAA  d.AAA  d.AAA
-        tf     AA.AA  dd.AA  dd.AA  dd.AA
-        xw     ddA.A  ddA.A  ddA.A  ddA.A
-        dns    ddAA.  ddAA.  ddAA.  ddAA.
-        ";
-    check(RULE1, Flavor::Cilium, want);
-    // A CiliumNetworkPolicy reads the same in a lab without Cilium.
-    check(RULE1, Flavor::Netfilter, want);
+    check_fixture(include_str!("../../tests/fixtures/policy/03-cilium-rule1.yaml"));
 }
 
 #[test]
 fn namespace_and_pod_selector_in_one_peer_is_and() {
-    check(
-        "apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: xwing-only}
-spec:
-  podSelector:
-    matchLabels: {class: deathstar}
-  ingress:
-  - from:
-    - namespaceSelector:
-        matchLabels: {kubernetes.io/metadata.name: default}
-      podSelector:
-        matchLabels: {class: xwing}
-",
-        Flavor::Netfilter,
-        "
-        ds1    .dAAA  .dAAA  .dAAA  .dAAA
-        ds2    d.AAA  d.AAA  d.AAA  d.AAA
-        tf     dd.AA  dd.AA  dd.AA  dd.AA
-        xw     AAA.A  AAA.A  AAA.A  AAA.A
-        dns    ddAA.  ddAA.  ddAA.  ddAA.
-        ",
-    );
+    check_fixture(include_str!("../../tests/fixtures/policy/04-and-in-one-peer.yaml"));
 }
 
 #[test]
 fn separate_peers_are_or_and_ports_restrict_them_all() {
-    check(
-        "apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: dns-or-xwing}
-spec:
-  podSelector:
-    matchLabels: {class: deathstar}
-  ingress:
-  - from:
-    - namespaceSelector:
-        matchLabels: {kubernetes.io/metadata.name: kube-system}
-    - podSelector:
-        matchLabels: {class: xwing}
-    ports:
-    - {port: 53, protocol: UDP}
-",
-        Flavor::Netfilter,
-        "
-        //     tcp/80 udp/80 tcp/53 udp/53
-        ds1    .dAAA  .dAAA  .dAAA  .dAAA
-        ds2    d.AAA  d.AAA  d.AAA  d.AAA
-        tf     dd.AA  dd.AA  dd.AA  dd.AA
-        xw     ddA.A  ddA.A  ddA.A  AAA.A
-        dns    ddAA.  ddAA.  ddAA.  AAAA.
-        ",
-    );
+    check_fixture(include_str!("../../tests/fixtures/policy/05-or-separate-peers.yaml"));
 }
 
 #[test]
 fn match_expressions_select_and_egress_rules_each_allow_their_ports() {
-    check(
-        "apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: tiefighter-egress}
-spec:
-  podSelector:
-    matchExpressions:
-    - {key: org, operator: In, values: [empire]}
-    - {key: class, operator: NotIn, values: [deathstar]}
-  policyTypes: [Egress]
-  egress:
-  - to:
-    - podSelector:
-        matchExpressions:
-        - {key: class, operator: Exists}
-    ports: [{port: 80}]
-  - to:
-    - namespaceSelector: {}
-      podSelector:
-        matchLabels: {k8s-app: kube-dns}
-    ports: [{port: 53, protocol: UDP}]
-",
-        Flavor::Netfilter,
-        "
-        //     tcp/80 udp/80 tcp/53 udp/53
-        ds1    .AAAA  .AAAA  .AAAA  .AAAA
-        ds2    A.AAA  A.AAA  A.AAA  A.AAA
-        tf     AA.Ad  dd.dd  dd.dd  dd.dA
-        xw     AAA.A  AAA.A  AAA.A  AAA.A
-        dns    AAAA.  AAAA.  AAAA.  AAAA.
-        ",
-    );
+    check_fixture(include_str!("../../tests/fixtures/policy/06-match-expressions-egress.yaml"));
 }
-
-const XWING_IPBLOCK: &str = "apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: xwing-to-node1-pods}
-spec:
-  podSelector:
-    matchLabels: {class: xwing}
-  policyTypes: [Egress]
-  egress:
-  - to:
-    - ipBlock:
-        cidr: 10.244.1.0/24
-        except: [10.244.1.3/32]
-";
 
 #[test]
 fn an_ipblock_matches_pod_addresses_in_netfilter_but_not_in_cilium() {
-    check(
-        XWING_IPBLOCK,
-        Flavor::Netfilter,
-        "
-        ds1    .AAAA  .AAAA  .AAAA  .AAAA
-        ds2    A.AAA  A.AAA  A.AAA  A.AAA
-        tf     AA.AA  AA.AA  AA.AA  AA.AA
-        xw     Add.d  Add.d  Add.d  Add.d
-        dns    AAAA.  AAAA.  AAAA.  AAAA.
-        ",
-    );
-    check(
-        XWING_IPBLOCK,
-        Flavor::Cilium,
-        "
-        ds1    .AAAA  .AAAA  .AAAA  .AAAA
-        ds2    A.AAA  A.AAA  A.AAA  A.AAA
-        tf     AA.AA  AA.AA  AA.AA  AA.AA
-        xw     ddd.d  ddd.d  ddd.d  ddd.d
-        dns    AAAA.  AAAA.  AAAA.  AAAA.
-        ",
-    );
+    check_fixture(include_str!("../../tests/fixtures/policy/07-ipblock-except.yaml"));
 }
 
 #[test]
 fn a_cilium_deny_rule_wins_over_an_allow_all() {
-    check(
-        "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: allow-all-ingress}
-spec:
-  endpointSelector: {}
-  ingress:
-  - fromEntities: [all]
----
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: deny-rebels-on-80}
-spec:
-  endpointSelector:
-    matchLabels: {org: empire}
-  ingressDeny:
-  - fromEndpoints:
-    - matchLabels: {org: alliance}
-    toPorts:
-    - ports: [{port: \"80\", protocol: TCP}]
-",
-        Flavor::Cilium,
-        "
-        //     tcp/80 udp/80 tcp/53 udp/53
-        ds1    .AAAA  .AAAA  .AAAA  .AAAA
-        ds2    A.AAA  A.AAA  A.AAA  A.AAA
-        tf     AA.AA  AA.AA  AA.AA  AA.AA
-        xw     DDD.A  AAA.A  AAA.A  AAA.A
-        dns    AAAA.  AAAA.  AAAA.  AAAA.
-        ",
-    );
+    check_fixture(include_str!("../../tests/fixtures/policy/08-cilium-deny-wins.yaml"));
 }
 
 #[test]
 fn an_empty_cilium_rule_denies_and_egress_reaches_dns_in_another_namespace() {
-    check(
-        "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: lockdown}
-spec:
-  endpointSelector:
-    matchLabels: {class: xwing}
-  ingress:
-  - {}
-  egress:
-  - toEndpoints:
-    - matchLabels:
-        k8s:io.kubernetes.pod.namespace: kube-system
-        k8s-app: kube-dns
-    toPorts:
-    - ports: [{port: \"53\", protocol: ANY}]
-",
-        Flavor::Cilium,
-        "
-        //     tcp/80 udp/80 tcp/53 udp/53
-        ds1    .AAdA  .AAdA  .AAdA  .AAdA
-        ds2    A.AdA  A.AdA  A.AdA  A.AdA
-        tf     AA.dA  AA.dA  AA.dA  AA.dA
-        xw     ddd.d  ddd.d  ddd.A  ddd.A
-        dns    AAAd.  AAAd.  AAAd.  AAAd.
-        ",
-    );
+    check_fixture(include_str!("../../tests/fixtures/policy/09-cilium-empty-rule.yaml"));
 }
 
 #[test]
 fn a_deny_without_default_deny_leaves_the_rest_open() {
-    check(
-        "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: no-tiefighters-at-dns, namespace: kube-system}
-spec:
-  endpointSelector:
-    matchLabels: {k8s-app: kube-dns}
-  enableDefaultDeny: {ingress: false}
-  ingress:
-  - fromEndpoints:
-    - matchLabels: {class: xwing, k8s:io.kubernetes.pod.namespace: default}
-    toPorts:
-    - ports: [{port: \"53\", protocol: UDP}]
-  ingressDeny:
-  - fromEndpoints:
-    - matchLabels: {class: tiefighter, k8s:io.kubernetes.pod.namespace: default}
-",
-        Flavor::Cilium,
-        "
-        ds1    .AAAA  .AAAA  .AAAA  .AAAA
-        ds2    A.AAA  A.AAA  A.AAA  A.AAA
-        tf     AA.AD  AA.AD  AA.AD  AA.AD
-        xw     AAA.A  AAA.A  AAA.A  AAA.A
-        dns    AAAA.  AAAA.  AAAA.  AAAA.
-        ",
-    );
+    check_fixture(include_str!("../../tests/fixtures/policy/10-cilium-deny-without-default-deny.yaml"));
 }
 
 #[test]
 fn egress_default_deny_with_a_dns_exception_meets_an_ingress_policy_at_dns() {
-    check(
-        "apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: default-deny-egress}
-spec:
-  podSelector: {}
-  policyTypes: [Egress]
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: allow-dns}
-spec:
-  podSelector: {}
-  policyTypes: [Egress]
-  egress:
-  - to:
-    - namespaceSelector:
-        matchLabels: {kubernetes.io/metadata.name: kube-system}
-      podSelector:
-        matchLabels: {k8s-app: kube-dns}
-    ports:
-    - {port: 53, protocol: UDP}
-    - {port: 53, protocol: TCP}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: dns-for-the-empire, namespace: kube-system}
-spec:
-  podSelector:
-    matchLabels: {k8s-app: kube-dns}
-  ingress:
-  - from:
-    - namespaceSelector: {}
-      podSelector:
-        matchLabels: {org: empire}
-",
-        Flavor::Netfilter,
-        "
-        //     tcp/80 udp/80 tcp/53 udp/53
-        ds1    .dddd  .dddd  .dddA  .dddA
-        ds2    d.ddd  d.ddd  d.ddA  d.ddA
-        tf     dd.dd  dd.dd  dd.dA  dd.dA
-        xw     ddd.d  ddd.d  ddd.d  ddd.d
-        dns    AAAA.  AAAA.  AAAA.  AAAA.
-        ",
-    );
+    check_fixture(include_str!("../../tests/fixtures/policy/11-egress-deny-with-dns.yaml"));
 }
 
 #[test]
 fn port_ranges_and_several_policies_add_up() {
-    check(
-        "apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: a}
-spec:
-  podSelector:
-    matchLabels: {class: deathstar}
-  ingress:
-  - from:
-    - podSelector:
-        matchLabels: {class: tiefighter}
-    ports:
-    - {port: 50, endPort: 60}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: b}
-spec:
-  podSelector:
-    matchLabels: {class: deathstar}
-  ingress:
-  - from:
-    - podSelector:
-        matchLabels: {class: xwing}
-    ports:
-    - {port: 80, protocol: UDP}
-",
-        Flavor::Netfilter,
-        "
-        //     tcp/80 udp/80 tcp/53 udp/53
-        ds1    .dAAA  .dAAA  .dAAA  .dAAA
-        ds2    d.AAA  d.AAA  d.AAA  d.AAA
-        tf     dd.AA  dd.AA  AA.AA  dd.AA
-        xw     ddA.A  AAA.A  ddA.A  ddA.A
-        dns    ddAA.  ddAA.  ddAA.  ddAA.
-        ",
-    );
+    check_fixture(include_str!("../../tests/fixtures/policy/12-port-ranges.yaml"));
 }
 
 #[test]
