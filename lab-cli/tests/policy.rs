@@ -10,6 +10,8 @@
 )]
 
 mod common;
+#[path = "common/policy.rs"]
+mod matrix;
 
 use std::process::{Command, Output};
 
@@ -425,4 +427,17 @@ fn starwars_records_its_policy_mode_labels_and_policies_and_leaves_nothing() {
         !left.iter().any(|n| n.starts_with(&format!("{lab}-"))),
         "left behind: {left:?}"
     );
+}
+
+/// The fixtures' NetworkPolicy sets, enforced by nft rules in the nodes:
+/// real traffic gives each set's expected matrix, and connectivity comes
+/// back when the set is deleted.
+#[test]
+fn netfilter_mode_gives_every_fixture_matrix_with_real_traffic() {
+    if !common::privileged("netfilter_mode_gives_every_fixture_matrix_with_real_traffic") {
+        return;
+    }
+    let ran = matrix::run_matrix(lab_cli::policy::PolicyMode::Netfilter, "pnm");
+    // Every NetworkPolicy set (the CiliumNetworkPolicy ones are refused).
+    assert_eq!(ran.len(), 8, "{ran:?}");
 }

@@ -169,12 +169,16 @@ fn check_fixture(text: &str) {
 
 #[test]
 fn no_policy_allows_everything() {
-    check_fixture(include_str!("../../tests/fixtures/policy/01-no-policy.yaml"));
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/01-no-policy.yaml"
+    ));
 }
 
 #[test]
 fn a_namespace_default_deny_closes_its_pods_only() {
-    check_fixture(include_str!("../../tests/fixtures/policy/02-namespace-default-deny.yaml"));
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/02-namespace-default-deny.yaml"
+    ));
 }
 
 /// Cilium's getting-started rule1, as a CiliumNetworkPolicy.
@@ -194,52 +198,72 @@ spec:
 
 #[test]
 fn cilium_rule1_lets_only_the_empire_land_on_tcp_80() {
-    check_fixture(include_str!("../../tests/fixtures/policy/03-cilium-rule1.yaml"));
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/03-cilium-rule1.yaml"
+    ));
 }
 
 #[test]
 fn namespace_and_pod_selector_in_one_peer_is_and() {
-    check_fixture(include_str!("../../tests/fixtures/policy/04-and-in-one-peer.yaml"));
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/04-and-in-one-peer.yaml"
+    ));
 }
 
 #[test]
 fn separate_peers_are_or_and_ports_restrict_them_all() {
-    check_fixture(include_str!("../../tests/fixtures/policy/05-or-separate-peers.yaml"));
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/05-or-separate-peers.yaml"
+    ));
 }
 
 #[test]
 fn match_expressions_select_and_egress_rules_each_allow_their_ports() {
-    check_fixture(include_str!("../../tests/fixtures/policy/06-match-expressions-egress.yaml"));
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/06-match-expressions-egress.yaml"
+    ));
 }
 
 #[test]
 fn an_ipblock_matches_pod_addresses_in_netfilter_but_not_in_cilium() {
-    check_fixture(include_str!("../../tests/fixtures/policy/07-ipblock-except.yaml"));
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/07-ipblock-except.yaml"
+    ));
 }
 
 #[test]
 fn a_cilium_deny_rule_wins_over_an_allow_all() {
-    check_fixture(include_str!("../../tests/fixtures/policy/08-cilium-deny-wins.yaml"));
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/08-cilium-deny-wins.yaml"
+    ));
 }
 
 #[test]
 fn an_empty_cilium_rule_denies_and_egress_reaches_dns_in_another_namespace() {
-    check_fixture(include_str!("../../tests/fixtures/policy/09-cilium-empty-rule.yaml"));
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/09-cilium-empty-rule.yaml"
+    ));
 }
 
 #[test]
 fn a_deny_without_default_deny_leaves_the_rest_open() {
-    check_fixture(include_str!("../../tests/fixtures/policy/10-cilium-deny-without-default-deny.yaml"));
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/10-cilium-deny-without-default-deny.yaml"
+    ));
 }
 
 #[test]
 fn egress_default_deny_with_a_dns_exception_meets_an_ingress_policy_at_dns() {
-    check_fixture(include_str!("../../tests/fixtures/policy/11-egress-deny-with-dns.yaml"));
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/11-egress-deny-with-dns.yaml"
+    ));
 }
 
 #[test]
 fn port_ranges_and_several_policies_add_up() {
-    check_fixture(include_str!("../../tests/fixtures/policy/12-port-ranges.yaml"));
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/12-port-ranges.yaml"
+    ));
 }
 
 #[test]
