@@ -441,3 +441,350 @@ fn netfilter_mode_gives_every_fixture_matrix_with_real_traffic() {
     // Every NetworkPolicy set (the CiliumNetworkPolicy ones are refused).
     assert_eq!(ran.len(), 8, "{ran:?}");
 }
+
+/// `nft` in a lab node: its output, or None when nft refused.
+fn nft_in(ns: &lab_cli::kernel::netns::NetNs, args: &[&str]) -> Option<String> {
+    lab_cli::kernel::tool::run(ns, "nft", args, None).ok()
+}
+
+fn node_ns(lab: &lab_cli::lab::Lab, i: usize) -> lab_cli::kernel::netns::NetNs {
+    lab_cli::kernel::netns::NetNs::open(&lab.plan.nodes[i].netns).unwrap()
+}
+
+/// The policy table of every node, as nft lists it (None: no table).
+fn tables(lab: &lab_cli::lab::Lab) -> Vec<Option<String>> {
+    (0..lab.plan.nodes.len())
+        .map(|i| nft_in(&node_ns(lab, i), &["list", "table", "ip", "labctl-policy"]))
+        .collect()
+}
+
+/// The default deny of chain `chain`: the mark it sets and its packets.
+fn default_deny(ns: &lab_cli::kernel::netns::NetNs, chain: &str) -> (u64, u64) {
+    let text = nft_in(ns, &["-j", "list", "chain", "ip", "labctl-policy", chain]).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let rule = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .next_back()
+        .unwrap();
+    let exprs = rule["expr"].as_array().unwrap();
+    let mark = exprs
+        .iter()
+        .find_map(|e| e.get("mangle"))
+        .expect("the default deny sets the mark")["value"]
+        .as_u64()
+        .unwrap();
+    let packets = exprs.iter().find_map(|e| e.get("counter")).unwrap()["packets"]
+        .as_u64()
+        .unwrap();
+    assert!(exprs.iter().any(|e| e.get("drop").is_some()), "{rule}");
+    (mark, packets)
+}
+
+/// Sends `n` UDP datagrams from pod `from` to `to`:`port`, once each.
+fn send_udp(lab: &lab_cli::lab::Lab, from: &str, to: &str, port: u16, n: usize) {
+    let (ns, _) = matrix::pod(lab, from);
+    let (_, addr) = matrix::pod(lab, to);
+    ns.run(|| {
+        let s = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        for _ in 0..n {
+            s.send_to(b"denied", (addr, port)).unwrap();
+        }
+    })
+    .unwrap();
+}
+
+/// Waits (2 s at most) until the default deny of `chain` counted `want`.
+#[track_caller]
+fn wait_denied(ns: &lab_cli::kernel::netns::NetNs, chain: &str, want: u64) -> (u64, u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let got = default_deny(ns, chain);
+        if got.1 >= want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Everything around the matrix in netfilter mode: the plan (shown, dry
+/// run, JSON), what one relabelled pod rewrites on every node and how its
+/// verdicts follow, the verdict mark on denied packets (counted exactly),
+/// bad YAML refused with no rule changed, `policy apply` killed between
+/// two nodes (the record claims nothing; the next apply writes only what
+/// is missing), a removed table restored by the next command, and nothing
+/// left after `lab down`.
+#[test]
+fn netfilter_mode_plans_relabels_marks_refuses_and_recovers() {
+    if !common::privileged("netfilter_mode_plans_relabels_marks_refuses_and_recovers") {
+        return;
+    }
+    use lab_cli::policy::PolicyMode;
+    let lab = matrix::starwars(PolicyMode::Netfilter, "pnf");
+    let name = lab.name().to_owned();
+    let _servers = matrix::Servers::start(&lab);
+    let fx = |f: &str| {
+        matrix::fixtures_dir()
+            .join(format!("{f}.yaml"))
+            .display()
+            .to_string()
+    };
+    let expected_row = |f: &str, row: &str| {
+        matrix::fixture(std::path::Path::new(&fx(f)))
+            .expected(PolicyMode::Netfilter)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with(&format!("{row} ")))
+            .unwrap()
+            .to_owned()
+            + "\n"
+    };
+    let open_row = |row: &str| {
+        matrix::open_matrix()
+            .lines()
+            .find(|l| l.starts_with(&format!("{row} ")))
+            .unwrap()
+            .to_owned()
+            + "\n"
+    };
+    let lab_up_tables = tables(&lab);
+    assert!(
+        lab_up_tables
+            .iter()
+            .all(|t| t.as_deref().is_some_and(|t| t.contains("chain forward"))),
+        "lab up installs the table in every node: {lab_up_tables:?}"
+    );
+
+    // A dry run prints the plan and changes nothing.
+    let and = fx("04-and-in-one-peer");
+    let out = labctl(&["policy", "apply", "-f", &and, "--lab", &name, "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::said(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("add rule ip labctl-policy ingress-deathstar-1 ip saddr @peers-")
+            && text.contains("dry run"),
+        "{text}"
+    );
+    assert_eq!(tables(&lab), lab_up_tables, "a dry run changed rules");
+    assert!(json(&["policy", "list", "--lab", &name, "-o", "json"]) == Value::Array(vec![]));
+
+    // Applied: one transaction per node, in nft's syntax, counted.
+    let applied = json(&["policy", "apply", "-f", &and, "--lab", &name, "-o", "json"]);
+    assert_eq!(applied["enforced"], true);
+    assert_eq!(applied["unit"], "nft rules and set elements");
+    let parts = applied["plan"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    for (part, pod) in parts.iter().zip(["deathstar-1", "deathstar-2"]) {
+        let lines: Vec<&str> = part["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        // A set (xwing's address), a chain of two rules, a jump.
+        assert_eq!(part["changes"], 1 + 2 + 1, "{lines:?}");
+        assert!(
+            lines.contains(&format!("add chain ip labctl-policy ingress-{pod}").as_str()),
+            "{lines:?}"
+        );
+        eprintln!(
+            "{}: {} changes\n  {}",
+            part["target"],
+            part["changes"],
+            lines.join("\n  ")
+        );
+    }
+    assert_eq!(
+        matrix::observe_rows(&lab, &["tf"]),
+        expected_row("04-and-in-one-peer", "tf")
+    );
+    // The same again writes nothing.
+    let again = json(&["policy", "apply", "-f", &and, "--lab", &name, "-o", "json"]);
+    assert_eq!(again["changes"], 0, "{again}");
+
+    // Relabelled, the tiefighter is an xwing to the policy: the set of
+    // peers changes on every node that holds a deathstar.
+    let r = json(&[
+        "lab",
+        "pod",
+        "label",
+        "tiefighter",
+        "class=xwing",
+        "--overwrite",
+        "--lab",
+        &name,
+        "-o",
+        "json",
+    ]);
+    let churn: Vec<u64> = r["enforced"]["plan"]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["changes"].as_u64().unwrap())
+        .collect();
+    eprintln!(
+        "relabel churn per node: {churn:?} {}",
+        r["enforced"]["plan"]
+    );
+    assert_eq!(churn, [1, 1], "one set element on each node");
+    let mut row = expected_row("04-and-in-one-peer", "tf");
+    // Now allowed to both deathstars (columns 0 and 1 of each block).
+    row = row
+        .trim_end()
+        .split(' ')
+        .map(|b| {
+            if b.len() == 5 {
+                format!("AA{}", &b[2..])
+            } else {
+                b.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        + "\n";
+    assert_eq!(matrix::observe_rows(&lab, &["tf"]), row);
+    json(&[
+        "lab",
+        "pod",
+        "label",
+        "tiefighter",
+        "class=tiefighter",
+        "--overwrite",
+        "--lab",
+        &name,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        matrix::observe_rows(&lab, &["tf"]),
+        expected_row("04-and-in-one-peer", "tf")
+    );
+
+    // Denied packets carry the verdict mark: N datagrams, N counted by
+    // the default deny that marks them (ingress here).
+    let node2 = node_ns(&lab, 1);
+    let (mark, before) = default_deny(&node2, "ingress-deathstar-2");
+    assert_eq!(mark, u64::from(lab_common::verdict::mark(false, false)));
+    send_udp(&lab, "coredns", "deathstar-2", 80, 3);
+    assert_eq!(
+        wait_denied(&node2, "ingress-deathstar-2", before + 3).1,
+        before + 3
+    );
+    json(&["policy", "delete", "-f", &and, "--lab", &name, "-o", "json"]);
+    // And egress.
+    let egress = fx("06-match-expressions-egress");
+    json(&[
+        "policy", "apply", "-f", &egress, "--lab", &name, "-o", "json",
+    ]);
+    let node1 = node_ns(&lab, 0);
+    let (mark, before) = default_deny(&node1, "egress-tiefighter");
+    assert_eq!(mark, u64::from(lab_common::verdict::mark(true, false)));
+    send_udp(&lab, "tiefighter", "xwing", 80, 4);
+    assert_eq!(
+        wait_denied(&node1, "egress-tiefighter", before + 4).1,
+        before + 4
+    );
+
+    // Bad YAML: exit 2, no rule changed on any node.
+    let held = tables(&lab);
+    let dir = tempfile::tempdir().unwrap();
+    let np = |spec: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: bad}}\nspec:\n{spec}"
+        )
+    };
+    for (file, yaml) in [
+        ("kind.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicies\nmetadata: {name: bad}\nspec: {podSelector: {}}\n".to_owned()),
+        ("named-port.yaml", np("  podSelector: {}\n  ingress:\n  - ports: [{port: http}]\n")),
+        ("selector.yaml", np("  podSelector:\n    matchExpressions: [{key: org, operator: Maybe, values: [x]}]\n")),
+        ("cidr.yaml", np("  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/33}}]\n")),
+        ("cnp.yaml", std::fs::read_to_string(fx("03-cilium-rule1")).unwrap()),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, yaml).unwrap();
+        let out = labctl(&["policy", "apply", "-f", path.to_str().unwrap(), "--lab", &name]);
+        let said = common::said(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {said}");
+        assert!(said.contains(file), "{file}: the sentence names the file: {said}");
+        eprintln!("{file}: {said}");
+    }
+    assert_eq!(tables(&lab), held, "refused YAML changed a rule");
+
+    // Killed between its two nodes' transactions: node1 holds the change,
+    // node2 does not, the record claims nothing; the next apply writes
+    // only what node2 misses.
+    json(&[
+        "policy", "delete", "-f", &egress, "--lab", &name, "-o", "json",
+    ]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["policy", "apply", "-f", &and, "--lab", &name])
+        .env(lab_cli::policy::nft::NODE_DELAY_ENV, "5000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !tables(&lab)[0]
+        .as_deref()
+        .is_some_and(|t| t.contains("chain ingress-deathstar-1"))
+    {
+        assert!(std::time::Instant::now() < deadline, "node1 never written");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    common::signal(&child, nix::sys::signal::Signal::SIGKILL);
+    child.wait().unwrap();
+    assert!(
+        !tables(&lab)[1]
+            .as_deref()
+            .unwrap()
+            .contains("chain ingress-deathstar-2"),
+        "killed before node2"
+    );
+    assert_eq!(
+        json(&["policy", "list", "--lab", &name, "-o", "json"]),
+        Value::Array(vec![]),
+        "the record claims nothing"
+    );
+    let recovered = json(&["policy", "apply", "-f", &and, "--lab", &name, "-o", "json"]);
+    let per_node: Vec<u64> = recovered["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["changes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per_node, [0, 4], "only what node2 missed: {recovered}");
+    assert_eq!(
+        matrix::observe_rows(&lab, &["tf"]),
+        expected_row("04-and-in-one-peer", "tf")
+    );
+
+    // A node's table removed behind labctl's back: the next command
+    // rebuilds it whole.
+    let nodes = lab_cli::lab::policy::nodes(&lab.plan).unwrap();
+    use lab_cli::policy::datapath::PolicyDatapath as _;
+    lab_cli::policy::nft::Netfilter::new(nodes)
+        .teardown()
+        .unwrap();
+    assert_eq!(tables(&lab), [None, None], "teardown leaves no table");
+    assert_eq!(matrix::observe_rows(&lab, &["tf"]), open_row("tf"));
+    json(&["policy", "apply", "-f", &and, "--lab", &name, "-o", "json"]);
+    assert_eq!(
+        matrix::observe_rows(&lab, &["tf"]),
+        expected_row("04-and-in-one-peer", "tf")
+    );
+
+    // Down: nothing left.
+    let namespaces: Vec<String> = lab
+        .plan
+        .namespaces()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    drop(_servers);
+    lab.down().unwrap();
+    for ns in namespaces {
+        assert!(!common::netns_exists(&ns), "{ns} left behind");
+    }
+}

@@ -813,6 +813,19 @@ fn missing(e: &ToolError) -> bool {
     matches!(e, ToolError::Refused { stderr, .. } if stderr.contains("No such file or directory"))
 }
 
+/// Milliseconds to wait between two nodes' transactions (tests that kill
+/// `policy apply` half-way only; 5 s at most, Ctrl-C ends it).
+pub const NODE_DELAY_ENV: &str = "LABCTL_TEST_POLICY_NODE_DELAY_MS";
+
+fn node_delay() {
+    if let Some(ms) = std::env::var(NODE_DELAY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        crate::kernel::interrupt::wait(std::time::Duration::from_millis(ms.min(5000)));
+    }
+}
+
 pub struct Netfilter {
     nodes: Nodes,
 }
@@ -881,9 +894,16 @@ impl PolicyDatapath for Netfilter {
     }
 
     fn apply(&self, plan: &PolicyPlan) -> Result<(), PolicyError> {
+        let mut written = 0;
         plan.apply(|w| match w {
             Write::Nft(run) if run.input.trim().is_empty() => Ok(()),
-            Write::Nft(run) => run.write().map_err(PolicyError::from),
+            Write::Nft(run) => {
+                if written > 0 {
+                    node_delay();
+                }
+                written += 1;
+                run.write().map_err(PolicyError::from)
+            }
             Write::Ebpf(_) => Err(PolicyError::ForeignPlan("ebpf")),
         })?;
         Ok(())
