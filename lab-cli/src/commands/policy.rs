@@ -58,14 +58,33 @@ pub(crate) fn enforcement(lab: &str, e: &Enforced) -> String {
             "lab `{lab}` has --policy-mode {mode}: recorded; `labctl policy trace` shows what the {mode} datapath is to decide (this version does not build it yet)"
         ),
         (Some(mode), Some(p)) if e.dry_run => format!(
-            "{mode} datapath: {} {} would be written on {} node(s) (dry run: nothing was written or recorded)",
-            p.changes, p.unit, e.nodes
+            "{mode} datapath: {} {} would be written on {} node(s){} (dry run: nothing was written or recorded)",
+            p.changes,
+            p.unit,
+            e.nodes,
+            per_node(p)
         ),
         (Some(mode), Some(p)) => format!(
-            "{mode} datapath: {} {} written on {} node(s)",
-            p.changes, p.unit, e.nodes
+            "{mode} datapath: {} {} written on {} node(s){}",
+            p.changes,
+            p.unit,
+            e.nodes,
+            per_node(p)
         ),
     }
+}
+
+/// ` (lab/node1 3, lab/node2 0)`: what each node got.
+fn per_node(p: &crate::kernel::datapath::Shown) -> String {
+    if p.parts.len() < 2 {
+        return String::new();
+    }
+    let each: Vec<String> = p
+        .parts
+        .iter()
+        .map(|part| format!("{} {}", part.target, part.changes))
+        .collect();
+    format!(" ({})", each.join(", "))
 }
 
 /// The enforcement of a change as JSON fields.
