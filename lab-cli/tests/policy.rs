@@ -788,3 +788,67 @@ fn netfilter_mode_plans_relabels_marks_refuses_and_recovers() {
         assert!(!common::netns_exists(&ns), "{ns} left behind");
     }
 }
+
+/// `lab up --policy-mode netfilter` killed once its nodes have their
+/// policy table: `lab down` removes everything.
+#[test]
+fn netfilter_lab_up_killed_is_taken_down_whole() {
+    if !common::privileged("netfilter_lab_up_killed_is_taken_down_whole") {
+        return;
+    }
+    let name = common::lab_name("pnk");
+    let _down = Down(name.clone());
+    let mut up = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args([
+            "lab",
+            "up",
+            "starwars",
+            "--policy-mode",
+            "netfilter",
+            "--name",
+            &name,
+        ])
+        .env(lab_cli::lab::up::STEP_DELAY_ENV, "50")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let node1 = format!("{name}-node1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let table = common::netns_exists(&node1)
+            && lab_cli::kernel::netns::NetNs::open(&node1)
+                .ok()
+                .and_then(|ns| nft_in(&ns, &["list", "table", "ip", "labctl-policy"]))
+                .is_some();
+        if table {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "up never wrote its policy table"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    common::signal(&up, nix::sys::signal::Signal::SIGKILL);
+    common::wait_exit(&mut up, 10);
+    let out = labctl(&["lab", "down", &name]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::said(&out.stderr));
+    for m in [
+        "world",
+        "node1",
+        "node2",
+        "deathstar-1",
+        "deathstar-2",
+        "tiefighter",
+        "xwing",
+        "coredns",
+    ] {
+        assert!(!common::netns_exists(&format!("{name}-{m}")), "{m} left");
+    }
+    assert!(
+        lab_cli::lab::state::LabState::load(&name)
+            .unwrap()
+            .is_none()
+    );
+}

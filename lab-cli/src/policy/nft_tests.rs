@@ -50,6 +50,11 @@ fn ip_blocks_lose_their_exceptions_and_elements_are_prefixes_when_they_can_be() 
     );
     assert_eq!(element(0x0a00_0000, 0x0aff_ffff), "10.0.0.0/8");
     assert_eq!(element(0x0a00_0001, 0x0a00_0001), "10.0.0.1");
+    assert_eq!(element(0, u32::MAX), "0.0.0.0/0");
+    assert_eq!(
+        parse_elem(&serde_json::json!({"prefix": {"addr": "0.0.0.0", "len": 0}})).unwrap(),
+        (0, u32::MAX)
+    );
     // A pod inside a block is merged into it; neighbours stay apart.
     assert_eq!(
         merge(vec![(5, 5), (1, 10), (11, 11), (12, 12)]),
