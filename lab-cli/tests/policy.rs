@@ -600,6 +600,31 @@ fn netfilter_mode_plans_relabels_marks_refuses_and_recovers() {
         matrix::observe_rows(&lab, &["tf"]),
         expected_row("04-and-in-one-peer", "tf")
     );
+    // `policy trace` names the rule that dropped those probes, and its
+    // counter saw them.
+    let t = trace(&name, "tiefighter", "deathstar-1", "80/tcp");
+    assert_eq!(t["verdict"]["allowed"], false);
+    let ingress = &t["datapath"][1];
+    assert_eq!(
+        ingress["place"],
+        "table ip labctl-policy chain ingress-deathstar-1"
+    );
+    assert!(
+        ingress["entry"]
+            .as_str()
+            .unwrap()
+            .starts_with("rule \"default deny: deathstar-1 ingress")
+            && ingress["allows"] == false
+            && ingress["packets"].as_u64().unwrap() > 0,
+        "{t}"
+    );
+    let t = trace(&name, "xwing", "deathstar-2", "80/tcp");
+    assert_eq!(t["verdict"]["allowed"], true);
+    assert_eq!(
+        t["datapath"][1]["entry"],
+        "rule \"default/xwing-only ingress[0]\""
+    );
+    assert_eq!(t["datapath"][1]["present"], true);
     // The same again writes nothing.
     let again = json(&["policy", "apply", "-f", &and, "--lab", &name, "-o", "json"]);
     assert_eq!(again["changes"], 0, "{again}");

@@ -440,6 +440,30 @@ pub(crate) fn write_trace(out: &mut impl Write, t: &Trace) -> io::Result<()> {
     for hop in [&t.verdict.egress, &t.verdict.ingress] {
         write_hop(out, hop)?;
     }
+    if let Some(mode) = t.policy_mode
+        && !t.datapath.is_empty()
+    {
+        writeln!(out)?;
+        writeln!(out, "{bold}In the {mode} datapath:{bold:#}")?;
+        for d in &t.datapath {
+            let counted = match (d.present, d.packets) {
+                (Some(false), _) => {
+                    " (not in the kernel: run `labctl policy apply` again)".to_owned()
+                }
+                (_, Some(n)) => format!(" (counted {n} packets)"),
+                _ => String::new(),
+            };
+            width::write_fill(
+                out,
+                &format!(
+                    "{} of {} on {}: {}, {}{counted}",
+                    d.direction, d.pod, d.node, d.place, d.entry
+                ),
+                "  ",
+                "    ",
+            )?;
+        }
+    }
     writeln!(out)?;
     let verdict = match t.verdict.drop_reason {
         None => "ALLOWED (replies of this connection pass too)".to_owned(),

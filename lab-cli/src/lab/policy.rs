@@ -731,6 +731,11 @@ pub struct Trace {
     pub verdict: Verdict,
     /// How many policies the lab has.
     pub policies: usize,
+    /// Where the lab's datapath decides each direction, with what the
+    /// kernel counted there (empty: no policy mode, or one that cannot
+    /// say yet).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub datapath: Vec<datapath::Decision>,
 }
 
 /// A trace's end: a pod (`POD`, `LAB/POD`, `LAB/NAMESPACE/POD`), another
@@ -842,6 +847,17 @@ pub fn trace(
         port,
         protocol,
     });
+    let decisions = match (lab.plan.options.policy_mode, nodes(&lab.plan)) {
+        (Some(mode), Ok(n)) => datapath::datapath(mode, n).explain(
+            &Want {
+                cluster: &cluster,
+                identities: &eval.identities,
+                policies: &lab.state.policies,
+            },
+            &verdict,
+        ),
+        _ => Vec::new(),
+    };
     Ok(Trace {
         lab: lab.name().to_owned(),
         policy_mode: lab.plan.options.policy_mode,
@@ -852,5 +868,6 @@ pub fn trace(
         protocol,
         verdict,
         policies: lab.state.policies.len(),
+        datapath: decisions,
     })
 }

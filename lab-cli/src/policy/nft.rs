@@ -57,8 +57,8 @@ use serde_json::Value;
 
 use super::{
     Kind, Policy, PolicyError, PolicyMode,
-    datapath::{Node, Nodes, PolicyDatapath, PolicyPlan, Want, Write},
-    eval::Evaluator,
+    datapath::{Decision, Node, Nodes, PolicyDatapath, PolicyPlan, Want, Write},
+    eval::{Evaluator, Outcome, Verdict},
     model::{Direction, Peer, Protocol, Section},
 };
 use crate::kernel::{
@@ -835,6 +835,39 @@ impl Netfilter {
         Self { nodes }
     }
 
+    /// The rules of chain `chain` in `node` as (comment, packets); None:
+    /// not read (no such chain, or nft refused).
+    fn chain_rules(node: &Node, chain: &str) -> Option<Vec<(String, u64)>> {
+        let text = tool::run(
+            &node.ns,
+            "nft",
+            &["-j", "list", "chain", "ip", TABLE, chain],
+            None,
+        )
+        .ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        Some(
+            items(&v)
+                .filter_map(|i| i.get("rule"))
+                .map(|r| {
+                    let comment = r
+                        .get("comment")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let packets = r
+                        .get("expr")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .find_map(|e| e.get("counter")?.get("packets")?.as_u64())
+                        .unwrap_or(0);
+                    (comment, packets)
+                })
+                .collect(),
+        )
+    }
+
     /// `nft -j list table` in `node` (None: no table).
     fn listing(node: &Node) -> Result<Option<Value>, PolicyError> {
         match tool::run(&node.ns, "nft", &["-j", "list", "table", "ip", TABLE], None) {
@@ -907,6 +940,99 @@ impl PolicyDatapath for Netfilter {
             Write::Ebpf(_) => Err(PolicyError::ForeignPlan("ebpf")),
         })?;
         Ok(())
+    }
+
+    fn explain(&self, want: &Want<'_>, verdict: &Verdict) -> Vec<Decision> {
+        let mut out = Vec::new();
+        for hop in [&verdict.egress, &verdict.ingress] {
+            let Some(pod) = &hop.pod else { continue };
+            let Some(node) = self
+                .nodes
+                .nodes
+                .iter()
+                .find(|n| n.pods.iter().any(|p| p.name == *pod))
+            else {
+                continue;
+            };
+            let chain = chain_name(hop.direction, pod);
+            let held = Self::chain_rules(node, &chain);
+            let planned = desired(want, node)
+                .ok()
+                .and_then(|t| t.chains.get(&chain).cloned());
+            let (entry, allows, comment) = match &hop.outcome {
+                Outcome::Allowed { rule } | Outcome::Denied { rule } => {
+                    let c = comment(format!(
+                        "{} {}[{}]",
+                        rule.policy,
+                        rule.section.as_str(),
+                        rule.index
+                    ));
+                    (format!("rule \"{c}\""), hop.outcome.allowed(), Some(c))
+                }
+                Outcome::DefaultDenied => {
+                    let c = planned
+                        .as_ref()
+                        .and_then(|r| r.last())
+                        .map(|r| r.comment.clone())
+                        .unwrap_or_default();
+                    let mark = lab_common::verdict::mark(hop.direction == Direction::Egress, false);
+                    (
+                        format!("rule \"{c}\" (meta mark set {mark:#x} drop)"),
+                        false,
+                        Some(c),
+                    )
+                }
+                Outcome::AllowedHost => (
+                    "no rule: what a node sends its own pods passes the output hook, which has no chain"
+                        .to_owned(),
+                    true,
+                    None,
+                ),
+                Outcome::NotSelected | Outcome::NotEnforced | Outcome::NoEndpoint => (
+                    format!(
+                        "no jump: {} has no {} chain (no policy selects it for {})",
+                        pod.rsplit('/').next().unwrap_or(pod),
+                        hop.direction.as_str(),
+                        hop.direction.as_str()
+                    ),
+                    true,
+                    None,
+                ),
+            };
+            let place = if comment.is_some() {
+                format!("table ip {TABLE} chain {chain}")
+            } else {
+                format!(
+                    "table ip {TABLE} map {}",
+                    match hop.direction {
+                        Direction::Ingress => INGRESS_MAP,
+                        Direction::Egress => EGRESS_MAP,
+                    }
+                )
+            };
+            let packets = match (&held, &comment) {
+                (Some(rules), Some(c)) => rules
+                    .iter()
+                    .find(|(rc, _)| rc == c)
+                    .map(|(_, packets)| *packets),
+                _ => None,
+            };
+            out.push(Decision {
+                direction: hop.direction,
+                pod: pod.clone(),
+                node: node.name.clone(),
+                place,
+                entry,
+                allows,
+                packets,
+                present: match (&held, &comment) {
+                    (Some(_), Some(_)) => Some(packets.is_some()),
+                    (None, Some(_)) => None,
+                    (_, None) => None,
+                },
+            });
+        }
+        out
     }
 
     fn teardown(&self) -> Result<(), PolicyError> {
