@@ -250,6 +250,21 @@ impl Ctx<'_> {
                     self.pod(p, what);
                 }
             }
+            Action::Policy { yaml } => {
+                if let Err(e) = crate::policy::yaml::parse("policy", yaml) {
+                    self.problem(format!("{what}: {e}"));
+                }
+                if self.ex.options.policy_mode.is_none() {
+                    self.problem(format!(
+                        "{what}: a policy, but options.policy_mode is not set"
+                    ));
+                }
+            }
+            Action::PolicyDelete { name } => {
+                if name.trim().is_empty() {
+                    self.problem(format!("{what}: policy-delete names no policy"));
+                }
+            }
             Action::Answer { text } => {
                 if !self.ex.asks() {
                     self.problem(format!(

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     lab::{plan::LabOptions, plan::MasqMode, traffic::Proto},
+    policy::PolicyMode,
     services::KubeProxyMode,
 };
 
@@ -93,6 +94,7 @@ impl Exercise {
             nat_udp_timeout: o.nat_udp_timeout,
             nat_ports: o.nat_ports.map(|[lo, hi]| (lo, hi)),
             kube_proxy: o.kube_proxy,
+            policy_mode: o.policy_mode,
             ..LabOptions::default()
         }
     }
@@ -141,6 +143,10 @@ pub struct LabSettings {
     /// Who implements the scenario's services (scenarios with services).
     #[serde(default)]
     pub kube_proxy: Option<KubeProxyMode>,
+    /// Who enforces the scenario's network policies (scenarios with
+    /// Kubernetes namespaces and labels, such as `starwars`).
+    #[serde(default)]
+    pub policy_mode: Option<PolicyMode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -217,6 +223,12 @@ pub enum Action {
     },
     /// The participant's answer: what `labctl exercise answer TEXT` records.
     Answer { text: String },
+    /// NetworkPolicy / CiliumNetworkPolicy YAML, as `kubectl apply` takes
+    /// it: what `labctl policy apply -f FILE` does with the file.
+    Policy { yaml: String },
+    /// Removes a policy: what `labctl policy delete NAME` does (`NAME`,
+    /// `NAMESPACE/NAME`, `netpol/…` or `cnp/…`, as `policy list` prints).
+    PolicyDelete { name: String },
 }
 
 impl Action {
@@ -258,6 +270,13 @@ impl Action {
                     format!(" --lab {lab}")
                 };
                 format!("labctl exercise answer{opt} {text}")
+            }
+            Action::Policy { yaml } => format!(
+                "sudo labctl policy apply --lab {lab} -f - <<'EOF'\n{}\nEOF",
+                yaml.trim_end()
+            ),
+            Action::PolicyDelete { name } => {
+                format!("sudo labctl policy delete --lab {lab} {name}")
             }
         }
     }

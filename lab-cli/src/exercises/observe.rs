@@ -112,6 +112,14 @@ pub fn apply(lab: &Lab, action: &Action) -> Result<(), ObserveError> {
                 });
             }
         }
+        Action::Policy { yaml } => {
+            let policies = crate::policy::yaml::parse("exercise", yaml)
+                .map_err(|e| LabError::from(crate::policy::PolicyError::from(e)))?;
+            lab::policy::apply(lab.name(), policies)?;
+        }
+        Action::PolicyDelete { name } => {
+            lab::policy::delete(lab.name(), &[lab::policy::Target::Name(name.clone())])?;
+        }
         Action::Answer { .. } => {}
     }
     Ok(())

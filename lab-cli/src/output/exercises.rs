@@ -317,6 +317,13 @@ pub fn action(out: &mut impl Write, a: &Action, lab: &str) -> io::Result<()> {
                 writeln!(out, "    {l}")?;
             }
         }
+        Action::Policy { yaml } => {
+            writeln!(out, "  sudo labctl policy apply --lab {lab} -f - <<'EOF'")?;
+            for l in yaml.trim_end().lines() {
+                writeln!(out, "  {l}")?;
+            }
+            writeln!(out, "  EOF")?;
+        }
         other => {
             for l in shell_lines(&other.command_line(lab), WIDTH - 2) {
                 writeln!(out, "  {l}")?;
