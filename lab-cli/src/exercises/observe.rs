@@ -115,7 +115,7 @@ pub fn apply(lab: &Lab, action: &Action) -> Result<(), ObserveError> {
         Action::Policy { yaml } => {
             let policies = crate::policy::yaml::parse("exercise", yaml)
                 .map_err(|e| LabError::from(crate::policy::PolicyError::from(e)))?;
-            lab::policy::apply(lab.name(), policies)?;
+            lab::policy::apply(lab.name(), policies, false)?;
         }
         Action::PolicyDelete { name } => {
             lab::policy::delete(lab.name(), &[lab::policy::Target::Name(name.clone())])?;
