@@ -981,8 +981,28 @@ fn policy_views_fit_80_columns() {
         ("node1", "deathstar-1", 80, Protocol::Tcp),
     ];
     for (from, to, port, proto) in cases {
-        let t = lab_policy::trace(&l, from, to, port, proto).unwrap();
+        let mut t = lab_policy::trace(&l, from, to, port, proto).unwrap();
         fits(&format!("policy trace {from} {to}"), |out| {
+            commands::policy::write_trace(out, &t)
+        });
+        // As the netfilter datapath explains it, with long names.
+        t.policy_mode = Some(PolicyMode::Netfilter);
+        t.datapath = [crate::policy::model::Direction::Egress, crate::policy::model::Direction::Ingress]
+            .map(|direction| crate::policy::datapath::Decision {
+                direction,
+                pod: format!("{LAB}/deathstar-{}", "9".repeat(40)),
+                node: format!("{LAB}/node1"),
+                place: format!("table ip labctl-policy chain ingress-deathstar-{}", "9".repeat(40)),
+                entry: format!(
+                    "rule \"default deny: deathstar-1 ingress (selected by default/{})\" (meta mark set 0x1ab50000 drop)",
+                    "x".repeat(60)
+                ),
+                allows: false,
+                packets: Some(u64::MAX),
+                present: Some(true),
+            })
+            .to_vec();
+        fits(&format!("policy trace {from} {to} (netfilter)"), |out| {
             commands::policy::write_trace(out, &t)
         });
     }
