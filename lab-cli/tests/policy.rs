@@ -800,6 +800,44 @@ fn netfilter_mode_plans_relabels_marks_refuses_and_recovers() {
         expected_row("04-and-in-one-peer", "tf")
     );
 
+    // A node that refuses its transaction (an `nft` that fails for
+    // node2's chain): exit 1, nothing recorded, node1 set back.
+    json(&["policy", "delete", "-f", &and, "--lab", &name, "-o", "json"]);
+    let before = tables(&lab);
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("nft");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ninput=$(cat)\nif [ \"$1\" = -f ] && printf '%s' \"$input\" | grep -q ingress-deathstar-2; then echo 'Error: refused by the test' >&2; exit 1; fi\nprintf '%s' \"$input\" | exec {} \"$@\"\n",
+            which::which("nft").unwrap().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["policy", "apply", "-f", &and, "--lab", &name])
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .output()
+        .unwrap();
+    let said = common::said(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("refused by the test")
+            && said
+                .contains("nothing was recorded, and the nodes hold the previous policies again"),
+        "{said}"
+    );
+    assert_eq!(tables(&lab), before, "node1 set back");
+    assert_eq!(
+        json(&["policy", "list", "--lab", &name, "-o", "json"]),
+        Value::Array(vec![])
+    );
+
     // Down: nothing left.
     let namespaces: Vec<String> = lab
         .plan
