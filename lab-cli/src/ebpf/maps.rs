@@ -7,7 +7,7 @@ use aya::{
     Ebpf, Pod,
     maps::{Map, MapData, MapError, PerCpuHashMap, PerCpuValues},
 };
-use lab_common::{ct::CtCounters, masq::MasqStats};
+use lab_common::{ct::CtCounters, masq::MasqStats, policy::MetricsValue};
 
 use super::{error::ProgramSetupError, loader::LoadError};
 
@@ -135,6 +135,13 @@ pub trait PerCpuTotal: Pod + Default {
 impl PerCpuTotal for u64 {
     fn add(&mut self, other: &Self) {
         *self += other;
+    }
+}
+
+impl PerCpuTotal for MetricsValue {
+    fn add(&mut self, other: &Self) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
     }
 }
 
