@@ -17,3 +17,4 @@ pub mod proto;
 pub use drop_count::{DropCountKey, DropCounterConfig};
 pub use offsets::NetnsOffsets;
 pub mod trace;
+pub mod verdict;
