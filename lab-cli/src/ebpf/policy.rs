@@ -213,7 +213,11 @@ impl PolicyMaps {
             .map_err(map_err("POLICY_IPCACHE"))
     }
 
-    pub fn remove_ipcache(&mut self, prefix: u32, key: IpcacheKey) -> Result<(), ProgramSetupError> {
+    pub fn remove_ipcache(
+        &mut self,
+        prefix: u32,
+        key: IpcacheKey,
+    ) -> Result<(), ProgramSetupError> {
         self.ipcache
             .remove(&Key::new(prefix, key))
             .map_err(map_err("POLICY_IPCACHE"))
@@ -274,13 +278,18 @@ impl PolicyMaps {
     pub fn ct_rows(&self) -> Result<Vec<(CtKey, CtEntry)>, ProgramSetupError> {
         let map: BpfHashMap<_, CtKey, CtEntry> =
             maps::from_pin(&self.dir.join("ct"), "POLICY_CT", Map::LruHashMap)?;
-        map.iter().map(|i| i.map_err(map_err("POLICY_CT"))).collect()
+        map.iter()
+            .map(|i| i.map_err(map_err("POLICY_CT")))
+            .collect()
     }
 
     /// Packets and bytes per endpoint, verdict and direction (all CPUs).
     pub fn metrics(&self) -> Result<Vec<(MetricsKey, MetricsValue)>, ProgramSetupError> {
-        let map: PerCpuHashMap<_, MetricsKey, MetricsValue> =
-            maps::from_pin(&self.dir.join("metrics"), "POLICY_METRICS", Map::PerCpuHashMap)?;
+        let map: PerCpuHashMap<_, MetricsKey, MetricsValue> = maps::from_pin(
+            &self.dir.join("metrics"),
+            "POLICY_METRICS",
+            Map::PerCpuHashMap,
+        )?;
         maps::totals(&map, "POLICY_METRICS")
     }
 
@@ -290,9 +299,7 @@ impl PolicyMaps {
             maps::from_pin(&self.dir.join("stats"), "POLICY_STATS", Map::PerCpuArray)?;
         let mut out = [0; stat::COUNT as usize];
         for (i, slot) in out.iter_mut().enumerate() {
-            let values = map
-                .get(&(i as u32), 0)
-                .map_err(map_err("POLICY_STATS"))?;
+            let values = map.get(&(i as u32), 0).map_err(map_err("POLICY_STATS"))?;
             *slot = maps::total(&values);
         }
         Ok(out)
@@ -377,9 +384,14 @@ impl TestBench {
 
     /// Runs one program once on `frame` as the veth with ifindex
     /// `ifindex` (whose endpoint entry is copied to the test run's
-    /// device): its verdict (TC_ACT_*).
-    pub fn run(&mut self, side: Side, ifindex: u32, frame: &[u8]) -> Result<i32, ProgramSetupError> {
-        Ok(self.run_repeat(side, ifindex, frame, 1)?.verdict)
+    /// device): its verdict (TC_ACT_*) and the packet's mark after it.
+    pub fn run(
+        &mut self,
+        side: Side,
+        ifindex: u32,
+        frame: &[u8],
+    ) -> Result<TestRun, ProgramSetupError> {
+        self.run_repeat(side, ifindex, frame, 1)
     }
 
     /// As [`TestBench::run`], `repeat` times: the kernel's average time
@@ -390,21 +402,61 @@ impl TestBench {
         ifindex: u32,
         frame: &[u8],
         repeat: u32,
-    ) -> Result<tc::TestRunOutput, ProgramSetupError> {
+    ) -> Result<TestRun, ProgramSetupError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
         let mut maps = self.maps()?;
-        let ep = maps
-            .endpoints
-            .get(&ifindex, 0)
-            .map_err(map_err("POLICY_ENDPOINTS"))?;
-        maps.set_endpoint(TEST_RUN_IFINDEX, ep)?;
+        // A veth that is no endpoint: none on the test device either.
+        let plugged = maps.endpoints.get(&ifindex, 0).ok();
+        if let Some(ep) = plugged {
+            maps.set_endpoint(TEST_RUN_IFINDEX, ep)?;
+        }
         let i = match side {
             Side::FromPod => 0,
             Side::ToPod => 1,
         };
-        let out = tc::test_run(&mut self.progs[i], side.program(), frame, repeat);
-        maps.remove_endpoint(TEST_RUN_IFINDEX)?;
-        out
+        // A zeroed `struct __sk_buff` in and out: the mark comes back at
+        // offset 8 (after `len` and `pkt_type`).
+        let ctx_in = [0u8; SK_BUFF_SIZE];
+        let mut ctx_out = [0u8; SK_BUFF_SIZE];
+        let mut data_out = vec![0u8; frame.len() + 256];
+        let result = self.progs[i]
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut data_out),
+                ctx_in: Some(&ctx_in),
+                ctx_out: Some(&mut ctx_out),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| LoadError::Program {
+                program: side.program().to_owned(),
+                source: Box::new(e),
+            });
+        if plugged.is_some() {
+            maps.remove_endpoint(TEST_RUN_IFINDEX)?;
+        }
+        let result = result?;
+        Ok(TestRun {
+            verdict: result.return_value as i32,
+            mark: u32::from_ne_bytes([ctx_out[8], ctx_out[9], ctx_out[10], ctx_out[11]]),
+            ns_per_run: result.duration.as_nanos() as u64,
+        })
     }
+}
+
+/// `sizeof(struct __sk_buff)` (192 since Linux 5.16; the kernel takes a
+/// shorter one, and gives back as much as fits).
+const SK_BUFF_SIZE: usize = 192;
+
+/// One BPF_PROG_TEST_RUN of a policy program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestRun {
+    /// TC_ACT_*.
+    pub verdict: i32,
+    /// The packet's mark after the program (set on a policy drop).
+    pub mark: u32,
+    /// The kernel's average time per run, in nanoseconds.
+    pub ns_per_run: u64,
 }
 
 impl Drop for TestBench {

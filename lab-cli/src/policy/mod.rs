@@ -129,11 +129,32 @@ pub enum PolicyError {
     BadParty(String),
     #[error("neither `{from}` nor `{to}` is a pod: a trace needs a pod on at least one side")]
     NoPod { from: String, to: String },
+    #[error(transparent)]
+    Program(#[from] crate::ebpf::error::ProgramSetupError),
+    #[error(
+        "pod veth `{veth}` is missing on {node} ({reason}): the lab is damaged; `labctl lab down` and up again"
+    )]
+    NoVeth {
+        veth: String,
+        node: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Apply(Box<crate::kernel::datapath::ApplyError>),
+}
+
+impl From<crate::kernel::datapath::ApplyError> for PolicyError {
+    fn from(e: crate::kernel::datapath::ApplyError) -> Self {
+        PolicyError::Apply(Box::new(e))
+    }
 }
 
 impl PolicyError {
-    /// Every one of them is the user's to fix.
+    /// Whether it is the user's to fix (exit 2), not the system's.
     pub fn is_usage(&self) -> bool {
-        true
+        !matches!(
+            self,
+            PolicyError::Program(_) | PolicyError::NoVeth { .. } | PolicyError::Apply(_)
+        )
     }
 }

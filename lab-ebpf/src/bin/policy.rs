@@ -17,7 +17,9 @@
 //! (0), each the longest match on protocol and port. A deny entry wins;
 //! else an allow entry allows; else the packet is dropped if the endpoint
 //! is default-deny in this direction (POLICY_DENIED, 133), and passes if
-//! not. A deny entry drops with POLICY_DENY (181). The deciding entry
+//! not. A deny entry drops with POLICY_DENY (181). A dropped packet's
+//! mark says so first (`lab_common::verdict::mark`), for the drop tracer.
+//! The deciding entry
 //! counts the packet and its bytes (atomically); so do the per-endpoint
 //! metrics (by reason and direction), default deny included.
 //!
@@ -74,6 +76,7 @@ mod program {
             REASON_POLICY_DENY, RemoteEndpointInfo, VerdictEvent, stat,
         },
         proto::{ICMP, SCTP, TCP, UDP},
+        verdict,
     };
     use lab_ebpf::tc::{TC_ACT_SHOT, TC_ACT_UNSPEC, get, window};
 
@@ -171,7 +174,10 @@ mod program {
             ICMP => {
                 // SAFETY: type and echo id are inside the 8-byte window.
                 let (ty, id) = unsafe { (get::<u8>(h, 0), get::<u16>(h, 4)) };
-                if matches!(ty, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETERPROB) {
+                if matches!(
+                    ty,
+                    ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETERPROB
+                ) {
                     p.related = quoted(ctx, l4 + 8);
                 }
                 // The echo id stands in for both ports (a reply's reversed
@@ -337,7 +343,9 @@ mod program {
                 };
                 // Another CPU may have made it meanwhile: then count
                 // in this CPU's copy of that one.
-                if POLICY_METRICS.insert(key, v, u64::from(BPF_NOEXIST)).is_err()
+                if POLICY_METRICS
+                    .insert(key, v, u64::from(BPF_NOEXIST))
+                    .is_err()
                     && let Some(c) = POLICY_METRICS.get_ptr_mut(key)
                 {
                     // SAFETY: this CPU's copy of the value.
@@ -488,6 +496,8 @@ mod program {
         if v.reason == REASON_FORWARDED {
             TC_ACT_UNSPEC
         } else {
+            // Tell the drop tracer why (lab_common::verdict).
+            ctx.set_mark(verdict::mark(egress, v.reason == REASON_POLICY_DENY));
             TC_ACT_SHOT
         }
     }
