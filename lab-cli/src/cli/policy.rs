@@ -28,6 +28,37 @@ pub enum PolicyCommand {
     /// the policies selecting each side, the rule that decides, the
     /// verdict.
     Trace(PolicyTraceArgs),
+    /// The security identities in use (--policy-mode ebpf): each with its
+    /// labels and the pods the nodes' ipcaches give it.
+    Identities(PolicyViewArgs),
+    /// The endpoints of every node (--policy-mode ebpf) and the ipcache,
+    /// read from the pinned maps.
+    Endpoints(PolicyViewArgs),
+    /// One pod's policy map with its counters (--policy-mode ebpf), as
+    /// `cilium bpf policy get`.
+    Map(PolicyMapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyViewArgs {
+    /// The lab [default: the only lab up, or the only one with a policy mode].
+    #[arg(long, value_parser = values::lab_name)]
+    pub lab: Option<String>,
+    /// Output: text for people, json for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyMapArgs {
+    /// The pod: POD, LAB/POD or LAB/NAMESPACE/POD.
+    pub pod: String,
+    /// The lab (needed only when several labs have this pod).
+    #[arg(long, value_parser = values::lab_name)]
+    pub lab: Option<String>,
+    /// Output: text for people, json for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

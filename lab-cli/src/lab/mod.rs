@@ -12,6 +12,7 @@ pub mod hints;
 pub mod names;
 pub mod plan;
 pub mod policy;
+pub mod policy_bpf;
 pub mod scenario;
 pub mod services;
 pub mod state;
@@ -156,13 +157,13 @@ impl LabError {
                 | LabError::AmbiguousMember { .. }
                 | LabError::Plan(_)
                 | LabError::NotEbpf(_)
-                | LabError::Policy(_)
                 | LabError::WhichLab(_)
                 | LabError::State(StateError::Name(_))
                 | LabError::Netns(
                     NetnsError::BadName(_) | NetnsError::NotFound(_) | NetnsError::NotANetns(_)
                 )
         ) || matches!(self, LabError::Services(e) if e.is_usage())
+            || matches!(self, LabError::Policy(e) if e.is_usage())
     }
 }
 

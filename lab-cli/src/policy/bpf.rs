@@ -782,6 +782,165 @@ mod tests {
         );
     }
 
+    mod demo {
+        use std::net::Ipv4Addr;
+
+        use super::super::*;
+        use crate::policy::{
+            eval::{Cluster, Namespace, Node as ClusterNode, Pod},
+            identity::Identities,
+            yaml::parse,
+        };
+
+        fn pod(name: &str, labels: &[(&str, &str)], node: &str, last: u8) -> Pod {
+            Pod {
+                name: format!("lab/{name}"),
+                namespace: "default".into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                addr: Ipv4Addr::new(10, 244, if node == "node1" { 1 } else { 2 }, last),
+                node: node.into(),
+                service_account: "default".into(),
+            }
+        }
+
+        const DS: &[(&str, &str)] = &[("org", "empire"), ("class", "deathstar")];
+        const TF: &[(&str, &str)] = &[("org", "empire"), ("class", "tiefighter")];
+
+        fn starwars() -> Cluster {
+            Cluster {
+                namespaces: vec![Namespace::named("default")],
+                pods: vec![
+                    pod("deathstar-1", DS, "node1", 2),
+                    pod("tiefighter", TF, "node1", 3),
+                    pod("deathstar-2", DS, "node2", 2),
+                    pod("xwing", &[("org", "alliance")], "node2", 3),
+                ],
+                nodes: ["node1", "node2"]
+                    .iter()
+                    .zip([2, 3])
+                    .map(|(n, last)| ClusterNode {
+                        name: (*n).into(),
+                        addr: Ipv4Addr::new(172, 18, 0, last),
+                    })
+                    .collect(),
+            }
+        }
+
+        const RULE1: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: rule1}
+spec:
+  endpointSelector:
+    matchLabels: {org: empire, class: deathstar}
+  ingress:
+  - fromEndpoints:
+    - matchLabels: {org: empire}
+    toPorts:
+    - ports: [{port: \"80\", protocol: TCP}]
+";
+
+        /// Every node's rows, each pod plugged at ifindex 10 + its index.
+        fn rows(
+            cluster: &Cluster,
+            ids: &Identities,
+            policies: &[crate::policy::Policy],
+        ) -> Vec<NodeRows> {
+            let want = Want {
+                cluster,
+                identities: ids,
+                policies,
+            };
+            let v = view(&want);
+            ["node1", "node2"]
+                .iter()
+                .map(|n| {
+                    let plugged: Vec<Plugged> = cluster
+                        .pods
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| p.node == *n)
+                        .map(|(i, p)| Plugged {
+                            name: p.name.clone(),
+                            addr: p.addr,
+                            ifindex: 10 + i as u32,
+                        })
+                        .collect();
+                    node_rows(&v, &want, n, &plugged)
+                })
+                .collect()
+        }
+
+        /// The changes on each node when `add` joins starwars under rule1.
+        fn adding(add: Pod) -> Vec<Counts> {
+            let policies = parse("t.yaml", RULE1).unwrap();
+            let before = starwars();
+            let (ids, _) = before.identities(&Identities::default());
+            let r0 = rows(&before, &ids, &policies);
+            let mut after = before.clone();
+            after.pods.push(add);
+            let (ids2, change) = after.identities(&ids);
+            assert!(change.allocated.is_empty(), "its labels have an identity");
+            let r1 = rows(&after, &ids2, &policies);
+            r0.iter()
+                .zip(&r1)
+                .map(|(a, b)| {
+                    let ops = a.diff(b);
+                    // Nothing in the maps of the endpoints already there.
+                    assert!(
+                        ops.iter().all(|op| match op {
+                            MapOp::Policy { key, .. } => key.endpoint == 5,
+                            _ => true,
+                        }),
+                        "{ops:?}"
+                    );
+                    Counts::of(&ops)
+                })
+                .collect()
+        }
+
+        #[test]
+        fn a_pod_with_known_labels_writes_one_ipcache_entry_per_node_and_no_policy_entry() {
+            let c = adding(pod("tiefighter-2", TF, "node1", 4));
+            assert_eq!(
+                c,
+                [
+                    Counts {
+                        ipcache: 1,
+                        endpoints: 1,
+                        policy: 0
+                    },
+                    Counts {
+                        ipcache: 1,
+                        endpoints: 0,
+                        policy: 0
+                    }
+                ]
+            );
+            // A third deathstar: its own new map is filled (the empire's two
+            // identities on 80/TCP, and the host), no one else's.
+            let c = adding(pod("deathstar-3", DS, "node2", 4));
+            assert_eq!(
+                c[0],
+                Counts {
+                    ipcache: 1,
+                    endpoints: 0,
+                    policy: 0
+                }
+            );
+            assert_eq!(
+                c[1],
+                Counts {
+                    ipcache: 1,
+                    endpoints: 1,
+                    policy: 3
+                }
+            );
+        }
+    }
+
     #[test]
     fn a_diff_writes_only_what_differs_puts_first() {
         let block = |s: &str| s.parse::<Ipv4Net>().unwrap();

@@ -141,6 +141,14 @@ pub enum PolicyError {
     },
     #[error(transparent)]
     Apply(Box<crate::kernel::datapath::ApplyError>),
+    #[error(
+        "lab `{0}` holds no eBPF policy maps: they come with `labctl lab up SCENARIO --policy-mode ebpf` (`labctl policy trace` judges policies in every mode)"
+    )]
+    NoEbpfMaps(String),
+    #[error(
+        "pod `{0}` is no endpoint of any node's policy maps yet: apply a policy (`labctl policy apply -f FILE`) or check `labctl policy endpoints`"
+    )]
+    NoEndpoint(String),
 }
 
 impl From<crate::kernel::datapath::ApplyError> for PolicyError {

@@ -1,0 +1,214 @@
+//! `labctl policy identities | endpoints | map POD`: `--policy-mode ebpf`'s
+//! maps read back from the nodes' pins (the work is in
+//! `crate::lab::policy_bpf`), as `cilium identity list`, `cilium endpoint
+//! list` with `cilium bpf ipcache list`, and `cilium bpf policy get` show
+//! them.
+
+use std::io::{self, Write};
+
+use crate::{
+    cli::policy::{PolicyMapArgs, PolicyViewArgs},
+    kernel::privilege,
+    lab::{
+        Lab,
+        policy::pick_lab,
+        policy_bpf::{self, EndpointsView, IdentityRow, MapView},
+    },
+    output::{OutputFormat, exit::Outcome as Exit, width},
+    policy::{identity, model::Direction},
+};
+
+/// Cilium's bookkeeping labels (service account, cluster, namespace
+/// labels) are left to `-o json`.
+fn shown_labels(labels: &[String]) -> Vec<String> {
+    labels
+        .iter()
+        .filter(|l| {
+            !l.starts_with(&format!("k8s:{}", identity::NAMESPACE_LABELS_PREFIX))
+                && !l.starts_with(&format!("k8s:{}", identity::SERVICE_ACCOUNT_LABEL))
+                && !l.starts_with(&format!("k8s:{}", identity::CLUSTER_LABEL))
+        })
+        .cloned()
+        .collect()
+}
+
+pub fn identities(args: PolicyViewArgs) -> anyhow::Result<Exit> {
+    privilege::require("policy identities")?;
+    let lab = pick_lab(args.lab.as_deref())?;
+    let rows = policy_bpf::identity_rows(&lab)?;
+    let mut out = anstream::stdout().lock();
+    match args.output {
+        OutputFormat::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "lab": lab.name(), "identities": rows })
+        )?,
+        OutputFormat::Text => write_identities(&mut out, &rows)?,
+    }
+    Ok(Exit::Success)
+}
+
+/// One column's lines beside another's: row `i` of each, padded.
+fn side_by_side(
+    out: &mut impl Write,
+    first: &str,
+    columns: &[(&[String], usize)],
+) -> io::Result<()> {
+    let rows = columns
+        .iter()
+        .map(|(c, _)| c.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    for i in 0..rows {
+        let mut line = if i == 0 {
+            width::pad(first, 10)
+        } else {
+            " ".repeat(10)
+        };
+        for (col, w) in columns {
+            let cell = col.get(i).map_or(String::new(), |c| width::elide(c, *w));
+            line.push_str(&width::pad(&cell, *w + 2));
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+pub(crate) fn write_identities(out: &mut impl Write, rows: &[IdentityRow]) -> io::Result<()> {
+    writeln!(out, "{:<10}{:<42}PODS", "IDENTITY", "LABELS")?;
+    for r in rows {
+        side_by_side(
+            out,
+            &r.identity.to_string(),
+            &[(&shown_labels(&r.labels), 40), (&r.pods, 26)],
+        )?;
+    }
+    Ok(())
+}
+
+pub fn endpoints(args: PolicyViewArgs) -> anyhow::Result<Exit> {
+    privilege::require("policy endpoints")?;
+    let lab = pick_lab(args.lab.as_deref())?;
+    let view = policy_bpf::endpoints(&lab)?;
+    let mut out = anstream::stdout().lock();
+    match args.output {
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&view)?)?,
+        OutputFormat::Text => write_endpoints(&mut out, &view)?,
+    }
+    Ok(Exit::Success)
+}
+
+fn directions(d: &[Direction]) -> String {
+    if d.is_empty() {
+        "-".to_owned()
+    } else {
+        d.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(",")
+    }
+}
+
+pub(crate) fn write_endpoints(out: &mut impl Write, v: &EndpointsView) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<10}{:<30}{:<10}{:<16}ENTRIES",
+        "ENDPOINT", "POD", "IDENTITY", "ENFORCING"
+    )?;
+    let mut node = None;
+    for e in &v.endpoints {
+        if node != Some(&e.node) {
+            writeln!(out, "{}:", e.node)?;
+            node = Some(&e.node);
+        }
+        writeln!(
+            out,
+            "{:<10}{}{:<10}{:<16}{}",
+            e.endpoint,
+            width::pad(&width::elide(&e.pod, 28), 30),
+            e.identity,
+            directions(&e.enforcing),
+            e.policy_entries
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "IPCACHE")?;
+    writeln!(out, "{:<20}{:<10}NODES", "PREFIX", "IDENTITY")?;
+    let all: std::collections::BTreeSet<&String> =
+        v.ipcache.iter().flat_map(|r| r.nodes.iter()).collect();
+    for r in &v.ipcache {
+        let nodes = if r.nodes.len() == all.len() {
+            "all".to_owned()
+        } else {
+            r.nodes.join(", ")
+        };
+        writeln!(
+            out,
+            "{:<20}{:<10}{}",
+            r.prefix.to_string(),
+            r.identity,
+            width::elide(&nodes, 50)
+        )?;
+    }
+    Ok(())
+}
+
+pub fn map(args: PolicyMapArgs) -> anyhow::Result<Exit> {
+    privilege::require("policy map")?;
+    let (lab, pod) = Lab::split_member(args.lab.as_deref(), &args.pod);
+    let lab = match lab {
+        Some(l) => Lab::open(l)?,
+        None => pick_lab(None)?,
+    };
+    let view = policy_bpf::map(&lab, pod)?;
+    let mut out = anstream::stdout().lock();
+    match args.output {
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&view)?)?,
+        OutputFormat::Text => write_map(&mut out, &view)?,
+    }
+    Ok(Exit::Success)
+}
+
+/// As `cilium bpf policy get`, the labels last (one per line; `-o json`
+/// has them whole, and Cilium's bookkeeping ones).
+pub(crate) fn write_map(out: &mut impl Write, v: &MapView) -> io::Result<()> {
+    width::write_fill(
+        out,
+        &format!(
+            "{}: endpoint {} on {}, identity {}",
+            v.pod, v.endpoint, v.node, v.identity
+        ),
+        "",
+        "  ",
+    )?;
+    writeln!(
+        out,
+        "{:<7}{:<10}{:<9}{:<14}{:>8}{:>8}  LABELS",
+        "POLICY", "DIRECTION", "IDENTITY", "PORT/PROTO", "BYTES", "PACKETS"
+    )?;
+    for e in &v.entries {
+        let labels = shown_labels(&e.labels);
+        let first = labels
+            .first()
+            .map_or(String::new(), |l| width::elide(l, 22));
+        let identity = if e.identity == 0 {
+            "ANY".to_owned()
+        } else {
+            e.identity.to_string()
+        };
+        let direction = match e.direction {
+            Direction::Ingress => "Ingress",
+            Direction::Egress => "Egress",
+        };
+        writeln!(
+            out,
+            "{:<7}{:<10}{:<9}{:<14}{:>8}{:>8}  {first}",
+            e.policy, direction, identity, e.port_proto, e.bytes, e.packets
+        )?;
+        for l in labels.iter().skip(1) {
+            writeln!(out, "{}{}", " ".repeat(58), width::elide(l, 22))?;
+        }
+    }
+    if v.entries.is_empty() {
+        writeln!(out, "(no entries: no policy selects this pod)")?;
+    }
+    Ok(())
+}
