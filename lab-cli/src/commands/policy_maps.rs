@@ -76,12 +76,12 @@ fn side_by_side(
 }
 
 pub(crate) fn write_identities(out: &mut impl Write, rows: &[IdentityRow]) -> io::Result<()> {
-    writeln!(out, "{:<10}{:<42}PODS", "IDENTITY", "LABELS")?;
+    writeln!(out, "{:<10}{:<38}PODS", "IDENTITY", "LABELS")?;
     for r in rows {
         side_by_side(
             out,
             &r.identity.to_string(),
-            &[(&shown_labels(&r.labels), 40), (&r.pods, 26)],
+            &[(&shown_labels(&r.labels), 36), (&r.pods, 30)],
         )?;
     }
     Ok(())
@@ -167,8 +167,9 @@ pub fn map(args: PolicyMapArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// As `cilium bpf policy get`, the labels last (one per line; `-o json`
-/// has them whole, and Cilium's bookkeeping ones).
+/// As `cilium bpf policy get`, the labels last (one per line, cut to
+/// what is left of 80 columns; `-o json` has them whole, and Cilium's
+/// bookkeeping ones). Columns are as wide as their widest value.
 pub(crate) fn write_map(out: &mut impl Write, v: &MapView) -> io::Result<()> {
     width::write_fill(
         out,
@@ -179,36 +180,71 @@ pub(crate) fn write_map(out: &mut impl Write, v: &MapView) -> io::Result<()> {
         "",
         "  ",
     )?;
-    writeln!(
-        out,
-        "{:<7}{:<10}{:<9}{:<14}{:>8}{:>8}  LABELS",
-        "POLICY", "DIRECTION", "IDENTITY", "PORT/PROTO", "BYTES", "PACKETS"
-    )?;
-    for e in &v.entries {
-        let labels = shown_labels(&e.labels);
-        let first = labels
-            .first()
-            .map_or(String::new(), |l| width::elide(l, 22));
-        let identity = if e.identity == 0 {
-            "ANY".to_owned()
-        } else {
-            e.identity.to_string()
-        };
-        let direction = match e.direction {
-            Direction::Ingress => "Ingress",
-            Direction::Egress => "Egress",
-        };
-        writeln!(
-            out,
-            "{:<7}{:<10}{:<9}{:<14}{:>8}{:>8}  {first}",
-            e.policy, direction, identity, e.port_proto, e.bytes, e.packets
-        )?;
-        for l in labels.iter().skip(1) {
-            writeln!(out, "{}{}", " ".repeat(58), width::elide(l, 22))?;
+    if v.entries.is_empty() {
+        return writeln!(out, "(no entries: no policy selects this pod)");
+    }
+    let rows: Vec<[String; 6]> = v
+        .entries
+        .iter()
+        .map(|e| {
+            [
+                e.policy.to_owned(),
+                match e.direction {
+                    Direction::Ingress => "Ingress".to_owned(),
+                    Direction::Egress => "Egress".to_owned(),
+                },
+                if e.identity == 0 {
+                    "ANY".to_owned()
+                } else {
+                    e.identity.to_string()
+                },
+                e.port_proto.clone(),
+                e.bytes.to_string(),
+                e.packets.to_string(),
+            ]
+        })
+        .collect();
+    let head = [
+        "POLICY",
+        "DIRECTION",
+        "IDENTITY",
+        "PORT/PROTO",
+        "BYTES",
+        "PACKETS",
+    ];
+    let mut widths = head.map(width::width);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(width::width(c));
         }
     }
-    if v.entries.is_empty() {
-        writeln!(out, "(no entries: no policy selects this pod)")?;
+    let used: usize = widths.iter().map(|w| w + 2).sum();
+    let room = 80usize.saturating_sub(used).max(8);
+    let line = |cells: [&str; 6], labels: &str| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            // Counts right-aligned.
+            if i >= 4 {
+                l.push_str(&format!("{}{c}  ", " ".repeat(w - width::width(c))));
+            } else {
+                l.push_str(&width::pad(c, w + 2));
+            }
+        }
+        l.push_str(&width::elide(labels, room));
+        l.trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(head, "LABELS"))?;
+    for (e, r) in v.entries.iter().zip(&rows) {
+        let labels = shown_labels(&e.labels);
+        let cells = [&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]].map(String::as_str);
+        writeln!(
+            out,
+            "{}",
+            line(cells, labels.first().map_or("", String::as_str))
+        )?;
+        for l in labels.iter().skip(1) {
+            writeln!(out, "{}{}", " ".repeat(used), width::elide(l, room))?;
+        }
     }
     Ok(())
 }

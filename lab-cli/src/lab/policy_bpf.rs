@@ -222,7 +222,7 @@ pub fn endpoints(lab: &Lab) -> Result<EndpointsView, LabError> {
                 .push(n.node.clone());
         }
     }
-    endpoints.sort_by_key(|e| e.endpoint);
+    endpoints.sort_by(|a, b| (&a.node, a.endpoint).cmp(&(&b.node, b.endpoint)));
     Ok(EndpointsView {
         lab: lab.name().to_owned(),
         endpoints,
