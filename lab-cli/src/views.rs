@@ -996,9 +996,38 @@ fn policy_views_fit_80_columns() {
             selects: (1..=9).map(|i| format!("{LAB}/deathstar-{i}")).collect(),
         })
         .collect();
+    let enforced = |policy_mode, plan: Option<crate::kernel::datapath::Shown>, dry_run| {
+        lab::policy::Enforced {
+            policy_mode,
+            enforced: plan.is_some(),
+            plan,
+            nodes: 2,
+            dry_run,
+        }
+    };
+    let shown = crate::kernel::datapath::Shown {
+        unit: "nft rules and set elements",
+        changes: 12_345,
+        parts: vec![crate::kernel::datapath::ShownPart {
+            target: format!("{LAB}/node1"),
+            changes: 12_345,
+            lines: vec![format!(
+                "add rule ip labctl-policy ingress-deathstar-1 ip saddr @peers-0123abcd meta l4proto . th dport {{ tcp . 80, udp . 53-60 }} counter return comment \"default/{} ingress[0]\"",
+                "x".repeat(60)
+            )],
+        }],
+    };
     fits("policy apply", |out| {
-        commands::policy::write_applied(out, LAB, Some(PolicyMode::Netfilter), &applied)?;
-        commands::policy::write_applied(out, LAB, None, &applied)
+        commands::policy::write_applied(out, &applied)?;
+        for e in [
+            enforced(Some(PolicyMode::Netfilter), None, false),
+            enforced(None, None, false),
+            enforced(Some(PolicyMode::Netfilter), Some(shown.clone()), false),
+            enforced(Some(PolicyMode::Netfilter), Some(shown.clone()), true),
+        ] {
+            commands::policy::write_enforced(out, LAB, &e, true)?;
+        }
+        Ok(())
     });
     let listed: Vec<commands::policy::Listed> = l
         .state
@@ -1038,6 +1067,7 @@ fn policy_views_fit_80_columns() {
         },
         selected_before: l.state.policies.iter().map(|p| p.key()).collect(),
         selected_after: Vec::new(),
+        enforced: enforced(Some(PolicyMode::Ebpf), None, false),
     };
     fits("lab pod label", |out| {
         commands::lab::write_relabelled(out, &r)

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::values;
+use super::{svc::PlanArgs, values};
 use crate::{output::OutputFormat, policy::model::Protocol};
 
 #[derive(Debug, Args)]
@@ -69,9 +69,11 @@ pub struct PolicyApplyArgs {
     /// The lab [default: the only lab up, or the only one with a policy mode].
     #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
-    /// Output: text for people, json for scripts.
+    /// Output: text for people, json for scripts (with the plan).
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub plan: PlanArgs,
 }
 
 #[derive(Debug, Args)]

@@ -15,9 +15,9 @@ use crate::{
     kernel::privilege,
     lab::{
         Lab,
-        policy::{self as lab_policy, Applied, Target, Trace},
+        policy::{self as lab_policy, Applied, Enforced, Target, Trace},
     },
-    output::{OutputFormat, exit::Outcome as Exit, width},
+    output::{OutputFormat, exit::Outcome as Exit, plan, width},
     policy::{
         PolicyError, PolicyMode,
         eval::{Evaluator, Hop, Outcome},
@@ -51,47 +51,89 @@ fn read(path: &Path) -> Result<Vec<Policy>, PolicyError> {
     Ok(yaml::parse(&name, &text)?)
 }
 
-/// What enforces a lab's policies, in one sentence.
-pub(crate) fn enforcement(lab: &str, mode: Option<PolicyMode>) -> String {
-    match mode {
-        None => format!(
+/// What enforces a lab's policies, and what it wrote, in one sentence.
+pub(crate) fn enforcement(lab: &str, e: &Enforced) -> String {
+    match (e.policy_mode, &e.plan) {
+        (None, _) => format!(
             "lab `{lab}` has no --policy-mode: its policies are recorded and traced (`labctl policy trace`), not enforced, as on a CNI without policy support"
         ),
-        Some(mode) => format!(
+        (Some(mode), None) => format!(
             "lab `{lab}` has --policy-mode {mode}: recorded; `labctl policy trace` shows what the {mode} datapath is to decide (this version does not build it yet)"
         ),
+        (Some(mode), Some(p)) if e.dry_run => format!(
+            "{mode} datapath: {} {} would be written on {} node(s) (dry run: nothing was written or recorded)",
+            p.changes, p.unit, e.nodes
+        ),
+        (Some(mode), Some(p)) => format!(
+            "{mode} datapath: {} {} written on {} node(s)",
+            p.changes, p.unit, e.nodes
+        ),
     }
+}
+
+/// The enforcement of a change as JSON fields.
+fn enforcement_json(e: &Enforced) -> serde_json::Value {
+    serde_json::json!({
+        "policy_mode": e.policy_mode,
+        "enforced": e.enforced,
+        "dry_run": e.dry_run,
+        "nodes": e.nodes,
+        "changes": e.plan.as_ref().map(|p| p.changes),
+        "unit": e.plan.as_ref().map(|p| p.unit),
+        "plan": e.plan.as_ref().map(|p| &p.parts),
+    })
+}
+
+/// Merges the enforcement's fields into a JSON object.
+pub(crate) fn with_enforcement(mut v: serde_json::Value, e: &Enforced) -> serde_json::Value {
+    if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), enforcement_json(e)) {
+        obj.extend(more);
+    }
+    v
+}
+
+/// The enforcement line, then the plan when asked for (always in a dry
+/// run).
+pub(crate) fn write_enforced(
+    out: &mut impl Write,
+    lab: &str,
+    e: &Enforced,
+    show_plan: bool,
+) -> io::Result<()> {
+    width::write_fill(out, &enforcement(lab, e), "", "  ")?;
+    if let Some(p) = &e.plan
+        && (show_plan || e.dry_run)
+    {
+        write!(out, "{}", plan::render(p))?;
+    }
+    Ok(())
 }
 
 fn apply(args: PolicyApplyArgs) -> anyhow::Result<Exit> {
     let policies = read(&args.file)?;
     privilege::require_netns_admin("policy apply")?;
     let lab = lab_policy::pick_lab(args.lab.as_deref())?;
-    let applied = lab_policy::apply(lab.name(), policies)?;
+    let (applied, enforced) = lab_policy::apply(lab.name(), policies, args.plan.dry_run)?;
     let mut out = anstream::stdout().lock();
-    let mode = lab.plan.options.policy_mode;
     match args.output {
         OutputFormat::Json => writeln!(
             out,
             "{}",
-            serde_json::json!({
-                "lab": lab.name(), "applied": applied, "policy_mode": mode,
-                "enforced": false,
-            })
+            with_enforcement(
+                serde_json::json!({ "lab": lab.name(), "applied": applied }),
+                &enforced
+            )
         )?,
-        OutputFormat::Text => write_applied(&mut out, lab.name(), mode, &applied)?,
+        OutputFormat::Text => {
+            write_applied(&mut out, &applied)?;
+            write_enforced(&mut out, lab.name(), &enforced, args.plan.show_plan)?;
+        }
     }
     Ok(Exit::Success)
 }
 
-/// `policy apply` as text: one line per policy as kubectl says it, and
-/// who enforces.
-pub(crate) fn write_applied(
-    out: &mut impl Write,
-    lab: &str,
-    mode: Option<PolicyMode>,
-    applied: &[Applied],
-) -> io::Result<()> {
+/// `policy apply` as text: one line per policy as kubectl says it.
+pub(crate) fn write_applied(out: &mut impl Write, applied: &[Applied]) -> io::Result<()> {
     for a in applied {
         let selects = if a.selects.is_empty() {
             "selects no pod".to_owned()
@@ -110,7 +152,7 @@ pub(crate) fn write_applied(
             "  ",
         )?;
     }
-    width::write_fill(out, &enforcement(lab, mode), "", "")
+    Ok(())
 }
 
 fn delete(args: PolicyDeleteArgs) -> anyhow::Result<Exit> {
@@ -123,13 +165,16 @@ fn delete(args: PolicyDeleteArgs) -> anyhow::Result<Exit> {
     };
     privilege::require_netns_admin("policy delete")?;
     let lab = lab_policy::pick_lab(args.lab.as_deref())?;
-    let deleted = lab_policy::delete(lab.name(), &targets)?;
+    let (deleted, enforced) = lab_policy::delete(lab.name(), &targets)?;
     let mut out = anstream::stdout().lock();
     match args.output {
         OutputFormat::Json => writeln!(
             out,
             "{}",
-            serde_json::json!({ "lab": lab.name(), "deleted": deleted })
+            with_enforcement(
+                serde_json::json!({ "lab": lab.name(), "deleted": deleted }),
+                &enforced
+            )
         )?,
         OutputFormat::Text => {
             for key in &deleted {
@@ -139,6 +184,9 @@ fn delete(args: PolicyDeleteArgs) -> anyhow::Result<Exit> {
                     key.kind.as_str().to_lowercase(),
                     lab.name()
                 )?;
+            }
+            if enforced.enforced {
+                write_enforced(&mut out, lab.name(), &enforced, false)?;
             }
         }
     }

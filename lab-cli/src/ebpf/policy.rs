@@ -114,6 +114,18 @@ fn load_and_pin(dir: &Path) -> Result<aya::Ebpf, ProgramSetupError> {
     Ok(ebpf)
 }
 
+/// Whether the programs load here (the verifier, BTF): loads them and
+/// lets them go, pinning nothing.
+pub fn can_load() -> Result<(), ProgramSetupError> {
+    let mut ebpf = load_object(OBJECT, objects::POLICY, |_| {})?;
+    for side in Side::BOTH {
+        let name = side.program();
+        let prog: &mut SchedClassifier = program(&mut ebpf, OBJECT, name)?;
+        prog.load().map_err(|e| LoadError::load(name, e))?;
+    }
+    Ok(())
+}
+
 /// Loads the object for the node `ns` unless it is (maps and programs
 /// pinned under `dir`), and attaches both programs to each of `veths`
 /// that lacks its link. Returns the links made.

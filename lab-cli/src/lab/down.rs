@@ -35,6 +35,8 @@ pub enum TeardownError {
     Nat(Box<ProgramSetupError>),
     #[error("{0}")]
     Services(String),
+    #[error("{0}")]
+    Policy(String),
     #[error("cannot inspect or remove {path}: {source}")]
     Stat {
         path: PathBuf,
@@ -89,13 +91,18 @@ pub fn teardown(state: &LabState) -> Vec<TeardownError> {
         ours.push((record, NetNs::at(&record.name, &path)));
     }
     // The services' datapath (its pinned programs and maps outlive the
-    // namespaces unless removed; socket-LB's hang on the lab's cgroup) and
-    // the pods' cgroups first.
+    // namespaces unless removed; socket-LB's hang on the lab's cgroup), the
+    // pods' cgroups and the policy datapath first.
     let handles: Vec<NetNs> = ours.iter().map(|(_, ns)| ns.handle()).collect();
     let mut errors: Vec<TeardownError> = super::services::teardown(state, &handles)
         .into_iter()
         .map(TeardownError::Services)
         .collect();
+    errors.extend(
+        super::policy::teardown(state, &handles)
+            .into_iter()
+            .map(TeardownError::Policy),
+    );
     errors.extend(refused);
     for (record, ns) in &ours {
         // eBPF masquerading pins (links and maps) outlive the namespace

@@ -111,6 +111,14 @@ pub enum LabError {
     Policy(Box<crate::policy::PolicyError>),
     #[error("several labs are up ({0}); say which with --lab")]
     WhichLab(String),
+    /// Enforcing a change failed: the record keeps what it had, and the
+    /// nodes were set back to it (or could not be: `restored` says).
+    #[error("{source}; {restored}")]
+    NotEnforced {
+        #[source]
+        source: Box<LabError>,
+        restored: String,
+    },
 }
 
 impl From<crate::policy::PolicyError> for LabError {

@@ -5,8 +5,15 @@
 //!
 //! A pod keeps the name every command prints and takes, `LAB/POD`; its
 //! Kubernetes namespace is one of its attributes (as its labels are), and
-//! `LAB/NAMESPACE/POD` names it too. Applied means recorded: the
-//! datapaths that enforce the record come with `--policy-mode`.
+//! `LAB/NAMESPACE/POD` names it too.
+//!
+//! A lab with a `--policy-mode` enforces its record: every change
+//! (`policy apply|delete`, `lab pod label`, and `lab up` first) goes
+//! through [`enforce`], which builds the mode's datapath over the lab's
+//! nodes, checks it, plans what the record asks for (all of it: what is
+//! not asked for goes) and writes the plan; the record is saved only once
+//! the nodes hold it. `lab down` removes what the datapath wrote
+//! ([`teardown`]).
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
@@ -16,15 +23,19 @@ use serde::Serialize;
 use super::{
     Lab, LabError,
     names::display,
-    plan::PodPlan,
+    plan::{Plan, PodPlan},
     state::{LabLock, LabState},
 };
-use crate::policy::{
-    Cluster, Evaluator, Flavor, Party, PolicyError, PolicyMode, Query, Verdict,
-    eval::{Namespace, Node, Pod},
-    identity::{self, Identities, IdentityChange},
-    model::{Kind, Labels, Policy, PolicyKey, Protocol},
-    yaml,
+use crate::{
+    kernel::{datapath::Shown, netns::NetNs},
+    policy::{
+        Cluster, Evaluator, Flavor, Party, PolicyError, PolicyMode, Query, Verdict,
+        datapath::{self, Nodes, PodPort, Want},
+        eval::{Namespace, Node, Pod},
+        identity::{self, Identities, IdentityChange},
+        model::{Kind, Labels, Policy, PolicyKey, Protocol},
+        yaml,
+    },
 };
 
 /// The namespaces every cluster has, whether pods run there or not.
@@ -123,6 +134,206 @@ pub fn pick_lab(name: Option<&str>) -> Result<Lab, LabError> {
     Err(LabError::WhichLab(names))
 }
 
+/// Where a lab's policy datapath works: its nodes (as output names them,
+/// their namespaces opened) with the pods each holds (address and
+/// host-side veth).
+pub fn nodes(plan: &Plan) -> Result<Nodes, LabError> {
+    let mut nodes = Vec::new();
+    for (i, n) in plan.nodes.iter().enumerate() {
+        nodes.push(datapath::Node {
+            name: display(&plan.lab, &n.name),
+            ns: NetNs::open(&n.netns)?,
+            pods: pod_ports(plan, i),
+        });
+    }
+    Ok(Nodes {
+        lab: plan.lab.clone(),
+        nodes,
+    })
+}
+
+fn pod_ports(plan: &Plan, node: usize) -> Vec<PodPort> {
+    plan.pods
+        .iter()
+        .filter(|p| p.node == node)
+        .map(|p| PodPort {
+            name: display(&plan.lab, &p.name),
+            addr: p.addr,
+            veth: p.host_veth.clone(),
+        })
+        .collect()
+}
+
+/// Whether `mode` can enforce here (before `lab up` builds anything): a
+/// mode still being built is no obstacle (it records only).
+pub fn check_mode(lab: &str, mode: PolicyMode) -> Result<(), LabError> {
+    let dp = datapath::datapath(
+        mode,
+        Nodes {
+            lab: lab.to_owned(),
+            nodes: Vec::new(),
+        },
+    );
+    match dp.check() {
+        Ok(()) | Err(PolicyError::NotEnforced(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What an enforcement did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct Enforced {
+    pub policy_mode: Option<PolicyMode>,
+    /// Whether the mode's datapath enforces the record (false: no policy
+    /// mode, or a mode that only records for now).
+    pub enforced: bool,
+    /// What was written (or would be), in the mode's own units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Shown>,
+    /// The lab's nodes.
+    pub nodes: usize,
+    /// True: nothing was written (neither the kernel nor the record).
+    pub dry_run: bool,
+}
+
+/// Enforces lab `lab`'s record as it is in memory (policies, labels,
+/// identities) on its nodes with its `--policy-mode`: checks the
+/// datapath, plans, and writes the plan unless `dry_run`.
+pub fn enforce(lab: &Lab, dry_run: bool) -> Result<Enforced, LabError> {
+    let mode = lab.plan.options.policy_mode;
+    let recorded = Enforced {
+        policy_mode: mode,
+        enforced: false,
+        plan: None,
+        nodes: lab.plan.nodes.len(),
+        dry_run,
+    };
+    let Some(mode) = mode else {
+        return Ok(recorded);
+    };
+    let dp = datapath::datapath(mode, nodes(&lab.plan)?);
+    match dp.check() {
+        Ok(()) => {}
+        Err(PolicyError::NotEnforced(_)) => return Ok(recorded),
+        Err(e) => return Err(e.into()),
+    }
+    let cluster = cluster(lab);
+    let (ids, _) = identities(lab, &cluster);
+    let planned = dp.plan(&Want {
+        cluster: &cluster,
+        identities: &ids,
+        policies: &lab.state.policies,
+    })?;
+    if !dry_run {
+        dp.apply(&planned)?;
+    }
+    Ok(Enforced {
+        enforced: true,
+        plan: Some(planned.shown()),
+        ..recorded
+    })
+}
+
+/// Enforces `lab` (its record changed in memory) and saves the record
+/// once the nodes hold it. When writing fails, the record is not saved
+/// and the nodes are set back to `before` (what the record still says);
+/// the error says whether that worked.
+fn enforce_and_save(lab: &mut Lab, before: LabState, dry_run: bool) -> Result<Enforced, LabError> {
+    match enforce(lab, dry_run) {
+        Ok(done) => {
+            if !dry_run {
+                lab.state.save()?;
+            }
+            Ok(done)
+        }
+        Err(e) => {
+            let old = Lab {
+                plan: lab.plan.clone(),
+                state: before,
+            };
+            let restored = match enforce(&old, false) {
+                Ok(_) => "nothing was recorded, and the nodes hold the previous policies again"
+                    .to_owned(),
+                Err(e2) => format!(
+                    "nothing was recorded, and setting the previous policies back failed too ({e2}): the nodes may hold part of the change; fix the cause and run the command again, or `labctl lab down {}`",
+                    lab.name()
+                ),
+            };
+            Err(LabError::NotEnforced {
+                source: Box::new(e),
+                restored,
+            })
+        }
+    }
+}
+
+/// `lab up`: installs the lab's policy datapath and enforces the record
+/// (no policies yet: the datapath's skeleton). A mode still being built
+/// records only.
+pub(super) fn build(plan: &Plan, state: &LabState) -> Result<(), LabError> {
+    let Some(mode) = plan.options.policy_mode else {
+        return Ok(());
+    };
+    let dp = datapath::datapath(mode, nodes(plan)?);
+    match dp.check() {
+        Ok(()) => {}
+        Err(PolicyError::NotEnforced(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    dp.install()?;
+    let lab = Lab {
+        plan: plan.clone(),
+        state: state.clone(),
+    };
+    enforce(&lab, false).map(drop)
+}
+
+/// `lab down`: removes what the policy datapath wrote in the lab's nodes
+/// that are still its own (`ours`: namespaces whose inode is the recorded
+/// one): what could not be, one sentence each. Works from the record
+/// alone, whatever state a killed command left.
+pub(super) fn teardown(state: &LabState, ours: &[NetNs]) -> Vec<String> {
+    let Some(mode) = state.options.policy_mode else {
+        return Vec::new();
+    };
+    let plan = super::scenario::find(&state.scenario)
+        .and_then(|sc| Plan::new(&state.lab, sc, state.options.clone()).ok());
+    let nodes = ours
+        .iter()
+        .filter_map(|ns| match &plan {
+            Some(p) => p
+                .nodes
+                .iter()
+                .position(|n| n.netns == ns.name())
+                .map(|i| datapath::Node {
+                    name: display(&p.lab, &p.nodes[i].name),
+                    ns: ns.handle(),
+                    pods: pod_ports(p, i),
+                }),
+            None => Some(datapath::Node {
+                name: ns.name().to_owned(),
+                ns: ns.handle(),
+                pods: Vec::new(),
+            }),
+        })
+        .collect();
+    let dp = datapath::datapath(
+        mode,
+        Nodes {
+            lab: state.lab.clone(),
+            nodes,
+        },
+    );
+    match dp.teardown() {
+        Ok(()) => Vec::new(),
+        Err(PolicyError::Teardown(each)) => each
+            .into_iter()
+            .map(|e| format!("cannot remove the {mode} policy datapath: {e}"))
+            .collect(),
+        Err(e) => vec![format!("cannot remove the {mode} policy datapath: {e}")],
+    }
+}
+
 /// What `apply` did to one policy, as kubectl says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -151,10 +362,16 @@ pub struct Applied {
 }
 
 /// Records `policies` in lab `lab` (each replacing one of the same kind,
-/// namespace and name): all of them, or none when one is refused.
-pub fn apply(lab: &str, policies: Vec<Policy>) -> Result<Vec<Applied>, LabError> {
+/// namespace and name) and enforces the result: all of them, or none when
+/// one is refused (`dry_run`: only plans, changes nothing).
+pub fn apply(
+    lab: &str,
+    policies: Vec<Policy>,
+    dry_run: bool,
+) -> Result<(Vec<Applied>, Enforced), LabError> {
     let _lock = LabLock::acquire()?;
     let mut lab = Lab::open(lab)?;
+    let before = lab.state.clone();
     let known = namespaces(&lab);
     for p in &policies {
         if !known.contains(&p.namespace) {
@@ -194,9 +411,7 @@ pub fn apply(lab: &str, policies: Vec<Policy>) -> Result<Vec<Applied>, LabError>
         };
         actions.push((key, action));
     }
-    if actions.iter().any(|(_, a)| *a != Action::Unchanged) {
-        lab.state.save()?;
-    }
+    let enforced = enforce_and_save(&mut lab, before, dry_run)?;
     let cluster = cluster(&lab);
     let eval = Evaluator::new(
         &cluster,
@@ -204,7 +419,7 @@ pub fn apply(lab: &str, policies: Vec<Policy>) -> Result<Vec<Applied>, LabError>
         &lab.state.policies,
         flavor(&lab),
     );
-    Ok(actions
+    let applied = actions
         .into_iter()
         .map(|(key, action)| {
             let selects = lab
@@ -225,7 +440,8 @@ pub fn apply(lab: &str, policies: Vec<Policy>) -> Result<Vec<Applied>, LabError>
                 selects,
             }
         })
-        .collect())
+        .collect();
+    Ok((applied, enforced))
 }
 
 /// A policy named on the command line: `NAME`, `NAMESPACE/NAME`, either
@@ -293,11 +509,12 @@ fn resolve(lab: &str, state: &LabState, target: &Target) -> Result<PolicyKey, La
     }
 }
 
-/// Removes the named policies from lab `lab`: all of them, or none when
-/// one is not there.
-pub fn delete(lab: &str, targets: &[Target]) -> Result<Vec<PolicyKey>, LabError> {
+/// Removes the named policies from lab `lab` and enforces the rest: all
+/// of them, or none when one is not there.
+pub fn delete(lab: &str, targets: &[Target]) -> Result<(Vec<PolicyKey>, Enforced), LabError> {
     let _lock = LabLock::acquire()?;
     let mut lab = Lab::open(lab)?;
+    let before = lab.state.clone();
     let mut keys = Vec::new();
     for t in targets {
         let key = resolve(lab.name(), &lab.state, t)?;
@@ -306,8 +523,8 @@ pub fn delete(lab: &str, targets: &[Target]) -> Result<Vec<PolicyKey>, LabError>
         }
     }
     lab.state.policies.retain(|p| !keys.contains(&p.key()));
-    lab.state.save()?;
-    Ok(keys)
+    let enforced = enforce_and_save(&mut lab, before, false)?;
+    Ok((keys, enforced))
 }
 
 /// One change of `lab pod label`.
@@ -350,6 +567,8 @@ pub struct Relabelled {
     /// The policies selecting it before and after.
     pub selected_before: Vec<PolicyKey>,
     pub selected_after: Vec<PolicyKey>,
+    /// What the lab's policy datapath wrote for it.
+    pub enforced: Enforced,
 }
 
 /// The key of a policy-selected-by list of pod `pod`.
@@ -377,6 +596,7 @@ pub fn relabel(
 ) -> Result<Relabelled, LabError> {
     let _lock = LabLock::acquire()?;
     let mut lab = Lab::open(lab)?;
+    let before_state = lab.state.clone();
     let plan = lab
         .plan
         .find_pod(pod)
@@ -447,7 +667,7 @@ pub fn relabel(
         selecting(&eval, index)
     };
     lab.state.identities = Some(after_ids);
-    lab.state.save()?;
+    let enforced = enforce_and_save(&mut lab, before_state, false)?;
     Ok(Relabelled {
         lab: lab.name().to_owned(),
         pod: display(lab.name(), &plan.name),
@@ -459,6 +679,7 @@ pub fn relabel(
         change,
         selected_before,
         selected_after,
+        enforced,
     })
 }
 

@@ -19,49 +19,21 @@ use serde::Serialize;
 use super::{
     Lab, LabError,
     names::display,
-    policy::{cluster, identities},
+    policy::{cluster, identities, nodes},
 };
 use crate::{
     ebpf::{
         pins,
         policy::{self as progs, PolicyMaps, PolicyRow},
     },
-    kernel::netns::NetNs,
     policy::{
         PolicyError, PolicyMode,
         bpf::{self, ipcache_block},
-        datapath::{Node, Nodes, PodPort},
         identity::{self, Identities},
         maps::FIRST_CIDR_IDENTITY,
         model::Direction,
     },
 };
-
-/// The lab's nodes and their pods' veths, for the policy datapath.
-pub fn nodes(lab: &Lab) -> Result<Nodes, LabError> {
-    let mut nodes = Vec::new();
-    for (i, n) in lab.plan.nodes.iter().enumerate() {
-        nodes.push(Node {
-            name: display(lab.name(), &n.name),
-            ns: NetNs::open(&n.netns)?,
-            pods: lab
-                .plan
-                .pods
-                .iter()
-                .filter(|p| p.node == i)
-                .map(|p| PodPort {
-                    name: display(lab.name(), &p.name),
-                    addr: p.addr,
-                    veth: p.host_veth.clone(),
-                })
-                .collect(),
-        });
-    }
-    Ok(Nodes {
-        lab: lab.name().to_owned(),
-        nodes,
-    })
-}
 
 /// One node's maps as read.
 struct NodeMaps {
@@ -78,7 +50,7 @@ fn read_nodes(lab: &Lab) -> Result<Vec<NodeMaps>, LabError> {
         return Err(PolicyError::NoEbpfMaps(lab.name().to_owned()).into());
     }
     let mut out = Vec::new();
-    for n in &nodes(lab)?.nodes {
+    for n in &nodes(&lab.plan)?.nodes {
         let dir = pins::policy(n.ns.inode()?);
         if !progs::loaded(&dir) {
             continue;

@@ -46,6 +46,9 @@ pub fn up(plan: &Plan, fail_at_step: Option<usize>) -> Result<LabState, LabError
     if let Some(mode) = plan.kube_proxy() {
         services::check_mode(mode)?;
     }
+    if let Some(mode) = plan.options.policy_mode {
+        super::policy::check_mode(&plan.lab, mode)?;
+    }
     // Refuse before building anything if a name is taken by someone else.
     for name in plan.namespaces() {
         // An empty mount point left by a killed create or delete only
@@ -154,6 +157,10 @@ fn build(plan: &Plan, state: &mut LabState, steps: &mut Steps) -> Result<(), Lab
         steps.next(&format!("services ({mode})"))?;
         svc::build(plan, state)?;
     }
+    if let Some(mode) = plan.options.policy_mode {
+        steps.next(&format!("network policy ({mode})"))?;
+        super::policy::build(plan, state)?;
+    }
     Ok(())
 }
 
@@ -228,7 +235,10 @@ fn wire_node(plan: &Plan, node: &NodePlan, world: &Rtnl, alias: &str) -> Result<
     // kube-proxy needs bridged traffic to pass netfilter too (what
     // br_netfilter does on a real node): a backend's reply to a client on
     // the same bridge must meet conntrack to be translated back.
-    let nf_bridge = plan.scenario.policy || plan.kube_proxy().is_some_and(|m| m.is_netfilter());
+    // So do netfilter's policy rules, to judge pods of one node.
+    let nf_bridge = plan.scenario.policy
+        || plan.kube_proxy().is_some_and(|m| m.is_netfilter())
+        || plan.options.policy_mode == Some(crate::policy::PolicyMode::Netfilter);
     rt.add_bridge(POD_BRIDGE, pod_mtu, nf_bridge)?;
     rt.set_alias(POD_BRIDGE, alias)?;
     rt.add_address(POD_BRIDGE, IpAddr::V4(node.gateway), POD_PREFIX)?;

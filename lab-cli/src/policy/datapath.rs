@@ -12,7 +12,14 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Policy, PolicyMode, eval::Cluster, identity::Identities};
+use serde::Serialize;
+
+use super::{
+    Policy, PolicyMode,
+    eval::{Cluster, Verdict},
+    identity::Identities,
+    model::Direction,
+};
 use crate::kernel::{
     datapath::{Plan, ToolRun},
     netns::NetNs,
@@ -67,6 +74,39 @@ pub struct PodPort {
     pub veth: String,
 }
 
+/// Where a datapath decides one direction of a connection, for `policy
+/// trace`: the object and the entry that let it through or drop it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub direction: Direction,
+    /// The pod whose policy it is (`LAB/POD`).
+    pub pod: String,
+    /// The node that holds it (`lab/node1`).
+    pub node: String,
+    /// The object, in the mode's words (`chain ingress-deathstar-1`).
+    pub place: String,
+    /// The entry that decides (`rule "default/rule1 ingress[0]"`).
+    pub entry: String,
+    /// Whether it lets the connection through.
+    pub allows: bool,
+    /// What the entry counted, read from the kernel (None: not read, or
+    /// nothing counts there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
+    /// Whether the kernel holds it (None: not read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
+}
+
+/// What a datapath holds on one node, read back, in its own words (`lab
+/// status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Held {
+    /// `lab/node1`.
+    pub node: String,
+    pub lines: Vec<String>,
+}
+
 /// One `--policy-mode`: where its state lives, and how it is planned,
 /// written, read back and removed.
 pub trait PolicyDatapath {
@@ -98,6 +138,18 @@ pub trait PolicyDatapath {
     /// Whether it loads eBPF programs (CAP_BPF and CAP_SYS_ADMIN).
     fn loads_programs(&self) -> bool {
         false
+    }
+
+    /// Where it decides each direction of `verdict` (the evaluator's, read
+    /// as this mode reads policies) on a pod of its nodes, with what the
+    /// kernel counted there when it can be read (`policy trace`).
+    fn explain(&self, _want: &Want<'_>, _verdict: &Verdict) -> Vec<Decision> {
+        Vec::new()
+    }
+
+    /// What each node holds, read back (`lab status`).
+    fn held(&self) -> Result<Vec<Held>, super::PolicyError> {
+        Ok(Vec::new())
     }
 }
 

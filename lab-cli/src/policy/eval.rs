@@ -477,6 +477,14 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// The pods `peer` of `policy` (applying to pod `endpoint`) selects,
+    /// as this flavor reads it (the netfilter datapath's peer sets).
+    pub fn peer_pods(&self, policy: &Policy, peer: &Peer, endpoint: usize) -> Vec<usize> {
+        (0..self.cluster.pods.len())
+            .filter(|&q| self.peer_matches(policy, peer, endpoint, Party::Pod(q), &mut Vec::new()))
+            .collect()
+    }
+
     fn rule_matches(
         &self,
         policy: &Policy,

@@ -23,6 +23,8 @@ pub mod yaml;
 
 use thiserror::Error;
 
+use crate::kernel::{datapath::ApplyError, tool::ToolError};
+
 pub use eval::{Cluster, Evaluator, Flavor, Party, Query, Verdict};
 pub use model::{Kind, Policy, PolicyKey};
 pub use yaml::ParseError;
@@ -129,6 +131,18 @@ pub enum PolicyError {
     BadParty(String),
     #[error("neither `{from}` nor `{to}` is a pod: a trace needs a pod on at least one side")]
     NoPod { from: String, to: String },
+    #[error("the `nft` command was not found; install nftables (`apt-get install nftables`)")]
+    NftMissing,
+    #[error(
+        "--policy-mode netfilter needs br_netfilter (pods of one node talk across a bridge, which netfilter sees only through it), and /proc/sys/net/bridge is missing: load it with `modprobe br_netfilter`"
+    )]
+    NoBrNetfilter,
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error(transparent)]
+    Apply(Box<ApplyError>),
+    #[error("a plan made by the {0} datapath cannot be written by another one")]
+    ForeignPlan(&'static str),
     #[error(transparent)]
     Program(#[from] crate::ebpf::error::ProgramSetupError),
     #[error(
@@ -139,8 +153,6 @@ pub enum PolicyError {
         node: String,
         reason: String,
     },
-    #[error(transparent)]
-    Apply(Box<crate::kernel::datapath::ApplyError>),
     #[error(
         "lab `{0}` holds no eBPF policy maps: they come with `labctl lab up SCENARIO --policy-mode ebpf` (`labctl policy trace` judges policies in every mode)"
     )]
@@ -149,10 +161,13 @@ pub enum PolicyError {
         "pod `{0}` is no endpoint of any node's policy maps yet: apply a policy (`labctl policy apply -f FILE`) or check `labctl policy endpoints`"
     )]
     NoEndpoint(String),
+    /// What a teardown could not remove, one sentence per object.
+    #[error("{}", .0.join("; "))]
+    Teardown(Vec<String>),
 }
 
-impl From<crate::kernel::datapath::ApplyError> for PolicyError {
-    fn from(e: crate::kernel::datapath::ApplyError) -> Self {
+impl From<ApplyError> for PolicyError {
+    fn from(e: ApplyError) -> Self {
         PolicyError::Apply(Box::new(e))
     }
 }
@@ -162,7 +177,14 @@ impl PolicyError {
     pub fn is_usage(&self) -> bool {
         !matches!(
             self,
-            PolicyError::Program(_) | PolicyError::NoVeth { .. } | PolicyError::Apply(_)
+            PolicyError::NftMissing
+                | PolicyError::NoBrNetfilter
+                | PolicyError::Tool(_)
+                | PolicyError::Apply(_)
+                | PolicyError::ForeignPlan(_)
+                | PolicyError::Teardown(_)
+                | PolicyError::Program(_)
+                | PolicyError::NoVeth { .. }
         )
     }
 }

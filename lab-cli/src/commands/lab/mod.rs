@@ -125,7 +125,12 @@ fn label(args: LabPodLabelArgs) -> anyhow::Result<Outcome> {
     let mut out = anstream::stdout().lock();
     match args.output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&r)?)?,
-        OutputFormat::Text => write_relabelled(&mut out, &r)?,
+        OutputFormat::Text => {
+            write_relabelled(&mut out, &r)?;
+            if r.enforced.enforced {
+                crate::commands::policy::write_enforced(&mut out, lab.name(), &r.enforced, false)?;
+            }
+        }
     }
     Ok(Outcome::Success)
 }
