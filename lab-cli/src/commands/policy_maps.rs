@@ -76,12 +76,12 @@ fn side_by_side(
 }
 
 pub(crate) fn write_identities(out: &mut impl Write, rows: &[IdentityRow]) -> io::Result<()> {
-    writeln!(out, "{:<10}{:<38}PODS", "IDENTITY", "LABELS")?;
+    writeln!(out, "{:<10}{:<42}PODS", "IDENTITY", "LABELS")?;
     for r in rows {
         side_by_side(
             out,
             &r.identity.to_string(),
-            &[(&shown_labels(&r.labels), 36), (&r.pods, 30)],
+            &[(&shown_labels(&r.labels), 40), (&r.pods, 26)],
         )?;
     }
     Ok(())

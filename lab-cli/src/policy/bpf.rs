@@ -111,48 +111,45 @@ impl MapOp {
     }
 }
 
-impl fmt::Display for MapOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl MapOp {
+    /// One plan line; `pod` names the endpoint (else its id shows).
+    pub fn line(&self, pod: Option<&str>) -> String {
         let sign = if self.is_put() { '+' } else { '-' };
         match self {
-            MapOp::Ipcache { block, identity } => {
-                write!(f, "{sign} ipcache   {block}")?;
-                if let Some(id) = identity {
-                    write!(f, " -> identity {id}")?;
-                }
-                Ok(())
-            }
-            MapOp::Endpoint { ifindex, info } => {
-                write!(f, "{sign} endpoint  ifindex {ifindex}")?;
-                if let Some(i) = info {
-                    write!(
-                        f,
-                        " -> id {} {} identity {}{}",
-                        i.id,
-                        Ipv4Addr::from(i.ip4.to_ne_bytes()),
-                        i.identity,
-                        enforced_note(i.flags)
-                    )?;
-                }
-                Ok(())
-            }
+            MapOp::Ipcache { block, identity } => match identity {
+                Some(id) => format!("{sign} ipcache   {block} -> identity {id}"),
+                None => format!("{sign} ipcache   {block}"),
+            },
+            MapOp::Endpoint { ifindex, info } => match info {
+                Some(i) => format!(
+                    "{sign} endpoint  {} ifindex {ifindex} identity {}{}",
+                    pod.map_or_else(|| format!("ep {}", i.id), |p| format!("{p} (ep {})", i.id)),
+                    i.identity,
+                    enforced_note(i.flags)
+                ),
+                None => format!("{sign} endpoint  ifindex {ifindex}"),
+            },
             MapOp::Policy { prefix, key, flags } => {
-                let deny = flags.map(|fl| fl & ENTRY_DENY != 0);
-                write!(
-                    f,
-                    "{sign} policy    ep {} {} {} {}{}",
-                    key.endpoint,
+                let verdict = match flags.map(|fl| fl & ENTRY_DENY != 0) {
+                    Some(true) => " deny",
+                    Some(false) => " allow",
+                    None => "",
+                };
+                format!(
+                    "{sign} policy    {} {} {} {}{verdict}",
+                    pod.map_or_else(|| format!("ep {}", key.endpoint), str::to_owned),
                     if key.egress != 0 { "egress" } else { "ingress" },
                     peer_name(key.sec_label),
                     port_proto(*prefix, key),
-                    match deny {
-                        Some(true) => " deny",
-                        Some(false) => " allow",
-                        None => "",
-                    }
                 )
             }
         }
+    }
+}
+
+impl fmt::Display for MapOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.line(None))
     }
 }
 
@@ -161,9 +158,9 @@ fn enforced_note(flags: u32) -> &'static str {
         flags & EP_INGRESS_DEFAULT_DENY != 0,
         flags & EP_EGRESS_DEFAULT_DENY != 0,
     ) {
-        (true, true) => " (enforcing both)",
-        (true, false) => " (enforcing ingress)",
-        (false, true) => " (enforcing egress)",
+        (true, true) => ", enforcing both",
+        (true, false) => ", enforcing ingress",
+        (false, true) => ", enforcing egress",
         (false, false) => "",
     }
 }
@@ -585,9 +582,13 @@ impl Ebpf {
         let plugged = Self::plugged(node)?;
         let rows = node_rows(view, want, self.cluster_node(node), &plugged);
         let ops = current.diff(&rows);
+        let lab_prefix = format!("{}/", self.nodes.lab);
         let names: BTreeMap<u32, &str> = plugged
             .iter()
-            .filter_map(|p| Some((endpoint_id(want.cluster.pod_by_name(&p.name)?), &*p.name)))
+            .filter_map(|p| {
+                let id = endpoint_id(want.cluster.pod_by_name(&p.name)?);
+                Some((id, p.name.strip_prefix(&lab_prefix).unwrap_or(&p.name)))
+            })
             .collect();
         let lines = ops
             .iter()
@@ -599,10 +600,7 @@ impl Ebpf {
                     } => Some(info.id),
                     _ => None,
                 };
-                match ep.and_then(|e| names.get(&e)) {
-                    Some(name) => format!("{op}  ({name})"),
-                    None => op.to_string(),
-                }
+                op.line(ep.and_then(|e| names.get(&e).copied()))
             })
             .collect();
         Ok(Part {
