@@ -451,3 +451,253 @@ fn a_veth_that_is_no_endpoint_and_non_ip_frames_pass() {
     expect(&mut b, Side::ToPod, DS_IF, &arp, PASS);
     assert_eq!(events(&b).len(), 1);
 }
+
+mod agreement {
+    //! The programs against the evaluator (Cilium's reading): for policy
+    //! sets covering the semantics, every pod to every pod on TCP 80 and
+    //! 8080, UDP and TCP 53, each node's maps written by the datapath's own
+    //! code (`policy::bpf::node_rows`), the source's egress run on its node,
+    //! then the destination's ingress on its node.
+
+    use lab_cli::policy::{
+        Cluster, Evaluator, Flavor, Party, Query,
+        bpf::{NodeRows, Plugged, node_rows, view},
+        datapath::Want,
+        eval::{Namespace, Node, Pod},
+        identity::Identities,
+        yaml::parse,
+    };
+
+    use super::*;
+
+    fn pod(name: &str, ns: &str, labels: &[(&str, &str)], node: u8, last: u8) -> Pod {
+        Pod {
+            name: format!("lab/{name}"),
+            namespace: ns.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            addr: Ipv4Addr::new(10, 244, node, last),
+            node: format!("node{node}"),
+            service_account: "default".into(),
+        }
+    }
+
+    fn starwars() -> Cluster {
+        let ds = [("org", "empire"), ("class", "deathstar")];
+        Cluster {
+            namespaces: vec![Namespace::named("default"), Namespace::named("kube-system")],
+            pods: vec![
+                pod("deathstar-1", "default", &ds, 1, 2),
+                pod(
+                    "tiefighter",
+                    "default",
+                    &[("org", "empire"), ("class", "tiefighter")],
+                    1,
+                    3,
+                ),
+                pod("deathstar-2", "default", &ds, 2, 2),
+                pod(
+                    "xwing",
+                    "default",
+                    &[("org", "alliance"), ("class", "xwing")],
+                    2,
+                    3,
+                ),
+                pod("coredns", "kube-system", &[("k8s-app", "kube-dns")], 2, 4),
+            ],
+            nodes: (1..=2)
+                .map(|n| Node {
+                    name: format!("node{n}"),
+                    addr: Ipv4Addr::new(172, 18, 0, n + 1),
+                })
+                .collect(),
+        }
+    }
+
+    const SETS: &[(&str, &str)] = &[
+        (
+            "rule1",
+            "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: rule1}
+spec:
+  endpointSelector: {matchLabels: {org: empire, class: deathstar}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {org: empire}}]
+    toPorts: [{ports: [{port: \"80\", protocol: TCP}]}]
+",
+        ),
+        (
+            "default deny in default, DNS from kube-system",
+            "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: default}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-kube-system, namespace: default}
+spec:
+  podSelector: {matchLabels: {class: deathstar}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+",
+        ),
+        (
+            "xwing egress: DNS only",
+            "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: dns-only}
+spec:
+  endpointSelector: {matchLabels: {class: xwing}}
+  egress:
+  - toEndpoints:
+    - matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s-app: kube-dns}
+    toPorts: [{ports: [{port: \"53\", protocol: ANY}]}]
+",
+        ),
+        (
+            "allow all, deny the alliance",
+            "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: no-rebels}
+spec:
+  endpointSelector: {matchLabels: {class: deathstar}}
+  ingress:
+  - fromEntities: [all]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {org: alliance}}]
+",
+        ),
+        (
+            "a port range, and egress default deny",
+            "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: range, namespace: default}
+spec:
+  podSelector: {matchLabels: {class: deathstar}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {class: tiefighter}}}]
+    ports: [{port: 50, endPort: 100, protocol: TCP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: tiefighter-quiet, namespace: default}
+spec:
+  podSelector: {matchLabels: {class: tiefighter}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{podSelector: {matchLabels: {class: deathstar}}}]
+    ports: [{port: 80, protocol: TCP}]
+",
+        ),
+    ];
+
+    /// One bench per node, written as the datapath writes a node.
+    fn benches(cluster: &Cluster, want: &Want<'_>) -> Vec<TestBench> {
+        let v = view(want);
+        (1..=2)
+            .map(|n| {
+                let node = format!("node{n}");
+                let plugged: Vec<Plugged> = cluster
+                    .pods
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.node == node)
+                    .map(|(i, p)| Plugged {
+                        name: p.name.clone(),
+                        addr: p.addr,
+                        ifindex: 10 + i as u32,
+                    })
+                    .collect();
+                let rows = node_rows(&v, want, &node, &plugged);
+                let bench = TestBench::load().unwrap();
+                let mut maps = bench.maps().unwrap();
+                for op in NodeRows::default().diff(&rows) {
+                    op.write(&mut maps).unwrap();
+                }
+                bench
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_programs_agree_with_the_evaluator() {
+        if !common::privileged("policy programs under BPF_PROG_TEST_RUN") {
+            return;
+        }
+        let cluster = starwars();
+        let (ids, _) = cluster.identities(&Identities::default());
+        let mut sport = 20000u16;
+        for (what, yaml) in SETS {
+            let policies = parse("set.yaml", yaml).unwrap();
+            let want = Want {
+                cluster: &cluster,
+                identities: &ids,
+                policies: &policies,
+            };
+            let mut benches = benches(&cluster, &want);
+            let eval = Evaluator::new(&cluster, ids.clone(), &policies, Flavor::Cilium);
+            let (mut checked, mut drops) = (0, 0);
+            for (a, pa) in cluster.pods.iter().enumerate() {
+                for (b, pb) in cluster.pods.iter().enumerate() {
+                    if a == b {
+                        continue;
+                    }
+                    for (proto, port) in [
+                        (Protocol::Tcp, 80),
+                        (Protocol::Tcp, 8080),
+                        (Protocol::Udp, 53),
+                        (Protocol::Tcp, 53),
+                    ] {
+                        sport += 1;
+                        let frame = match proto {
+                            Protocol::Udp => udp(pa.addr, sport, pb.addr, port),
+                            _ => tcp(pa.addr, sport, pb.addr, port),
+                        };
+                        let node = |p: &Pod| usize::from(p.node == "node2");
+                        let run = |bench: &mut TestBench, side, i: usize| {
+                            let out = bench.run(side, 10 + i as u32, &frame).unwrap();
+                            match out.verdict {
+                                TC_ACT_SHOT => Some(match verdict::decode(out.mark) {
+                                    Some((_, true)) => 181u8,
+                                    Some((_, false)) => 133,
+                                    None => panic!("dropped without a policy mark"),
+                                }),
+                                _ => None,
+                            }
+                        };
+                        let dropped = run(&mut benches[node(pa)], Side::FromPod, a)
+                            .or_else(|| run(&mut benches[node(pb)], Side::ToPod, b));
+                        let v = eval.evaluate(&Query {
+                            from: Party::Pod(a),
+                            to: Party::Pod(b),
+                            port,
+                            protocol: proto,
+                        });
+                        assert_eq!(
+                            dropped,
+                            v.drop_reason.map(|r| r.code()),
+                            "{what}: {} -> {} {port}/{}",
+                            pa.name,
+                            pb.name,
+                            proto.lower()
+                        );
+                        checked += 1;
+                        drops += usize::from(dropped.is_some());
+                    }
+                }
+            }
+            assert_eq!(checked, 5 * 4 * 4);
+            assert!(
+                0 < drops && drops < checked,
+                "{what}: {drops} of {checked} dropped"
+            );
+        }
+    }
+}

@@ -83,7 +83,7 @@ impl MapOp {
     }
 
     /// Writes it.
-    fn write(&self, maps: &mut PolicyMaps) -> Result<(), ProgramSetupError> {
+    pub fn write(&self, maps: &mut PolicyMaps) -> Result<(), ProgramSetupError> {
         match self {
             MapOp::Ipcache { block, identity } => {
                 let (prefix, key) = ipcache_key(*block);
