@@ -615,7 +615,7 @@ spec:
                         ifindex: 10 + i as u32,
                     })
                     .collect();
-                let rows = node_rows(&v, want, &node, &plugged);
+                let rows = node_rows(&v, want, &node, &plugged, &[]);
                 let bench = TestBench::load().unwrap();
                 let mut maps = bench.maps().unwrap();
                 for op in NodeRows::default().diff(&rows) {

@@ -52,7 +52,7 @@ use crate::{
         pins,
         policy::{self as progs, PolicyMaps},
     },
-    kernel::{datapath::Part, netns::NetNs},
+    kernel::{datapath::Part, netns::NetNs, rtnl::Rtnl},
 };
 
 /// One entry to put (`Some`) or delete (`None`) in a node's maps.
@@ -438,12 +438,25 @@ pub fn endpoint_id(index: usize) -> u32 {
 }
 
 /// What node `node` (the cluster's name for it) should hold for `view`,
-/// with `pods` its plugged pods.
-pub fn node_rows(view: &View, want: &Want<'_>, node: &str, pods: &[Plugged]) -> NodeRows {
+/// with `pods` its plugged pods and `host` its own addresses (the pods'
+/// gateway among them: Cilium's ipcache gives every address of the node,
+/// `cilium_host`'s too, the host identity).
+pub fn node_rows(
+    view: &View,
+    want: &Want<'_>,
+    node: &str,
+    pods: &[Plugged],
+    host: &[Ipv4Addr],
+) -> NodeRows {
     let mut rows = NodeRows {
         ipcache: view.ipcache.get(node).cloned().unwrap_or_default(),
         ..NodeRows::default()
     };
+    for a in host {
+        rows.ipcache
+            .entry(Ipv4Net::from(*a))
+            .or_insert(identity::HOST);
+    }
     for p in pods {
         let Some(i) = want.cluster.pod_by_name(&p.name) else {
             continue;
@@ -560,6 +573,19 @@ impl Ebpf {
             .collect()
     }
 
+    /// The node's own IPv4 addresses (loopback's aside).
+    fn host_addrs(node: &Node) -> Result<Vec<Ipv4Addr>, PolicyError> {
+        let links = Rtnl::open(&node.ns)
+            .and_then(|r| r.links())
+            .map_err(ProgramSetupError::from)?;
+        Ok(links
+            .iter()
+            .flat_map(|l| &l.addresses)
+            .filter_map(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok())
+            .filter(|a| !a.is_loopback())
+            .collect())
+    }
+
     fn dir(node: &Node) -> Result<PathBuf, PolicyError> {
         Ok(pins::policy(
             node.ns.inode().map_err(ProgramSetupError::from)?,
@@ -580,7 +606,8 @@ impl Ebpf {
             NodeRows::default()
         };
         let plugged = Self::plugged(node)?;
-        let rows = node_rows(view, want, self.cluster_node(node), &plugged);
+        let host = Self::host_addrs(node)?;
+        let rows = node_rows(view, want, self.cluster_node(node), &plugged, &host);
         let ops = current.diff(&rows);
         let lab_prefix = format!("{}/", self.nodes.lab);
         let names: BTreeMap<u32, &str> = plugged
@@ -862,7 +889,7 @@ spec:
                             ifindex: 10 + i as u32,
                         })
                         .collect();
-                    node_rows(&v, &want, n, &plugged)
+                    node_rows(&v, &want, n, &plugged, &[])
                 })
                 .collect()
         }
