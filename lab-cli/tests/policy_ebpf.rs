@@ -213,6 +213,28 @@ fn starwars_rule1_is_enforced_counted_and_follows_a_relabel() {
     ]);
     assert_eq!(applied["enforced"], true, "{applied}");
 
+    // What each node holds, as `lab status` reads it: the world, 5 pods,
+    // 2 nodes and its pods' gateway; rule1 in deathstar-1's map.
+    let held = lab_cli::policy::datapath::datapath(
+        PolicyMode::Ebpf,
+        lab_cli::lab::policy::nodes(&lab.plan).unwrap(),
+    )
+    .held()
+    .unwrap();
+    let lines: Vec<(&str, &[String])> = held
+        .iter()
+        .map(|h| (h.node.rsplit('/').next().unwrap(), h.lines.as_slice()))
+        .collect();
+    assert_eq!(
+        lines[0],
+        (
+            "node1",
+            &[
+                "policy_from_pod, policy_to_pod on 2 of 2 pod veths".to_owned(),
+                "2 endpoints (1 enforcing), 9 ipcache entries, 4 policy entries".to_owned()
+            ][..]
+        )
+    );
     let ids = json(&["policy", "identities", "--lab", &name, "-o", "json"]);
     let id_of = |ids: &Value, pod: &str| -> u64 {
         let full = format!("{name}/{pod}");

@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use super::{
     PolicyError, PolicyMode,
-    datapath::{Node, Nodes, PolicyDatapath, PolicyPlan, Want},
+    datapath::{Held, Node, Nodes, PolicyDatapath, PolicyPlan, Want},
     eval::Evaluator,
     identity,
     maps::{MapEntry, View},
@@ -707,6 +707,45 @@ impl PolicyDatapath for Ebpf {
 
     fn loads_programs(&self) -> bool {
         true
+    }
+
+    fn held(&self) -> Result<Vec<Held>, PolicyError> {
+        let mut out = Vec::new();
+        for node in &self.nodes.nodes {
+            let dir = Self::dir(node)?;
+            let lines = if progs::loaded(&dir) {
+                let rows = NodeRows::read(&PolicyMaps::open(&dir)?)?;
+                let attached = node
+                    .pods
+                    .iter()
+                    .filter(|p| {
+                        progs::Side::BOTH
+                            .iter()
+                            .all(|s| s.link_pin(&dir, &p.veth).exists())
+                    })
+                    .count();
+                let enforcing = rows.endpoints.values().filter(|e| e.flags != 0).count();
+                vec![
+                    format!(
+                        "policy_from_pod, policy_to_pod on {attached} of {} pod veths",
+                        node.pods.len()
+                    ),
+                    format!(
+                        "{} endpoints ({enforcing} enforcing), {} ipcache entries, {} policy entries",
+                        rows.endpoints.len(),
+                        rows.ipcache.len(),
+                        rows.policy.len()
+                    ),
+                ]
+            } else {
+                vec!["no policy programs loaded".to_owned()]
+            };
+            out.push(Held {
+                node: node.name.clone(),
+                lines,
+            });
+        }
+        Ok(out)
     }
 }
 
