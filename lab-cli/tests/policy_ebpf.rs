@@ -418,3 +418,157 @@ fn sigkill_of_lab_up_leaves_no_pins_after_lab_down() {
         assert!(!d.exists(), "{} left after lab down", d.display());
     }
 }
+
+/// Cilium's maps as Cilium pins them (made with bpftool in a directory of
+/// our own), read by the views' `--cilium` code.
+#[test]
+fn cilium_s_pinned_maps_are_read_with_their_layouts() {
+    if !common::privileged("policy_ebpf cilium maps") {
+        return;
+    }
+    let dir = pins::ensure_root()
+        .unwrap()
+        .join(format!("cilium-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            std::fs::remove_dir_all(&self.0).unwrap();
+        }
+    }
+    let _gone = Gone(dir.clone());
+    let bpftool = |args: &[&str]| {
+        let out = Command::new("bpftool").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "bpftool {args:?}: {}",
+            common::said(&out.stderr)
+        );
+    };
+    let hex = |s: &str| -> Vec<String> { s.split_whitespace().map(str::to_owned).collect() };
+    let update = |map: &std::path::Path, key: &str, value: &str| {
+        let mut args = vec!["map".to_owned(), "update".into(), "pinned".into()];
+        args.push(map.to_str().unwrap().into());
+        args.push("key".into());
+        args.push("hex".into());
+        args.extend(hex(key));
+        args.push("value".into());
+        args.push("hex".into());
+        args.extend(hex(value));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        bpftool(&args);
+    };
+    // v1.17's ipcache: key 4 + 20 bytes, value 24 bytes.
+    let ipcache = dir.join("cilium_ipcache_v2");
+    bpftool(&[
+        "map",
+        "create",
+        ipcache.to_str().unwrap(),
+        "type",
+        "lpm_trie",
+        "key",
+        "24",
+        "value",
+        "24",
+        "entries",
+        "16",
+        "name",
+        "cilium_ipcache",
+        "flags",
+        "1",
+    ]);
+    let zeros12 = "00 00 00 00 00 00 00 00 00 00 00 00";
+    // 10.244.1.7/32 -> 257; 203.0.113.0/24 -> 16777217; 0.0.0.0/0 -> 2.
+    for (prefix, addr, id) in [
+        ("40", "0a f4 01 07", "01 01 00 00"),
+        ("38", "cb 00 71 00", "01 00 00 01"),
+        ("20", "00 00 00 00", "02 00 00 00"),
+    ] {
+        update(
+            &ipcache,
+            &format!("{prefix} 00 00 00 00 00 00 01 {addr} {zeros12}"),
+            &format!("{id} {zeros12} 00 00 00 00 00 00 00 00"),
+        );
+    }
+    // Endpoint 123's policy map: key 4 + 8 bytes, value 24 bytes.
+    let policy = dir.join("cilium_policy_v2_00123");
+    bpftool(&[
+        "map",
+        "create",
+        policy.to_str().unwrap(),
+        "type",
+        "lpm_trie",
+        "key",
+        "12",
+        "value",
+        "24",
+        "entries",
+        "16",
+        "name",
+        "cilium_policy",
+        "flags",
+        "1",
+    ]);
+    let counters = |packets: &str, bytes: &str| {
+        format!("{packets} 00 00 00 00 00 00 00 {bytes} 00 00 00 00 00 00 00")
+    };
+    // Allow ingress 257 80/TCP (3 packets, 222 bytes); deny egress any
+    // TCP; allow ingress from the host, any protocol.
+    update(
+        &policy,
+        "40 00 00 00 01 01 00 00 00 06 00 50",
+        &format!("00 00 c0 00 00 00 00 00 {}", counters("03", "de")),
+    );
+    update(
+        &policy,
+        "30 00 00 00 00 00 00 00 01 06 00 00",
+        &format!("00 00 45 00 00 00 00 00 {}", counters("00", "00")),
+    );
+    update(
+        &policy,
+        "28 00 00 00 01 00 00 00 00 00 00 00",
+        &format!("00 00 06 00 00 00 00 00 {}", counters("00", "00")),
+    );
+
+    use lab_cli::commands::policy_maps;
+    let ids = policy_maps::cilium_identities(&dir).unwrap();
+    let got: Vec<(u32, Vec<String>, Vec<String>)> = ids
+        .into_iter()
+        .map(|r| (r.identity, r.labels, r.pods))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, vec!["reserved:world".to_owned()], vec![]),
+            (257, vec![], vec!["10.244.1.7".to_owned()]),
+            (16_777_217, vec!["cidr:203.0.113.0/24".to_owned()], vec![]),
+        ]
+    );
+    let eps = policy_maps::cilium_endpoints(&dir).unwrap();
+    assert_eq!(eps.endpoints.len(), 1);
+    assert_eq!(
+        (eps.endpoints[0].endpoint, eps.endpoints[0].policy_entries),
+        (123, 3)
+    );
+    let map = policy_maps::cilium_map(&dir, "123").unwrap();
+    let mut text = Vec::new();
+    policy_maps::write_map(&mut text, &map).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("POLICY"))
+        .skip(1)
+        .collect();
+    assert!(text.starts_with("cilium_policy_v2_00123: endpoint 123 on this node\n"));
+    assert_eq!(
+        rows,
+        [
+            "Allow   Ingress    1         ANY             0        0  reserved:host",
+            "Allow   Ingress    257       80/TCP        222        3",
+            "Deny    Egress     ANY       TCP             0        0  ANY",
+        ],
+        "{text}"
+    );
+    let err = policy_maps::cilium_map(&dir, "7").unwrap_err().to_string();
+    assert!(err.contains("its endpoints: 123"), "{err}");
+}

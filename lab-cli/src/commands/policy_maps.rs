@@ -4,7 +4,11 @@
 //! list` with `cilium bpf ipcache list`, and `cilium bpf policy get` show
 //! them.
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    net::Ipv4Addr,
+    path::Path,
+};
 
 use crate::{
     cli::policy::{PolicyMapArgs, PolicyViewArgs},
@@ -15,8 +19,148 @@ use crate::{
         policy_bpf::{self, EndpointsView, IdentityRow, MapView},
     },
     output::{OutputFormat, exit::Outcome as Exit, width},
-    policy::{identity, model::Direction},
+    policy::{PolicyError, cilium, identity, maps::FIRST_CIDR_IDENTITY, model::Direction},
 };
+
+/// Cilium's ipcache in `dir`, or the error that says there is none.
+fn cilium_ipcache(dir: &Path) -> Result<Vec<(ipnet::Ipv4Net, u32)>, PolicyError> {
+    if cilium::ipcache_path(dir).is_none() {
+        return Err(PolicyError::NoCiliumMaps(dir.display().to_string()));
+    }
+    Ok(cilium::ipcache(dir)?)
+}
+
+/// Labels Cilium's maps alone tell: reserved names and CIDR blocks (a
+/// workload's labels are in Cilium's identity store: `cilium identity get`).
+fn cilium_labels(id: u32, cache: &[(ipnet::Ipv4Net, u32)]) -> Vec<String> {
+    if id == 0 {
+        return vec!["ANY".to_owned()];
+    }
+    if let Some(l) = identity::reserved(id) {
+        return identity::display(&l);
+    }
+    if id >= FIRST_CIDR_IDENTITY {
+        return cache
+            .iter()
+            .filter(|(_, i)| *i == id)
+            .map(|(b, _)| format!("cidr:{b}"))
+            .collect();
+    }
+    Vec::new()
+}
+
+/// `policy identities --cilium`: each identity of Cilium's ipcache, with
+/// the addresses it holds (/32 entries) in place of pods.
+pub fn cilium_identities(dir: &Path) -> Result<Vec<IdentityRow>, PolicyError> {
+    let cache = cilium_ipcache(dir)?;
+    let mut ids: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    for (block, id) in &cache {
+        let pods = ids.entry(*id).or_default();
+        if block.prefix_len() == 32 && *id < FIRST_CIDR_IDENTITY {
+            pods.push(block.addr().to_string());
+        }
+    }
+    Ok(ids
+        .into_iter()
+        .map(|(identity, pods)| IdentityRow {
+            identity,
+            labels: cilium_labels(identity, &cache),
+            pods,
+        })
+        .collect())
+}
+
+/// `policy endpoints --cilium`: Cilium's endpoint policy maps and its
+/// ipcache.
+pub fn cilium_endpoints(dir: &Path) -> Result<EndpointsView, PolicyError> {
+    let cache = cilium_ipcache(dir)?;
+    let mut endpoints = Vec::new();
+    for (id, path) in cilium::policy_maps(dir) {
+        let entries = cilium::policy_entries(&path)?;
+        endpoints.push(policy_bpf::EndpointRow {
+            endpoint: id,
+            pod: path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            node: "cilium".to_owned(),
+            ifindex: 0,
+            address: Ipv4Addr::UNSPECIFIED,
+            identity: 0,
+            enforcing: Vec::new(),
+            policy_entries: entries.len(),
+        });
+    }
+    Ok(EndpointsView {
+        lab: "cilium".to_owned(),
+        endpoints,
+        ipcache: cache
+            .into_iter()
+            .map(|(prefix, identity)| policy_bpf::IpcacheRow {
+                prefix,
+                identity,
+                nodes: vec!["cilium".to_owned()],
+            })
+            .collect(),
+    })
+}
+
+/// `policy map --cilium EPID`.
+pub fn cilium_map(dir: &Path, epid: &str) -> Result<MapView, PolicyError> {
+    let maps = cilium::policy_maps(dir);
+    let known = || {
+        let ids: Vec<String> = maps.iter().map(|(i, _)| i.to_string()).collect();
+        if ids.is_empty() {
+            "none".to_owned()
+        } else {
+            ids.join(", ")
+        }
+    };
+    let Some((id, path)) = epid
+        .parse::<u32>()
+        .ok()
+        .and_then(|e| maps.iter().find(|(i, _)| *i == e))
+    else {
+        return Err(PolicyError::NoCiliumEndpoint(epid.to_owned(), known()));
+    };
+    let cache = cilium::ipcache_path(dir)
+        .map(|_| cilium::ipcache(dir))
+        .transpose()?
+        .unwrap_or_default();
+    let mut entries: Vec<policy_bpf::MapRow> = cilium::policy_entries(path)?
+        .into_iter()
+        .map(|e| policy_bpf::MapRow {
+            policy: if e.deny { "Deny" } else { "Allow" },
+            direction: if e.egress {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            },
+            identity: e.identity,
+            labels: cilium_labels(e.identity, &cache),
+            port_proto: cilium::port_proto(&e),
+            bytes: e.bytes,
+            packets: e.packets,
+            prefix: e.prefix,
+        })
+        .collect();
+    entries.sort_by(|a, b| {
+        (a.direction, a.policy, a.identity, &a.port_proto).cmp(&(
+            b.direction,
+            b.policy,
+            b.identity,
+            &b.port_proto,
+        ))
+    });
+    Ok(MapView {
+        pod: path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        node: "this node".to_owned(),
+        endpoint: *id,
+        identity: 0,
+        entries,
+    })
+}
 
 /// Cilium's bookkeeping labels (service account, cluster, namespace
 /// labels) are left to `-o json`.
@@ -34,14 +178,21 @@ fn shown_labels(labels: &[String]) -> Vec<String> {
 
 pub fn identities(args: PolicyViewArgs) -> anyhow::Result<Exit> {
     privilege::require("policy identities")?;
-    let lab = pick_lab(args.lab.as_deref())?;
-    let rows = policy_bpf::identity_rows(&lab)?;
+    let (name, rows) = if args.cilium {
+        (
+            "cilium".to_owned(),
+            cilium_identities(Path::new(cilium::GLOBALS))?,
+        )
+    } else {
+        let lab = pick_lab(args.lab.as_deref())?;
+        (lab.name().to_owned(), policy_bpf::identity_rows(&lab)?)
+    };
     let mut out = anstream::stdout().lock();
     match args.output {
         OutputFormat::Json => writeln!(
             out,
             "{}",
-            serde_json::json!({ "lab": lab.name(), "identities": rows })
+            serde_json::json!({ "lab": name, "identities": rows })
         )?,
         OutputFormat::Text => write_identities(&mut out, &rows)?,
     }
@@ -89,8 +240,11 @@ pub(crate) fn write_identities(out: &mut impl Write, rows: &[IdentityRow]) -> io
 
 pub fn endpoints(args: PolicyViewArgs) -> anyhow::Result<Exit> {
     privilege::require("policy endpoints")?;
-    let lab = pick_lab(args.lab.as_deref())?;
-    let view = policy_bpf::endpoints(&lab)?;
+    let view = if args.cilium {
+        cilium_endpoints(Path::new(cilium::GLOBALS))?
+    } else {
+        policy_bpf::endpoints(&pick_lab(args.lab.as_deref())?)?
+    };
     let mut out = anstream::stdout().lock();
     match args.output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&view)?)?,
@@ -153,12 +307,16 @@ pub(crate) fn write_endpoints(out: &mut impl Write, v: &EndpointsView) -> io::Re
 
 pub fn map(args: PolicyMapArgs) -> anyhow::Result<Exit> {
     privilege::require("policy map")?;
-    let (lab, pod) = Lab::split_member(args.lab.as_deref(), &args.pod);
-    let lab = match lab {
-        Some(l) => Lab::open(l)?,
-        None => pick_lab(None)?,
+    let view = if args.cilium {
+        cilium_map(Path::new(cilium::GLOBALS), &args.pod)?
+    } else {
+        let (lab, pod) = Lab::split_member(args.lab.as_deref(), &args.pod);
+        let lab = match lab {
+            Some(l) => Lab::open(l)?,
+            None => pick_lab(None)?,
+        };
+        policy_bpf::map(&lab, pod)?
     };
-    let view = policy_bpf::map(&lab, pod)?;
     let mut out = anstream::stdout().lock();
     match args.output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&view)?)?,
@@ -170,13 +328,16 @@ pub fn map(args: PolicyMapArgs) -> anyhow::Result<Exit> {
 /// As `cilium bpf policy get`, the labels last (one per line, cut to
 /// what is left of 80 columns; `-o json` has them whole, and Cilium's
 /// bookkeeping ones). Columns are as wide as their widest value.
-pub(crate) fn write_map(out: &mut impl Write, v: &MapView) -> io::Result<()> {
+pub fn write_map(out: &mut impl Write, v: &MapView) -> io::Result<()> {
+    // Cilium's maps alone do not say an endpoint's identity (0).
+    let identity = if v.identity == 0 {
+        String::new()
+    } else {
+        format!(", identity {}", v.identity)
+    };
     width::write_fill(
         out,
-        &format!(
-            "{}: endpoint {} on {}, identity {}",
-            v.pod, v.endpoint, v.node, v.identity
-        ),
+        &format!("{}: endpoint {} on {}{identity}", v.pod, v.endpoint, v.node),
         "",
         "  ",
     )?;

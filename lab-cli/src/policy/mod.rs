@@ -12,6 +12,7 @@
 //! evaluator's.
 
 pub mod bpf;
+pub mod cilium;
 pub mod datapath;
 pub mod eval;
 pub mod identity;
@@ -161,6 +162,12 @@ pub enum PolicyError {
         "pod `{0}` is no endpoint of any node's policy maps yet: apply a policy (`labctl policy apply -f FILE`) or check `labctl policy endpoints`"
     )]
     NoEndpoint(String),
+    #[error(
+        "no Cilium policy maps are pinned in {0} (Cilium pins cilium_ipcache and cilium_policy_v2_<EPID> there on a node it runs on)"
+    )]
+    NoCiliumMaps(String),
+    #[error("Cilium has no policy map for endpoint `{0}` (its endpoints: {1})")]
+    NoCiliumEndpoint(String, String),
     /// What a teardown could not remove, one sentence per object.
     #[error("{}", .0.join("; "))]
     Teardown(Vec<String>),
