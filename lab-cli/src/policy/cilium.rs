@@ -84,10 +84,13 @@ fn ipcache_rows<'a>(
     out
 }
 
+/// A trie record as raw bytes: prefix length, key, value.
+type LpmRow<const K: usize, const V: usize> = (u32, [u8; K], [u8; V]);
+
 fn lpm_rows<const K: usize, const V: usize>(
     path: &Path,
     name: &'static str,
-) -> Result<Vec<(u32, [u8; K], [u8; V])>, ProgramSetupError> {
+) -> Result<Vec<LpmRow<K, V>>, ProgramSetupError> {
     let map: LpmTrie<MapData, [u8; K], [u8; V]> = maps::from_pin(path, name, Map::LpmTrie)?;
     map.iter()
         .map(|i| {
