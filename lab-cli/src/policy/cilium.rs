@@ -32,14 +32,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{
-    Map, MapData,
-    lpm_trie::{Key, LpmTrie},
-};
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::ebpf::{error::ProgramSetupError, lb::map_err, maps};
+use crate::ebpf::{error::ProgramSetupError, maps::pinned_lpm_rows as lpm_rows};
 
 /// Where Cilium pins its maps.
 pub const GLOBALS: &str = "/sys/fs/bpf/tc/globals";
@@ -82,22 +78,6 @@ fn ipcache_rows<'a>(
         .collect();
     out.sort();
     out
-}
-
-/// A trie record as raw bytes: prefix length, key, value.
-type LpmRow<const K: usize, const V: usize> = (u32, [u8; K], [u8; V]);
-
-fn lpm_rows<const K: usize, const V: usize>(
-    path: &Path,
-    name: &'static str,
-) -> Result<Vec<LpmRow<K, V>>, ProgramSetupError> {
-    let map: LpmTrie<MapData, [u8; K], [u8; V]> = maps::from_pin(path, name, Map::LpmTrie)?;
-    map.iter()
-        .map(|i| {
-            let (k, v): (Key<[u8; K]>, [u8; V]) = i.map_err(map_err(name))?;
-            Ok((k.prefix_len(), k.data(), v))
-        })
-        .collect()
 }
 
 /// Cilium's endpoint policy maps in `dir`: endpoint id → path.
