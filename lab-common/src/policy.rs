@@ -64,7 +64,9 @@ impl IpcacheKey {
     }
 }
 
-/// Cilium's `struct remote_endpoint_info` (v1.16, 12 bytes).
+/// Cilium's `struct remote_endpoint_info` in its IPv4-only form (12
+/// bytes; releases whose tunnel endpoint may be IPv6 have 24, the identity
+/// first in both: `lab-cli/src/policy/cilium.rs` reads either).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
@@ -367,7 +369,7 @@ mod tests {
 
     #[test]
     fn layouts_match_ciliums_sizes() {
-        // ipcache_key 24 and remote_endpoint_info 12 (v1.16), policy_key
+        // ipcache_key 24 and remote_endpoint_info 12 (IPv4 form), policy_key
         // 12 and policy_entry 24, each key after its 4-byte prefix length.
         assert_eq!(4 + size_of::<IpcacheKey>(), 24);
         assert_eq!(size_of::<RemoteEndpointInfo>(), 12);

@@ -11,8 +11,9 @@
 //!   address (16 bytes, IPv4 in the first 4, network order); the prefix
 //!   length counts from `cluster_id`, so an IPv4 /N is 32 + N. Value
 //!   `struct remote_endpoint_info`: `sec_identity` (u32) first, then the
-//!   tunnel endpoint, key and flags: 12 bytes up to v1.15, 24 since the
-//!   tunnel endpoint may be IPv6. Only `sec_identity` is read.
+//!   tunnel endpoint, key and flags: 12 bytes with an IPv4 tunnel
+//!   endpoint, 24 where it may be IPv6. Only `sec_identity` is read, from
+//!   either.
 //! - `cilium_policy_<EPID>` (v1.16, EPID zero-padded to 5 digits) /
 //!   `cilium_policy_v2_<EPID>` (v1.17+): LPM trie, one per endpoint; key
 //!   `struct policy_key` after the prefix length (8 bytes): `sec_label`
