@@ -1093,3 +1093,101 @@ fn policy_views_fit_80_columns() {
         commands::lab::write_relabelled(out, &r)
     });
 }
+
+#[test]
+fn policy_map_views_fit_80_columns() {
+    use crate::{
+        commands::policy_maps,
+        lab::policy_bpf::{EndpointRow, EndpointsView, IdentityRow, IpcacheRow, MapRow, MapView},
+        policy::model::Direction,
+    };
+    let long_labels: Vec<String> = [
+        "k8s:app.kubernetes.io/name=deathstar-landing-control",
+        "k8s:class=deathstar",
+        "k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=default",
+        "k8s:io.cilium.k8s.policy.cluster=default",
+        "k8s:io.kubernetes.pod.namespace=kube-node-lease",
+        "k8s:org=empire",
+    ]
+    .map(String::from)
+    .to_vec();
+    let ids = vec![
+        IdentityRow {
+            identity: 1,
+            labels: vec!["reserved:host".into()],
+            pods: Vec::new(),
+        },
+        IdentityRow {
+            identity: 16_777_217,
+            labels: vec!["cidr:203.0.113.128/25".into()],
+            pods: Vec::new(),
+        },
+        IdentityRow {
+            identity: 65_535,
+            labels: long_labels.clone(),
+            pods: (1..=3).map(|i| format!("{LAB}/deathstar-{i}")).collect(),
+        },
+    ];
+    fits("policy identities", |out| {
+        policy_maps::write_identities(out, &ids)
+    });
+    let eps = EndpointsView {
+        lab: LAB.into(),
+        endpoints: (1..=3)
+            .map(|i| EndpointRow {
+                endpoint: 4000 + i,
+                pod: format!("{LAB}/deathstar-landing-{i}"),
+                node: format!("{LAB}/node{}", i % 2 + 1),
+                ifindex: 1_000_000,
+                address: Ipv4Addr::new(10, 244, 1, 200),
+                identity: 16_777_217,
+                enforcing: vec![Direction::Ingress, Direction::Egress],
+                policy_entries: 65_536,
+            })
+            .collect(),
+        ipcache: vec![
+            IpcacheRow {
+                prefix: "255.255.255.255/32".parse().unwrap(),
+                identity: 16_777_217,
+                nodes: vec![format!("{LAB}/node1")],
+            },
+            IpcacheRow {
+                prefix: "0.0.0.0/0".parse().unwrap(),
+                identity: 2,
+                nodes: (1..=2).map(|i| format!("{LAB}/node{i}")).collect(),
+            },
+        ],
+    };
+    fits("policy endpoints", |out| {
+        policy_maps::write_endpoints(out, &eps)
+    });
+    let row = |policy, identity, port_proto: &str, labels: Vec<String>| MapRow {
+        policy,
+        direction: Direction::Ingress,
+        identity,
+        labels,
+        port_proto: port_proto.into(),
+        bytes: 12_345_678_901,
+        packets: 123_456_789,
+        prefix: 24,
+    };
+    let map = MapView {
+        pod: format!("{LAB}/deathstar-landing-1"),
+        node: format!("{LAB}/node1"),
+        endpoint: 4095,
+        identity: 16_777_217,
+        entries: vec![
+            row("Allow", 0, "ANY", vec!["ANY".into()]),
+            row("Deny", 16_777_217, "10000-10255/SCTP", long_labels.clone()),
+            row("Allow", 65_535, "65535/TCP", long_labels),
+        ],
+    };
+    fits("policy map", |out| policy_maps::write_map(out, &map));
+    let empty = MapView {
+        entries: Vec::new(),
+        ..map
+    };
+    fits("policy map (empty)", |out| {
+        policy_maps::write_map(out, &empty)
+    });
+}

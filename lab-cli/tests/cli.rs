@@ -811,3 +811,18 @@ fn policy_and_label_arguments_are_checked_at_parse_time() {
         assert!(!stderr.contains("sudo"), "{cmd:?}: {stderr}");
     }
 }
+
+#[test]
+fn policy_map_views_refuse_conflicts_and_bad_lab_names() {
+    usage_error(&["policy", "map", "7", "--cilium", "--lab", "a"], "--lab");
+    usage_error(&["policy", "endpoints", "--cilium", "--lab", "a"], "--lab");
+    usage_error(&["policy", "identities", "--cilium", "--lab", "a"], "--lab");
+    usage_error(&["policy", "map"], "POD");
+    for cmd in [
+        &["policy", "identities", "--lab", "../x"][..],
+        &["policy", "endpoints", "--lab", "a/b"],
+        &["policy", "map", "deathstar-1", "--lab", ".."],
+    ] {
+        usage_error(cmd, "is not valid");
+    }
+}

@@ -11,6 +11,7 @@ pub mod lb;
 pub mod masq;
 pub mod nat;
 pub mod offsets;
+pub mod policy;
 pub mod proto;
 
 pub use drop_count::{DropCountKey, DropCounterConfig};

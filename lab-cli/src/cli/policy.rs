@@ -28,6 +28,46 @@ pub enum PolicyCommand {
     /// the policies selecting each side, the rule that decides, the
     /// verdict.
     Trace(PolicyTraceArgs),
+    /// The security identities in use (--policy-mode ebpf): each with its
+    /// labels and the pods the nodes' ipcaches give it.
+    Identities(PolicyViewArgs),
+    /// The endpoints of every node (--policy-mode ebpf) and the ipcache,
+    /// read from the pinned maps.
+    Endpoints(PolicyViewArgs),
+    /// One pod's policy map with its counters (--policy-mode ebpf), as
+    /// `cilium bpf policy get`.
+    Map(PolicyMapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyViewArgs {
+    /// The lab [default: the only lab up, or the only one with a policy mode].
+    #[arg(long, value_parser = values::lab_name, conflicts_with = "cilium")]
+    pub lab: Option<String>,
+    /// Read Cilium's own pinned maps (/sys/fs/bpf/tc/globals/cilium_ipcache,
+    /// cilium_policy_v2_<EPID>) instead of a lab's.
+    #[arg(long)]
+    pub cilium: bool,
+    /// Output: text for people, json for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyMapArgs {
+    /// The pod: POD, LAB/POD or LAB/NAMESPACE/POD (with --cilium: an
+    /// endpoint id).
+    pub pod: String,
+    /// The lab (needed only when several labs have this pod).
+    #[arg(long, value_parser = values::lab_name, conflicts_with = "cilium")]
+    pub lab: Option<String>,
+    /// Read Cilium's pinned policy map of endpoint POD
+    /// (/sys/fs/bpf/tc/globals/cilium_policy_v2_<EPID>).
+    #[arg(long)]
+    pub cilium: bool,
+    /// Output: text for people, json for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

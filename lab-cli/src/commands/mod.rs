@@ -11,6 +11,7 @@ pub mod masq;
 pub mod metrics;
 pub mod observe;
 pub mod policy;
+pub mod policy_maps;
 pub mod shell;
 pub mod svc;
 pub mod trace;

@@ -33,6 +33,9 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<Exit> {
         PolicyCommand::Delete(args) => delete(args),
         PolicyCommand::List(args) => list(args),
         PolicyCommand::Trace(args) => trace(args),
+        PolicyCommand::Identities(args) => super::policy_maps::identities(args),
+        PolicyCommand::Endpoints(args) => super::policy_maps::endpoints(args),
+        PolicyCommand::Map(args) => super::policy_maps::map(args),
     }
 }
 

@@ -7,7 +7,7 @@ use aya::{
     Ebpf, Pod,
     maps::{Map, MapData, MapError, PerCpuHashMap, PerCpuValues},
 };
-use lab_common::{ct::CtCounters, masq::MasqStats};
+use lab_common::{ct::CtCounters, masq::MasqStats, policy::MetricsValue};
 
 use super::{error::ProgramSetupError, loader::LoadError};
 
@@ -127,6 +127,27 @@ pub fn pinned_hash_rows<const K: usize, const V: usize>(
     map.iter().map(|item| item.map_err(err)).collect()
 }
 
+/// A record of an LPM trie as its prefix length and raw key and value
+/// bytes (the key after its prefix length).
+pub type LpmRow<const K: usize, const V: usize> = (u32, [u8; K], [u8; V]);
+
+/// Every record of an LPM trie pinned at `path` by someone else (e.g.
+/// Cilium's ipcache and policy maps), as raw bytes: the caller knows the
+/// layout. A map whose key or value has another size is an error.
+pub fn pinned_lpm_rows<const K: usize, const V: usize>(
+    path: &Path,
+    name: &'static str,
+) -> Result<Vec<LpmRow<K, V>>, ProgramSetupError> {
+    let err = |source| ProgramSetupError::Map { map: name, source };
+    let map: aya::maps::LpmTrie<_, [u8; K], [u8; V]> = from_pin(path, name, Map::LpmTrie)?;
+    map.iter()
+        .map(|item| {
+            let (k, v) = item.map_err(err)?;
+            Ok((k.prefix_len(), k.data(), v))
+        })
+        .collect()
+}
+
 /// A value kept per CPU that adds up to one total.
 pub trait PerCpuTotal: Pod + Default {
     fn add(&mut self, other: &Self);
@@ -135,6 +156,13 @@ pub trait PerCpuTotal: Pod + Default {
 impl PerCpuTotal for u64 {
     fn add(&mut self, other: &Self) {
         *self += other;
+    }
+}
+
+impl PerCpuTotal for MetricsValue {
+    fn add(&mut self, other: &Self) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
     }
 }
 

@@ -15,5 +15,6 @@ pub mod nat;
 pub mod objects;
 pub mod offsets;
 pub mod pins;
+pub mod policy;
 pub mod program_types;
 pub mod tc;

@@ -23,3 +23,7 @@ pub static NAT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat"))
 /// Service load balancing: tc per packet and socket-LB (`labctl lab up
 /// service --kube-proxy ebpf|ebpf-socket`).
 pub static LB: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
+
+/// Network policy as Cilium enforces it (`labctl lab up starwars
+/// --policy-mode ebpf`).
+pub static POLICY: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/policy"));

@@ -12,6 +12,10 @@
 //!   socklb-<cgroup inode>/             a lab's socket-LB: the same maps,
 //!                                      connect4, sendmsg4, recvmsg4,
 //!                                      getpeername4 (cgroup links)
+//!   policy-<netns inode>/              a node's network policy (--policy-mode
+//!                                      ebpf): ipcache, endpoints, policy, ct,
+//!                                      metrics, stats, events, prog-from,
+//!                                      prog-to, from-<veth>, to-<veth>
 //! ```
 
 use std::{
@@ -157,6 +161,11 @@ pub fn lb(netns_ino: u64) -> PathBuf {
 /// A lab's socket-LB, attached to the cgroup with this inode: `socklb-<inode>`.
 pub fn socklb(cgroup_ino: u64) -> PathBuf {
     root().join(format!("socklb-{cgroup_ino}"))
+}
+
+/// A node's network policy (`--policy-mode ebpf`): `policy-<netns inode>`.
+pub fn policy(netns_ino: u64) -> PathBuf {
+    root().join(format!("policy-{netns_ino}"))
 }
 
 #[cfg(test)]

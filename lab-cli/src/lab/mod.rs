@@ -12,6 +12,7 @@ pub mod hints;
 pub mod names;
 pub mod plan;
 pub mod policy;
+pub mod policy_bpf;
 pub mod scenario;
 pub mod services;
 pub mod state;

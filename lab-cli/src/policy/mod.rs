@@ -12,6 +12,7 @@
 //! evaluator's.
 
 pub mod bpf;
+pub mod cilium;
 pub mod datapath;
 pub mod eval;
 pub mod identity;
@@ -143,6 +144,30 @@ pub enum PolicyError {
     Apply(Box<ApplyError>),
     #[error("a plan made by the {0} datapath cannot be written by another one")]
     ForeignPlan(&'static str),
+    #[error(transparent)]
+    Program(#[from] crate::ebpf::error::ProgramSetupError),
+    #[error(
+        "pod veth `{veth}` is missing on {node} ({reason}): the lab is damaged; `labctl lab down` and up again"
+    )]
+    NoVeth {
+        veth: String,
+        node: String,
+        reason: String,
+    },
+    #[error(
+        "lab `{0}` holds no eBPF policy maps: they come with `labctl lab up SCENARIO --policy-mode ebpf` (`labctl policy trace` judges policies in every mode)"
+    )]
+    NoEbpfMaps(String),
+    #[error(
+        "pod `{0}` is no endpoint of any node's policy maps yet: apply a policy (`labctl policy apply -f FILE`) or check `labctl policy endpoints`"
+    )]
+    NoEndpoint(String),
+    #[error(
+        "no Cilium policy maps are pinned in {0} (Cilium pins cilium_ipcache and cilium_policy_v2_<EPID> there on a node it runs on)"
+    )]
+    NoCiliumMaps(String),
+    #[error("Cilium has no policy map for endpoint `{0}` (its endpoints: {1})")]
+    NoCiliumEndpoint(String, String),
     /// What a teardown could not remove, one sentence per object.
     #[error("{}", .0.join("; "))]
     Teardown(Vec<String>),
@@ -165,6 +190,8 @@ impl PolicyError {
                 | PolicyError::Apply(_)
                 | PolicyError::ForeignPlan(_)
                 | PolicyError::Teardown(_)
+                | PolicyError::Program(_)
+                | PolicyError::NoVeth { .. }
         )
     }
 }
