@@ -439,7 +439,17 @@ fn netfilter_mode_gives_every_fixture_matrix_with_real_traffic() {
     }
     let ran = matrix::run_matrix(lab_cli::policy::PolicyMode::Netfilter, "pnm");
     // Every NetworkPolicy set (the CiliumNetworkPolicy ones are refused).
-    assert_eq!(ran.len(), 8, "{ran:?}");
+    assert_eq!(ran.len(), 10, "{ran:?}");
+}
+
+#[test]
+fn ebpf_mode_gives_every_fixture_matrix_with_real_traffic() {
+    if !common::privileged("ebpf_mode_gives_every_fixture_matrix_with_real_traffic") {
+        return;
+    }
+    let ran = matrix::run_matrix(lab_cli::policy::PolicyMode::Ebpf, "pem");
+    // Every set: NetworkPolicy and CiliumNetworkPolicy alike.
+    assert_eq!(ran.len(), 14, "{ran:?}");
 }
 
 /// `nft` in a lab node: its output, or None when nft refused.

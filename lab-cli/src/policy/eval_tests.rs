@@ -132,17 +132,33 @@ fn rows(want: &str) -> String {
 /// line per source pod).
 fn fixture(text: &str) -> (Vec<Policy>, Vec<(Flavor, String)>) {
     let mut matrices: Vec<(Flavor, String)> = Vec::new();
+    let mut current = 0;
     for line in text.lines() {
         let Some(c) = line.strip_prefix('#') else {
             continue;
         };
         let words: Vec<&str> = c.split_whitespace().collect();
         match words.as_slice() {
-            ["matrix", "netfilter"] => matrices.push((Flavor::Netfilter, String::new())),
-            ["matrix", "cilium"] => matrices.push((Flavor::Cilium, String::new())),
+            ["matrix", flavors @ ..] if !flavors.is_empty() => {
+                // One header may name both flavors: the same matrix for each.
+                current = flavors.len();
+                for f in flavors {
+                    matrices.push((
+                        match *f {
+                            "netfilter" => Flavor::Netfilter,
+                            "cilium" => Flavor::Cilium,
+                            other => panic!("`# matrix {other}`: netfilter or cilium"),
+                        },
+                        String::new(),
+                    ));
+                }
+            }
             [name, blocks @ ..] if NAMES.contains(name) && blocks.len() == 4 => {
-                let (_, rows) = matrices.last_mut().expect("a row before `# matrix`");
-                rows.push_str(&format!("{name} {}\n", blocks.join(" ")));
+                assert!(current > 0, "a row before `# matrix`");
+                let n = matrices.len();
+                for (_, rows) in &mut matrices[n - current..] {
+                    rows.push_str(&format!("{name} {}\n", blocks.join(" ")));
+                }
             }
             _ => {}
         }
@@ -263,6 +279,20 @@ fn egress_default_deny_with_a_dns_exception_meets_an_ingress_policy_at_dns() {
 fn port_ranges_and_several_policies_add_up() {
     check_fixture(include_str!(
         "../../tests/fixtures/policy/12-port-ranges.yaml"
+    ));
+}
+
+#[test]
+fn an_ingress_rule_with_ports_only_admits_everyone_and_notin_selects_other_namespaces() {
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/13-ports-only-and-notin.yaml"
+    ));
+}
+
+#[test]
+fn an_empty_pod_selector_is_the_own_namespace_an_empty_namespace_selector_all() {
+    check_fixture(include_str!(
+        "../../tests/fixtures/policy/14-empty-selectors.yaml"
     ));
 }
 

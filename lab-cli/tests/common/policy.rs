@@ -89,17 +89,33 @@ impl Fixture {
 pub fn fixture(path: &Path) -> Fixture {
     let text = std::fs::read_to_string(path).unwrap();
     let mut matrices: Vec<(Flavor, String)> = Vec::new();
+    let mut current = 0;
     for line in text.lines() {
         let Some(c) = line.strip_prefix('#') else {
             continue;
         };
         let words: Vec<&str> = c.split_whitespace().collect();
         match words.as_slice() {
-            ["matrix", "netfilter"] => matrices.push((Flavor::Netfilter, String::new())),
-            ["matrix", "cilium"] => matrices.push((Flavor::Cilium, String::new())),
+            ["matrix", flavors @ ..] if !flavors.is_empty() => {
+                // One header may name both flavors: the same matrix for each.
+                current = flavors.len();
+                for f in flavors {
+                    matrices.push((
+                        match *f {
+                            "netfilter" => Flavor::Netfilter,
+                            "cilium" => Flavor::Cilium,
+                            other => panic!("`# matrix {other}`: netfilter or cilium"),
+                        },
+                        String::new(),
+                    ));
+                }
+            }
             [name, blocks @ ..] if PODS.iter().any(|(s, _)| s == name) && blocks.len() == 4 => {
-                let (_, rows) = matrices.last_mut().expect("a row before `# matrix`");
-                rows.push_str(&format!("{name} {}\n", blocks.join(" ")));
+                assert!(current > 0, "a row before `# matrix`");
+                let n = matrices.len();
+                for (_, rows) in &mut matrices[n - current..] {
+                    rows.push_str(&format!("{name} {}\n", blocks.join(" ")));
+                }
             }
             _ => {}
         }
