@@ -734,6 +734,8 @@ fn observe_fits_80_columns() {
             time_ns: 1_700_003_723_000_456_000,
             verdict,
             drop_reason: (verdict == Verdict::Dropped).then(|| "IP_INNOHDRERRORS".into()),
+            policy: None,
+            fragment: None,
             source: src,
             destination: dst,
             l4: flows::L4::Tcp(Some(0x12)),
