@@ -50,6 +50,7 @@ fn options(ns: &NetNs) -> TraceOptions {
         gone: None,
         netns_aliases: Some(names::member_names),
         scope: None,
+        policy_names: None,
     }
 }
 
@@ -1076,4 +1077,353 @@ fn unix_socket_buffers_stay_out_of_the_namespace() {
         unix.iter()
             .all(|d| d["netns"] == "?" && d["netns_ino"] == 0)
     );
+}
+
+/// The namespaces of lab `lab` (its nodes' and pods'), as a session's scope.
+fn lab_scope(lab: &lab_cli::lab::Lab) -> session::Scope {
+    let inodes: std::collections::BTreeSet<u64> =
+        lab.state.namespaces.iter().map(|r| r.inode).collect();
+    session::Scope(Box::new(move || inodes.clone()))
+}
+
+/// Every drop in lab `lab`'s namespaces, policy drops named by its policies.
+fn lab_options(lab: &lab_cli::lab::Lab) -> TraceOptions {
+    TraceOptions {
+        duration: Some(Duration::from_secs(60)),
+        netns_aliases: Some(names::member_names),
+        scope: Some(lab_scope(lab)),
+        policy_names: Some(lab_cli::lab::policy::drop_namer()),
+        ..TraceOptions::default()
+    }
+}
+
+/// The namespace of the node pod `pod` of `lab` runs on, and its address.
+fn node_of(lab: &lab_cli::lab::Lab, pod: &str) -> (NetNs, Ipv4Addr) {
+    let p = lab.plan.find_pod(pod).unwrap();
+    let node = &lab.plan.nodes[p.node].name;
+    (lab.netns(node).unwrap(), p.addr)
+}
+
+/// Plants what a policy datapath does in `pod`'s node: UDP from `from` to
+/// `to`:`port` marked `mark` (0: left alone) and dropped in the forward
+/// hook. Table `ip labtest_pol` (a chain each call).
+fn plant_drop(
+    lab: &lab_cli::lab::Lab,
+    at_node_of: &str,
+    from: &str,
+    to: &str,
+    port: u16,
+    mark: u32,
+) {
+    let (node, _) = node_of(lab, at_node_of);
+    let (src, dst) = (
+        lab.endpoint(from).unwrap().addr,
+        lab.endpoint(to).unwrap().addr,
+    );
+    let set_mark = if mark == 0 {
+        String::new()
+    } else {
+        format!("meta mark set {mark:#x} ")
+    };
+    common::nft(
+        &node,
+        &format!(
+            "table ip labtest_pol {{ chain fwd_{from}_{port} {{ type filter hook forward priority -10; ip saddr {src} ip daddr {dst} udp dport {port} counter {set_mark}drop; }}; }}\n"
+        ),
+    );
+}
+
+/// Sends `n` datagrams from pod `from` to pod `to`:`port`.
+fn send_pod_udp(lab: &lab_cli::lab::Lab, from: &str, to: &str, port: u16, n: u32) {
+    let ns = lab.netns(from).unwrap();
+    let dst = lab.endpoint(to).unwrap().addr;
+    let socket = ns
+        .run(|| std::net::UdpSocket::bind("0.0.0.0:0"))
+        .expect("enter netns")
+        .expect("bind");
+    for i in 0..n {
+        socket.send_to(&i.to_be_bytes(), (dst, port)).expect("send");
+    }
+}
+
+/// `labctl policy apply -f` of `yaml` in lab `lab`.
+fn apply_policy(lab: &str, yaml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["policy", "apply", "--lab", lab, "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::said(&out.stderr));
+}
+
+/// `labctl observe --lab LAB -o json`, attached.
+fn observe_lab(lab: &str, dir: &std::path::Path) -> std::process::Child {
+    let ready = dir.join("observe-ready");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["observe", "--lab", lab, "-o", "json", "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_ready(&mut child, &ready);
+    child
+}
+
+/// Stops an observer (Ctrl-C) and returns its DROPPED flows.
+fn observed_drops(child: std::process::Child) -> Vec<Value> {
+    common::interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "observe exited with {}", out.status);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|l| l.get("flow").cloned())
+        .filter(|f| f["verdict"] == "DROPPED")
+        .collect()
+}
+
+const DEATHSTAR_EMPIRE_ONLY: &str = r#"apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: deathstar-empire-only
+spec:
+  podSelector:
+    matchLabels: {class: deathstar}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels: {org: empire}
+    ports: [{port: 80, protocol: TCP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: xwing-dns-only
+spec:
+  podSelector:
+    matchLabels: {class: xwing}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector:
+        matchLabels: {kubernetes.io/metadata.name: kube-system}
+      podSelector:
+        matchLabels: {k8s-app: kube-dns}
+    ports: [{port: 53, protocol: UDP}]
+"#;
+
+#[test]
+fn policy_drops_are_named_with_their_direction_policy_and_pods() {
+    if !common::privileged("policy_drops_are_named_with_their_direction_policy_and_pods") {
+        return;
+    }
+    let lab = common::lab_with(
+        "starwars",
+        "trpol",
+        lab_cli::lab::plan::LabOptions {
+            policy_mode: Some(lab_cli::policy::PolicyMode::Netfilter),
+            ..Default::default()
+        },
+    );
+    let name = lab.name().to_owned();
+    apply_policy(&name, DEATHSTAR_EMPIRE_ONLY);
+    // What the netfilter datapath does for these policies: deathstar-1's
+    // ingress denies the xwing (default deny), the xwing's egress denies
+    // the tiefighter; and a plain drop no policy has anything to do with.
+    let ingress = lab_common::verdict::mark(false, false);
+    let egress = lab_common::verdict::mark(true, false);
+    plant_drop(&lab, "deathstar-1", "xwing", "deathstar-1", 80, ingress);
+    plant_drop(&lab, "xwing", "xwing", "tiefighter", 5000, egress);
+    plant_drop(&lab, "tiefighter", "coredns", "tiefighter", 7, 0);
+    let n = 5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let observer = observe_lab(&name, dir.path());
+    let only_policy = TraceOptions {
+        filters: Filters {
+            reasons: vec!["POLICY_DENIED".into()],
+            ..Default::default()
+        },
+        ..lab_options(&lab)
+    };
+    let mut results = trace_all(vec![lab_options(&lab), only_policy], || {
+        send_pod_udp(&lab, "xwing", "deathstar-1", 80, n);
+        send_pod_udp(&lab, "xwing", "tiefighter", 5000, n);
+        send_pod_udp(&lab, "coredns", "tiefighter", 7, n);
+    });
+    let flows = observed_drops(observer);
+    let (filtered, filtered_summary) = results.pop().unwrap();
+    let (drops, summary) = results.pop().unwrap();
+
+    let pod = |p: &str| format!("{name}/{p}");
+    let of = |d: &Value, port: u64| d["dport"] == port;
+    let ingress_drops: Vec<&Value> = drops.iter().filter(|d| of(d, 80)).collect();
+    let egress_drops: Vec<&Value> = drops.iter().filter(|d| of(d, 5000)).collect();
+    let plain: Vec<&Value> = drops.iter().filter(|d| of(d, 7)).collect();
+    assert_eq!(
+        (ingress_drops.len(), egress_drops.len(), plain.len()),
+        (n as usize, n as usize, n as usize),
+        "{drops:#?}"
+    );
+    assert_eq!(
+        summary.by_reason.get("POLICY_DENIED"),
+        Some(&(2 * u64::from(n)))
+    );
+    assert_eq!(summary.lost, 0);
+    for d in &ingress_drops {
+        assert_eq!(d["reason"], "POLICY_DENIED");
+        assert_eq!(d["reason_code"], 133);
+        let p = &d["policy"];
+        assert_eq!(p["direction"], "ingress");
+        assert_eq!(p["kernel_reason"], "NETFILTER_DROP");
+        assert_eq!(p["mark"], "0x1ab50000");
+        assert_eq!(p["lab"], name.as_str());
+        assert_eq!(p["from"], pod("xwing"));
+        assert_eq!(p["to"], pod("deathstar-1"));
+        assert_eq!(p["pod"], pod("deathstar-1"));
+        assert_eq!(
+            p["policies"],
+            serde_json::json!([{"kind": "NetworkPolicy", "namespace": "default", "name": "deathstar-empire-only"}])
+        );
+        assert_eq!(p["rule"], Value::Null);
+        assert!(p["src_identity"].as_u64().unwrap() >= 256, "{p}");
+        assert!(p["dst_identity"].as_u64().unwrap() >= 256, "{p}");
+        assert_ne!(p["src_identity"], p["dst_identity"]);
+        assert!(p.get("note").is_none(), "{p}");
+    }
+    for d in &egress_drops {
+        assert_eq!(d["reason"], "POLICY_DENIED");
+        let p = &d["policy"];
+        assert_eq!(p["direction"], "egress");
+        assert_eq!(p["pod"], pod("xwing"));
+        assert_eq!(p["to"], pod("tiefighter"));
+        assert_eq!(p["policies"][0]["name"], "xwing-dns-only");
+    }
+    for d in &plain {
+        assert_eq!(d["reason"], "NETFILTER_DROP");
+        assert!(d.get("policy").is_none(), "{d}");
+    }
+    // --reason POLICY_DENIED: the policy drops, not the plain one.
+    assert_eq!(filtered.len(), 2 * n as usize, "{filtered:#?}");
+    assert!(filtered.iter().all(|d| d["reason"] == "POLICY_DENIED"));
+    assert_eq!(
+        filtered_summary.by_reason.keys().collect::<Vec<_>>(),
+        ["POLICY_DENIED"]
+    );
+
+    // observe: Hubble's fields.
+    let flow_to = |port: u64| -> Vec<&Value> {
+        flows
+            .iter()
+            .filter(|f| f["l4"]["UDP"]["destination_port"] == port)
+            .collect()
+    };
+    let (fi, fe, fp) = (flow_to(80), flow_to(5000), flow_to(7));
+    assert_eq!(
+        (fi.len(), fe.len(), fp.len()),
+        (n as usize, n as usize, n as usize)
+    );
+    for f in &fi {
+        assert_eq!(f["drop_reason_desc"], "POLICY_DENIED");
+        assert_eq!(f["drop_reason"], 133);
+        assert_eq!(f["traffic_direction"], "INGRESS");
+        assert_eq!(f["source"]["pod_name"], "xwing");
+        assert_eq!(f["destination"]["pod_name"], "deathstar-1");
+        assert_eq!(f["ingress_denied_by"][0]["name"], "deathstar-empire-only");
+        assert_eq!(f["ingress_denied_by"][0]["namespace"], "default");
+        assert!(f.get("egress_denied_by").is_none());
+    }
+    for f in &fe {
+        assert_eq!(f["traffic_direction"], "EGRESS");
+        assert_eq!(f["source"]["pod_name"], "xwing");
+        assert_eq!(f["destination"]["pod_name"], "tiefighter");
+        assert_eq!(f["egress_denied_by"][0]["name"], "xwing-dns-only");
+    }
+    for f in &fp {
+        assert_eq!(f["drop_reason_desc"], "NETFILTER_DROP");
+        assert!(f.get("traffic_direction").is_none(), "{f}");
+    }
+}
+
+#[test]
+fn a_deny_rule_drop_is_policy_deny_with_its_rule() {
+    if !common::privileged("a_deny_rule_drop_is_policy_deny_with_its_rule") {
+        return;
+    }
+    // Deny rules are Cilium's: a lab whose policies Cilium reads.
+    let lab = common::lab_with(
+        "starwars",
+        "trdeny",
+        lab_cli::lab::plan::LabOptions {
+            policy_mode: Some(lab_cli::policy::PolicyMode::Ebpf),
+            ..Default::default()
+        },
+    );
+    let name = lab.name().to_owned();
+    apply_policy(
+        &name,
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: no-rebels\nspec:\n  endpointSelector:\n    matchLabels: {class: deathstar}\n  ingressDeny:\n  - fromEndpoints:\n    - matchLabels: {org: alliance}\n",
+    );
+    let deny = lab_common::verdict::mark(false, true);
+    plant_drop(&lab, "deathstar-2", "xwing", "deathstar-2", 80, deny);
+    let n = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let observer = observe_lab(&name, dir.path());
+    let only_deny = TraceOptions {
+        filters: Filters {
+            reasons: vec!["POLICY_DENY".into()],
+            ..Default::default()
+        },
+        ..lab_options(&lab)
+    };
+    let exclude_deny = TraceOptions {
+        filters: Filters {
+            exclude_reasons: vec!["POLICY_DENY".into()],
+            ..Default::default()
+        },
+        ..lab_options(&lab)
+    };
+    let mut results = trace_all(vec![only_deny, exclude_deny], || {
+        send_pod_udp(&lab, "xwing", "deathstar-2", 80, n);
+    });
+    let flows = observed_drops(observer);
+    let (excluded, _) = results.pop().unwrap();
+    let (drops, summary) = results.pop().unwrap();
+    assert_eq!(drops.len(), n as usize, "{drops:#?}");
+    assert_eq!(summary.by_reason.get("POLICY_DENY"), Some(&u64::from(n)));
+    assert!(
+        excluded.iter().all(|d| d["reason"] != "POLICY_DENY"),
+        "{excluded:#?}"
+    );
+    for d in &drops {
+        assert_eq!(d["reason"], "POLICY_DENY");
+        assert_eq!(d["reason_code"], 181);
+        let p = &d["policy"];
+        assert_eq!(p["direction"], "ingress");
+        assert_eq!(p["pod"], format!("{name}/deathstar-2"));
+        assert_eq!(p["policies"][0]["kind"], "CiliumNetworkPolicy");
+        assert_eq!(p["policies"][0]["name"], "no-rebels");
+        let rule = p["rule"].as_str().unwrap();
+        assert!(
+            rule.starts_with("default/no-rebels ingressDeny[0] ("),
+            "{rule}"
+        );
+    }
+    let denied: Vec<&Value> = flows
+        .iter()
+        .filter(|f| f["drop_reason_desc"] == "POLICY_DENY")
+        .collect();
+    assert_eq!(denied.len(), n as usize, "{flows:#?}");
+    for f in &denied {
+        assert_eq!(f["drop_reason"], 181);
+        assert_eq!(f["traffic_direction"], "INGRESS");
+        assert_eq!(f["ingress_denied_by"][0]["name"], "no-rebels");
+        assert_eq!(f["ingress_denied_by"][0]["kind"], "CiliumNetworkPolicy");
+        assert_eq!(f["destination"]["pod_name"], "deathstar-2");
+    }
 }
