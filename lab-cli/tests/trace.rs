@@ -1244,6 +1244,7 @@ fn policy_drops_are_named_with_their_direction_policy_and_pods() {
 
     let dir = tempfile::tempdir().unwrap();
     let observer = observe_lab(&name, dir.path());
+    let counter = lab_cli::drops::counter::DropCounter::attach(None).unwrap();
     let only_policy = TraceOptions {
         filters: Filters {
             reasons: vec!["POLICY_DENIED".into()],
@@ -1251,14 +1252,58 @@ fn policy_drops_are_named_with_their_direction_policy_and_pods() {
         },
         ..lab_options(&lab)
     };
-    let mut results = trace_all(vec![lab_options(&lab), only_policy], || {
+    let classic = TraceOptions {
+        classic_tracepoint: true,
+        ..lab_options(&lab)
+    };
+    let mut results = trace_all(vec![lab_options(&lab), only_policy, classic], || {
         send_pod_udp(&lab, "xwing", "deathstar-1", 80, n);
         send_pod_udp(&lab, "xwing", "tiefighter", 5000, n);
         send_pod_udp(&lab, "coredns", "tiefighter", 7, n);
     });
     let flows = observed_drops(observer);
+    let (classic, _) = results.pop().unwrap();
     let (filtered, filtered_summary) = results.pop().unwrap();
     let (drops, summary) = results.pop().unwrap();
+    // The classic tracepoint reads the mark too: the same drops, named alike.
+    let named = |ds: &[Value]| -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = ds
+            .iter()
+            .map(|d| {
+                (
+                    d["reason"].to_string(),
+                    d["policy"]["direction"].to_string(),
+                    d["policy"]["policies"].to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(named(&classic), named(&drops));
+    // The drop counter (metrics, demo) counts them by the mark's name.
+    let lab_inodes: std::collections::BTreeSet<u32> = lab
+        .state
+        .namespaces
+        .iter()
+        .map(|r| r.inode as u32)
+        .collect();
+    let mut counted = BTreeMap::new();
+    for (key, k) in counter.counts().unwrap() {
+        if lab_inodes.contains(&key.netns_ino) {
+            *counted.entry(counter.name(&key)).or_insert(0) += k;
+        }
+    }
+    assert_eq!(
+        counted.get("POLICY_DENIED"),
+        Some(&(2 * u64::from(n))),
+        "{counted:?}"
+    );
+    assert_eq!(
+        counted.get("NETFILTER_DROP"),
+        Some(&u64::from(n)),
+        "{counted:?}"
+    );
 
     let pod = |p: &str| format!("{name}/{p}");
     let of = |d: &Value, port: u64| d["dport"] == port;
