@@ -1472,3 +1472,288 @@ fn a_deny_rule_drop_is_policy_deny_with_its_rule() {
         assert_eq!(f["destination"]["pod_name"], "deathstar-2");
     }
 }
+
+/// The one's-complement sum of `data` (16-bit words), for the ICMPv6
+/// checksum.
+fn ones_sum(data: &[u8]) -> u32 {
+    data.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+/// An MLDv2 report as the kernel sends one (RFC 3810): an IPv6 header to
+/// ff02::16 with hop limit 1, a hop-by-hop header with the router alert
+/// option, and the ICMPv6 report (type 143) with one record joining
+/// `group`.
+fn mld_report(src: Ipv6Addr, group: Ipv6Addr) -> Vec<u8> {
+    let dst: Ipv6Addr = "ff02::16".parse().unwrap();
+    let mut icmp = vec![143, 0, 0, 0, 0, 0, 0, 1];
+    // CHANGE_TO_EXCLUDE_MODE, no aux data, no sources.
+    icmp.extend_from_slice(&[4, 0, 0, 0]);
+    icmp.extend_from_slice(&group.octets());
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    let mut sum = ones_sum(&pseudo) + ones_sum(&icmp);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    icmp[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    // Next header ICMPv6, length 0 (8 bytes): router alert (MLD), PadN.
+    let hop_by_hop = [58, 0, 5, 2, 0, 0, 1, 0];
+    let payload = hop_by_hop.len() + icmp.len();
+    let mut packet = vec![0x60, 0, 0, 0];
+    packet.extend_from_slice(&(payload as u16).to_be_bytes());
+    packet.extend_from_slice(&[0, 1]); // next header hop-by-hop, hop limit 1
+    packet.extend_from_slice(&src.octets());
+    packet.extend_from_slice(&dst.octets());
+    packet.extend_from_slice(&hop_by_hop);
+    packet.extend_from_slice(&icmp);
+    packet
+}
+
+/// tshark's view of a pcap's IPv6 packets: per packet the first next
+/// header, the ICMPv6 type, the destination and the source.
+fn tshark_icmpv6(pcap: &[u8]) -> Vec<Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mld.pcapng");
+    std::fs::write(&file, pcap).unwrap();
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .args(["-T", "fields", "-E", "separator=|"])
+        .args(["-e", "ipv6.nxt", "-e", "icmpv6.type", "-e", "ipv6.dst"])
+        .args(["-e", "ipv6.src"])
+        .output()
+        .expect("run tshark (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "tshark cannot read the pcap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn mld_reports_behind_a_hop_by_hop_header_are_icmpv6() {
+    if !common::privileged("mld_reports_behind_a_hop_by_hop_header_are_icmpv6") {
+        return;
+    }
+    let ns = common::netns("labtest-mld");
+    common::enable_ipv6_on_lo(&ns);
+    // A multicast link (a veth pair). Our reports come from fe80::1ab5,
+    // an address of no interface, so the OUTPUT rule drops them and
+    // nothing else (the kernel's own reports come from fe80::1).
+    ip_netns_exec(
+        &ns,
+        &[
+            "ip", "link", "add", "labmld0", "type", "veth", "peer", "name", "labmld1",
+        ],
+    );
+    for dev in ["labmld0", "labmld1"] {
+        ip_netns_exec(&ns, &["ip", "link", "set", dev, "addrgenmode", "none"]);
+        ip_netns_exec(&ns, &["ip", "link", "set", dev, "up"]);
+    }
+    ip_netns_exec(
+        &ns,
+        &["ip", "addr", "add", "fe80::1/64", "dev", "labmld0", "nodad"],
+    );
+    common::nft(
+        &ns,
+        "table ip6 labtest_mld { chain out { type filter hook output priority 0; ip6 saddr fe80::1ab5 ip6 daddr ff02::16 counter drop; }; }\n",
+    );
+    let ifindex = ns
+        .run(|| nix::net::if_::if_nametoindex("labmld0"))
+        .unwrap()
+        .unwrap();
+    // A raw IPv6 socket with the header included, as a host's MLD sends.
+    let socket = ns
+        .run(|| {
+            nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Inet6,
+                nix::sys::socket::SockType::Raw,
+                nix::sys::socket::SockFlag::empty(),
+                nix::sys::socket::SockProtocol::Raw,
+            )
+        })
+        .unwrap()
+        .unwrap();
+    let group: Ipv6Addr = "ff15::1ab5".parse().unwrap();
+    let report = mld_report("fe80::1ab5".parse().unwrap(), group);
+    let to = nix::sys::socket::SockaddrIn6::from(std::net::SocketAddrV6::new(
+        "ff02::16".parse().unwrap(),
+        0,
+        0,
+        ifindex,
+    ));
+    let n = 4u32;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, ready) = (dir.path().join("mld.pcapng"), dir.path().join("ready"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["trace", "--netns", ns.name(), "-o", "json", "--pcap"])
+        .arg(&pcap)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_ready(&mut child, &ready);
+    let icmpv6 = TraceOptions {
+        filters: Filters {
+            proto: Some("icmpv6".into()),
+            ..options(&ns).filters
+        },
+        ..options(&ns)
+    };
+    let udp = TraceOptions {
+        filters: Filters {
+            proto: Some("udp".into()),
+            ..options(&ns).filters
+        },
+        ..options(&ns)
+    };
+    let mut results = trace_all(vec![icmpv6, udp], || {
+        for _ in 0..n {
+            let sent = nix::sys::socket::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                &report,
+                &to,
+                nix::sys::socket::MsgFlags::empty(),
+            );
+            // The OUTPUT rule drops it: the kernel tells the sender.
+            assert_eq!(sent, Err(nix::errno::Errno::EPERM));
+        }
+    });
+    common::interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let (udp_drops, _) = results.pop().unwrap();
+    let (icmp_drops, _) = results.pop().unwrap();
+    let drops: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "drop")
+        .collect();
+
+    // The kernel's own count agrees.
+    assert_eq!(common::nft_counted(&ns, "ip6", "labtest_mld"), u64::from(n));
+    // Nothing in the namespace is left unparsed behind its extension
+    // headers.
+    assert!(drops.iter().all(|d| d["proto"] != "IP(0)"), "{drops:#?}");
+    let drops: Vec<Value> = drops
+        .into_iter()
+        .filter(|d| d["src"] == "fe80::1ab5")
+        .collect();
+    assert_eq!(drops.len(), n as usize, "{drops:#?}");
+    for d in &drops {
+        assert_eq!(d["reason"], "NETFILTER_DROP");
+        assert_eq!(d["proto"], "ICMPv6");
+        assert_eq!(d["icmp_type"], 143);
+        assert_eq!(d["icmp_code"], 0);
+        assert_eq!(d["dst"], "ff02::16");
+        // Dropped on its way out, before it was given its device.
+        assert_eq!(d["ifname"], Value::Null);
+        assert!(d.get("fragment").is_none());
+    }
+    // --proto icmpv6 keeps them; --proto udp has none.
+    let ours = |ds: &[Value]| ds.iter().filter(|d| d["src"] == "fe80::1ab5").count();
+    assert_eq!(ours(&icmp_drops), n as usize);
+    assert!(
+        icmp_drops
+            .iter()
+            .filter(|d| d["src"] == "fe80::1ab5")
+            .all(|d| d["icmp_type"] == 143)
+    );
+    assert_eq!(ours(&udp_drops), 0, "{udp_drops:#?}");
+    // tshark reads the same packets: hop-by-hop first, then MLDv2.
+    let packets: Vec<Vec<String>> = tshark_icmpv6(&std::fs::read(&pcap).unwrap())
+        .into_iter()
+        .filter(|p| p[3] == "fe80::1ab5")
+        .collect();
+    assert_eq!(packets.len(), n as usize);
+    for p in &packets {
+        assert_eq!(p, &["0", "143", "ff02::16", "fe80::1ab5"], "{packets:?}");
+    }
+}
+
+#[test]
+fn fragments_show_ports_on_the_first_only() {
+    if !common::privileged("fragments_show_ports_on_the_first_only") {
+        return;
+    }
+    let ns = common::netns("labtest-frag");
+    common::enable_ipv6_on_lo(&ns);
+    // The smallest IPv6 link: a 3000-byte datagram leaves in 3 fragments
+    // (1232 + 1232 + 544 bytes of it), dropped one by one on their way
+    // in, before reassembly.
+    ip_netns_exec(&ns, &["ip", "link", "set", "lo", "mtu", "1280"]);
+    common::nft(
+        &ns,
+        "table ip6 labtest_frag { chain pre { type filter hook prerouting priority -300; ip6 daddr ::1 ip6 nexthdr ipv6-frag counter drop; }; }\n",
+    );
+    let datagrams = 3u32;
+    let port = TraceOptions {
+        filters: Filters {
+            port: Some(9),
+            ..options(&ns).filters
+        },
+        ..options(&ns)
+    };
+    let udp = TraceOptions {
+        filters: Filters {
+            proto: Some("udp".into()),
+            ..options(&ns).filters
+        },
+        ..options(&ns)
+    };
+    let mut results = trace_all(vec![options(&ns), port, udp], || {
+        let socket = ns
+            .run(|| std::net::UdpSocket::bind("[::1]:0"))
+            .expect("enter netns")
+            .expect("bind ::1");
+        for _ in 0..datagrams {
+            socket.send_to(&[7u8; 3000], "[::1]:9").expect("send");
+        }
+    });
+    let (udp_drops, _) = results.pop().unwrap();
+    let (port_drops, _) = results.pop().unwrap();
+    let (drops, summary) = results.pop().unwrap();
+    let fragments = 3 * datagrams as usize;
+    assert_eq!(
+        common::nft_counted(&ns, "ip6", "labtest_frag"),
+        fragments as u64
+    );
+    assert_eq!(drops.len(), fragments, "{drops:#?}");
+    assert_eq!(
+        summary.by_reason.get("NETFILTER_DROP"),
+        Some(&(fragments as u64))
+    );
+    let first: Vec<&Value> = drops.iter().filter(|d| d["fragment"] == "first").collect();
+    let later: Vec<&Value> = drops.iter().filter(|d| d["fragment"] == "later").collect();
+    assert_eq!((first.len(), later.len()), (3, 6), "{drops:#?}");
+    for d in &drops {
+        assert_eq!(d["proto"], "UDP");
+        assert_eq!(d["src"], "::1");
+        assert_eq!(d["dst"], "::1");
+    }
+    for d in &first {
+        assert_eq!(d["dport"], 9);
+        assert!(d["sport"].as_u64().unwrap() > 0);
+    }
+    for d in &later {
+        assert_eq!(d["dport"], Value::Null);
+        assert_eq!(d["sport"], Value::Null);
+    }
+    // --port 9: only the first fragments carry it; --proto udp: all.
+    assert_eq!(port_drops.len(), 3, "{port_drops:#?}");
+    assert!(port_drops.iter().all(|d| d["fragment"] == "first"));
+    assert_eq!(udp_drops.len(), fragments);
+}
