@@ -1605,6 +1605,15 @@ fn mld_reports_behind_a_hop_by_hop_header_are_icmpv6() {
         .spawn()
         .unwrap();
     common::wait_ready(&mut child, &ready);
+    let observe_ready = dir.path().join("observe-ready");
+    let mut observer = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["observe", "--netns", ns.name(), "--protocol", "icmpv6"])
+        .args(["-o", "json", "--ready-file"])
+        .arg(&observe_ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_ready(&mut observer, &observe_ready);
     let icmpv6 = TraceOptions {
         filters: Filters {
             proto: Some("icmpv6".into()),
@@ -1634,6 +1643,17 @@ fn mld_reports_behind_a_hop_by_hop_header_are_icmpv6() {
     common::interrupt(&child);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
+    let flows = observed_drops(observer);
+    let ours: Vec<&Value> = flows
+        .iter()
+        .filter(|f| f["IP"]["source"] == "fe80::1ab5")
+        .collect();
+    assert_eq!(ours.len(), n as usize, "{flows:#?}");
+    for f in &ours {
+        assert_eq!(f["IP"]["ipVersion"], "IPv6");
+        assert_eq!(f["l4"]["ICMPv6"]["type"], 143);
+        assert_eq!(f["Summary"], "ICMPv6 MLDv2MulticastListenerReport");
+    }
     let (udp_drops, _) = results.pop().unwrap();
     let (icmp_drops, _) = results.pop().unwrap();
     let drops: Vec<Value> = String::from_utf8(out.stdout)
