@@ -765,7 +765,9 @@ fn observe_fits_80_columns() {
             time_ns: 1_700_003_723_000_456_000,
             verdict,
             drop_reason: (verdict == Verdict::Dropped).then(|| "IP_INNOHDRERRORS".into()),
-            policy: (verdict == Verdict::Dropped).then(|| policy_record().policy).flatten(),
+            policy: (verdict == Verdict::Dropped)
+                .then(|| policy_record().policy)
+                .flatten(),
             fragment: None,
             source: src,
             destination: dst,
