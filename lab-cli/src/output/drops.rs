@@ -327,7 +327,7 @@ pub fn policy_pieces(p: &PolicyVerdict) -> Vec<String> {
         )),
     }
     pieces.push(format!(
-        "{} ({}) → {} ({})",
+        "{} (ID:{}) → {} (ID:{})",
         n.from, n.src_identity, n.to, n.dst_identity
     ));
     if let Some(note) = &n.note {
@@ -400,7 +400,7 @@ mod tests {
         let line = drop_line(&rec, false);
         assert_eq!(
             line,
-            "23:15:23.000456 labtest-a      lo     UDP     127.0.0.1:40000 → 127.0.0.2:9\n                POLICY_DENIED ingress len 32 at __udp4_lib_rcv+0x5a3\n                (kernel: NETFILTER_DROP)\n                default deny of default/deathstar-only-empire\n                sw/xwing (258) → sw/deathstar-1 (257)"
+            "23:15:23.000456 labtest-a      lo     UDP     127.0.0.1:40000 → 127.0.0.2:9\n                POLICY_DENIED ingress len 32 at __udp4_lib_rcv+0x5a3\n                (kernel: NETFILTER_DROP)\n                default deny of default/deathstar-only-empire\n                sw/xwing (ID:258) → sw/deathstar-1 (ID:257)"
         );
         for l in line.lines() {
             assert!(width::width(l) <= width::COLUMNS, "{l}");
