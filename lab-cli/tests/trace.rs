@@ -1245,6 +1245,9 @@ fn policy_drops_are_named_with_their_direction_policy_and_pods() {
     let dir = tempfile::tempdir().unwrap();
     let observer = observe_lab(&name, dir.path());
     let counter = lab_cli::drops::counter::DropCounter::attach(None).unwrap();
+    let mut exporter =
+        lab_cli::metrics::Exporter::start(lab_cli::kernel::netns::Selection::Listed(Vec::new()))
+            .unwrap();
     let only_policy = TraceOptions {
         filters: Filters {
             reasons: vec!["POLICY_DENIED".into()],
@@ -1298,6 +1301,31 @@ fn policy_drops_are_named_with_their_direction_policy_and_pods() {
         counted.get("POLICY_DENIED"),
         Some(&(2 * u64::from(n))),
         "{counted:?}"
+    );
+    // metrics: drops by reason, policy drops by direction too.
+    let scraped = exporter.scrape().unwrap();
+    let with = |family: &str, labels: &str| {
+        scraped
+            .lines()
+            .filter(|l| l.starts_with(family) && l.contains(labels))
+            .filter(|l| l.contains(&format!("netns=\"{name}/node")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        with("labctl_drops_total{", "reason=\"POLICY_DENIED\""),
+        2 * u64::from(n),
+        "{scraped}"
+    );
+    assert_eq!(
+        with("labctl_policy_drops_total{", "direction=\"ingress\""),
+        u64::from(n),
+        "{scraped}"
+    );
+    assert_eq!(
+        with("labctl_policy_drops_total{", "direction=\"egress\""),
+        u64::from(n),
+        "{scraped}"
     );
     assert_eq!(
         counted.get("NETFILTER_DROP"),
