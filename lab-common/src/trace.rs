@@ -99,6 +99,8 @@ pub struct TraceConfig {
     /// of the packet from its network header (`--pcap`, `--snaplen`).
     pub snaplen: u32,
     pub _pad1: u32,
+    /// Keeps `reasons` 8-aligned with no padding before it.
+    pub _pad2: u32,
     /// One bit per reason code: with REASON_INCLUDE the allowed ones,
     /// otherwise the excluded ones.
     pub reasons: [u64; REASON_BITS / 64],
@@ -120,6 +122,7 @@ impl TraceConfig {
         host: [0; 16],
         snaplen: 0,
         _pad1: 0,
+        _pad2: 0,
         reasons: [0; REASON_BITS / 64],
     };
 
@@ -308,7 +311,7 @@ mod tests {
         assert_eq!(size_of::<SkbOffsets>(), (9 + 8) * 4);
         assert_eq!(
             size_of::<TraceConfig>(),
-            64 + 7 * 4 + 2 + 1 + 1 + 16 + 4 + 4 + 64
+            68 + 7 * 4 + 2 + 1 + 1 + 16 + 4 + 4 + 4 + 64
         );
         assert_eq!(
             size_of::<DropEvent>(),
