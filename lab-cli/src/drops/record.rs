@@ -147,11 +147,21 @@ impl DropRecord {
         let later = ev.pkt & pkt::LATER_FRAGMENT != 0;
         let icmp = matches!(ev.l4proto, 1 | 58) && ev.family != family::NONE && !later;
         let pod = r.pod(netns_ino);
-        let policy = PolicyDrop::from_mark(ev.mark);
-        let kernel_reason = r.reason(ev.reason);
-        let (reason, reason_code) = match policy {
-            Some(p) => (p.name().to_owned(), p.code()),
-            None => (kernel_reason.clone(), ev.reason),
+        // A policy drop keeps the kernel's reason beside its own name; any
+        // other drop is named once (the common case: no extra string).
+        let (reason, reason_code, policy) = match PolicyDrop::from_mark(ev.mark) {
+            Some(p) => (
+                p.name().to_owned(),
+                p.code(),
+                Some(PolicyVerdict {
+                    direction: p.direction(),
+                    kernel_reason: r.reason(ev.reason),
+                    kernel_reason_code: ev.reason,
+                    mark: format!("{:#x}", ev.mark),
+                    names: None,
+                }),
+            ),
+            None => (r.reason(ev.reason), ev.reason, None),
         };
         Self {
             kind: "drop",
@@ -180,13 +190,7 @@ impl DropRecord {
                 (true, false) => Some("first"),
                 (false, false) => None,
             },
-            policy: policy.map(|p| PolicyVerdict {
-                direction: p.direction(),
-                kernel_reason,
-                kernel_reason_code: ev.reason,
-                mark: format!("{:#x}", ev.mark),
-                names: None,
-            }),
+            policy,
             stack: None,
             packet: None,
             ethertype: match (ev.ethertype, ev.family) {
