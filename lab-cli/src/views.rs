@@ -97,6 +97,36 @@ fn v6_record(reason: &str) -> DropRecord {
     r
 }
 
+/// A policy drop with long names: a deny rule, the kernel's reason, the
+/// two ends and their identities, and the note when the policies do not
+/// explain it.
+fn policy_record() -> DropRecord {
+    use crate::drops::record::{PolicyNames, PolicyRef, PolicyVerdict};
+    let mut r = drop_record("POLICY_DENY");
+    r.policy = Some(PolicyVerdict {
+        direction: "ingress",
+        kernel_reason: "NETFILTER_DROP".into(),
+        kernel_reason_code: 12,
+        mark: "0x1ab50002".into(),
+        names: Some(PolicyNames {
+            lab: LAB.into(),
+            from: pod("client-with-a-long-deployment-name-7d9f8b6c5d-x2x4z"),
+            to: pod("web-3"),
+            pod: Some(pod("web-3")),
+            policies: vec![PolicyRef {
+                kind: "CiliumNetworkPolicy",
+                namespace: "a-namespace-with-a-long-name".into(),
+                name: "deny-everything-from-the-outer-rim-territories".into(),
+            }],
+            rule: Some("a-namespace-with-a-long-name/deny-everything-from-the-outer-rim-territories ingressDeny[12] (/home/learner/policies/outer-rim.yaml:123)".into()),
+            src_identity: 65_535,
+            dst_identity: 16_777_217,
+            note: Some("the lab's policies do not deny this ingress (no policy turns default deny on): the drop is not theirs".into()),
+        }),
+    });
+    r
+}
+
 fn summary() -> Summary {
     let mut s = Summary {
         kind: "summary",
@@ -146,6 +176,7 @@ fn trace_fits_80_columns() {
             v6_record("IP_INNOHDRERRORS"),
             v6_record("PKT_TOO_BIG"),
             drop_record("SOCKET_RCVBUFF"),
+            policy_record(),
         ] {
             sink.drop_seen(&r)?;
         }
@@ -734,6 +765,10 @@ fn observe_fits_80_columns() {
             time_ns: 1_700_003_723_000_456_000,
             verdict,
             drop_reason: (verdict == Verdict::Dropped).then(|| "IP_INNOHDRERRORS".into()),
+            policy: (verdict == Verdict::Dropped)
+                .then(|| policy_record().policy)
+                .flatten(),
+            fragment: None,
             source: src,
             destination: dst,
             l4: flows::L4::Tcp(Some(0x12)),

@@ -826,3 +826,36 @@ fn policy_map_views_refuse_conflicts_and_bad_lab_names() {
         usage_error(cmd, "is not valid");
     }
 }
+
+#[test]
+fn policy_drop_reasons_are_explained_and_listed_with_cilium_s_numbers() {
+    let out = labctl_unprivileged(&["explain", "policy_denied", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::said(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["reason"].as_str(), v["code"].as_u64()),
+        (Some("POLICY_DENIED"), Some(133))
+    );
+    assert!(v["meaning"].as_str().unwrap().contains("default deny"));
+    let out = labctl_unprivileged(&["explain", "POLICY_DENY"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("POLICY_DENY (Cilium's code 181"), "{text}");
+    let out = labctl_unprivileged(&["explain", "--list", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let listed: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| {
+            v["name"].as_str().is_some_and(|n| n.starts_with("POLICY_"))
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            serde_json::json!({"code": 133, "name": "POLICY_DENIED", "explained": true}),
+            serde_json::json!({"code": 181, "name": "POLICY_DENY", "explained": true}),
+        ]
+    );
+}

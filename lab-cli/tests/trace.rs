@@ -50,6 +50,7 @@ fn options(ns: &NetNs) -> TraceOptions {
         gone: None,
         netns_aliases: Some(names::member_names),
         scope: None,
+        policy_names: None,
     }
 }
 
@@ -1076,4 +1077,731 @@ fn unix_socket_buffers_stay_out_of_the_namespace() {
         unix.iter()
             .all(|d| d["netns"] == "?" && d["netns_ino"] == 0)
     );
+}
+
+/// The namespaces of lab `lab` (its nodes' and pods'), as a session's scope.
+fn lab_scope(lab: &lab_cli::lab::Lab) -> session::Scope {
+    let inodes: std::collections::BTreeSet<u64> =
+        lab.state.namespaces.iter().map(|r| r.inode).collect();
+    session::Scope(Box::new(move || inodes.clone()))
+}
+
+/// Every drop in lab `lab`'s namespaces, policy drops named by its policies.
+fn lab_options(lab: &lab_cli::lab::Lab) -> TraceOptions {
+    TraceOptions {
+        duration: Some(Duration::from_secs(60)),
+        netns_aliases: Some(names::member_names),
+        scope: Some(lab_scope(lab)),
+        policy_names: Some(lab_cli::lab::policy::drop_namer()),
+        ..TraceOptions::default()
+    }
+}
+
+/// The namespace of the node pod `pod` of `lab` runs on, and its address.
+fn node_of(lab: &lab_cli::lab::Lab, pod: &str) -> (NetNs, Ipv4Addr) {
+    let p = lab.plan.find_pod(pod).unwrap();
+    let node = &lab.plan.nodes[p.node].name;
+    (lab.netns(node).unwrap(), p.addr)
+}
+
+/// Plants what a policy datapath does in `pod`'s node: UDP from `from` to
+/// `to`:`port` marked `mark` (0: left alone) and dropped in the forward
+/// hook. Table `ip labtest_pol` (a chain each call).
+fn plant_drop(
+    lab: &lab_cli::lab::Lab,
+    at_node_of: &str,
+    from: &str,
+    to: &str,
+    port: u16,
+    mark: u32,
+) {
+    let (node, _) = node_of(lab, at_node_of);
+    let (src, dst) = (
+        lab.endpoint(from).unwrap().addr,
+        lab.endpoint(to).unwrap().addr,
+    );
+    let set_mark = if mark == 0 {
+        String::new()
+    } else {
+        format!("meta mark set {mark:#x} ")
+    };
+    common::nft(
+        &node,
+        &format!(
+            "table ip labtest_pol {{ chain fwd_{from}_{port} {{ type filter hook forward priority -10; ip saddr {src} ip daddr {dst} udp dport {port} counter {set_mark}drop; }}; }}\n"
+        ),
+    );
+}
+
+/// Sends `n` datagrams from pod `from` to pod `to`:`port`.
+fn send_pod_udp(lab: &lab_cli::lab::Lab, from: &str, to: &str, port: u16, n: u32) {
+    let ns = lab.netns(from).unwrap();
+    let dst = lab.endpoint(to).unwrap().addr;
+    let socket = ns
+        .run(|| std::net::UdpSocket::bind("0.0.0.0:0"))
+        .expect("enter netns")
+        .expect("bind");
+    for i in 0..n {
+        socket.send_to(&i.to_be_bytes(), (dst, port)).expect("send");
+    }
+}
+
+/// `labctl policy apply -f` of `yaml` in lab `lab`.
+fn apply_policy(lab: &str, yaml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["policy", "apply", "--lab", lab, "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::said(&out.stderr));
+}
+
+/// `labctl observe --lab LAB -o json`, attached.
+fn observe_lab(lab: &str, dir: &std::path::Path) -> std::process::Child {
+    let ready = dir.join("observe-ready");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["observe", "--lab", lab, "-o", "json", "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_ready(&mut child, &ready);
+    child
+}
+
+/// Stops an observer (Ctrl-C) and returns its DROPPED flows.
+fn observed_drops(child: std::process::Child) -> Vec<Value> {
+    common::interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "observe exited with {}", out.status);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|l| l.get("flow").cloned())
+        .filter(|f| f["verdict"] == "DROPPED")
+        .collect()
+}
+
+const DEATHSTAR_EMPIRE_ONLY: &str = r#"apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: deathstar-empire-only
+spec:
+  podSelector:
+    matchLabels: {class: deathstar}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels: {org: empire}
+    ports: [{port: 80, protocol: TCP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: xwing-dns-only
+spec:
+  podSelector:
+    matchLabels: {class: xwing}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector:
+        matchLabels: {kubernetes.io/metadata.name: kube-system}
+      podSelector:
+        matchLabels: {k8s-app: kube-dns}
+    ports: [{port: 53, protocol: UDP}]
+"#;
+
+#[test]
+fn policy_drops_are_named_with_their_direction_policy_and_pods() {
+    if !common::privileged("policy_drops_are_named_with_their_direction_policy_and_pods") {
+        return;
+    }
+    let lab = common::lab_with(
+        "starwars",
+        "trpol",
+        lab_cli::lab::plan::LabOptions {
+            policy_mode: Some(lab_cli::policy::PolicyMode::Netfilter),
+            ..Default::default()
+        },
+    );
+    let name = lab.name().to_owned();
+    apply_policy(&name, DEATHSTAR_EMPIRE_ONLY);
+    // What the netfilter datapath does for these policies: deathstar-1's
+    // ingress denies the xwing (default deny), the xwing's egress denies
+    // the tiefighter; and a plain drop no policy has anything to do with.
+    let ingress = lab_common::verdict::mark(false, false);
+    let egress = lab_common::verdict::mark(true, false);
+    plant_drop(&lab, "deathstar-1", "xwing", "deathstar-1", 80, ingress);
+    plant_drop(&lab, "xwing", "xwing", "tiefighter", 5000, egress);
+    plant_drop(&lab, "tiefighter", "coredns", "tiefighter", 7, 0);
+    let n = 5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let observer = observe_lab(&name, dir.path());
+    let counter = lab_cli::drops::counter::DropCounter::attach(None).unwrap();
+    let mut exporter =
+        lab_cli::metrics::Exporter::start(lab_cli::kernel::netns::Selection::Listed(Vec::new()))
+            .unwrap();
+    let only_policy = TraceOptions {
+        filters: Filters {
+            reasons: vec!["POLICY_DENIED".into()],
+            ..Default::default()
+        },
+        ..lab_options(&lab)
+    };
+    let classic = TraceOptions {
+        classic_tracepoint: true,
+        ..lab_options(&lab)
+    };
+    let mut results = trace_all(vec![lab_options(&lab), only_policy, classic], || {
+        send_pod_udp(&lab, "xwing", "deathstar-1", 80, n);
+        send_pod_udp(&lab, "xwing", "tiefighter", 5000, n);
+        send_pod_udp(&lab, "coredns", "tiefighter", 7, n);
+    });
+    let flows = observed_drops(observer);
+    let (classic, _) = results.pop().unwrap();
+    let (filtered, filtered_summary) = results.pop().unwrap();
+    let (drops, summary) = results.pop().unwrap();
+    // The classic tracepoint reads the mark too: the same drops, named alike.
+    let named = |ds: &[Value]| -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = ds
+            .iter()
+            .map(|d| {
+                (
+                    d["reason"].to_string(),
+                    d["policy"]["direction"].to_string(),
+                    d["policy"]["policies"].to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(named(&classic), named(&drops));
+    // The drop counter (metrics, demo) counts them by the mark's name.
+    let lab_inodes: std::collections::BTreeSet<u32> = lab
+        .state
+        .namespaces
+        .iter()
+        .map(|r| r.inode as u32)
+        .collect();
+    let mut counted = BTreeMap::new();
+    for (key, k) in counter.counts().unwrap() {
+        if lab_inodes.contains(&key.netns_ino) {
+            *counted.entry(counter.name(&key)).or_insert(0) += k;
+        }
+    }
+    assert_eq!(
+        counted.get("POLICY_DENIED"),
+        Some(&(2 * u64::from(n))),
+        "{counted:?}"
+    );
+    // metrics: drops by reason, policy drops by direction too.
+    let scraped = exporter.scrape().unwrap();
+    let with = |family: &str, labels: &str| {
+        scraped
+            .lines()
+            .filter(|l| l.starts_with(family) && l.contains(labels))
+            .filter(|l| l.contains(&format!("netns=\"{name}/node")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        with("labctl_drops_total{", "reason=\"POLICY_DENIED\""),
+        2 * u64::from(n),
+        "{scraped}"
+    );
+    assert_eq!(
+        with("labctl_policy_drops_total{", "direction=\"ingress\""),
+        u64::from(n),
+        "{scraped}"
+    );
+    assert_eq!(
+        with("labctl_policy_drops_total{", "direction=\"egress\""),
+        u64::from(n),
+        "{scraped}"
+    );
+    assert_eq!(
+        counted.get("NETFILTER_DROP"),
+        Some(&u64::from(n)),
+        "{counted:?}"
+    );
+
+    let pod = |p: &str| format!("{name}/{p}");
+    let of = |d: &Value, port: u64| d["dport"] == port;
+    let ingress_drops: Vec<&Value> = drops.iter().filter(|d| of(d, 80)).collect();
+    let egress_drops: Vec<&Value> = drops.iter().filter(|d| of(d, 5000)).collect();
+    let plain: Vec<&Value> = drops.iter().filter(|d| of(d, 7)).collect();
+    assert_eq!(
+        (ingress_drops.len(), egress_drops.len(), plain.len()),
+        (n as usize, n as usize, n as usize),
+        "{drops:#?}"
+    );
+    assert_eq!(
+        summary.by_reason.get("POLICY_DENIED"),
+        Some(&(2 * u64::from(n)))
+    );
+    assert_eq!(summary.lost, 0);
+    for d in &ingress_drops {
+        assert_eq!(d["reason"], "POLICY_DENIED");
+        assert_eq!(d["reason_code"], 133);
+        let p = &d["policy"];
+        assert_eq!(p["direction"], "ingress");
+        assert_eq!(p["kernel_reason"], "NETFILTER_DROP");
+        assert_eq!(p["mark"], "0x1ab50000");
+        assert_eq!(p["lab"], name.as_str());
+        assert_eq!(p["from"], pod("xwing"));
+        assert_eq!(p["to"], pod("deathstar-1"));
+        assert_eq!(p["pod"], pod("deathstar-1"));
+        assert_eq!(
+            p["policies"],
+            serde_json::json!([{"kind": "NetworkPolicy", "namespace": "default", "name": "deathstar-empire-only"}])
+        );
+        assert_eq!(p["rule"], Value::Null);
+        assert!(p["src_identity"].as_u64().unwrap() >= 256, "{p}");
+        assert!(p["dst_identity"].as_u64().unwrap() >= 256, "{p}");
+        assert_ne!(p["src_identity"], p["dst_identity"]);
+        assert!(p.get("note").is_none(), "{p}");
+    }
+    for d in &egress_drops {
+        assert_eq!(d["reason"], "POLICY_DENIED");
+        let p = &d["policy"];
+        assert_eq!(p["direction"], "egress");
+        assert_eq!(p["pod"], pod("xwing"));
+        assert_eq!(p["to"], pod("tiefighter"));
+        assert_eq!(p["policies"][0]["name"], "xwing-dns-only");
+    }
+    for d in &plain {
+        assert_eq!(d["reason"], "NETFILTER_DROP");
+        assert!(d.get("policy").is_none(), "{d}");
+    }
+    // --reason POLICY_DENIED: the policy drops, not the plain one.
+    assert_eq!(filtered.len(), 2 * n as usize, "{filtered:#?}");
+    assert!(filtered.iter().all(|d| d["reason"] == "POLICY_DENIED"));
+    assert_eq!(
+        filtered_summary.by_reason.keys().collect::<Vec<_>>(),
+        ["POLICY_DENIED"]
+    );
+
+    // observe: Hubble's fields.
+    let flow_to = |port: u64| -> Vec<&Value> {
+        flows
+            .iter()
+            .filter(|f| f["l4"]["UDP"]["destination_port"] == port)
+            .collect()
+    };
+    let (fi, fe, fp) = (flow_to(80), flow_to(5000), flow_to(7));
+    assert_eq!(
+        (fi.len(), fe.len(), fp.len()),
+        (n as usize, n as usize, n as usize)
+    );
+    for f in &fi {
+        assert_eq!(f["drop_reason_desc"], "POLICY_DENIED");
+        assert_eq!(f["drop_reason"], 133);
+        assert_eq!(f["traffic_direction"], "INGRESS");
+        assert_eq!(f["source"]["pod_name"], "xwing");
+        assert_eq!(f["destination"]["pod_name"], "deathstar-1");
+        assert_eq!(f["ingress_denied_by"][0]["name"], "deathstar-empire-only");
+        assert_eq!(f["ingress_denied_by"][0]["namespace"], "default");
+        assert!(f.get("egress_denied_by").is_none());
+    }
+    for f in &fe {
+        assert_eq!(f["traffic_direction"], "EGRESS");
+        assert_eq!(f["source"]["pod_name"], "xwing");
+        assert_eq!(f["destination"]["pod_name"], "tiefighter");
+        assert_eq!(f["egress_denied_by"][0]["name"], "xwing-dns-only");
+    }
+    for f in &fp {
+        assert_eq!(f["drop_reason_desc"], "NETFILTER_DROP");
+        assert!(f.get("traffic_direction").is_none(), "{f}");
+    }
+}
+
+#[test]
+fn a_deny_rule_drop_is_policy_deny_with_its_rule() {
+    if !common::privileged("a_deny_rule_drop_is_policy_deny_with_its_rule") {
+        return;
+    }
+    // Deny rules are Cilium's: a lab whose policies Cilium reads.
+    let lab = common::lab_with(
+        "starwars",
+        "trdeny",
+        lab_cli::lab::plan::LabOptions {
+            policy_mode: Some(lab_cli::policy::PolicyMode::Ebpf),
+            ..Default::default()
+        },
+    );
+    let name = lab.name().to_owned();
+    apply_policy(
+        &name,
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: no-rebels\nspec:\n  endpointSelector:\n    matchLabels: {class: deathstar}\n  ingressDeny:\n  - fromEndpoints:\n    - matchLabels: {org: alliance}\n",
+    );
+    let deny = lab_common::verdict::mark(false, true);
+    plant_drop(&lab, "deathstar-2", "xwing", "deathstar-2", 80, deny);
+    let n = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let observer = observe_lab(&name, dir.path());
+    let only_deny = TraceOptions {
+        filters: Filters {
+            reasons: vec!["POLICY_DENY".into()],
+            ..Default::default()
+        },
+        ..lab_options(&lab)
+    };
+    let exclude_deny = TraceOptions {
+        filters: Filters {
+            exclude_reasons: vec!["POLICY_DENY".into()],
+            ..Default::default()
+        },
+        ..lab_options(&lab)
+    };
+    let mut results = trace_all(vec![only_deny, exclude_deny], || {
+        send_pod_udp(&lab, "xwing", "deathstar-2", 80, n);
+    });
+    let flows = observed_drops(observer);
+    let (excluded, _) = results.pop().unwrap();
+    let (drops, summary) = results.pop().unwrap();
+    assert_eq!(drops.len(), n as usize, "{drops:#?}");
+    assert_eq!(summary.by_reason.get("POLICY_DENY"), Some(&u64::from(n)));
+    assert!(
+        excluded.iter().all(|d| d["reason"] != "POLICY_DENY"),
+        "{excluded:#?}"
+    );
+    for d in &drops {
+        assert_eq!(d["reason"], "POLICY_DENY");
+        assert_eq!(d["reason_code"], 181);
+        let p = &d["policy"];
+        assert_eq!(p["direction"], "ingress");
+        assert_eq!(p["pod"], format!("{name}/deathstar-2"));
+        assert_eq!(p["policies"][0]["kind"], "CiliumNetworkPolicy");
+        assert_eq!(p["policies"][0]["name"], "no-rebels");
+        let rule = p["rule"].as_str().unwrap();
+        assert!(
+            rule.starts_with("default/no-rebels ingressDeny[0] ("),
+            "{rule}"
+        );
+    }
+    let denied: Vec<&Value> = flows
+        .iter()
+        .filter(|f| f["drop_reason_desc"] == "POLICY_DENY")
+        .collect();
+    assert_eq!(denied.len(), n as usize, "{flows:#?}");
+    for f in &denied {
+        assert_eq!(f["drop_reason"], 181);
+        assert_eq!(f["traffic_direction"], "INGRESS");
+        assert_eq!(f["ingress_denied_by"][0]["name"], "no-rebels");
+        assert_eq!(f["ingress_denied_by"][0]["kind"], "CiliumNetworkPolicy");
+        assert_eq!(f["destination"]["pod_name"], "deathstar-2");
+    }
+}
+
+/// The one's-complement sum of `data` (16-bit words), for the ICMPv6
+/// checksum.
+fn ones_sum(data: &[u8]) -> u32 {
+    data.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+/// An MLDv2 report as the kernel sends one (RFC 3810): an IPv6 header to
+/// ff02::16 with hop limit 1, a hop-by-hop header with the router alert
+/// option, and the ICMPv6 report (type 143) with one record joining
+/// `group`.
+fn mld_report(src: Ipv6Addr, group: Ipv6Addr) -> Vec<u8> {
+    let dst: Ipv6Addr = "ff02::16".parse().unwrap();
+    let mut icmp = vec![143, 0, 0, 0, 0, 0, 0, 1];
+    // CHANGE_TO_EXCLUDE_MODE, no aux data, no sources.
+    icmp.extend_from_slice(&[4, 0, 0, 0]);
+    icmp.extend_from_slice(&group.octets());
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    let mut sum = ones_sum(&pseudo) + ones_sum(&icmp);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    icmp[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    // Next header ICMPv6, length 0 (8 bytes): router alert (MLD), PadN.
+    let hop_by_hop = [58, 0, 5, 2, 0, 0, 1, 0];
+    let payload = hop_by_hop.len() + icmp.len();
+    let mut packet = vec![0x60, 0, 0, 0];
+    packet.extend_from_slice(&(payload as u16).to_be_bytes());
+    packet.extend_from_slice(&[0, 1]); // next header hop-by-hop, hop limit 1
+    packet.extend_from_slice(&src.octets());
+    packet.extend_from_slice(&dst.octets());
+    packet.extend_from_slice(&hop_by_hop);
+    packet.extend_from_slice(&icmp);
+    packet
+}
+
+/// tshark's view of a pcap's IPv6 packets: per packet the first next
+/// header, the ICMPv6 type, the destination and the source.
+fn tshark_icmpv6(pcap: &[u8]) -> Vec<Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mld.pcapng");
+    std::fs::write(&file, pcap).unwrap();
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .args(["-T", "fields", "-E", "separator=|"])
+        .args(["-e", "ipv6.nxt", "-e", "icmpv6.type", "-e", "ipv6.dst"])
+        .args(["-e", "ipv6.src"])
+        .output()
+        .expect("run tshark (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "tshark cannot read the pcap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn mld_reports_behind_a_hop_by_hop_header_are_icmpv6() {
+    if !common::privileged("mld_reports_behind_a_hop_by_hop_header_are_icmpv6") {
+        return;
+    }
+    let ns = common::netns("labtest-mld");
+    common::enable_ipv6_on_lo(&ns);
+    // A multicast link (a veth pair). Our reports come from fe80::1ab5,
+    // an address of no interface, so the OUTPUT rule drops them and
+    // nothing else (the kernel's own reports come from fe80::1).
+    ip_netns_exec(
+        &ns,
+        &[
+            "ip", "link", "add", "labmld0", "type", "veth", "peer", "name", "labmld1",
+        ],
+    );
+    for dev in ["labmld0", "labmld1"] {
+        ip_netns_exec(&ns, &["ip", "link", "set", dev, "addrgenmode", "none"]);
+        ip_netns_exec(&ns, &["ip", "link", "set", dev, "up"]);
+    }
+    ip_netns_exec(
+        &ns,
+        &["ip", "addr", "add", "fe80::1/64", "dev", "labmld0", "nodad"],
+    );
+    common::nft(
+        &ns,
+        "table ip6 labtest_mld { chain out { type filter hook output priority 0; ip6 saddr fe80::1ab5 ip6 daddr ff02::16 counter drop; }; }\n",
+    );
+    let ifindex = ns
+        .run(|| nix::net::if_::if_nametoindex("labmld0"))
+        .unwrap()
+        .unwrap();
+    // A raw IPv6 socket with the header included, as a host's MLD sends.
+    let socket = ns
+        .run(|| {
+            nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Inet6,
+                nix::sys::socket::SockType::Raw,
+                nix::sys::socket::SockFlag::empty(),
+                nix::sys::socket::SockProtocol::Raw,
+            )
+        })
+        .unwrap()
+        .unwrap();
+    let group: Ipv6Addr = "ff15::1ab5".parse().unwrap();
+    let report = mld_report("fe80::1ab5".parse().unwrap(), group);
+    let to = nix::sys::socket::SockaddrIn6::from(std::net::SocketAddrV6::new(
+        "ff02::16".parse().unwrap(),
+        0,
+        0,
+        ifindex,
+    ));
+    let n = 4u32;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, ready) = (dir.path().join("mld.pcapng"), dir.path().join("ready"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["trace", "--netns", ns.name(), "-o", "json", "--pcap"])
+        .arg(&pcap)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_ready(&mut child, &ready);
+    let observe_ready = dir.path().join("observe-ready");
+    let mut observer = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["observe", "--netns", ns.name(), "--protocol", "icmpv6"])
+        .args(["-o", "json", "--ready-file"])
+        .arg(&observe_ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_ready(&mut observer, &observe_ready);
+    let icmpv6 = TraceOptions {
+        filters: Filters {
+            proto: Some("icmpv6".into()),
+            ..options(&ns).filters
+        },
+        ..options(&ns)
+    };
+    let udp = TraceOptions {
+        filters: Filters {
+            proto: Some("udp".into()),
+            ..options(&ns).filters
+        },
+        ..options(&ns)
+    };
+    let mut results = trace_all(vec![icmpv6, udp], || {
+        for _ in 0..n {
+            let sent = nix::sys::socket::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                &report,
+                &to,
+                nix::sys::socket::MsgFlags::empty(),
+            );
+            // The OUTPUT rule drops it: the kernel tells the sender.
+            assert_eq!(sent, Err(nix::errno::Errno::EPERM));
+        }
+    });
+    common::interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let flows = observed_drops(observer);
+    let ours: Vec<&Value> = flows
+        .iter()
+        .filter(|f| f["IP"]["source"] == "fe80::1ab5")
+        .collect();
+    assert_eq!(ours.len(), n as usize, "{flows:#?}");
+    for f in &ours {
+        assert_eq!(f["IP"]["ipVersion"], "IPv6");
+        assert_eq!(f["l4"]["ICMPv6"]["type"], 143);
+        assert_eq!(f["Summary"], "ICMPv6 MLDv2MulticastListenerReport");
+    }
+    let (udp_drops, _) = results.pop().unwrap();
+    let (icmp_drops, _) = results.pop().unwrap();
+    let drops: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "drop")
+        .collect();
+
+    // The kernel's own count agrees.
+    assert_eq!(common::nft_counted(&ns, "ip6", "labtest_mld"), u64::from(n));
+    // Nothing in the namespace is left unparsed behind its extension
+    // headers.
+    assert!(drops.iter().all(|d| d["proto"] != "IP(0)"), "{drops:#?}");
+    let drops: Vec<Value> = drops
+        .into_iter()
+        .filter(|d| d["src"] == "fe80::1ab5")
+        .collect();
+    assert_eq!(drops.len(), n as usize, "{drops:#?}");
+    for d in &drops {
+        assert_eq!(d["reason"], "NETFILTER_DROP");
+        assert_eq!(d["proto"], "ICMPv6");
+        assert_eq!(d["icmp_type"], 143);
+        assert_eq!(d["icmp_code"], 0);
+        assert_eq!(d["dst"], "ff02::16");
+        // Dropped on its way out, before it was given its device.
+        assert_eq!(d["ifname"], Value::Null);
+        assert!(d.get("fragment").is_none());
+    }
+    // --proto icmpv6 keeps them; --proto udp has none.
+    let ours = |ds: &[Value]| ds.iter().filter(|d| d["src"] == "fe80::1ab5").count();
+    assert_eq!(ours(&icmp_drops), n as usize);
+    assert!(
+        icmp_drops
+            .iter()
+            .filter(|d| d["src"] == "fe80::1ab5")
+            .all(|d| d["icmp_type"] == 143)
+    );
+    assert_eq!(ours(&udp_drops), 0, "{udp_drops:#?}");
+    // tshark reads the same packets: hop-by-hop first, then MLDv2.
+    let packets: Vec<Vec<String>> = tshark_icmpv6(&std::fs::read(&pcap).unwrap())
+        .into_iter()
+        .filter(|p| p[3] == "fe80::1ab5")
+        .collect();
+    assert_eq!(packets.len(), n as usize);
+    for p in &packets {
+        assert_eq!(p, &["0", "143", "ff02::16", "fe80::1ab5"], "{packets:?}");
+    }
+}
+
+#[test]
+fn fragments_show_ports_on_the_first_only() {
+    if !common::privileged("fragments_show_ports_on_the_first_only") {
+        return;
+    }
+    let ns = common::netns("labtest-frag");
+    common::enable_ipv6_on_lo(&ns);
+    // The smallest IPv6 link: a 3000-byte datagram leaves in 3 fragments
+    // (1232 + 1232 + 544 bytes of it), dropped one by one on their way
+    // in, before reassembly.
+    ip_netns_exec(&ns, &["ip", "link", "set", "lo", "mtu", "1280"]);
+    common::nft(
+        &ns,
+        "table ip6 labtest_frag { chain pre { type filter hook prerouting priority -300; ip6 daddr ::1 ip6 nexthdr ipv6-frag counter drop; }; }\n",
+    );
+    let datagrams = 3u32;
+    let port = TraceOptions {
+        filters: Filters {
+            port: Some(9),
+            ..options(&ns).filters
+        },
+        ..options(&ns)
+    };
+    let udp = TraceOptions {
+        filters: Filters {
+            proto: Some("udp".into()),
+            ..options(&ns).filters
+        },
+        ..options(&ns)
+    };
+    let mut results = trace_all(vec![options(&ns), port, udp], || {
+        let socket = ns
+            .run(|| std::net::UdpSocket::bind("[::1]:0"))
+            .expect("enter netns")
+            .expect("bind ::1");
+        for _ in 0..datagrams {
+            socket.send_to(&[7u8; 3000], "[::1]:9").expect("send");
+        }
+    });
+    let (udp_drops, _) = results.pop().unwrap();
+    let (port_drops, _) = results.pop().unwrap();
+    let (drops, summary) = results.pop().unwrap();
+    let fragments = 3 * datagrams as usize;
+    assert_eq!(
+        common::nft_counted(&ns, "ip6", "labtest_frag"),
+        fragments as u64
+    );
+    assert_eq!(drops.len(), fragments, "{drops:#?}");
+    assert_eq!(
+        summary.by_reason.get("NETFILTER_DROP"),
+        Some(&(fragments as u64))
+    );
+    let first: Vec<&Value> = drops.iter().filter(|d| d["fragment"] == "first").collect();
+    let later: Vec<&Value> = drops.iter().filter(|d| d["fragment"] == "later").collect();
+    assert_eq!((first.len(), later.len()), (3, 6), "{drops:#?}");
+    for d in &drops {
+        assert_eq!(d["proto"], "UDP");
+        assert_eq!(d["src"], "::1");
+        assert_eq!(d["dst"], "::1");
+    }
+    for d in &first {
+        assert_eq!(d["dport"], 9);
+        assert!(d["sport"].as_u64().unwrap() > 0);
+    }
+    for d in &later {
+        assert_eq!(d["dport"], Value::Null);
+        assert_eq!(d["sport"], Value::Null);
+    }
+    // --port 9: only the first fragments carry it; --proto udp: all.
+    assert_eq!(port_drops.len(), 3, "{port_drops:#?}");
+    assert!(port_drops.iter().all(|d| d["fragment"] == "first"));
+    assert_eq!(udp_drops.len(), fragments);
 }

@@ -13,6 +13,9 @@ pub struct DropCountKey {
     pub netns_ino: u32,
     /// The `enum skb_drop_reason` value the kernel passed to `kfree_skb`.
     pub reason: u32,
+    /// The packet's mark when it is a policy verdict (`crate::verdict`),
+    /// else 0.
+    pub policy: u32,
 }
 
 /// The drop counter's `CONFIG` global, set by userspace at load time.
@@ -28,6 +31,8 @@ pub struct DropCounterConfig {
     pub reason_consumed: u32,
     /// Only count drops in this netns (inode); 0 counts every netns.
     pub filter_netns_ino: u32,
+    /// `offsetof(struct sk_buff, mark)`.
+    pub skb_mark: u32,
 }
 
 impl DropCounterConfig {
@@ -37,10 +42,10 @@ impl DropCounterConfig {
         netns: NetnsOffsets::ZERO,
         reason_consumed: 0,
         filter_netns_ino: 0,
+        skb_mark: 0,
     };
 }
 
-// SAFETY: `DropCountKey` is `#[repr(C)]`, `Copy`, and has no padding (two u32).
 // SAFETY: `DropCountKey` is #[repr(C)], made of integers only, with no padding:
 // any bytes are a valid value.
 #[cfg(feature = "user")]
@@ -58,8 +63,8 @@ mod tests {
 
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<DropCountKey>(), 8);
+        assert_eq!(size_of::<DropCountKey>(), 12);
         assert_eq!(align_of::<DropCountKey>(), 4);
-        assert_eq!(size_of::<DropCounterConfig>(), (4 + 9) * 4);
+        assert_eq!(size_of::<DropCounterConfig>(), (5 + 9) * 4);
     }
 }

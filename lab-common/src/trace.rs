@@ -19,6 +19,8 @@ pub struct SkbOffsets {
     /// on 64-bit kernels (NET_SKBUFF_DATA_USES_OFFSET).
     pub skb_tail: u32,
     pub dev_ifindex: u32,
+    /// `sk_buff.mark`: a policy datapath's verdict (`crate::verdict`).
+    pub skb_mark: u32,
 }
 
 impl SkbOffsets {
@@ -31,6 +33,7 @@ impl SkbOffsets {
         skb_transport_header: 0,
         skb_tail: 0,
         dev_ifindex: 0,
+        skb_mark: 0,
     };
 }
 
@@ -84,13 +87,20 @@ pub struct TraceConfig {
     pub port: u16,
     /// 0: any; else the IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
     pub l4proto: u8,
-    pub _pad0: u8,
+    /// The reason filter of policy drops (a packet whose mark is a policy
+    /// verdict: `crate::verdict`), which are named by their mark, not by
+    /// the kernel's reason: [`policy_reasons::DENIED`] and
+    /// [`policy_reasons::DENY`] bits, allowed ones with REASON_INCLUDE,
+    /// excluded ones otherwise.
+    pub policy_reasons: u8,
     /// With `flags::HOST`: either address must equal it (IPv4 as ::ffff:a.b.c.d).
     pub host: [u8; 16],
     /// 0: no packet bytes; else each event carries up to this many bytes
     /// of the packet from its network header (`--pcap`, `--snaplen`).
     pub snaplen: u32,
     pub _pad1: u32,
+    /// Keeps `reasons` 8-aligned with no padding before it.
+    pub _pad2: u32,
     /// One bit per reason code: with REASON_INCLUDE the allowed ones,
     /// otherwise the excluded ones.
     pub reasons: [u64; REASON_BITS / 64],
@@ -108,10 +118,11 @@ impl TraceConfig {
         ifindex: 0,
         port: 0,
         l4proto: 0,
-        _pad0: 0,
+        policy_reasons: 0,
         host: [0; 16],
         snaplen: 0,
         _pad1: 0,
+        _pad2: 0,
         reasons: [0; REASON_BITS / 64],
     };
 
@@ -131,6 +142,23 @@ impl TraceConfig {
         }
     }
 
+    /// Whether a policy drop (`deny`: a deny rule's) passes the reason
+    /// filter.
+    #[inline(always)]
+    pub fn policy_allowed(&self, deny: bool) -> bool {
+        let bit = if deny {
+            policy_reasons::DENY
+        } else {
+            policy_reasons::DENIED
+        };
+        let set = self.policy_reasons & bit != 0;
+        if self.flags & flags::REASON_INCLUDE != 0 {
+            set
+        } else {
+            !set
+        }
+    }
+
     pub fn set_reason_bit(&mut self, reason: u32) {
         let r = reason as usize;
         if r < REASON_BITS {
@@ -138,6 +166,29 @@ impl TraceConfig {
         }
     }
 }
+
+/// Bits of [`TraceConfig::policy_reasons`].
+pub mod policy_reasons {
+    /// `POLICY_DENIED`: nothing allowed it (default deny).
+    pub const DENIED: u8 = 1 << 0;
+    /// `POLICY_DENY`: a deny rule matched.
+    pub const DENY: u8 = 1 << 1;
+}
+
+/// Bits of [`DropEvent::pkt`].
+pub mod pkt {
+    /// `sport`/`dport` are valid.
+    pub const PORTS: u8 = 1 << 0;
+    /// The packet is a fragment (IPv4 MF or offset, an IPv6 fragment header).
+    pub const FRAGMENT: u8 = 1 << 1;
+    /// A fragment other than the first: it carries no L4 header (no ports,
+    /// no flags, no ICMP type); `l4proto` is still the datagram's.
+    pub const LATER_FRAGMENT: u8 = 1 << 2;
+}
+
+/// The most IPv6 extension headers the tracer walks to reach the L4
+/// header (hop-by-hop, routing, fragment, destination options, AH).
+pub const IPV6_EXT_HEADERS: usize = 6;
 
 /// Address family of an event, in [`DropEvent::family`].
 pub mod family {
@@ -171,8 +222,8 @@ pub struct DropEvent {
     pub tcp_flags: u8,
     pub icmp_type: u8,
     pub icmp_code: u8,
-    /// Bit 0: sport/dport are valid.
-    pub has_ports: u8,
+    /// [`pkt`] bits: ports valid, a fragment, a later fragment.
+    pub pkt: u8,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     /// Id of the kernel stack in the `STACKS` map; negative when not
@@ -181,7 +232,9 @@ pub struct DropEvent {
     /// Packet bytes following the event in its ring buffer record, copied
     /// from the network header (0 without a snaplen).
     pub caplen: u32,
-    pub _pad: u32,
+    /// skb->mark when it was dropped: a policy datapath's verdict when
+    /// `crate::verdict::decode` says so.
+    pub mark: u32,
 }
 
 impl DropEvent {
@@ -200,12 +253,12 @@ impl DropEvent {
         tcp_flags: 0,
         icmp_type: 0,
         icmp_code: 0,
-        has_ports: 0,
+        pkt: 0,
         saddr: [0; 16],
         daddr: [0; 16],
         stack_id: -1,
         caplen: 0,
-        _pad: 0,
+        mark: 0,
     };
 }
 
@@ -218,7 +271,9 @@ pub struct DropSite {
     /// Kernel text address where the skb was freed.
     pub location: u64,
     pub reason: u32,
-    pub _pad: u32,
+    /// The packet's mark when it is a policy verdict (`crate::verdict`),
+    /// else 0: a policy drop is counted apart from the kernel's reason.
+    pub policy: u32,
 }
 
 /// Capacity of the `COUNTS` map: (reason, location) pairs seen.
@@ -253,15 +308,27 @@ mod tests {
 
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<SkbOffsets>(), (9 + 7) * 4);
+        assert_eq!(size_of::<SkbOffsets>(), (9 + 8) * 4);
         assert_eq!(
             size_of::<TraceConfig>(),
-            64 + 7 * 4 + 2 + 1 + 1 + 16 + 4 + 4 + 64
+            68 + 7 * 4 + 2 + 1 + 1 + 16 + 4 + 4 + 4 + 64
         );
         assert_eq!(
             size_of::<DropEvent>(),
             8 + 8 + 4 * 4 + 2 * 3 + 6 + 32 + 4 + 8
         );
+    }
+
+    #[test]
+    fn policy_reasons_filter_apart_from_the_kernel_reasons() {
+        let mut c = TraceConfig::ZERO;
+        assert!(c.policy_allowed(false) && c.policy_allowed(true));
+        c.policy_reasons = policy_reasons::DENY;
+        assert!(c.policy_allowed(false) && !c.policy_allowed(true));
+        c.flags |= flags::REASON_INCLUDE;
+        assert!(!c.policy_allowed(false) && c.policy_allowed(true));
+        c.policy_reasons = 0;
+        assert!(!c.policy_allowed(false) && !c.policy_allowed(true));
     }
 
     #[test]

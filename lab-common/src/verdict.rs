@@ -53,6 +53,17 @@ pub const fn decode(mark: u32) -> Option<(bool, bool)> {
     }
 }
 
+/// `mark` when it is a policy verdict, else 0: what the tracer and the
+/// counter key their counts with (any other mark would only multiply keys).
+#[inline(always)]
+pub const fn policy_mark(mark: u32) -> u32 {
+    if mark & MARK_MASK == MARK {
+        mark & (MARK_MASK | MARK_EGRESS | MARK_DENY)
+    } else {
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +78,8 @@ mod tests {
         assert_eq!(decode(0), None);
         assert_eq!(decode(0x4000), None);
         assert_eq!(decode(0x1AB4_0003), None);
+        assert_eq!(policy_mark(mark(true, true)), 0x1AB5_0003);
+        assert_eq!(policy_mark(0x1AB5_0F01), 0x1AB5_0001);
+        assert_eq!(policy_mark(0x4000), 0);
     }
 }

@@ -1,6 +1,6 @@
 //! Header parsing from an skb's linear data (`skb->head + *_header`).
 
-use lab_common::trace::{DropEvent, SkbOffsets, family};
+use lab_common::trace::{DropEvent, IPV6_EXT_HEADERS, SkbOffsets, family, pkt};
 
 use crate::kernel::read;
 
@@ -14,8 +14,18 @@ use lab_common::proto::{
     ICMP as IPPROTO_ICMP, ICMPV6 as IPPROTO_ICMPV6, TCP as IPPROTO_TCP, UDP as IPPROTO_UDP,
 };
 
+/// IPv6 extension headers (linux/in6.h): hop-by-hop options, routing,
+/// fragment, authentication, destination options.
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
 /// Fills the L3/L4 fields of `ev` from the skb's headers, where present.
-#[inline(always)]
+/// A BPF subprogram of its own (not inlined): its header copies and the
+/// IPv6 extension header walk keep their stack out of the caller's frame.
+#[inline(never)]
 pub fn parse(skb: u64, off: &SkbOffsets, ev: &mut DropEvent) {
     let Some(head) = read::<u64>(skb, off.skb_head) else {
         return;
@@ -45,8 +55,13 @@ pub fn parse(skb: u64, off: &SkbOffsets, ev: &mut DropEvent) {
             ev.saddr = mapped_v4([ip[12], ip[13], ip[14], ip[15]]);
             ev.daddr = mapped_v4([ip[16], ip[17], ip[18], ip[19]]);
             // Only the first fragment carries the L4 header.
-            let frag_off = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+            let frag = u16::from_be_bytes([ip[6], ip[7]]);
+            let frag_off = frag & 0x1fff;
+            if frag & 0x2000 != 0 || frag_off != 0 {
+                ev.pkt |= pkt::FRAGMENT;
+            }
             if frag_off != 0 {
+                ev.pkt |= pkt::LATER_FRAGMENT;
                 return;
             }
             l3 + ((ip[0] & 0x0f) as u64) * 4
@@ -56,15 +71,16 @@ pub fn parse(skb: u64, off: &SkbOffsets, ev: &mut DropEvent) {
                 return;
             };
             ev.family = family::IPV6;
-            ev.l4proto = ip[6];
             let mut s = [0u8; 16];
             let mut d = [0u8; 16];
             s.copy_from_slice(&ip[8..24]);
             d.copy_from_slice(&ip[24..40]);
             ev.saddr = s;
             ev.daddr = d;
-            // Extension headers are not walked: the next header must be L4.
-            l3 + 40
+            match ipv6_l4(l3 + 40, ip[6], ev) {
+                Some(l4) => l4,
+                None => return,
+            }
         }
         _ => return,
     };
@@ -74,14 +90,14 @@ pub fn parse(skb: u64, off: &SkbOffsets, ev: &mut DropEvent) {
                 ev.sport = u16::from_be_bytes([tcp[0], tcp[1]]);
                 ev.dport = u16::from_be_bytes([tcp[2], tcp[3]]);
                 ev.tcp_flags = tcp[13];
-                ev.has_ports = 1;
+                ev.pkt |= pkt::PORTS;
             }
         }
         IPPROTO_UDP => {
             if let Some(udp) = read::<[u8; 4]>(l4, 0) {
                 ev.sport = u16::from_be_bytes([udp[0], udp[1]]);
                 ev.dport = u16::from_be_bytes([udp[2], udp[3]]);
-                ev.has_ports = 1;
+                ev.pkt |= pkt::PORTS;
             }
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
@@ -92,6 +108,59 @@ pub fn parse(skb: u64, off: &SkbOffsets, ev: &mut DropEvent) {
         }
         _ => {}
     }
+}
+
+/// Walks the IPv6 extension headers from `at` (the header after the fixed
+/// one, of type `next`) to the L4 header: sets `ev.l4proto` (and the
+/// fragment bits) and returns where the L4 header starts, or None when
+/// there is no L4 header to read (a later fragment, a header that could
+/// not be read). At most [`IPV6_EXT_HEADERS`] are walked (a bounded loop
+/// for the verifier); past them, the protocol is the next header's number.
+#[inline(always)]
+fn ipv6_l4(mut at: u64, mut next: u8, ev: &mut DropEvent) -> Option<u64> {
+    for _ in 0..IPV6_EXT_HEADERS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                // Next header, length in 8-octet units not counting the first.
+                let Some(h) = read::<[u8; 2]>(at, 0) else {
+                    ev.l4proto = next;
+                    return None;
+                };
+                next = h[0];
+                at += (h[1] as u64 + 1) * 8;
+            }
+            IPPROTO_AH => {
+                // Length in 4-octet units minus 2 (RFC 4302).
+                let Some(h) = read::<[u8; 2]>(at, 0) else {
+                    ev.l4proto = next;
+                    return None;
+                };
+                next = h[0];
+                at += (h[1] as u64 + 2) * 4;
+            }
+            IPPROTO_FRAGMENT => {
+                // Next header, reserved, offset (13 bits) + M flag.
+                let Some(h) = read::<[u8; 4]>(at, 0) else {
+                    ev.l4proto = next;
+                    return None;
+                };
+                next = h[0];
+                at += 8;
+                let off_m = u16::from_be_bytes([h[2], h[3]]);
+                if off_m & 0xfff9 != 0 {
+                    ev.pkt |= pkt::FRAGMENT;
+                }
+                if off_m & 0xfff8 != 0 {
+                    ev.pkt |= pkt::LATER_FRAGMENT;
+                    ev.l4proto = next;
+                    return None;
+                }
+            }
+            _ => break,
+        }
+    }
+    ev.l4proto = next;
+    Some(at)
 }
 
 /// IPv4 as an IPv4-mapped IPv6 address (::ffff:a.b.c.d).

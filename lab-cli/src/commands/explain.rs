@@ -5,7 +5,10 @@ use std::io::Write as _;
 use anyhow::bail;
 
 use crate::{
-    drops::{explain, reasons::DropReasons},
+    drops::{
+        explain,
+        reasons::{DropReasons, PolicyDrop, policy_reason},
+    },
     kernel::btf::KernelBtf,
     output::{
         OutputFormat,
@@ -15,6 +18,37 @@ use crate::{
     },
 };
 
+/// A policy datapath's reason: Cilium's name and number.
+fn policy(
+    p: PolicyDrop,
+    output: OutputFormat,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<Outcome> {
+    let e = explain::lookup(p.name());
+    if output == OutputFormat::Json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "reason": p.name(),
+                "code": p.code(),
+                "meaning": e.map(|e| e.meaning),
+                "causes": e.map(|e| e.causes),
+                "commands": e.map(|e| e.commands),
+            })
+        )?;
+        return Ok(Outcome::Success);
+    }
+    writeln!(
+        out,
+        "{} (Cilium's code {}, read from the packet's mark)",
+        p.name(),
+        p.code()
+    )?;
+    write_explanation(out, p.name(), "  ")?;
+    Ok(Outcome::Success)
+}
+
 pub fn run(reason: Option<&str>, list: bool, output: OutputFormat) -> anyhow::Result<Outcome> {
     let mut out = anstream::stdout().lock();
     // Names and codes come from this kernel; explanations work without BTF.
@@ -22,13 +56,24 @@ pub fn run(reason: Option<&str>, list: bool, output: OutputFormat) -> anyhow::Re
         .ok()
         .and_then(|b| DropReasons::from_btf(&b).ok());
     if list {
-        let rows: Vec<(Option<u32>, String)> = match &reasons {
+        let mut rows: Vec<(Option<u32>, String)> = match &reasons {
             Some(r) => r.iter().map(|(c, n)| (Some(c), n.to_owned())).collect(),
             None => explain::all()
                 .iter()
+                .filter(|e| policy_reason(e.reason).is_none())
                 .map(|e| (None, e.reason.to_owned()))
                 .collect(),
         };
+        // A policy datapath's reasons (read from the packet's mark), with
+        // Cilium's numbers: they are not the kernel's.
+        rows.extend(
+            [false, true]
+                .map(|deny| PolicyDrop {
+                    egress: false,
+                    deny,
+                })
+                .map(|p| (Some(p.code()), p.name().to_owned())),
+        );
         for (code, name) in rows {
             let explained = explain::lookup(&name).is_some();
             match output {
@@ -47,6 +92,16 @@ pub fn run(reason: Option<&str>, list: bool, output: OutputFormat) -> anyhow::Re
             "name a reason, e.g. `labctl explain NO_SOCKET`, or use --list".into()
         ));
     };
+    if let Some(deny) = policy_reason(reason) {
+        return policy(
+            PolicyDrop {
+                egress: false,
+                deny,
+            },
+            output,
+            &mut out,
+        );
+    }
     let code = reasons.as_ref().and_then(|r| r.value(reason));
     let name = code
         .and_then(|c| reasons.as_ref().map(|r| r.name(c)))

@@ -15,7 +15,7 @@ use crate::{
         outfile::{self, Existing},
         privilege,
     },
-    lab::{Lab, gone, names, plan::Role},
+    lab::{self, Lab, gone, names, plan::Role},
     output::{
         OutputFormat,
         drops::{JsonSink, TextSink, write_pod_namespace_note},
@@ -77,6 +77,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<Outcome> {
         stop: None,
         gone,
         netns_aliases: Some(names::member_names),
+        policy_names: Some(lab::policy::drop_namer()),
         scope: match (&args.pod_namespace, scope) {
             (Some(ns), _) => {
                 // Fail now on an unknown namespace; later, follow its pods.

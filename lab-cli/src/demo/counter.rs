@@ -66,7 +66,7 @@ fn run_in(ns: &NetNs, count: u32) -> anyhow::Result<DemoOutcome> {
     let counts = wait_for_counts(&counter, u64::from(count))?;
     let by_reason = counts
         .into_iter()
-        .map(|(key, n)| (counter.reasons().name(key.reason), n))
+        .map(|(key, n)| (counter.name(&key), n))
         .fold(BTreeMap::new(), |mut acc, (name, n)| {
             *acc.entry(name).or_insert(0) += n;
             acc

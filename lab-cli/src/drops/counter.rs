@@ -1,5 +1,6 @@
-//! The drop counter with reason names: counts per (netns, reason) in the
-//! kernel, named from this kernel's BTF (`labctl demo --counter`).
+//! The drop counter with reason names: counts per (netns, reason, policy
+//! verdict) in the kernel, named from this kernel's BTF, a policy
+//! datapath's drops by their mark (`labctl demo --counter`, `metrics`).
 
 use std::collections::BTreeMap;
 
@@ -41,5 +42,11 @@ impl DropCounter {
 
     pub fn reasons(&self) -> &DropReasons {
         &self.reasons
+    }
+
+    /// The name of a count's reason: `POLICY_DENIED`/`POLICY_DENY` for a
+    /// policy datapath's drop, else the kernel's.
+    pub fn name(&self, key: &DropCountKey) -> String {
+        super::reasons::drop_name(&self.reasons, key.reason, key.policy)
     }
 }

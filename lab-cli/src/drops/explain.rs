@@ -67,6 +67,25 @@ static EXPLANATIONS: &[Explanation] = &[
         ],
     ),
     e(
+        "POLICY_DENIED",
+        "A network policy dropped the packet: a policy selects the pod in this direction and none of its rules allows the packet (default deny). Cilium's drop reason 133; labctl reads it from the mark the policy datapath set before dropping (the kernel's own reason, NETFILTER_DROP or TC_INGRESS/TC_EGRESS, is kept beside it).",
+        "A policy selecting the pod whose rules miss this peer or port: a podSelector and a namespaceSelector written as two peers instead of one, a port or protocol left out, DNS not allowed under a default-deny egress policy, a label changed on the peer.",
+        &[
+            "labctl policy trace --from SRC --to DST --port N   # the policies and the rule that decide",
+            "labctl policy list   # what selects the pod",
+            "labctl trace --reason POLICY_DENIED   # only policy drops",
+        ],
+    ),
+    e(
+        "POLICY_DENY",
+        "A deny rule of a network policy (a CiliumNetworkPolicy's ingressDeny / egressDeny) matched the packet; deny rules win over every allow. Cilium's drop reason 181 (\"Policy denied by denylist\").",
+        "An ingressDeny / egressDeny rule broader than meant (a whole entity or CIDR), or a deny rule still in place after the allow it was meant to narrow was changed.",
+        &[
+            "labctl policy trace --from SRC --to DST --port N   # names the deny rule",
+            "labctl policy delete NAME   # the policy the trace names",
+        ],
+    ),
+    e(
         "IP_RPFILTER",
         "Reverse-path filtering: the source address would not be routed back out of the interface the packet came in on.",
         "Asymmetric routing between nodes, a pod CIDR missing from a node's routes, a spoofed or SNAT-less source, multi-homed nodes with rp_filter=1.",
@@ -369,6 +388,8 @@ mod tests {
             "IP_LOCAL_SOURCE",
             "UNHANDLED_PROTO",
             "FULL_RING",
+            "POLICY_DENIED",
+            "POLICY_DENY",
         ] {
             assert!(lookup(r).is_some(), "{r} has no explanation");
         }

@@ -2,10 +2,13 @@
 
 use std::net::IpAddr;
 
-use lab_common::trace::{TraceConfig, flags};
+use lab_common::trace::{TraceConfig, flags, policy_reasons};
 use thiserror::Error;
 
-use super::{reasons::DropReasons, record::host_key};
+use super::{
+    reasons::{DropReasons, policy_reason},
+    record::host_key,
+};
 use crate::kernel::netns::NetNs;
 
 #[derive(Debug, Error)]
@@ -82,6 +85,16 @@ impl Filters {
             c.flags |= flags::REASON_INCLUDE;
         }
         for r in self.reasons.iter().chain(&self.exclude_reasons) {
+            // A policy drop is filtered by its mark's name, not the
+            // kernel's generic reason.
+            if let Some(deny) = policy_reason(r) {
+                c.policy_reasons |= if deny {
+                    policy_reasons::DENY
+                } else {
+                    policy_reasons::DENIED
+                };
+                continue;
+            }
             let code = reasons
                 .value(r)
                 .ok_or_else(|| FilterError::Reason(r.clone()))?;
@@ -120,6 +133,26 @@ mod tests {
         assert_eq!(&c.host[10..], &[0xff, 0xff, 10, 0, 0, 1]);
         assert!(!c.reason_allowed(2));
         assert!(c.reason_allowed(3));
+    }
+
+    #[test]
+    fn policy_reasons_are_filtered_by_name() {
+        let f = Filters {
+            reasons: vec!["policy_denied".into()],
+            ..Default::default()
+        };
+        let c = f.to_config(&reasons()).unwrap();
+        assert!(c.policy_allowed(false));
+        assert!(!c.policy_allowed(true));
+        // Only the policy drop: every kernel reason is left out.
+        assert!(!c.reason_allowed(3) && !c.reason_allowed(2));
+        let f = Filters {
+            exclude_reasons: vec!["POLICY_DENY".into(), "NO_SOCKET".into()],
+            ..Default::default()
+        };
+        let c = f.to_config(&reasons()).unwrap();
+        assert!(c.policy_allowed(false) && !c.policy_allowed(true));
+        assert!(!c.reason_allowed(3) && c.reason_allowed(2));
     }
 
     #[test]

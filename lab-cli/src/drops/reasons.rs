@@ -87,6 +87,72 @@ impl DropReasons {
     }
 }
 
+/// A policy datapath's drop, read from the mark it set on the packet
+/// before dropping it (`lab_common::verdict`): named as Cilium names it,
+/// whatever the kernel's generic reason (an nft `drop` is
+/// `NETFILTER_DROP`, a tc program's is `TC_INGRESS`/`TC_EGRESS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyDrop {
+    /// The pod's egress was judged (else its ingress).
+    pub egress: bool,
+    /// A deny rule matched (`POLICY_DENY`), else nothing allowed it
+    /// (`POLICY_DENIED`, default deny).
+    pub deny: bool,
+}
+
+/// Cilium's names of the two policy drop reasons, as `--reason` takes them.
+pub const POLICY_DENIED: &str = "POLICY_DENIED";
+pub const POLICY_DENY: &str = "POLICY_DENY";
+
+impl PolicyDrop {
+    /// The drop a packet's mark says, if it is a policy verdict.
+    pub fn from_mark(mark: u32) -> Option<Self> {
+        lab_common::verdict::decode(mark).map(|(egress, deny)| Self { egress, deny })
+    }
+
+    /// `POLICY_DENIED` or `POLICY_DENY`.
+    pub fn name(self) -> &'static str {
+        if self.deny {
+            POLICY_DENY
+        } else {
+            POLICY_DENIED
+        }
+    }
+
+    /// Cilium's drop reason number (Hubble's `drop_reason`): 133 or 181.
+    pub fn code(self) -> u32 {
+        if self.deny {
+            lab_common::verdict::REASON_POLICY_DENY
+        } else {
+            lab_common::verdict::REASON_POLICY_DENIED
+        }
+    }
+
+    /// `ingress` or `egress` (the pod's side that was judged).
+    pub fn direction(self) -> &'static str {
+        if self.egress { "egress" } else { "ingress" }
+    }
+}
+
+/// A policy reason given by name (any case, as `--reason` takes it):
+/// `Some(deny)`.
+pub fn policy_reason(name: &str) -> Option<bool> {
+    match name.to_ascii_uppercase().as_str() {
+        POLICY_DENIED => Some(false),
+        POLICY_DENY => Some(true),
+        _ => None,
+    }
+}
+
+/// The name of a drop: its policy reason when its mark is a policy
+/// verdict, else the kernel's reason.
+pub fn drop_name(reasons: &DropReasons, code: u32, mark: u32) -> String {
+    match PolicyDrop::from_mark(mark) {
+        Some(p) => p.name().to_owned(),
+        None => reasons.name(code),
+    }
+}
+
 /// `SKB_DROP_REASON_NO_SOCKET` -> `NO_SOCKET`, `SKB_CONSUMED` -> `CONSUMED`:
 /// the one spelling of a reason everywhere labctl prints or looks one up.
 pub fn short_name(name: &str) -> &str {
@@ -131,6 +197,26 @@ mod tests {
         let r = sample();
         assert_eq!(r.name((3 << 16) | 7), "OPENVSWITCH:7");
         assert_eq!(r.name((9 << 16) | 1), "SUBSYS9:1");
+    }
+
+    #[test]
+    fn policy_marks_are_named_as_cilium_names_them() {
+        use lab_common::verdict::mark;
+        let r = sample();
+        assert_eq!(drop_name(&r, 3, 0), "NO_SOCKET");
+        assert_eq!(drop_name(&r, 3, 0x4000), "NO_SOCKET");
+        assert_eq!(drop_name(&r, 3, mark(true, false)), "POLICY_DENIED");
+        assert_eq!(drop_name(&r, 3, mark(false, true)), "POLICY_DENY");
+        let p = PolicyDrop::from_mark(mark(false, true)).unwrap();
+        assert_eq!((p.code(), p.direction()), (181, "ingress"));
+        let p = PolicyDrop::from_mark(mark(true, false)).unwrap();
+        assert_eq!(
+            (p.code(), p.direction(), p.name()),
+            (133, "egress", "POLICY_DENIED")
+        );
+        assert_eq!(policy_reason("policy_denied"), Some(false));
+        assert_eq!(policy_reason("POLICY_DENY"), Some(true));
+        assert_eq!(policy_reason("NO_SOCKET"), None);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use lab_common::trace::{DropEvent, family};
+use lab_common::trace::{DropEvent, family, pkt};
 
+use super::reasons::PolicyDrop;
 use crate::kernel::names::PodRef;
 use serde::Serialize;
 
@@ -37,6 +38,14 @@ pub struct DropRecord {
     pub tcp_flags: Option<String>,
     pub icmp_type: Option<u8>,
     pub icmp_code: Option<u8>,
+    /// `first` or `later` for a fragment of an IP datagram (a later one has
+    /// no ports: only the first carries the L4 header); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fragment: Option<&'static str>,
+    /// A policy drop (the packet's mark said so): its direction, the
+    /// kernel's own reason, and which policy, where labctl knows the lab.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyVerdict>,
     /// Kernel stack, innermost first (only with `--stack`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack: Option<Vec<String>>,
@@ -48,6 +57,63 @@ pub struct DropRecord {
     /// (for the pcap's link-layer header).
     #[serde(skip)]
     pub ethertype: u16,
+}
+
+/// A policy drop's details: what the mark said, and what the lab's
+/// policies say about the packet (filled by the lab layer, see
+/// `session::NamePolicy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyVerdict {
+    /// `ingress` or `egress`: the side of the pod that was judged.
+    pub direction: &'static str,
+    /// The kernel's reason for the drop (`NETFILTER_DROP`, `TC_INGRESS`).
+    pub kernel_reason: String,
+    pub kernel_reason_code: u32,
+    /// The mark the datapath set (`0x1ab5000N`).
+    pub mark: String,
+    #[serde(flatten)]
+    pub names: Option<PolicyNames>,
+}
+
+/// What the lab's policies say about a dropped packet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyNames {
+    pub lab: String,
+    /// The two ends, as labctl names them (`LAB/POD`, or the address).
+    pub from: String,
+    pub to: String,
+    /// The pod whose policies were judged (the source for egress, the
+    /// destination for ingress).
+    pub pod: Option<String>,
+    /// The policies that denied it: the deny rule's (POLICY_DENY), else
+    /// those selecting the pod in that direction, none of which allows it
+    /// (POLICY_DENIED).
+    pub policies: Vec<PolicyRef>,
+    /// The deny rule that matched (`default/p ingressDeny[0] (p.yaml:9)`);
+    /// none for a default deny.
+    pub rule: Option<String>,
+    /// The security identities of the two ends.
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    /// Where the lab's policies do not explain the drop (they allow the
+    /// packet in that direction).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A policy, by kind, namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyRef {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for PolicyRef {
+    /// `default/rule1`, as `policy list` prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
 }
 
 /// Everything needed to turn numbers into names.
@@ -77,14 +143,31 @@ pub fn format_address(family: u8, a: [u8; 16]) -> Option<String> {
 impl DropRecord {
     pub fn new(ev: &DropEvent, r: &mut impl Resolve) -> Self {
         let netns_ino = u64::from(ev.netns_ino);
-        let ports = ev.has_ports != 0;
-        let icmp = matches!(ev.l4proto, 1 | 58) && ev.family != family::NONE;
+        let ports = ev.pkt & pkt::PORTS != 0;
+        let later = ev.pkt & pkt::LATER_FRAGMENT != 0;
+        let icmp = matches!(ev.l4proto, 1 | 58) && ev.family != family::NONE && !later;
         let pod = r.pod(netns_ino);
+        // A policy drop keeps the kernel's reason beside its own name; any
+        // other drop is named once (the common case: no extra string).
+        let (reason, reason_code, policy) = match PolicyDrop::from_mark(ev.mark) {
+            Some(p) => (
+                p.name().to_owned(),
+                p.code(),
+                Some(PolicyVerdict {
+                    direction: p.direction(),
+                    kernel_reason: r.reason(ev.reason),
+                    kernel_reason_code: ev.reason,
+                    mark: format!("{:#x}", ev.mark),
+                    names: None,
+                }),
+            ),
+            None => (r.reason(ev.reason), ev.reason, None),
+        };
         Self {
             kind: "drop",
             ts_ns: r.wall_ns(ev.ts_ns),
-            reason: r.reason(ev.reason),
-            reason_code: ev.reason,
+            reason,
+            reason_code,
             netns: r.netns(netns_ino),
             netns_ino,
             pod_namespace: pod.as_ref().map(|p| p.namespace.clone()),
@@ -102,6 +185,12 @@ impl DropRecord {
             tcp_flags: (ev.l4proto == 6 && ports).then(|| tcp_flags(ev.tcp_flags)),
             icmp_type: icmp.then_some(ev.icmp_type),
             icmp_code: icmp.then_some(ev.icmp_code),
+            fragment: match (ev.pkt & pkt::FRAGMENT != 0, later) {
+                (_, true) => Some("later"),
+                (true, false) => Some("first"),
+                (false, false) => None,
+            },
+            policy,
             stack: None,
             packet: None,
             ethertype: match (ev.ethertype, ev.family) {
@@ -205,7 +294,7 @@ pub(crate) mod tests {
         ev.ethertype = 0x0800;
         ev.family = family::IPV4;
         ev.l4proto = 17;
-        ev.has_ports = 1;
+        ev.pkt = pkt::PORTS;
         ev.sport = 40000;
         ev.dport = 9;
         ev.saddr = host_key("127.0.0.1".parse().unwrap());
@@ -234,7 +323,7 @@ pub(crate) mod tests {
 
         let mut ev = udp_event();
         ev.l4proto = 1;
-        ev.has_ports = 0;
+        ev.pkt = 0;
         ev.icmp_type = 8;
         let rec = DropRecord::new(&ev, &mut Fixed);
         assert_eq!(
@@ -247,6 +336,54 @@ pub(crate) mod tests {
         ev.ethertype = 0x0806;
         let rec = DropRecord::new(&ev, &mut Fixed);
         assert_eq!((rec.proto.as_str(), rec.src.clone()), ("ARP", None));
+    }
+
+    #[test]
+    fn a_policy_mark_names_the_drop_and_keeps_the_kernel_reason() {
+        let mut ev = udp_event();
+        ev.mark = lab_common::verdict::mark(false, false);
+        let rec = DropRecord::new(&ev, &mut Fixed);
+        assert_eq!(
+            (rec.reason.as_str(), rec.reason_code),
+            ("POLICY_DENIED", 133)
+        );
+        let p = rec.policy.clone().unwrap();
+        assert_eq!(
+            (p.direction, p.kernel_reason.as_str(), p.kernel_reason_code),
+            ("ingress", "NO_SOCKET", 3)
+        );
+        let json = serde_json::to_value(&rec).unwrap();
+        assert_eq!(json["reason"], "POLICY_DENIED");
+        assert_eq!(json["policy"]["direction"], "ingress");
+        assert_eq!(json["policy"]["mark"], "0x1ab50000");
+        assert!(json["policy"].get("lab").is_none());
+        ev.mark = lab_common::verdict::mark(true, true);
+        let rec = DropRecord::new(&ev, &mut Fixed);
+        assert_eq!((rec.reason.as_str(), rec.reason_code), ("POLICY_DENY", 181));
+        assert_eq!(rec.policy.unwrap().direction, "egress");
+        // Any other mark is not a policy's.
+        ev.mark = 0x4000;
+        let rec = DropRecord::new(&ev, &mut Fixed);
+        assert_eq!((rec.reason.as_str(), rec.policy), ("NO_SOCKET", None));
+    }
+
+    #[test]
+    fn fragments_are_said_and_later_ones_have_no_ports() {
+        let mut ev = udp_event();
+        ev.pkt = pkt::PORTS | pkt::FRAGMENT;
+        let rec = DropRecord::new(&ev, &mut Fixed);
+        assert_eq!((rec.fragment, rec.dport), (Some("first"), Some(9)));
+        ev.pkt = pkt::FRAGMENT | pkt::LATER_FRAGMENT;
+        let rec = DropRecord::new(&ev, &mut Fixed);
+        assert_eq!(
+            (rec.fragment, rec.dport, rec.proto.as_str()),
+            (Some("later"), None, "UDP")
+        );
+        assert_eq!(serde_json::to_value(&rec).unwrap()["fragment"], "later");
+        ev.l4proto = 58;
+        ev.icmp_type = 143;
+        let rec = DropRecord::new(&ev, &mut Fixed);
+        assert_eq!((rec.proto.as_str(), rec.icmp_type), ("ICMPv6", None));
     }
 
     #[test]

@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use super::{
     filter::Filters,
-    reasons::DropReasons,
-    record::{DropRecord, Resolve},
+    reasons::{DropReasons, drop_name},
+    record::{DropRecord, PolicyNames, Resolve},
 };
 use crate::{
     ebpf::drop_tracer::{self, DropTracer, Hook},
@@ -89,6 +89,9 @@ pub struct TraceOptions {
     pub netns_aliases: Option<Aliases>,
     /// Only these namespaces (a node's scope), recomputed as they come and go.
     pub scope: Option<Scope>,
+    /// Names the policy behind each policy drop (the lab layer's
+    /// `lab::policy::DropPolicies`).
+    pub policy_names: Option<PolicyNamer>,
 }
 
 impl Default for TraceOptions {
@@ -109,7 +112,74 @@ impl Default for TraceOptions {
             gone: None,
             netns_aliases: None,
             scope: None,
+            policy_names: None,
         }
+    }
+}
+
+/// A policy drop to explain: where it was dropped, its tuple, and what the
+/// mark said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PolicyQuery {
+    pub netns_ino: u64,
+    pub src: std::net::IpAddr,
+    pub dst: std::net::IpAddr,
+    /// The destination port (0 without ports: ICMP, a later fragment).
+    pub dport: u16,
+    /// The IP protocol number.
+    pub l4proto: u8,
+    pub egress: bool,
+    pub deny: bool,
+}
+
+impl PolicyQuery {
+    /// The query of a record that is a policy drop with an IP tuple.
+    pub fn of(record: &DropRecord) -> Option<Self> {
+        let policy = record.policy.as_ref()?;
+        let ip = |s: &Option<String>| s.as_deref()?.parse().ok();
+        Some(Self {
+            netns_ino: record.netns_ino,
+            src: ip(&record.src)?,
+            dst: ip(&record.dst)?,
+            dport: record.dport.unwrap_or(0),
+            l4proto: lab_common::proto::number(&record.proto).unwrap_or(0),
+            egress: policy.direction == "egress",
+            deny: record.reason == super::reasons::POLICY_DENY,
+        })
+    }
+}
+
+/// What names the policy behind a policy drop (implemented by the lab
+/// layer, which judges the packet with its lab's policies).
+pub trait NamePolicy: Send {
+    fn name(&mut self, query: &PolicyQuery) -> Option<PolicyNames>;
+}
+
+/// A [`NamePolicy`] for a session (locked only for a policy drop).
+pub struct PolicyNamer(std::sync::Mutex<Box<dyn NamePolicy>>);
+
+impl PolicyNamer {
+    pub fn new(namer: impl NamePolicy + 'static) -> Self {
+        Self(std::sync::Mutex::new(Box::new(namer)))
+    }
+
+    /// Fills in the names of `record`'s policy, where known.
+    pub fn fill(&self, record: &mut DropRecord) {
+        let Some(query) = PolicyQuery::of(record) else {
+            return;
+        };
+        let Ok(mut namer) = self.0.lock() else {
+            return;
+        };
+        if let Some(policy) = &mut record.policy {
+            policy.names = namer.name(&query);
+        }
+    }
+}
+
+impl std::fmt::Debug for PolicyNamer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PolicyNamer(..)")
     }
 }
 
@@ -476,6 +546,11 @@ fn deliver(
         events += 1;
         let mut record = DropRecord::new(&ev, resolver);
         record.packet = packet;
+        if let Some(namer) = &opts.policy_names
+            && record.policy.is_some()
+        {
+            namer.fill(&mut record);
+        }
         if opts.stack && ev.stack_id >= 0 {
             // A stack evicted or never stored shows as absent, not as an error.
             record.stack = tracer.stack(ev.stack_id).ok().map(|ips| {
@@ -540,7 +615,9 @@ fn summarize(tracer: &DropTracer, r: &Resolver, events: u64) -> anyhow::Result<S
         ..Default::default()
     };
     for (site, n) in tracer.counts()? {
-        *s.by_reason.entry(r.reasons.name(site.reason)).or_default() += n;
+        *s.by_reason
+            .entry(drop_name(&r.reasons, site.reason, site.policy))
+            .or_default() += n;
         *s.by_location
             .entry(r.kallsyms.describe(site.location))
             .or_default() += n;

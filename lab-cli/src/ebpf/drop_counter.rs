@@ -43,6 +43,7 @@ impl DropCounterProgram {
             netns: offsets::netns_offsets(btf)?,
             reason_consumed: consumed,
             filter_netns_ino: netns_ino.unwrap_or(0),
+            skb_mark: btf.member_offset("sk_buff", "mark")?,
         };
         let mut ebpf = load_object(OBJECT, objects::DROP_COUNTER, |loader| {
             loader.override_global("CONFIG", &config, true);

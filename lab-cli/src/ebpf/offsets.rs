@@ -36,6 +36,7 @@ pub fn skb_offsets(btf: &KernelBtf) -> Result<SkbOffsets, BtfError> {
         skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
         skb_tail: btf.member_offset("sk_buff", "tail")?,
         dev_ifindex: btf.member_offset("net_device", "ifindex")?,
+        skb_mark: btf.member_offset("sk_buff", "mark")?,
     })
 }
 
@@ -109,5 +110,10 @@ mod tests {
         let skb = skb_offsets(&btf).unwrap();
         assert_eq!(skb.netns, netns_offsets(&btf).unwrap());
         assert!(skb.dev_ifindex > 0);
+        // `mark` shares an anonymous union with `reserved_tailroom`.
+        assert_eq!(
+            skb.skb_mark,
+            btf.member_offset("sk_buff", "reserved_tailroom").unwrap()
+        );
     }
 }

@@ -14,7 +14,7 @@ use crate::{
         entry::{CtEntry, Source},
         netlink::EventKind,
     },
-    drops::record::DropRecord,
+    drops::record::{DropRecord, PolicyVerdict},
     kernel::names::PodRef,
 };
 
@@ -80,8 +80,13 @@ pub struct Flow {
     /// Unix-epoch nanoseconds (when labctl saw the event, for conntrack).
     pub time_ns: u64,
     pub verdict: Verdict,
-    /// The kernel's drop reason (`NO_SOCKET`), for drops.
+    /// The kernel's drop reason (`NO_SOCKET`), for drops; a policy
+    /// datapath's (`POLICY_DENIED`, `POLICY_DENY`) where its mark says so.
     pub drop_reason: Option<String>,
+    /// A policy drop's direction, policies and identities.
+    pub policy: Option<PolicyVerdict>,
+    /// `first` or `later` for a fragment of an IP datagram.
+    pub fragment: Option<&'static str>,
     pub source: Endpoint,
     pub destination: Endpoint,
     pub l4: L4,
@@ -155,6 +160,8 @@ impl Flow {
             time_ns,
             verdict: Verdict::Forwarded,
             drop_reason: None,
+            policy: None,
+            fragment: None,
             source: Endpoint {
                 ip: Some(o.src),
                 port: o.sport,
@@ -215,6 +222,8 @@ impl Flow {
             time_ns: r.ts_ns,
             verdict: Verdict::Dropped,
             drop_reason: Some(r.reason.clone()),
+            policy: r.policy.clone(),
+            fragment: r.fragment,
             source,
             destination,
             l4,
@@ -304,8 +313,14 @@ fn icmp_summary(v6: bool, kind: u8, code: u8) -> String {
         (true, 1) => Some("DestinationUnreachable"),
         (true, 128) => Some("EchoRequest"),
         (true, 129) => Some("EchoReply"),
+        (true, 130) => Some("MLDv1MulticastListenerQuery"),
+        (true, 131) => Some("MLDv1MulticastListenerReport"),
+        (true, 132) => Some("MLDv1MulticastListenerDone"),
+        (true, 133) => Some("RouterSolicitation"),
+        (true, 134) => Some("RouterAdvertisement"),
         (true, 135) => Some("NeighborSolicitation"),
         (true, 136) => Some("NeighborAdvertisement"),
+        (true, 143) => Some("MLDv2MulticastListenerReport"),
         _ => None,
     };
     let family = if v6 { "ICMPv6" } else { "ICMPv4" };
@@ -393,6 +408,10 @@ mod tests {
         );
         assert_eq!(icmp_summary(false, 8, 0), "ICMPv4 EchoRequest");
         assert_eq!(icmp_summary(true, 2, 0), "ICMPv6 type 2 code 0");
+        assert_eq!(
+            icmp_summary(true, 143, 0),
+            "ICMPv6 MLDv2MulticastListenerReport"
+        );
     }
 
     #[test]

@@ -176,6 +176,7 @@ pub fn observe(
             ring_bytes: opts.ring_bytes,
             netns_aliases: Some(lab_names::member_names),
             scope: Some(scope),
+            policy_names: Some(crate::lab::policy::drop_namer()),
             ..TraceOptions::default()
         },
         ChannelSink {

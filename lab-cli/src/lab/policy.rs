@@ -15,7 +15,11 @@
 //! the nodes hold it. `lab down` removes what the datapath wrote
 //! ([`teardown`]).
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant, SystemTime},
+};
 
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -27,11 +31,15 @@ use super::{
     state::{LabLock, LabState},
 };
 use crate::{
+    drops::{
+        record::{PolicyNames, PolicyRef},
+        session::{NamePolicy, PolicyNamer, PolicyQuery},
+    },
     kernel::{datapath::Shown, netns::NetNs},
     policy::{
         Cluster, Evaluator, Flavor, Party, PolicyError, PolicyMode, Query, Verdict,
         datapath::{self, Nodes, PodPort, Want},
-        eval::{Namespace, Node, Pod},
+        eval::{Namespace, Node, Outcome, Pod},
         identity::{self, Identities, IdentityChange},
         model::{Kind, Labels, Policy, PolicyKey, Protocol},
         yaml,
@@ -870,4 +878,214 @@ pub fn trace(
         policies: lab.state.policies.len(),
         datapath: decisions,
     })
+}
+
+/// Names the policy behind each policy drop the tracer sees (`trace`,
+/// `observe`): finds the lab of the namespace the packet was dropped in
+/// and judges its tuple with that lab's policies, as `policy trace` does.
+/// Labs are read once and again only when their record changes (checked
+/// at most every [`RECHECK`]); judgements are kept per tuple, so a storm
+/// of drops costs a hash lookup each.
+#[derive(Default)]
+pub struct DropPolicies {
+    /// The lab of every lab namespace, and when it was last listed.
+    labs_by_netns: HashMap<u64, String>,
+    listed: Option<Instant>,
+    labs: HashMap<String, Judged>,
+}
+
+/// How often a lab's record is looked at again (for new policies, labels,
+/// labs).
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// One lab's policies as last read, and the judgements made with them.
+struct Judged {
+    lab: Lab,
+    cluster: Cluster,
+    identities: Identities,
+    modified: Option<SystemTime>,
+    checked: Instant,
+    verdicts: HashMap<PolicyQuery, Option<PolicyNames>>,
+}
+
+fn record_modified(lab: &str) -> Option<SystemTime> {
+    std::fs::metadata(LabState::path(lab))
+        .and_then(|m| m.modified())
+        .ok()
+}
+
+impl Judged {
+    fn read(name: &str) -> Option<Self> {
+        let modified = record_modified(name);
+        let lab = Lab::open(name).ok()?;
+        let cluster = cluster(&lab);
+        let (identities, _) = identities(&lab, &cluster);
+        Some(Self {
+            lab,
+            cluster,
+            identities,
+            modified,
+            checked: Instant::now(),
+            verdicts: HashMap::new(),
+        })
+    }
+
+    fn judge(&self, q: &PolicyQuery) -> Option<PolicyNames> {
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (q.src, q.dst) else {
+            return None;
+        };
+        let from = self.cluster.party(Ipv4Net::from(src));
+        let to = self.cluster.party(Ipv4Net::from(dst));
+        let eval = Evaluator::new(
+            &self.cluster,
+            self.identities.clone(),
+            &self.lab.state.policies,
+            flavor(&self.lab),
+        );
+        let protocol = match q.l4proto {
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            132 => Protocol::Sctp,
+            _ => Protocol::Any,
+        };
+        let verdict = eval.evaluate(&Query {
+            from,
+            to,
+            port: q.dport,
+            protocol,
+        });
+        let hop = if q.egress {
+            &verdict.egress
+        } else {
+            &verdict.ingress
+        };
+        let pod_of = |p: Party| match p {
+            Party::Pod(i) => Some(i),
+            Party::Net(_) => None,
+        };
+        let name_of = |p: Party| match p {
+            Party::Pod(i) => self.cluster.pods[i].name.clone(),
+            Party::Net(n) => n.addr().to_string(),
+        };
+        let policy_ref = |key: &PolicyKey| PolicyRef {
+            kind: key.kind.as_str(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        };
+        let (policies, rule, note) = match &hop.outcome {
+            Outcome::Denied { rule } => {
+                (vec![policy_ref(&rule.policy)], Some(rule.to_string()), None)
+            }
+            Outcome::DefaultDenied => {
+                let enforcing: Vec<PolicyRef> = eval
+                    .policies()
+                    .iter()
+                    .filter(|p| hop.selected_by.contains(&p.key()))
+                    .filter(|p| p.default_deny.get(hop.direction))
+                    .map(|p| policy_ref(&p.key()))
+                    .collect();
+                (enforcing, None, None)
+            }
+            other => (
+                Vec::new(),
+                None,
+                Some(format!(
+                    "the lab's policies do not deny this {} ({}): the drop is not theirs",
+                    hop.direction,
+                    outcome_words(other)
+                )),
+            ),
+        };
+        Some(PolicyNames {
+            lab: self.lab.name().to_owned(),
+            from: name_of(from),
+            to: name_of(to),
+            pod: hop.pod.clone(),
+            policies,
+            rule,
+            src_identity: eval.identity(from, pod_of(to)),
+            dst_identity: eval.identity(to, pod_of(from)),
+            note,
+        })
+    }
+}
+
+/// What a direction that allowed a packet decided, in a few words.
+fn outcome_words(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::NoEndpoint => "not a pod",
+        Outcome::NotSelected => "no policy selects the pod",
+        Outcome::NotEnforced => "no policy turns default deny on",
+        Outcome::Allowed { .. } => "a rule allows it",
+        Outcome::AllowedHost => "from the pod's own node",
+        Outcome::DefaultDenied | Outcome::Denied { .. } => "denied",
+    }
+}
+
+impl DropPolicies {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The lab whose namespace has inode `ino` (listing the labs again,
+    /// at most every RECHECK, when it is not known).
+    fn lab_of(&mut self, ino: u64) -> Option<String> {
+        if let Some(lab) = self.labs_by_netns.get(&ino) {
+            return Some(lab.clone());
+        }
+        if self.listed.is_some_and(|t| t.elapsed() < RECHECK) {
+            return None;
+        }
+        self.labs_by_netns = super::gone::labs_by_netns();
+        self.listed = Some(Instant::now());
+        self.labs_by_netns.get(&ino).cloned()
+    }
+
+    /// The lab's policies, read again when its record changed.
+    fn judged(&mut self, lab: &str) -> Option<&mut Judged> {
+        let stale = match self.labs.get_mut(lab) {
+            None => true,
+            Some(j) if j.checked.elapsed() >= RECHECK => {
+                j.checked = Instant::now();
+                record_modified(lab) != j.modified
+            }
+            Some(_) => false,
+        };
+        if stale {
+            match Judged::read(lab) {
+                Some(j) => {
+                    self.labs.insert(lab.to_owned(), j);
+                }
+                None => {
+                    // Taken down: forget its namespaces too.
+                    self.labs.remove(lab);
+                    self.labs_by_netns.retain(|_, l| l != lab);
+                    return None;
+                }
+            }
+        }
+        self.labs.get_mut(lab)
+    }
+}
+
+impl NamePolicy for DropPolicies {
+    fn name(&mut self, query: &PolicyQuery) -> Option<PolicyNames> {
+        let lab = self.lab_of(query.netns_ino)?;
+        let judged = self.judged(&lab)?;
+        if let Some(known) = judged.verdicts.get(query) {
+            return known.clone();
+        }
+        let names = judged.judge(query);
+        // Bounded: a lab has few tuples; a scan of many is forgotten.
+        if judged.verdicts.len() >= 4096 {
+            judged.verdicts.clear();
+        }
+        judged.verdicts.insert(*query, names.clone());
+        names
+    }
+}
+
+/// A [`DropPolicies`] for a tracing session.
+pub fn drop_namer() -> PolicyNamer {
+    PolicyNamer::new(DropPolicies::new())
 }

@@ -8,7 +8,8 @@
 //! Prometheus, `promtool check metrics` and every scraper read.
 //!
 //! Label cardinality is bounded: `reason` by the kernel's drop reasons
-//! (about 120), `netns`/`pod` by the namespaces scraped (at most
+//! (about 120) and the two policy reasons (a policy datapath's drops,
+//! named by the mark it set: `POLICY_DENIED`, `POLICY_DENY`), `netns`/`pod` by the namespaces scraped (at most
 //! [`MAX_NAMESPACES`], the rest counted in `labctl_scrape_netns_skipped`)
 //! and by the drop counter's map (4,096 (netns, reason) pairs, overflow
 //! counted in `labctl_drops_uncounted_total`), per-pod masquerade by the
@@ -137,6 +138,12 @@ impl Exporter {
             "Packets the kernel dropped (skb:kfree_skb with a reason), by namespace and reason",
             &["netns", "pod", "reason"],
         )?;
+        let policy_drops = counters(
+            registry,
+            "labctl_policy_drops_total",
+            "Packets a policy datapath dropped (marked before the drop), by namespace, reason (POLICY_DENIED: default deny, POLICY_DENY: a deny rule) and the pod's direction judged",
+            &["netns", "pod", "reason", "direction"],
+        )?;
         for (key, n) in self.counter.counts().map_err(MetricsError::Read)? {
             let ino = u64::from(key.netns_ino);
             let pod = self
@@ -145,8 +152,13 @@ impl Exporter {
                 .map(|p| p.to_string())
                 .unwrap_or_default();
             let netns = self.names.netns(ino);
-            let reason = self.counter.reasons().name(key.reason);
+            let reason = self.counter.name(&key);
             drops.with_label_values(&[&netns, &pod, &reason]).inc_by(n);
+            if let Some(p) = crate::drops::reasons::PolicyDrop::from_mark(key.policy) {
+                policy_drops
+                    .with_label_values(&[&netns, &pod, p.name(), p.direction()])
+                    .inc_by(n);
+            }
         }
         let uncounted = IntCounter::new(
             "labctl_drops_uncounted_total",

@@ -9,7 +9,7 @@ use anstyle::{AnsiColor, Style};
 use crate::{
     drops::{
         explain,
-        record::DropRecord,
+        record::{DropRecord, PolicyVerdict},
         session::{Sink, Summary},
     },
     ebpf::drop_tracer::Hook,
@@ -268,6 +268,11 @@ pub fn drop_line(r: &DropRecord, color: bool) -> String {
     if let (Some(t), Some(c)) = (r.icmp_type, r.icmp_code) {
         proto = format!("{proto} type {t} code {c}");
     }
+    match r.fragment {
+        Some("first") => proto.push_str(" (first fragment)"),
+        Some(_) => proto.push_str(" (fragment)"),
+        None => {}
+    }
     let (src, dst) = (endpoint(&r.src, r.sport), endpoint(&r.dst, r.dport));
     let mut pieces = vec![
         format!("{h:02}:{m:02}:{s:02}.{micros:06}"),
@@ -285,15 +290,50 @@ pub fn drop_line(r: &DropRecord, color: bool) -> String {
     } else {
         pieces.extend([format!("{src} →"), dst]);
     }
+    pieces.push(paint(
+        Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
+        &r.reason,
+    ));
+    if let Some(p) = &r.policy {
+        pieces.push(p.direction.to_owned());
+    }
     pieces.extend([
-        paint(
-            Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
-            &r.reason,
-        ),
         format!("len {}", r.len),
         paint(Style::new().dimmed(), &format!("at {}", r.location)),
     ]);
+    if let Some(p) = &r.policy {
+        pieces.extend(policy_pieces(p));
+    }
     width::pieces(&pieces, DROP_INDENT)
+}
+
+/// A policy drop's words after the line: the kernel's own reason, the
+/// policy and rule, the two ends and their identities.
+pub fn policy_pieces(p: &PolicyVerdict) -> Vec<String> {
+    let mut pieces = vec![format!("(kernel: {})", p.kernel_reason)];
+    let Some(n) = &p.names else {
+        return pieces;
+    };
+    match (&n.rule, n.policies.as_slice()) {
+        (Some(rule), _) => pieces.push(format!("rule {rule}")),
+        (None, []) => {}
+        (None, policies) => pieces.push(format!(
+            "default deny of {}",
+            policies
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+    pieces.push(format!(
+        "{} (ID:{}) → {} (ID:{})",
+        n.from, n.src_identity, n.to, n.dst_identity
+    ));
+    if let Some(note) = &n.note {
+        pieces.push(note.clone());
+    }
+    pieces
 }
 
 /// Where a drop's continuation lines start: under its namespace.
@@ -321,6 +361,71 @@ mod tests {
             anstream::adapter::strip_str(&colored).to_string(),
             drop_line(&rec, false)
         );
+    }
+
+    #[test]
+    fn a_policy_drop_names_its_direction_policy_and_identities() {
+        use crate::drops::record::{PolicyNames, PolicyRef};
+        let mut rec = crate::drops::record::tests::sample_udp();
+        rec.reason = "POLICY_DENIED".into();
+        rec.reason_code = 133;
+        rec.policy = Some(PolicyVerdict {
+            direction: "ingress",
+            kernel_reason: "NETFILTER_DROP".into(),
+            kernel_reason_code: 6,
+            mark: "0x1ab50000".into(),
+            names: None,
+        });
+        assert_eq!(
+            drop_line(&rec, false),
+            "23:15:23.000456 labtest-a      lo     UDP     127.0.0.1:40000 → 127.0.0.2:9\n                POLICY_DENIED ingress len 32 at __udp4_lib_rcv+0x5a3\n                (kernel: NETFILTER_DROP)"
+        );
+        if let Some(p) = &mut rec.policy {
+            p.names = Some(PolicyNames {
+                lab: "sw".into(),
+                from: "sw/xwing".into(),
+                to: "sw/deathstar-1".into(),
+                pod: Some("sw/deathstar-1".into()),
+                policies: vec![PolicyRef {
+                    kind: "NetworkPolicy",
+                    namespace: "default".into(),
+                    name: "deathstar-only-empire".into(),
+                }],
+                rule: None,
+                src_identity: 258,
+                dst_identity: 257,
+                note: None,
+            });
+        }
+        let line = drop_line(&rec, false);
+        assert_eq!(
+            line,
+            "23:15:23.000456 labtest-a      lo     UDP     127.0.0.1:40000 → 127.0.0.2:9\n                POLICY_DENIED ingress len 32 at __udp4_lib_rcv+0x5a3\n                (kernel: NETFILTER_DROP)\n                default deny of default/deathstar-only-empire\n                sw/xwing (ID:258) → sw/deathstar-1 (ID:257)"
+        );
+        for l in line.lines() {
+            assert!(width::width(l) <= width::COLUMNS, "{l}");
+        }
+        if let Some(p) = &mut rec.policy
+            && let Some(n) = &mut p.names
+        {
+            n.rule = Some("default/no-xwing ingressDeny[0] (p.yaml:9)".into());
+        }
+        assert!(drop_line(&rec, false).contains("rule default/no-xwing ingressDeny[0] (p.yaml:9)"));
+    }
+
+    #[test]
+    fn fragments_are_said() {
+        let mut rec = crate::drops::record::tests::sample_udp();
+        rec.fragment = Some("later");
+        rec.sport = None;
+        rec.dport = None;
+        let line = drop_line(&rec, false);
+        assert!(
+            line.contains("UDP (fragment) 127.0.0.1 → 127.0.0.2"),
+            "{line}"
+        );
+        rec.fragment = Some("first");
+        assert!(drop_line(&rec, false).contains("UDP (first fragment)"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use super::width;
 use crate::{
     conntrack::netlink::EventKind,
+    drops::{reasons::POLICY_DENY, record::PolicyVerdict},
     flows::{Endpoint, Flow, Item, L4, Lost, Origin, Verdict, flag_names},
 };
 
@@ -59,6 +60,43 @@ fn l4_json(f: &Flow) -> Value {
     }
 }
 
+/// A policy drop's fields, as Hubble 1.17+ fills them: Cilium's reason
+/// number, the direction, the identities, and the policies that denied it
+/// (`egress_denied_by` / `ingress_denied_by`, Hubble's `Policy` objects).
+fn policy_json(flow: &mut Map<String, Value>, f: &Flow, p: &PolicyVerdict) {
+    let code = if f.drop_reason.as_deref() == Some(POLICY_DENY) {
+        lab_common::verdict::REASON_POLICY_DENY
+    } else {
+        lab_common::verdict::REASON_POLICY_DENIED
+    };
+    flow.insert("drop_reason".into(), json!(code));
+    flow.insert(
+        "traffic_direction".into(),
+        json!(p.direction.to_ascii_uppercase()),
+    );
+    let Some(n) = &p.names else {
+        return;
+    };
+    let policies: Vec<Value> = n
+        .policies
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "namespace": p.namespace,
+                "labels": [
+                    format!("k8s:io.cilium.k8s.policy.derived-from={}", p.kind),
+                    format!("k8s:io.cilium.k8s.policy.name={}", p.name),
+                    format!("k8s:io.cilium.k8s.policy.namespace={}", p.namespace),
+                ],
+                "kind": p.kind,
+            })
+        })
+        .collect();
+    let key = format!("{}_denied_by", p.direction);
+    flow.insert(key, Value::Array(policies));
+}
+
 /// The `flow` object.
 pub fn flow_json(f: &Flow) -> Value {
     let mut flow = Map::new();
@@ -66,6 +104,9 @@ pub fn flow_json(f: &Flow) -> Value {
     flow.insert("verdict".into(), json!(f.verdict.as_str()));
     if let Some(reason) = &f.drop_reason {
         flow.insert("drop_reason_desc".into(), json!(reason));
+    }
+    if let Some(p) = &f.policy {
+        policy_json(&mut flow, f, p);
     }
     if let (Some(src), Some(dst)) = (f.source.ip, f.destination.ip) {
         let mut ip = json!({
@@ -79,8 +120,14 @@ pub fn flow_json(f: &Flow) -> Value {
         flow.insert("IP".into(), ip);
     }
     flow.insert("l4".into(), l4_json(f));
-    flow.insert("source".into(), endpoint_json(&f.source));
-    flow.insert("destination".into(), endpoint_json(&f.destination));
+    let mut source = endpoint_json(&f.source);
+    let mut destination = endpoint_json(&f.destination);
+    if let Some(n) = f.policy.as_ref().and_then(|p| p.names.as_ref()) {
+        source["identity"] = json!(n.src_identity);
+        destination["identity"] = json!(n.dst_identity);
+    }
+    flow.insert("source".into(), source);
+    flow.insert("destination".into(), destination);
     flow.insert("Type".into(), json!("L3_L4"));
     flow.insert("node_name".into(), json!(f.node));
     flow.insert("is_reply".into(), json!(false));
@@ -99,6 +146,12 @@ pub fn flow_json(f: &Flow) -> Value {
         Origin::Drop { location, ifname } => {
             labctl.insert("origin".into(), json!("drop"));
             labctl.insert("location".into(), json!(location));
+            if let Some(frag) = f.fragment {
+                labctl.insert("fragment".into(), json!(frag));
+            }
+            if let Some(p) = &f.policy {
+                labctl.insert("policy".into(), json!(p));
+            }
             if let Some(i) = ifname {
                 flow.insert("interface".into(), json!({ "name": i }));
             }
@@ -174,7 +227,13 @@ pub fn compact(item: &Item) -> String {
                     ),
                 ),
                 Origin::Tracker { event } => ("->", format!("ebpf-ct-{}", event_word(*event))),
-                Origin::Drop { .. } => ("<>", f.drop_reason.clone().unwrap_or_default()),
+                Origin::Drop { .. } => {
+                    let mut point = f.drop_reason.clone().unwrap_or_default();
+                    if let Some(p) = &f.policy {
+                        point = format!("{point} {}", p.direction.to_ascii_uppercase());
+                    }
+                    ("<>", point)
+                }
             };
             let mut pieces = vec![
                 format!("{} [{}]:", clock(f.time_ns), f.node),
@@ -186,10 +245,16 @@ pub fn compact(item: &Item) -> String {
                 format!("({})", f.summary()),
             ];
             pieces.extend(f.nat.clone());
+            if f.fragment == Some("later") {
+                pieces.push("(fragment)".into());
+            }
             if f.verdict == Verdict::Dropped
                 && let Origin::Drop { location, .. } = &f.origin
             {
                 pieces.push(format!("at {location}"));
+            }
+            if let Some(p) = &f.policy {
+                pieces.extend(super::drops::policy_pieces(p));
             }
             width::pieces(&pieces, COMPACT_INDENT)
         }
@@ -257,6 +322,56 @@ mod tests {
             compact(&item),
             "23:15:23.000 [labtest-a]: lab/pod-a:40000 <> 127.0.0.2:9 NO_SOCKET DROPPED\n             (TCP Flags: SYN) at __udp4_lib_rcv+0x5a3"
         );
+    }
+
+    #[test]
+    fn a_policy_drop_in_hubble_shape() {
+        use crate::drops::record::{PolicyNames, PolicyRef};
+        let mut r = crate::drops::record::tests::sample_udp();
+        r.src = Some("10.0.0.1".into());
+        r.reason = "POLICY_DENY".into();
+        r.reason_code = 181;
+        r.policy = Some(PolicyVerdict {
+            direction: "egress",
+            kernel_reason: "NETFILTER_DROP".into(),
+            kernel_reason_code: 6,
+            mark: "0x1ab50003".into(),
+            names: Some(PolicyNames {
+                lab: "sw".into(),
+                from: "sw/pod-a".into(),
+                to: "127.0.0.2".into(),
+                pod: Some("sw/pod-a".into()),
+                policies: vec![PolicyRef {
+                    kind: "CiliumNetworkPolicy",
+                    namespace: "default".into(),
+                    name: "no-out".into(),
+                }],
+                rule: Some("default/no-out egressDeny[0] (p.yaml:7)".into()),
+                src_identity: 300,
+                dst_identity: 2,
+                note: None,
+            }),
+        });
+        let item = Item::Flow(Box::new(Flow::from_drop(&r, &mut LabPods)));
+        let v = item_json(&item);
+        let f = &v["flow"];
+        assert_eq!(f["drop_reason_desc"], "POLICY_DENY");
+        assert_eq!(f["drop_reason"], 181);
+        assert_eq!(f["traffic_direction"], "EGRESS");
+        assert_eq!(f["egress_denied_by"][0]["name"], "no-out");
+        assert_eq!(f["egress_denied_by"][0]["namespace"], "default");
+        assert_eq!(f["egress_denied_by"][0]["kind"], "CiliumNetworkPolicy");
+        assert!(f.get("ingress_denied_by").is_none());
+        assert_eq!(f["source"]["identity"], 300);
+        assert_eq!(f["destination"]["identity"], 2);
+        assert_eq!(f["labctl"]["policy"]["kernel_reason"], "NETFILTER_DROP");
+        let line = compact(&item);
+        assert!(line.contains("<> 127.0.0.2:9 POLICY_DENY EGRESS"), "{line}");
+        assert!(line.contains("DROPPED (UDP)"), "{line}");
+        assert!(line.contains("rule default/no-out egressDeny[0]"), "{line}");
+        for l in line.lines() {
+            assert!(width::width(l) <= width::COLUMNS, "{l}");
+        }
     }
 
     #[test]

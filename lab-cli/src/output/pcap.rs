@@ -126,6 +126,16 @@ pub fn comment(record: &DropRecord) -> String {
     if let Some(pod) = &record.pod {
         s.push_str(&format!(" (pod {pod})"));
     }
+    if let Some(frag) = record.fragment {
+        s.push_str(&format!("; {frag} fragment"));
+    }
+    if let Some(p) = &record.policy {
+        s.push_str(&format!(
+            "; {} {}",
+            p.direction,
+            super::drops::policy_pieces(p).join(" ")
+        ));
+    }
     s
 }
 
@@ -252,6 +262,24 @@ mod tests {
                 "network namespace labtest-a (inode {}), ifindex 1",
                 rec.netns_ino
             )
+        );
+    }
+
+    #[test]
+    fn comments_name_policy_drops_and_fragments() {
+        let mut rec = sample_udp();
+        rec.reason = "POLICY_DENY".into();
+        rec.fragment = Some("first");
+        rec.policy = Some(crate::drops::record::PolicyVerdict {
+            direction: "egress",
+            kernel_reason: "NETFILTER_DROP".into(),
+            kernel_reason_code: 6,
+            mark: "0x1ab50003".into(),
+            names: None,
+        });
+        assert_eq!(
+            comment(&rec),
+            "drop reason POLICY_DENY at __udp4_lib_rcv+0x5a3 in netns labtest-a; first fragment; egress (kernel: NETFILTER_DROP)"
         );
     }
 

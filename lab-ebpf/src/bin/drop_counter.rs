@@ -1,5 +1,5 @@
 //! The drop counter: a classic tracepoint on `skb:kfree_skb` that counts drops
-//! per (netns, reason). The first real program of labctl: `labctl demo` and
+//! per (netns, reason, policy verdict mark). The first real program of labctl: `labctl demo` and
 //! the end-to-end tests use it.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -12,7 +12,7 @@ mod program {
         programs::TracePointContext,
     };
     use lab_common::{DropCountKey, DropCounterConfig};
-    use lab_ebpf::kernel::skb_netns_ino;
+    use lab_ebpf::kernel::{read, skb_netns_ino};
 
     lab_ebpf::license!();
 
@@ -50,7 +50,13 @@ mod program {
         if cfg.filter_netns_ino != 0 && netns_ino != cfg.filter_netns_ino {
             return;
         }
-        let key = DropCountKey { netns_ino, reason };
+        // A policy datapath's drop, apart from the kernel's generic reason.
+        let mark = read::<u32>(skb, cfg.skb_mark).unwrap_or(0);
+        let key = DropCountKey {
+            netns_ino,
+            reason,
+            policy: lab_common::verdict::policy_mark(mark),
+        };
         match DROP_COUNTS.get_ptr_mut(key) {
             // SAFETY: a per-CPU value is only touched by this CPU.
             Some(value) => unsafe { *value += 1 },

@@ -23,9 +23,12 @@ mod program {
         maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
         programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
     };
-    use lab_common::trace::{
-        COUNTS_CAPACITY, DropEvent, DropSite, LOST_INDEX, NETNS_SET_CAPACITY, SNAPLEN_TIERS,
-        SkbOffsets, TraceConfig, family, flags,
+    use lab_common::{
+        trace::{
+            COUNTS_CAPACITY, DropEvent, DropSite, LOST_INDEX, NETNS_SET_CAPACITY, SNAPLEN_TIERS,
+            SkbOffsets, TraceConfig, family, flags, pkt,
+        },
+        verdict,
     };
     use lab_ebpf::{
         kernel::{devless_netns_ino, read},
@@ -132,10 +135,23 @@ mod program {
         reason: u32,
     ) {
         let cfg = config();
-        if reason == cfg.reason_consumed || !cfg.reason_allowed(reason) {
+        if reason == cfg.reason_consumed {
             return;
         }
         let off = &cfg.off;
+        // A policy datapath marks what it drops (lab_common::verdict): such
+        // a drop is named and filtered by its mark, not by the kernel's
+        // generic reason (NETFILTER_DROP, TC_INGRESS, ...).
+        let mark = field::<DIRECT, u32>(skb, off.skb_mark);
+        let policy = verdict::policy_mark(mark);
+        let passes = if policy != 0 {
+            cfg.policy_allowed(policy & verdict::MARK_DENY != 0)
+        } else {
+            cfg.reason_allowed(reason)
+        };
+        if !passes {
+            return;
+        }
         let dev = field::<DIRECT, u64>(skb, off.netns.skb_dev);
         // No device: the interface is unknown (0), the namespace is the
         // socket's or the route's (a local packet dropped before it was
@@ -163,6 +179,7 @@ mod program {
         ev.netns_ino = netns_ino;
         ev.ifindex = ifindex;
         ev.reason = reason;
+        ev.mark = mark;
         ev.len = field::<DIRECT, u32>(skb, off.skb_len);
         ev.ethertype = u16::from_be(field::<DIRECT, u16>(skb, off.skb_protocol));
         // Summary mode without packet filters needs no packet fields: skip
@@ -175,7 +192,9 @@ mod program {
         if cfg.l4proto != 0 && ev.l4proto != cfg.l4proto {
             return;
         }
-        if cfg.port != 0 && (ev.has_ports == 0 || (ev.sport != cfg.port && ev.dport != cfg.port)) {
+        if cfg.port != 0
+            && (ev.pkt & pkt::PORTS == 0 || (ev.sport != cfg.port && ev.dport != cfg.port))
+        {
             return;
         }
         if cfg.flags & flags::HOST != 0
@@ -189,7 +208,7 @@ mod program {
             DropSite {
                 location,
                 reason,
-                _pad: 0,
+                policy,
             },
         );
         if cfg.flags & flags::SUMMARY_ONLY != 0 {
