@@ -93,8 +93,12 @@ fn compile_hubble(manifest_dir: &Path) -> anyhow::Result<()> {
     let proto = manifest_dir.join("proto");
     println!("cargo:rerun-if-changed={}", proto.display());
     let out = Path::new(&env::var("OUT_DIR")?).join("hubble.bin");
-    let files = ["flow/flow.proto", "relay/relay.proto", "observer/observer.proto"]
-        .map(|f| proto.join(f));
+    let files = [
+        "flow/flow.proto",
+        "relay/relay.proto",
+        "observer/observer.proto",
+    ]
+    .map(|f| proto.join(f));
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

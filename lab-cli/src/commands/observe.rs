@@ -19,7 +19,7 @@ use crate::{
     lab::{Lab, LabError, gone, names},
     output::{
         OutputFormat,
-        exit::Outcome,
+        exit::{Outcome, UsageError},
         flows::{compact, item_json, item_response},
         width,
     },
@@ -30,9 +30,9 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<Outcome> {
         && !args.serve_non_loopback
         && !addr.ip().to_canonical().is_loopback()
     {
-        bail!(
+        bail!(UsageError(format!(
             "--serve {addr} can be reached from other machines and Hubble's API has no authentication, so labctl refuses it: serve on 127.0.0.1 (the default) or add --serve-non-loopback to accept that anyone who connects reads every flow"
-        );
+        )));
     }
     privilege::require("observe")?;
     for pod in [&args.pod, &args.from_pod, &args.to_pod]

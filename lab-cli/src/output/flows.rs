@@ -72,7 +72,11 @@ pub fn flow_json(f: &Flow) -> Value {
     flow.insert("verdict".into(), json!(f.verdict.as_str()));
     // Hubble's drop_reason_desc holds only Hubble's (Cilium's) reasons;
     // the kernel's goes in the extension and in Summary.
-    if let Some(reason) = f.drop_reason.as_deref().filter(|r| hubble::is_hubble_drop_reason(r)) {
+    if let Some(reason) = f
+        .drop_reason
+        .as_deref()
+        .filter(|r| hubble::is_hubble_drop_reason(r))
+    {
         flow.insert("drop_reason_desc".into(), json!(reason));
     }
     if let (Some(src), Some(dst)) = (f.source.ip, f.destination.ip) {
@@ -288,15 +292,20 @@ mod tests {
         let Some(ResponseTypes::Flow(pb)) = item_response(&item).unwrap().response_types else {
             panic!("not a flow");
         };
-        #[allow(deprecated, reason = "Summary is deprecated in Hubble but still filled")]
+        #[allow(
+            deprecated,
+            reason = "Summary is deprecated in Hubble but still filled"
+        )]
         let summary = pb.summary.clone();
         assert_eq!(summary, "TCP Flags: SYN (kernel: NO_SOCKET)");
         assert_eq!(pb.drop_reason_desc(), DropReason::Unknown);
         r.reason = "POLICY_DENIED".into();
         let policy = Item::Flow(Box::new(Flow::from_drop(&r, &mut LabPods)));
-        assert_eq!(item_json(&policy)["flow"]["drop_reason_desc"], "POLICY_DENIED");
-        let Some(ResponseTypes::Flow(pb)) = item_response(&policy).unwrap().response_types
-        else {
+        assert_eq!(
+            item_json(&policy)["flow"]["drop_reason_desc"],
+            "POLICY_DENIED"
+        );
+        let Some(ResponseTypes::Flow(pb)) = item_response(&policy).unwrap().response_types else {
             panic!("not a flow");
         };
         assert_eq!(pb.drop_reason_desc(), DropReason::PolicyDenied);
@@ -334,7 +343,10 @@ mod tests {
         });
         let v = item_json(&ct);
         assert_eq!(v["lost_events"]["source"], "UNKNOWN_LOST_EVENT_SOURCE");
-        assert_eq!(v["lost_events"]["labctl"]["source"], "CTNETLINK_SOCKET_BUFFER");
+        assert_eq!(
+            v["lost_events"]["labctl"]["source"],
+            "CTNETLINK_SOCKET_BUFFER"
+        );
         for item in [&item, &ct] {
             let Some(ResponseTypes::LostEvents(l)) = item_response(item).unwrap().response_types
             else {

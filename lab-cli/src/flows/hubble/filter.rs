@@ -40,9 +40,7 @@ pub enum Unsupported {
         fields = SUPPORTED.join(", ")
     )]
     Field(&'static str),
-    #[error(
-        "labctl does not support `{0}` in GetFlows; ask with number, first and follow instead"
-    )]
+    #[error("labctl does not support `{0}` in GetFlows; ask with number, first and follow instead")]
     Request(&'static str),
     #[error("`first` cannot be combined with `follow`, as in Hubble; drop one of them")]
     FirstWithFollow,
@@ -78,7 +76,8 @@ impl PodSelector {
 
     fn matches(&self, namespace: &str, pod: &str) -> bool {
         // A side with no pod matches no pod selector.
-        !pod.is_empty() && self.namespace.as_deref().is_none_or(|n| n == namespace)
+        !pod.is_empty()
+            && self.namespace.as_deref().is_none_or(|n| n == namespace)
             && pod.starts_with(&self.prefix)
     }
 }
@@ -315,9 +314,7 @@ impl Filter {
             && any(&self.source_port, |p| sport == Some(u32::from(*p)))
             && any(&self.destination_port, |p| dport == Some(u32::from(*p)))
             && any(&self.drop_reason_desc, |r| *r == f.drop_reason_desc)
-            && any(&self.ip_version, |v| {
-                ip.is_some_and(|i| i.ip_version == *v)
-            })
+            && any(&self.ip_version, |v| ip.is_some_and(|i| i.ip_version == *v))
     }
 }
 
@@ -336,9 +333,8 @@ impl Filters {
         reason = "experimental.field_mask is deprecated in Hubble but still sent by older clients: it is refused by name"
     )]
     pub fn from_request(req: &GetFlowsRequest) -> Result<Self, Unsupported> {
-        let set_mask = |m: &Option<prost_types::FieldMask>| {
-            m.as_ref().is_some_and(|m| !m.paths.is_empty())
-        };
+        let set_mask =
+            |m: &Option<prost_types::FieldMask>| m.as_ref().is_some_and(|m| !m.paths.is_empty());
         let request_options = [
             ("since", req.since.is_some()),
             ("until", req.until.is_some()),
@@ -440,18 +436,45 @@ mod tests {
             ],
             vec![]
         ));
-        assert!(keeps(vec![f(|f| f.source_pod = vec!["lab/".into()])], vec![]));
-        assert!(keeps(vec![f(|f| f.source_pod = vec!["/pod-b".into()])], vec![]));
-        assert!(!keeps(vec![f(|f| f.source_pod = vec!["other/".into()])], vec![]));
+        assert!(keeps(
+            vec![f(|f| f.source_pod = vec!["lab/".into()])],
+            vec![]
+        ));
+        assert!(keeps(
+            vec![f(|f| f.source_pod = vec!["/pod-b".into()])],
+            vec![]
+        ));
+        assert!(!keeps(
+            vec![f(|f| f.source_pod = vec!["other/".into()])],
+            vec![]
+        ));
         // The destination has no pod: no pod selector matches it.
-        assert!(!keeps(vec![f(|f| f.destination_pod = vec!["lab/".into()])], vec![]));
-        assert!(keeps(vec![f(|f| f.source_ip = vec!["10.0.0.0/24".into()])], vec![]));
-        assert!(!keeps(vec![f(|f| f.destination_ip = vec!["10.0.0.2".into()])], vec![]));
-        assert!(!keeps(vec![f(|f| f.protocol = vec!["icmp".into()])], vec![]));
+        assert!(!keeps(
+            vec![f(|f| f.destination_pod = vec!["lab/".into()])],
+            vec![]
+        ));
+        assert!(keeps(
+            vec![f(|f| f.source_ip = vec!["10.0.0.0/24".into()])],
+            vec![]
+        ));
+        assert!(!keeps(
+            vec![f(|f| f.destination_ip = vec!["10.0.0.2".into()])],
+            vec![]
+        ));
+        assert!(!keeps(
+            vec![f(|f| f.protocol = vec!["icmp".into()])],
+            vec![]
+        ));
         assert!(!keeps(vec![f(|f| f.protocol = vec!["dns".into()])], vec![]));
         // The blacklist removes what it matches.
-        assert!(!keeps(vec![], vec![f(|f| f.source_port = vec!["40000".into()])]));
-        assert!(keeps(vec![], vec![f(|f| f.source_port = vec!["40001".into()])]));
+        assert!(!keeps(
+            vec![],
+            vec![f(|f| f.source_port = vec!["40000".into()])]
+        ));
+        assert!(keeps(
+            vec![],
+            vec![f(|f| f.source_port = vec!["40001".into()])]
+        ));
     }
 
     #[test]
@@ -501,7 +524,10 @@ mod tests {
         );
         assert!(matches!(
             Filters::from_request(&port).unwrap_err(),
-            Unsupported::Value { field: "source_port", .. }
+            Unsupported::Value {
+                field: "source_port",
+                ..
+            }
         ));
     }
 }

@@ -14,7 +14,7 @@ pub mod server;
 
 use std::sync::OnceLock;
 
-use prost_reflect::{DeserializeOptions, DescriptorPool, DynamicMessage, MessageDescriptor};
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor};
 use serde_json::Value;
 
 /// The code prost and tonic generate from `lab-cli/proto`.
@@ -119,8 +119,7 @@ mod tests {
         // Nor is a field Hubble does not have, nor a source it does not know.
         assert!(strict_response(json!({"flow": {"resync": true}})).is_err());
         assert!(
-            strict_response(json!({"lost_events": {"source": "CTNETLINK_SOCKET_BUFFER"}}))
-                .is_err()
+            strict_response(json!({"lost_events": {"source": "CTNETLINK_SOCKET_BUFFER"}})).is_err()
         );
         assert!(is_hubble_drop_reason("POLICY_DENY"));
         assert!(!is_hubble_drop_reason("NETFILTER_DROP"));

@@ -44,12 +44,16 @@ use super::{
 pub const RING: usize = 4095;
 /// Messages queued for one client that reads slower than flows come.
 pub const QUEUE: usize = 1024;
+/// How often a client's pending loss is offered when no flow comes.
+pub const FLUSH: Duration = Duration::from_millis(100);
 /// How long a stop waits for the clients' streams to end.
 const GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {addr}: {source}; choose another address or port (port 0 picks a free one)")]
+    #[error(
+        "cannot listen on {addr}: {source}; choose another address or port (port 0 picks a free one)"
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -70,6 +74,22 @@ struct Client {
 }
 
 impl Client {
+    /// Sends the pending lost record if there is room; false once the
+    /// client is gone.
+    fn flush(&mut self) -> bool {
+        if self.lost == 0 {
+            return !self.tx.is_closed();
+        }
+        match self.tx.try_send(lost_record(self.lost, &self.node)) {
+            Ok(()) => {
+                self.lost = 0;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
     /// Offers an item; false once the client is gone.
     fn offer(&mut self, item: &GetFlowsResponse) -> bool {
         let missed = match &item.response_types {
@@ -151,6 +171,12 @@ impl Hub {
         }
     }
 
+    /// Offers every client its pending loss (a client that caught up after
+    /// the last flow learns what it missed).
+    pub fn flush_lost(&self) {
+        self.lock().clients.retain_mut(Client::flush);
+    }
+
     /// Ends every stream and refuses new ones.
     fn close(&self) {
         let mut state = self.lock();
@@ -165,7 +191,13 @@ impl Hub {
         &self,
         req: &GetFlowsRequest,
         filters: Filters,
-    ) -> Result<(Vec<GetFlowsResponse>, Option<mpsc::Receiver<GetFlowsResponse>>), Status> {
+    ) -> Result<
+        (
+            Vec<GetFlowsResponse>,
+            Option<mpsc::Receiver<GetFlowsResponse>>,
+        ),
+        Status,
+    > {
         let mut state = self.lock();
         if state.closed {
             return Err(Status::unavailable("labctl observe is stopping"));
@@ -291,8 +323,8 @@ impl Serving {
     /// error here) and serves in a thread of its own. `node` is the name
     /// GetNodes gives this machine.
     pub fn start(addr: SocketAddr, node: &str) -> Result<Self, ServeError> {
-        let listener =
-            std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|source| ServeError::Bind { addr, source })?;
         let bound = listener
             .local_addr()
             .and_then(|a| listener.set_nonblocking(true).map(|()| a))
@@ -310,10 +342,19 @@ impl Serving {
         let (shutdown, mut stop_serving) = watch::channel(false);
         let mut stop_waiting = shutdown.subscribe();
         let service = ObserverServer::new(Service { hub: hub.clone() });
-        let thread = std::thread::Builder::new()
-            .name("hubble-server".into())
-            .spawn(move || {
-                let served = runtime.block_on(async move {
+        let flushed = hub.clone();
+        let thread =
+            std::thread::Builder::new()
+                .name("hubble-server".into())
+                .spawn(move || {
+                    let served = runtime.block_on(async move {
+                    tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(FLUSH);
+                        loop {
+                            tick.tick().await;
+                            flushed.flush_lost();
+                        }
+                    });
                     let listener =
                         tokio::net::TcpListener::from_std(listener).map_err(ServeError::Runtime)?;
                     let server = tonic::transport::Server::builder()
@@ -333,10 +374,10 @@ impl Serving {
                         () = deadline => Ok(()),
                     }
                 });
-                runtime.shutdown_timeout(Duration::from_millis(200));
-                served
-            })
-            .map_err(ServeError::Runtime)?;
+                    runtime.shutdown_timeout(Duration::from_millis(200));
+                    served
+                })
+                .map_err(ServeError::Runtime)?;
         Ok(Serving {
             addr: bound,
             hub,
@@ -428,13 +469,15 @@ mod tests {
             got += 1;
         }
         assert_eq!(got, QUEUE);
-        hub.publish(flow(total));
+        // Told as soon as there is room, without waiting for a flow.
+        hub.flush_lost();
         let lost = slow.try_recv().unwrap();
         let Some(ResponseTypes::LostEvents(l)) = lost.response_types else {
             panic!("{lost:?}");
         };
         assert_eq!(l.source(), LostEventSource::HubbleRingBuffer);
         assert_eq!(l.num_events_lost, u64::from(total) - QUEUE as u64);
+        hub.publish(flow(total));
         assert!(matches!(
             slow.try_recv().unwrap().response_types,
             Some(ResponseTypes::Flow(_))
