@@ -340,6 +340,7 @@ fn the_ebpf_trackers_connections_are_flows_too() {
     let lines = stop(child);
     common::interrupt(&track);
     track.wait_with_output().unwrap();
+    hubble_strict(&lines);
     let all = flows(&lines);
     let new: Vec<&&Value> = all
         .iter()
