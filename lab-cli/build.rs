@@ -103,7 +103,7 @@ fn compile_hubble(manifest_dir: &Path) -> anyhow::Result<()> {
         .build_client(true)
         .build_server(true)
         .file_descriptor_set_path(&out)
-        .compile_protos(&files, &[proto.clone()])
+        .compile_protos(&files, std::slice::from_ref(&proto))
         .context("compiling Hubble's protos in lab-cli/proto failed (protoc and libprotobuf-dev come from scripts/setup.sh)")
 }
 

@@ -617,7 +617,7 @@ fn serve_speaks_hubbles_observer_api_to_several_clients_at_once() {
             })
             .await;
             eprintln!("reading client {got_a:?}, stalled client {got_b:?}");
-        assert!(got_b.hubble_ring_lost > 0, "B never fell behind: {got_b:?}");
+            assert!(got_b.hubble_ring_lost > 0, "B never fell behind: {got_b:?}");
             assert!(
                 got_a.flows > got_b.flows,
                 "the reading client was held back with the stalled one: A {got_a:?}, B {got_b:?}"
