@@ -696,3 +696,82 @@ fn serve_speaks_hubbles_observer_api_to_several_clients_at_once() {
     let status = common::wait_exit(&mut child, 10);
     assert!(status.success(), "observe --serve exited with {status}");
 }
+
+/// SIGTERM stops `observe --serve` within its grace even while a follower
+/// has stopped reading with a full window and a full queue: exit 0, in
+/// less than 5 s.
+#[test]
+fn serve_stops_on_sigterm_even_with_a_stalled_client() {
+    if !common::privileged("serve_stops_on_sigterm_even_with_a_stalled_client") {
+        return;
+    }
+    use lab_cli::flows::hubble::pb::observer::{
+        GetFlowsRequest, ServerStatusRequest, observer_client::ObserverClient,
+    };
+    let ns = common::netns("labtest-ot");
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("serve");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["observe", "--netns", ns.name(), "--serve", "127.0.0.1:0"])
+        .arg("--ready-file")
+        .arg(&ready)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = common::wait_ready(&mut child, &ready);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .unwrap();
+        // The stalled follower on a connection of its own (its window is
+        // the connection's), the status asked on another.
+        let mut stalled_client = ObserverClient::new(channel);
+        let mut client = ObserverClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let _stalled = stalled_client
+            .get_flows(GetFlowsRequest {
+                follow: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        common::send_udp(&ns, 9, 10_000);
+        // Until the server has seen the drops (the stalled stream is full).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let status = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                client.server_status(ServerStatusRequest {}),
+            )
+            .await
+            .expect("ServerStatus did not answer")
+            .unwrap()
+            .into_inner();
+            if status.seen_flows >= 5_000 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{status:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let asked = std::time::Instant::now();
+        common::signal(&child, nix::sys::signal::Signal::SIGTERM);
+        let status = common::wait_exit(&mut child, 10);
+        let took = asked.elapsed();
+        assert!(status.success(), "observe --serve exited with {status}");
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "stopping took {took:?}"
+        );
+        eprintln!("stopped {took:?} after SIGTERM with a stalled client");
+    });
+}

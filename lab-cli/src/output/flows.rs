@@ -96,9 +96,12 @@ pub fn flow_json(f: &Flow) -> Value {
     flow.insert("Type".into(), json!("L3_L4"));
     flow.insert("node_name".into(), json!(f.node));
     flow.insert("is_reply".into(), json!(false));
+    // A reason Hubble has no value for is said in the summary.
     let summary = match &f.drop_reason {
-        Some(reason) => format!("{} (kernel: {reason})", f.summary()),
-        None => f.summary(),
+        Some(reason) if !hubble::is_hubble_drop_reason(reason) => {
+            format!("{} (kernel: {reason})", f.summary())
+        }
+        _ => f.summary(),
     };
     flow.insert("Summary".into(), json!(summary));
     let mut labctl = Map::new();
