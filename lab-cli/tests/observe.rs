@@ -699,7 +699,8 @@ fn serve_speaks_hubbles_observer_api_to_several_clients_at_once() {
 
 /// SIGTERM stops `observe --serve` within its grace even while a follower
 /// has stopped reading with a full window and a full queue: exit 0, in
-/// less than 5 s.
+/// less than 6 s (the server's grace is 1 s; the rest is observe's own
+/// stop, longer on a loaded machine).
 #[test]
 fn serve_stops_on_sigterm_even_with_a_stalled_client() {
     if !common::privileged("serve_stops_on_sigterm_even_with_a_stalled_client") {
@@ -769,7 +770,7 @@ fn serve_stops_on_sigterm_even_with_a_stalled_client() {
         let took = asked.elapsed();
         assert!(status.success(), "observe --serve exited with {status}");
         assert!(
-            took < std::time::Duration::from_secs(5),
+            took < std::time::Duration::from_secs(6),
             "stopping took {took:?}"
         );
         eprintln!("stopped {took:?} after SIGTERM with a stalled client");

@@ -47,7 +47,7 @@ pub const QUEUE: usize = 1024;
 /// How often a client's pending loss is offered when no flow comes.
 pub const FLUSH: Duration = Duration::from_millis(100);
 /// How long a stop waits for the clients' streams to end.
-const GRACE: Duration = Duration::from_secs(2);
+const GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
