@@ -99,11 +99,16 @@ fn compile_hubble(manifest_dir: &Path) -> anyhow::Result<()> {
         "observer/observer.proto",
     ]
     .map(|f| proto.join(f));
+    // Type names (prost::Name) let the codec find each message's
+    // descriptor and refuse fields the schema does not know.
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .codec_path("crate::flows::hubble::codec::StrictCodec")
         .file_descriptor_set_path(&out)
-        .compile_protos(&files, std::slice::from_ref(&proto))
+        .compile_with_config(config, &files, std::slice::from_ref(&proto))
         .context("compiling Hubble's protos in lab-cli/proto failed (protoc and libprotobuf-dev come from scripts/setup.sh)")
 }
 

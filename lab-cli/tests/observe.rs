@@ -699,7 +699,7 @@ fn serve_speaks_hubbles_observer_api_to_several_clients_at_once() {
 
 /// SIGTERM stops `observe --serve` within its grace even while a follower
 /// has stopped reading with a full window and a full queue: exit 0, in
-/// less than 6 s (the server's grace is 1 s; the rest is observe's own
+/// less than 8 s (the server's grace is 1 s; the rest is observe's own
 /// stop, longer on a loaded machine).
 #[test]
 fn serve_stops_on_sigterm_even_with_a_stalled_client() {
@@ -770,7 +770,7 @@ fn serve_stops_on_sigterm_even_with_a_stalled_client() {
         let took = asked.elapsed();
         assert!(status.success(), "observe --serve exited with {status}");
         assert!(
-            took < std::time::Duration::from_secs(6),
+            took < std::time::Duration::from_secs(8),
             "stopping took {took:?}"
         );
         eprintln!("stopped {took:?} after SIGTERM with a stalled client");

@@ -9,6 +9,7 @@
 //! knows that Hubble has no field for: the kernel's drop reason, the
 //! conntrack event, the NAT in words).
 
+pub mod codec;
 pub mod filter;
 pub mod server;
 
@@ -57,14 +58,19 @@ pub enum SchemaError {
     NotHubble(String),
 }
 
-fn response_descriptor() -> Result<MessageDescriptor, SchemaError> {
+/// A message of the schema, by its full name (`observer.GetFlowsRequest`).
+fn descriptor(name: &str) -> Result<MessageDescriptor, SchemaError> {
     static POOL: OnceLock<Result<DescriptorPool, String>> = OnceLock::new();
     let pool = POOL
         .get_or_init(|| DescriptorPool::decode(DESCRIPTOR_SET).map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| SchemaError::Descriptor(e.clone()))?;
-    pool.get_message_by_name("observer.GetFlowsResponse")
-        .ok_or_else(|| SchemaError::Descriptor("no observer.GetFlowsResponse".into()))
+    pool.get_message_by_name(name)
+        .ok_or_else(|| SchemaError::Descriptor(format!("no {name}")))
+}
+
+fn response_descriptor() -> Result<MessageDescriptor, SchemaError> {
+    descriptor("observer.GetFlowsResponse")
 }
 
 /// Removes labctl's extension objects from a line (returned in the order
