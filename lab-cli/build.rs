@@ -5,6 +5,10 @@
 //! enabled for the nested eBPF build only, through RUSTC_BOOTSTRAP=1 (the way
 //! the Linux kernel builds its Rust). A nightly toolchain can be chosen with
 //! LABCTL_EBPF_TOOLCHAIN=nightly.
+//!
+//! It also generates Hubble's messages and Observer service from
+//! `lab-cli/proto` (protoc), with the descriptor set `flows::hubble` parses
+//! JSON against.
 
 use std::{env, path::Path, process::Command};
 
@@ -25,6 +29,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     embed_exercises(root)?;
+    compile_hubble(Path::new(&manifest_dir))?;
 
     let toolchain = env::var("LABCTL_EBPF_TOOLCHAIN")
         .or_else(|_| env::var("RUSTUP_TOOLCHAIN"))
@@ -79,6 +84,32 @@ fn embed_exercises(root: &Path) -> anyhow::Result<()> {
     let out = Path::new(&env::var("OUT_DIR")?).join("exercises.rs");
     std::fs::write(&out, code).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
+}
+
+/// Hubble's flow, relay and observer protos: prost messages, the tonic
+/// client and server, and `hubble.bin`, their descriptor set (with the
+/// google/protobuf types they import).
+fn compile_hubble(manifest_dir: &Path) -> anyhow::Result<()> {
+    let proto = manifest_dir.join("proto");
+    println!("cargo:rerun-if-changed={}", proto.display());
+    let out = Path::new(&env::var("OUT_DIR")?).join("hubble.bin");
+    let files = [
+        "flow/flow.proto",
+        "relay/relay.proto",
+        "observer/observer.proto",
+    ]
+    .map(|f| proto.join(f));
+    // Type names (prost::Name) let the codec find each message's
+    // descriptor and refuse fields the schema does not know.
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .codec_path("crate::flows::hubble::codec::StrictCodec")
+        .file_descriptor_set_path(&out)
+        .compile_with_config(config, &files, std::slice::from_ref(&proto))
+        .context("compiling Hubble's protos in lab-cli/proto failed (protoc and libprotobuf-dev come from scripts/setup.sh)")
 }
 
 /// bpf-linker must exist and its LLVM must be at least as new as rustc's:

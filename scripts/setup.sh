@@ -11,7 +11,8 @@ BPF_LINKER_VERSION=0.13.0
 LLVM_MAJOR=22
 LLVM_PREFIX=/usr/lib/llvm-${LLVM_MAJOR}
 
-# Build: bpf-linker's LLVM, protoc for the CRI client's protobufs. Run and
+# Build: bpf-linker's LLVM, protoc for the CRI client's and Hubble's
+# protobufs (libprotobuf-dev: the google/protobuf/*.proto they import). Run and
 # test: the peer tools the tests compare against, iproute2 for learners, and
 # what a kind-like node in the tests is made of (containerd with its CRI
 # plugin, runc, umoci to pack the pause image, a static libc for it), and
@@ -20,7 +21,7 @@ LLVM_PREFIX=/usr/lib/llvm-${LLVM_MAJOR}
 # `cargo xtask bench trace`.
 APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" zlib1g-dev libzstd-dev
-  protobuf-compiler
+  protobuf-compiler libprotobuf-dev
   iproute2 conntrack iptables nftables containernetworking-plugins
   iperf3 bpftrace dropwatch bpftool util-linux ethtool procps
   containerd runc umoci libc6-dev tcpdump

@@ -800,7 +800,7 @@ fn observe_fits_80_columns() {
         ),
         Item::Lost(Lost {
             time_ns: 0,
-            source: "PERF_EVENT_RING_BUFFER",
+            source: flows::LostSource::CtnetlinkBuffer,
             count: 18_446_744_073_709_551_615,
             node: "drop tracer".into(),
         }),

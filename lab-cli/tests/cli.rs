@@ -111,6 +111,16 @@ fn ring_sizes_ports_counts_and_timeouts_have_one_rule_each() {
     usage_error(&["observe", "--ring-size", "5000"], "power of two");
     usage_error(&["observe", "--verdict", "MAYBE"], "MAYBE");
     usage_error(&["observe", "--port", "0"], "not a port");
+    // Hubble's API has no authentication: loopback unless asked.
+    let out = labctl_unprivileged(&["observe", "--serve", "0.0.0.0:4245"]);
+    let stderr = common::said(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--serve-non-loopback"), "{stderr}");
+    usage_error(&["observe", "--serve-non-loopback"], "--serve");
+    usage_error(
+        &["observe", "--serve", "example.org:4245"],
+        "localhost:PORT",
+    );
     usage_error(&["metrics", "--listen", "localhost"], "localhost");
     // Host names other than localhost are not looked up.
     usage_error(

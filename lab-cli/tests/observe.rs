@@ -1,6 +1,8 @@
 //! Privileged: `labctl observe` end to end in a lab: connections with
 //! their pods and NAT, drops with their reason, Hubble's filters, and lost
-//! events reported with their count.
+//! events reported with their count. Every `-o json` line is checked with
+//! a strict protobuf JSON parser (prost-reflect) against Hubble's schema;
+//! `--serve` is checked with a gRPC client built from the same protos.
 
 #![allow(
     clippy::unwrap_used,
@@ -44,6 +46,31 @@ fn stop(child: Child) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// Every line, labctl's extension objects set aside, parses as Hubble's
+/// `observer.GetFlowsResponse` with a strict protobuf JSON parser: unknown
+/// fields and enum names are errors (prost-reflect over the schema built
+/// from lab-cli/proto, not labctl's own code).
+fn hubble_strict(lines: &[Value]) {
+    use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage};
+    let pool = DescriptorPool::decode(lab_cli::flows::hubble::DESCRIPTOR_SET).unwrap();
+    let response = pool
+        .get_message_by_name("observer.GetFlowsResponse")
+        .unwrap();
+    let strict = DeserializeOptions::new().deny_unknown_fields(true);
+    for line in lines {
+        let mut hubble = line.clone();
+        for key in ["flow", "lost_events"] {
+            if let Some(object) = hubble.get_mut(key).and_then(Value::as_object_mut) {
+                object.remove("labctl");
+            }
+        }
+        if let Err(e) = DynamicMessage::deserialize_with_options(response.clone(), hubble, &strict)
+        {
+            panic!("not Hubble's schema: {e}\n{line}");
+        }
+    }
 }
 
 fn flows(lines: &[Value]) -> Vec<&Value> {
@@ -95,6 +122,8 @@ fn flows_name_pods_show_nat_and_drops_and_filter_like_hubble() {
     let all = stop(all);
     let drops_to_a = stop(drops_to_a);
     let tcp_from_a = stop(tcp_from_a);
+    // Forwarded flows (with SNAT) and NO_SOCKET drops, as Hubble's.
+    hubble_strict(&all);
 
     let all = flows(&all);
     let tcp: Vec<_> = all
@@ -122,12 +151,14 @@ fn flows_name_pods_show_nat_and_drops_and_filter_like_hubble() {
     let dropped: Vec<_> = all.iter().filter(|f| f["verdict"] == "DROPPED").collect();
     assert_eq!(dropped.len(), 4, "{all:#?}");
     for f in &dropped {
-        assert_eq!(f["drop_reason_desc"], "NO_SOCKET");
+        // Not one of Hubble's reasons: in labctl's extension and Summary.
+        assert!(f.get("drop_reason_desc").is_none(), "{f}");
+        assert_eq!(f["labctl"]["drop_reason"], "NO_SOCKET");
         assert_eq!(f["source"]["pod_name"], "pod-b");
         assert_eq!(f["destination"]["pod_name"], "pod-a");
         assert_eq!(f["l4"]["UDP"]["destination_port"], 7777);
         assert_eq!(f["node_name"], pod_a.as_str());
-        assert_eq!(f["Summary"], "UDP");
+        assert_eq!(f["Summary"], "UDP (kernel: NO_SOCKET)");
     }
 
     // The filters keep exactly what they name.
@@ -181,6 +212,7 @@ fn lost_events_are_in_the_stream_with_their_count() {
     );
     common::send_udp(&ns, 9, 20_000);
     let lines = stop(child);
+    hubble_strict(&lines);
     let dropped = flows(&lines)
         .iter()
         .filter(|f| f["verdict"] == "DROPPED")
@@ -188,7 +220,10 @@ fn lost_events_are_in_the_stream_with_their_count() {
     let lost: u64 = lines
         .iter()
         .filter_map(|l| l.get("lost_events"))
-        .inspect(|l| assert_eq!(l["source"], "PERF_EVENT_RING_BUFFER"))
+        .inspect(|l| {
+            assert_eq!(l["source"], "PERF_EVENT_RING_BUFFER");
+            assert_eq!(l["labctl"]["source"], "PERF_EVENT_RING_BUFFER");
+        })
         .map(|l| l["num_events_lost"].as_u64().unwrap())
         .sum();
     assert!(lost > 0, "a one-page ring buffer lost nothing");
@@ -240,6 +275,7 @@ fn conntrack_event_losses_are_counted_and_the_missed_flows_resynced() {
     })
     .unwrap();
     let lines = stop(child);
+    hubble_strict(&lines);
     let flows = flows(&lines);
     let ports: std::collections::BTreeSet<u64> = flows
         .iter()
@@ -253,9 +289,11 @@ fn conntrack_event_losses_are_counted_and_the_missed_flows_resynced() {
     );
     let lost: Vec<&Value> = lines.iter().filter_map(|l| l.get("lost_events")).collect();
     assert!(!lost.is_empty(), "a 4 KiB buffer lost nothing");
+    // Hubble has no source for a netlink socket: labctl names it.
     assert!(
         lost.iter()
-            .all(|l| l["source"] == "CTNETLINK_SOCKET_BUFFER")
+            .all(|l| l["source"] == "UNKNOWN_LOST_EVENT_SOURCE"
+                && l["labctl"]["source"] == "CTNETLINK_SOCKET_BUFFER")
     );
     let resynced = flows
         .iter()
@@ -302,6 +340,7 @@ fn the_ebpf_trackers_connections_are_flows_too() {
     let lines = stop(child);
     common::interrupt(&track);
     track.wait_with_output().unwrap();
+    hubble_strict(&lines);
     let all = flows(&lines);
     let new: Vec<&&Value> = all
         .iter()
@@ -357,10 +396,12 @@ fn local_out_drops_are_flows_of_their_lab() {
         assert_eq!(common::nft_counted(ns, "ip6", "labtest_out"), v6);
     }
 
+    // NETFILTER_DROP drops, IPv4 and IPv6, as Hubble's.
+    hubble_strict(&lines);
     let all = flows(&lines);
     let out: Vec<_> = all
         .iter()
-        .filter(|f| f["drop_reason_desc"] == "NETFILTER_DROP")
+        .filter(|f| f["labctl"]["drop_reason"] == "NETFILTER_DROP")
         .collect();
     assert_eq!(out.len(), 5 + 3 + 6 + 2, "{all:#?}");
     for f in &out {
@@ -405,4 +446,333 @@ fn local_out_drops_are_flows_of_their_lab() {
             .iter()
             .all(|f| f["source"].get("pod_name").is_none())
     );
+}
+
+/// What a GetFlows stream brought: flows (those `keep` accepts) and the
+/// events its lost records count, until `done` or the deadline.
+#[derive(Debug, Default)]
+struct Received {
+    flows: u64,
+    lost: u64,
+    hubble_ring_lost: u64,
+}
+
+async fn receive(
+    stream: &mut tonic::Streaming<lab_cli::flows::hubble::pb::observer::GetFlowsResponse>,
+    got: &mut Received,
+    keep: impl Fn(&lab_cli::flows::hubble::pb::flow::Flow) -> bool,
+    done: impl Fn(&Received) -> bool,
+) {
+    use lab_cli::flows::hubble::pb::{
+        flow::LostEventSource, observer::get_flows_response::ResponseTypes,
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done(got) {
+        let message = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("the stream stalled at {got:?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the stream ended at {got:?}"));
+        match message.response_types {
+            Some(ResponseTypes::Flow(f)) => {
+                assert!(keep(&f), "a flow the filters should have kept out: {f:?}");
+                got.flows += 1;
+            }
+            Some(ResponseTypes::LostEvents(l)) => {
+                got.lost += l.num_events_lost;
+                if l.source() == LostEventSource::HubbleRingBuffer {
+                    got.hubble_ring_lost += l.num_events_lost;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// `observe --serve`: Hubble's Observer API to clients built from Hubble's
+/// protos. ServerStatus and GetNodes; an unsupported filter field refused
+/// by name; two followers with different filters at once, one of which
+/// stops reading while 20,000 drops arrive: the reader gets every one (or
+/// its loss counted), the stalled one keeps only its queue's worth and
+/// then a HUBBLE_RING_BUFFER record counting exactly what it missed; then
+/// `number`, `first`, whitelists and blacklists over the ring; Ctrl-C ends
+/// the followers' streams and the server.
+#[test]
+fn serve_speaks_hubbles_observer_api_to_several_clients_at_once() {
+    if !common::privileged("serve_speaks_hubbles_observer_api_to_several_clients_at_once") {
+        return;
+    }
+    use lab_cli::flows::hubble::pb::{
+        flow::{Flow, FlowFilter, Verdict, layer4::Protocol},
+        observer::{
+            GetFlowsRequest, GetNodesRequest, ServerStatusRequest,
+            get_flows_response::ResponseTypes, observer_client::ObserverClient,
+        },
+        relay::NodeState,
+    };
+    const N: u64 = 20_000;
+    let ns = common::netns("labtest-os");
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("serve");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["observe", "--netns", ns.name(), "--serve", "127.0.0.1:0"])
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = common::wait_ready(&mut child, &ready);
+    let url = format!("http://{addr}");
+    let to_port_9 = |f: &Flow| {
+        f.verdict() == Verdict::Dropped
+            && matches!(f.l4.as_ref().and_then(|l| l.protocol.as_ref()),
+                Some(Protocol::Udp(u)) if u.destination_port == 9)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    std::thread::scope(|scope| {
+        runtime.block_on(async {
+            let mut a = ObserverClient::connect(url.clone()).await.unwrap();
+            let status = a
+                .server_status(ServerStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(status.version.starts_with("labctl "), "{status:?}");
+            assert_eq!(status.max_flows, 4095);
+            assert_eq!(status.num_connected_nodes, Some(1));
+            let nodes = a.get_nodes(GetNodesRequest {}).await.unwrap().into_inner();
+            assert_eq!(nodes.nodes.len(), 1);
+            assert_eq!(nodes.nodes[0].state(), NodeState::NodeConnected);
+            assert_eq!(nodes.nodes[0].address, addr);
+
+            // A filter field labctl cannot apply is named, never ignored.
+            let err = a
+                .get_flows(GetFlowsRequest {
+                    whitelist: vec![FlowFilter {
+                        source_label: vec!["k8s:app=web".into()],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(err.message().contains("source_label"), "{err}");
+
+            // A follows the drops to port 9; B (its own connection, a small
+            // window) follows UDP minus the forwarded, and does not read.
+            let drops_to_9 = FlowFilter {
+                verdict: vec![Verdict::Dropped.into()],
+                destination_port: vec!["9".into()],
+                ..Default::default()
+            };
+            let mut a_stream = a
+                .get_flows(GetFlowsRequest {
+                    follow: true,
+                    whitelist: vec![drops_to_9.clone()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let b_channel = tonic::transport::Endpoint::from_shared(url.clone())
+                .unwrap()
+                .initial_stream_window_size(65_535)
+                .initial_connection_window_size(65_535)
+                .connect()
+                .await
+                .unwrap();
+            let mut b = ObserverClient::new(b_channel);
+            let mut b_stream = b
+                .get_flows(GetFlowsRequest {
+                    follow: true,
+                    whitelist: vec![FlowFilter {
+                        protocol: vec!["udp".into()],
+                        ..Default::default()
+                    }],
+                    blacklist: vec![FlowFilter {
+                        verdict: vec![Verdict::Forwarded.into()],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let sender = scope.spawn(|| common::send_udp(&ns, 9, N as u32));
+            let mut got_a = Received::default();
+            receive(&mut a_stream, &mut got_a, to_port_9, |r| {
+                r.flows + r.lost == N
+            })
+            .await;
+            sender.join().unwrap();
+            // B now reads: its queue, then what it missed, counted.
+            let mut got_b = Received::default();
+            receive(&mut b_stream, &mut got_b, to_port_9, |r| {
+                r.flows + r.lost == N
+            })
+            .await;
+            eprintln!("reading client {got_a:?}, stalled client {got_b:?}");
+            assert!(got_b.hubble_ring_lost > 0, "B never fell behind: {got_b:?}");
+            assert!(
+                got_a.flows > got_b.flows,
+                "the reading client was held back with the stalled one: A {got_a:?}, B {got_b:?}"
+            );
+
+            // number, first, whitelist and blacklist over the ring.
+            let ask = |req: GetFlowsRequest| {
+                let mut client = a.clone();
+                async move {
+                    let mut stream = client.get_flows(req).await.unwrap().into_inner();
+                    let mut flows = Vec::new();
+                    while let Some(m) = stream.message().await.unwrap() {
+                        if let Some(ResponseTypes::Flow(f)) = m.response_types {
+                            flows.push(f);
+                        }
+                    }
+                    flows
+                }
+            };
+            let time = |f: &Flow| f.time.map(|t| (t.seconds, t.nanos)).unwrap();
+            let last = ask(GetFlowsRequest {
+                number: 5,
+                whitelist: vec![drops_to_9.clone()],
+                ..Default::default()
+            })
+            .await;
+            assert_eq!(last.len(), 5);
+            assert!(last.iter().all(to_port_9));
+            let first = ask(GetFlowsRequest {
+                number: 3,
+                first: true,
+                whitelist: vec![drops_to_9.clone()],
+                ..Default::default()
+            })
+            .await;
+            assert_eq!(first.len(), 3);
+            assert!(time(&first[2]) <= time(&last[0]), "{first:?} {last:?}");
+            let none = |whitelist, blacklist| {
+                ask(GetFlowsRequest {
+                    number: 10,
+                    whitelist,
+                    blacklist,
+                    ..Default::default()
+                })
+            };
+            assert!(
+                none(
+                    vec![FlowFilter {
+                        protocol: vec!["tcp".into()],
+                        ..Default::default()
+                    }],
+                    vec![]
+                )
+                .await
+                .is_empty()
+            );
+            assert!(none(vec![], vec![drops_to_9.clone()]).await.is_empty());
+            let status = a
+                .server_status(ServerStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(status.num_flows, 4095, "{status:?}");
+
+            // Ctrl-C: the followers' streams end, then the server.
+            common::interrupt(&child);
+            for stream in [&mut a_stream, &mut b_stream] {
+                let end = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                    while stream.message().await.ok().flatten().is_some() {}
+                })
+                .await;
+                assert!(end.is_ok(), "a follower's stream did not end at Ctrl-C");
+            }
+        })
+    });
+    let status = common::wait_exit(&mut child, 10);
+    assert!(status.success(), "observe --serve exited with {status}");
+}
+
+/// SIGTERM stops `observe --serve` within its grace even while a follower
+/// has stopped reading with a full window and a full queue: exit 0, in
+/// less than 8 s (the server's grace is 1 s; the rest is observe's own
+/// stop, longer on a loaded machine).
+#[test]
+fn serve_stops_on_sigterm_even_with_a_stalled_client() {
+    if !common::privileged("serve_stops_on_sigterm_even_with_a_stalled_client") {
+        return;
+    }
+    use lab_cli::flows::hubble::pb::observer::{
+        GetFlowsRequest, ServerStatusRequest, observer_client::ObserverClient,
+    };
+    let ns = common::netns("labtest-ot");
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("serve");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["observe", "--netns", ns.name(), "--serve", "127.0.0.1:0"])
+        .arg("--ready-file")
+        .arg(&ready)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = common::wait_ready(&mut child, &ready);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .unwrap();
+        // The stalled follower on a connection of its own (its window is
+        // the connection's), the status asked on another.
+        let mut stalled_client = ObserverClient::new(channel);
+        let mut client = ObserverClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let _stalled = stalled_client
+            .get_flows(GetFlowsRequest {
+                follow: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        common::send_udp(&ns, 9, 10_000);
+        // Until the server has seen the drops (the stalled stream is full).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let status = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                client.server_status(ServerStatusRequest {}),
+            )
+            .await
+            .expect("ServerStatus did not answer")
+            .unwrap()
+            .into_inner();
+            if status.seen_flows >= 5_000 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{status:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let asked = std::time::Instant::now();
+        common::signal(&child, nix::sys::signal::Signal::SIGTERM);
+        let status = common::wait_exit(&mut child, 10);
+        let took = asked.elapsed();
+        assert!(status.success(), "observe --serve exited with {status}");
+        assert!(
+            took < std::time::Duration::from_secs(8),
+            "stopping took {took:?}"
+        );
+        eprintln!("stopped {took:?} after SIGTERM with a stalled client");
+    });
 }

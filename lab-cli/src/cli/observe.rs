@@ -56,6 +56,21 @@ pub struct ObserveArgs {
     /// Receive buffer of each conntrack event socket (4K to 256M).
     #[arg(long, default_value = "8M", value_parser = values::buffer_size)]
     pub buffer_size: usize,
+    /// Serve Hubble's Observer gRPC API on this address instead of printing
+    /// flows, for `hubble observe --server ADDR` [default: 127.0.0.1:4245,
+    /// Hubble's port; port 0 picks a free one, written to --ready-file].
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:4245",
+        value_parser = values::listen_addr
+    )]
+    pub serve: Option<std::net::SocketAddr>,
+    /// Let --serve listen on an address other machines can reach (the API
+    /// has no authentication and no TLS: whoever connects reads every flow).
+    #[arg(long, requires = "serve")]
+    pub serve_non_loopback: bool,
     /// Output: Hubble's compact lines, or JSON shaped like `hubble observe -o json`.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

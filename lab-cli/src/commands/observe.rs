@@ -1,13 +1,15 @@
-//! `labctl observe`: flows in Hubble's vocabulary until Ctrl-C.
+//! `labctl observe`: flows in Hubble's vocabulary until Ctrl-C, printed or
+//! served as Hubble's Observer API (`--serve`).
 
 use std::io::Write as _;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 use crate::{
     cli::observe::ObserveArgs,
     flows::{
         FlowFilter,
+        hubble::server::Serving,
         observe::{ObserveOptions, observe},
     },
     kernel::{
@@ -17,13 +19,21 @@ use crate::{
     lab::{Lab, LabError, gone, names},
     output::{
         OutputFormat,
-        exit::Outcome,
-        flows::{compact, item_json},
+        exit::{Outcome, UsageError},
+        flows::{compact, item_json, item_response},
         width,
     },
 };
 
 pub fn run(args: ObserveArgs) -> anyhow::Result<Outcome> {
+    if let Some(addr) = args.serve
+        && !args.serve_non_loopback
+        && !addr.ip().to_canonical().is_loopback()
+    {
+        bail!(UsageError(format!(
+            "--serve {addr} can be reached from other machines and Hubble's API has no authentication, so labctl refuses it: serve on 127.0.0.1 (the default) or add --serve-non-loopback to accept that anyone who connects reads every flow"
+        )));
+    }
     privilege::require("observe")?;
     for pod in [&args.pod, &args.from_pod, &args.to_pod]
         .into_iter()
@@ -63,6 +73,15 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<Outcome> {
         Some(all) => Selection::Listed(all.into_iter().map(|(ns, _)| ns).collect()),
         None => Selection::HostAndNamed,
     };
+    // Listening before the sources attach: the ready file means both.
+    let serving = args
+        .serve
+        .map(|addr| Serving::start(addr, &node_name()))
+        .transpose()
+        .context("cannot serve Hubble's Observer API")?;
+    if let Some(s) = &serving {
+        eprintln!("{}", serving_line(s.addr()));
+    }
     let opts = ObserveOptions {
         namespaces,
         filter: FlowFilter {
@@ -77,6 +96,7 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<Outcome> {
         count: args.count,
         duration: args.duration,
         ready_file: args.ready_file,
+        ready_text: serving.as_ref().map(|s| s.addr().to_string()),
         ring_bytes: args.ring_size,
         ct_buffer: args.buffer_size,
         gone,
@@ -85,6 +105,14 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<Outcome> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let format = args.output;
     let stats = observe(opts, &mut |item| {
+        if let Some(s) = &serving {
+            // The same JSON as -o json, parsed strictly as Hubble's.
+            match item_response(item) {
+                Ok(response) => s.hub().publish(response),
+                Err(e) => tracing::warn!("a flow was not sent to Hubble clients: {e}"),
+            }
+            return Ok(());
+        }
         match format {
             OutputFormat::Json => {
                 serde_json::to_writer(&mut out, &item_json(item))?;
@@ -95,6 +123,9 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<Outcome> {
         out.flush()
     })
     .context("observing failed")?;
+    if let Some(s) = serving {
+        s.stop().context("stopping the Hubble server")?;
+    }
     if format == OutputFormat::Text {
         eprintln!("{} flows, {} events lost", stats.flows, stats.lost);
     }
@@ -105,4 +136,24 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<Outcome> {
         );
     }
     Ok(Outcome::Success)
+}
+
+/// The name GetNodes gives this machine: its host name.
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "labctl".to_owned())
+}
+
+/// What `observe --serve` says on standard error once it listens.
+pub(crate) fn serving_line(addr: std::net::SocketAddr) -> String {
+    width::fill(
+        &format!(
+            "serving Hubble's Observer API on {addr}: hubble observe --server {addr}; Ctrl-C to stop"
+        ),
+        "",
+        "  ",
+    )
 }

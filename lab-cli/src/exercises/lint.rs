@@ -19,12 +19,20 @@ use crate::lab::{
     scenario::{self, Scenario},
 };
 
-/// The drop reasons of the running kernel (None where its BTF cannot be
-/// read: reason names are then not checked).
+/// The drop reasons the tracer names on the running kernel: the kernel's
+/// own and the policy datapaths' (POLICY_DENIED, POLICY_DENY). None where
+/// its BTF cannot be read: reason names are then not checked.
 pub fn kernel_reasons() -> Option<Vec<String>> {
+    use crate::drops::reasons::{DropReasons, POLICY_DENIED, POLICY_DENY};
     let btf = crate::kernel::btf::KernelBtf::from_sys().ok()?;
-    let reasons = crate::drops::reasons::DropReasons::from_btf(&btf).ok()?;
-    Some(reasons.iter().map(|(_, n)| n.to_owned()).collect())
+    let reasons = DropReasons::from_btf(&btf).ok()?;
+    Some(
+        reasons
+            .iter()
+            .map(|(_, n)| n.to_owned())
+            .chain([POLICY_DENIED.to_owned(), POLICY_DENY.to_owned()])
+            .collect(),
+    )
 }
 
 fn valid_id(s: &str) -> bool {

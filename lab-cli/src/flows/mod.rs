@@ -3,8 +3,10 @@
 //! DESTROY events; the eBPF tracker's table where it runs) as FORWARDED,
 //! and packet drops (the drop tracer) as DROPPED with their reason. Lost
 //! events are never silent: each loss is an item of its own with its count,
-//! as Hubble's `lost_events`.
+//! as Hubble's `lost_events`. `hubble` holds Hubble's own schema and the
+//! Observer API that `observe --serve` speaks.
 
+pub mod hubble;
 pub mod observe;
 
 use std::net::IpAddr;
@@ -101,14 +103,39 @@ pub struct Flow {
     pub origin: Origin,
 }
 
+/// Where events were lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostSource {
+    /// The drop tracer's ring buffer was full.
+    TracerRing,
+    /// The kernel could not queue conntrack events (ENOBUFS).
+    CtnetlinkBuffer,
+}
+
+impl LostSource {
+    /// Hubble's `LostEventSource`: Hubble has no value for a netlink
+    /// socket, so conntrack's losses are `UNKNOWN_LOST_EVENT_SOURCE`.
+    pub fn hubble(self) -> &'static str {
+        match self {
+            LostSource::TracerRing => "PERF_EVENT_RING_BUFFER",
+            LostSource::CtnetlinkBuffer => "UNKNOWN_LOST_EVENT_SOURCE",
+        }
+    }
+
+    /// labctl's name for it (in its extension object and compact lines).
+    pub fn labctl(self) -> &'static str {
+        match self {
+            LostSource::TracerRing => "PERF_EVENT_RING_BUFFER",
+            LostSource::CtnetlinkBuffer => "CTNETLINK_SOCKET_BUFFER",
+        }
+    }
+}
+
 /// Events that never made it into the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lost {
     pub time_ns: u64,
-    /// Hubble's `LostEventSource` where one fits: `PERF_EVENT_RING_BUFFER`
-    /// (the tracer's ring buffer); `CTNETLINK_SOCKET_BUFFER` for conntrack
-    /// events the kernel could not queue (ENOBUFS).
-    pub source: &'static str,
+    pub source: LostSource,
     /// Events lost (for conntrack: flows the resync found that the events
     /// missed).
     pub count: u64,

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{Flow, FlowFilter, Item, Lost, PodsByAddr};
+use super::{Flow, FlowFilter, Item, Lost, LostSource, PodsByAddr};
 use crate::{
     conntrack::{
         entry::CtEntry,
@@ -45,6 +45,9 @@ pub struct ObserveOptions {
     pub count: Option<u64>,
     pub duration: Option<Duration>,
     pub ready_file: Option<PathBuf>,
+    /// What the ready file says (default `observing`; `--serve` puts its
+    /// address there).
+    pub ready_text: Option<String>,
     /// The drop tracer's ring buffer.
     pub ring_bytes: u32,
     /// Receive buffer of each conntrack event socket.
@@ -121,7 +124,7 @@ impl Sink for ChannelSink {
     fn lost(&mut self, newly: u64) -> io::Result<()> {
         self.send(Item::Lost(Lost {
             time_ns: now_ns(),
-            source: "PERF_EVENT_RING_BUFFER",
+            source: LostSource::TracerRing,
             count: newly,
             node: "drop tracer".into(),
         }))
@@ -190,7 +193,7 @@ pub fn observe(
     // Labs whose going was said (said again if they come back and go).
     let mut said = HashSet::new();
     refresh(&opts, &mut names, &mut watched, &mut said);
-    ready.signal("observing")?;
+    ready.signal(opts.ready_text.as_deref().unwrap_or("observing"))?;
     let stop = Stop::new()
         .duration(opts.duration)
         .count(opts.count)
@@ -304,7 +307,7 @@ fn batch_items(batch: Batch, node: &str, netns_ino: u64, pods: &mut Pods) -> Vec
     if let Some((new, gone)) = batch.overrun {
         items.push(Item::Lost(Lost {
             time_ns: now_ns(),
-            source: "CTNETLINK_SOCKET_BUFFER",
+            source: LostSource::CtnetlinkBuffer,
             count: new + gone,
             node: node.to_owned(),
         }));

@@ -1,7 +1,10 @@
 //! How `labctl observe` prints: Hubble's compact lines, or JSON objects
-//! shaped like `hubble observe -o json` (GetFlowsResponse: `flow` or
-//! `lost_events`, with `node_name` and `time`). The field mapping and the
-//! differences are in docs/observe.md.
+//! that are Hubble's `GetFlowsResponse` as `hubble observe -o json` prints
+//! it (`flow` or `lost_events`, with `node_name` and `time`) once labctl's
+//! extension object (the key `labctl` in `flow` and `lost_events`) is set
+//! aside: every other key and enum value is Hubble's schema
+//! (`flows::hubble`, checked by a strict parser in the tests). The field
+//! mapping is in docs/observe.md.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -11,7 +14,10 @@ use super::width;
 use crate::{
     conntrack::netlink::EventKind,
     drops::{reasons::POLICY_DENY, record::PolicyVerdict},
-    flows::{Endpoint, Flow, Item, L4, Lost, Origin, Verdict, flag_names},
+    flows::{
+        Endpoint, Flow, Item, L4, Lost, Origin, Verdict, flag_names,
+        hubble::{self, SchemaError, pb::observer::GetFlowsResponse},
+    },
 };
 
 /// RFC 3339 in UTC with nanoseconds, as Hubble's JSON times.
@@ -102,7 +108,13 @@ pub fn flow_json(f: &Flow) -> Value {
     let mut flow = Map::new();
     flow.insert("time".into(), json!(rfc3339(f.time_ns)));
     flow.insert("verdict".into(), json!(f.verdict.as_str()));
-    if let Some(reason) = &f.drop_reason {
+    // Hubble's drop_reason_desc holds only Hubble's (Cilium's) reasons;
+    // the kernel's goes in the extension and in Summary.
+    if let Some(reason) = f
+        .drop_reason
+        .as_deref()
+        .filter(|r| hubble::is_hubble_drop_reason(r))
+    {
         flow.insert("drop_reason_desc".into(), json!(reason));
     }
     if let Some(p) = &f.policy {
@@ -131,8 +143,18 @@ pub fn flow_json(f: &Flow) -> Value {
     flow.insert("Type".into(), json!("L3_L4"));
     flow.insert("node_name".into(), json!(f.node));
     flow.insert("is_reply".into(), json!(false));
-    flow.insert("Summary".into(), json!(f.summary()));
+    // A reason Hubble has no value for is said in the summary.
+    let summary = match &f.drop_reason {
+        Some(reason) if !hubble::is_hubble_drop_reason(reason) => {
+            format!("{} (kernel: {reason})", f.summary())
+        }
+        _ => f.summary(),
+    };
+    flow.insert("Summary".into(), json!(summary));
     let mut labctl = Map::new();
+    if let Some(reason) = &f.drop_reason {
+        labctl.insert("drop_reason".into(), json!(reason));
+    }
     match &f.origin {
         Origin::Conntrack { event, resync } => {
             labctl.insert("origin".into(), json!("conntrack"));
@@ -163,7 +185,7 @@ pub fn flow_json(f: &Flow) -> Value {
     if let Some(state) = &f.state {
         labctl.insert("state".into(), json!(state));
     }
-    flow.insert("labctl".into(), Value::Object(labctl));
+    flow.insert(hubble::EXTENSION_KEY.into(), Value::Object(labctl));
     Value::Object(flow)
 }
 
@@ -177,13 +199,21 @@ pub fn item_json(item: &Item) -> Value {
         }),
         Item::Lost(l) => json!({
             "lost_events": {
-                "source": l.source,
+                "source": l.source.hubble(),
                 "num_events_lost": l.count,
+                hubble::EXTENSION_KEY: { "source": l.source.labctl() },
             },
             "node_name": l.node,
             "time": rfc3339(l.time_ns),
         }),
     }
+}
+
+/// An item as Hubble's `GetFlowsResponse` (for `observe --serve`): its
+/// JSON line, parsed strictly against Hubble's schema, so the API and
+/// `-o json` cannot differ.
+pub fn item_response(item: &Item) -> Result<GetFlowsResponse, SchemaError> {
+    hubble::strict_response(item_json(item))
 }
 
 /// `10.0.0.2:40000`, `lab/pod-a:40000` (the pod's name for its address),
@@ -266,7 +296,7 @@ pub fn compact(item: &Item) -> String {
         }) => width::pieces(
             &[
                 format!("{} [{node}]:", clock(*time_ns)),
-                format!("EVENTS LOST: {source} {count}"),
+                format!("EVENTS LOST: {} {count}", source.labctl()),
             ],
             COMPACT_INDENT,
         ),
@@ -284,7 +314,13 @@ fn event_word(e: EventKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{flows::PodsByAddr, kernel::names::PodRef};
+    use crate::{
+        flows::{
+            LostSource, PodsByAddr,
+            hubble::pb::{flow::DropReason, observer::get_flows_response::ResponseTypes},
+        },
+        kernel::names::PodRef,
+    };
 
     struct LabPods;
     impl PodsByAddr for LabPods {
@@ -306,7 +342,10 @@ mod tests {
         let item = Item::Flow(Box::new(Flow::from_drop(&r, &mut LabPods)));
         let v = item_json(&item);
         assert_eq!(v["flow"]["verdict"], "DROPPED");
-        assert_eq!(v["flow"]["drop_reason_desc"], "NO_SOCKET");
+        // The kernel's reason is not one of Hubble's: the extension and
+        // the summary carry it.
+        assert!(v["flow"].get("drop_reason_desc").is_none(), "{v}");
+        assert_eq!(v["flow"]["labctl"]["drop_reason"], "NO_SOCKET");
         assert_eq!(v["flow"]["IP"]["source"], "10.0.0.1");
         assert_eq!(v["flow"]["IP"]["ipVersion"], "IPv4");
         assert_eq!(v["flow"]["l4"]["TCP"]["destination_port"], 9);
@@ -314,8 +353,30 @@ mod tests {
         assert_eq!(v["flow"]["source"]["pod_name"], "pod-a");
         assert_eq!(v["flow"]["source"]["namespace"], "lab");
         assert_eq!(v["flow"]["destination"], json!({}));
-        assert_eq!(v["flow"]["Summary"], "TCP Flags: SYN");
+        assert_eq!(v["flow"]["Summary"], "TCP Flags: SYN (kernel: NO_SOCKET)");
         assert_eq!(v["flow"]["interface"]["name"], "lo");
+        // Hubble's schema takes it, and the same flow with a reason of
+        // Hubble's carries it in drop_reason_desc.
+        let Some(ResponseTypes::Flow(pb)) = item_response(&item).unwrap().response_types else {
+            panic!("not a flow");
+        };
+        #[allow(
+            deprecated,
+            reason = "Summary is deprecated in Hubble but still filled"
+        )]
+        let summary = pb.summary.clone();
+        assert_eq!(summary, "TCP Flags: SYN (kernel: NO_SOCKET)");
+        assert_eq!(pb.drop_reason_desc(), DropReason::Unknown);
+        r.reason = "POLICY_DENIED".into();
+        let policy = Item::Flow(Box::new(Flow::from_drop(&r, &mut LabPods)));
+        assert_eq!(
+            item_json(&policy)["flow"]["drop_reason_desc"],
+            "POLICY_DENIED"
+        );
+        let Some(ResponseTypes::Flow(pb)) = item_response(&policy).unwrap().response_types else {
+            panic!("not a flow");
+        };
+        assert_eq!(pb.drop_reason_desc(), DropReason::PolicyDenied);
         assert_eq!(v["node_name"], "labtest-a");
         assert_eq!(v["time"], "2023-11-14T23:15:23.000456000Z");
         assert_eq!(
@@ -378,17 +439,38 @@ mod tests {
     fn lost_events_in_hubble_shape() {
         let item = Item::Lost(Lost {
             time_ns: 0,
-            source: "PERF_EVENT_RING_BUFFER",
+            source: LostSource::TracerRing,
             count: 17,
             node: "drop tracer".into(),
         });
         assert_eq!(
             item_json(&item)["lost_events"],
-            json!({"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": 17})
+            json!({"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": 17,
+                "labctl": {"source": "PERF_EVENT_RING_BUFFER"}})
         );
         assert_eq!(
             compact(&item),
             "00:00:00.000 [drop tracer]: EVENTS LOST: PERF_EVENT_RING_BUFFER 17"
         );
+        // Conntrack's losses have no Hubble source of their own.
+        let ct = Item::Lost(Lost {
+            time_ns: 0,
+            source: LostSource::CtnetlinkBuffer,
+            count: 3,
+            node: "lab/node1".into(),
+        });
+        let v = item_json(&ct);
+        assert_eq!(v["lost_events"]["source"], "UNKNOWN_LOST_EVENT_SOURCE");
+        assert_eq!(
+            v["lost_events"]["labctl"]["source"],
+            "CTNETLINK_SOCKET_BUFFER"
+        );
+        for item in [&item, &ct] {
+            let Some(ResponseTypes::LostEvents(l)) = item_response(item).unwrap().response_types
+            else {
+                panic!("not a loss");
+            };
+            assert_eq!(l.num_events_lost, if item == &ct { 3 } else { 17 });
+        }
     }
 }
