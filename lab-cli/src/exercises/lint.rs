@@ -11,11 +11,12 @@ use std::{
 
 use super::{
     catalog::{self, Source},
-    model::{Action, Check, Exercise, Probe, Traffic},
+    model::{Action, Check, Exercise, PolicyParty, Probe, Traffic},
     template::{self, LAB},
 };
 use crate::lab::{
     plan::{MasqMode, Plan, WORLD},
+    traffic::Proto,
     scenario::{self, Scenario},
 };
 
@@ -289,6 +290,30 @@ impl Ctx<'_> {
     fn check(&mut self, c: &Check, what: &str, reasons: Option<&[String]>) {
         match c {
             Check::Probe(p) => self.probe(p, what),
+            Check::Verdict {
+                from, to, proto, ..
+            } => {
+                if self.ex.options.policy_mode.is_none() {
+                    self.problem(format!(
+                        "{what}: a verdict check, but options.policy_mode is not set"
+                    ));
+                }
+                if !matches!(proto, Proto::Tcp | Proto::Udp) {
+                    self.problem(format!("{what}: a verdict is for tcp or udp"));
+                }
+                for side in [from, to] {
+                    match side {
+                        PolicyParty::Member(m) => self.member(m, what),
+                        PolicyParty::New { labels, .. } => {
+                            for (k, v) in labels {
+                                if let Err(e) = crate::policy::yaml::check_label(k, v) {
+                                    self.problem(format!("{what}: {e}"));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             Check::Drops {
                 member,
                 during,

@@ -282,6 +282,37 @@ impl Action {
     }
 }
 
+/// One side of a `verdict` check: a member (`coredns`), or a pod that does
+/// not exist yet.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum PolicyParty {
+    Member(String),
+    /// A pod that does not exist yet, with its Kubernetes namespace and
+    /// labels.
+    New {
+        namespace: String,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    },
+}
+
+impl std::fmt::Display for PolicyParty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicyParty::Member(m) => f.write_str(m),
+            PolicyParty::New { namespace, labels } => {
+                let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                write!(f, "a new pod in {namespace}")?;
+                if !l.is_empty() {
+                    write!(f, " with {}", l.join(","))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Something that must work at the end.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -433,6 +464,22 @@ pub enum Check {
         /// `FAMILY NAME`, as `nft list table FAMILY NAME` takes it.
         #[serde(default)]
         table: Option<String>,
+    },
+    /// Whether the lab's network policies let a new connection through,
+    /// judged as `labctl policy trace` judges it (the datapaths agree with
+    /// it: tested). Either side may be a pod that does not exist yet,
+    /// `{ namespace = "…", labels = { … } }`: how the policies treat the
+    /// next replica or a newcomer, which traffic between today's pods
+    /// cannot show (a policy pinned to addresses, or one that selects too
+    /// much).
+    Verdict {
+        from: PolicyParty,
+        to: PolicyParty,
+        /// `tcp` or `udp`.
+        proto: Proto,
+        port: u16,
+        /// Whether it must be allowed (true) or denied (false).
+        allowed: bool,
     },
     /// A service's backends, read from the kernel in the lab's own
     /// datapath (kube-proxy's chains, or the eBPF maps): exactly these pods.

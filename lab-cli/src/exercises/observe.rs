@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use super::{
     attempt::{Attempt, Snapshot},
-    model::{Action, Check, Exercise, Probe, Traffic, WireSide},
+    model::{Action, Check, Exercise, PolicyParty, Probe, Traffic, WireSide},
 };
 use crate::{
     conntrack::netlink::Ctnetlink,
@@ -548,6 +548,13 @@ impl<'a> Ctx<'a> {
             Check::Unchanged { member, table } => self.unchanged(member, table.as_deref()),
             Check::Service { name, backends } => self.service(name, backends),
             Check::Wire { from, to, expect } => self.wire(from, to, *expect),
+            Check::Verdict {
+                from,
+                to,
+                proto,
+                port,
+                allowed,
+            } => self.verdict(from, to, *proto, *port, *allowed),
             Check::Answer { expect } => {
                 let want = words(self.lab, expect);
                 match self.answer() {
@@ -577,6 +584,44 @@ impl<'a> Ctx<'a> {
                 ))
             }
         }
+    }
+
+    /// A `verdict` check: the lab's policies judge the connection.
+    fn verdict(
+        &self,
+        from: &PolicyParty,
+        to: &PolicyParty,
+        proto: Proto,
+        port: u16,
+        allowed: bool,
+    ) -> Result<(), String> {
+        let who = |p: &PolicyParty| match p {
+            PolicyParty::Member(m) => lab::policy::Who::Member(m.clone()),
+            PolicyParty::New { namespace, labels } => lab::policy::Who::New {
+                namespace: namespace.clone(),
+                labels: labels.clone(),
+            },
+        };
+        let protocol = match proto {
+            Proto::Udp => crate::policy::model::Protocol::Udp,
+            Proto::Tcp => crate::policy::model::Protocol::Tcp,
+            other => return Err(format!("a verdict is for tcp or udp, not {other:?}")),
+        };
+        let v = lab::policy::judge(self.lab, &who(from), &who(to), port, protocol)
+            .map_err(|e| e.to_string())?;
+        if v.allowed == allowed {
+            return Ok(());
+        }
+        let hop = v.deciding();
+        let by: Vec<String> = hop.selected_by.iter().map(ToString::to_string).collect();
+        let port = format!("{port}/{}", format!("{proto:?}").to_lowercase());
+        Err(if v.allowed {
+            format!("{from} → {to} {port} is allowed by the policies")
+        } else if by.is_empty() {
+            format!("{from} → {to} {port} is denied")
+        } else {
+            format!("{from} → {to} {port} is denied ({})", by.join(", "))
+        })
     }
 
     fn sysctl(

@@ -1089,3 +1089,79 @@ impl NamePolicy for DropPolicies {
 pub fn drop_namer() -> PolicyNamer {
     PolicyNamer::new(DropPolicies::new())
 }
+
+/// One side of [`judge`]: a member of the lab, or a pod that does not exist
+/// yet (a new replica, a newcomer) with its namespace and labels.
+#[derive(Debug, Clone)]
+pub enum Who {
+    Member(String),
+    New { namespace: String, labels: Labels },
+}
+
+/// Would a new connection from `from` to `to` on `port`/`protocol` be
+/// allowed by the lab's policies? Either side may be a pod that does not
+/// exist yet: it is judged as the next replica would be, by its labels,
+/// with an address no pod has (so policies written by address do not
+/// cover it). Judged by the evaluator, which both datapaths agree with.
+pub fn judge(
+    lab: &Lab,
+    from: &Who,
+    to: &Who,
+    port: u16,
+    protocol: Protocol,
+) -> Result<Verdict, LabError> {
+    let mut cluster = cluster(lab);
+    let known = namespaces(lab);
+    let mut add = |namespace: &str, labels: &Labels, n: u8| -> Result<Party, LabError> {
+        if !known.iter().any(|k| k == namespace) {
+            return Err(PolicyError::NoSuchNamespace {
+                file: "exercise".into(),
+                line: 0,
+                namespace: namespace.to_owned(),
+                lab: lab.name().to_owned(),
+                known: known.join(", "),
+            }
+            .into());
+        }
+        // The last node's pod range, at an address no pod of the plan has.
+        let node = lab.plan.nodes.last().ok_or_else(|| {
+            LabError::from(PolicyError::BadParty("a new pod in a lab without nodes".into()))
+        })?;
+        let [a, b, c, _] = node.pod_cidr.octets();
+        cluster.pods.push(Pod {
+            name: display(lab.name(), &format!("new-pod-{n}")),
+            namespace: namespace.to_owned(),
+            labels: labels.clone(),
+            addr: Ipv4Addr::new(a, b, c, 250 - n),
+            node: node.name.clone(),
+            service_account: SERVICE_ACCOUNT.to_owned(),
+        });
+        Ok(Party::Pod(cluster.pods.len() - 1))
+    };
+    // New pods first (they change the cluster), then the members.
+    let mut new = [None, None];
+    for (n, who) in [from, to].into_iter().enumerate() {
+        if let Who::New { namespace, labels } = who {
+            new[n] = Some(add(namespace, labels, n as u8)?);
+        }
+    }
+    let mut sides = [None, None];
+    for (n, who) in [from, to].into_iter().enumerate() {
+        sides[n] = Some(match (who, new[n]) {
+            (Who::Member(name), _) => party(lab, &cluster, name)?.0,
+            (Who::New { .. }, Some(p)) => p,
+            (Who::New { .. }, None) => continue,
+        });
+    }
+    let [Some(src), Some(dst)] = sides else {
+        return Err(PolicyError::BadParty("a new pod that could not be added".into()).into());
+    };
+    let (ids, _) = identities(lab, &cluster);
+    let eval = Evaluator::new(&cluster, ids, &lab.state.policies, flavor(lab));
+    Ok(eval.evaluate(&Query {
+        from: src,
+        to: dst,
+        port,
+        protocol,
+    }))
+}

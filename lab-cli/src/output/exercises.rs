@@ -30,7 +30,7 @@ fn red() -> Style {
 /// placeholder changes a line's length), blank lines between paragraphs
 /// kept.
 fn para(out: &mut impl Write, text: &str, indent: &str) -> io::Result<()> {
-    let opts = textwrap::Options::new(WIDTH - 2)
+    let opts = super::width::options(WIDTH - 2, "", "")
         .initial_indent(indent)
         .subsequent_indent(indent);
     let paragraphs: Vec<String> = text
@@ -43,7 +43,7 @@ fn para(out: &mut impl Write, text: &str, indent: &str) -> io::Result<()> {
 
 /// A first line and its continuation, indented under it.
 fn hanging(out: &mut impl Write, first: &str, rest: &str, text: &str) -> io::Result<()> {
-    let opts = textwrap::Options::new(WIDTH - 2)
+    let opts = super::width::options(WIDTH - 2, "", "")
         .initial_indent(first)
         .subsequent_indent(rest);
     writeln!(out, "{}", textwrap::fill(text.trim(), opts))
@@ -121,7 +121,7 @@ pub fn started(out: &mut impl Write, ex: &Exercise, lab: &str, several: bool) ->
         "exercise `{}` is running in lab `{lab}`: {}",
         ex.id, ex.title
     );
-    let opts = textwrap::Options::new(WIDTH - 2).subsequent_indent("  ");
+    let opts = super::width::options(WIDTH - 2, "", "").subsequent_indent("  ");
     let wrapped = textwrap::fill(&text, opts);
     writeln!(out, "{g}▶{g:#} {wrapped}")?;
     story(out, ex, lab, several)
@@ -144,7 +144,7 @@ pub fn report(out: &mut impl Write, report: &CheckReport) -> io::Result<()> {
         let title = format!("{label}{}{keep}", t.title);
         let wrapped = textwrap::fill(
             &title,
-            textwrap::Options::new(WIDTH - 2).subsequent_indent("  "),
+            super::width::options(WIDTH - 2, "", "").subsequent_indent("  "),
         );
         if t.passed {
             writeln!(out, "{g}✓{g:#} {wrapped}")?;

@@ -22,7 +22,7 @@ pub fn width(s: &str) -> usize {
     textwrap::core::display_width(s)
 }
 
-fn options<'a>(columns: usize, first: &'a str, rest: &'a str) -> Options<'a> {
+pub fn options<'a>(columns: usize, first: &'a str, rest: &'a str) -> Options<'a> {
     Options::new(columns)
         .initial_indent(first)
         .subsequent_indent(rest)
