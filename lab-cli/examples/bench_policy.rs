@@ -69,9 +69,7 @@ use lab_cli::{
         yaml,
     },
 };
-use lab_common::policy::{
-    EP_INGRESS_DEFAULT_DENY, EndpointInfo, PolicyEntry, RemoteEndpointInfo,
-};
+use lab_common::policy::{EP_INGRESS_DEFAULT_DENY, EndpointInfo, PolicyEntry, RemoteEndpointInfo};
 
 const ROUNDS: usize = 5;
 /// One connect-latency measurement.
@@ -108,7 +106,7 @@ spec:
 const ADDED: &str = "\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: dns-from-default}
+metadata: {name: dns-from-default, namespace: kube-system}
 spec:
   podSelector: {matchLabels: {k8s-app: kube-dns}}
   policyTypes: [Ingress]
@@ -123,6 +121,10 @@ fn main() -> anyhow::Result<()> {
     // Run-time statistics only while this fd is open.
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .context("enabling BPF run-time statistics")?;
+    // LABCTL_BENCH_ONLY=test-run: the program alone, no labs.
+    if std::env::var("LABCTL_BENCH_ONLY").is_ok_and(|v| v == "test-run") {
+        return test_runs();
+    }
     let pid = std::process::id() % 10_000;
     let mut labs: Vec<Lab> = Vec::new();
     for (tag, mode) in [("nf", PolicyMode::Netfilter), ("eb", PolicyMode::Ebpf)] {
@@ -214,7 +216,7 @@ fn add_timings(nf: &Lab, eb: &Lab) -> anyhow::Result<()> {
             written.0 = n;
             lab_policy::delete(
                 lab.name(),
-                &[Target::Name("default/dns-from-default".to_owned())],
+                &[Target::Name("kube-system/dns-from-default".to_owned())],
             )?;
             let label = |pairs: &[&str]| -> anyhow::Result<lab_policy::Enforced> {
                 let changes = pairs
@@ -354,7 +356,10 @@ fn nft(ns: &NetNs, script: &str) -> anyhow::Result<()> {
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        c.stdin.take().context("nft stdin")?.write_all(script.as_bytes())?;
+        c.stdin
+            .take()
+            .context("nft stdin")?
+            .write_all(script.as_bytes())?;
         let out = c.wait_with_output()?;
         if !out.status.success() {
             bail!("nft: {}", String::from_utf8_lossy(&out.stderr));
@@ -404,9 +409,7 @@ fn traffic(nf: &Lab, eb: &Lab) -> anyhow::Result<()> {
     let (nf_node, eb_node) = (nf.netns(node_name)?, eb.netns(node_name)?);
     let (nf_tf, eb_tf) = (nf.netns("tiefighter")?, eb.netns("tiefighter")?);
     let to = SocketAddrV4::new(ds1.addr, 80);
-    let _sink = eb
-        .netns("deathstar-1")?
-        .run(|| UdpSocket::bind(to))??;
+    let _sink = eb.netns("deathstar-1")?.run(|| UdpSocket::bind(to))??;
     let mut maps = PolicyMaps::open(&pins::policy(eb_node.inode()?))?;
     let ep = maps
         .endpoint_rows()?
@@ -414,15 +417,14 @@ fn traffic(nf: &Lab, eb: &Lab) -> anyhow::Result<()> {
         .find(|(_, e)| e.ip4 == ne(ds1.addr))
         .map(|(_, e)| e.id)
         .context("deathstar-1 is no endpoint of its node")?;
-    let chain = lab_cli::policy::nft::chain_name(
-        Direction::Ingress,
-        &format!("{}/deathstar-1", nf.name()),
-    );
+    let chain =
+        lab_cli::policy::nft::chain_name(Direction::Ingress, &format!("{}/deathstar-1", nf.name()));
     let floor = NoopTc::attach(&eb_node, &ds1.host_veth)?;
     println!(
         "\ntiefighter → deathstar-1:80 (same node), {ROUNDS} rounds: connect µs median (p99) per mode; eBPF ingress program per packet in traffic ({FLOOD} UDP datagrams per round; run-time statistics) against the floor (a program doing nothing on the same veth)"
     );
     let (mut ids_done, mut rules_done) = (0, 0);
+    let mut medians: Vec<(f64, f64)> = Vec::new();
     for (ids, rules) in SIZES {
         extra_identities(&mut maps, ids_done, ids)?;
         extra_rules(&mut maps, ep, ids, rules_done, rules)?;
@@ -445,10 +447,14 @@ fn traffic(nf: &Lab, eb: &Lab) -> anyhow::Result<()> {
             fl.push(f);
             x.push(p / f);
         }
+        medians.push((Spread::of(&nf_us).median, Spread::of(&eb_us).median));
         let r = Spread::of(&ratio);
         let verdict = match r.called() {
             Some(true) => format!("**eBPF connects ×{} faster**", r.show(2)),
-            Some(false) => format!("**netfilter connects ×{} faster**", Spread::of(&ratio.iter().map(|v| 1.0 / v).collect::<Vec<_>>()).show(2)),
+            Some(false) => format!(
+                "**netfilter connects ×{} faster**",
+                Spread::of(&ratio.iter().map(|v| 1.0 / v).collect::<Vec<_>>()).show(2)
+            ),
             None => format!("within ×2: netfilter/eBPF ×{}", r.show(2)),
         };
         let px = Spread::of(&x);
@@ -472,6 +478,13 @@ fn traffic(nf: &Lab, eb: &Lab) -> anyhow::Result<()> {
         );
     }
     drop(floor);
+    if let (Some(first), Some(last)) = (medians.first(), medians.last()) {
+        println!(
+            "  connect latency growth from the smallest to the largest size (medians): netfilter ×{:.2}, eBPF ×{:.2}",
+            last.0 / first.0,
+            last.1 / first.1
+        );
+    }
     Ok(())
 }
 
@@ -499,7 +512,11 @@ fn test_runs() -> anyhow::Result<()> {
             let mut bench = TestBench::load()?;
             {
                 let mut maps = bench.maps()?;
-                for (block, id) in [("0.0.0.0/0", 2), ("10.244.1.2/32", DS_ID), ("10.244.1.3/32", TF_ID)] {
+                for (block, id) in [
+                    ("0.0.0.0/0", 2),
+                    ("10.244.1.2/32", DS_ID),
+                    ("10.244.1.3/32", TF_ID),
+                ] {
                     let (prefix, key) = ipcache_key(block.parse::<Ipv4Net>()?);
                     maps.set_ipcache(prefix, key, remote(id))?;
                 }
@@ -539,11 +556,18 @@ fn test_runs() -> anyhow::Result<()> {
             }
             let mut ns = Vec::new();
             for _ in 0..ROUNDS {
-                ns.push(bench.run_repeat(Side::ToPod, IFINDEX, &frame, REPEAT)?.ns_per_run as f64);
+                ns.push(
+                    bench
+                        .run_repeat(Side::ToPod, IFINDEX, &frame, REPEAT)?
+                        .ns_per_run as f64,
+                );
             }
             cells.push(Spread::of(&ns).show(0));
         }
         println!("  {ids:>6}: {}", cells.join(" | "));
     }
+    println!(
+        "  (each cell is a fresh load: a cell near 1.5 µs is one whose deciding entry's counters straddle a cache line, see docs/benchmarks.md)"
+    );
     Ok(())
 }

@@ -206,9 +206,9 @@ fn bench(root: &Path, what: &str) -> Result<()> {
         "conntrack" => "bench_conntrack",
         "services" => "bench_services",
         "policy" => "bench_policy",
-        _ => bail!(
-            "unknown benchmark `{what}`: available: trace, masq, conntrack, services, policy"
-        ),
+        _ => {
+            bail!("unknown benchmark `{what}`: available: trace, masq, conntrack, services, policy")
+        }
     };
     ensure_setup(root)?;
     run(cmd::cargo(root).args([

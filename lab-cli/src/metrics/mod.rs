@@ -15,8 +15,9 @@
 //! and by the drop counter's map (4,096 (netns, reason) pairs, overflow
 //! counted in `labctl_drops_uncounted_total`), per-pod masquerade by the
 //! NAT's pod slots, policy verdicts by the labs' nodes and policies (a
-//! series per node, policy, direction and verdict). Conntrack statistics are summed over CPUs (one series
-//! per statistic and namespace; `labctl conntrack stats` shows each CPU).
+//! series per node, policy, direction and verdict). Conntrack statistics
+//! are summed over CPUs (one series per statistic and namespace;
+//! `labctl conntrack stats` shows each CPU).
 
 pub mod policy;
 pub mod serve;
