@@ -44,7 +44,8 @@ enum Task {
     },
     /// Benchmarks, printed as ratios against a baseline measured in the same run.
     Bench {
-        /// What to measure: `trace`.
+        /// What to measure: `trace`, `masq`, `conntrack`, `services`,
+        /// `policy`.
         what: String,
     },
     /// The quick-start demo: setup if needed, build, `labctl doctor`, then
@@ -204,7 +205,10 @@ fn bench(root: &Path, what: &str) -> Result<()> {
         "masq" => "bench_masq",
         "conntrack" => "bench_conntrack",
         "services" => "bench_services",
-        _ => bail!("unknown benchmark `{what}`: available: trace, masq, conntrack, services"),
+        "policy" => "bench_policy",
+        _ => {
+            bail!("unknown benchmark `{what}`: available: trace, masq, conntrack, services, policy")
+        }
     };
     ensure_setup(root)?;
     run(cmd::cargo(root).args([

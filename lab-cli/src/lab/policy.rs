@@ -242,6 +242,48 @@ pub fn enforce(lab: &Lab, dry_run: bool) -> Result<Enforced, LabError> {
     })
 }
 
+/// What lab `lab`'s policy datapath counted, by node, policy, direction
+/// and verdict, read from its nodes (`labctl metrics`): nft rule counters
+/// in netfilter mode, policy map entries and per-endpoint metrics in ebpf
+/// mode. Empty for a lab without `--policy-mode`.
+pub fn verdict_counts(lab: &Lab) -> Result<Vec<datapath::VerdictCount>, LabError> {
+    let Some(mode) = lab.plan.options.policy_mode else {
+        return Ok(Vec::new());
+    };
+    let dp = datapath::datapath(mode, nodes(&lab.plan)?);
+    let cluster = cluster(lab);
+    let (ids, _) = identities(lab, &cluster);
+    Ok(dp.counters(&Want {
+        cluster: &cluster,
+        identities: &ids,
+        policies: &lab.state.policies,
+    })?)
+}
+
+/// Every policy lab's counts ([`verdict_counts`]), by lab name, and the
+/// labs that could not be read (each said at debug level).
+pub fn all_verdict_counts() -> (Vec<(String, Vec<datapath::VerdictCount>)>, u64) {
+    let labs = match Lab::all() {
+        Ok(labs) => labs,
+        Err(e) => {
+            tracing::debug!("cannot read the labs: {e}");
+            return (Vec::new(), 1);
+        }
+    };
+    let mut out = Vec::new();
+    let mut failed = 0;
+    for lab in labs.iter().filter(|l| l.plan.options.policy_mode.is_some()) {
+        match verdict_counts(lab) {
+            Ok(counts) => out.push((lab.name().to_owned(), counts)),
+            Err(e) => {
+                tracing::debug!("policy counters of lab {}: {e}", lab.name());
+                failed += 1;
+            }
+        }
+    }
+    (out, failed)
+}
+
 /// Enforces `lab` (its record changed in memory) and saves the record
 /// once the nodes hold it. When writing fails, the record is not saved
 /// and the nodes are set back to `before` (what the record still says);

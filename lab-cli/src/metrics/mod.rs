@@ -3,7 +3,9 @@
 //! Every value is read from the kernel at scrape time, never accumulated
 //! from an event stream: drops from the drop counter's per-(netns, reason)
 //! map, conntrack from ctnetlink in each namespace, NAT and per-pod
-//! masquerade from the eBPF masquerading's pinned maps. The exposition is
+//! masquerade from the eBPF masquerading's pinned maps, policy verdicts
+//! from each `--policy-mode` lab's nft rule counters or policy maps (in a
+//! thread of its own: [`policy`]). The exposition is
 //! encoded by the prometheus crate in the classic text format (0.0.4), which
 //! Prometheus, `promtool check metrics` and every scraper read.
 //!
@@ -13,9 +15,12 @@
 //! [`MAX_NAMESPACES`], the rest counted in `labctl_scrape_netns_skipped`)
 //! and by the drop counter's map (4,096 (netns, reason) pairs, overflow
 //! counted in `labctl_drops_uncounted_total`), per-pod masquerade by the
-//! NAT's pod slots. Conntrack statistics are summed over CPUs (one series
-//! per statistic and namespace; `labctl conntrack stats` shows each CPU).
+//! NAT's pod slots, policy verdicts by the labs' nodes and policies (a
+//! series per node, policy, direction and verdict). Conntrack statistics
+//! are summed over CPUs (one series per statistic and namespace;
+//! `labctl conntrack stats` shows each CPU).
 
+pub mod policy;
 pub mod serve;
 
 use std::collections::BTreeMap;
@@ -111,6 +116,7 @@ impl Exporter {
                 *errors.entry("nat").or_default() += 1;
             }
         }
+        errors.insert("policy", policy_verdicts(&registry)?);
         let skipped_gauge = IntGauge::new(
             "labctl_scrape_netns_skipped",
             format!("Namespaces not read in this scrape (more than {MAX_NAMESPACES})"),
@@ -120,10 +126,10 @@ impl Exporter {
         let failed = gauges(
             &registry,
             "labctl_scrape_errors",
-            "Namespaces whose values could not be read in this scrape, by source",
+            "Namespaces (labs, for policy) whose values could not be read in this scrape, by source",
             &["source"],
         )?;
-        for source in ["conntrack", "nat"] {
+        for source in ["conntrack", "nat", "policy"] {
             failed
                 .with_label_values(&[source])
                 .set(errors.get(source).copied().unwrap_or(0) as i64);
@@ -177,6 +183,41 @@ impl Exporter {
         all.truncate(MAX_NAMESPACES);
         (all, skipped)
     }
+}
+
+/// The policy verdict counters of every `--policy-mode` lab (see
+/// [`policy`]); returns how many labs could not be read.
+fn policy_verdicts(registry: &Registry) -> Result<u64, prometheus::Error> {
+    let labels = &["lab", "node", "policy", "direction", "verdict", "reason"];
+    let packets = counters(
+        registry,
+        "labctl_policy_verdicts_total",
+        "Packets a lab's policy datapath decided, by node, policy, direction and verdict (netfilter: a connection's first packet; ebpf: every packet of its original direction)",
+        labels,
+    )?;
+    let bytes = counters(
+        registry,
+        "labctl_policy_verdict_bytes_total",
+        "Bytes of the packets counted in labctl_policy_verdicts_total",
+        labels,
+    )?;
+    let reading = policy::reading();
+    for (lab, counts) in &reading.labs {
+        for c in counts {
+            let node = c.node.strip_prefix(&format!("{lab}/")).unwrap_or(&c.node);
+            let values = [
+                lab.as_str(),
+                node,
+                c.policy.as_str(),
+                c.direction.as_str(),
+                c.verdict.verdict(),
+                c.verdict.reason(),
+            ];
+            packets.with_label_values(&values).inc_by(c.packets);
+            bytes.with_label_values(&values).inc_by(c.bytes);
+        }
+    }
+    Ok(reading.failed)
 }
 
 /// The per-namespace families of one scrape.

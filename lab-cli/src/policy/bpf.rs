@@ -30,9 +30,10 @@ use std::{
 use ipnet::Ipv4Net;
 use lab_common::{
     policy::{
-        ENTRY_DENY, ENTRY_PREFIX_SHIFT, ENTRY_WILDCARD_DPORT, ENTRY_WILDCARD_PROTOCOL,
+        DIR_EGRESS, ENTRY_DENY, ENTRY_PREFIX_SHIFT, ENTRY_WILDCARD_DPORT, ENTRY_WILDCARD_PROTOCOL,
         EP_EGRESS_DEFAULT_DENY, EP_INGRESS_DEFAULT_DENY, EndpointInfo, IPCACHE_STATIC_PREFIX,
-        IpcacheKey, POLICY_STATIC_PREFIX, PolicyEntry, PolicyKey, RemoteEndpointInfo,
+        IpcacheKey, POLICY_STATIC_PREFIX, PolicyEntry, PolicyKey, REASON_POLICY_DENIED,
+        RemoteEndpointInfo,
     },
     proto::{ICMP, SCTP, TCP, UDP},
 };
@@ -40,7 +41,10 @@ use serde::Serialize;
 
 use super::{
     PolicyError, PolicyMode,
-    datapath::{Held, Node, Nodes, PolicyDatapath, PolicyPlan, Want},
+    datapath::{
+        CountedVerdict, Held, Node, Nodes, PolicyDatapath, PolicyPlan, VerdictCount, VerdictCounts,
+        Want, add_count, count_rows,
+    },
     eval::Evaluator,
     identity,
     maps::{MapEntry, View},
@@ -707,6 +711,99 @@ impl PolicyDatapath for Ebpf {
 
     fn loads_programs(&self) -> bool {
         true
+    }
+
+    fn counters(&self, want: &Want<'_>) -> Result<Vec<VerdictCount>, PolicyError> {
+        let eval = Evaluator::new(
+            want.cluster,
+            want.identities.clone(),
+            want.policies,
+            PolicyMode::Ebpf.flavor(),
+        );
+        let mut counts = VerdictCounts::new();
+        for node in &self.nodes.nodes {
+            let dir = Self::dir(node)?;
+            if !progs::loaded(&dir) {
+                continue;
+            }
+            let maps = PolicyMaps::open(&dir)?;
+            // The policies behind each (endpoint, key) of this node's pods.
+            let mut owners: BTreeMap<(u32, PolicyKey), String> = BTreeMap::new();
+            let mut pods: BTreeMap<u32, usize> = BTreeMap::new();
+            for p in &node.pods {
+                let Some(i) = want.cluster.pod_by_name(&p.name) else {
+                    continue;
+                };
+                let ep = endpoint_id(i);
+                pods.insert(ep, i);
+                for (entry, policies) in eval.entry_policies(i) {
+                    let names: Vec<String> = policies.into_iter().collect();
+                    for (key, _) in encode(ep, &BTreeSet::from([entry])) {
+                        owners.insert(key, names.join(","));
+                    }
+                }
+            }
+            for (prefix, key, value) in maps.policy_rows()? {
+                if !pods.contains_key(&key.endpoint) {
+                    continue;
+                }
+                let policy = owners.get(&(prefix, key)).cloned().unwrap_or_else(|| {
+                    if key.sec_label == identity::HOST {
+                        "allow-localhost".to_owned()
+                    } else {
+                        String::new()
+                    }
+                });
+                let direction = if key.egress != 0 {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                };
+                let verdict = if value.is_deny() {
+                    CountedVerdict::Denied
+                } else {
+                    CountedVerdict::Allowed
+                };
+                add_count(
+                    &mut counts,
+                    (node.name.clone(), policy, direction, verdict),
+                    value.packets,
+                    value.bytes,
+                );
+            }
+            // Default deny has no entry: the per-endpoint metrics count it.
+            for (key, value) in maps.metrics()? {
+                let Some(&i) = pods.get(&key.endpoint) else {
+                    continue;
+                };
+                if key.reason != REASON_POLICY_DENIED {
+                    continue;
+                }
+                let direction = if key.dir == DIR_EGRESS {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                };
+                let by: Vec<String> = eval
+                    .selecting(i, direction)
+                    .iter()
+                    .filter(|p| p.default_deny.get(direction))
+                    .map(|p| p.key().to_string())
+                    .collect();
+                add_count(
+                    &mut counts,
+                    (
+                        node.name.clone(),
+                        by.join(","),
+                        direction,
+                        CountedVerdict::DefaultDenied,
+                    ),
+                    value.packets,
+                    value.bytes,
+                );
+            }
+        }
+        Ok(count_rows(counts))
     }
 
     fn held(&self) -> Result<Vec<Held>, PolicyError> {

@@ -107,6 +107,91 @@ pub struct Held {
     pub lines: Vec<String>,
 }
 
+/// How a policy counter decided (`labctl metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CountedVerdict {
+    /// An allow rule let it through.
+    Allowed,
+    /// A deny rule dropped it (POLICY_DENY).
+    Denied,
+    /// Selected, and no rule allowed it: default deny (POLICY_DENIED).
+    DefaultDenied,
+}
+
+impl CountedVerdict {
+    /// `allowed` or `denied`, the metric's `verdict` label.
+    pub fn verdict(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied | Self::DefaultDenied => "denied",
+        }
+    }
+
+    /// The drop reason (empty when allowed), the metric's `reason` label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Allowed => "",
+            Self::Denied => "POLICY_DENY",
+            Self::DefaultDenied => "POLICY_DENIED",
+        }
+    }
+}
+
+/// What one node's datapath counted for one policy, direction and
+/// verdict, summed over the node's pods and the policy's rules.
+///
+/// Units differ by mode, as the datapaths do: netfilter's rules meet a
+/// connection's first packet only (the rest pass as established), the
+/// eBPF program judges every packet of a connection's original direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerdictCount {
+    /// `lab/node1`.
+    pub node: String,
+    /// `default/rule1`; policies that share a map entry, comma-separated;
+    /// for default deny, the policies that turned it on; `allow-localhost`
+    /// for the eBPF entry that lets the node reach its pods.
+    pub policy: String,
+    pub direction: Direction,
+    pub verdict: CountedVerdict,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Packets and bytes by (node, policy, direction, verdict).
+pub type VerdictCounts =
+    std::collections::BTreeMap<(String, String, Direction, CountedVerdict), (u64, u64)>;
+
+/// Adds `packets` and `bytes` to the count of (`node`, `policy`,
+/// `direction`, `verdict`) in `out`.
+pub fn add_count(
+    out: &mut VerdictCounts,
+    key: (String, String, Direction, CountedVerdict),
+    packets: u64,
+    bytes: u64,
+) {
+    let c = out.entry(key).or_default();
+    c.0 += packets;
+    c.1 += bytes;
+}
+
+/// The counts of `add_count`'s map, as rows.
+pub fn count_rows(counts: VerdictCounts) -> Vec<VerdictCount> {
+    counts
+        .into_iter()
+        .map(
+            |((node, policy, direction, verdict), (packets, bytes))| VerdictCount {
+                node,
+                policy,
+                direction,
+                verdict,
+                packets,
+                bytes,
+            },
+        )
+        .collect()
+}
+
 /// One `--policy-mode`: where its state lives, and how it is planned,
 /// written, read back and removed.
 pub trait PolicyDatapath {
@@ -149,6 +234,12 @@ pub trait PolicyDatapath {
 
     /// What each node holds, read back (`lab status`).
     fn held(&self) -> Result<Vec<Held>, super::PolicyError> {
+        Ok(Vec::new())
+    }
+
+    /// What its rules or map entries counted on each node, by policy,
+    /// direction and verdict, read from the kernel (`labctl metrics`).
+    fn counters(&self, _want: &Want<'_>) -> Result<Vec<VerdictCount>, super::PolicyError> {
         Ok(Vec::new())
     }
 }

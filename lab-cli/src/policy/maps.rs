@@ -199,15 +199,45 @@ impl Evaluator<'_> {
         }
     }
 
-    /// Cilium's view: ipcaches and policy maps (read Cilium's way whatever
-    /// the evaluator's flavor).
-    pub fn view(&self) -> View {
-        let cidrs = self.cidr_identities();
+    /// Every identity a peer may select: the reserved ones, then the
+    /// workloads'.
+    fn candidates(&self) -> Vec<(u32, IdentityLabels)> {
         let mut candidates: Vec<(u32, IdentityLabels)> = identity::RESERVED
             .iter()
             .filter_map(|(id, _)| Some((*id, identity::reserved(*id)?)))
             .collect();
         candidates.extend(self.identities.by_id.iter().map(|(id, l)| (*id, l.clone())));
+        candidates
+    }
+
+    /// Which policies put each entry of pod `pod`'s policy map (as
+    /// `policy::eval`'s keys, `default/rule1`; several when policies
+    /// overlap). The allow-localhost entry is no policy's: it is absent.
+    pub fn entry_policies(&self, pod: usize) -> BTreeMap<MapEntry, BTreeSet<String>> {
+        let cidrs = self.cidr_identities();
+        let candidates = self.candidates();
+        let mut out: BTreeMap<MapEntry, BTreeSet<String>> = BTreeMap::new();
+        for d in [Direction::Ingress, Direction::Egress] {
+            for p in self.selecting(pod, d) {
+                let mut entries = BTreeSet::new();
+                for (section, deny) in [(Section::allow(d), false), (Section::deny(d), true)] {
+                    for r in p.rules(section) {
+                        self.rule_entries(r, d, deny, &candidates, &cidrs, &mut entries);
+                    }
+                }
+                for e in entries {
+                    out.entry(e).or_default().insert(p.key().to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// Cilium's view: ipcaches and policy maps (read Cilium's way whatever
+    /// the evaluator's flavor).
+    pub fn view(&self) -> View {
+        let cidrs = self.cidr_identities();
+        let candidates = self.candidates();
         let mut identities: BTreeMap<u32, IdentityLabels> = self.identities.by_id.clone();
         for (b, id) in &cidrs {
             if *id != identity::WORLD {

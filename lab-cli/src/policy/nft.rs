@@ -57,7 +57,10 @@ use serde_json::Value;
 
 use super::{
     Kind, Policy, PolicyError, PolicyMode,
-    datapath::{Decision, Node, Nodes, PolicyDatapath, PolicyPlan, Want, Write},
+    datapath::{
+        CountedVerdict, Decision, Node, Nodes, PolicyDatapath, PolicyPlan, VerdictCount,
+        VerdictCounts, Want, Write, add_count, count_rows,
+    },
     eval::{Evaluator, Outcome, Verdict},
     model::{Direction, Peer, Protocol, Section},
 };
@@ -826,6 +829,59 @@ fn node_delay() {
     }
 }
 
+/// What the rules of a node's table counted (`nft -j list table`), by
+/// policy, direction and verdict, into `out`: a rule's comment names its
+/// policy (`NS/NAME SECTION[i]`), a chain's last rule is its default deny
+/// (`default deny: POD DIRECTION (selected by P, Q)`). Rules of the base
+/// chains (no counter) are not policy rules.
+pub fn count_rules(listing: &Value, node: &str, out: &mut VerdictCounts) {
+    for r in items(listing).filter_map(|i| i.get("rule")) {
+        let chain = r.get("chain").and_then(Value::as_str).unwrap_or_default();
+        let direction = if chain.starts_with("ingress-") {
+            Direction::Ingress
+        } else if chain.starts_with("egress-") {
+            Direction::Egress
+        } else {
+            continue;
+        };
+        let exprs: Vec<&Value> = r
+            .get("expr")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .collect();
+        let Some(counter) = exprs.iter().find_map(|e| e.get("counter")) else {
+            continue;
+        };
+        let packets = counter.get("packets").and_then(Value::as_u64).unwrap_or(0);
+        let bytes = counter.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+        let comment = r.get("comment").and_then(Value::as_str).unwrap_or_default();
+        let drops = exprs.iter().any(|e| e.get("drop").is_some());
+        let (policy, verdict) = if let Some(rest) = comment.strip_prefix("default deny:") {
+            let by = rest
+                .split_once("(selected by ")
+                .map(|(_, by)| by.trim_end_matches(')').replace(' ', ""))
+                .unwrap_or_default();
+            (by, CountedVerdict::DefaultDenied)
+        } else {
+            (
+                comment.split(' ').next().unwrap_or_default().to_owned(),
+                if drops {
+                    CountedVerdict::Denied
+                } else {
+                    CountedVerdict::Allowed
+                },
+            )
+        };
+        add_count(
+            out,
+            (node.to_owned(), policy, direction, verdict),
+            packets,
+            bytes,
+        );
+    }
+}
+
 pub struct Netfilter {
     nodes: Nodes,
 }
@@ -1033,6 +1089,16 @@ impl PolicyDatapath for Netfilter {
             });
         }
         out
+    }
+
+    fn counters(&self, _want: &Want<'_>) -> Result<Vec<VerdictCount>, PolicyError> {
+        let mut counts = VerdictCounts::new();
+        for node in &self.nodes.nodes {
+            if let Some(listing) = Self::listing(node)? {
+                count_rules(&listing, &node.name, &mut counts);
+            }
+        }
+        Ok(count_rows(counts))
     }
 
     fn teardown(&self) -> Result<(), PolicyError> {

@@ -194,3 +194,67 @@ fn what_nft_lists_reads_back_as_what_was_written() {
         [("tcp".to_owned(), 80, 80), ("udp".to_owned(), 53, 60)]
     );
 }
+
+#[test]
+fn rule_counters_are_summed_by_policy_direction_and_verdict() {
+    let counter = |packets: u64, bytes: u64| serde_json::json!({"counter": {"packets": packets, "bytes": bytes}});
+    let rule = |chain: &str, comment: &str, exprs: Vec<Value>| {
+        serde_json::json!({"rule": {"family": "ip", "table": TABLE, "chain": chain,
+            "handle": 1, "comment": comment, "expr": exprs}})
+    };
+    let listing = serde_json::json!({"nftables": [
+        {"metainfo": {"json_schema_version": 1}},
+        // A base chain's rule: no counter, no policy.
+        rule("forward", "", vec![serde_json::json!({"accept": null})]),
+        rule("ingress-deathstar-1", "default/web ingress[0]",
+            vec![counter(3, 120), serde_json::json!({"return": null})]),
+        rule("ingress-deathstar-2", "default/web ingress[0]",
+            vec![counter(2, 80), serde_json::json!({"return": null})]),
+        rule("ingress-deathstar-1", "default/web ingressDeny[0]",
+            vec![counter(1, 40), serde_json::json!({"drop": null})]),
+        rule("ingress-deathstar-1",
+            "default deny: deathstar-1 ingress (selected by default/web, default/other)",
+            vec![counter(5, 200), serde_json::json!({"drop": null})]),
+        rule("egress-xwing", "default deny: xwing egress (selected by default/out)",
+            vec![counter(0, 0), serde_json::json!({"drop": null})]),
+    ]});
+    let mut counts = VerdictCounts::new();
+    count_rules(&listing, "lab/node1", &mut counts);
+    let rows: Vec<(String, Direction, CountedVerdict, u64, u64)> = count_rows(counts)
+        .into_iter()
+        .map(|c| (c.policy, c.direction, c.verdict, c.packets, c.bytes))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "default/out".into(),
+                Direction::Egress,
+                CountedVerdict::DefaultDenied,
+                0,
+                0
+            ),
+            (
+                "default/web".into(),
+                Direction::Ingress,
+                CountedVerdict::Allowed,
+                5,
+                200
+            ),
+            (
+                "default/web".into(),
+                Direction::Ingress,
+                CountedVerdict::Denied,
+                1,
+                40
+            ),
+            (
+                "default/web,default/other".into(),
+                Direction::Ingress,
+                CountedVerdict::DefaultDenied,
+                5,
+                200
+            ),
+        ]
+    );
+}
