@@ -397,12 +397,16 @@ pub(crate) fn write_trace(out: &mut impl Write, t: &Trace) -> io::Result<()> {
     width::write_fill(
         out,
         &format!(
-            "{} -> {} on {}/{} (lab {}, {reading}; {})",
+            "{} -> {} on {}/{} ({}, {reading}; {})",
             t.from.name,
             t.to.name,
             t.port,
             t.protocol,
-            t.lab,
+            match (&t.lab, &t.node) {
+                (Some(lab), _) => format!("lab {lab}"),
+                (None, Some(node)) => format!("node {node}"),
+                (None, None) => "?".to_owned(),
+            },
             policies(t.policies)
         ),
         "Tracing ",

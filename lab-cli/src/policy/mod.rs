@@ -85,7 +85,7 @@ pub enum PolicyError {
     )]
     NotEnforced(&'static str),
     #[error(
-        "no policy `{name}` in lab `{lab}`; its policies are: {known} (see `labctl policy list`)"
+        "no policy `{name}` in {lab}; its policies are: {known} (see `labctl policy list`)"
     )]
     NoSuchPolicy {
         name: String,
@@ -93,7 +93,7 @@ pub enum PolicyError {
         known: String,
     },
     #[error(
-        "`{name}` names several policies of lab `{lab}` ({matches}); say which, as NAMESPACE/NAME"
+        "`{name}` names several policies of {lab} ({matches}); say which, as NAMESPACE/NAME"
     )]
     Ambiguous {
         name: String,
@@ -163,6 +163,14 @@ pub enum PolicyError {
     )]
     NoEndpoint(String),
     #[error(
+        "`--node` works on the pods of this node's container runtime, which cannot be asked: {0}"
+    )]
+    NoRuntime(String),
+    #[error(
+        "node `{node}` enforces its policies with --policy-mode {mode}; delete them first (`labctl policy delete --node --all`), then apply with the other mode"
+    )]
+    NodeModeSet { node: String, mode: PolicyMode },
+    #[error(
         "no Cilium policy maps are pinned in {0} (Cilium pins cilium_ipcache and cilium_policy_v2_<EPID> there on a node it runs on)"
     )]
     NoCiliumMaps(String),
@@ -192,6 +200,7 @@ impl PolicyError {
                 | PolicyError::Teardown(_)
                 | PolicyError::Program(_)
                 | PolicyError::NoVeth { .. }
+                | PolicyError::NoRuntime(_)
         )
     }
 }
