@@ -14,7 +14,7 @@ mod kind;
 
 use std::{
     io::{BufRead as _, BufReader},
-    net::{Ipv4Addr, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     process::{Child, Stdio},
     time::{Duration, Instant},
 };
@@ -326,6 +326,10 @@ fn inside_a_node_labctl_names_its_pods_and_keeps_to_its_node() {
     assert_eq!(drops[0]["pod"], "default/api", "{drops:#?}");
     assert_eq!(drops[0]["netns_ino"], api.netns_ino, "{drops:#?}");
 
+    // Network policy on the node's real pods: labels from CRI, enforced by
+    // the eBPF datapath on the pods' veths, explained by `policy trace`.
+    node_policy(&mut cluster);
+
     // A pod that goes is no longer named; its name is refused.
     cluster.nodes[0].remove_pod(&api);
     cluster.nodes[0].remove_pod(&web);
@@ -339,4 +343,145 @@ fn inside_a_node_labctl_names_its_pods_and_keeps_to_its_node() {
 
     let left = cluster.down();
     assert!(left.is_empty(), "teardown left: {left:#?}");
+}
+
+/// Pod `pod`'s namespace on `node`, entered from the host.
+fn pod_ns(node: &Node, pod: &Pod) -> lab_cli::kernel::netns::NetNs {
+    lab_cli::kernel::netns::NetNs::at(&pod.name, &node.path(&pod.netns_path))
+}
+
+/// Whether a TCP connection from `from` to `to` is answered within 1 s
+/// (a denied SYN is dropped: the connect times out).
+fn connects(node: &Node, from: &Pod, to: SocketAddr) -> bool {
+    pod_ns(node, from)
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok())
+        .unwrap()
+}
+
+/// `labctl ARGS -o json` in the node, its JSON; panics on failure.
+fn labctl_json(node: &Node, args: &[&str]) -> Value {
+    let mut full = vec!["labctl"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--output", "json"]);
+    let out = node.exec_cmd(&full).output().unwrap();
+    assert!(
+        out.status.success(),
+        "labctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "labctl {args:?} JSON: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+const EMPIRE_ONLY: &str = "\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: empire-only
+  namespace: default
+spec:
+  endpointSelector:
+    matchLabels:
+      class: deathstar
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        org: empire
+    toPorts:
+    - ports:
+      - port: \"80\"
+        protocol: TCP
+";
+
+/// Pods created through CRI with labels; a CiliumNetworkPolicy applied
+/// on the node (no lab: the node is implied); real connections allowed
+/// and denied as the policy says, `policy trace` agreeing; a pod created
+/// again with other labels gets another identity and verdict; deleting
+/// the policies removes every pin.
+fn node_policy(cluster: &mut Cluster) {
+    let t = Instant::now();
+    let deathstar = cluster.nodes[0].run_pod_labelled(
+        "default",
+        "deathstar",
+        &[("org", "empire"), ("class", "deathstar")],
+    );
+    let tiefighter =
+        cluster.nodes[0].run_pod_labelled("default", "tiefighter", &[("org", "empire")]);
+    let xwing = cluster.nodes[0].run_pod_labelled("default", "xwing", &[("org", "alliance")]);
+    let node = &cluster.nodes[0];
+    let port80 = SocketAddr::from((deathstar.ip, 80));
+    let _server = pod_ns(node, &deathstar)
+        .run(|| TcpListener::bind(port80))
+        .unwrap()
+        .unwrap();
+    // Open before any policy: what the policy changes is the policy's.
+    assert!(connects(node, &tiefighter, port80));
+    assert!(connects(node, &xwing, port80));
+
+    std::fs::write(node.path("/tmp/empire-only.yaml"), EMPIRE_ONLY).unwrap();
+    let applied = labctl_json(node, &["policy", "apply", "-f", "/tmp/empire-only.yaml"]);
+    assert_eq!(applied["node"], node.name.as_str(), "{applied:#}");
+    assert_eq!(applied["policy_mode"], "ebpf", "{applied:#}");
+    assert_eq!(applied["enforced"], true, "{applied:#}");
+    assert_eq!(
+        applied["applied"][0]["selects"],
+        serde_json::json!(["default/deathstar"]),
+        "{applied:#}"
+    );
+    assert!(connects(node, &tiefighter, port80), "empire is let in");
+    assert!(!connects(node, &xwing, port80), "the alliance is kept out");
+
+    let trace = |node: &Node, from: &str| {
+        labctl_json(
+            node,
+            &[
+                "policy", "trace", "--from", from, "--to", "default/deathstar", "--port", "80",
+            ],
+        )
+    };
+    let t_tie = trace(node, "default/tiefighter");
+    assert_eq!(t_tie["verdict"]["allowed"], true, "{t_tie:#}");
+    let t_x = trace(node, "default/xwing");
+    assert_eq!(t_x["verdict"]["allowed"], false, "{t_x:#}");
+    assert_eq!(t_x["verdict"]["drop_reason"], "POLICY_DENIED", "{t_x:#}");
+    assert_ne!(t_x["from"]["identity"], t_tie["from"]["identity"]);
+    assert!(
+        t_x["from"]["labels"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("k8s:org=alliance")),
+        "{t_x:#}"
+    );
+
+    // Relabel as kubelet does it: the pod created again with other labels.
+    cluster.nodes[0].remove_pod(&xwing);
+    let xwing = cluster.nodes[0].run_pod_labelled("default", "xwing", &[("org", "empire")]);
+    let node = &cluster.nodes[0];
+    let t_x2 = trace(node, "default/xwing");
+    assert_eq!(t_x2["verdict"]["allowed"], true, "{t_x2:#}");
+    assert_eq!(t_x2["from"]["identity"], t_tie["from"]["identity"], "{t_x2:#}");
+    assert!(connects(node, &xwing, port80), "the relabelled pod is let in");
+
+    // Deleting the node's last policy removes its datapath: no pins left.
+    let deleted = labctl_json(node, &["policy", "delete", "--all"]);
+    assert_eq!(deleted["enforced"], false, "{deleted:#}");
+    let ino = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/proc/{}/ns/net", node.pid()))
+            .unwrap()
+            .ino()
+    };
+    assert!(
+        !node.path(&format!("/sys/fs/bpf/labctl/policy-{ino}")).exists(),
+        "pins left after `policy delete --all`"
+    );
+    assert!(connects(node, &tiefighter, port80));
+    for p in [&deathstar, &tiefighter, &xwing] {
+        cluster.nodes[0].remove_pod(p);
+    }
+    eprintln!("node policy in {:?}", t.elapsed());
 }

@@ -171,6 +171,14 @@ pub enum PolicyError {
     )]
     NodeModeSet { node: String, mode: PolicyMode },
     #[error(
+        "a lab's --policy-mode is chosen at `labctl lab up SCENARIO --policy-mode MODE`; `policy apply --policy-mode` is for a Kubernetes node (--node)"
+    )]
+    ModeOfLab,
+    #[error(
+        "`policy delete --all` is for a Kubernetes node (--node); name a lab's policies, or give the file they came from with -f"
+    )]
+    AllOnNode,
+    #[error(
         "no Cilium policy maps are pinned in {0} (Cilium pins cilium_ipcache and cilium_policy_v2_<EPID> there on a node it runs on)"
     )]
     NoCiliumMaps(String),
