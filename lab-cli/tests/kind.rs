@@ -397,6 +397,26 @@ spec:
         protocol: TCP
 ";
 
+const EMPIRE_NETPOL: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: empire-only
+  namespace: default
+spec:
+  podSelector:
+    matchLabels:
+      class: deathstar
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels:
+          org: empire
+    ports:
+    - port: 80
+      protocol: TCP
+";
+
 /// Pods created through CRI with labels; a CiliumNetworkPolicy applied
 /// on the node (no lab: the node is implied); real connections allowed
 /// and denied as the policy says, `policy trace` agreeing; a pod created
@@ -457,6 +477,29 @@ fn node_policy(cluster: &mut Cluster) {
         "{t_x:#}"
     );
 
+    // The maps as `cilium endpoint list` and `cilium bpf policy get` show
+    // them: three endpoints, deathstar enforcing ingress, its allow entry
+    // for the empire's identity counting the connection let in.
+    let eps = labctl_json(node, &["policy", "endpoints"]);
+    let pods: Vec<&str> = eps["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pod"].as_str().unwrap())
+        .collect();
+    for p in ["default/deathstar", "default/tiefighter", "default/xwing"] {
+        assert!(pods.contains(&p), "{eps:#}");
+    }
+    let map = labctl_json(node, &["policy", "map", "default/deathstar"]);
+    let allow = map["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["identity"] == t_tie["from"]["identity"] && e["port_proto"] == "80/TCP")
+        .unwrap_or_else(|| panic!("no allow entry for the empire: {map:#}"));
+    assert_eq!(allow["policy"], "Allow", "{map:#}");
+    assert!(allow["packets"].as_u64().unwrap() > 0, "{map:#}");
+
     // Relabel as kubelet does it: the pod created again with other labels.
     cluster.nodes[0].remove_pod(&xwing);
     let xwing = cluster.nodes[0].run_pod_labelled("default", "xwing", &[("org", "empire")]);
@@ -465,6 +508,22 @@ fn node_policy(cluster: &mut Cluster) {
     assert_eq!(t_x2["verdict"]["allowed"], true, "{t_x2:#}");
     assert_eq!(t_x2["from"]["identity"], t_tie["from"]["identity"], "{t_x2:#}");
     assert!(connects(node, &xwing, port80), "the relabelled pod is let in");
+    // One identity for the empire's two fighters; the alliance's is gone.
+    let ids = labctl_json(node, &["policy", "identities"]);
+    let rows = ids["identities"].as_array().unwrap();
+    let empire = rows
+        .iter()
+        .find(|r| r["identity"] == t_tie["from"]["identity"])
+        .unwrap_or_else(|| panic!("{ids:#}"));
+    assert_eq!(
+        empire["pods"],
+        serde_json::json!(["default/tiefighter", "default/xwing"]),
+        "{ids:#}"
+    );
+    assert!(
+        rows.iter().all(|r| r["identity"] != t_x["from"]["identity"]),
+        "{ids:#}"
+    );
 
     // Deleting the node's last policy removes its datapath: no pins left.
     let deleted = labctl_json(node, &["policy", "delete", "--all"]);
@@ -480,7 +539,36 @@ fn node_policy(cluster: &mut Cluster) {
         "pins left after `policy delete --all`"
     );
     assert!(connects(node, &tiefighter, port80));
-    for p in [&deathstar, &tiefighter, &xwing] {
+
+    // The same on the netfilter datapath (as Calico), with a
+    // NetworkPolicy: the node's chains name the pods; a pod of the
+    // alliance is kept out again.
+    let rebel = cluster.nodes[0].run_pod_labelled("default", "rebel", &[("org", "alliance")]);
+    let node = &cluster.nodes[0];
+    std::fs::write(node.path("/tmp/empire-netpol.yaml"), EMPIRE_NETPOL).unwrap();
+    let applied = labctl_json(
+        node,
+        &[
+            "policy",
+            "apply",
+            "--node",
+            "--policy-mode",
+            "netfilter",
+            "-f",
+            "/tmp/empire-netpol.yaml",
+        ],
+    );
+    assert_eq!(applied["policy_mode"], "netfilter", "{applied:#}");
+    assert!(connects(node, &xwing, port80), "empire is let in");
+    assert!(!connects(node, &rebel, port80), "the alliance is kept out");
+    let t_r = trace(node, "rebel");
+    assert_eq!(t_r["verdict"]["drop_reason"], "POLICY_DENIED", "{t_r:#}");
+    assert_eq!(trace(node, "xwing")["verdict"]["allowed"], true);
+    labctl_json(node, &["policy", "delete", "--node", "--all"]);
+    let tables = node.exec(&["nft", "list", "tables"]);
+    assert!(!tables.contains("labctl-policy"), "{tables}");
+    assert!(connects(node, &rebel, port80));
+    for p in [&deathstar, &tiefighter, &xwing, &rebel] {
         cluster.nodes[0].remove_pod(p);
     }
     eprintln!("node policy in {:?}", t.elapsed());

@@ -31,6 +31,7 @@ use super::{
     LabError,
     names::runtime_pods_now,
     policy::{self as lab_policy, Applied, Enforced, Judged, Target, Trace},
+    policy_bpf::{MapView, Seen, map_of},
     state::Records,
 };
 use crate::{
@@ -40,7 +41,7 @@ use crate::{
         rtnl::Rtnl,
     },
     policy::{
-        Cluster, Evaluator, Flavor, Party, PolicyError, PolicyMode,
+        Cluster, Evaluator, Party, PolicyError, PolicyMode,
         datapath::{self, Nodes, PodPort, Want},
         eval::{Namespace, Node, Pod},
         identity::Identities,
@@ -502,10 +503,26 @@ pub fn trace(
     lab_policy::judge(judged, (from, src), (to, dst), port, protocol)
 }
 
-/// How `policy list` shows the node: its name, mode, and policies with
-/// the pods each selects.
-pub fn flavor(scope: &NodeScope) -> Flavor {
-    scope.mode().flavor()
+impl NodeScope {
+    /// Where `policy identities|endpoints|map --node` read.
+    pub fn seen(&self) -> Result<Seen, LabError> {
+        Ok(Seen {
+            name: format!("node {}", self.node),
+            mode: Some(self.mode()),
+            nodes: self.nodes()?,
+            cluster: self.cluster.clone(),
+            identities: self.identities(),
+        })
+    }
+
+    /// `policy map POD --node`: pod `NAMESPACE/NAME` (or `NAME`, when
+    /// one pod has it).
+    pub fn map(&self, pod: &str) -> Result<MapView, LabError> {
+        match party(self, pod)? {
+            (Party::Pod(i), name) => map_of(&self.seen()?, &name, self.cluster.pods[i].addr),
+            _ => Err(LabError::NoSuchPod(pod.to_owned())),
+        }
+    }
 }
 
 #[cfg(test)]
