@@ -525,19 +525,27 @@ fn node_policy(cluster: &mut Cluster) {
         "{ids:#}"
     );
 
-    // Deleting the node's last policy removes its datapath: no pins left.
-    let deleted = labctl_json(node, &["policy", "delete", "--all"]);
-    assert_eq!(deleted["enforced"], false, "{deleted:#}");
+    // The recreated pod's old veth is gone, and its links' pins with it:
+    // one pin per side per endpoint.
     let ino = {
         use std::os::unix::fs::MetadataExt as _;
         std::fs::metadata(format!("/proc/{}/ns/net", node.pid()))
             .unwrap()
             .ino()
     };
-    assert!(
-        !node.path(&format!("/sys/fs/bpf/labctl/policy-{ino}")).exists(),
-        "pins left after `policy delete --all`"
-    );
+    let pins = node.path(&format!("/sys/fs/bpf/labctl/policy-{ino}"));
+    let links = std::fs::read_dir(&pins)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("from-") || n.starts_with("to-"))
+        .count();
+    let eps = labctl_json(node, &["policy", "endpoints"]);
+    assert_eq!(links, 2 * eps["endpoints"].as_array().unwrap().len(), "{eps:#}");
+
+    // Deleting the node's last policy removes its datapath: no pins left.
+    let deleted = labctl_json(node, &["policy", "delete", "--all"]);
+    assert_eq!(deleted["enforced"], false, "{deleted:#}");
+    assert!(!pins.exists(), "pins left after `policy delete --all`");
     assert!(connects(node, &tiefighter, port80));
 
     // The same on the netfilter datapath (as Calico), with a
