@@ -1054,7 +1054,8 @@ fn policy_views_fit_80_columns() {
         .policies
         .iter()
         .map(|p| commands::policy::Listed {
-            lab: LAB.into(),
+            lab: Some(LAB.into()),
+            node: None,
             policy: p.key(),
             selects: (1..=9).map(|i| format!("{LAB}/deathstar-{i}")).collect(),
             spec: p.clone(),
@@ -1064,8 +1065,8 @@ fn policy_views_fit_80_columns() {
         commands::policy::write_list(
             out,
             &[
-                (LAB.into(), Some(PolicyMode::Ebpf), listed),
-                (LAB.into(), None, Vec::new()),
+                (format!("lab {LAB}"), Some(PolicyMode::Ebpf), listed),
+                (format!("node {}", "n".repeat(63)), None, Vec::new()),
             ],
         )
     });

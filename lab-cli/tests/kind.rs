@@ -459,7 +459,14 @@ fn node_policy(cluster: &mut Cluster) {
         labctl_json(
             node,
             &[
-                "policy", "trace", "--from", from, "--to", "default/deathstar", "--port", "80",
+                "policy",
+                "trace",
+                "--from",
+                from,
+                "--to",
+                "default/deathstar",
+                "--port",
+                "80",
             ],
         )
     };
@@ -506,8 +513,14 @@ fn node_policy(cluster: &mut Cluster) {
     let node = &cluster.nodes[0];
     let t_x2 = trace(node, "default/xwing");
     assert_eq!(t_x2["verdict"]["allowed"], true, "{t_x2:#}");
-    assert_eq!(t_x2["from"]["identity"], t_tie["from"]["identity"], "{t_x2:#}");
-    assert!(connects(node, &xwing, port80), "the relabelled pod is let in");
+    assert_eq!(
+        t_x2["from"]["identity"], t_tie["from"]["identity"],
+        "{t_x2:#}"
+    );
+    assert!(
+        connects(node, &xwing, port80),
+        "the relabelled pod is let in"
+    );
     // One identity for the empire's two fighters; the alliance's is gone.
     let ids = labctl_json(node, &["policy", "identities"]);
     let rows = ids["identities"].as_array().unwrap();
@@ -521,7 +534,8 @@ fn node_policy(cluster: &mut Cluster) {
         "{ids:#}"
     );
     assert!(
-        rows.iter().all(|r| r["identity"] != t_x["from"]["identity"]),
+        rows.iter()
+            .all(|r| r["identity"] != t_x["from"]["identity"]),
         "{ids:#}"
     );
 
@@ -540,7 +554,11 @@ fn node_policy(cluster: &mut Cluster) {
         .filter(|n| n.starts_with("from-") || n.starts_with("to-"))
         .count();
     let eps = labctl_json(node, &["policy", "endpoints"]);
-    assert_eq!(links, 2 * eps["endpoints"].as_array().unwrap().len(), "{eps:#}");
+    assert_eq!(
+        links,
+        2 * eps["endpoints"].as_array().unwrap().len(),
+        "{eps:#}"
+    );
 
     // Deleting the node's last policy removes its datapath: no pins left.
     let deleted = labctl_json(node, &["policy", "delete", "--all"]);

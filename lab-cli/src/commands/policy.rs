@@ -153,7 +153,12 @@ fn apply(args: PolicyApplyArgs) -> anyhow::Result<Exit> {
             )?,
             OutputFormat::Text => {
                 write_applied(&mut out, &applied)?;
-                write_enforced(&mut out, &format!("node {node}"), &enforced, args.plan.show_plan)?;
+                write_enforced(
+                    &mut out,
+                    &format!("node {node}"),
+                    &enforced,
+                    args.plan.show_plan,
+                )?;
             }
         }
         return Ok(Exit::Success);
@@ -238,7 +243,9 @@ fn delete(args: PolicyDeleteArgs) -> anyhow::Result<Exit> {
                 } else {
                     width::write_fill(
                         &mut out,
-                        &format!("node `{node}` has no policies left: its policy datapath was removed"),
+                        &format!(
+                            "node `{node}` has no policies left: its policy datapath was removed"
+                        ),
                         "",
                         "  ",
                     )?;

@@ -17,8 +17,8 @@ use crate::{
     lab::{
         Lab,
         policy::pick_lab,
-        policy_node,
         policy_bpf::{self, EndpointsView, IdentityRow, MapView},
+        policy_node,
     },
     output::{OutputFormat, exit::Outcome as Exit, width},
     policy::{PolicyError, cilium, identity, maps::FIRST_CIDR_IDENTITY, model::Direction},
@@ -263,9 +263,7 @@ pub fn endpoints(args: PolicyViewArgs) -> anyhow::Result<Exit> {
     } else if on_node(args.node, args.lab.as_deref()) {
         policy_bpf::endpoints(&policy_node::synced()?.seen()?)?
     } else {
-        policy_bpf::endpoints(&policy_bpf::Seen::of_lab(&pick_lab(
-            args.lab.as_deref(),
-        )?)?)?
+        policy_bpf::endpoints(&policy_bpf::Seen::of_lab(&pick_lab(args.lab.as_deref())?)?)?
     };
     let mut out = anstream::stdout().lock();
     match args.output {

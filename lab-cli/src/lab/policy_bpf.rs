@@ -22,11 +22,11 @@ use super::{
     policy::{cluster, identities, nodes},
 };
 use crate::{
-    policy::{Cluster, datapath::Nodes},
     ebpf::{
         pins,
         policy::{self as progs, PolicyMaps, PolicyRow},
     },
+    policy::{Cluster, datapath::Nodes},
     policy::{
         PolicyError, PolicyMode,
         bpf::{self, ipcache_block},

@@ -276,7 +276,11 @@ impl NodeScope {
 
     /// Enforces the record as it is in memory and saves it once the node
     /// holds it; on failure the node is set back to `before`.
-    fn enforce_and_save(&mut self, before: NodeRecord, dry_run: bool) -> Result<Enforced, LabError> {
+    fn enforce_and_save(
+        &mut self,
+        before: NodeRecord,
+        dry_run: bool,
+    ) -> Result<Enforced, LabError> {
         match self.enforce(dry_run) {
             Ok(done) => {
                 if !dry_run {
@@ -387,7 +391,10 @@ pub fn apply(
 /// `policy delete --node`: removes the named policies (`all`: every one)
 /// and enforces the rest; once none is left, the datapath is torn down
 /// and the record removed: nothing of labctl's stays on the node.
-pub fn delete(targets: &[Target], all: bool) -> Result<(String, Vec<PolicyKey>, Enforced), LabError> {
+pub fn delete(
+    targets: &[Target],
+    all: bool,
+) -> Result<(String, Vec<PolicyKey>, Enforced), LabError> {
     let _lock = RECORDS.lock()?;
     let mut scope = NodeScope::read()?;
     let before = scope.record.clone();

@@ -84,17 +84,13 @@ pub enum PolicyError {
         "--policy-mode {0} does not enforce policies yet: they are recorded and judged by `labctl policy trace`"
     )]
     NotEnforced(&'static str),
-    #[error(
-        "no policy `{name}` in {lab}; its policies are: {known} (see `labctl policy list`)"
-    )]
+    #[error("no policy `{name}` in {lab}; its policies are: {known} (see `labctl policy list`)")]
     NoSuchPolicy {
         name: String,
         lab: String,
         known: String,
     },
-    #[error(
-        "`{name}` names several policies of {lab} ({matches}); say which, as NAMESPACE/NAME"
-    )]
+    #[error("`{name}` names several policies of {lab} ({matches}); say which, as NAMESPACE/NAME")]
     Ambiguous {
         name: String,
         lab: String,

@@ -473,7 +473,12 @@ impl Node {
 
     /// [`Node::run_pod`] with the pod's Kubernetes labels: kubelet puts
     /// them in the sandbox's labels beside its own `io.kubernetes.*`.
-    pub fn run_pod_labelled(&mut self, namespace: &str, name: &str, labels: &[(&str, &str)]) -> Pod {
+    pub fn run_pod_labelled(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Pod {
         self.pod_count += 1;
         let uid = format!(
             "{:08x}-0000-4000-8000-{:012x}",
@@ -498,7 +503,11 @@ impl Node {
                 ("io.kubernetes.pod.uid".to_owned(), uid.clone()),
             ]
             .into_iter()
-            .chain(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+            .chain(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
             .collect(),
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
