@@ -585,6 +585,27 @@ fn node_policy(cluster: &mut Cluster) {
         ],
     );
     assert_eq!(applied["policy_mode"], "netfilter", "{applied:#}");
+    // The node's mode is the first apply's: another one is refused, in one
+    // sentence with the fix, and changes nothing.
+    let out = node
+        .exec_cmd(&[
+            "labctl",
+            "policy",
+            "apply",
+            "--policy-mode",
+            "ebpf",
+            "-f",
+            "/tmp/empire-only.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = common::said(&out.stderr);
+    assert!(err.contains("policy delete --node --all"), "{err}");
+    let list = node.exec(&["labctl", "policy", "list"]);
+    assert!(list.contains(&format!("node {}", node.name)), "{list}");
+    assert!(list.contains("policy mode netfilter; 1 policy"), "{list}");
+    assert!(list.contains("selects default/deathstar"), "{list}");
     assert!(connects(node, &xwing, port80), "empire is let in");
     assert!(!connects(node, &rebel, port80), "the alliance is kept out");
     let t_r = trace(node, "rebel");
