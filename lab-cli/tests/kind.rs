@@ -508,9 +508,32 @@ fn node_policy(cluster: &mut Cluster) {
     assert!(allow["packets"].as_u64().unwrap() > 0, "{map:#}");
 
     // Relabel as kubelet does it: the pod created again with other labels.
+    // `policy sync --watch` follows the runtime's pods: the new pod is
+    // enforced with no other command (without it, its address is not in
+    // the ipcache: `world`, kept out).
+    let watch = start_in(node, &["policy", "sync", "--watch", "--output", "json"]);
     cluster.nodes[0].remove_pod(&xwing);
     let xwing = cluster.nodes[0].run_pod_labelled("default", "xwing", &[("org", "empire")]);
     let node = &cluster.nodes[0];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !connects(node, &xwing, port80) {
+        assert!(
+            Instant::now() < deadline,
+            "the recreated pod was not enforced by `policy sync --watch`"
+        );
+    }
+    common::interrupt(&watch);
+    let lines = finish(watch);
+    let changes: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["added"] == serde_json::json!(["default/xwing"])),
+        "{lines:#?}"
+    );
     let t_x2 = trace(node, "default/xwing");
     assert_eq!(t_x2["verdict"]["allowed"], true, "{t_x2:#}");
     assert_eq!(

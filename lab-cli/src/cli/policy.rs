@@ -37,6 +37,27 @@ pub enum PolicyCommand {
     /// One pod's policy map with its counters (--policy-mode ebpf), as
     /// `cilium bpf policy get`.
     Map(PolicyMapArgs),
+    /// On a Kubernetes node: enforce the node's policies on its pods as
+    /// they are now; with --watch, again whenever the container runtime's
+    /// pods change (as Cilium's agent follows its pods).
+    Sync(PolicySyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySyncArgs {
+    /// The node (the only scope sync has; taken when not given).
+    #[arg(long)]
+    pub node: bool,
+    /// Keep following the runtime's pods (checked every second) until
+    /// Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// Written once the first enforcement is done (for scripts).
+    #[arg(long, requires = "watch")]
+    pub ready_file: Option<PathBuf>,
+    /// Output: text for people, json for scripts (one line per change).
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

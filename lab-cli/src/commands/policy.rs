@@ -7,10 +7,12 @@ use std::{
 };
 
 use anstyle::Style;
+use anyhow::Context as _;
 
 use crate::{
     cli::policy::{
-        PolicyApplyArgs, PolicyCommand, PolicyDeleteArgs, PolicyListArgs, PolicyTraceArgs,
+        PolicyApplyArgs, PolicyCommand, PolicyDeleteArgs, PolicyListArgs, PolicySyncArgs,
+        PolicyTraceArgs,
     },
     kernel::privilege,
     lab::{
@@ -37,6 +39,97 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<Exit> {
         PolicyCommand::Identities(args) => super::policy_maps::identities(args),
         PolicyCommand::Endpoints(args) => super::policy_maps::endpoints(args),
         PolicyCommand::Map(args) => super::policy_maps::map(args),
+        PolicyCommand::Sync(args) => sync(args),
+    }
+}
+
+/// `policy sync [--watch]`: the node's policies enforced on its pods now,
+/// and (watching) whenever its pods change.
+fn sync(args: PolicySyncArgs) -> anyhow::Result<Exit> {
+    privilege::require_netns_admin("policy sync")?;
+    if !on_node(args.node, None) {
+        return Err(PolicyError::SyncOnNode.into());
+    }
+    if args.watch {
+        crate::kernel::interrupt::install().context("cannot install the Ctrl-C handler")?;
+    }
+    let mut ready = crate::kernel::ready::ReadyFile::claim(args.ready_file.as_deref())?;
+    let mut last: Option<
+        std::collections::BTreeSet<(String, String, crate::policy::model::Labels)>,
+    > = None;
+    loop {
+        let scope = policy_node::NodeScope::read()?;
+        let now = policy_node::fingerprint(&scope);
+        if last.as_ref() != Some(&now) {
+            let names = |set: &std::collections::BTreeSet<(
+                String,
+                String,
+                crate::policy::model::Labels,
+            )>| {
+                set.iter()
+                    .map(|(n, id, _)| (n.clone(), id.clone()))
+                    .collect::<std::collections::BTreeSet<_>>()
+            };
+            let (added, removed): (Vec<String>, Vec<String>) = match &last {
+                None => (Vec::new(), Vec::new()),
+                Some(before) => {
+                    let (b, a) = (names(before), names(&now));
+                    (
+                        a.difference(&b).map(|(n, _)| n.clone()).collect(),
+                        b.difference(&a).map(|(n, _)| n.clone()).collect(),
+                    )
+                }
+            };
+            let scope = policy_node::synced()?;
+            let mut out = anstream::stdout().lock();
+            match args.output {
+                OutputFormat::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({
+                        "node": scope.node,
+                        "pods": scope.cluster.pods.len(),
+                        "added": added,
+                        "removed": removed,
+                        "policies": scope.record.policies.len(),
+                    })
+                )?,
+                OutputFormat::Text => {
+                    let change = if last.is_none() {
+                        format!("{} pods", scope.cluster.pods.len())
+                    } else {
+                        let mut parts: Vec<String> =
+                            added.iter().map(|n| format!("+{n}")).collect();
+                        parts.extend(removed.iter().map(|n| format!("-{n}")));
+                        format!("pods changed: {}", parts.join(" "))
+                    };
+                    let held = if !scope.record.policies.is_empty() {
+                        format!(
+                            "{} policies enforced ({} datapath)",
+                            scope.record.policies.len(),
+                            scope.mode()
+                        )
+                    } else {
+                        "no policies: nothing enforced".to_owned()
+                    };
+                    width::write_fill(
+                        &mut out,
+                        &format!("node {}: {change}; {held}", scope.node),
+                        "",
+                        "  ",
+                    )?;
+                }
+            }
+            out.flush()?;
+            last = Some(now);
+        }
+        if !args.watch {
+            return Ok(Exit::Success);
+        }
+        ready.signal("synced")?;
+        if crate::kernel::interrupt::wait(std::time::Duration::from_secs(1)) {
+            return Ok(Exit::Success);
+        }
     }
 }
 

@@ -446,6 +446,22 @@ pub fn synced() -> Result<NodeScope, LabError> {
     Ok(scope)
 }
 
+/// What the pods are, for a watch to see that they changed: each pod's
+/// name, sandbox and labels.
+pub fn fingerprint(scope: &NodeScope) -> BTreeSet<(String, String, Labels)> {
+    scope
+        .pods
+        .iter()
+        .map(|s| {
+            (
+                format!("{}/{}", s.namespace, s.name),
+                s.id.clone(),
+                pod_labels(s),
+            )
+        })
+        .collect()
+}
+
 /// A trace's end on the node: a pod (`NAMESPACE/NAME`, or `NAME` when
 /// one pod has it), an IPv4 address or a CIDR.
 fn party(scope: &NodeScope, name: &str) -> Result<(Party, String), LabError> {

@@ -175,6 +175,10 @@ pub enum PolicyError {
     )]
     AllOnNode,
     #[error(
+        "`policy sync` follows a Kubernetes node's pods (--node) and no container runtime answers here; a lab's policies are enforced at every change (`labctl policy apply`)"
+    )]
+    SyncOnNode,
+    #[error(
         "no Cilium policy maps are pinned in {0} (Cilium pins cilium_ipcache and cilium_policy_v2_<EPID> there on a node it runs on)"
     )]
     NoCiliumMaps(String),
