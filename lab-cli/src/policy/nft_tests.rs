@@ -80,7 +80,7 @@ fn chain_names_are_single_nft_words() {
 fn namesakes_of_a_node_get_chains_of_their_own() {
     let port = |name: &str, last: u8| crate::policy::datapath::PodPort {
         name: name.to_owned(),
-        addr: std::net::Ipv4Addr::new(10, 244, 1, last),
+        addr: Ipv4Addr::new(10, 244, 1, last),
         veth: format!("veth{last}"),
     };
     let node = Node {
