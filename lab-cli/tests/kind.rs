@@ -484,6 +484,28 @@ fn node_policy(cluster: &mut Cluster) {
         "{t_x:#}"
     );
 
+    // As text, as `cilium policy trace` reads.
+    let text = node.exec(&[
+        "labctl",
+        "policy",
+        "trace",
+        "--from",
+        "xwing",
+        "--to",
+        "deathstar",
+        "--port",
+        "80",
+    ]);
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains(&format!("(node {}, policy mode ebpf", node.name)),
+        "{text}"
+    );
+    assert!(
+        flat.contains("Final verdict: DENIED: POLICY_DENIED"),
+        "{text}"
+    );
+
     // The maps as `cilium endpoint list` and `cilium bpf policy get` show
     // them: three endpoints, deathstar enforcing ingress, its allow entry
     // for the empire's identity counting the connection let in.
