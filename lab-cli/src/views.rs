@@ -1133,7 +1133,8 @@ fn policy_map_views_fit_80_columns() {
         policy_maps::write_identities(out, &ids)
     });
     let eps = EndpointsView {
-        lab: LAB.into(),
+        lab: Some(LAB.into()),
+        node: None,
         endpoints: (1..=3)
             .map(|i| EndpointRow {
                 endpoint: 4000 + i,

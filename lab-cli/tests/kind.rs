@@ -519,6 +519,8 @@ fn node_policy(cluster: &mut Cluster) {
     for p in ["default/deathstar", "default/tiefighter", "default/xwing"] {
         assert!(pods.contains(&p), "{eps:#}");
     }
+    assert_eq!(eps["node"], node.name.as_str(), "{eps:#}");
+    assert_eq!(eps["lab"], Value::Null, "{eps:#}");
     let map = labctl_json(node, &["policy", "map", "default/deathstar"]);
     let allow = map["entries"]
         .as_array()
@@ -609,6 +611,13 @@ fn node_policy(cluster: &mut Cluster) {
     let deleted = labctl_json(node, &["policy", "delete", "--all"]);
     assert_eq!(deleted["enforced"], false, "{deleted:#}");
     assert!(!pins.exists(), "pins left after `policy delete --all`");
+    let out = node
+        .exec_cmd(&["labctl", "policy", "endpoints"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = common::said(&out.stderr);
+    assert!(err.contains("holds no eBPF policy maps"), "{err}");
     assert!(connects(node, &tiefighter, port80));
 
     // The same on the netfilter datapath (as Calico), with a

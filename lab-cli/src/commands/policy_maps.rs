@@ -93,7 +93,8 @@ pub fn cilium_endpoints(dir: &Path) -> Result<EndpointsView, PolicyError> {
         });
     }
     Ok(EndpointsView {
-        lab: "cilium".to_owned(),
+        lab: Some("cilium".to_owned()),
+        node: None,
         endpoints,
         ipcache: cache
             .into_iter()

@@ -47,8 +47,10 @@ struct NodeMaps {
 /// Where the views read: a lab's nodes, or a Kubernetes node's
 /// (`--node`), with the pods and identities to name what the maps hold.
 pub struct Seen {
-    /// As errors name it (the lab, or the node).
+    /// The lab's name, or the node's.
     pub name: String,
+    /// Whether it is a Kubernetes node (`--node`), not a lab.
+    pub node: bool,
     pub mode: Option<PolicyMode>,
     pub nodes: Nodes,
     pub cluster: Cluster,
@@ -61,6 +63,7 @@ impl Seen {
         let (identities, _) = identities(lab, &cluster);
         Ok(Self {
             name: lab.name().to_owned(),
+            node: false,
             mode: lab.plan.options.policy_mode,
             nodes: nodes(&lab.plan)?,
             cluster,
@@ -72,8 +75,15 @@ impl Seen {
 /// Every node's pinned maps; an error naming the fix when the lab has
 /// none (not `--policy-mode ebpf`).
 fn read_nodes(seen: &Seen) -> Result<Vec<NodeMaps>, LabError> {
+    let none = || -> LabError {
+        if seen.node {
+            PolicyError::NoNodeEbpfMaps(seen.name.clone()).into()
+        } else {
+            PolicyError::NoEbpfMaps(seen.name.clone()).into()
+        }
+    };
     if seen.mode != Some(PolicyMode::Ebpf) {
-        return Err(PolicyError::NoEbpfMaps(seen.name.clone()).into());
+        return Err(none());
     }
     let mut out = Vec::new();
     for n in &seen.nodes.nodes {
@@ -94,7 +104,7 @@ fn read_nodes(seen: &Seen) -> Result<Vec<NodeMaps>, LabError> {
         });
     }
     if out.is_empty() {
-        return Err(PolicyError::NoEbpfMaps(seen.name.clone()).into());
+        return Err(none());
     }
     Ok(out)
 }
@@ -174,7 +184,11 @@ pub struct IpcacheRow {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EndpointsView {
-    pub lab: String,
+    /// The lab (None: a Kubernetes node's, `node`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lab: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub endpoints: Vec<EndpointRow>,
     pub ipcache: Vec<IpcacheRow>,
 }
@@ -222,7 +236,8 @@ pub fn endpoints(seen: &Seen) -> Result<EndpointsView, LabError> {
     }
     endpoints.sort_by(|a, b| (&a.node, a.endpoint).cmp(&(&b.node, b.endpoint)));
     Ok(EndpointsView {
-        lab: seen.name.clone(),
+        lab: (!seen.node).then(|| seen.name.clone()),
+        node: seen.node.then(|| seen.name.clone()),
         endpoints,
         ipcache: ipcache
             .into_iter()

@@ -530,7 +530,8 @@ impl NodeScope {
     /// Where `policy identities|endpoints|map --node` read.
     pub fn seen(&self) -> Result<Seen, LabError> {
         Ok(Seen {
-            name: format!("node {}", self.node),
+            name: self.node.clone(),
+            node: true,
             mode: Some(self.mode()),
             nodes: self.nodes()?,
             cluster: self.cluster.clone(),

@@ -179,6 +179,10 @@ pub enum PolicyError {
     )]
     SyncOnNode,
     #[error(
+        "node `{0}` holds no eBPF policy maps: they come with its first policy (`labctl policy apply -f FILE`, --policy-mode ebpf being the default on a node)"
+    )]
+    NoNodeEbpfMaps(String),
+    #[error(
         "no Cilium policy maps are pinned in {0} (Cilium pins cilium_ipcache and cilium_policy_v2_<EPID> there on a node it runs on)"
     )]
     NoCiliumMaps(String),
