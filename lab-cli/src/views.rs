@@ -1089,7 +1089,8 @@ fn policy_views_fit_80_columns() {
         .policies
         .iter()
         .map(|p| commands::policy::Listed {
-            lab: LAB.into(),
+            lab: Some(LAB.into()),
+            node: None,
             policy: p.key(),
             selects: (1..=9).map(|i| format!("{LAB}/deathstar-{i}")).collect(),
             spec: p.clone(),
@@ -1099,8 +1100,8 @@ fn policy_views_fit_80_columns() {
         commands::policy::write_list(
             out,
             &[
-                (LAB.into(), Some(PolicyMode::Ebpf), listed),
-                (LAB.into(), None, Vec::new()),
+                (format!("lab {LAB}"), Some(PolicyMode::Ebpf), listed),
+                (format!("node {}", "n".repeat(63)), None, Vec::new()),
             ],
         )
     });
@@ -1167,7 +1168,8 @@ fn policy_map_views_fit_80_columns() {
         policy_maps::write_identities(out, &ids)
     });
     let eps = EndpointsView {
-        lab: LAB.into(),
+        lab: Some(LAB.into()),
+        node: None,
         endpoints: (1..=3)
             .map(|i| EndpointRow {
                 endpoint: 4000 + i,

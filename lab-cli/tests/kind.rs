@@ -14,7 +14,7 @@ mod kind;
 
 use std::{
     io::{BufRead as _, BufReader},
-    net::{Ipv4Addr, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     process::{Child, Stdio},
     time::{Duration, Instant},
 };
@@ -326,6 +326,10 @@ fn inside_a_node_labctl_names_its_pods_and_keeps_to_its_node() {
     assert_eq!(drops[0]["pod"], "default/api", "{drops:#?}");
     assert_eq!(drops[0]["netns_ino"], api.netns_ino, "{drops:#?}");
 
+    // Network policy on the node's real pods: labels from CRI, enforced by
+    // the eBPF datapath on the pods' veths, explained by `policy trace`.
+    node_policy(&mut cluster);
+
     // A pod that goes is no longer named; its name is refused.
     cluster.nodes[0].remove_pod(&api);
     cluster.nodes[0].remove_pod(&web);
@@ -339,4 +343,334 @@ fn inside_a_node_labctl_names_its_pods_and_keeps_to_its_node() {
 
     let left = cluster.down();
     assert!(left.is_empty(), "teardown left: {left:#?}");
+}
+
+/// Pod `pod`'s namespace on `node`, entered from the host.
+fn pod_ns(node: &Node, pod: &Pod) -> lab_cli::kernel::netns::NetNs {
+    lab_cli::kernel::netns::NetNs::at(&pod.name, &node.path(&pod.netns_path))
+}
+
+/// Whether a TCP connection from `from` to `to` is answered within 1 s
+/// (a denied SYN is dropped: the connect times out).
+fn connects(node: &Node, from: &Pod, to: SocketAddr) -> bool {
+    pod_ns(node, from)
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok())
+        .unwrap()
+}
+
+/// `labctl ARGS -o json` in the node, its JSON; panics on failure.
+fn labctl_json(node: &Node, args: &[&str]) -> Value {
+    let mut full = vec!["labctl"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--output", "json"]);
+    let out = node.exec_cmd(&full).output().unwrap();
+    assert!(
+        out.status.success(),
+        "labctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "labctl {args:?} JSON: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+const EMPIRE_ONLY: &str = "\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: empire-only
+  namespace: default
+spec:
+  endpointSelector:
+    matchLabels:
+      class: deathstar
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        org: empire
+    toPorts:
+    - ports:
+      - port: \"80\"
+        protocol: TCP
+";
+
+const EMPIRE_NETPOL: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: empire-only
+  namespace: default
+spec:
+  podSelector:
+    matchLabels:
+      class: deathstar
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels:
+          org: empire
+    ports:
+    - port: 80
+      protocol: TCP
+";
+
+/// Pods created through CRI with labels; a CiliumNetworkPolicy applied
+/// on the node (no lab: the node is implied); real connections allowed
+/// and denied as the policy says, `policy trace` agreeing; a pod created
+/// again with other labels gets another identity and verdict; deleting
+/// the policies removes every pin.
+fn node_policy(cluster: &mut Cluster) {
+    let t = Instant::now();
+    let deathstar = cluster.nodes[0].run_pod_labelled(
+        "default",
+        "deathstar",
+        &[("org", "empire"), ("class", "deathstar")],
+    );
+    let tiefighter =
+        cluster.nodes[0].run_pod_labelled("default", "tiefighter", &[("org", "empire")]);
+    let xwing = cluster.nodes[0].run_pod_labelled("default", "xwing", &[("org", "alliance")]);
+    let node = &cluster.nodes[0];
+    let port80 = SocketAddr::from((deathstar.ip, 80));
+    let _server = pod_ns(node, &deathstar)
+        .run(|| TcpListener::bind(port80))
+        .unwrap()
+        .unwrap();
+    // Open before any policy: what the policy changes is the policy's.
+    assert!(connects(node, &tiefighter, port80));
+    assert!(connects(node, &xwing, port80));
+
+    std::fs::write(node.path("/tmp/empire-only.yaml"), EMPIRE_ONLY).unwrap();
+    let applied = labctl_json(node, &["policy", "apply", "-f", "/tmp/empire-only.yaml"]);
+    assert_eq!(applied["node"], node.name.as_str(), "{applied:#}");
+    assert_eq!(applied["policy_mode"], "ebpf", "{applied:#}");
+    assert_eq!(applied["enforced"], true, "{applied:#}");
+    assert_eq!(
+        applied["applied"][0]["selects"],
+        serde_json::json!(["default/deathstar"]),
+        "{applied:#}"
+    );
+    assert!(connects(node, &tiefighter, port80), "empire is let in");
+    assert!(!connects(node, &xwing, port80), "the alliance is kept out");
+
+    let trace = |node: &Node, from: &str| {
+        labctl_json(
+            node,
+            &[
+                "policy",
+                "trace",
+                "--from",
+                from,
+                "--to",
+                "default/deathstar",
+                "--port",
+                "80",
+            ],
+        )
+    };
+    let t_tie = trace(node, "default/tiefighter");
+    assert_eq!(t_tie["verdict"]["allowed"], true, "{t_tie:#}");
+    let t_x = trace(node, "default/xwing");
+    assert_eq!(t_x["verdict"]["allowed"], false, "{t_x:#}");
+    assert_eq!(t_x["verdict"]["drop_reason"], "POLICY_DENIED", "{t_x:#}");
+    assert_ne!(t_x["from"]["identity"], t_tie["from"]["identity"]);
+    assert!(
+        t_x["from"]["labels"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("k8s:org=alliance")),
+        "{t_x:#}"
+    );
+
+    // As text, as `cilium policy trace` reads.
+    let text = node.exec(&[
+        "labctl",
+        "policy",
+        "trace",
+        "--from",
+        "xwing",
+        "--to",
+        "deathstar",
+        "--port",
+        "80",
+    ]);
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains(&format!("(node {}, policy mode ebpf", node.name)),
+        "{text}"
+    );
+    assert!(
+        flat.contains("Final verdict: DENIED: POLICY_DENIED"),
+        "{text}"
+    );
+
+    // The maps as `cilium endpoint list` and `cilium bpf policy get` show
+    // them: three endpoints, deathstar enforcing ingress, its allow entry
+    // for the empire's identity counting the connection let in.
+    let eps = labctl_json(node, &["policy", "endpoints"]);
+    let pods: Vec<&str> = eps["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pod"].as_str().unwrap())
+        .collect();
+    for p in ["default/deathstar", "default/tiefighter", "default/xwing"] {
+        assert!(pods.contains(&p), "{eps:#}");
+    }
+    assert_eq!(eps["node"], node.name.as_str(), "{eps:#}");
+    assert_eq!(eps["lab"], Value::Null, "{eps:#}");
+    let map = labctl_json(node, &["policy", "map", "default/deathstar"]);
+    let allow = map["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["identity"] == t_tie["from"]["identity"] && e["port_proto"] == "80/TCP")
+        .unwrap_or_else(|| panic!("no allow entry for the empire: {map:#}"));
+    assert_eq!(allow["policy"], "Allow", "{map:#}");
+    assert!(allow["packets"].as_u64().unwrap() > 0, "{map:#}");
+
+    // Relabel as kubelet does it: the pod created again with other labels.
+    // `policy sync --watch` follows the runtime's pods: the new pod is
+    // enforced with no other command (without it, its address is not in
+    // the ipcache: `world`, kept out).
+    let watch = start_in(node, &["policy", "sync", "--watch", "--output", "json"]);
+    cluster.nodes[0].remove_pod(&xwing);
+    let xwing = cluster.nodes[0].run_pod_labelled("default", "xwing", &[("org", "empire")]);
+    let node = &cluster.nodes[0];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !connects(node, &xwing, port80) {
+        assert!(
+            Instant::now() < deadline,
+            "the recreated pod was not enforced by `policy sync --watch`"
+        );
+    }
+    common::interrupt(&watch);
+    let lines = finish(watch);
+    let changes: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["added"] == serde_json::json!(["default/xwing"])),
+        "{lines:#?}"
+    );
+    let t_x2 = trace(node, "default/xwing");
+    assert_eq!(t_x2["verdict"]["allowed"], true, "{t_x2:#}");
+    assert_eq!(
+        t_x2["from"]["identity"], t_tie["from"]["identity"],
+        "{t_x2:#}"
+    );
+    assert!(
+        connects(node, &xwing, port80),
+        "the relabelled pod is let in"
+    );
+    // One identity for the empire's two fighters; the alliance's is gone.
+    let ids = labctl_json(node, &["policy", "identities"]);
+    let rows = ids["identities"].as_array().unwrap();
+    let empire = rows
+        .iter()
+        .find(|r| r["identity"] == t_tie["from"]["identity"])
+        .unwrap_or_else(|| panic!("{ids:#}"));
+    assert_eq!(
+        empire["pods"],
+        serde_json::json!(["default/tiefighter", "default/xwing"]),
+        "{ids:#}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["identity"] != t_x["from"]["identity"]),
+        "{ids:#}"
+    );
+
+    // The recreated pod's old veth is gone, and its links' pins with it:
+    // one pin per side per endpoint.
+    let ino = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/proc/{}/ns/net", node.pid()))
+            .unwrap()
+            .ino()
+    };
+    let pins = node.path(&format!("/sys/fs/bpf/labctl/policy-{ino}"));
+    let links = std::fs::read_dir(&pins)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("from-") || n.starts_with("to-"))
+        .count();
+    let eps = labctl_json(node, &["policy", "endpoints"]);
+    assert_eq!(
+        links,
+        2 * eps["endpoints"].as_array().unwrap().len(),
+        "{eps:#}"
+    );
+
+    // Deleting the node's last policy removes its datapath: no pins left.
+    let deleted = labctl_json(node, &["policy", "delete", "--all"]);
+    assert_eq!(deleted["enforced"], false, "{deleted:#}");
+    assert!(!pins.exists(), "pins left after `policy delete --all`");
+    let out = node
+        .exec_cmd(&["labctl", "policy", "endpoints"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = common::said(&out.stderr);
+    assert!(err.contains("holds no eBPF policy maps"), "{err}");
+    assert!(connects(node, &tiefighter, port80));
+
+    // The same on the netfilter datapath (as Calico), with a
+    // NetworkPolicy: the node's chains name the pods; a pod of the
+    // alliance is kept out again.
+    let rebel = cluster.nodes[0].run_pod_labelled("default", "rebel", &[("org", "alliance")]);
+    let node = &cluster.nodes[0];
+    std::fs::write(node.path("/tmp/empire-netpol.yaml"), EMPIRE_NETPOL).unwrap();
+    let applied = labctl_json(
+        node,
+        &[
+            "policy",
+            "apply",
+            "--node",
+            "--policy-mode",
+            "netfilter",
+            "-f",
+            "/tmp/empire-netpol.yaml",
+        ],
+    );
+    assert_eq!(applied["policy_mode"], "netfilter", "{applied:#}");
+    // The node's mode is the first apply's: another one is refused, in one
+    // sentence with the fix, and changes nothing.
+    let out = node
+        .exec_cmd(&[
+            "labctl",
+            "policy",
+            "apply",
+            "--policy-mode",
+            "ebpf",
+            "-f",
+            "/tmp/empire-only.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = common::said(&out.stderr);
+    assert!(err.contains("policy delete --node --all"), "{err}");
+    let list = node.exec(&["labctl", "policy", "list"]);
+    assert!(list.contains(&format!("node {}", node.name)), "{list}");
+    assert!(list.contains("policy mode netfilter; 1 policy"), "{list}");
+    assert!(list.contains("selects default/deathstar"), "{list}");
+    assert!(connects(node, &xwing, port80), "empire is let in");
+    assert!(!connects(node, &rebel, port80), "the alliance is kept out");
+    let t_r = trace(node, "rebel");
+    assert_eq!(t_r["verdict"]["drop_reason"], "POLICY_DENIED", "{t_r:#}");
+    assert_eq!(trace(node, "xwing")["verdict"]["allowed"], true);
+    labctl_json(node, &["policy", "delete", "--node", "--all"]);
+    let tables = node.exec(&["nft", "list", "tables"]);
+    assert!(!tables.contains("labctl-policy"), "{tables}");
+    assert!(connects(node, &rebel, port80));
+    for p in [&deathstar, &tiefighter, &xwing, &rebel] {
+        cluster.nodes[0].remove_pod(p);
+    }
+    eprintln!("node policy in {:?}", t.elapsed());
 }

@@ -37,6 +37,27 @@ pub enum PolicyCommand {
     /// One pod's policy map with its counters (--policy-mode ebpf), as
     /// `cilium bpf policy get`.
     Map(PolicyMapArgs),
+    /// On a Kubernetes node: enforce the node's policies on its pods as
+    /// they are now; with --watch, again whenever the container runtime's
+    /// pods change (as Cilium's agent follows its pods).
+    Sync(PolicySyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySyncArgs {
+    /// The node (the only scope sync has; taken when not given).
+    #[arg(long)]
+    pub node: bool,
+    /// Keep following the runtime's pods (checked every second) until
+    /// Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// Written once the first enforcement is done (for scripts).
+    #[arg(long, requires = "watch")]
+    pub ready_file: Option<PathBuf>,
+    /// Output: text for people, json for scripts (one line per change).
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +65,10 @@ pub struct PolicyViewArgs {
     /// The lab [default: the only lab up, or the only one with a policy mode].
     #[arg(long, value_parser = values::lab_name, conflicts_with = "cilium")]
     pub lab: Option<String>,
+    /// This Kubernetes node's maps (`policy apply --node`) [default when
+    /// no lab is up and the container runtime answers].
+    #[arg(long, conflicts_with_all = ["lab", "cilium"])]
+    pub node: bool,
     /// Read Cilium's own pinned maps (/sys/fs/bpf/tc/globals/cilium_ipcache,
     /// cilium_policy_v2_<EPID>) instead of a lab's.
     #[arg(long)]
@@ -61,6 +86,10 @@ pub struct PolicyMapArgs {
     /// The lab (needed only when several labs have this pod).
     #[arg(long, value_parser = values::lab_name, conflicts_with = "cilium")]
     pub lab: Option<String>,
+    /// This Kubernetes node's maps (`policy apply --node`) [default when
+    /// no lab is up and the container runtime answers].
+    #[arg(long, conflicts_with_all = ["lab", "cilium"])]
+    pub node: bool,
     /// Read Cilium's pinned policy map of endpoint POD
     /// (/sys/fs/bpf/tc/globals/cilium_policy_v2_<EPID>).
     #[arg(long)]
@@ -78,6 +107,16 @@ pub struct PolicyApplyArgs {
     /// The lab [default: the only lab up, or the only one with a policy mode].
     #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
+    /// This Kubernetes node's pods (kind, containerd), named
+    /// NAMESPACE/NAME with labels from the container runtime [default
+    /// when no lab is up and the runtime answers].
+    #[arg(long, conflicts_with = "lab")]
+    pub node: bool,
+    /// With --node: the datapath that enforces the node's policies
+    /// (chosen by the first apply) [default: ebpf]. A lab's is chosen at
+    /// `lab up`.
+    #[arg(long, value_enum)]
+    pub policy_mode: Option<crate::policy::PolicyMode>,
     /// Output: text for people, json for scripts (with the plan).
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -88,14 +127,23 @@ pub struct PolicyApplyArgs {
 #[derive(Debug, Args)]
 pub struct PolicyDeleteArgs {
     /// Policies: NAME, NAMESPACE/NAME, or either after netpol/ or cnp/.
-    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    #[arg(required_unless_present_any = ["file", "all"], conflicts_with = "file")]
     pub names: Vec<String>,
     /// Delete the policies this YAML file defines.
     #[arg(long, short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// With --node: every policy of the node (its datapath is then
+    /// removed: nothing of labctl's stays on the node).
+    #[arg(long, conflicts_with_all = ["file", "names"])]
+    pub all: bool,
     /// The lab [default: the only lab up, or the only one with a policy mode].
     #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
+    /// This Kubernetes node's pods (kind, containerd), named
+    /// NAMESPACE/NAME with labels from the container runtime [default
+    /// when no lab is up and the runtime answers].
+    #[arg(long, conflicts_with = "lab")]
+    pub node: bool,
     /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -106,6 +154,11 @@ pub struct PolicyListArgs {
     /// The lab [default: every lab].
     #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
+    /// This Kubernetes node's pods (kind, containerd), named
+    /// NAMESPACE/NAME with labels from the container runtime [default
+    /// when no lab is up and the runtime answers].
+    #[arg(long, conflicts_with = "lab")]
+    pub node: bool,
     /// Output: text for people, json for scripts (one policy per line).
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -126,6 +179,11 @@ pub struct PolicyTraceArgs {
     /// The lab (needed only when several labs have these pods).
     #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,
+    /// This Kubernetes node's pods (kind, containerd), named
+    /// NAMESPACE/NAME with labels from the container runtime [default
+    /// when no lab is up and the runtime answers].
+    #[arg(long, conflicts_with = "lab")]
+    pub node: bool,
     /// Output: text for people, json for scripts.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

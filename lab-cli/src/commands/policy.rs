@@ -7,15 +7,18 @@ use std::{
 };
 
 use anstyle::Style;
+use anyhow::Context as _;
 
 use crate::{
     cli::policy::{
-        PolicyApplyArgs, PolicyCommand, PolicyDeleteArgs, PolicyListArgs, PolicyTraceArgs,
+        PolicyApplyArgs, PolicyCommand, PolicyDeleteArgs, PolicyListArgs, PolicySyncArgs,
+        PolicyTraceArgs,
     },
     kernel::privilege,
     lab::{
         Lab,
         policy::{self as lab_policy, Applied, Enforced, Target, Trace},
+        policy_node,
     },
     output::{OutputFormat, exit::Outcome as Exit, plan, width},
     policy::{
@@ -36,6 +39,97 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<Exit> {
         PolicyCommand::Identities(args) => super::policy_maps::identities(args),
         PolicyCommand::Endpoints(args) => super::policy_maps::endpoints(args),
         PolicyCommand::Map(args) => super::policy_maps::map(args),
+        PolicyCommand::Sync(args) => sync(args),
+    }
+}
+
+/// `policy sync [--watch]`: the node's policies enforced on its pods now,
+/// and (watching) whenever its pods change.
+fn sync(args: PolicySyncArgs) -> anyhow::Result<Exit> {
+    privilege::require_netns_admin("policy sync")?;
+    if !on_node(args.node, None) {
+        return Err(PolicyError::SyncOnNode.into());
+    }
+    if args.watch {
+        crate::kernel::interrupt::install().context("cannot install the Ctrl-C handler")?;
+    }
+    let mut ready = crate::kernel::ready::ReadyFile::claim(args.ready_file.as_deref())?;
+    let mut last: Option<
+        std::collections::BTreeSet<(String, String, crate::policy::model::Labels)>,
+    > = None;
+    loop {
+        let scope = policy_node::NodeScope::read()?;
+        let now = policy_node::fingerprint(&scope);
+        if last.as_ref() != Some(&now) {
+            let names = |set: &std::collections::BTreeSet<(
+                String,
+                String,
+                crate::policy::model::Labels,
+            )>| {
+                set.iter()
+                    .map(|(n, id, _)| (n.clone(), id.clone()))
+                    .collect::<std::collections::BTreeSet<_>>()
+            };
+            let (added, removed): (Vec<String>, Vec<String>) = match &last {
+                None => (Vec::new(), Vec::new()),
+                Some(before) => {
+                    let (b, a) = (names(before), names(&now));
+                    (
+                        a.difference(&b).map(|(n, _)| n.clone()).collect(),
+                        b.difference(&a).map(|(n, _)| n.clone()).collect(),
+                    )
+                }
+            };
+            let scope = policy_node::synced()?;
+            let mut out = anstream::stdout().lock();
+            match args.output {
+                OutputFormat::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({
+                        "node": scope.node,
+                        "pods": scope.cluster.pods.len(),
+                        "added": added,
+                        "removed": removed,
+                        "policies": scope.record.policies.len(),
+                    })
+                )?,
+                OutputFormat::Text => {
+                    let change = if last.is_none() {
+                        format!("{} pods", scope.cluster.pods.len())
+                    } else {
+                        let mut parts: Vec<String> =
+                            added.iter().map(|n| format!("+{n}")).collect();
+                        parts.extend(removed.iter().map(|n| format!("-{n}")));
+                        format!("pods changed: {}", parts.join(" "))
+                    };
+                    let held = if !scope.record.policies.is_empty() {
+                        format!(
+                            "{} policies enforced ({} datapath)",
+                            scope.record.policies.len(),
+                            scope.mode()
+                        )
+                    } else {
+                        "no policies: nothing enforced".to_owned()
+                    };
+                    width::write_fill(
+                        &mut out,
+                        &format!("node {}: {change}; {held}", scope.node),
+                        "",
+                        "  ",
+                    )?;
+                }
+            }
+            out.flush()?;
+            last = Some(now);
+        }
+        if !args.watch {
+            return Ok(Exit::Success);
+        }
+        ready.signal("synced")?;
+        if crate::kernel::interrupt::wait(std::time::Duration::from_secs(1)) {
+            return Ok(Exit::Success);
+        }
     }
 }
 
@@ -128,9 +222,43 @@ pub(crate) fn write_enforced(
     Ok(())
 }
 
+/// Whether a policy command acts on this Kubernetes node: `--node`, or
+/// no `--lab` while no lab is up and the container runtime answers.
+pub(crate) fn on_node(node: bool, lab: Option<&str>) -> bool {
+    node || (lab.is_none() && policy_node::implied())
+}
+
 fn apply(args: PolicyApplyArgs) -> anyhow::Result<Exit> {
     let policies = read(&args.file)?;
     privilege::require_netns_admin("policy apply")?;
+    if on_node(args.node, args.lab.as_deref()) {
+        let (node, applied, enforced) =
+            policy_node::apply(policies, args.policy_mode, args.plan.dry_run)?;
+        let mut out = anstream::stdout().lock();
+        match args.output {
+            OutputFormat::Json => writeln!(
+                out,
+                "{}",
+                with_enforcement(
+                    serde_json::json!({ "node": node, "applied": applied }),
+                    &enforced
+                )
+            )?,
+            OutputFormat::Text => {
+                write_applied(&mut out, &applied)?;
+                write_enforced(
+                    &mut out,
+                    &format!("node {node}"),
+                    &enforced,
+                    args.plan.show_plan,
+                )?;
+            }
+        }
+        return Ok(Exit::Success);
+    }
+    if args.policy_mode.is_some() {
+        return Err(PolicyError::ModeOfLab.into());
+    }
     let lab = lab_policy::pick_lab(args.lab.as_deref())?;
     let (applied, enforced) = lab_policy::apply(lab.name(), policies, args.plan.dry_run)?;
     let mut out = anstream::stdout().lock();
@@ -183,6 +311,45 @@ fn delete(args: PolicyDeleteArgs) -> anyhow::Result<Exit> {
         None => args.names.iter().cloned().map(Target::Name).collect(),
     };
     privilege::require_netns_admin("policy delete")?;
+    if on_node(args.node, args.lab.as_deref()) {
+        let (node, deleted, enforced) = policy_node::delete(&targets, args.all)?;
+        let mut out = anstream::stdout().lock();
+        match args.output {
+            OutputFormat::Json => writeln!(
+                out,
+                "{}",
+                with_enforcement(
+                    serde_json::json!({ "node": node, "deleted": deleted }),
+                    &enforced
+                )
+            )?,
+            OutputFormat::Text => {
+                for key in &deleted {
+                    writeln!(
+                        out,
+                        "{} {key} deleted from node `{node}`",
+                        key.kind.as_str().to_lowercase(),
+                    )?;
+                }
+                if enforced.enforced {
+                    write_enforced(&mut out, &format!("node {node}"), &enforced, false)?;
+                } else {
+                    width::write_fill(
+                        &mut out,
+                        &format!(
+                            "node `{node}` has no policies left: its policy datapath was removed"
+                        ),
+                        "",
+                        "  ",
+                    )?;
+                }
+            }
+        }
+        return Ok(Exit::Success);
+    }
+    if args.all {
+        return Err(PolicyError::AllOnNode.into());
+    }
     let lab = lab_policy::pick_lab(args.lab.as_deref())?;
     let (deleted, enforced) = lab_policy::delete(lab.name(), &targets)?;
     let mut out = anstream::stdout().lock();
@@ -215,7 +382,10 @@ fn delete(args: PolicyDeleteArgs) -> anyhow::Result<Exit> {
 /// One policy of `policy list`.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct Listed {
-    pub lab: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lab: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub policy: PolicyKey,
     /// The pods it selects.
     pub selects: Vec<String>,
@@ -223,6 +393,28 @@ pub(crate) struct Listed {
 }
 
 fn list(args: PolicyListArgs) -> anyhow::Result<Exit> {
+    if on_node(args.node, args.lab.as_deref()) {
+        let scope = policy_node::synced()?;
+        let eval = scope.evaluator();
+        let mut policies: Vec<&Policy> = scope.record.policies.iter().collect();
+        policies.sort_by_key(|p| p.key());
+        let listed: Vec<Listed> = policies
+            .into_iter()
+            .map(|p| Listed {
+                lab: None,
+                node: Some(scope.node.clone()),
+                policy: p.key(),
+                selects: eval
+                    .selected(p)
+                    .into_iter()
+                    .map(|i| scope.cluster.pods[i].name.clone())
+                    .collect(),
+                spec: p.clone(),
+            })
+            .collect();
+        let rows = vec![(format!("node {}", scope.node), Some(scope.mode()), listed)];
+        return print_list(args.output, &rows);
+    }
     let labs = match &args.lab {
         Some(name) => vec![Lab::open(name)?],
         None => Lab::all()?,
@@ -241,7 +433,8 @@ fn list(args: PolicyListArgs) -> anyhow::Result<Exit> {
         let listed: Vec<Listed> = policies
             .into_iter()
             .map(|p| Listed {
-                lab: lab.name().to_owned(),
+                lab: Some(lab.name().to_owned()),
+                node: None,
                 policy: p.key(),
                 selects: eval
                     .selected(p)
@@ -251,12 +444,20 @@ fn list(args: PolicyListArgs) -> anyhow::Result<Exit> {
                 spec: p.clone(),
             })
             .collect();
-        rows.push((lab.name().to_owned(), lab.plan.options.policy_mode, listed));
+        rows.push((
+            format!("lab {}", lab.name()),
+            lab.plan.options.policy_mode,
+            listed,
+        ));
     }
+    print_list(args.output, &rows)
+}
+
+fn print_list(output: OutputFormat, rows: &ListRows) -> anyhow::Result<Exit> {
     let mut out = anstream::stdout().lock();
-    match args.output {
+    match output {
         OutputFormat::Json => {
-            for (_, _, listed) in &rows {
+            for (_, _, listed) in rows {
                 for l in listed {
                     writeln!(out, "{}", serde_json::to_string(l)?)?;
                 }
@@ -265,7 +466,7 @@ fn list(args: PolicyListArgs) -> anyhow::Result<Exit> {
         OutputFormat::Text if rows.is_empty() => {
             width::write_fill(&mut out, &crate::lab::LabError::NoLabs.to_string(), "", "")?
         }
-        OutputFormat::Text => write_list(&mut out, &rows)?,
+        OutputFormat::Text => write_list(&mut out, rows)?,
     }
     Ok(Exit::Success)
 }
@@ -283,7 +484,7 @@ pub(crate) fn write_list(out: &mut impl Write, rows: &ListRows) -> io::Result<()
         width::write_fill(
             out,
             &format!("({mode}; {})", policies(listed.len())),
-            &format!("{bold}lab {lab}{bold:#} "),
+            &format!("{bold}{lab}{bold:#} "),
             "  ",
         )?;
         if listed.is_empty() {
@@ -358,9 +559,14 @@ fn governs(p: &Policy) -> String {
 }
 
 fn trace(args: PolicyTraceArgs) -> anyhow::Result<Exit> {
-    let lab = lab_policy::trace_lab(args.lab.as_deref(), &args.from, &args.to)?;
     let (port, protocol) = args.port;
-    let t = lab_policy::trace(&lab, &args.from, &args.to, port, protocol)?;
+    let t = if on_node(args.node, args.lab.as_deref()) {
+        let scope = policy_node::synced()?;
+        policy_node::trace(&scope, &args.from, &args.to, port, protocol)?
+    } else {
+        let lab = lab_policy::trace_lab(args.lab.as_deref(), &args.from, &args.to)?;
+        lab_policy::trace(&lab, &args.from, &args.to, port, protocol)?
+    };
     let mut out = anstream::stdout().lock();
     match args.output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&t)?)?,
@@ -397,12 +603,16 @@ pub(crate) fn write_trace(out: &mut impl Write, t: &Trace) -> io::Result<()> {
     width::write_fill(
         out,
         &format!(
-            "{} -> {} on {}/{} (lab {}, {reading}; {})",
+            "{} -> {} on {}/{} ({}, {reading}; {})",
             t.from.name,
             t.to.name,
             t.port,
             t.protocol,
-            t.lab,
+            match (&t.lab, &t.node) {
+                (Some(lab), _) => format!("lab {lab}"),
+                (None, Some(node)) => format!("node {node}"),
+                (None, None) => "?".to_owned(),
+            },
             policies(t.policies)
         ),
         "Tracing ",

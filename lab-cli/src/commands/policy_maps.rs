@@ -10,6 +10,7 @@ use std::{
     path::Path,
 };
 
+use super::policy::on_node;
 use crate::{
     cli::policy::{PolicyMapArgs, PolicyViewArgs},
     kernel::privilege,
@@ -17,6 +18,7 @@ use crate::{
         Lab,
         policy::pick_lab,
         policy_bpf::{self, EndpointsView, IdentityRow, MapView},
+        policy_node,
     },
     output::{OutputFormat, exit::Outcome as Exit, width},
     policy::{PolicyError, cilium, identity, maps::FIRST_CIDR_IDENTITY, model::Direction},
@@ -91,7 +93,8 @@ pub fn cilium_endpoints(dir: &Path) -> Result<EndpointsView, PolicyError> {
         });
     }
     Ok(EndpointsView {
-        lab: "cilium".to_owned(),
+        lab: Some("cilium".to_owned()),
+        node: None,
         endpoints,
         ipcache: cache
             .into_iter()
@@ -183,9 +186,25 @@ pub fn identities(args: PolicyViewArgs) -> anyhow::Result<Exit> {
             "cilium".to_owned(),
             cilium_identities(Path::new(cilium::GLOBALS))?,
         )
+    } else if on_node(args.node, args.lab.as_deref()) {
+        let seen = policy_node::synced()?.seen()?;
+        let rows = policy_bpf::identity_rows(&seen)?;
+        let mut out = anstream::stdout().lock();
+        match args.output {
+            OutputFormat::Json => writeln!(
+                out,
+                "{}",
+                serde_json::json!({ "node": seen.name, "identities": rows })
+            )?,
+            OutputFormat::Text => write_identities(&mut out, &rows)?,
+        }
+        return Ok(Exit::Success);
     } else {
         let lab = pick_lab(args.lab.as_deref())?;
-        (lab.name().to_owned(), policy_bpf::identity_rows(&lab)?)
+        (
+            lab.name().to_owned(),
+            policy_bpf::identity_rows(&policy_bpf::Seen::of_lab(&lab)?)?,
+        )
     };
     let mut out = anstream::stdout().lock();
     match args.output {
@@ -242,8 +261,10 @@ pub fn endpoints(args: PolicyViewArgs) -> anyhow::Result<Exit> {
     privilege::require("policy endpoints")?;
     let view = if args.cilium {
         cilium_endpoints(Path::new(cilium::GLOBALS))?
+    } else if on_node(args.node, args.lab.as_deref()) {
+        policy_bpf::endpoints(&policy_node::synced()?.seen()?)?
     } else {
-        policy_bpf::endpoints(&pick_lab(args.lab.as_deref())?)?
+        policy_bpf::endpoints(&policy_bpf::Seen::of_lab(&pick_lab(args.lab.as_deref())?)?)?
     };
     let mut out = anstream::stdout().lock();
     match args.output {
@@ -309,6 +330,8 @@ pub fn map(args: PolicyMapArgs) -> anyhow::Result<Exit> {
     privilege::require("policy map")?;
     let view = if args.cilium {
         cilium_map(Path::new(cilium::GLOBALS), &args.pod)?
+    } else if on_node(args.node, args.lab.as_deref()) {
+        policy_node::synced()?.map(&args.pod)?
     } else {
         let (lab, pod) = Lab::split_member(args.lab.as_deref(), &args.pod);
         let lab = match lab {

@@ -164,6 +164,31 @@ pub fn attach(ns: &NetNs, dir: &Path, veths: &[&str]) -> Result<usize, ProgramSe
     Ok(made)
 }
 
+/// Removes the link pins of veths other than `veths` (pods gone: on a
+/// Kubernetes node pods come and go, and a pin would keep a dead link);
+/// how many.
+pub fn prune(dir: &Path, veths: &[&str]) -> Result<usize, ProgramSetupError> {
+    let io = |source| ProgramSetupError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let name = name.to_string_lossy();
+        let stale = Side::BOTH.iter().any(|s| {
+            name.strip_prefix(s.prefix())
+                .and_then(|r| r.strip_prefix('-'))
+                .is_some_and(|veth| !veths.contains(&veth))
+        });
+        if stale {
+            std::fs::remove_file(dir.join(name.as_ref())).map_err(io)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Removes a node's pins (detaching its links); nothing pinned is not an
 /// error.
 pub fn detach(dir: &Path) -> Result<(), ProgramSetupError> {

@@ -16,7 +16,7 @@
 //! `lab::names`' background thread, never while serving.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     future::Future,
     net::IpAddr,
     os::unix::fs::{FileTypeExt as _, MetadataExt as _},
@@ -104,6 +104,11 @@ pub struct Sandbox {
     pub netns_path: Option<PathBuf>,
     pub netns_ino: Option<u64>,
     pub ips: Vec<IpAddr>,
+    /// The sandbox's labels: the pod's Kubernetes labels, and those kubelet
+    /// adds (`io.kubernetes.pod.name`, `.namespace`, `.uid`). A sandbox's
+    /// labels never change: kubelet relabels a pod in the API server
+    /// only, so labels here are those the pod was created with.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Runs `f` on a private single-thread runtime in its own thread, so that
@@ -231,6 +236,7 @@ pub fn sandboxes(socket: &Path) -> Result<Vec<Sandbox>, CriError> {
                 netns_path: None,
                 netns_ino: None,
                 ips: Vec::new(),
+                labels: item.labels.into_iter().collect(),
             };
             if ready {
                 let status = client

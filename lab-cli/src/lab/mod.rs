@@ -13,6 +13,7 @@ pub mod names;
 pub mod plan;
 pub mod policy;
 pub mod policy_bpf;
+pub mod policy_node;
 pub mod scenario;
 pub mod services;
 pub mod state;

@@ -52,6 +52,19 @@ fn runtime_pods() -> Vec<Sandbox> {
     pods(Want::Known).runtime.clone()
 }
 
+/// The pods the node's container runtime runs now, as its CRI says
+/// (read after this call, through the resolver): ready, with their own
+/// namespace and an address. Pods named from kubelet's cgroups (no
+/// runtime) are not among them: they have no address or labels.
+pub fn runtime_pods_now() -> Vec<Sandbox> {
+    pods(Want::Newer)
+        .runtime
+        .iter()
+        .filter(|s| !s.id.is_empty() && runtime_ipv4(s).is_some())
+        .cloned()
+        .collect()
+}
+
 /// Pods named from kubelet's cgroups and log directories (no runtime, or
 /// one that does not answer): their namespaces, not their addresses.
 fn cgroup_pods() -> Vec<Sandbox> {
@@ -72,6 +85,7 @@ fn cgroup_pods() -> Vec<Sandbox> {
             netns_ino: Some(p.netns_ino),
             netns_path: Some(p.netns_path),
             ips: Vec::new(),
+            labels: Default::default(),
         })
         .collect()
 }
@@ -747,6 +761,7 @@ mod tests {
             netns_path: None,
             netns_ino: Some(4026532001),
             ips: vec!["fd00::5".parse().unwrap(), "10.244.1.5".parse().unwrap()],
+            labels: Default::default(),
         };
         let names = PodNames::of(vec![web], &[]);
         let pod = PodRef {

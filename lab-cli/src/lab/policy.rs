@@ -445,22 +445,7 @@ pub fn apply(
             .into());
         }
     }
-    let mut actions = Vec::new();
-    for p in policies {
-        let key = p.key();
-        let action = match lab.state.policies.iter().position(|q| q.key() == key) {
-            Some(i) if lab.state.policies[i].same_as(&p) => Action::Unchanged,
-            Some(i) => {
-                lab.state.policies[i] = p;
-                Action::Configured
-            }
-            None => {
-                lab.state.policies.push(p);
-                Action::Created
-            }
-        };
-        actions.push((key, action));
-    }
+    let actions = merge(&mut lab.state.policies, policies);
     let enforced = enforce_and_save(&mut lab, before, dry_run)?;
     let cluster = cluster(&lab);
     let eval = Evaluator::new(
@@ -469,12 +454,46 @@ pub fn apply(
         &lab.state.policies,
         flavor(&lab),
     );
-    let applied = actions
+    Ok((
+        applied(&eval, &cluster, &lab.state.policies, actions),
+        enforced,
+    ))
+}
+
+/// Puts `new` into `policies`, each replacing one of the same kind,
+/// namespace and name: what happened to each.
+pub(super) fn merge(policies: &mut Vec<Policy>, new: Vec<Policy>) -> Vec<(PolicyKey, Action)> {
+    let mut actions = Vec::new();
+    for p in new {
+        let key = p.key();
+        let action = match policies.iter().position(|q| q.key() == key) {
+            Some(i) if policies[i].same_as(&p) => Action::Unchanged,
+            Some(i) => {
+                policies[i] = p;
+                Action::Configured
+            }
+            None => {
+                policies.push(p);
+                Action::Created
+            }
+        };
+        actions.push((key, action));
+    }
+    actions
+}
+
+/// What `policy apply` says of each policy: what happened, what it
+/// selects.
+pub(super) fn applied(
+    eval: &Evaluator<'_>,
+    cluster: &Cluster,
+    policies: &[Policy],
+    actions: Vec<(PolicyKey, Action)>,
+) -> Vec<Applied> {
+    actions
         .into_iter()
         .map(|(key, action)| {
-            let selects = lab
-                .state
-                .policies
+            let selects = policies
                 .iter()
                 .find(|p| p.key() == key)
                 .map(|p| {
@@ -490,8 +509,7 @@ pub fn apply(
                 selects,
             }
         })
-        .collect();
-    Ok((applied, enforced))
+        .collect()
 }
 
 /// A policy named on the command line: `NAME`, `NAMESPACE/NAME`, either
@@ -503,8 +521,15 @@ pub enum Target {
 }
 
 /// The policies of `state` that `target` names.
-fn resolve(lab: &str, state: &LabState, target: &Target) -> Result<PolicyKey, LabError> {
-    let all: Vec<PolicyKey> = state.policies.iter().map(Policy::key).collect();
+/// `scope` names where they are in errors (``lab `starwars` ``, ``node
+/// `kind-worker` ``).
+pub(super) fn resolve(
+    scope: &str,
+    policies: &[Policy],
+    target: &Target,
+) -> Result<PolicyKey, LabError> {
+    let lab = scope;
+    let all: Vec<PolicyKey> = policies.iter().map(Policy::key).collect();
     let known = || {
         if all.is_empty() {
             "(none)".to_owned()
@@ -567,7 +592,7 @@ pub fn delete(lab: &str, targets: &[Target]) -> Result<(Vec<PolicyKey>, Enforced
     let before = lab.state.clone();
     let mut keys = Vec::new();
     for t in targets {
-        let key = resolve(lab.name(), &lab.state, t)?;
+        let key = resolve(&format!("lab `{}`", lab.name()), &lab.state.policies, t)?;
         if !keys.contains(&key) {
             keys.push(key);
         }
@@ -771,7 +796,12 @@ pub struct Side {
 /// `policy trace`: both sides and the verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trace {
-    pub lab: String,
+    /// The lab traced in (None: a Kubernetes node, `node`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lab: Option<String>,
+    /// The Kubernetes node traced on (`policy trace --node`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub policy_mode: Option<PolicyMode>,
     pub flavor: Flavor,
     pub from: Side,
@@ -853,8 +883,44 @@ pub fn trace(
 ) -> Result<Trace, LabError> {
     let cluster = cluster(lab);
     let (ids, _) = identities(lab, &cluster);
-    let (src, src_name) = party(lab, &cluster, from)?;
-    let (dst, dst_name) = party(lab, &cluster, to)?;
+    let src = party(lab, &cluster, from)?;
+    let dst = party(lab, &cluster, to)?;
+    let judged = Judged {
+        lab: Some(lab.name().to_owned()),
+        node: None,
+        mode: lab.plan.options.policy_mode,
+        flavor: flavor(lab),
+        cluster: &cluster,
+        identities: ids,
+        policies: &lab.state.policies,
+        nodes: nodes(&lab.plan).ok(),
+    };
+    judge(judged, (from, src), (to, dst), port, protocol)
+}
+
+/// What a trace judges with: a lab's or a node's pods and policies.
+pub(super) struct Judged<'a> {
+    pub lab: Option<String>,
+    pub node: Option<String>,
+    pub mode: Option<PolicyMode>,
+    pub flavor: Flavor,
+    pub cluster: &'a Cluster,
+    pub identities: Identities,
+    pub policies: &'a [Policy],
+    /// Where the datapath works (None: nothing to read there).
+    pub nodes: Option<Nodes>,
+}
+
+/// The trace of a new connection between two parties (each as given, and
+/// as found with the name output gives it).
+pub(super) fn judge(
+    j: Judged<'_>,
+    (from, (src, src_name)): (&str, (Party, String)),
+    (to, (dst, dst_name)): (&str, (Party, String)),
+    port: u16,
+    protocol: Protocol,
+) -> Result<Trace, LabError> {
+    let cluster = j.cluster;
     if !matches!((src, dst), (Party::Pod(_), _) | (_, Party::Pod(_))) {
         return Err(PolicyError::NoPod {
             from: from.to_owned(),
@@ -862,7 +928,7 @@ pub fn trace(
         }
         .into());
     }
-    let eval = Evaluator::new(&cluster, ids, &lab.state.policies, flavor(lab));
+    let eval = Evaluator::new(cluster, j.identities, j.policies, j.flavor);
     let pod_of = |p: Party| match p {
         Party::Pod(i) => Some(i),
         Party::Net(_) => None,
@@ -897,27 +963,28 @@ pub fn trace(
         port,
         protocol,
     });
-    let decisions = match (lab.plan.options.policy_mode, nodes(&lab.plan)) {
-        (Some(mode), Ok(n)) => datapath::datapath(mode, n).explain(
+    let decisions = match (j.mode, j.nodes) {
+        (Some(mode), Some(n)) => datapath::datapath(mode, n).explain(
             &Want {
-                cluster: &cluster,
+                cluster,
                 identities: &eval.identities,
-                policies: &lab.state.policies,
+                policies: j.policies,
             },
             &verdict,
         ),
         _ => Vec::new(),
     };
     Ok(Trace {
-        lab: lab.name().to_owned(),
-        policy_mode: lab.plan.options.policy_mode,
-        flavor: flavor(lab),
+        lab: j.lab,
+        node: j.node,
+        policy_mode: j.mode,
+        flavor: j.flavor,
         from: side(src, src_name, dst),
         to: side(dst, dst_name, src),
         port,
         protocol,
         verdict,
-        policies: lab.state.policies.len(),
+        policies: j.policies.len(),
         datapath: decisions,
     })
 }

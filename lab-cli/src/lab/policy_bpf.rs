@@ -26,6 +26,7 @@ use crate::{
         pins,
         policy::{self as progs, PolicyMaps, PolicyRow},
     },
+    policy::{Cluster, datapath::Nodes},
     policy::{
         PolicyError, PolicyMode,
         bpf::{self, ipcache_block},
@@ -43,14 +44,49 @@ struct NodeMaps {
     policy: Vec<PolicyRow>,
 }
 
+/// Where the views read: a lab's nodes, or a Kubernetes node's
+/// (`--node`), with the pods and identities to name what the maps hold.
+pub struct Seen {
+    /// The lab's name, or the node's.
+    pub name: String,
+    /// Whether it is a Kubernetes node (`--node`), not a lab.
+    pub node: bool,
+    pub mode: Option<PolicyMode>,
+    pub nodes: Nodes,
+    pub cluster: Cluster,
+    pub identities: Identities,
+}
+
+impl Seen {
+    pub fn of_lab(lab: &Lab) -> Result<Self, LabError> {
+        let cluster = cluster(lab);
+        let (identities, _) = identities(lab, &cluster);
+        Ok(Self {
+            name: lab.name().to_owned(),
+            node: false,
+            mode: lab.plan.options.policy_mode,
+            nodes: nodes(&lab.plan)?,
+            cluster,
+            identities,
+        })
+    }
+}
+
 /// Every node's pinned maps; an error naming the fix when the lab has
 /// none (not `--policy-mode ebpf`).
-fn read_nodes(lab: &Lab) -> Result<Vec<NodeMaps>, LabError> {
-    if lab.plan.options.policy_mode != Some(PolicyMode::Ebpf) {
-        return Err(PolicyError::NoEbpfMaps(lab.name().to_owned()).into());
+fn read_nodes(seen: &Seen) -> Result<Vec<NodeMaps>, LabError> {
+    let none = || -> LabError {
+        if seen.node {
+            PolicyError::NoNodeEbpfMaps(seen.name.clone()).into()
+        } else {
+            PolicyError::NoEbpfMaps(seen.name.clone()).into()
+        }
+    };
+    if seen.mode != Some(PolicyMode::Ebpf) {
+        return Err(none());
     }
     let mut out = Vec::new();
-    for n in &nodes(&lab.plan)?.nodes {
+    for n in &seen.nodes.nodes {
         let dir = pins::policy(n.ns.inode()?);
         if !progs::loaded(&dir) {
             continue;
@@ -68,7 +104,7 @@ fn read_nodes(lab: &Lab) -> Result<Vec<NodeMaps>, LabError> {
         });
     }
     if out.is_empty() {
-        return Err(PolicyError::NoEbpfMaps(lab.name().to_owned()).into());
+        return Err(none());
     }
     Ok(out)
 }
@@ -97,10 +133,10 @@ pub struct IdentityRow {
 }
 
 /// `labctl policy identities`: every identity some node's ipcache holds.
-pub fn identity_rows(lab: &Lab) -> Result<Vec<IdentityRow>, LabError> {
-    let nodes = read_nodes(lab)?;
-    let cl = cluster(lab);
-    let (ids, _) = identities(lab, &cl);
+pub fn identity_rows(seen: &Seen) -> Result<Vec<IdentityRow>, LabError> {
+    let nodes = read_nodes(seen)?;
+    let cl = &seen.cluster;
+    let ids = &seen.identities;
     let mut rows: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
     let mut all_cache = BTreeMap::new();
     for n in &nodes {
@@ -118,7 +154,7 @@ pub fn identity_rows(lab: &Lab) -> Result<Vec<IdentityRow>, LabError> {
         .into_iter()
         .map(|(id, pods)| IdentityRow {
             identity: id,
-            labels: labels_of(&ids, id, &all_cache),
+            labels: labels_of(ids, id, &all_cache),
             pods: pods.into_iter().collect(),
         })
         .collect())
@@ -148,16 +184,20 @@ pub struct IpcacheRow {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EndpointsView {
-    pub lab: String,
+    /// The lab (None: a Kubernetes node's, `node`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lab: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub endpoints: Vec<EndpointRow>,
     pub ipcache: Vec<IpcacheRow>,
 }
 
 /// `labctl policy endpoints`: the endpoints of every node and the
 /// ipcaches.
-pub fn endpoints(lab: &Lab) -> Result<EndpointsView, LabError> {
-    let nodes = read_nodes(lab)?;
-    let cl = cluster(lab);
+pub fn endpoints(seen: &Seen) -> Result<EndpointsView, LabError> {
+    let nodes = read_nodes(seen)?;
+    let cl = &seen.cluster;
     let mut endpoints = Vec::new();
     let mut ipcache: BTreeMap<(Ipv4Net, u32), Vec<String>> = BTreeMap::new();
     for n in &nodes {
@@ -196,7 +236,8 @@ pub fn endpoints(lab: &Lab) -> Result<EndpointsView, LabError> {
     }
     endpoints.sort_by(|a, b| (&a.node, a.endpoint).cmp(&(&b.node, b.endpoint)));
     Ok(EndpointsView {
-        lab: lab.name().to_owned(),
+        lab: (!seen.node).then(|| seen.name.clone()),
+        node: seen.node.then(|| seen.name.clone()),
         endpoints,
         ipcache: ipcache
             .into_iter()
@@ -241,11 +282,15 @@ pub fn map(lab: &Lab, pod: &str) -> Result<MapView, LabError> {
     let Some(p) = lab.plan.find_pod(local) else {
         return Err(lab.no_such_member(local));
     };
-    let name = display(lab.name(), &p.name);
-    let nodes = read_nodes(lab)?;
-    let cl = cluster(lab);
-    let (ids, _) = identities(lab, &cl);
-    let ip4 = u32::from_ne_bytes(p.addr.octets());
+    map_of(&Seen::of_lab(lab)?, &display(lab.name(), &p.name), p.addr)
+}
+
+/// `labctl policy map POD` of pod `name` (as output names it) at `addr`.
+pub fn map_of(seen: &Seen, name: &str, addr: Ipv4Addr) -> Result<MapView, LabError> {
+    let name = name.to_owned();
+    let nodes = read_nodes(seen)?;
+    let ids = &seen.identities;
+    let ip4 = u32::from_ne_bytes(addr.octets());
     for n in &nodes {
         let Some((_, ep)) = n.endpoints.iter().find(|(_, e)| e.ip4 == ip4) else {
             continue;
@@ -269,7 +314,7 @@ pub fn map(lab: &Lab, pod: &str) -> Result<MapView, LabError> {
                 labels: if k.sec_label == 0 {
                     vec!["ANY".to_owned()]
                 } else {
-                    labels_of(&ids, k.sec_label, &n.ipcache)
+                    labels_of(ids, k.sec_label, &n.ipcache)
                 },
                 port_proto: bpf::port_proto(*prefix, k),
                 bytes: v.bytes,

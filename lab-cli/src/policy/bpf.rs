@@ -507,6 +507,7 @@ impl Write {
     pub fn write(&self) -> Result<(), ProgramSetupError> {
         let veths: Vec<&str> = self.veths.iter().map(String::as_str).collect();
         progs::attach(&self.ns, &self.dir, &veths)?;
+        progs::prune(&self.dir, &veths)?;
         let mut maps = PolicyMaps::open(&self.dir)?;
         for op in &self.ops {
             op.write(&mut maps)?;

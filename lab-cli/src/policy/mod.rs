@@ -84,17 +84,13 @@ pub enum PolicyError {
         "--policy-mode {0} does not enforce policies yet: they are recorded and judged by `labctl policy trace`"
     )]
     NotEnforced(&'static str),
-    #[error(
-        "no policy `{name}` in lab `{lab}`; its policies are: {known} (see `labctl policy list`)"
-    )]
+    #[error("no policy `{name}` in {lab}; its policies are: {known} (see `labctl policy list`)")]
     NoSuchPolicy {
         name: String,
         lab: String,
         known: String,
     },
-    #[error(
-        "`{name}` names several policies of lab `{lab}` ({matches}); say which, as NAMESPACE/NAME"
-    )]
+    #[error("`{name}` names several policies of {lab} ({matches}); say which, as NAMESPACE/NAME")]
     Ambiguous {
         name: String,
         lab: String,
@@ -163,6 +159,30 @@ pub enum PolicyError {
     )]
     NoEndpoint(String),
     #[error(
+        "`--node` works on the pods of this node's container runtime, which cannot be asked: {0}"
+    )]
+    NoRuntime(String),
+    #[error(
+        "node `{node}` enforces its policies with --policy-mode {mode}; delete them first (`labctl policy delete --node --all`), then apply with the other mode"
+    )]
+    NodeModeSet { node: String, mode: PolicyMode },
+    #[error(
+        "a lab's --policy-mode is chosen at `labctl lab up SCENARIO --policy-mode MODE`; `policy apply --policy-mode` is for a Kubernetes node (--node)"
+    )]
+    ModeOfLab,
+    #[error(
+        "`policy delete --all` is for a Kubernetes node (--node); name a lab's policies, or give the file they came from with -f"
+    )]
+    AllOnNode,
+    #[error(
+        "`policy sync` follows a Kubernetes node's pods (--node) and no container runtime answers here; a lab's policies are enforced at every change (`labctl policy apply`)"
+    )]
+    SyncOnNode,
+    #[error(
+        "node `{0}` holds no eBPF policy maps: they come with its first policy (`labctl policy apply -f FILE`, --policy-mode ebpf being the default on a node)"
+    )]
+    NoNodeEbpfMaps(String),
+    #[error(
         "no Cilium policy maps are pinned in {0} (Cilium pins cilium_ipcache and cilium_policy_v2_<EPID> there on a node it runs on)"
     )]
     NoCiliumMaps(String),
@@ -192,6 +212,7 @@ impl PolicyError {
                 | PolicyError::Teardown(_)
                 | PolicyError::Program(_)
                 | PolicyError::NoVeth { .. }
+                | PolicyError::NoRuntime(_)
         )
     }
 }

@@ -218,6 +218,23 @@ pub fn chain_name(d: Direction, pod: &str) -> String {
     }
 }
 
+/// Pod `pod`'s chain on `node`: [`chain_name`], or the whole name's hash
+/// when another pod of the node has the same name in another namespace
+/// (a Kubernetes node's `default/web` and `shop/web`).
+pub fn pod_chain(d: Direction, pod: &str, node: &Node) -> String {
+    let local = |n: &str| n.rsplit('/').next().unwrap_or(n).to_owned();
+    let namesakes = node
+        .pods
+        .iter()
+        .filter(|p| local(&p.name) == local(pod))
+        .count();
+    if namesakes > 1 {
+        format!("{}-{}", d.as_str(), hash8(pod))
+    } else {
+        chain_name(d, pod)
+    }
+}
+
 /// The set of rule `index` of `section` of `policy`.
 fn set_name(policy: &Policy, section: Section, index: usize) -> String {
     format!(
@@ -361,7 +378,7 @@ pub fn desired(want: &Want<'_>, node: &Node) -> Result<Table, PolicyError> {
             if !selecting.iter().any(|p| p.default_deny.get(d)) {
                 continue;
             }
-            let chain = chain_name(d, &port.name);
+            let chain = pod_chain(d, &port.name, node);
             let mut rules = Vec::new();
             for (section, action) in [
                 (
@@ -1010,7 +1027,7 @@ impl PolicyDatapath for Netfilter {
             else {
                 continue;
             };
-            let chain = chain_name(hop.direction, pod);
+            let chain = pod_chain(hop.direction, pod, node);
             let held = Self::chain_rules(node, &chain);
             let planned = desired(want, node)
                 .ok()

@@ -76,6 +76,38 @@ fn chain_names_are_single_nft_words() {
     );
 }
 
+#[test]
+fn namesakes_of_a_node_get_chains_of_their_own() {
+    let port = |name: &str, last: u8| crate::policy::datapath::PodPort {
+        name: name.to_owned(),
+        addr: Ipv4Addr::new(10, 244, 1, last),
+        veth: format!("veth{last}"),
+    };
+    let node = Node {
+        name: "kind-worker".to_owned(),
+        ns: crate::kernel::netns::NetNs::at(
+            "kind-worker",
+            std::path::Path::new("/proc/self/ns/net"),
+        ),
+        pods: vec![
+            port("default/web", 2),
+            port("shop/web", 3),
+            port("default/db", 4),
+        ],
+    };
+    let web = pod_chain(Direction::Ingress, "default/web", &node);
+    let shop = pod_chain(Direction::Ingress, "shop/web", &node);
+    assert_ne!(web, shop);
+    assert!(
+        web.starts_with("ingress-") && web.len() == "ingress-".len() + 8,
+        "{web}"
+    );
+    assert_eq!(
+        pod_chain(Direction::Egress, "default/db", &node),
+        "egress-db"
+    );
+}
+
 fn table() -> Table {
     let mut t = Table::default();
     t.sets.insert(

@@ -468,6 +468,17 @@ impl Node {
     /// Creates pod `namespace/name` as kubelet would (RunPodSandbox with
     /// kubelet's metadata, log directory and cgroup parent).
     pub fn run_pod(&mut self, namespace: &str, name: &str) -> Pod {
+        self.run_pod_labelled(namespace, name, &[])
+    }
+
+    /// [`Node::run_pod`] with the pod's Kubernetes labels: kubelet puts
+    /// them in the sandbox's labels beside its own `io.kubernetes.*`.
+    pub fn run_pod_labelled(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Pod {
         self.pod_count += 1;
         let uid = format!(
             "{:08x}-0000-4000-8000-{:012x}",
@@ -491,7 +502,13 @@ impl Node {
                 ),
                 ("io.kubernetes.pod.uid".to_owned(), uid.clone()),
             ]
-            .into(),
+            .into_iter()
+            .chain(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
+            .collect(),
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
                 security_context: Some(LinuxSandboxSecurityContext {
