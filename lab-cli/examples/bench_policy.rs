@@ -566,8 +566,6 @@ fn test_runs() -> anyhow::Result<()> {
         }
         println!("  {ids:>6}: {}", cells.join(" | "));
     }
-    println!(
-        "  (each cell is a fresh load: a cell near 1.5 µs is one whose deciding entry's counters straddle a cache line, see docs/benchmarks.md)"
-    );
+    println!("  (each cell is a fresh load)");
     Ok(())
 }

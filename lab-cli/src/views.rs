@@ -1209,6 +1209,7 @@ fn policy_map_views_fit_80_columns() {
         prefix: 24,
     };
     let map = MapView {
+        default_deny: Vec::new(),
         pod: format!("{LAB}/deathstar-landing-1"),
         node: format!("{LAB}/node1"),
         endpoint: 4095,

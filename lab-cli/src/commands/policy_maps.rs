@@ -155,6 +155,7 @@ pub fn cilium_map(dir: &Path, epid: &str) -> Result<MapView, PolicyError> {
         ))
     });
     Ok(MapView {
+        default_deny: Vec::new(),
         pod: path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
@@ -365,7 +366,17 @@ pub fn write_map(out: &mut impl Write, v: &MapView) -> io::Result<()> {
         "  ",
     )?;
     if v.entries.is_empty() {
-        return writeln!(out, "(no entries: no policy selects this pod)");
+        return match v.default_deny.as_slice() {
+            [] => writeln!(out, "(no entries: no policy selects this pod)"),
+            dirs => {
+                let dirs: Vec<String> = dirs.iter().map(|d| d.to_string()).collect();
+                writeln!(
+                    out,
+                    "(no entries: default deny in {}, and nothing allowed there)",
+                    dirs.join(" and ")
+                )
+            }
+        };
     }
     let rows: Vec<[String; 6]> = v
         .entries

@@ -16,8 +16,8 @@ use super::{
 };
 use crate::lab::{
     plan::{MasqMode, Plan, WORLD},
-    traffic::Proto,
     scenario::{self, Scenario},
+    traffic::Proto,
 };
 
 /// The drop reasons the tracer names on the running kernel: the kernel's

@@ -607,7 +607,7 @@ impl<'a> Ctx<'a> {
             Proto::Tcp => crate::policy::model::Protocol::Tcp,
             other => return Err(format!("a verdict is for tcp or udp, not {other:?}")),
         };
-        let v = lab::policy::judge(self.lab, &who(from), &who(to), port, protocol)
+        let v = lab::policy::would_allow(self.lab, &who(from), &who(to), port, protocol)
             .map_err(|e| e.to_string())?;
         if v.allowed == allowed {
             return Ok(());

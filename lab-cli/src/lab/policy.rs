@@ -1000,7 +1000,7 @@ pub struct DropPolicies {
     /// The lab of every lab namespace, and when it was last listed.
     labs_by_netns: HashMap<u64, String>,
     listed: Option<Instant>,
-    labs: HashMap<String, Judged>,
+    labs: HashMap<String, DropLab>,
 }
 
 /// How often a lab's record is looked at again (for new policies, labels,
@@ -1008,7 +1008,7 @@ pub struct DropPolicies {
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// One lab's policies as last read, and the judgements made with them.
-struct Judged {
+struct DropLab {
     lab: Lab,
     cluster: Cluster,
     identities: Identities,
@@ -1023,7 +1023,7 @@ fn record_modified(lab: &str) -> Option<SystemTime> {
         .ok()
 }
 
-impl Judged {
+impl DropLab {
     fn read(name: &str) -> Option<Self> {
         let modified = record_modified(name);
         let lab = Lab::open(name).ok()?;
@@ -1151,7 +1151,7 @@ impl DropPolicies {
     }
 
     /// The lab's policies, read again when its record changed.
-    fn judged(&mut self, lab: &str) -> Option<&mut Judged> {
+    fn judged(&mut self, lab: &str) -> Option<&mut DropLab> {
         let stale = match self.labs.get_mut(lab) {
             None => true,
             Some(j) if j.checked.elapsed() >= RECHECK => {
@@ -1161,7 +1161,7 @@ impl DropPolicies {
             Some(_) => false,
         };
         if stale {
-            match Judged::read(lab) {
+            match DropLab::read(lab) {
                 Some(j) => {
                     self.labs.insert(lab.to_owned(), j);
                 }
@@ -1199,7 +1199,7 @@ pub fn drop_namer() -> PolicyNamer {
     PolicyNamer::new(DropPolicies::new())
 }
 
-/// One side of [`judge`]: a member of the lab, or a pod that does not exist
+/// One side of [`would_allow`]: a member of the lab, or a pod that does not exist
 /// yet (a new replica, a newcomer) with its namespace and labels.
 #[derive(Debug, Clone)]
 pub enum Who {
@@ -1212,7 +1212,7 @@ pub enum Who {
 /// exist yet: it is judged as the next replica would be, by its labels,
 /// with an address no pod has (so policies written by address do not
 /// cover it). Judged by the evaluator, which both datapaths agree with.
-pub fn judge(
+pub fn would_allow(
     lab: &Lab,
     from: &Who,
     to: &Who,
@@ -1234,7 +1234,9 @@ pub fn judge(
         }
         // The last node's pod range, at an address no pod of the plan has.
         let node = lab.plan.nodes.last().ok_or_else(|| {
-            LabError::from(PolicyError::BadParty("a new pod in a lab without nodes".into()))
+            LabError::from(PolicyError::BadParty(
+                "a new pod in a lab without nodes".into(),
+            ))
         })?;
         let [a, b, c, _] = node.pod_cidr.octets();
         cluster.pods.push(Pod {

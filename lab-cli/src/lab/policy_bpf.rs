@@ -273,6 +273,9 @@ pub struct MapView {
     pub node: String,
     pub endpoint: u32,
     pub identity: u32,
+    /// The directions in which it is default deny (a policy selects it):
+    /// what no entry allows there is dropped.
+    pub default_deny: Vec<Direction>,
     pub entries: Vec<MapRow>,
 }
 
@@ -335,6 +338,14 @@ pub fn map_of(seen: &Seen, name: &str, addr: Ipv4Addr) -> Result<MapView, LabErr
             node: n.node.clone(),
             endpoint: ep.id,
             identity: ep.identity,
+            default_deny: [
+                (EP_INGRESS_DEFAULT_DENY, Direction::Ingress),
+                (EP_EGRESS_DEFAULT_DENY, Direction::Egress),
+            ]
+            .into_iter()
+            .filter(|(bit, _)| ep.flags & bit != 0)
+            .map(|(_, d)| d)
+            .collect(),
             entries,
         });
     }

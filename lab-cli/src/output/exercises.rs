@@ -171,12 +171,15 @@ pub fn report(out: &mut impl Write, report: &CheckReport) -> io::Result<()> {
         )
     } else {
         let passed = report.tasks.iter().filter(|t| t.passed).count();
-        let caught = report.caught() && report.tasks.iter().all(|t| t.passed || t.why.is_some());
+        // Only a failed guard accuses a shortcut; a task that fails says
+        // its own why.
+        let shortcut =
+            report.guard_failed() && report.tasks.iter().all(|t| t.passed || t.why.is_some());
         writeln!(
             out,
             "not yet: {passed} of {} tasks pass{}",
             report.tasks.len(),
-            if caught {
+            if shortcut {
                 "; a guard failed: the fix took a shortcut"
             } else if report.guard_failed() {
                 "; a guard failed"

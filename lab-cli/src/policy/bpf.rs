@@ -284,6 +284,7 @@ pub fn encode(endpoint: u32, entries: &BTreeSet<MapEntry>) -> BTreeMap<(u32, Pol
             egress: u8::from(e.direction == Direction::Egress),
             protocol: 0,
             dport: 0,
+            pad: 0,
         };
         let deny = if e.deny { ENTRY_DENY } else { 0 };
         let protos: &[u8] = match e.protocol {

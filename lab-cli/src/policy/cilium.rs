@@ -154,6 +154,7 @@ pub fn port_proto(e: &CiliumEntry) -> String {
         egress: u8::from(e.egress),
         protocol: e.protocol,
         dport: e.dport.to_be(),
+        pad: 0,
     };
     super::bpf::port_proto(lab_common::policy::POLICY_STATIC_PREFIX + e.prefix, &key)
 }

@@ -250,6 +250,7 @@ mod program {
                 egress: u8::from(egress),
                 protocol: proto,
                 dport,
+                pad: 0,
             },
         );
         let by_id = lookup(&key);
