@@ -135,6 +135,10 @@ pub const CHECK_EXAMPLES: &[(&str, &str)] = &[
         r#"{ check = "unchanged", in = "node1", table = "ip hardening" }"#,
     ),
     (
+        "verdict",
+        r#"{ check = "verdict", from = { namespace = "default", labels = { org = "empire" } }, to = "coredns", proto = "udp", port = 53, allowed = true }"#,
+    ),
+    (
         "service",
         r#"{ check = "service", name = "web", backends = ["web-1", "web-2", "web-3"] }"#,
     ),
