@@ -189,43 +189,6 @@ fn add_one(nf_node: &NetNs, eb_ino: u64, size: u32) -> anyhow::Result<(Spread, S
     Ok((Spread::of(&rule), Spread::of(&noop), Spread::of(&entry_us)))
 }
 
-/// (run time ns, run count) of loaded programs named `name`, from bpftool.
-fn prog_stats(name: &str) -> anyhow::Result<(u64, u64)> {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .context("running bpftool (scripts/setup.sh installs it)")?;
-    let progs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let mut total = (0, 0);
-    for p in progs.as_array().into_iter().flatten() {
-        if p["name"] == name {
-            total.0 += p["run_time_ns"].as_u64().unwrap_or(0);
-            total.1 += p["run_cnt"].as_u64().unwrap_or(0);
-        }
-    }
-    Ok(total)
-}
-
-/// ns per run of each program while `f` runs.
-fn per_run<const N: usize>(
-    names: [&str; N],
-    f: impl FnOnce() -> anyhow::Result<()>,
-) -> anyhow::Result<[f64; N]> {
-    let before = names.map(prog_stats);
-    f()?;
-    let mut out = [0.0; N];
-    for (i, name) in names.iter().enumerate() {
-        let b = before[i].as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let a = prog_stats(name)?;
-        let runs = a.1.saturating_sub(b.1);
-        if runs == 0 {
-            bail!("{name} did not run");
-        }
-        out[i] = a.0.saturating_sub(b.0) as f64 / runs as f64;
-    }
-    Ok(out)
-}
-
 /// A UDP flow pod -> world that conntrack in `node` holds as assured
 /// (answered, and used again after two seconds, as netfilter requires for
 /// UDP): the established flow the counter is measured on. Polls conntrack
@@ -502,12 +465,12 @@ fn per_packet(nf: &Lab, eb: &Lab, world_addr: Ipv4Addr) -> anyhow::Result<()> {
     let floor = NoopTc::attach(&eb_node, "eth0")?;
     let (mut eg, mut eg_floor, mut ig, mut ig_floor) = (vec![], vec![], vec![], vec![]);
     for _ in 0..ROUNDS {
-        let [n, f] = per_run(["nat_egress", floor::PROGRAM], || {
+        let [n, f] = common::per_run(["nat_egress", floor::PROGRAM], || {
             flood(&eb_pod, &eb_world, world_addr, false)
         })?;
         eg.push(n);
         eg_floor.push(f);
-        let [n, f] = per_run(["nat_ingress", floor::PROGRAM], || {
+        let [n, f] = common::per_run(["nat_ingress", floor::PROGRAM], || {
             flood(&eb_pod, &eb_world, world_addr, true)
         })?;
         ig.push(n);
@@ -548,7 +511,7 @@ fn per_packet(nf: &Lab, eb: &Lab, world_addr: Ipv4Addr) -> anyhow::Result<()> {
     let to = SocketAddrV4::new(world_addr, FLOOD_PORT);
     let (mut ctr, mut ctr_floor) = (vec![], vec![]);
     for _ in 0..ROUNDS {
-        let [c, f] = per_run(["masq_counter", floor::XMIT_PROGRAM], || {
+        let [c, f] = common::per_run(["masq_counter", floor::XMIT_PROGRAM], || {
             for _ in 0..FLOOD {
                 // A full receive queue drops: the programs still ran.
                 tx.send_to(&[1; 32], to).ok();

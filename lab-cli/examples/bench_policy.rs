@@ -251,43 +251,6 @@ fn add_timings(nf: &Lab, eb: &Lab) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// (run time ns, run count) of loaded programs named `name`, from bpftool.
-fn prog_stats(name: &str) -> anyhow::Result<(u64, u64)> {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .context("running bpftool (scripts/setup.sh installs it)")?;
-    let progs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let mut total = (0, 0);
-    for p in progs.as_array().into_iter().flatten() {
-        if p["name"] == name {
-            total.0 += p["run_time_ns"].as_u64().unwrap_or(0);
-            total.1 += p["run_cnt"].as_u64().unwrap_or(0);
-        }
-    }
-    Ok(total)
-}
-
-/// ns per run of each program while `f` runs.
-fn per_run<const N: usize>(
-    names: [&str; N],
-    f: impl FnOnce() -> anyhow::Result<()>,
-) -> anyhow::Result<[f64; N]> {
-    let before = names.map(prog_stats);
-    f()?;
-    let mut out = [0.0; N];
-    for (i, name) in names.iter().enumerate() {
-        let b = before[i].as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let a = prog_stats(name)?;
-        let runs = a.1.saturating_sub(b.1);
-        if runs == 0 {
-            bail!("{name} did not run");
-        }
-        out[i] = a.0.saturating_sub(b.0) as f64 / runs as f64;
-    }
-    Ok(out)
-}
-
 fn ne(a: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(a.octets())
 }
@@ -442,7 +405,7 @@ fn traffic(nf: &Lab, eb: &Lab) -> anyhow::Result<()> {
             nf_p99.push(n.percentile(0.99));
             eb_p99.push(e.percentile(0.99));
             ratio.push(nm / em);
-            let [p, f] = per_run(["policy_to_pod", floor::PROGRAM], || flood(&eb_tf, to))?;
+            let [p, f] = common::per_run(["policy_to_pod", floor::PROGRAM], || flood(&eb_tf, to))?;
             prog.push(p);
             fl.push(f);
             x.push(p / f);

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use lab_cli::kernel::netns::NetNs;
 
 /// The smallest ratio called a difference: on this 2-core shared machine
@@ -190,4 +190,41 @@ pub fn crr(pod: &NetNs, to: SocketAddrV4, run: Duration) -> anyhow::Result<Crr> 
             connect_us: lat,
         })
     })?
+}
+
+/// (run time ns, run count) of loaded programs named `name`, from bpftool.
+pub fn prog_stats(name: &str) -> anyhow::Result<(u64, u64)> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .context("running bpftool (scripts/setup.sh installs it)")?;
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut total = (0, 0);
+    for p in progs.as_array().into_iter().flatten() {
+        if p["name"] == name {
+            total.0 += p["run_time_ns"].as_u64().unwrap_or(0);
+            total.1 += p["run_cnt"].as_u64().unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// ns per run of each program while `f` runs.
+pub fn per_run<const N: usize>(
+    names: [&str; N],
+    f: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<[f64; N]> {
+    let before = names.map(prog_stats);
+    f()?;
+    let mut out = [0.0; N];
+    for (i, name) in names.iter().enumerate() {
+        let b = before[i].as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let a = prog_stats(name)?;
+        let runs = a.1.saturating_sub(b.1);
+        if runs == 0 {
+            bail!("{name} did not run");
+        }
+        out[i] = a.0.saturating_sub(b.0) as f64 / runs as f64;
+    }
+    Ok(out)
 }
