@@ -107,7 +107,7 @@ impl<W: Write> JsonSink<W> {
 
 impl<W: Write> Sink for JsonSink<W> {
     fn drop_seen(&mut self, record: &DropRecord) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, record)?;
+        super::drops_json::write(&mut self.out, record)?;
         self.out.write_all(b"\n")
     }
 

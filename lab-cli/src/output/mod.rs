@@ -4,6 +4,7 @@
 
 pub mod conntrack;
 pub mod drops;
+pub mod drops_json;
 pub mod exercises;
 pub mod exit;
 pub mod flows;
