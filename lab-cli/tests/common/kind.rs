@@ -184,7 +184,7 @@ state = "/run/containerd"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "/opt/cni/bin"
     conf_dir = "/etc/cni/net.d"
 "#;
 
@@ -199,6 +199,47 @@ pub struct Pod {
     /// Inside the node (`/var/run/netns/cni-UUID`).
     pub netns_path: String,
     pub netns_ino: u64,
+}
+
+/// The network plugin containerd calls for pods.
+#[derive(Clone)]
+pub enum Cni {
+    /// Debian's reference plugins, as kindnet: ptp with host-local IPAM,
+    /// masquerading.
+    Reference,
+    /// labctl itself (`/opt/cni/bin/labctl-cni`, a link to the node's
+    /// /usr/local/bin/labctl, as scripts/kind.sh --cni installs it), with
+    /// the conflist made for a node's pod CIDR (`10.244.N.0/24`).
+    Labctl {
+        binary: PathBuf,
+        conflist: fn(pod_cidr: &str) -> serde_json::Value,
+    },
+}
+
+impl Cni {
+    fn conflist(&self, pod_cidr: &str) -> (&'static str, serde_json::Value) {
+        match self {
+            Cni::Reference => (
+                "10-kindnet.conflist",
+                serde_json::json!({
+                    "cniVersion": "0.4.0",
+                    "name": "kindnet",
+                    "plugins": [{
+                        "type": "ptp",
+                        "ipMasq": true,
+                        "mtu": 1500,
+                        "ipam": {
+                            "type": "host-local",
+                            "dataDir": "/run/cni-ipam-state",
+                            "ranges": [[{"subnet": pod_cidr}]],
+                            "routes": [{"dst": "0.0.0.0/0"}]
+                        }
+                    }]
+                }),
+            ),
+            Cni::Labctl { conflist, .. } => ("10-labctl.conflist", conflist(pod_cidr)),
+        }
+    }
 }
 
 pub struct Node {
@@ -225,7 +266,7 @@ fn runc(root: &Path) -> Command {
 impl Node {
     /// Boots node `name` with address 172.31.0.`10+index` on the fabric and
     /// pod CIDR 10.244.`index`.0/24; containerd is ready when this returns.
-    fn boot(prefix: &str, index: u8, pause: &Path) -> Self {
+    fn boot(prefix: &str, index: u8, pause: &Path, cni: &Cni) -> Self {
         let name = format!("{prefix}-n{index}");
         let netns = lab_cli::kernel::netns::NetNs::create(&name).expect("node netns");
         let dir = tempfile::Builder::new()
@@ -244,7 +285,7 @@ impl Node {
             started: false,
             pod_count: 0,
         };
-        node.write_bundle(pause);
+        node.write_bundle(pause, cni);
         let t = Instant::now();
         run(runc(&node.runc_root)
             .args(["run", "--detach", "--bundle"])
@@ -290,7 +331,12 @@ impl Node {
         self.dir.path().join("local-bin")
     }
 
-    fn write_bundle(&self, pause: &Path) {
+    /// The pod CIDR containerd's plugin allocates from.
+    pub fn pod_cidr(&self) -> String {
+        format!("10.244.{}.0/24", self.pod_cidr)
+    }
+
+    fn write_bundle(&self, pause: &Path, cni: &Cni) {
         let root = self.rootfs();
         for d in [
             "usr", "proc", "sys", "dev", "run", "tmp", "etc", "var/lib", "var/log", "root", "opt",
@@ -320,29 +366,22 @@ impl Node {
         fs::create_dir_all(root.join("etc/containerd")).unwrap();
         fs::write(root.join("etc/containerd/config.toml"), CONTAINERD_CONFIG).unwrap();
         fs::create_dir_all(root.join("etc/cni/net.d")).unwrap();
-        fs::write(
-            root.join("etc/cni/net.d/10-kindnet.conflist"),
-            serde_json::json!({
-                "cniVersion": "0.4.0",
-                "name": "kindnet",
-                "plugins": [{
-                    "type": "ptp",
-                    "ipMasq": true,
-                    "mtu": 1500,
-                    "ipam": {
-                        "type": "host-local",
-                        "dataDir": "/run/cni-ipam-state",
-                        "ranges": [[{"subnet": format!("10.244.{}.0/24", self.pod_cidr)}]],
-                        "routes": [{"dst": "0.0.0.0/0"}]
-                    }
-                }]
-            })
-            .to_string(),
-        )
-        .unwrap();
-        fs::copy(pause, root.join("var/pause.tar")).unwrap();
+        let (file, conflist) = cni.conflist(&self.pod_cidr());
+        fs::write(root.join("etc/cni/net.d").join(file), conflist.to_string()).unwrap();
+        // The CNI bin directory: the reference plugins (containerd's CRI
+        // calls `loopback` for every pod), and labctl where it is the plugin.
+        let bin = root.join("opt/cni/bin");
+        fs::create_dir_all(&bin).unwrap();
+        for plugin in fs::read_dir("/usr/lib/cni").unwrap().flatten() {
+            std::os::unix::fs::symlink(plugin.path(), bin.join(plugin.file_name())).unwrap();
+        }
         fs::create_dir_all(self.local_bin()).unwrap();
         fs::set_permissions(self.local_bin(), fs::Permissions::from_mode(0o755)).unwrap();
+        if let Cni::Labctl { binary, .. } = cni {
+            fs::copy(binary, self.local_bin().join("labctl")).unwrap();
+            std::os::unix::fs::symlink("/usr/local/bin/labctl", bin.join("labctl-cni")).unwrap();
+        }
+        fs::copy(pause, root.join("var/pause.tar")).unwrap();
 
         let mounts = serde_json::json!([
             {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -717,7 +756,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Nodes with Debian's reference plugins (ptp, host-local) as kindnet.
     pub fn up(tag: &str, nodes: u8) -> Self {
+        Self::up_with(tag, nodes, &Cni::Reference)
+    }
+
+    /// Nodes whose containerd calls `cni` for pods.
+    pub fn up_with(tag: &str, nodes: u8, cni: &Cni) -> Self {
         let prefix = format!("lk{tag}{:04x}", fastrand::u16(..));
         let fabric =
             lab_cli::kernel::netns::NetNs::create(&format!("{prefix}-fab")).expect("fabric netns");
@@ -735,7 +780,7 @@ impl Cluster {
         run(Command::new("ip").args(["-n", &fab, "link", "add", "br0", "type", "bridge"]));
         run(Command::new("ip").args(["-n", &fab, "link", "set", "br0", "up"]));
         for i in 1..=nodes {
-            let node = Node::boot(&prefix, i, &pause);
+            let node = Node::boot(&prefix, i, &pause, cni);
             let ns = node.netns_name().to_owned();
             let outside = format!("{prefix}v{i}");
             run(Command::new("ip").args([
