@@ -674,3 +674,188 @@ fn node_policy(cluster: &mut Cluster) {
     }
     eprintln!("node policy in {:?}", t.elapsed());
 }
+
+/// The conflist `scripts/kind.sh --cni` installs, for one node's pod CIDR.
+fn labctl_conflist(pod_cidr: &str) -> Value {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "labctl",
+        "plugins": [{
+            "type": "labctl-cni",
+            "mtu": 1500,
+            "ipam": {"subnet": pod_cidr},
+            "labctl": {"masquerade": "netfilter", "clusterCIDR": "10.244.0.0/16"}
+        }]
+    })
+}
+
+/// Accepts one connection on `listener` within 5 s; the peer's address.
+fn accept_one(listener: &TcpListener) -> Ipv4Addr {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match listener.accept() {
+            Ok((_, SocketAddr::V4(peer))) => return *peer.ip(),
+            Ok((_, peer)) => panic!("an IPv6 peer {peer}"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no connection within 5 s");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// The calls `labctl cni log -o json` shows in `node`.
+fn cni_calls(node: &Node) -> Vec<Value> {
+    let out = node
+        .exec_cmd(&["labctl", "cni", "log", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cni log: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// labctl as the nodes' CNI plugin, called by containerd for pods created
+/// through CRI as kubelet creates them: addresses from each node's range,
+/// pods reaching each other across nodes with their own addresses, the
+/// world (an address beyond the nodes) reached masqueraded as the node,
+/// containerd's calls in `cni log`, and nothing left once the pods are
+/// gone.
+#[test]
+fn containerd_calls_labctl_as_its_cni_plugin() {
+    if !common::privileged("kind nodes with labctl as the CNI plugin") {
+        return;
+    }
+    let cni = kind::Cni::Labctl {
+        binary: node_binary(),
+        conflist: labctl_conflist,
+    };
+    let mut cluster = Cluster::up_with("cni", 2, &cni);
+    let a = cluster.nodes[0].run_pod("default", "a");
+    let c = cluster.nodes[0].run_pod("shop", "c");
+    let b = cluster.nodes[1].run_pod("default", "b");
+    let (node1, node2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    for (pod, node) in [(&a, node1), (&c, node1), (&b, node2)] {
+        let range: ipnet::Ipv4Net = node.pod_cidr().parse().unwrap();
+        assert!(
+            range.contains(&pod.ip),
+            "{} got {} outside {range}",
+            pod.name,
+            pod.ip
+        );
+    }
+    assert_ne!(a.ip, c.ip);
+
+    // Pod to pod, on one node and across nodes: the peer sees the pod's
+    // own address (no masquerade inside the cluster).
+    let listener = pod_ns(node2, &b)
+        .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 8080)))
+        .unwrap()
+        .unwrap();
+    for (node, from) in [(node1, &a), (node1, &c)] {
+        assert!(connects(node, from, SocketAddr::from((b.ip, 8080))));
+        assert_eq!(accept_one(&listener), from.ip, "{} → b", from.name);
+    }
+    let on_a = pod_ns(node1, &a)
+        .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 8080)))
+        .unwrap()
+        .unwrap();
+    assert!(connects(node2, &b, SocketAddr::from((a.ip, 8080))));
+    assert_eq!(accept_one(&on_a), b.ip, "b → a");
+    assert!(connects(node1, &c, SocketAddr::from((a.ip, 8080))));
+    assert_eq!(accept_one(&on_a), c.ip, "c → a");
+
+    // The world: an address beyond the nodes, on the fabric; pods reach it
+    // as their node (masqueraded).
+    let fabric = lab_cli::kernel::netns::NetNs::open(cluster.fabric_name()).unwrap();
+    std::process::Command::new("ip")
+        .args([
+            "-n",
+            cluster.fabric_name(),
+            "addr",
+            "add",
+            "172.31.0.254/24",
+            "dev",
+            "br0",
+        ])
+        .status()
+        .unwrap();
+    let world = fabric
+        .run(|| TcpListener::bind((Ipv4Addr::new(172, 31, 0, 254), 8081)))
+        .unwrap()
+        .unwrap();
+    let out = SocketAddr::from((Ipv4Addr::new(172, 31, 0, 254), 8081));
+    assert!(connects(node1, &a, out));
+    assert_eq!(accept_one(&world), node1.addr, "a → world as node 1");
+    assert!(connects(node2, &b, out));
+    assert_eq!(accept_one(&world), node2.addr, "b → world as node 2");
+
+    // containerd's calls, as the plugin logged them: an ADD per pod with
+    // the sandbox's id, netns and the address CRI reported.
+    let calls = cni_calls(node1);
+    for pod in [&a, &c] {
+        let add = calls
+            .iter()
+            .find(|r| r["verb"] == "ADD" && r["container_id"] == pod.id.as_str())
+            .unwrap_or_else(|| panic!("no ADD for {} in {calls:#?}", pod.name));
+        assert_eq!(add["ifname"], "eth0");
+        assert_eq!(add["netns"], pod.netns_path.as_str());
+        assert_eq!(
+            add["result"]["ips"][0]["address"],
+            format!("{}/24", pod.ip).as_str(),
+            "{add:#}"
+        );
+        assert_eq!(add["config"]["type"], "labctl-cni");
+    }
+    let text = node1.exec(&["labctl", "cni", "log"]);
+    assert!(text.contains("ADD") && text.contains(&a.id[..12]), "{text}");
+
+    // Removal: DEL called, the pod's veth, address and masquerade gone.
+    let a_veth = calls
+        .iter()
+        .find(|r| r["verb"] == "ADD" && r["container_id"] == a.id.as_str())
+        .and_then(|r| r["result"]["interfaces"][0]["name"].as_str())
+        .unwrap()
+        .to_owned();
+    cluster.nodes[0].remove_pod(&a);
+    cluster.nodes[0].remove_pod(&c);
+    cluster.nodes[1].remove_pod(&b);
+    let (node1, node2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let calls = cni_calls(node1);
+    assert!(
+        calls.iter().any(|r| r["verb"] == "DEL"
+            && r["container_id"] == a.id.as_str()
+            && r["error"].is_null()),
+        "no clean DEL for a: {calls:#?}"
+    );
+    let links = node1.exec(&["ip", "-o", "link"]);
+    assert!(!links.contains(&a_veth), "{a_veth} left: {links}");
+    for node in [node1, node2] {
+        let store = node.path("/var/lib/cni/labctl/labctl");
+        let left: Vec<String> = std::fs::read_dir(&store)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.parse::<Ipv4Addr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "{}: addresses still held: {left:?}",
+            node.name
+        );
+        let tables = node.exec(&["nft", "list", "tables"]);
+        assert!(!tables.contains("labctl-cni"), "{}: {tables}", node.name);
+    }
+    let left = cluster.down();
+    assert!(left.is_empty(), "teardown left: {left:#?}");
+}

@@ -829,6 +829,13 @@ impl Cluster {
         cluster
     }
 
+    /// The `ip netns` name of the namespace the nodes' bridge (`br0`, the
+    /// "fabric") lives in: outside every node, where a test puts "the
+    /// world".
+    pub fn fabric_name(&self) -> &str {
+        self.fabric.as_ref().map(|n| n.name()).unwrap_or("")
+    }
+
     /// Tears everything down, returning every error (none expected).
     pub fn down(mut self) -> Vec<String> {
         self.teardown()
