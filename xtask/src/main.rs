@@ -206,8 +206,11 @@ fn bench(root: &Path, what: &str) -> Result<()> {
         "conntrack" => "bench_conntrack",
         "services" => "bench_services",
         "policy" => "bench_policy",
+        "cni" => "bench_cni",
         _ => {
-            bail!("unknown benchmark `{what}`: available: trace, masq, conntrack, services, policy")
+            bail!(
+                "unknown benchmark `{what}`: available: trace, masq, conntrack, services, policy, cni"
+            )
         }
     };
     ensure_setup(root)?;
