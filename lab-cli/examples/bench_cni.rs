@@ -75,7 +75,9 @@ fn main() {
         ratio.push(b / a);
     }
     let (r, l, ratio) = (Spread::of(&r), Spread::of(&l), Spread::of(&ratio));
-    println!("pod sandbox ready through CRI (RunPodSandbox → address), {ROUNDS} interleaved rounds, ms");
+    println!(
+        "pod sandbox ready through CRI (RunPodSandbox → address), {ROUNDS} interleaved rounds, ms"
+    );
     println!("  ptp + host-local (reference)  {}", r.show(1));
     println!("  labctl-cni                    {}", l.show(1));
     let verdict = match ratio.called() {
@@ -83,7 +85,10 @@ fn main() {
         Some(false) => "labctl faster",
         None => "within ×2: no difference called",
     };
-    println!("  labctl / reference            ×{}  {verdict}", ratio.show(2));
+    println!(
+        "  labctl / reference            ×{}  {verdict}",
+        ratio.show(2)
+    );
     let mut left = reference.down();
     left.extend(ours.down());
     assert!(left.is_empty(), "teardown left: {left:#?}");

@@ -68,18 +68,31 @@ impl DropReasons {
     /// The name of `code`; subsystem reasons read `SUBSYS:<code>`, and an
     /// unknown code reads `UNKNOWN(<code>)`.
     pub fn name(&self, code: u32) -> String {
+        let mut out = String::new();
+        self.name_into(code, &mut out);
+        out
+    }
+
+    /// [`name`](Self::name) into `out` (cleared first), reusing its
+    /// allocation.
+    pub fn name_into(&self, code: u32, out: &mut String) {
+        use std::fmt::Write as _;
+        out.clear();
         let subsys = code >> SUBSYS_SHIFT;
-        if subsys != 0 {
+        let written = if subsys != 0 {
             let low = code & 0xffff;
-            return match self.subsystems.get(&subsys) {
-                Some(s) => format!("{s}:{low}"),
-                None => format!("SUBSYS{subsys}:{low}"),
-            };
-        }
-        self.core
-            .get(&code)
-            .cloned()
-            .unwrap_or_else(|| format!("UNKNOWN({code})"))
+            match self.subsystems.get(&subsys) {
+                Some(s) => write!(out, "{s}:{low}"),
+                None => write!(out, "SUBSYS{subsys}:{low}"),
+            }
+        } else {
+            match self.core.get(&code) {
+                Some(name) => out.write_str(name),
+                None => write!(out, "UNKNOWN({code})"),
+            }
+        };
+        // Writing into a String cannot fail.
+        written.ok();
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {

@@ -116,111 +116,218 @@ impl std::fmt::Display for PolicyRef {
     }
 }
 
-/// Everything needed to turn numbers into names.
+/// Everything needed to turn numbers into names. Names are lent, not
+/// given: a record is filled in place, one per batch of events, so a drop
+/// storm costs no allocation per drop (see [`DropRecord::fill`]).
 pub trait Resolve {
-    fn reason(&self, code: u32) -> String;
-    fn netns(&mut self, ino: u64) -> String;
-    fn pod(&mut self, ino: u64) -> Option<PodRef>;
-    fn ifname(&mut self, netns_ino: u64, ifindex: u32) -> Option<String>;
-    fn location(&mut self, addr: u64) -> String;
+    /// Writes the reason's name into `out` (cleared first).
+    fn reason(&self, code: u32, out: &mut String);
+    fn netns(&mut self, ino: u64) -> &str;
+    fn pod(&mut self, ino: u64) -> Option<&PodRef>;
+    fn ifname(&mut self, netns_ino: u64, ifindex: u32) -> Option<&str>;
+    fn location(&mut self, addr: u64) -> &str;
     /// Converts bpf_ktime_get_ns() to Unix-epoch nanoseconds.
     fn wall_ns(&self, ktime_ns: u64) -> u64;
-    /// An event's address as text (a resolver may remember recent ones).
-    fn address(&mut self, family: u8, bytes: [u8; 16]) -> Option<String> {
-        format_address(family, bytes)
+    /// An event's address as text into `to` (a resolver may remember
+    /// recent ones).
+    fn address(&mut self, family: u8, bytes: [u8; 16], to: &mut Option<String>) {
+        set_address(to, family, bytes);
     }
 }
 
 /// `10.0.0.1`, `fd00::1`, or None when the event had no IP header.
 pub fn format_address(family: u8, a: [u8; 16]) -> Option<String> {
-    match family {
-        family::IPV4 => Some(Ipv4Addr::new(a[12], a[13], a[14], a[15]).to_string()),
-        family::IPV6 => Some(Ipv6Addr::from(a).to_string()),
-        _ => None,
+    let mut out = None;
+    set_address(&mut out, family, a);
+    out
+}
+
+/// Sets `to` to `v`, reusing its allocation.
+fn set(to: &mut String, v: &str) {
+    to.clear();
+    to.push_str(v);
+}
+
+/// Sets `to` to `v`, reusing its allocation where both are some.
+pub fn set_opt(to: &mut Option<String>, v: Option<&str>) {
+    match (to.as_mut(), v) {
+        (Some(s), Some(v)) => set(s, v),
+        (None, Some(v)) => *to = Some(v.to_owned()),
+        (_, None) => *to = None,
     }
+}
+
+/// Writes an event's address into `to` (None when it had no IP header).
+fn set_address(to: &mut Option<String>, family: u8, a: [u8; 16]) {
+    use std::fmt::Write as _;
+    let text = to.get_or_insert_with(String::new);
+    text.clear();
+    let written = match family {
+        family::IPV4 => write!(text, "{}", Ipv4Addr::new(a[12], a[13], a[14], a[15])),
+        family::IPV6 => write!(text, "{}", Ipv6Addr::from(a)),
+        _ => {
+            *to = None;
+            Ok(())
+        }
+    };
+    // Writing into a String cannot fail.
+    written.ok();
 }
 
 impl DropRecord {
     pub fn new(ev: &DropEvent, r: &mut impl Resolve) -> Self {
+        let mut record = Self::empty();
+        record.fill(ev, r);
+        record
+    }
+
+    /// A record to [`fill`](Self::fill).
+    pub fn empty() -> Self {
+        Self {
+            kind: "drop",
+            ts_ns: 0,
+            reason: String::new(),
+            reason_code: 0,
+            netns: String::new(),
+            netns_ino: 0,
+            pod: None,
+            pod_namespace: None,
+            pod_uid: None,
+            ifname: None,
+            ifindex: 0,
+            proto: String::new(),
+            src: None,
+            dst: None,
+            sport: None,
+            dport: None,
+            len: 0,
+            location: String::new(),
+            tcp_flags: None,
+            icmp_type: None,
+            icmp_code: None,
+            fragment: None,
+            policy: None,
+            stack: None,
+            packet: None,
+            ethertype: 0,
+        }
+    }
+
+    /// Makes this the record of `ev`, every field set again, reusing the
+    /// strings' allocations: what the tracer does for each event.
+    pub fn fill(&mut self, ev: &DropEvent, r: &mut impl Resolve) {
         let netns_ino = u64::from(ev.netns_ino);
         let ports = ev.pkt & pkt::PORTS != 0;
         let later = ev.pkt & pkt::LATER_FRAGMENT != 0;
         let icmp = matches!(ev.l4proto, 1 | 58) && ev.family != family::NONE && !later;
-        let pod = r.pod(netns_ino);
         // A policy drop keeps the kernel's reason beside its own name; any
-        // other drop is named once (the common case: no extra string).
-        let (reason, reason_code, policy) = match PolicyDrop::from_mark(ev.mark) {
-            Some(p) => (
-                p.name().to_owned(),
-                p.code(),
-                Some(PolicyVerdict {
+        // other drop is named once.
+        match PolicyDrop::from_mark(ev.mark) {
+            Some(p) => {
+                set(&mut self.reason, p.name());
+                self.reason_code = p.code();
+                let mut kernel_reason = String::new();
+                r.reason(ev.reason, &mut kernel_reason);
+                self.policy = Some(PolicyVerdict {
                     direction: p.direction(),
-                    kernel_reason: r.reason(ev.reason),
+                    kernel_reason,
                     kernel_reason_code: ev.reason,
                     mark: format!("{:#x}", ev.mark),
                     names: None,
-                }),
-            ),
-            None => (r.reason(ev.reason), ev.reason, None),
-        };
-        Self {
-            kind: "drop",
-            ts_ns: r.wall_ns(ev.ts_ns),
-            reason,
-            reason_code,
-            netns: r.netns(netns_ino),
-            netns_ino,
-            pod_namespace: pod.as_ref().map(|p| p.namespace.clone()),
-            pod_uid: pod.as_ref().and_then(|p| p.uid.clone()),
-            pod: pod.map(|p| p.to_string()),
-            ifname: r.ifname(netns_ino, ev.ifindex),
-            ifindex: ev.ifindex,
-            proto: proto_name(ev),
-            src: r.address(ev.family, ev.saddr),
-            dst: r.address(ev.family, ev.daddr),
-            sport: ports.then_some(ev.sport),
-            dport: ports.then_some(ev.dport),
-            len: ev.len,
-            location: r.location(ev.location),
-            tcp_flags: (ev.l4proto == 6 && ports).then(|| tcp_flags(ev.tcp_flags)),
-            icmp_type: icmp.then_some(ev.icmp_type),
-            icmp_code: icmp.then_some(ev.icmp_code),
-            fragment: match (ev.pkt & pkt::FRAGMENT != 0, later) {
-                (_, true) => Some("later"),
-                (true, false) => Some("first"),
-                (false, false) => None,
-            },
-            policy,
-            stack: None,
-            packet: None,
-            ethertype: match (ev.ethertype, ev.family) {
-                (0, family::IPV4) => 0x0800,
-                (0, family::IPV6) => 0x86dd,
-                (e, _) => e,
-            },
+                });
+            }
+            None => {
+                r.reason(ev.reason, &mut self.reason);
+                self.reason_code = ev.reason;
+                self.policy = None;
+            }
         }
+        self.kind = "drop";
+        self.ts_ns = r.wall_ns(ev.ts_ns);
+        set(&mut self.netns, r.netns(netns_ino));
+        self.netns_ino = netns_ino;
+        match r.pod(netns_ino) {
+            Some(pod) => {
+                set_opt(&mut self.pod_namespace, Some(&pod.namespace));
+                set_opt(&mut self.pod_uid, pod.uid.as_deref());
+                let full = self.pod.get_or_insert_with(String::new);
+                full.clear();
+                full.push_str(&pod.namespace);
+                full.push('/');
+                full.push_str(&pod.name);
+            }
+            None => {
+                self.pod = None;
+                self.pod_namespace = None;
+                self.pod_uid = None;
+            }
+        }
+        set_opt(&mut self.ifname, r.ifname(netns_ino, ev.ifindex));
+        self.ifindex = ev.ifindex;
+        set_proto(&mut self.proto, ev);
+        r.address(ev.family, ev.saddr, &mut self.src);
+        r.address(ev.family, ev.daddr, &mut self.dst);
+        self.sport = ports.then_some(ev.sport);
+        self.dport = ports.then_some(ev.dport);
+        self.len = ev.len;
+        set(&mut self.location, r.location(ev.location));
+        if ev.l4proto == 6 && ports {
+            set_tcp_flags(self.tcp_flags.get_or_insert_with(String::new), ev.tcp_flags);
+        } else {
+            self.tcp_flags = None;
+        }
+        self.icmp_type = icmp.then_some(ev.icmp_type);
+        self.icmp_code = icmp.then_some(ev.icmp_code);
+        self.fragment = match (ev.pkt & pkt::FRAGMENT != 0, later) {
+            (_, true) => Some("later"),
+            (true, false) => Some("first"),
+            (false, false) => None,
+        };
+        self.stack = None;
+        self.packet = None;
+        self.ethertype = match (ev.ethertype, ev.family) {
+            (0, family::IPV4) => 0x0800,
+            (0, family::IPV6) => 0x86dd,
+            (e, _) => e,
+        };
     }
 }
 
-fn proto_name(ev: &DropEvent) -> String {
-    if ev.family != family::NONE {
-        return match lab_common::proto::name(ev.l4proto) {
-            Some("icmpv6") => "ICMPv6".into(),
-            Some(name) => name.to_ascii_uppercase(),
-            None => format!("IP({})", ev.l4proto),
-        };
-    }
-    match ev.ethertype {
-        0x0806 => "ARP".into(),
-        0x8100 => "VLAN".into(),
-        0x88cc => "LLDP".into(),
-        0 => "unknown".into(),
-        e => format!("ETH({e:#06x})"),
-    }
+/// The protocol's name (`UDP`, `ICMPv6`, `ARP`, `IP(253)`) into `to`.
+fn set_proto(to: &mut String, ev: &DropEvent) {
+    use std::fmt::Write as _;
+    to.clear();
+    let written = if ev.family != family::NONE {
+        match lab_common::proto::name(ev.l4proto) {
+            Some("icmpv6") => to.write_str("ICMPv6"),
+            Some(name) => {
+                to.push_str(name);
+                to.make_ascii_uppercase();
+                Ok(())
+            }
+            None => write!(to, "IP({})", ev.l4proto),
+        }
+    } else {
+        match ev.ethertype {
+            0x0806 => to.write_str("ARP"),
+            0x8100 => to.write_str("VLAN"),
+            0x88cc => to.write_str("LLDP"),
+            0 => to.write_str("unknown"),
+            e => write!(to, "ETH({e:#06x})"),
+        }
+    };
+    // Writing into a String cannot fail.
+    written.ok();
 }
 
 /// Letters for the TCP flags byte, in tcpdump's order.
 pub fn tcp_flags(bits: u8) -> String {
+    let mut s = String::new();
+    set_tcp_flags(&mut s, bits);
+    s
+}
+
+fn set_tcp_flags(to: &mut String, bits: u8) {
     const NAMES: [(u8, char); 8] = [
         (0x02, 'S'),
         (0x01, 'F'),
@@ -231,12 +338,11 @@ pub fn tcp_flags(bits: u8) -> String {
         (0x40, 'E'),
         (0x80, 'C'),
     ];
-    let s: String = NAMES
-        .iter()
-        .filter(|(b, _)| bits & b != 0)
-        .map(|(_, c)| *c)
-        .collect();
-    if s.is_empty() { ".".into() } else { s }
+    to.clear();
+    to.extend(NAMES.iter().filter(|(b, _)| bits & b != 0).map(|(_, c)| *c));
+    if to.is_empty() {
+        to.push('.');
+    }
 }
 
 /// Parses `--host`: an IPv4 or IPv6 address, in the event's 16-byte form.
@@ -260,24 +366,25 @@ pub(crate) mod tests {
 
     struct Fixed;
     impl Resolve for Fixed {
-        fn reason(&self, code: u32) -> String {
+        fn reason(&self, code: u32, out: &mut String) {
+            out.clear();
             if code == 3 {
-                "NO_SOCKET".into()
+                out.push_str("NO_SOCKET");
             } else {
-                format!("R{code}")
+                out.push_str(&format!("R{code}"));
             }
         }
-        fn netns(&mut self, _: u64) -> String {
-            "labtest-a".into()
+        fn netns(&mut self, _: u64) -> &str {
+            "labtest-a"
         }
-        fn pod(&mut self, _: u64) -> Option<PodRef> {
+        fn pod(&mut self, _: u64) -> Option<&PodRef> {
             None
         }
-        fn ifname(&mut self, _: u64, ifindex: u32) -> Option<String> {
-            (ifindex == 1).then(|| "lo".into())
+        fn ifname(&mut self, _: u64, ifindex: u32) -> Option<&str> {
+            (ifindex == 1).then_some("lo")
         }
-        fn location(&mut self, _: u64) -> String {
-            "__udp4_lib_rcv+0x5a3".into()
+        fn location(&mut self, _: u64) -> &str {
+            "__udp4_lib_rcv+0x5a3"
         }
         fn wall_ns(&self, k: u64) -> u64 {
             k + 1_700_000_000_000_000_000
@@ -384,6 +491,42 @@ pub(crate) mod tests {
         ev.icmp_type = 143;
         let rec = DropRecord::new(&ev, &mut Fixed);
         assert_eq!((rec.proto.as_str(), rec.icmp_type), ("ICMPv6", None));
+    }
+
+    #[test]
+    fn a_record_filled_again_is_the_new_events_record() {
+        // The tracer fills one record per batch: nothing of the event
+        // before may stay, whatever the two were.
+        let mut policy_tcp = udp_event();
+        policy_tcp.l4proto = 6;
+        policy_tcp.tcp_flags = 0x02;
+        policy_tcp.mark = lab_common::verdict::mark(true, false);
+        policy_tcp.pkt = pkt::PORTS | pkt::FRAGMENT;
+        let mut arp = DropEvent::ZERO;
+        arp.ethertype = 0x0806;
+        let mut v6 = udp_event();
+        v6.family = family::IPV6;
+        v6.saddr = host_key("fd00::1".parse().unwrap());
+        v6.reason = 77;
+        let events = [
+            udp_event(),
+            policy_tcp,
+            arp,
+            v6,
+            udp_event(),
+            arp,
+            policy_tcp,
+        ];
+        let mut record = DropRecord::empty();
+        for before in &events {
+            for ev in &events {
+                record.fill(before, &mut Fixed);
+                record.stack = Some(vec!["x".into()]);
+                record.packet = Some(vec![1]);
+                record.fill(ev, &mut Fixed);
+                assert_eq!(record, DropRecord::new(ev, &mut Fixed));
+            }
+        }
     }
 
     #[test]

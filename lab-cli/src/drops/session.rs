@@ -331,16 +331,16 @@ impl Resolver {
 }
 
 impl Resolve for Resolver {
-    fn reason(&self, code: u32) -> String {
-        self.reasons.name(code)
+    fn reason(&self, code: u32, out: &mut String) {
+        self.reasons.name_into(code, out);
     }
-    fn netns(&mut self, ino: u64) -> String {
-        self.netns_named(ino).1.clone()
+    fn netns(&mut self, ino: u64) -> &str {
+        &self.netns_named(ino).1
     }
-    fn pod(&mut self, ino: u64) -> Option<crate::kernel::names::PodRef> {
-        self.netns_named(ino).2.clone()
+    fn pod(&mut self, ino: u64) -> Option<&crate::kernel::names::PodRef> {
+        self.netns_named(ino).2.as_ref()
     }
-    fn ifname(&mut self, netns_ino: u64, ifindex: u32) -> Option<String> {
+    fn ifname(&mut self, netns_ino: u64, ifindex: u32) -> Option<&str> {
         let key = (netns_ino, ifindex);
         if self.last_ifname.as_ref().is_none_or(|l| l.0 != key) {
             self.last_ifname = None;
@@ -349,24 +349,24 @@ impl Resolve for Resolver {
         self.last_ifname
             .get_or_insert_with(|| (key, names.ifname(netns_ino, ifindex)))
             .1
-            .clone()
+            .as_deref()
     }
-    fn address(&mut self, family: u8, bytes: [u8; 16]) -> Option<String> {
+    fn address(&mut self, family: u8, bytes: [u8; 16], to: &mut Option<String>) {
         let key = (family, bytes);
         if let Some(hit) = self.addresses.iter().flatten().find(|(k, _)| *k == key) {
-            return hit.1.clone();
+            super::record::set_opt(to, hit.1.as_deref());
+            return;
         }
         let text = super::record::format_address(family, bytes);
+        super::record::set_opt(to, text.as_deref());
         self.addresses.swap(0, 1);
-        self.addresses[0] = Some((key, text.clone()));
-        text
+        self.addresses[0] = Some((key, text));
     }
-    fn location(&mut self, addr: u64) -> String {
+    fn location(&mut self, addr: u64) -> &str {
         // Drops come from a handful of places: format each once.
         self.locations
             .entry(addr)
             .or_insert_with(|| self.kallsyms.describe(addr))
-            .clone()
     }
     fn wall_ns(&self, ktime_ns: u64) -> u64 {
         (i128::from(ktime_ns) + self.epoch_offset_ns).max(0) as u64
@@ -532,6 +532,9 @@ fn deliver(
     mut events: u64,
 ) -> anyhow::Result<(u64, bool)> {
     resolver.forget();
+    // One record per batch, filled again for each event (no allocation
+    // per drop once its strings have grown).
+    let mut record = DropRecord::empty();
     loop {
         // Copy the event (and its packet bytes) out so the ring's borrow
         // ends here.
@@ -544,7 +547,7 @@ fn deliver(
             continue;
         };
         events += 1;
-        let mut record = DropRecord::new(&ev, resolver);
+        record.fill(&ev, resolver);
         record.packet = packet;
         if let Some(namer) = &opts.policy_names
             && record.policy.is_some()
