@@ -10,7 +10,7 @@ use std::{
 const LAYERS: &[&[&str]] = &[
     &["kernel"],
     &["ebpf"],
-    &["drops", "conntrack", "masq", "policy", "services"],
+    &["cni", "drops", "conntrack", "masq", "policy", "services"],
     &["lab"],
     &["demo", "exercises", "metrics", "flows"],
     &["output"],
