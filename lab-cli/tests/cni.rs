@@ -168,7 +168,11 @@ impl Node {
             .env("LABCTL_CNI_LOG_DIR", self.log_dir())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<Value>(&out.stdout)
             .unwrap()
             .as_array()
@@ -211,7 +215,11 @@ fn ip(ns: &NetNs, args: &[&str]) {
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn keys(v: &Value) -> BTreeSet<String> {
@@ -226,7 +234,12 @@ fn every_verb_in_every_version() {
     for version in VERSIONS {
         let node = Node::new();
         let pod = common::netns("c28pod");
-        let conf = node.conf(version, "c28verbs", json!({"subnet": "10.28.1.0/24"}), "none");
+        let conf = node.conf(
+            version,
+            "c28verbs",
+            json!({"subnet": "10.28.1.0/24"}),
+            "none",
+        );
         let old = !matches!(version, "1.0.0" | "1.1.0");
 
         let (rc, v) = node.call_raw(&[("CNI_COMMAND", "VERSION")], conf.to_string().as_bytes());
@@ -236,7 +249,10 @@ fn every_verb_in_every_version() {
 
         let r = node.add("c28-verbs", &pod, &conf);
         assert_eq!(r["cniVersion"], version);
-        assert_eq!(keys(&r), BTreeSet::from(["cniVersion", "interfaces", "ips", "routes", "dns"].map(String::from)));
+        assert_eq!(
+            keys(&r),
+            BTreeSet::from(["cniVersion", "interfaces", "ips", "routes", "dns"].map(String::from))
+        );
         let ipc = &r["ips"][0];
         assert_eq!(ipc.get("version").is_some(), old, "{version}: {ipc}");
         if old {
@@ -253,18 +269,30 @@ fn every_verb_in_every_version() {
         assert_eq!(eth0["sandbox"], path(&pod));
         assert!(host.get("sandbox").is_none());
         assert_eq!(host.get("mtu").is_some(), version == "1.1.0");
-        let pod_link = rtnl(&pod).links().unwrap().into_iter().find(|l| l.name == "eth0").unwrap();
+        let pod_link = rtnl(&pod)
+            .links()
+            .unwrap()
+            .into_iter()
+            .find(|l| l.name == "eth0")
+            .unwrap();
         assert_eq!(eth0["mac"].as_str(), pod_link.mac.as_deref());
         assert_eq!(pod_link.mtu, 1400);
         let host_name = host["name"].as_str().unwrap();
         assert_eq!(node.links(), vec![host_name.to_owned()]);
-        assert_eq!(r["routes"], json!([{"dst": "0.0.0.0/0", "gw": "10.28.1.1"}]));
+        assert_eq!(
+            r["routes"],
+            json!([{"dst": "0.0.0.0/0", "gw": "10.28.1.1"}])
+        );
 
         let mut with_prev = conf.clone();
         with_prev["prevResult"] = r.clone();
         let (rc, v) = node.call("CHECK", "c28-verbs", &path(&pod), "eth0", &with_prev);
         if old && version != "0.4.0" {
-            assert_eq!((rc, v["code"].as_u64()), (1, Some(1)), "CHECK in {version}: {v}");
+            assert_eq!(
+                (rc, v["code"].as_u64()),
+                (1, Some(1)),
+                "CHECK in {version}: {v}"
+            );
         } else {
             assert_eq!((rc, &v), (0, &Value::Null), "CHECK in {version}");
         }
@@ -276,7 +304,11 @@ fn every_verb_in_every_version() {
         if version == "1.1.0" {
             assert_eq!((rc, &v), (0, &Value::Null), "STATUS");
         } else {
-            assert_eq!((rc, v["code"].as_u64()), (1, Some(1)), "STATUS in {version}: {v}");
+            assert_eq!(
+                (rc, v["code"].as_u64()),
+                (1, Some(1)),
+                "STATUS in {version}: {v}"
+            );
         }
 
         let mut gc = conf.clone();
@@ -286,7 +318,11 @@ fn every_verb_in_every_version() {
             assert_eq!((rc, &v), (0, &Value::Null), "GC");
             assert_eq!(node.links().len(), 1, "GC kept the valid attachment");
         } else {
-            assert_eq!((rc, v["code"].as_u64()), (1, Some(1)), "GC in {version}: {v}");
+            assert_eq!(
+                (rc, v["code"].as_u64()),
+                (1, Some(1)),
+                "GC in {version}: {v}"
+            );
         }
 
         node.del("c28-verbs", &path(&pod), &conf);
@@ -299,7 +335,9 @@ fn every_verb_in_every_version() {
 /// The keys of a result, recursively in `interfaces` and `ips` entries.
 fn shape(v: &Value) -> Value {
     let entries = |k: &str| -> Vec<BTreeSet<String>> {
-        v[k].as_array().map(|a| a.iter().map(keys).collect()).unwrap_or_default()
+        v[k].as_array()
+            .map(|a| a.iter().map(keys).collect())
+            .unwrap_or_default()
     };
     json!({
         "top": keys(v),
@@ -314,13 +352,21 @@ fn results_have_the_shape_of_the_reference_ptp_plugin() {
         return;
     }
     let ptp = Path::new("/usr/lib/cni/ptp");
-    assert!(ptp.exists(), "containernetworking-plugins is not installed (scripts/setup.sh)");
+    assert!(
+        ptp.exists(),
+        "containernetworking-plugins is not installed (scripts/setup.sh)"
+    );
     // The reference plugins of Debian 12 speak up to 1.0.0.
     for version in &VERSIONS[..4] {
         let node = Node::new();
         let pod = common::netns("c28pod");
         let ref_pod = common::netns("c28ref");
-        let conf = node.conf(version, "c28shape", json!({"subnet": "10.28.2.0/24"}), "none");
+        let conf = node.conf(
+            version,
+            "c28shape",
+            json!({"subnet": "10.28.2.0/24"}),
+            "none",
+        );
         let ours = node.add("c28-shape", &pod, &conf);
         let ref_conf = json!({
             "cniVersion": version,
@@ -346,9 +392,18 @@ fn results_have_the_shape_of_the_reference_ptp_plugin() {
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap();
-            child.stdin.take().unwrap().write_all(ref_conf.to_string().as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(ref_conf.to_string().as_bytes())
+                .unwrap();
             let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "ptp {verb}: {}", String::from_utf8_lossy(&out.stdout));
+            assert!(
+                out.status.success(),
+                "ptp {verb}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
             out.stdout
         };
         let theirs: Value = serde_json::from_slice(&run_ref("ADD")).unwrap();
@@ -359,8 +414,15 @@ fn results_have_the_shape_of_the_reference_ptp_plugin() {
             .as_array_mut()
             .unwrap()
             .retain(|k| k != "routes");
-        assert_eq!(ours_shape, shape(&theirs), "{version}: ours {ours:#} theirs {theirs:#}");
-        assert_eq!(ours["ips"][0].get("version"), theirs["ips"][0].get("version"));
+        assert_eq!(
+            ours_shape,
+            shape(&theirs),
+            "{version}: ours {ours:#} theirs {theirs:#}"
+        );
+        assert_eq!(
+            ours["ips"][0].get("version"),
+            theirs["ips"][0].get("version")
+        );
         run_ref("DEL");
         node.del("c28-shape", &path(&pod), &conf);
         node.assert_clean("c28shape");
@@ -373,7 +435,12 @@ fn del_works_without_the_netns_and_twice() {
         return;
     }
     let node = Node::new();
-    let conf = node.conf("1.1.0", "c28del", json!({"subnet": "10.28.4.0/24"}), "netfilter");
+    let conf = node.conf(
+        "1.1.0",
+        "c28del",
+        json!({"subnet": "10.28.4.0/24"}),
+        "netfilter",
+    );
     let pod = common::netns("c28pod");
     let pod_path = path(&pod);
     node.add("c28-del-a", &pod, &conf);
@@ -393,7 +460,12 @@ fn check_fails_after_tampering() {
         return;
     }
     let node = Node::new();
-    let conf = node.conf("1.0.0", "c28check", json!({"subnet": "10.28.5.0/24"}), "none");
+    let conf = node.conf(
+        "1.0.0",
+        "c28check",
+        json!({"subnet": "10.28.5.0/24"}),
+        "none",
+    );
     let pod = common::netns("c28pod");
     let r = node.add("c28-check", &pod, &conf);
     let mut conf_prev = conf.clone();
@@ -405,20 +477,48 @@ fn check_fails_after_tampering() {
     ip(&pod, &["addr", "del", &addr, "dev", "eth0"]);
     let (rc, v) = check();
     assert_eq!((rc, v["code"].as_u64()), (1, Some(101)), "{v}");
-    assert!(v["msg"].as_str().unwrap().contains("lost its address"), "{v}");
+    assert!(
+        v["msg"].as_str().unwrap().contains("lost its address"),
+        "{v}"
+    );
     ip(&pod, &["addr", "add", &addr, "dev", "eth0"]);
     // The address back: its routes are gone with it, and CHECK says so.
     let (rc, v) = check();
     assert_eq!((rc, v["code"].as_u64()), (1, Some(101)), "{v}");
-    ip(&pod, &["route", "replace", "10.28.5.1", "dev", "eth0", "scope", "link"]);
-    ip(&pod, &["route", "replace", "default", "via", "10.28.5.1", "dev", "eth0"]);
+    ip(
+        &pod,
+        &[
+            "route",
+            "replace",
+            "10.28.5.1",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ],
+    );
+    ip(
+        &pod,
+        &[
+            "route",
+            "replace",
+            "default",
+            "via",
+            "10.28.5.1",
+            "dev",
+            "eth0",
+        ],
+    );
     assert_eq!(check(), (0, Value::Null));
 
     ip(&pod, &["route", "del", "default"]);
     let (rc, v) = check();
     assert_eq!((rc, v["code"].as_u64()), (1, Some(101)), "{v}");
     assert!(v["msg"].as_str().unwrap().contains("default route"), "{v}");
-    ip(&pod, &["route", "add", "default", "via", "10.28.5.1", "dev", "eth0"]);
+    ip(
+        &pod,
+        &["route", "add", "default", "via", "10.28.5.1", "dev", "eth0"],
+    );
     assert_eq!(check(), (0, Value::Null));
 
     // A prevResult that lists another address.
@@ -441,7 +541,12 @@ fn gc_removes_what_is_not_in_the_valid_list() {
         return;
     }
     let node = Node::new();
-    let conf = node.conf("1.1.0", "c28gc", json!({"subnet": "10.28.6.0/24"}), "netfilter");
+    let conf = node.conf(
+        "1.1.0",
+        "c28gc",
+        json!({"subnet": "10.28.6.0/24"}),
+        "netfilter",
+    );
     let pods: Vec<NetNs> = (0..3).map(|_| common::netns("c28pod")).collect();
     let results: Vec<Value> = pods
         .iter()
@@ -457,9 +562,24 @@ fn gc_removes_what_is_not_in_the_valid_list() {
         node.allocations("c28gc"),
         BTreeSet::from([ip_of(&results[1]).to_string()])
     );
-    assert_eq!(node.links(), vec![results[1]["interfaces"][0]["name"].as_str().unwrap().to_owned()]);
-    assert_eq!(pod_addresses(&pods[0]), Vec::<String>::new(), "the veth went with its node side");
-    assert!(node.nft_tables().contains("labctl-cni"), "one pod still masqueraded");
+    assert_eq!(
+        node.links(),
+        vec![
+            results[1]["interfaces"][0]["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        ]
+    );
+    assert_eq!(
+        pod_addresses(&pods[0]),
+        Vec::<String>::new(),
+        "the veth went with its node side"
+    );
+    assert!(
+        node.nft_tables().contains("labctl-cni"),
+        "one pod still masqueraded"
+    );
     // The kept one is intact.
     let (rc, v) = node.call("CHECK", "c28-gc-1", &path(&pods[1]), "eth0", &conf);
     assert_eq!((rc, &v), (0, &Value::Null));
@@ -492,7 +612,10 @@ fn ipam_exhaustion_is_an_error_naming_the_range_and_release_frees() {
     let (rc, v) = node.call("ADD", "c28-full-2", &path(&pods[2]), "eth0", &conf);
     assert_eq!((rc, v["code"].as_u64()), (1, Some(102)), "{v}");
     let msg = v["msg"].as_str().unwrap();
-    assert!(msg.contains("10.28.7.0/24 (10.28.7.10-10.28.7.11)"), "{msg}");
+    assert!(
+        msg.contains("10.28.7.0/24 (10.28.7.10-10.28.7.11)"),
+        "{msg}"
+    );
     assert_eq!(pod_addresses(&pods[2]), Vec::<String>::new());
     assert_eq!(node.links().len(), 2, "the failed ADD left nothing");
     let (rc, v) = node.call_raw(&[("CNI_COMMAND", "STATUS")], conf.to_string().as_bytes());
@@ -502,7 +625,11 @@ fn ipam_exhaustion_is_an_error_naming_the_range_and_release_frees() {
     let (rc, v) = node.call_raw(&[("CNI_COMMAND", "STATUS")], conf.to_string().as_bytes());
     assert_eq!((rc, &v), (0, &Value::Null));
     let c = node.add("c28-full-2", &pods[2], &conf);
-    assert_eq!(ip_of(&c), ip_of(&a), "the released address is handed out again");
+    assert_eq!(
+        ip_of(&c),
+        ip_of(&a),
+        "the released address is handed out again"
+    );
     node.del("c28-full-1", &path(&pods[1]), &conf);
     node.del("c28-full-2", &path(&pods[2]), &conf);
     node.assert_clean("c28full");
@@ -601,12 +728,19 @@ fn pods_reach_each_other_the_node_and_the_world_masqueraded() {
     let world = common::netns("c28world");
     let up = rtnl(&node.ns);
     up.add_veth("c28up", "c28world0", 1500, &world).unwrap();
-    up.add_address("c28up", "192.0.2.1".parse().unwrap(), 24).unwrap();
+    up.add_address("c28up", "192.0.2.1".parse().unwrap(), 24)
+        .unwrap();
     up.set_up("c28up").unwrap();
     let w = rtnl(&world);
-    w.add_address("c28world0", "192.0.2.2".parse().unwrap(), 24).unwrap();
+    w.add_address("c28world0", "192.0.2.2".parse().unwrap(), 24)
+        .unwrap();
     w.set_up("c28world0").unwrap();
-    let conf = node.conf("1.1.0", "c28ping", json!({"subnet": "10.28.9.0/24"}), "netfilter");
+    let conf = node.conf(
+        "1.1.0",
+        "c28ping",
+        json!({"subnet": "10.28.9.0/24"}),
+        "netfilter",
+    );
     let (a, b) = (common::netns("c28pod"), common::netns("c28pod"));
     let ra = node.add("c28-ping-a", &a, &conf);
     let rb = node.add("c28-ping-b", &b, &conf);
@@ -641,7 +775,12 @@ fn cni_log_shows_every_call() {
         return;
     }
     let node = Node::new();
-    let conf = node.conf("1.1.0", "c28log", json!({"subnet": "10.28.10.0/24"}), "none");
+    let conf = node.conf(
+        "1.1.0",
+        "c28log",
+        json!({"subnet": "10.28.10.0/24"}),
+        "none",
+    );
     let pod = common::netns("c28pod");
     // A follower started before the calls sees them as they come.
     let mut follower = Command::new(env!("CARGO_BIN_EXE_labctl"))
@@ -677,13 +816,17 @@ fn cni_log_shows_every_call() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
     let said = common::said(&out.stdout);
-    assert!(said.contains(&format!("ADD c28-log eth0 ok {}/32", ip_of(&r))), "{said}");
+    assert!(
+        said.contains(&format!("ADD c28-log eth0 ok {}/32", ip_of(&r))),
+        "{said}"
+    );
     assert!(said.contains("ADD c28-log-bad eth0 error 3:"), "{said}");
     assert!(said.contains("DEL c28-log eth0 ok"), "{said}");
     assert!(said.contains("network c28log"), "{said}");
 
     // The follower printed the same three records, then ends at Ctrl-C.
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follower.stdout.take().unwrap()));
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(follower.stdout.take().unwrap()));
     let followed: Vec<Value> = (0..3)
         .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
         .collect();
@@ -700,7 +843,12 @@ fn bad_calls_get_the_spec_error_codes() {
     }
     let node = Node::new();
     let pod = common::netns("c28pod");
-    let conf = node.conf("1.1.0", "c28bad", json!({"subnet": "10.28.11.0/24"}), "none");
+    let conf = node.conf(
+        "1.1.0",
+        "c28bad",
+        json!({"subnet": "10.28.11.0/24"}),
+        "none",
+    );
     let code = |(rc, v): (i32, Value)| {
         assert_eq!(rc, 1, "{v}");
         assert!(!v["msg"].as_str().unwrap().is_empty());
@@ -715,32 +863,68 @@ fn bad_calls_get_the_spec_error_codes() {
         ]
     };
     let stdin = conf.to_string();
-    assert_eq!(code(node.call_raw(&[], stdin.as_bytes())), 4, "no CNI_COMMAND");
+    assert_eq!(
+        code(node.call_raw(&[], stdin.as_bytes())),
+        4,
+        "no CNI_COMMAND"
+    );
     assert_eq!(code(node.call_raw(&env("FROB"), stdin.as_bytes())), 4);
-    assert_eq!(code(node.call_raw(&env("ADD"), stdin.as_bytes())), 4, "ADD without CNI_NETNS");
-    assert_eq!(code(node.call("ADD", "../x", &path(&pod), "eth0", &conf)), 4);
-    assert_eq!(code(node.call("ADD", "c28-bad", &path(&pod), "a/b", &conf)), 4);
+    assert_eq!(
+        code(node.call_raw(&env("ADD"), stdin.as_bytes())),
+        4,
+        "ADD without CNI_NETNS"
+    );
+    assert_eq!(
+        code(node.call("ADD", "../x", &path(&pod), "eth0", &conf)),
+        4
+    );
+    assert_eq!(
+        code(node.call("ADD", "c28-bad", &path(&pod), "a/b", &conf)),
+        4
+    );
     assert_eq!(code(node.call_raw(&env("DEL"), b"{not json")), 6);
     let mut old = conf.clone();
     old["cniVersion"] = json!("0.2.0");
-    assert_eq!(code(node.call("ADD", "c28-bad", &path(&pod), "eth0", &old)), 1);
+    assert_eq!(
+        code(node.call("ADD", "c28-bad", &path(&pod), "eth0", &old)),
+        1
+    );
     let mut no_ipam = conf.clone();
     no_ipam.as_object_mut().unwrap().remove("ipam");
-    assert_eq!(code(node.call("ADD", "c28-bad", &path(&pod), "eth0", &no_ipam)), 7);
+    assert_eq!(
+        code(node.call("ADD", "c28-bad", &path(&pod), "eth0", &no_ipam)),
+        7
+    );
     let mut ebpf = conf.clone();
     ebpf["labctl"]["masquerade"] = json!("ebpf");
-    assert_eq!(code(node.call("ADD", "c28-bad", &path(&pod), "eth0", &ebpf)), 7);
+    assert_eq!(
+        code(node.call("ADD", "c28-bad", &path(&pod), "eth0", &ebpf)),
+        7
+    );
     let (rc, v) = node.call_raw(&env("GC"), stdin.as_bytes());
-    assert_eq!((rc, v["code"].as_u64()), (1, Some(7)), "GC without the valid list: {v}");
+    assert_eq!(
+        (rc, v["code"].as_u64()),
+        (1, Some(7)),
+        "GC without the valid list: {v}"
+    );
     // A file that is not a network namespace.
     let not_ns = node.dir.path().join("plain");
     std::fs::write(&not_ns, "").unwrap();
-    assert_eq!(code(node.call("ADD", "c28-bad", not_ns.to_str().unwrap(), "eth0", &conf)), 3);
+    assert_eq!(
+        code(node.call("ADD", "c28-bad", not_ns.to_str().unwrap(), "eth0", &conf)),
+        3
+    );
     // A second ADD of the same interface name in the pod.
     node.add("c28-bad-a", &pod, &conf);
     let (rc, v) = node.call("ADD", "c28-bad-b", &path(&pod), "eth0", &conf);
     assert_eq!((rc, v["code"].as_u64()), (1, Some(100)), "{v}");
-    assert!(v["msg"].as_str().unwrap().contains("already has an interface named eth0"), "{v}");
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap()
+            .contains("already has an interface named eth0"),
+        "{v}"
+    );
     assert_eq!(node.links().len(), 1, "the failed ADD rolled back");
     node.del("c28-bad-a", &path(&pod), &conf);
     node.assert_clean("c28bad");

@@ -234,7 +234,13 @@ mod tests {
             version: "1.1.0".into(),
             result: Err(CniError::new(7, "bad", "details")),
         };
-        let r = Record::new(&env, b"{\"name\":\"n\"}", &outcome, Duration::from_millis(3), SystemTime::UNIX_EPOCH);
+        let r = Record::new(
+            &env,
+            b"{\"name\":\"n\"}",
+            &outcome,
+            Duration::from_millis(3),
+            SystemTime::UNIX_EPOCH,
+        );
         append(d.path(), &r).unwrap();
         append(d.path(), &r).unwrap();
         let all = read(d.path()).unwrap();
@@ -243,7 +249,10 @@ mod tests {
         assert_eq!(all[0].network(), Some("n"));
         assert_eq!(all[0].time, "1970-01-01T00:00:00.000Z");
         // Full: the next append rotates.
-        let f = std::fs::OpenOptions::new().append(true).open(d.path().join(FILE)).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join(FILE))
+            .unwrap();
         f.set_len(MAX_BYTES).unwrap();
         append(d.path(), &r).unwrap();
         assert!(d.path().join(OLD).exists());

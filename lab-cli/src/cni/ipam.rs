@@ -291,11 +291,18 @@ mod tests {
         let _lock = store.lock().unwrap();
         let a = store.allocate("a", "eth0").unwrap();
         assert_eq!(a, Ipv4Addr::new(10, 9, 0, 2), "the gateway is skipped");
-        assert_eq!(store.allocate("a", "eth0").unwrap(), a, "the same attachment");
+        assert_eq!(
+            store.allocate("a", "eth0").unwrap(),
+            a,
+            "the same attachment"
+        );
         let b = store.allocate("b", "eth0").unwrap();
         assert_eq!(b, Ipv4Addr::new(10, 9, 0, 3));
         let err = store.allocate("c", "eth0").unwrap_err();
-        assert!(err.to_string().contains("10.9.0.0/24 (10.9.0.1-10.9.0.3)"), "{err}");
+        assert!(
+            err.to_string().contains("10.9.0.0/24 (10.9.0.1-10.9.0.3)"),
+            "{err}"
+        );
         assert_eq!(CniError::from(&err).code, code::EXHAUSTED);
         assert_eq!(store.free().unwrap(), 0);
         assert_eq!(store.release("a", "eth0").unwrap(), Some(a));
@@ -308,7 +315,10 @@ mod tests {
     #[test]
     fn owners_are_read_in_both_line_ends() {
         let a = parse_owner("abc\r\neth0\r\n").unwrap();
-        assert_eq!((a.container_id.as_str(), a.ifname.as_str()), ("abc", "eth0"));
+        assert_eq!(
+            (a.container_id.as_str(), a.ifname.as_str()),
+            ("abc", "eth0")
+        );
         assert!(parse_owner("abc").is_none());
     }
 }

@@ -12,10 +12,7 @@
 //! Pods reach each other and the node through the node's routing table;
 //! traffic leaving the node is masqueraded when the config asks for it.
 
-use std::{
-    net::Ipv4Addr,
-    path::Path,
-};
+use std::{net::Ipv4Addr, path::Path};
 
 use ipnet::Ipv4Net;
 use serde_json::Value;
@@ -88,7 +85,12 @@ pub fn call(env: &Env, stdin: &[u8]) -> Outcome {
     out
 }
 
-fn run(env: &Env, verb: Verb, stdin: &[u8], version: &mut String) -> Result<Option<Value>, CniError> {
+fn run(
+    env: &Env,
+    verb: Verb,
+    stdin: &[u8],
+    version: &mut String,
+) -> Result<Option<Value>, CniError> {
     let raw = spec::decode(stdin)?;
     let asked = spec::version_of(&raw);
     spec::check_version(&asked)?;
@@ -195,7 +197,13 @@ fn add(env: &Env, net: &Network) -> Result<AddResult, CniError> {
     }
 }
 
-fn wire(env: &Env, net: &Network, ns: &NetNs, veth: &str, ip: Ipv4Addr) -> Result<AddResult, CniError> {
+fn wire(
+    env: &Env,
+    net: &Network,
+    ns: &NetNs,
+    veth: &str,
+    ip: Ipv4Addr,
+) -> Result<AddResult, CniError> {
     let gw = net.range.gateway;
     let host = Rtnl::current().map_err(kernel_err)?;
     // A veth left by an ADD killed half-way (same id, same name).
@@ -214,10 +222,12 @@ fn wire(env: &Env, net: &Network, ns: &NetNs, veth: &str, ip: Ipv4Addr) -> Resul
         })?;
     host.add_address(veth, gw.into(), 32).map_err(kernel_err)?;
     host.set_up(veth).map_err(kernel_err)?;
-    host.add_route(ip, 32, None, veth, false).map_err(kernel_err)?;
+    host.add_route(ip, 32, None, veth, false)
+        .map_err(kernel_err)?;
     let pod = Rtnl::open(ns).map_err(kernel_err)?;
     pod.set_up(&env.ifname).map_err(kernel_err)?;
-    pod.add_address(&env.ifname, ip.into(), 32).map_err(kernel_err)?;
+    pod.add_address(&env.ifname, ip.into(), 32)
+        .map_err(kernel_err)?;
     pod.add_route(gw, 32, None, &env.ifname, false)
         .map_err(kernel_err)?;
     pod.add_route(Ipv4Addr::UNSPECIFIED, 0, Some(gw), &env.ifname, false)
@@ -305,8 +315,13 @@ fn check(env: &Env, net: &Network, prev: Option<&Value>) -> Result<(), CniError>
             "no address allocated",
         )
     };
-    let store = Store::existing(net).map_err(ipam_err)?.ok_or_else(unknown)?;
-    let ip = store.find(id, ifname).map_err(ipam_err)?.ok_or_else(unknown)?;
+    let store = Store::existing(net)
+        .map_err(ipam_err)?
+        .ok_or_else(unknown)?;
+    let ip = store
+        .find(id, ifname)
+        .map_err(ipam_err)?
+        .ok_or_else(unknown)?;
     if let Some(prev) = prev {
         let listed = AddResult::prev_addresses(prev);
         if !listed.iter().any(|a| a.addr() == ip) {
@@ -323,14 +338,18 @@ fn check(env: &Env, net: &Network, prev: Option<&Value>) -> Result<(), CniError>
     let links = pod.links().map_err(kernel_err)?;
     let Some(link) = links.iter().find(|l| &l.name == ifname) else {
         return Err(mismatch(
-            format!("the container has no interface {ifname} any more: DEL and ADD the attachment again"),
+            format!(
+                "the container has no interface {ifname} any more: DEL and ADD the attachment again"
+            ),
             format!("no {ifname} in {}", env.netns),
         ));
     };
     let want = format!("{ip}/32");
     if !link.addresses.contains(&want) {
         return Err(mismatch(
-            format!("{ifname} in the container lost its address {want}: restore it (`ip addr add {want} dev {ifname}`) or DEL and ADD again"),
+            format!(
+                "{ifname} in the container lost its address {want}: restore it (`ip addr add {want} dev {ifname}`) or DEL and ADD again"
+            ),
             format!("{ifname} has {:?}", link.addresses),
         ));
     }
@@ -343,13 +362,17 @@ fn check(env: &Env, net: &Network, prev: Option<&Value>) -> Result<(), CniError>
     };
     if !has(&format!("{gw}/32"), None) {
         return Err(mismatch(
-            format!("the container lost its route to the gateway {gw}: restore it (`ip route add {gw} dev {ifname} scope link`) or DEL and ADD again"),
+            format!(
+                "the container lost its route to the gateway {gw}: restore it (`ip route add {gw} dev {ifname} scope link`) or DEL and ADD again"
+            ),
             format!("routes: {routes:?}"),
         ));
     }
     if !has("default", Some(gw)) {
         return Err(mismatch(
-            format!("the container lost its default route via {gw}: restore it (`ip route add default via {gw} dev {ifname}`) or DEL and ADD again"),
+            format!(
+                "the container lost its default route via {gw}: restore it (`ip route add default via {gw} dev {ifname}`) or DEL and ADD again"
+            ),
             format!("routes: {routes:?}"),
         ));
     }
@@ -357,7 +380,9 @@ fn check(env: &Env, net: &Network, prev: Option<&Value>) -> Result<(), CniError>
     let host = Rtnl::current().map_err(kernel_err)?;
     if host.index(&veth).is_err() {
         return Err(mismatch(
-            format!("the node-side veth {veth} of {ifname} is gone: DEL and ADD the attachment again"),
+            format!(
+                "the node-side veth {veth} of {ifname} is gone: DEL and ADD the attachment again"
+            ),
             format!("no {veth} on the node"),
         ));
     }
@@ -368,7 +393,9 @@ fn check(env: &Env, net: &Network, prev: Option<&Value>) -> Result<(), CniError>
         .any(|r| r.dst == pod_route && r.dev.as_deref() == Some(veth.as_str()))
     {
         return Err(mismatch(
-            format!("the node lost its route to the pod {ip}: restore it (`ip route add {ip} dev {veth} scope link`) or DEL and ADD again"),
+            format!(
+                "the node lost its route to the pod {ip}: restore it (`ip route add {ip} dev {veth} scope link`) or DEL and ADD again"
+            ),
             format!("no {pod_route} dev {veth} on the node"),
         ));
     }
@@ -380,7 +407,10 @@ fn check(env: &Env, net: &Network, prev: Option<&Value>) -> Result<(), CniError>
     }
     if net.masquerade == Masquerade::Netfilter && !masquerade_present(net)? {
         return Err(mismatch(
-            format!("the node lost the masquerade chain of network {} (nft table ip {NFT_TABLE}): ADD a pod again to restore it", net.name),
+            format!(
+                "the node lost the masquerade chain of network {} (nft table ip {NFT_TABLE}): ADD a pod again to restore it",
+                net.name
+            ),
             "nft chain missing",
         ));
     }
@@ -397,7 +427,11 @@ fn gc(net: &Network, valid: &[Attachment]) -> Result<(), CniError> {
         if valid.contains(&att) {
             continue;
         }
-        tracing::info!("GC: {} {} holds {ip}, not valid any more", att.container_id, att.ifname);
+        tracing::info!(
+            "GC: {} {} holds {ip}, not valid any more",
+            att.container_id,
+            att.ifname
+        );
         if let Err(e) = unwire(&att.container_id, &att.ifname) {
             failed.get_or_insert(e);
         }
@@ -412,21 +446,33 @@ fn gc(net: &Network, valid: &[Attachment]) -> Result<(), CniError> {
 }
 
 fn status(net: &Network) -> Result<(), CniError> {
-    let not_available = |msg: String, e: &dyn std::fmt::Display| {
-        CniError::new(code::NOT_AVAILABLE, msg, e)
-    };
-    let store = Store::open(net)
-        .map_err(|e| not_available(format!("the address store cannot be used, so no pod can be added: {}", CniError::from(&e).msg), &e))?;
+    let not_available =
+        |msg: String, e: &dyn std::fmt::Display| CniError::new(code::NOT_AVAILABLE, msg, e);
+    let store = Store::open(net).map_err(|e| {
+        not_available(
+            format!(
+                "the address store cannot be used, so no pod can be added: {}",
+                CniError::from(&e).msg
+            ),
+            &e,
+        )
+    })?;
     store.writable().map_err(|e| {
         not_available(
-            format!("the address store {} cannot be written, so no pod can be added", store.path().display()),
+            format!(
+                "the address store {} cannot be written, so no pod can be added",
+                store.path().display()
+            ),
             &e,
         )
     })?;
     let free = store.free().map_err(ipam_err)?;
     if free == 0 {
         return Err(not_available(
-            format!("no pod address is left in range {}: no pod can be added until one is deleted", net.range),
+            format!(
+                "no pod address is left in range {}: no pod can be added until one is deleted",
+                net.range
+            ),
             &"range exhausted",
         ));
     }
@@ -441,7 +487,10 @@ fn status(net: &Network) -> Result<(), CniError> {
     if attached && net.masquerade == Masquerade::Netfilter && !masquerade_present(net)? {
         return Err(CniError::new(
             code::NOT_AVAILABLE_LIMITED,
-            format!("the masquerade chain of network {} is gone: its pods cannot reach outside the node", net.name),
+            format!(
+                "the masquerade chain of network {} is gone: its pods cannot reach outside the node",
+                net.name
+            ),
             format!("no chain masq-{} in nft table ip {NFT_TABLE}", net.name),
         ));
     }
@@ -471,7 +520,13 @@ fn masquerade_on(net: &Network) -> Result<(), CniError> {
 }
 
 fn masquerade_present(net: &Network) -> Result<bool, CniError> {
-    Ok(tool::run(&node(), "nft", &["list", "chain", "ip", NFT_TABLE, &chain(net)], None).is_ok())
+    Ok(tool::run(
+        &node(),
+        "nft",
+        &["list", "chain", "ip", NFT_TABLE, &chain(net)],
+        None,
+    )
+    .is_ok())
 }
 
 /// Removes the chain of `net`, and the table once no network has one.
@@ -479,7 +534,12 @@ fn masquerade_off(net: &Network) -> Result<(), CniError> {
     if masquerade_present(net)? {
         nft(&["delete", "chain", "ip", NFT_TABLE, &chain(net)], None)?;
     }
-    let Ok(listing) = tool::run(&node(), "nft", &["-j", "list", "table", "ip", NFT_TABLE], None) else {
+    let Ok(listing) = tool::run(
+        &node(),
+        "nft",
+        &["-j", "list", "table", "ip", NFT_TABLE],
+        None,
+    ) else {
         return Ok(());
     };
     let chains = serde_json::from_str::<Value>(&listing)
@@ -516,13 +576,23 @@ mod tests {
             ..Env::default()
         };
         let out = call(&env("VERSION"), br#"{"cniVersion":"0.4.0"}"#);
-        assert_eq!(out.result.unwrap().unwrap()["supportedVersions"][4], "1.1.0");
-        let out = call(&env("STATUS"), br#"{"cniVersion":"1.0.0","name":"n","type":"labctl-cni"}"#);
+        assert_eq!(
+            out.result.unwrap().unwrap()["supportedVersions"][4],
+            "1.1.0"
+        );
+        let out = call(
+            &env("STATUS"),
+            br#"{"cniVersion":"1.0.0","name":"n","type":"labctl-cni"}"#,
+        );
         assert_eq!(out.result.unwrap_err().code, 1);
-        let out = call(&env("CHECK"), br#"{"cniVersion":"0.3.1","name":"n","type":"labctl-cni"}"#);
+        let out = call(
+            &env("CHECK"),
+            br#"{"cniVersion":"0.3.1","name":"n","type":"labctl-cni"}"#,
+        );
+        let text = out.stdout();
         let e = out.result.unwrap_err();
         assert_eq!(e.code, 1);
-        assert!(out.stdout().contains("\"cniVersion\": \"0.3.1\""), "{e}");
+        assert!(text.contains("\"cniVersion\": \"0.3.1\""), "{e}");
         let out = call(&env("ADD"), b"not json");
         assert_eq!(out.result.unwrap_err().code, 6);
     }

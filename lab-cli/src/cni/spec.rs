@@ -3,12 +3,7 @@
 //! and error objects the plugin writes back (CNI spec 1.1.0, and the
 //! shapes of 1.0.0, 0.4.0, 0.3.1 and 0.3.0).
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    net::Ipv4Addr,
-    path::PathBuf,
-};
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -261,7 +256,9 @@ impl Env {
         }
         if self.ifname.is_empty() {
             return Err(env_error(
-                format!("CNI_IFNAME is not set: {verb} needs the interface name inside the container (such as eth0)"),
+                format!(
+                    "CNI_IFNAME is not set: {verb} needs the interface name inside the container (such as eth0)"
+                ),
                 "CNI_IFNAME missing",
             ));
         }
@@ -269,6 +266,15 @@ impl Env {
             return Err(env_error(
                 format!("CNI_IFNAME={} is not an interface name: {why}", self.ifname),
                 "invalid CNI_IFNAME",
+            ));
+        }
+        if !self.netns.is_empty() && !self.netns.starts_with('/') {
+            return Err(env_error(
+                format!(
+                    "CNI_NETNS={} is not a path: give the path of the container's network namespace (such as /var/run/netns/NAME or /proc/PID/ns/net)",
+                    self.netns
+                ),
+                "CNI_NETNS not absolute",
             ));
         }
         if matches!(verb, Verb::Add | Verb::Check) && self.netns.is_empty() {
@@ -405,7 +411,11 @@ pub struct Range {
 impl Range {
     /// How many addresses can be handed out.
     pub fn size(&self) -> u32 {
-        let (s, e, g) = (u32::from(self.start), u32::from(self.end), u32::from(self.gateway));
+        let (s, e, g) = (
+            u32::from(self.start),
+            u32::from(self.end),
+            u32::from(self.gateway),
+        );
         let n = e - s + 1;
         if (s..=e).contains(&g) { n - 1 } else { n }
     }
@@ -572,9 +582,9 @@ fn check_range(r: &RangeConf) -> Result<Range, CniError> {
     let last = u32::from(subnet.broadcast()) - 1;
     let addr = |what: &str, v: &Option<String>| -> Result<Option<Ipv4Addr>, CniError> {
         let Some(v) = v else { return Ok(None) };
-        let a: Ipv4Addr = v.parse().map_err(|e| {
-            config_error(format!("ipam {what} {v:?} is not an IPv4 address"), e)
-        })?;
+        let a: Ipv4Addr = v
+            .parse()
+            .map_err(|e| config_error(format!("ipam {what} {v:?} is not an IPv4 address"), e))?;
         if !(first..=last).contains(&u32::from(a)) {
             return Err(config_error(
                 format!(
@@ -705,7 +715,8 @@ mod tests {
     use super::*;
 
     fn conf(ipam: Value) -> Result<Network, CniError> {
-        let raw = json!({"cniVersion": "1.1.0", "name": "c28net", "type": "labctl-cni", "ipam": ipam});
+        let raw =
+            json!({"cniVersion": "1.1.0", "name": "c28net", "type": "labctl-cni", "ipam": ipam});
         network(&parse(&raw)?)
     }
 
@@ -729,8 +740,10 @@ mod tests {
         assert_eq!(n.mtu, 1500);
         let n = conf(json!({"ranges": [[{"subnet": "10.9.0.0/30"}]]})).unwrap();
         assert_eq!(n.range.size(), 1);
-        let n = conf(json!({"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.10", "rangeEnd": "10.9.0.11"}))
-            .unwrap();
+        let n = conf(
+            json!({"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.10", "rangeEnd": "10.9.0.11"}),
+        )
+        .unwrap();
         assert_eq!(n.range.size(), 2);
     }
 
@@ -739,9 +752,16 @@ mod tests {
         assert_eq!(conf(json!({})).unwrap_err().code, 7);
         assert_eq!(conf(json!({"subnet": "10.9.0.0/31"})).unwrap_err().code, 7);
         assert_eq!(conf(json!({"subnet": "nope"})).unwrap_err().code, 7);
-        assert_eq!(conf(json!({"type": "dhcp", "subnet": "10.9.0.0/24"})).unwrap_err().code, 7);
         assert_eq!(
-            conf(json!({"subnet": "10.9.0.0/24", "gateway": "10.8.0.1"})).unwrap_err().code,
+            conf(json!({"type": "dhcp", "subnet": "10.9.0.0/24"}))
+                .unwrap_err()
+                .code,
+            7
+        );
+        assert_eq!(
+            conf(json!({"subnet": "10.9.0.0/24", "gateway": "10.8.0.1"}))
+                .unwrap_err()
+                .code,
             7
         );
         assert_eq!(
@@ -762,7 +782,11 @@ mod tests {
                 mtu: Some(1500),
                 sandbox: Some("/run/netns/x".into()),
             }],
-            ips: vec![("10.9.0.2/24".parse().unwrap(), Ipv4Addr::new(10, 9, 0, 1), 0)],
+            ips: vec![(
+                "10.9.0.2/24".parse().unwrap(),
+                Ipv4Addr::new(10, 9, 0, 1),
+                0,
+            )],
             routes: vec![("0.0.0.0/0".parse().unwrap(), Ipv4Addr::new(10, 9, 0, 1))],
         };
         let old = r.to_json("0.4.0");
@@ -772,21 +796,40 @@ mod tests {
         assert!(new["ips"][0].get("version").is_none());
         assert_eq!(new["interfaces"][0]["mtu"], 1500);
         assert_eq!(new["cniVersion"], "1.1.0");
-        assert_eq!(AddResult::prev_addresses(&new), vec!["10.9.0.2/24".parse().unwrap()]);
+        assert_eq!(
+            AddResult::prev_addresses(&new),
+            vec!["10.9.0.2/24".parse().unwrap()]
+        );
     }
 
     #[test]
     fn the_environment_is_checked_per_verb() {
         let env = |pairs: &[(&str, &str)]| {
-            let map: BTreeMap<String, String> =
-                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let map: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             Env::read(|k| map.get(k).cloned())
         };
         assert_eq!(env(&[]).verb().unwrap_err().code, 4);
         assert_eq!(env(&[("CNI_COMMAND", "NOPE")]).verb().unwrap_err().code, 4);
-        let e = env(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "abc"), ("CNI_IFNAME", "eth0")]);
+        let e = env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_IFNAME", "eth0"),
+        ]);
         assert_eq!(e.validate(Verb::Add).unwrap_err().code, 4, "no netns");
         assert!(e.validate(Verb::Del).is_ok(), "DEL without a netns");
+        let e = env(&[
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", "host"),
+        ]);
+        assert_eq!(
+            e.validate(Verb::Add).unwrap_err().code,
+            4,
+            "a name, not a path"
+        );
         let e = env(&[("CNI_CONTAINERID", "../x"), ("CNI_IFNAME", "eth0")]);
         assert_eq!(e.validate(Verb::Del).unwrap_err().code, 4);
         let e = env(&[("CNI_CONTAINERID", "a"), ("CNI_IFNAME", "a/b")]);
@@ -794,6 +837,12 @@ mod tests {
         let e = env(&[("CNI_ARGS", "K8S_POD_NAME=x;IgnoreUnknown=1")]);
         assert_eq!(e.args.len(), 2);
         assert!(e.validate(Verb::Status).is_ok());
-        assert_eq!(env(&[("CNI_ARGS", "bad")]).validate(Verb::Gc).unwrap_err().code, 4);
+        assert_eq!(
+            env(&[("CNI_ARGS", "bad")])
+                .validate(Verb::Gc)
+                .unwrap_err()
+                .code,
+            4
+        );
     }
 }

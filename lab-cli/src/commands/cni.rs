@@ -121,9 +121,11 @@ fn log(args: CniLogArgs) -> anyhow::Result<Outcome> {
     let dir = calllog::dir_path();
     let mut out = std::io::stdout().lock();
     let records = calllog::read(&dir).with_context(|| format!("reading {}", dir.display()))?;
-    let skip = args
-        .last
-        .map_or(0, |n| records.len().saturating_sub(usize::try_from(n).unwrap_or(usize::MAX)));
+    let skip = args.last.map_or(0, |n| {
+        records
+            .len()
+            .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX))
+    });
     let shown = &records[skip..];
     if !args.follow {
         if args.output == OutputFormat::Json {
@@ -201,11 +203,19 @@ fn render_one(out: &mut impl Write, r: &Record, details: bool) -> std::io::Resul
         }
         (None, Some(res)) if r.verb == "VERSION" => format!(
             "ok {}",
-            res.get("cniVersion").and_then(Value::as_str).unwrap_or_default()
+            res.get("cniVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
         ),
         _ => "ok".to_owned(),
     };
-    let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
     writeln!(
         out,
         "{:<12} {:<6} {:<16} {:<6} {:<28} {:>6}",

@@ -167,7 +167,8 @@ mod tests {
     fn a_bounded_wait_gives_up_while_the_lock_is_held() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
-        let _first = exclusive(File::create(&path).unwrap(), |_| panic!("nobody holds it")).unwrap();
+        let _first =
+            exclusive(File::create(&path).unwrap(), |_| panic!("nobody holds it")).unwrap();
         let t = Instant::now();
         let second = exclusive_within(File::open(&path).unwrap(), Duration::from_millis(200));
         assert!(matches!(second, Err(LockWait::TimedOut(Some(h))) if h.pid == std::process::id()));

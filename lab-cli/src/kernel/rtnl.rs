@@ -320,10 +320,7 @@ impl Rtnl {
             Err(e) => return Err(e),
         };
         let fail = self.fail(format!("deleting {name}"));
-        match self
-            .rt
-            .block_on(self.handle.link().del(index).execute())
-        {
+        match self.rt.block_on(self.handle.link().del(index).execute()) {
             Ok(()) => Ok(true),
             Err(rtnetlink::Error::NetlinkError(ref m)) if m.raw_code() == -libc::ENODEV => {
                 Ok(false)
