@@ -169,7 +169,7 @@ fn log(args: CniLogArgs) -> anyhow::Result<Outcome> {
 
 fn header_line() -> String {
     format!(
-        "{:<12} {:<6} {:<16} {:<6} {:<28} {:>6}",
+        "{:<12} {:<7} {:<16} {:<6} {:<27} {:>6}",
         "TIME", "VERB", "CONTAINER", "IFACE", "OUTCOME", "TOOK"
     )
 }
@@ -218,12 +218,12 @@ fn render_one(out: &mut impl Write, r: &Record, details: bool) -> std::io::Resul
     };
     writeln!(
         out,
-        "{:<12} {:<6} {:<16} {:<6} {:<28} {:>6}",
+        "{:<12} {:<7} {:<16} {:<6} {:<27} {:>6}",
         time,
-        width::elide(&r.verb, 6),
+        width::elide(&r.verb, 7),
         width::elide(&dash(&r.container_id), 16),
         width::elide(&dash(&r.ifname), 6),
-        width::elide(&outcome, 28),
+        width::elide(&outcome, 27),
         took(r.duration_ms),
     )?;
     if details {
@@ -234,8 +234,19 @@ fn render_one(out: &mut impl Write, r: &Record, details: bool) -> std::io::Resul
         if let Some(v) = r.config.get("cniVersion").and_then(Value::as_str) {
             facts.push(format!("cniVersion {v}"));
         }
-        if !r.args.is_empty() {
-            let args: Vec<String> = r.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // What kubelet passes: the pod's name (the sandbox id is the container id).
+        if let (Some(ns), Some(name)) =
+            (r.args.get("K8S_POD_NAMESPACE"), r.args.get("K8S_POD_NAME"))
+        {
+            facts.push(format!("pod {ns}/{name}"));
+        }
+        let args: Vec<String> = r
+            .args
+            .iter()
+            .filter(|(k, _)| !k.starts_with("K8S_POD_"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !args.is_empty() {
             facts.push(format!("args {}", args.join(";")));
         }
         facts.push(format!("pid {}", r.pid));
