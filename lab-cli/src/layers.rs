@@ -10,8 +10,8 @@ use std::{
 const LAYERS: &[&[&str]] = &[
     &["kernel"],
     &["ebpf"],
-    &["cni", "drops", "conntrack", "masq", "policy", "services"],
-    &["lab"],
+    &["drops", "conntrack", "masq", "policy", "services"],
+    &["lab", "cni"],
     &["demo", "exercises", "metrics", "flows"],
     &["output"],
     &["cli"],

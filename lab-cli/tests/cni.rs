@@ -719,10 +719,23 @@ fn exchange(from: &NetNs, at: &NetNs, to: SocketAddr) -> SocketAddr {
 }
 
 #[test]
-fn pods_reach_each_other_the_node_and_the_world_masqueraded() {
-    if !common::privileged("pods_reach_each_other_the_node_and_the_world_masqueraded") {
+fn pods_reach_each_other_the_node_and_the_world_masqueraded_by_netfilter() {
+    if !common::privileged("pods_reach_each_other_the_node_and_the_world_masqueraded_by_netfilter")
+    {
         return;
     }
+    connectivity("netfilter");
+}
+
+#[test]
+fn pods_reach_each_other_the_node_and_the_world_masqueraded_by_ebpf() {
+    if !common::privileged("pods_reach_each_other_the_node_and_the_world_masqueraded_by_ebpf") {
+        return;
+    }
+    connectivity("ebpf");
+}
+
+fn connectivity(mode: &str) {
     let node = Node::new();
     // The node's uplink to a "world" namespace: 192.0.2.1 <-> 192.0.2.2.
     let world = common::netns("c28world");
@@ -735,12 +748,17 @@ fn pods_reach_each_other_the_node_and_the_world_masqueraded() {
     w.add_address("c28world0", "192.0.2.2".parse().unwrap(), 24)
         .unwrap();
     w.set_up("c28world0").unwrap();
-    let conf = node.conf(
-        "1.1.0",
-        "c28ping",
-        json!({"subnet": "10.28.9.0/24"}),
-        "netfilter",
-    );
+    // The uplink is found by the node's default route.
+    up.add_route(
+        Ipv4Addr::UNSPECIFIED,
+        0,
+        Some(Ipv4Addr::new(192, 0, 2, 2)),
+        "c28up",
+        false,
+    )
+    .unwrap();
+    let node_ino = node.ns.inode().unwrap();
+    let conf = node.conf("1.1.0", "c28ping", json!({"subnet": "10.28.9.0/24"}), mode);
     let (a, b) = (common::netns("c28pod"), common::netns("c28pod"));
     let ra = node.add("c28-ping-a", &a, &conf);
     let rb = node.add("c28-ping-b", &b, &conf);
@@ -754,11 +772,27 @@ fn pods_reach_each_other_the_node_and_the_world_masqueraded() {
     // Pod to node (its gateway address).
     let seen = exchange(&a, &node.ns, SocketAddr::from(([10, 28, 9, 1], 7003)));
     assert_eq!(seen.ip(), ia);
-    // Pod to the world: masqueraded to the node's uplink address, counted by
-    // the plugin's nft rule.
+    // Pod to the world: masqueraded to the node's uplink address, by the
+    // plugin's nft rule (its counter) or by the eBPF NAT (its table).
     let seen = exchange(&a, &world, SocketAddr::from(([192, 0, 2, 2], 7004)));
     assert_eq!(seen.ip(), Ipv4Addr::new(192, 0, 2, 1));
-    assert!(common::nft_counted(&node.ns, "ip", "labctl-cni") >= 1);
+    if mode == "netfilter" {
+        assert!(common::nft_counted(&node.ns, "ip", "labctl-cni") >= 1);
+        assert!(!lab_cli::masq::nat::present(node_ino));
+    } else {
+        assert!(!node.nft_tables().contains("labctl-cni"));
+        let table = lab_cli::masq::nat::table(node_ino).unwrap();
+        let out: Vec<_> = table
+            .entries
+            .iter()
+            .filter(|e| e.src == ia && e.dst == Ipv4Addr::new(192, 0, 2, 2) && e.dport == 7004)
+            .collect();
+        assert_eq!(out.len(), 1, "{:?}", table.entries);
+        assert_eq!(out[0].xlate_addr, Ipv4Addr::new(192, 0, 2, 1));
+        // CHECK sees it in place.
+        let (rc, v) = node.call("CHECK", "c28-ping-a", &path(&a), "eth0", &conf);
+        assert_eq!((rc, &v), (0, &Value::Null));
+    }
 
     node.del("c28-ping-a", &path(&a), &conf);
     // The other pod still reaches the node after one veth (and its copy of
@@ -767,6 +801,10 @@ fn pods_reach_each_other_the_node_and_the_world_masqueraded() {
     assert_eq!(seen.ip(), ib);
     node.del("c28-ping-b", &path(&b), &conf);
     node.assert_clean("c28ping");
+    assert!(
+        !lab_cli::masq::nat::present(node_ino),
+        "eBPF NAT left pinned"
+    );
 }
 
 #[test]
@@ -895,12 +933,13 @@ fn bad_calls_get_the_spec_error_codes() {
         code(node.call("ADD", "c28-bad", &path(&pod), "eth0", &no_ipam)),
         7
     );
+    // eBPF masquerading on a node without a default route (no uplink).
     let mut ebpf = conf.clone();
     ebpf["labctl"]["masquerade"] = json!("ebpf");
-    assert_eq!(
-        code(node.call("ADD", "c28-bad", &path(&pod), "eth0", &ebpf)),
-        7
-    );
+    let (rc, v) = node.call("ADD", "c28-bad", &path(&pod), "eth0", &ebpf);
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(7)), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("default route"), "{v}");
+    assert_eq!(node.allocations("c28bad"), BTreeSet::new(), "rolled back");
     let (rc, v) = node.call_raw(&env("GC"), stdin.as_bytes());
     assert_eq!(
         (rc, v["code"].as_u64()),

@@ -235,6 +235,26 @@ impl Store {
         Ok(())
     }
 
+    /// A note the plugin keeps next to the allocations (what it set up
+    /// on the node, to undo it later); None: there is none.
+    pub fn note(&self, name: &str) -> Result<Option<String>, IpamError> {
+        self.dir.read(OsStr::new(name)).map_err(self.store_err())
+    }
+
+    pub fn set_note(&self, name: &str, text: &str) -> Result<(), IpamError> {
+        self.dir
+            .write(OsStr::new(name), text.as_bytes(), 0o644)
+            .map(drop)
+            .map_err(self.store_err())
+    }
+
+    pub fn remove_note(&self, name: &str) -> Result<(), IpamError> {
+        self.dir
+            .remove(OsStr::new(name))
+            .map(drop)
+            .map_err(self.store_err())
+    }
+
     pub fn path(&self) -> PathBuf {
         self.dir.path().to_owned()
     }
@@ -271,6 +291,8 @@ mod tests {
             },
             data_dir: dir.to_owned(),
             masquerade: Masquerade::None,
+            cluster: "10.9.0.0/24".parse().unwrap(),
+            uplink: None,
         }
     }
 

@@ -24,10 +24,14 @@ use super::{
         self, AddResult, Attachment, CniError, Env, Interface, Masquerade, Network, Verb, code,
     },
 };
-use crate::kernel::{
-    netns::{self, NetNs},
-    rtnl::{Rtnl, RtnlError},
-    sysctl, tool,
+use crate::{
+    ebpf::tc::TcAttach,
+    kernel::{
+        netns::{self, NetNs},
+        rtnl::{Rtnl, RtnlError},
+        sysctl, tool,
+    },
+    masq,
 };
 
 /// The nft table that masquerades pods (one chain per network).
@@ -172,28 +176,45 @@ fn add(env: &Env, net: &Network) -> Result<AddResult, CniError> {
     let store = Store::open(net).map_err(ipam_err)?;
     let ip = {
         let _lock = store.lock().map_err(ipam_err)?;
-        store
+        let ip = store
             .allocate(&env.container_id, &env.ifname)
-            .map_err(ipam_err)?
+            .map_err(ipam_err)?;
+        // Under the lock: the first pod sets masquerading up, the last
+        // one's DEL removes it.
+        if let Err(e) = masquerade_on(net, &store) {
+            undo_allocation(net, &store, env);
+            return Err(e);
+        }
+        ip
     };
     let veth = host_veth(&env.container_id, &env.ifname);
     match wire(env, net, &ns, &veth, ip) {
         Ok(result) => Ok(result),
         Err(e) => {
-            // Nothing left behind: the veth (its peer goes with it), the address.
+            // Nothing left behind: the veth (its peer goes with it), the
+            // address, masquerading if this was the only pod.
             if let Err(undo) = Rtnl::current().and_then(|r| r.delete_link(&veth)) {
                 tracing::warn!("rolling back ADD: {undo}");
             }
             match store.lock() {
-                Ok(_lock) => {
-                    if let Err(undo) = store.release(&env.container_id, &env.ifname) {
-                        tracing::warn!("rolling back ADD: {undo}");
-                    }
-                }
+                Ok(_lock) => undo_allocation(net, &store, env),
                 Err(undo) => tracing::warn!("rolling back ADD: {undo}"),
             }
             Err(e)
         }
+    }
+}
+
+/// Releases a failed ADD's address (the caller holds the lock), and
+/// masquerading when no pod is left.
+fn undo_allocation(net: &Network, store: &Store, env: &Env) {
+    if let Err(undo) = store.release(&env.container_id, &env.ifname) {
+        tracing::warn!("rolling back ADD: {undo}");
+    }
+    if store.list().is_ok_and(|l| l.is_empty())
+        && let Err(undo) = masquerade_off(net, store)
+    {
+        tracing::warn!("rolling back ADD: {undo}");
     }
 }
 
@@ -234,9 +255,6 @@ fn wire(
         .map_err(kernel_err)?;
     if !forwarding() {
         sysctl::write(&["net", "ipv4", "ip_forward"], "1").map_err(kernel_err)?;
-    }
-    if net.masquerade == Masquerade::Netfilter {
-        masquerade_on(net)?;
     }
     let mac = |r: &Rtnl, name: &str| -> Result<String, CniError> {
         Ok(r.links()
@@ -292,8 +310,8 @@ fn del(env: &Env, net: &Network) -> Result<(), CniError> {
         store
             .release(&env.container_id, &env.ifname)
             .map_err(ipam_err)?;
-        if net.masquerade == Masquerade::Netfilter && store.list().map_err(ipam_err)?.is_empty() {
-            masquerade_off(net)?;
+        if store.list().map_err(ipam_err)?.is_empty() {
+            masquerade_off(net, &store)?;
         }
     }
     unwired
@@ -405,13 +423,14 @@ fn check(env: &Env, net: &Network, prev: Option<&Value>) -> Result<(), CniError>
             "ip_forward=0",
         ));
     }
-    if net.masquerade == Masquerade::Netfilter && !masquerade_present(net)? {
+    if !masquerade_present(net, &store)? {
         return Err(mismatch(
             format!(
-                "the node lost the masquerade chain of network {} (nft table ip {NFT_TABLE}): ADD a pod again to restore it",
+                "the node lost the {} masquerading of network {}: DEL and ADD a pod again to restore it",
+                net.masquerade.as_str(),
                 net.name
             ),
-            "nft chain missing",
+            "masquerading missing",
         ));
     }
     Ok(())
@@ -439,8 +458,8 @@ fn gc(net: &Network, valid: &[Attachment]) -> Result<(), CniError> {
             .release(&att.container_id, &att.ifname)
             .map_err(ipam_err)?;
     }
-    if net.masquerade == Masquerade::Netfilter && store.list().map_err(ipam_err)?.is_empty() {
-        masquerade_off(net)?;
+    if store.list().map_err(ipam_err)?.is_empty() {
+        masquerade_off(net, &store)?;
     }
     failed.map_or(Ok(()), Err)
 }
@@ -484,14 +503,15 @@ fn status(net: &Network) -> Result<(), CniError> {
             "ip_forward=0",
         ));
     }
-    if attached && net.masquerade == Masquerade::Netfilter && !masquerade_present(net)? {
+    if attached && !masquerade_present(net, &store)? {
         return Err(CniError::new(
             code::NOT_AVAILABLE_LIMITED,
             format!(
-                "the masquerade chain of network {} is gone: its pods cannot reach outside the node",
+                "the {} masquerading of network {} is gone: its pods cannot reach outside the node",
+                net.masquerade.as_str(),
                 net.name
             ),
-            format!("no chain masq-{} in nft table ip {NFT_TABLE}", net.name),
+            "masquerading missing",
         ));
     }
     Ok(())
@@ -501,37 +521,73 @@ fn chain(net: &Network) -> String {
     format!("masq-{}", net.name)
 }
 
+/// The note (in the network's store) that eBPF masquerading is this
+/// network's, holding the uplink it is attached to.
+const EBPF_NOTE: &str = "masq-ebpf";
+
+/// Sets masquerading up for `net` (idempotent); the caller holds the lock.
+fn masquerade_on(net: &Network, store: &Store) -> Result<(), CniError> {
+    match net.masquerade {
+        Masquerade::None => Ok(()),
+        Masquerade::Netfilter => nft_on(net),
+        Masquerade::Ebpf => ebpf_on(net, store),
+    }
+}
+
+/// Removes what [`masquerade_on`] set up (eBPF masquerading by its note,
+/// whatever the config says now); the caller holds the lock.
+fn masquerade_off(net: &Network, store: &Store) -> Result<(), CniError> {
+    ebpf_off(store)?;
+    if net.masquerade == Masquerade::Netfilter {
+        nft_off(net)?;
+    }
+    Ok(())
+}
+
+/// Whether the masquerading `net` asks for is in place.
+fn masquerade_present(net: &Network, store: &Store) -> Result<bool, CniError> {
+    match net.masquerade {
+        Masquerade::None => Ok(true),
+        Masquerade::Netfilter => Ok(nft_present(net)),
+        Masquerade::Ebpf => {
+            let ino = node().inode().map_err(kernel_err)?;
+            Ok(store.note(EBPF_NOTE).map_err(ipam_err)?.is_some() && masq::nat::present(ino))
+        }
+    }
+}
+
 fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, CniError> {
     tool::run(&node(), "nft", args, stdin).map_err(kernel_err)
 }
 
-/// The masquerade chain of `net`, made (or made again) idempotently.
-fn masquerade_on(net: &Network) -> Result<(), CniError> {
+/// The masquerade chain of `net`, made (or made again) idempotently: the
+/// pods' traffic leaving by a non-pod interface for outside the cluster.
+fn nft_on(net: &Network) -> Result<(), CniError> {
     let chain = chain(net);
-    let subnet = net.range.subnet;
+    let (subnet, cluster) = (net.range.subnet, net.cluster);
     let script = format!(
         "add table ip {NFT_TABLE}\n\
          add chain ip {NFT_TABLE} {chain} {{ type nat hook postrouting priority srcnat; }}\n\
          flush chain ip {NFT_TABLE} {chain}\n\
-         add rule ip {NFT_TABLE} {chain} ip saddr {subnet} oifname != \"lc*\" counter masquerade comment \"pods of {name} leaving the node\"\n",
+         add rule ip {NFT_TABLE} {chain} ip saddr {subnet} ip daddr != {cluster} oifname != \"lc*\" counter masquerade comment \"pods of {name} leaving the node\"\n",
         name = net.name
     );
     nft(&["-f", "-"], Some(&script)).map(drop)
 }
 
-fn masquerade_present(net: &Network) -> Result<bool, CniError> {
-    Ok(tool::run(
+fn nft_present(net: &Network) -> bool {
+    tool::run(
         &node(),
         "nft",
         &["list", "chain", "ip", NFT_TABLE, &chain(net)],
         None,
     )
-    .is_ok())
+    .is_ok()
 }
 
 /// Removes the chain of `net`, and the table once no network has one.
-fn masquerade_off(net: &Network) -> Result<(), CniError> {
-    if masquerade_present(net)? {
+fn nft_off(net: &Network) -> Result<(), CniError> {
+    if nft_present(net) {
         nft(&["delete", "chain", "ip", NFT_TABLE, &chain(net)], None)?;
     }
     let Ok(listing) = tool::run(
@@ -554,6 +610,89 @@ fn masquerade_off(net: &Network) -> Result<(), CniError> {
         nft(&["delete", "table", "ip", NFT_TABLE], None)?;
     }
     Ok(())
+}
+
+/// labctl's eBPF masquerading (the `nat` programs of `labctl lab up
+/// --masq ebpf`) on the node's uplink, pinned so it outlives the call.
+fn ebpf_on(net: &Network, store: &Store) -> Result<(), CniError> {
+    let node = node();
+    let ino = node.inode().map_err(kernel_err)?;
+    if masq::nat::present(ino) {
+        if store.note(EBPF_NOTE).map_err(ipam_err)?.is_some() {
+            return Ok(());
+        }
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "eBPF masquerading already runs on this node, set up by something other than network {} (a lab, or another network): use \"masquerade\": \"netfilter\" for this one",
+                net.name
+            ),
+            format!("pins in {}", masq::nat::pin_dir(ino).display()),
+        ));
+    }
+    let config_err = |msg: String, details: &str| CniError::new(code::INVALID_CONFIG, msg, details);
+    let host = Rtnl::current().map_err(kernel_err)?;
+    let uplink = match &net.uplink {
+        Some(u) => u.clone(),
+        None => host
+            .routes()
+            .map_err(kernel_err)?
+            .into_iter()
+            .find(|r| r.dst == "default")
+            .and_then(|r| r.dev)
+            .ok_or_else(|| {
+                config_err(
+                    "the node has no default route, so labctl cannot tell its uplink for eBPF masquerading: set \"labctl\": {\"uplink\": \"NAME\"}".into(),
+                    "no default route",
+                )
+            })?,
+    };
+    let link = host
+        .links()
+        .map_err(kernel_err)?
+        .into_iter()
+        .find(|l| l.name == uplink)
+        .ok_or_else(|| {
+            config_err(
+                format!("the node has no interface {uplink} to masquerade on: set \"labctl\": {{\"uplink\": \"NAME\"}} to its uplink"),
+                "no such uplink",
+            )
+        })?;
+    let addr = link
+        .addresses
+        .iter()
+        .find_map(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok())
+        .ok_or_else(|| {
+            config_err(
+                format!("the uplink {uplink} has no IPv4 address to masquerade the pods to"),
+                "no IPv4 address on the uplink",
+            )
+        })?;
+    let params = masq::nat::NatParams {
+        node_addr: addr,
+        cluster: (net.cluster.network(), net.cluster.prefix_len()),
+        ports: None,
+        udp_timeout_s: None,
+        tc_attach: TcAttach::Auto,
+    };
+    if let Err(e) = masq::nat::attach(&node, &uplink, &params) {
+        if let Err(undo) = masq::nat::detach(&node, ino, &uplink) {
+            tracing::warn!("undoing a failed attach: {undo}");
+        }
+        return Err(kernel_err(e));
+    }
+    store.set_note(EBPF_NOTE, &uplink).map_err(ipam_err)
+}
+
+/// Detaches and unpins the eBPF masquerading this network attached.
+fn ebpf_off(store: &Store) -> Result<(), CniError> {
+    let Some(uplink) = store.note(EBPF_NOTE).map_err(ipam_err)? else {
+        return Ok(());
+    };
+    let node = node();
+    let ino = node.inode().map_err(kernel_err)?;
+    masq::nat::detach(&node, ino, uplink.trim()).map_err(kernel_err)?;
+    store.remove_note(EBPF_NOTE).map_err(ipam_err)
 }
 
 #[cfg(test)]

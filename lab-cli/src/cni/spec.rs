@@ -380,6 +380,13 @@ pub struct RangeConf {
 pub struct DatapathConf {
     #[serde(default)]
     pub masquerade: Masquerade,
+    /// The node's interface to the world, where eBPF masquerading attaches
+    /// (default: the one of the node's default route).
+    pub uplink: Option<String>,
+    /// Every node's pods (traffic to them is never masqueraded; default:
+    /// this node's subnet).
+    #[serde(rename = "clusterCIDR")]
+    pub cluster_cidr: Option<String>,
 }
 
 /// Who masquerades the pods' traffic leaving the node.
@@ -390,6 +397,16 @@ pub enum Masquerade {
     None,
     Netfilter,
     Ebpf,
+}
+
+impl Masquerade {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Netfilter => "netfilter",
+            Self::Ebpf => "ebpf",
+        }
+    }
 }
 
 /// The default MTU of the veth pair.
@@ -436,6 +453,9 @@ pub struct Network {
     pub range: Range,
     pub data_dir: PathBuf,
     pub masquerade: Masquerade,
+    /// Destinations never masqueraded (the cluster's pods).
+    pub cluster: Ipv4Net,
+    pub uplink: Option<String>,
 }
 
 fn config_error(msg: impl Into<String>, details: impl fmt::Display) -> CniError {
@@ -527,10 +547,34 @@ pub fn network(conf: &NetConf) -> Result<Network, CniError> {
         }
     };
     let range = check_range(range)?;
-    if conf.labctl.masquerade == Masquerade::Ebpf {
+    let cluster = match &conf.labctl.cluster_cidr {
+        None => range.subnet,
+        Some(c) => {
+            let net: Ipv4Net = c.parse().map_err(|e| {
+                config_error(
+                    format!("labctl clusterCIDR {c:?} is not an IPv4 CIDR such as 10.244.0.0/16"),
+                    e,
+                )
+            })?;
+            let net = net.trunc();
+            if !net.contains(&range.subnet) {
+                return Err(config_error(
+                    format!(
+                        "labctl clusterCIDR {net} does not contain this node's subnet {}: give the range of every node's pods",
+                        range.subnet
+                    ),
+                    "subnet outside clusterCIDR",
+                ));
+            }
+            net
+        }
+    };
+    if let Some(uplink) = &conf.labctl.uplink
+        && let Err(why) = valid_ifname(uplink)
+    {
         return Err(config_error(
-            "masquerading by eBPF is not available in the CNI plugin yet: set \"labctl\": {\"masquerade\": \"netfilter\"} (or \"none\")",
-            "labctl.masquerade=ebpf not implemented",
+            format!("labctl uplink {uplink:?} is not an interface name: {why}"),
+            "invalid uplink",
         ));
     }
     let data_dir = ipam
@@ -553,6 +597,8 @@ pub fn network(conf: &NetConf) -> Result<Network, CniError> {
         range,
         data_dir,
         masquerade: conf.labctl.masquerade,
+        cluster,
+        uplink: conf.labctl.uplink.clone(),
     })
 }
 
@@ -745,6 +791,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n.range.size(), 2);
+        assert_eq!(n.cluster, n.range.subnet);
     }
 
     #[test]
@@ -771,6 +818,9 @@ mod tests {
             2
         );
         assert_eq!(decode(b"{nope").unwrap_err().code, 6);
+        let raw = json!({"cniVersion": "1.1.0", "name": "n", "type": "labctl-cni",
+            "ipam": {"subnet": "10.9.0.0/24"}, "labctl": {"clusterCIDR": "10.8.0.0/16"}});
+        assert_eq!(network(&parse(&raw).unwrap()).unwrap_err().code, 7);
     }
 
     #[test]
