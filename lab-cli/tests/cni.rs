@@ -968,3 +968,61 @@ fn bad_calls_get_the_spec_error_codes() {
     node.del("c28-bad-a", &path(&pod), &conf);
     node.assert_clean("c28bad");
 }
+
+#[test]
+fn status_and_check_see_the_node_broken_under_its_pods() {
+    if !common::privileged("status_and_check_see_the_node_broken_under_its_pods") {
+        return;
+    }
+    let node = Node::new();
+    let conf = node.conf(
+        "1.1.0",
+        "c28status",
+        json!({"subnet": "10.28.12.0/24"}),
+        "netfilter",
+    );
+    let pod = common::netns("c28pod");
+    let status = || node.call_raw(&[("CNI_COMMAND", "STATUS")], conf.to_string().as_bytes());
+    let check = || {
+        let (rc, v) = node.call("CHECK", "c28-status", &path(&pod), "eth0", &conf);
+        (rc, v["code"].as_u64())
+    };
+    // No pod yet: forwarding off does not matter.
+    assert_eq!(status(), (0, Value::Null));
+    node.add("c28-status", &pod, &conf);
+    assert_eq!(status(), (0, Value::Null));
+
+    let sysctl = |value: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", node.ns.name(), "sysctl", "-qw"])
+            .arg(format!("net.ipv4.ip_forward={value}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sysctl("0");
+    let (rc, v) = status();
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(51)), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("ip_forward"), "{v}");
+    assert_eq!(check(), (1, Some(101)));
+    sysctl("1");
+    assert_eq!(status(), (0, Value::Null));
+
+    // The masquerade table deleted by hand.
+    common::nft(&node.ns, "delete table ip labctl-cni\n");
+    let (rc, v) = status();
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(51)), "{v}");
+    assert_eq!(check(), (1, Some(101)));
+    // ADD of another pod puts it back (idempotently), and DEL of both
+    // leaves nothing.
+    let other = common::netns("c28pod");
+    node.add("c28-status-2", &other, &conf);
+    assert_eq!(check(), (0, None));
+    node.del("c28-status", &path(&pod), &conf);
+    node.del("c28-status-2", &path(&other), &conf);
+    node.assert_clean("c28status");
+}
