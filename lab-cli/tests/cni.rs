@@ -1026,3 +1026,47 @@ fn status_and_check_see_the_node_broken_under_its_pods() {
     node.del("c28-status-2", &path(&other), &conf);
     node.assert_clean("c28status");
 }
+
+#[test]
+fn a_store_locked_too_long_answers_try_again_later() {
+    if !common::privileged("a_store_locked_too_long_answers_try_again_later") {
+        return;
+    }
+    let node = Node::new();
+    let conf = node.conf(
+        "1.1.0",
+        "c28busy",
+        json!({"subnet": "10.28.13.0/24"}),
+        "none",
+    );
+    let (a, b) = (common::netns("c28pod"), common::netns("c28pod"));
+    node.add("c28-busy-a", &a, &conf);
+    // Another call holding the lock (as a stuck plugin would).
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(node.data_dir().join("c28busy/lock"))
+        .unwrap();
+    let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let t = Instant::now();
+    let (rc, v) = node.call("ADD", "c28-busy-b", &path(&b), "eth0", &conf);
+    let waited = t.elapsed();
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(11)), "{v}");
+    assert!(
+        v["details"]
+            .as_str()
+            .unwrap()
+            .contains(&std::process::id().to_string()),
+        "{v}"
+    );
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    assert_eq!(pod_addresses(&b), Vec::<String>::new());
+    drop(held);
+    // Free again: the same call goes through.
+    node.add("c28-busy-b", &b, &conf);
+    node.del("c28-busy-a", &path(&a), &conf);
+    node.del("c28-busy-b", &path(&b), &conf);
+    node.assert_clean("c28busy");
+}
