@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["kernel"],
     &["ebpf"],
     &["drops", "conntrack", "masq", "policy", "services"],
-    &["lab"],
+    &["lab", "cni"],
     &["demo", "exercises", "metrics", "flows"],
     &["output"],
     &["cli"],

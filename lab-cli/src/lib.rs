@@ -8,7 +8,7 @@
 //!
 //! 1. `kernel`: namespaces, netlink, BTF, tracefs, bpffs, signals.
 //! 2. `ebpf`: our programs: load, attach, pin, raw map rows.
-//! 3. domain: `drops`, `conntrack`, `masq`, `policy`, `services`; then `lab`; then `demo`,
+//! 3. domain: `drops`, `conntrack`, `masq`, `policy`, `services`; then `lab` and `cni`; then `demo`,
 //!    `exercises`, `metrics` and `flows` (which name things through labs).
 //! 4. `output`: formats, tables, printers, exit codes.
 //! 5. `cli`: the command line's arguments.
@@ -24,6 +24,7 @@ pub mod masq;
 pub mod policy;
 pub mod services;
 
+pub mod cni;
 pub mod lab;
 
 pub mod demo;

@@ -11,7 +11,24 @@ use lab_cli::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// The name a CNI configuration gives as `type` when labctl is installed
+/// in a CNI bin directory (a link or copy of labctl).
+const CNI_PLUGIN_NAME: &str = "labctl-cni";
+
 fn main() -> std::process::ExitCode {
+    // Called by a container runtime as /opt/cni/bin/labctl-cni: no
+    // arguments, the CNI contract in the environment and on stdin.
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_owned()));
+    if invoked_as.is_some_and(|n| n == CNI_PLUGIN_NAME) {
+        init_logging(0);
+        if let Err(e) = interrupt::install() {
+            tracing::warn!("cannot install the Ctrl-C handler: {e}");
+        }
+        return commands::cni::plugin_main().into();
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     if let Some(socket) = cli.cri_socket {

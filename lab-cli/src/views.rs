@@ -1229,3 +1229,65 @@ fn policy_map_views_fit_80_columns() {
         policy_maps::write_map(out, &empty)
     });
 }
+
+#[test]
+fn cni_log_fits_80_columns() {
+    use crate::cni::calllog::Record;
+    let conf = serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": "kind-worker-network-with-a-long-name",
+        "type": "labctl-cni",
+        "mtu": 1450,
+        "ipam": {"type": "labctl", "subnet": "10.244.123.0/24", "dataDir": "/var/lib/cni/labctl"},
+        "labctl": {"masquerade": "netfilter"},
+    });
+    let id = "5f1c2d0e9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d";
+    let record =
+        |verb: &str, result: Option<serde_json::Value>, error: Option<serde_json::Value>| Record {
+            time: "2026-12-06T10:22:01.123Z".into(),
+            verb: verb.into(),
+            container_id: id.into(),
+            netns: format!("/var/run/netns/cni-{id}"),
+            ifname: "eth0".into(),
+            args: BTreeMap::from([
+                ("K8S_POD_NAMESPACE".to_owned(), "kube-system".to_owned()),
+                (
+                    "K8S_POD_NAME".to_owned(),
+                    "coredns-7db6d8ff4d-2x9qz".to_owned(),
+                ),
+                ("K8S_POD_INFRA_CONTAINER_ID".to_owned(), id.to_owned()),
+            ]),
+            config: conf.clone(),
+            result,
+            error,
+            duration_ms: 12_345.6,
+            pid: 4_194_304,
+        };
+    let add = serde_json::json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [{"name": "lc0123456789", "mac": "02:42:ac:11:00:02", "mtu": 1450},
+                       {"name": "eth0", "mac": "02:42:ac:11:00:03", "mtu": 1450, "sandbox": format!("/var/run/netns/cni-{id}")}],
+        "ips": [{"address": "10.244.123.254/32", "gateway": "10.244.123.1", "interface": 1}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": "10.244.123.1"}],
+        "dns": {},
+    });
+    let err = serde_json::json!({
+        "cniVersion": "1.1.0", "code": 102,
+        "msg": "no pod address is left: every address of range 10.244.123.0/24 (10.244.123.1-10.244.123.254) is taken",
+        "details": "every address of range 10.244.123.0/24 (10.244.123.1-10.244.123.254) is taken",
+    });
+    let records = vec![
+        record("ADD", Some(add), None),
+        record("ADD", None, Some(err)),
+        record("DEL", None, None),
+        record(
+            "VERSION",
+            Some(serde_json::json!({"cniVersion": "1.1.0"})),
+            None,
+        ),
+    ];
+    fits("cni log", |out| commands::cni::render(out, &records, false));
+    fits("cni log -d", |out| {
+        commands::cni::render(out, &records, true)
+    });
+}

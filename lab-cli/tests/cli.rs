@@ -869,3 +869,28 @@ fn policy_drop_reasons_are_explained_and_listed_with_cilium_s_numbers() {
         ]
     );
 }
+
+#[test]
+fn cni_refuses_bad_options_and_answers_a_bare_call_with_a_cni_error() {
+    usage_error(&["cni", "log", "--last", "0"], "0");
+    usage_error(&["cni", "log", "-o", "yaml"], "yaml");
+    usage_error(&["cni", "frob"], "frob");
+    // Called by hand without the contract: a CNI error object (code 4) on
+    // stdout, exit 1, at once (stdin is not read).
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .arg("cni")
+        .env_remove("CNI_COMMAND")
+        .env("LABCTL_CNI_LOG_DIR", "/nonexistent-c28/log")
+        .stdin(std::process::Stdio::piped())
+        .output()
+        .expect("run labctl");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["code"], 4);
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CNI_COMMAND")
+    );
+}

@@ -2,6 +2,7 @@
 //! variant of [`Command`] is `Variant(Args)`, and `commands::<variant>`
 //! takes those Args.
 
+pub mod cni;
 pub mod conntrack;
 pub mod demo;
 pub mod doctor;
@@ -73,6 +74,9 @@ pub enum Command {
     /// CiliumNetworkPolicy YAML to a lab, list, delete, and trace what they
     /// decide.
     Policy(policy::PolicyArgs),
+    /// labctl as a CNI plugin: called by the container runtime (as
+    /// `labctl cni` or /opt/cni/bin/labctl-cni); `cni log` shows its calls.
+    Cni(cni::CniArgs),
     /// Build CNI-style lab topologies (nodes, pods, bridge, veth, VXLAN,
     /// masquerade) in network namespaces.
     Lab(lab::LabArgs),
@@ -97,6 +101,7 @@ impl Command {
             Command::Trace(_) => "trace",
             Command::Explain(_) => "explain",
             Command::Lab(_) => "lab",
+            Command::Cni(_) => "cni",
             Command::Conntrack(_) => "conntrack",
             Command::Masq(_) => "masq",
             Command::Svc(_) => "svc",

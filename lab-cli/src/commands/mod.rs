@@ -1,6 +1,7 @@
 //! One module per subcommand, each with `run(Args)`: it calls the domain
 //! modules and prints (through `crate::output`); nothing else lives here.
 
+pub mod cni;
 pub mod conntrack;
 pub mod demo;
 pub mod doctor;
@@ -26,6 +27,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Trace(args) => trace::run(args),
         Command::Explain(args) => explain::run(args.reason.as_deref(), args.list, args.output),
         Command::Lab(args) => lab::run(args.command),
+        Command::Cni(args) => cni::run(args),
         Command::Conntrack(args) => conntrack::run(args.command),
         Command::Masq(args) => masq::run(args),
         Command::Svc(args) => svc::run(args.command),

@@ -26,6 +26,8 @@ const RETRY: Duration = Duration::from_millis(50);
 pub enum LockWait {
     /// Ctrl-C / SIGTERM while waiting; who held it then, if known.
     Interrupted(Option<Holder>, Interrupted),
+    /// Still held by another process when the time allowed ran out.
+    TimedOut(Option<Holder>),
     Failed(nix::Error),
 }
 
@@ -56,6 +58,32 @@ pub fn exclusive(
         if holder.is_none() {
             holder = self::holder(&file);
         }
+    }
+}
+
+/// As [`exclusive`], giving up after `within` (a caller that must answer
+/// in bounded time, such as a CNI plugin a runtime waits for).
+pub fn exclusive_within(file: File, within: Duration) -> Result<Flock<File>, LockWait> {
+    let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => return Ok(lock),
+        Err((file, nix::Error::EWOULDBLOCK)) => file,
+        Err((_, e)) => return Err(LockWait::Failed(e)),
+    };
+    let stop = Stop::new().duration(Some(within));
+    loop {
+        if stop.wait(RETRY) {
+            let holder = holder(&file);
+            return Err(if stop.interrupted() {
+                LockWait::Interrupted(holder, Interrupted)
+            } else {
+                LockWait::TimedOut(holder)
+            });
+        }
+        file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((file, nix::Error::EWOULDBLOCK)) => file,
+            Err((_, e)) => return Err(LockWait::Failed(e)),
+        };
     }
 }
 
@@ -133,6 +161,19 @@ mod tests {
         assert_eq!(holder_pid(locks, 0, 0x1a, 78), None, "not a flock");
         assert_eq!(holder_pid(locks, 0, 0x1a, 79), None, "an invisible pid");
         assert_eq!(holder_pid(locks, 0, 0x1a, 80), None);
+    }
+
+    #[test]
+    fn a_bounded_wait_gives_up_while_the_lock_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let _first =
+            exclusive(File::create(&path).unwrap(), |_| panic!("nobody holds it")).unwrap();
+        let t = Instant::now();
+        let second = exclusive_within(File::open(&path).unwrap(), Duration::from_millis(200));
+        assert!(matches!(second, Err(LockWait::TimedOut(Some(h))) if h.pid == std::process::id()));
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        assert!(t.elapsed() < Duration::from_secs(2));
     }
 
     #[test]

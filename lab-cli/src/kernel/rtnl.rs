@@ -311,6 +311,24 @@ impl Rtnl {
         self.set(format!("moving {name} into {}", to.name()), msg)
     }
 
+    /// Deletes interface `name` (a veth takes its peer with it); false: it
+    /// was not there.
+    pub fn delete_link(&self, name: &str) -> Result<bool, RtnlError> {
+        let index = match self.index(name) {
+            Ok(i) => i,
+            Err(RtnlError::NoSuchLink { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let fail = self.fail(format!("deleting {name}"));
+        match self.rt.block_on(self.handle.link().del(index).execute()) {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(ref m)) if m.raw_code() == -libc::ENODEV => {
+                Ok(false)
+            }
+            Err(e) => Err(fail(e)),
+        }
+    }
+
     pub fn add_address(&self, name: &str, addr: IpAddr, prefix: u8) -> Result<(), RtnlError> {
         let index = self.index(name)?;
         let fail = self.fail(format!("adding {addr}/{prefix} to {name}"));

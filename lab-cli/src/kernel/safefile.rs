@@ -270,6 +270,41 @@ impl Dir {
         Ok(File::from(fd))
     }
 
+    /// Regular file `name` opened for appending (made with `mode` if
+    /// missing), never through a link: a log that grows line by line.
+    pub fn append(&self, name: &OsStr, mode: u32) -> Result<File, SafeFileError> {
+        check_name(name)?;
+        let path = self.join(name);
+        let fd = openat(
+            &self.fd,
+            name,
+            OFlag::O_WRONLY
+                | OFlag::O_APPEND
+                | OFlag::O_CREAT
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC
+                | OFlag::O_NONBLOCK,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(|e| match e {
+            Errno::ELOOP => SafeFileError::Symlink { path: path.clone() },
+            e => errno("open", &path)(e),
+        })?;
+        let st = fstat(&fd).map_err(errno("open", &path))?;
+        if kind(&st) != SFlag::S_IFREG {
+            return Err(SafeFileError::NotRegular { path });
+        }
+        Ok(File::from(fd))
+    }
+
+    /// Renames `from` to `to`, both in this directory (a link at `to` is
+    /// replaced, not followed).
+    pub fn rename(&self, from: &OsStr, to: &OsStr) -> Result<(), SafeFileError> {
+        check_name(from)?;
+        check_name(to)?;
+        renameat(&self.fd, from, &self.fd, to).map_err(errno("rename", &self.join(from)))
+    }
+
     /// Metadata of `name` itself (a link is not followed); `None`: absent.
     pub fn stat(&self, name: &OsStr) -> Result<Option<FileStat>, SafeFileError> {
         check_name(name)?;

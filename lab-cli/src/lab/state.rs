@@ -83,6 +83,8 @@ fn lock_waiting(
             source,
         },
         LockWait::Failed(e) => io_err("lock", path)(e.into()),
+        // `exclusive` waits until a signal: it never times out.
+        LockWait::TimedOut(_) => io_err("lock", path)(io::ErrorKind::TimedOut.into()),
     })
 }
 
