@@ -717,10 +717,12 @@ fn cni_calls(node: &Node) -> Vec<Value> {
         "cni log: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "cni log JSON: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// labctl as the nodes' CNI plugin, called by containerd for pods created
@@ -810,7 +812,7 @@ fn containerd_calls_labctl_as_its_cni_plugin() {
         assert_eq!(add["netns"], pod.netns_path.as_str());
         assert_eq!(
             add["result"]["ips"][0]["address"],
-            format!("{}/24", pod.ip).as_str(),
+            format!("{}/32", pod.ip).as_str(),
             "{add:#}"
         );
         assert_eq!(add["config"]["type"], "labctl-cni");
