@@ -820,6 +820,48 @@ fn containerd_calls_labctl_as_its_cni_plugin() {
     let text = node1.exec(&["labctl", "cni", "log"]);
     assert!(text.contains("ADD") && text.contains(&a.id[..12]), "{text}");
 
+    // Identity policy on labctl-cni's pods: labels reach labctl through
+    // CRI once the sandbox is up (not in the ADD: CNI_ARGS has no labels),
+    // the node's policy finds each pod's veth by the /32 route ADD made.
+    let deathstar = cluster.nodes[0].run_pod_labelled(
+        "default",
+        "deathstar",
+        &[("org", "empire"), ("class", "deathstar")],
+    );
+    let tiefighter =
+        cluster.nodes[0].run_pod_labelled("default", "tiefighter", &[("org", "empire")]);
+    let xwing = cluster.nodes[0].run_pod_labelled("default", "xwing", &[("org", "alliance")]);
+    let node1 = &cluster.nodes[0];
+    let port80 = SocketAddr::from((deathstar.ip, 80));
+    let _server = pod_ns(node1, &deathstar)
+        .run(|| TcpListener::bind(port80))
+        .unwrap()
+        .unwrap();
+    assert!(connects(node1, &xwing, port80), "open before any policy");
+    std::fs::write(node1.path("/tmp/empire-only.yaml"), EMPIRE_ONLY).unwrap();
+    let applied = labctl_json(node1, &["policy", "apply", "-f", "/tmp/empire-only.yaml"]);
+    assert_eq!(applied["enforced"], true, "{applied:#}");
+    assert!(connects(node1, &tiefighter, port80), "empire is let in");
+    assert!(!connects(node1, &xwing, port80), "the alliance is kept out");
+    let eps = labctl_json(node1, &["policy", "endpoints"]);
+    let links = node1.exec(&["ip", "-o", "link"]);
+    for pod in ["default/deathstar", "default/tiefighter", "default/xwing"] {
+        let ep = eps["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["pod"] == pod)
+            .unwrap_or_else(|| panic!("no endpoint for {pod}: {eps:#}"));
+        let link = format!("{}: lc", ep["ifindex"]);
+        assert!(
+            links.lines().any(|l| l.starts_with(&link)),
+            "{pod}'s endpoint is not on a labctl-cni veth: {ep:#}\n{links}"
+        );
+    }
+    for pod in [&deathstar, &tiefighter, &xwing] {
+        cluster.nodes[0].remove_pod(pod);
+    }
+
     // Removal: DEL called, the pod's veth, address and masquerade gone.
     let a_veth = calls
         .iter()
