@@ -821,7 +821,7 @@ fn observe_fits_80_columns() {
             entry: "rule".into(),
             src_identity: Some(u32::MAX),
             dst_identity: Some(u32::MAX),
-            names: Some(crate::lab::policy::VerdictNames {
+            names: Some(lab::policy::VerdictNames {
                 lab: LAB.into(),
                 pod: Some(pod("web-3")),
                 policies: vec![
@@ -847,7 +847,7 @@ fn observe_fits_80_columns() {
         };
         struct LongPods;
         impl flows::PodsByAddr for LongPods {
-            fn pod(&mut self, _: u64, _: std::net::IpAddr) -> Option<PodRef> {
+            fn pod(&mut self, _: u64, _: IpAddr) -> Option<PodRef> {
                 Some(PodRef {
                     namespace: LAB.into(),
                     name: "z".repeat(63),

@@ -1020,7 +1020,14 @@ fn one_verdict_per_connection(mode: lab_cli::policy::PolicyMode, tag: &str) {
     // Compact lines, as Hubble prints them.
     let ready = dir.path().join("text");
     let mut text = Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args(["observe", "--lab", &name, "--ready-file"])
+        .args([
+            "observe",
+            "--lab",
+            &name,
+            "--type",
+            "policy-verdict",
+            "--ready-file",
+        ])
         .arg(&ready)
         .stdout(Stdio::piped())
         .spawn()
@@ -1032,11 +1039,13 @@ fn one_verdict_per_connection(mode: lab_cli::policy::PolicyMode, tag: &str) {
     assert!(out.status.success());
     let out = String::from_utf8(out.stdout).unwrap();
     let joined = out.replace("\n             ", " ");
-    let allowed_lines: Vec<&str> = joined
-        .lines()
-        .filter(|l| l.contains("policy-verdict:"))
-        .collect();
+    // --type policy-verdict: nothing else (the connections, the drops).
+    let allowed_lines: Vec<&str> = joined.lines().filter(|l| l.contains(" [")).collect();
     assert_eq!(allowed_lines.len(), 2, "{out}");
+    assert!(
+        allowed_lines.iter().all(|l| l.contains("policy-verdict:")),
+        "{out}"
+    );
     assert!(
         allowed_lines
             .iter()

@@ -37,6 +37,17 @@ impl Verdict {
     }
 }
 
+/// Hubble's event types that labctl's flows are (`--type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowType {
+    /// A policy datapath's verdict on a new connection.
+    PolicyVerdict,
+    /// A packet drop.
+    Drop,
+    /// A connection starting or ending (conntrack, the eBPF tracker).
+    Trace,
+}
+
 /// One side of a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -211,6 +222,11 @@ pub enum LostSource {
     TracerRing,
     /// The kernel could not queue conntrack events (ENOBUFS).
     CtnetlinkBuffer,
+    /// The eBPF policy programs' verdict ring buffer was full.
+    PolicyRing,
+    /// The kernel could not queue NFLOG messages of the netfilter policy
+    /// rules (ENOBUFS; counted in datagrams, each one or more verdicts).
+    NflogBuffer,
 }
 
 impl LostSource {
@@ -218,8 +234,8 @@ impl LostSource {
     /// socket, so conntrack's losses are `UNKNOWN_LOST_EVENT_SOURCE`.
     pub fn hubble(self) -> &'static str {
         match self {
-            LostSource::TracerRing => "PERF_EVENT_RING_BUFFER",
-            LostSource::CtnetlinkBuffer => "UNKNOWN_LOST_EVENT_SOURCE",
+            LostSource::TracerRing | LostSource::PolicyRing => "PERF_EVENT_RING_BUFFER",
+            LostSource::CtnetlinkBuffer | LostSource::NflogBuffer => "UNKNOWN_LOST_EVENT_SOURCE",
         }
     }
 
@@ -228,6 +244,8 @@ impl LostSource {
         match self {
             LostSource::TracerRing => "PERF_EVENT_RING_BUFFER",
             LostSource::CtnetlinkBuffer => "CTNETLINK_SOCKET_BUFFER",
+            LostSource::PolicyRing => "POLICY_VERDICT_RING_BUFFER",
+            LostSource::NflogBuffer => "NFLOG_SOCKET_BUFFER",
         }
     }
 }
@@ -436,6 +454,15 @@ impl Flow {
         }
     }
 
+    /// Hubble's event type of the flow.
+    pub fn kind(&self) -> FlowType {
+        match self.origin {
+            Origin::Policy(_) => FlowType::PolicyVerdict,
+            Origin::Drop { .. } => FlowType::Drop,
+            Origin::Conntrack { .. } | Origin::Tracker { .. } => FlowType::Trace,
+        }
+    }
+
     /// The protocol's name as `--protocol` takes it.
     pub fn protocol(&self) -> &str {
         match &self.l4 {
@@ -525,6 +552,8 @@ pub struct FlowFilter {
     pub protocol: Option<String>,
     /// Either port.
     pub port: Option<u16>,
+    /// Only flows of this type.
+    pub kind: Option<FlowType>,
 }
 
 impl FlowFilter {
@@ -532,6 +561,7 @@ impl FlowFilter {
         let is = |e: &Endpoint, pod: &str| e.pod.as_ref().is_some_and(|p| p.to_string() == pod);
         let in_ns = |e: &Endpoint, ns: &str| e.pod.as_ref().is_some_and(|p| p.namespace == ns);
         self.verdict.is_none_or(|v| v == f.verdict)
+            && self.kind.is_none_or(|k| k == f.kind())
             && self
                 .pod
                 .as_deref()
@@ -658,6 +688,14 @@ mod tests {
         }));
         assert!(!yes(FlowFilter {
             port: Some(80),
+            ..Default::default()
+        }));
+        assert!(yes(FlowFilter {
+            kind: Some(FlowType::Drop),
+            ..Default::default()
+        }));
+        assert!(!yes(FlowFilter {
+            kind: Some(FlowType::PolicyVerdict),
             ..Default::default()
         }));
     }

@@ -52,7 +52,7 @@ use crate::{
 };
 use lab_common::policy::{
     DIR_EGRESS, EVENT_ENFORCED, MATCH_NONE, POLICY_STATIC_PREFIX, PolicyKey, REASON_FORWARDED,
-    REASON_POLICY_DENY, VerdictEvent,
+    REASON_POLICY_DENY, VerdictEvent, stat,
 };
 
 /// Everything `labctl observe` was asked to do.
@@ -167,8 +167,9 @@ struct Watched {
 /// A node's policy verdicts on new connections.
 enum Verdicts {
     /// The eBPF policy programs' ring buffer (`--policy-mode ebpf`, a lab's
-    /// node or a Kubernetes node).
-    Ebpf(Events),
+    /// node or a Kubernetes node), with the maps whose counter says how
+    /// many verdicts the full ring lost, and that count when last read.
+    Ebpf(Box<(Events, PolicyMaps, u64)>),
     /// The netfilter rules' `log group` (`--policy-mode netfilter`).
     Nflog(Nflog),
 }
@@ -385,7 +386,7 @@ fn wait_for_events(watched: &HashMap<u64, Watched>, stop: &Stop) -> anyhow::Resu
         .map(Watcher::fd)
         .collect();
     fds.extend(watched.values().filter_map(|w| match &w.verdicts {
-        Some(Verdicts::Ebpf(e)) => Some(e.fd()),
+        Some(Verdicts::Ebpf(e)) => Some(e.0.fd()),
         Some(Verdicts::Nflog(n)) => Some(n.fd()),
         None => None,
     }));
@@ -492,10 +493,15 @@ fn ebpf_verdicts(ino: u64) -> Option<Verdicts> {
     if !policy_progs::loaded(&dir) {
         return None;
     }
-    match PolicyMaps::open(&dir).and_then(|m| m.events()) {
-        Ok(mut events) => {
+    let opened = PolicyMaps::open(&dir).and_then(|m| {
+        let events = m.events()?;
+        let lost = m.stats()?[stat::EVENTS_LOST as usize];
+        Ok((m, events, lost))
+    });
+    match opened {
+        Ok((maps, mut events, lost)) => {
             events.drain();
-            Some(Verdicts::Ebpf(events))
+            Some(Verdicts::Ebpf(Box::new((events, maps, lost))))
         }
         Err(e) => {
             tracing::debug!("no policy verdicts from {}: {e}", dir.display());
@@ -534,15 +540,36 @@ impl VerdictReader {
         let mut items = Vec::new();
         for (ino, w) in watched.iter_mut() {
             match &mut w.verdicts {
-                Some(Verdicts::Ebpf(events)) => {
+                Some(Verdicts::Ebpf(ring)) => {
+                    let (events, maps, lost) = &mut **ring;
                     for ev in events.drain() {
                         if let Some(flow) = self.ebpf_flow(&ev, &w.name, *ino, pods) {
                             items.push(Item::Flow(Box::new(flow)));
                         }
                     }
+                    if let Ok(stats) = maps.stats() {
+                        let now = stats[stat::EVENTS_LOST as usize];
+                        if now > *lost {
+                            items.push(Item::Lost(Lost {
+                                time_ns: now_ns(),
+                                source: LostSource::PolicyRing,
+                                count: now - *lost,
+                                node: w.name.clone(),
+                            }));
+                        }
+                        *lost = now;
+                    }
                 }
                 Some(Verdicts::Nflog(nflog)) => match nflog.drain() {
-                    Ok((logged, _lost)) => {
+                    Ok((logged, lost)) => {
+                        if lost > 0 {
+                            items.push(Item::Lost(Lost {
+                                time_ns: now_ns(),
+                                source: LostSource::NflogBuffer,
+                                count: lost,
+                                node: w.name.clone(),
+                            }));
+                        }
                         for l in logged {
                             if let Some(flow) =
                                 self.nflog_flow(&l.prefix, &l.payload, &w.name, *ino, pods)

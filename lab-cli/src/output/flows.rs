@@ -709,6 +709,31 @@ mod tests {
             v["lost_events"]["labctl"]["source"],
             "CTNETLINK_SOCKET_BUFFER"
         );
+        // The policy datapaths' losses: the verdict ring is a ring
+        // buffer as Hubble's; NFLOG's socket has no Hubble source either.
+        for (source, hubble, labctl) in [
+            (
+                LostSource::PolicyRing,
+                "PERF_EVENT_RING_BUFFER",
+                "POLICY_VERDICT_RING_BUFFER",
+            ),
+            (
+                LostSource::NflogBuffer,
+                "UNKNOWN_LOST_EVENT_SOURCE",
+                "NFLOG_SOCKET_BUFFER",
+            ),
+        ] {
+            let lost = Item::Lost(Lost {
+                time_ns: 0,
+                source,
+                count: 2,
+                node: "lab/node1".into(),
+            });
+            let v = item_json(&lost);
+            assert_eq!(v["lost_events"]["source"], hubble);
+            assert_eq!(v["lost_events"]["labctl"]["source"], labctl);
+            item_response(&lost).unwrap();
+        }
         for item in [&item, &ct] {
             let Some(ResponseTypes::LostEvents(l)) = item_response(item).unwrap().response_types
             else {
