@@ -107,6 +107,9 @@ fn policy_json(flow: &mut Map<String, Value>, f: &Flow, p: &PolicyVerdict) {
 /// (`MessageTypePolicyVerdict`); its sub type is 0, as Cilium's
 /// `send_policy_verdict_notify` writes it.
 const MESSAGE_TYPE_POLICY_VERDICT: u8 = 5;
+/// Cilium's `MessageTypeDrop`; its sub type is the drop reason (Cilium's
+/// number where labctl has one: a policy datapath's; else 0).
+const MESSAGE_TYPE_DROP: u8 = 1;
 
 fn policy_refs_json(policies: &[crate::drops::record::PolicyRef]) -> Value {
     Value::Array(
@@ -181,6 +184,18 @@ pub fn flow_json(f: &Flow) -> Value {
     }
     if let Some(p) = &f.policy {
         policy_json(&mut flow, f, p);
+    }
+    if let Origin::Drop { .. } = &f.origin {
+        let sub_type = f
+            .drop_reason
+            .as_deref()
+            .and_then(hubble::drop_reason_code)
+            .unwrap_or(0);
+        let mut event = json!({ "type": MESSAGE_TYPE_DROP });
+        if sub_type != 0 {
+            event["sub_type"] = json!(sub_type);
+        }
+        flow.insert("event_type".into(), event);
     }
     if let Origin::Policy(p) = &f.origin {
         verdict_json(&mut flow, f, p);
@@ -496,6 +511,9 @@ mod tests {
         assert_eq!(v["flow"]["source"]["namespace"], "lab");
         assert_eq!(v["flow"]["destination"], json!({}));
         assert_eq!(v["flow"]["Summary"], "TCP Flags: SYN (kernel: NO_SOCKET)");
+        // Cilium's drop message type; the kernel's reason has no number of
+        // Cilium's.
+        assert_eq!(v["flow"]["event_type"], json!({"type": 1}));
         assert_eq!(v["flow"]["interface"]["name"], "lo");
         // Hubble's schema takes it, and the same flow with a reason of
         // Hubble's carries it in drop_reason_desc.
@@ -519,6 +537,10 @@ mod tests {
             panic!("not a flow");
         };
         assert_eq!(pb.drop_reason_desc(), DropReason::PolicyDenied);
+        assert_eq!(
+            item_json(&policy)["flow"]["event_type"],
+            json!({"type": 1, "sub_type": 133})
+        );
         assert_eq!(v["node_name"], "labtest-a");
         assert_eq!(v["time"], "2023-11-14T23:15:23.000456000Z");
         assert_eq!(
