@@ -643,7 +643,7 @@ pub(crate) fn write_matrix(out: &mut impl Write, m: &lab_policy::Matrix) -> io::
     let block = m
         .ports
         .iter()
-        .map(|(port, proto)| format!("{port}/{proto}").len())
+        .map(|p| format!("{}/{}", p.port, p.protocol).len())
         .chain([m.pods.len()])
         .max()
         .unwrap_or(1);
@@ -662,19 +662,22 @@ pub(crate) fn write_matrix(out: &mut impl Write, m: &lab_policy::Matrix) -> io::
 fn write_matrix_table(
     out: &mut impl Write,
     m: &lab_policy::Matrix,
-    ports: &[(u16, crate::policy::model::Protocol)],
+    ports: &[lab_policy::MatrixPort],
     names: &[String],
     col: usize,
     block: usize,
 ) -> io::Result<()> {
     let mut head = format!("{:<col$}", "FROM");
-    for (port, proto) in ports {
-        head.push_str(&format!(" {:<block$}", format!("{port}/{proto}")));
+    for p in ports {
+        head.push_str(&format!(
+            " {:<block$}",
+            format!("{}/{}", p.port, p.protocol)
+        ));
     }
     writeln!(out, "{}", head.trim_end())?;
     for (i, from) in m.pods.iter().enumerate() {
         let mut row = format!("{:<col$}", names[i]);
-        for &(port, protocol) in ports {
+        for &lab_policy::MatrixPort { port, protocol } in ports {
             let mut letters = String::new();
             for to in &m.pods {
                 if to == from {

@@ -920,6 +920,13 @@ impl MatrixCell {
     }
 }
 
+/// A port of `policy trace --all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MatrixPort {
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
 /// `policy trace --all`: every pod of a lab to every other pod on each
 /// port.
 #[derive(Debug, Clone, Serialize)]
@@ -930,7 +937,7 @@ pub struct Matrix {
     /// The pods, in the lab's order (rows and columns).
     pub pods: Vec<String>,
     /// The ports, in the order given.
-    pub ports: Vec<(u16, Protocol)>,
+    pub ports: Vec<MatrixPort>,
     pub policies: usize,
     /// Row by row: each source, each port, each destination.
     pub cells: Vec<MatrixCell>,
@@ -993,7 +1000,10 @@ pub fn trace_all(lab: &Lab, ports: &[(u16, Protocol)]) -> Result<Matrix, LabErro
         policy_mode: lab.plan.options.policy_mode,
         flavor: flavor(lab),
         pods: pods.iter().map(|&i| cluster.pods[i].name.clone()).collect(),
-        ports: ports.to_vec(),
+        ports: ports
+            .iter()
+            .map(|&(port, protocol)| MatrixPort { port, protocol })
+            .collect(),
         policies: lab.state.policies.len(),
         cells,
     })
