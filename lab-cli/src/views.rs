@@ -805,6 +805,71 @@ fn observe_fits_80_columns() {
             node: "drop tracer".into(),
         }),
     ];
+    let verdict = |allowed: bool| {
+        let packet = flows::VerdictPacket {
+            src: "10.244.1.2".parse().unwrap(),
+            dst: "10.244.2.3".parse().unwrap(),
+            sport: 65_535,
+            dport: 65_535,
+            proto: 6,
+            info: 0x02,
+        };
+        let event = flows::PolicyEvent {
+            source: flows::PolicySource::Nflog,
+            direction: "ingress",
+            match_type: if allowed { 6 } else { 0 },
+            entry: "rule".into(),
+            src_identity: Some(u32::MAX),
+            dst_identity: Some(u32::MAX),
+            names: Some(lab::policy::VerdictNames {
+                lab: LAB.into(),
+                pod: Some(pod("web-3")),
+                policies: vec![
+                    crate::drops::record::PolicyRef {
+                        kind: "CiliumNetworkPolicy",
+                        namespace: "x".repeat(63),
+                        name: "y".repeat(63),
+                    };
+                    2
+                ],
+                rule: allowed.then(|| {
+                    format!(
+                        "{}/{} ingress[0] (p.yaml:9)",
+                        "x".repeat(63),
+                        "y".repeat(63)
+                    )
+                }),
+                src_identity: u32::MAX,
+                dst_identity: u32::MAX,
+                src_labels: Vec::new(),
+                dst_labels: Vec::new(),
+            }),
+        };
+        struct LongPods;
+        impl flows::PodsByAddr for LongPods {
+            fn pod(&mut self, _: u64, _: IpAddr) -> Option<PodRef> {
+                Some(PodRef {
+                    namespace: LAB.into(),
+                    name: "z".repeat(63),
+                    uid: None,
+                })
+            }
+        }
+        let mut pods = LongPods;
+        Item::Flow(Box::new(flows::Flow::from_policy(
+            &packet,
+            (!allowed).then_some("POLICY_DENIED"),
+            &pod("node1"),
+            0,
+            1_700_003_723_000_456_000,
+            event,
+            &mut pods,
+        )))
+    };
+    let items: Vec<Item> = items
+        .into_iter()
+        .chain([verdict(true), verdict(false)])
+        .collect();
     fits("observe", |out| {
         for item in &items {
             writeln!(out, "{}", output::flows::compact(item))?;
@@ -1035,12 +1100,28 @@ fn policy_views_fit_80_columns() {
                 allows: false,
                 packets: Some(u64::MAX),
                 present: Some(true),
+                map_entry: None,
             })
             .to_vec();
         fits(&format!("policy trace {from} {to} (netfilter)"), |out| {
             commands::policy::write_trace(out, &t)
         });
     }
+    let ports = [
+        (80, Protocol::Tcp),
+        (80, Protocol::Udp),
+        (53, Protocol::Tcp),
+        (65535, Protocol::Sctp),
+    ];
+    let m = lab_policy::trace_all(&l, &ports).unwrap();
+    assert_eq!(
+        m.cells.len(),
+        5 * 4 * 4,
+        "every pod to every other, each port"
+    );
+    fits("policy trace --all", |out| {
+        commands::policy::write_matrix(out, &m)
+    });
     let applied: Vec<Applied> = l
         .state
         .policies

@@ -792,6 +792,33 @@ fn policy_and_label_arguments_are_checked_at_parse_time() {
             "--port",
         ),
         (
+            &[
+                "policy",
+                "trace",
+                "--from",
+                "xwing",
+                "--to",
+                "deathstar-1",
+                "--port",
+                "80",
+                "--port",
+                "53/udp",
+            ],
+            "only with --all",
+        ),
+        (
+            &[
+                "policy", "trace", "--all", "--from", "xwing", "--port", "80",
+            ],
+            "--from",
+        ),
+        (&["policy", "trace", "--all"], "--port"),
+        (&["policy", "trace", "--port", "80"], "--from"),
+        (
+            &["policy", "trace", "--all", "--node", "--port", "80"],
+            "--node",
+        ),
+        (
             &["lab", "pod", "label", "xwing", "org"],
             "neither KEY=VALUE",
         ),

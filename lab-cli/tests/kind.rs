@@ -472,6 +472,25 @@ fn node_policy(cluster: &mut Cluster) {
     };
     let t_tie = trace(node, "default/tiefighter");
     assert_eq!(t_tie["verdict"]["allowed"], true, "{t_tie:#}");
+    // The entry of the deathstar's policy map that lets the empire in,
+    // named as the program's lookup finds it, with the connection it
+    // counted.
+    let ingress = t_tie["datapath"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["direction"] == "ingress")
+        .unwrap_or_else(|| panic!("no ingress decision: {t_tie:#}"));
+    assert_eq!(ingress["allows"], true, "{t_tie:#}");
+    assert_eq!(
+        ingress["map_entry"]["identity"], t_tie["from"]["identity"],
+        "{t_tie:#}"
+    );
+    assert_eq!(ingress["map_entry"]["port_proto"], "80/TCP", "{t_tie:#}");
+    assert!(
+        ingress["map_entry"]["packets"].as_u64().unwrap() >= 1,
+        "{t_tie:#}"
+    );
     let t_x = trace(node, "default/xwing");
     assert_eq!(t_x["verdict"]["allowed"], false, "{t_x:#}");
     assert_eq!(t_x["verdict"]["drop_reason"], "POLICY_DENIED", "{t_x:#}");

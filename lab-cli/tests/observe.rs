@@ -776,3 +776,310 @@ fn serve_stops_on_sigterm_even_with_a_stalled_client() {
         eprintln!("stopped {took:?} after SIGTERM with a stalled client");
     });
 }
+
+/// Only the empire reaches a deathstar, on TCP 80 (a NetworkPolicy: both
+/// policy modes enforce it).
+const EMPIRE_ONLY: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: empire-only}
+spec:
+  podSelector:
+    matchLabels: {class: deathstar}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels: {org: empire}
+    ports:
+    - {port: 80, protocol: TCP}
+";
+
+/// `labctl ARGS`, which must succeed: its standard output.
+fn labctl_ok(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What `policy trace` reads from the datapath for the deathstar's
+/// ingress from `from` on `port`: the packets its deciding rule or entry
+/// counted.
+fn ingress_counted(lab: &str, from: &str, port: &str) -> u64 {
+    let t: Value = serde_json::from_str(&labctl_ok(&[
+        "policy",
+        "trace",
+        "--from",
+        from,
+        "--to",
+        "deathstar-1",
+        "--port",
+        port,
+        "--lab",
+        lab,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    t["datapath"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["direction"] == "ingress")
+        .and_then(|d| d["packets"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits (10 s at most) until the deathstar's ingress has counted `want`
+/// packets from `from` on `port`.
+fn wait_counted(lab: &str, from: &str, port: &str, want: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = ingress_counted(lab, from, port);
+        if got >= want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{from} -> deathstar-1 {port}: {got} of {want} packets counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Traffic to deathstar-1 (which serves TCP 80): `allowed` connections
+/// from the tiefighter, each sending data; `denied_udp` sockets of the
+/// xwing sending `per_socket` datagrams each to UDP 80; and one TCP
+/// attempt of the xwing that the SYN's retransmission makes two packets.
+/// Returns once the datapath has judged every packet.
+fn verdict_traffic(
+    lab: &common::TestLab,
+    allowed: usize,
+    denied_udp: usize,
+    per_socket: usize,
+    denied_tcp: bool,
+) {
+    use std::{
+        io::Write as _,
+        net::{SocketAddr, TcpStream},
+        time::Duration,
+    };
+    let name = lab.name();
+    let ds1 = SocketAddr::from((lab.plan.pod("deathstar-1").unwrap().addr, 80));
+    let ns =
+        |pod: &str| lab_cli::kernel::netns::NetNs::open(&lab.plan.pod(pod).unwrap().netns).unwrap();
+    let (tf, xw) = (ns("tiefighter"), ns("xwing"));
+    let before = ingress_counted(name, "xwing", "80/udp");
+    for _ in 0..allowed {
+        tf.run(|| {
+            let mut s = TcpStream::connect_timeout(&ds1, Duration::from_secs(5)).unwrap();
+            for _ in 0..3 {
+                s.write_all(b"hello").unwrap();
+            }
+        })
+        .unwrap();
+    }
+    for _ in 0..denied_udp {
+        xw.run(|| {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..per_socket {
+                s.send_to(b"x", ds1).unwrap();
+            }
+        })
+        .unwrap();
+    }
+    if denied_tcp {
+        // Past the first retransmission (1 s): two SYNs, one attempt.
+        let r = xw
+            .run(|| TcpStream::connect_timeout(&ds1, Duration::from_millis(1500)))
+            .unwrap();
+        assert!(r.is_err(), "the xwing must not land");
+    }
+    wait_counted(
+        name,
+        "xwing",
+        "80/udp",
+        before + (denied_udp * per_socket) as u64,
+    );
+}
+
+/// Flows that are policy verdicts (Hubble's event type 5).
+fn verdicts(lines: &[Value]) -> Vec<&Value> {
+    flows(lines)
+        .into_iter()
+        .filter(|f| f["event_type"]["type"] == 5)
+        .collect()
+}
+
+fn one_verdict_per_connection(mode: lab_cli::policy::PolicyMode, tag: &str) {
+    let lab = common::lab_with(
+        "starwars",
+        tag,
+        lab_cli::lab::plan::LabOptions {
+            policy_mode: Some(mode),
+            ..Default::default()
+        },
+    );
+    let name = lab.name().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("empire-only.yaml");
+    std::fs::write(&file, EMPIRE_ONLY).unwrap();
+    labctl_ok(&[
+        "policy",
+        "apply",
+        "-f",
+        file.to_str().unwrap(),
+        "--lab",
+        &name,
+    ]);
+    let web = lab
+        .netns("deathstar-1")
+        .unwrap()
+        .run(|| std::net::TcpListener::bind("0.0.0.0:80"))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        while let Ok((mut s, _)) = web.accept() {
+            std::io::copy(&mut s, &mut std::io::sink()).ok();
+        }
+    });
+
+    // N allowed connections, M denied UDP flows of K datagrams and one
+    // denied TCP attempt: N ALLOWED and M + 1 DENIED verdicts.
+    const N: usize = 3;
+    const M: usize = 4;
+    const K: usize = 5;
+    let json = observe(&["--lab", &name], dir.path(), "json");
+    verdict_traffic(&lab, N, M, K, true);
+    let lines = stop(json);
+    hubble_strict(&lines);
+    let v = verdicts(&lines);
+    let allowed: Vec<_> = v.iter().filter(|f| f["verdict"] == "FORWARDED").collect();
+    let denied: Vec<_> = v.iter().filter(|f| f["verdict"] == "DROPPED").collect();
+    assert_eq!(
+        (allowed.len(), denied.len()),
+        (N, M + 1),
+        "{mode}: one verdict per connection: {v:#?}"
+    );
+    let ds1 = format!("{}", lab.plan.pod("deathstar-1").unwrap().addr);
+    let datapath = match mode {
+        lab_cli::policy::PolicyMode::Ebpf => "ebpf",
+        lab_cli::policy::PolicyMode::Netfilter => "nflog",
+    };
+    for f in &allowed {
+        assert_eq!(f["traffic_direction"], "INGRESS", "{f}");
+        assert_eq!(f["policy_match_type"], 2, "L3-L4: {f}");
+        assert_eq!(f["ingress_allowed_by"][0]["name"], "empire-only", "{f}");
+        assert_eq!(f["ingress_allowed_by"][0]["kind"], "NetworkPolicy", "{f}");
+        assert_eq!(f["source"]["pod_name"], "tiefighter");
+        assert_eq!(f["IP"]["destination"], ds1.as_str());
+        assert_eq!(f["l4"]["TCP"]["destination_port"], 80);
+        assert_eq!(f["l4"]["TCP"]["flags"]["SYN"], true);
+        assert_eq!(f["node_name"], format!("{name}/node1"));
+        assert_eq!(f["labctl"]["datapath"], datapath);
+        assert!(
+            f["source"]["labels"]
+                .as_array()
+                .unwrap()
+                .contains(&"k8s:org=empire".into())
+        );
+    }
+    for f in &denied {
+        assert_eq!(f["traffic_direction"], "INGRESS", "{f}");
+        assert!(f.get("policy_match_type").is_none(), "none: {f}");
+        assert_eq!(f["drop_reason_desc"], "POLICY_DENIED", "{f}");
+        assert_eq!(f["drop_reason"], 133);
+        assert_eq!(f["ingress_denied_by"][0]["name"], "empire-only", "{f}");
+        assert_eq!(f["source"]["pod_name"], "xwing");
+        assert_eq!(f["labctl"]["datapath"], datapath);
+    }
+    assert_eq!(
+        denied
+            .iter()
+            .filter(|f| f["l4"].get("UDP").is_some())
+            .count(),
+        M,
+        "one verdict per UDP socket, not per datagram"
+    );
+    // Identities: the source's differ by side, the destination's is one.
+    let id = |f: &&&Value, side: &str| f[side]["identity"].as_u64().unwrap();
+    assert!(
+        allowed
+            .iter()
+            .chain(&denied)
+            .all(|f| id(f, "destination") == id(&allowed[0], "destination"))
+    );
+    assert_ne!(id(&allowed[0], "source"), id(&denied[0], "source"));
+
+    // Compact lines, as Hubble prints them.
+    let ready = dir.path().join("text");
+    let mut text = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args([
+            "observe",
+            "--lab",
+            &name,
+            "--type",
+            "policy-verdict",
+            "--ready-file",
+        ])
+        .arg(&ready)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_ready(&mut text, &ready);
+    verdict_traffic(&lab, 1, 1, K, false);
+    common::interrupt(&text);
+    let out = text.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let out = String::from_utf8(out.stdout).unwrap();
+    let joined = out.replace("\n             ", " ");
+    // --type policy-verdict: nothing else (the connections, the drops).
+    let allowed_lines: Vec<&str> = joined.lines().filter(|l| l.contains(" [")).collect();
+    assert_eq!(allowed_lines.len(), 2, "{out}");
+    assert!(
+        allowed_lines.iter().all(|l| l.contains("policy-verdict:")),
+        "{out}"
+    );
+    assert!(
+        allowed_lines
+            .iter()
+            .any(|l| l.contains(&format!("{name}/tiefighter:"))
+                && l.contains("policy-verdict:L3-L4 INGRESS ALLOWED (TCP Flags: SYN)")
+                && l.contains("rule default/empire-only ingress[0]")),
+        "{out}"
+    );
+    assert!(
+        allowed_lines
+            .iter()
+            .any(|l| l.contains(&format!("{name}/xwing:"))
+                && l.contains(&format!("-> {name}/deathstar-1:80 (ID:"))
+                && l.contains("policy-verdict:none INGRESS DENIED (UDP) by default/empire-only")),
+        "{out}"
+    );
+    for l in out.lines() {
+        assert!(l.chars().count() <= 80, "{l}");
+    }
+    lab.down().unwrap();
+}
+
+#[test]
+fn policy_verdicts_one_per_connection_ebpf() {
+    if !common::privileged("policy_verdicts_one_per_connection_ebpf") {
+        return;
+    }
+    one_verdict_per_connection(lab_cli::policy::PolicyMode::Ebpf, "p26ve");
+}
+
+#[test]
+fn policy_verdicts_one_per_connection_netfilter() {
+    if !common::privileged("policy_verdicts_one_per_connection_netfilter") {
+        return;
+    }
+    one_verdict_per_connection(lab_cli::policy::PolicyMode::Netfilter, "p26vn");
+}

@@ -335,6 +335,56 @@ fn starwars_rule1_is_enforced_counted_and_follows_a_relabel() {
             >= 1
     );
     map_entry(&map, 1, "ANY");
+
+    // `policy trace` names the entry that decides, as the program's
+    // lookup finds it, with the counter that traffic produced: K
+    // datagrams on the tiefighter's 5353/UDP entry; the xwing's default
+    // deny, counted by the endpoint's metrics.
+    let trace = |from: &str| {
+        let t = json(&[
+            "policy",
+            "trace",
+            "--from",
+            from,
+            "--to",
+            "deathstar-1",
+            "--port",
+            "5353/udp",
+            "--lab",
+            &name,
+            "-o",
+            "json",
+        ]);
+        t["datapath"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["direction"] == "ingress")
+            .cloned()
+            .unwrap_or_else(|| panic!("no ingress decision in {t}"))
+    };
+    let d = trace("tiefighter");
+    assert_eq!(d["allows"], true, "{d}");
+    assert_eq!(d["map_entry"]["identity"].as_u64(), Some(tf_id), "{d}");
+    assert_eq!(d["map_entry"]["port_proto"], "5353/UDP", "{d}");
+    assert_eq!(d["map_entry"]["deny"], false, "{d}");
+    assert_eq!(d["map_entry"]["endpoint"].as_u64(), Some(u64::from(ds1_ep)));
+    assert_eq!(d["map_entry"]["prefix_len"], 96, "nothing wildcarded: {d}");
+    assert_eq!(d["packets"].as_u64(), Some(u64::from(K)), "{d}");
+    assert_eq!(d["map_entry"]["packets"].as_u64(), Some(u64::from(K)));
+    assert_eq!(d["map_entry"]["bytes"].as_u64(), Some(u64::from(K) * len));
+    let d = trace("xwing");
+    assert_eq!(d["allows"], false, "{d}");
+    assert!(
+        d.get("map_entry").is_none(),
+        "default deny has no entry: {d}"
+    );
+    assert_eq!(
+        d["packets"].as_u64(),
+        Some(metric(&maps(&lab), ds1_ep, REASON_POLICY_DENIED)),
+        "{d}"
+    );
+    assert!(d["entry"].as_str().unwrap().contains("default deny"), "{d}");
     assert!(
         !map["entries"]
             .as_array()

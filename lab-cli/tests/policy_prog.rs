@@ -270,6 +270,13 @@ fn allowed_default_denied_and_counted_once_per_connection() {
         ev.iter()
             .all(|e| e.endpoint == DS_EP && e.local_identity == DS_ID && e.dir == 1)
     );
+    // The endpoint enforces its ingress (Cilium notifies only such a
+    // direction), and each first packet was a SYN.
+    assert!(
+        ev.iter()
+            .all(|e| e.flags == lab_common::policy::EVENT_ENFORCED && e.tcp_flags == 0x02),
+        "{ev:?}"
+    );
     assert_eq!(maps.stats().unwrap()[stat::EVENTS_LOST as usize], 0);
 }
 
@@ -414,6 +421,14 @@ fn replies_pass_through_the_ct_and_new_connections_the_other_way_are_judged() {
     expect(&mut b, Side::ToPod, DS_IF, &ping(XW, DS, 8, false), PASS);
     expect(&mut b, Side::FromPod, DS_IF, &ping(DS, XW, 8, true), PASS);
     expect(&mut b, Side::FromPod, DS_IF, &ping(DS, XW, 9, true), DENIED);
+    // An ICMP verdict carries the type (8: echo request) where a TCP one
+    // carries the flags.
+    let pings: Vec<u8> = events(&b)
+        .iter()
+        .filter(|e| e.proto == 1 && e.dir == 1)
+        .map(|e| e.tcp_flags)
+        .collect();
+    assert_eq!(pings, [8, 8], "the two pings' verdicts");
 
     let maps = b.maps().unwrap();
     let ct = maps.ct_rows().unwrap();

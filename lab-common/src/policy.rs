@@ -316,8 +316,18 @@ pub struct VerdictEvent {
     pub match_dport: u16,
     /// The packet's length.
     pub len: u32,
-    pub _pad: u32,
+    /// [`EVENT_ENFORCED`]: the endpoint is default deny in this direction
+    /// (Cilium sends policy verdict notifications only for a direction
+    /// with policy enforcement on: `POLICY_VERDICT_LOG_FILTER`).
+    pub flags: u8,
+    /// The TCP flags byte of the packet; for ICMP its type; else 0.
+    pub tcp_flags: u8,
+    pub _pad: u16,
 }
+
+/// [`VerdictEvent::flags`]: the endpoint enforces policy in the event's
+/// direction (default deny).
+pub const EVENT_ENFORCED: u8 = 1;
 
 /// Node-wide counters (`POLICY_STATS`, per CPU, by index).
 pub mod stat {

@@ -5,13 +5,21 @@ use std::time::Duration;
 use clap::Args;
 
 use super::values;
-use crate::{flows::Verdict, output::OutputFormat};
+use crate::{
+    flows::{FlowType, Verdict},
+    output::OutputFormat,
+};
 
 #[derive(Debug, Args)]
 pub struct ObserveArgs {
     /// Only flows with this verdict.
     #[arg(long, value_enum, ignore_case = true)]
     pub verdict: Option<Verdict>,
+    /// Only flows of this type, as Hubble's --type: policy-verdict (a
+    /// policy datapath's verdict on a new connection), drop (a packet
+    /// drop), trace (a connection starting or ending).
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    pub kind: Option<FlowType>,
     /// Only flows from or to this pod: NAMESPACE/NAME (a lab's pods are LAB/POD).
     #[arg(long)]
     pub pod: Option<String>,

@@ -168,14 +168,19 @@ pub struct PolicyListArgs {
 pub struct PolicyTraceArgs {
     /// The source: a pod (POD, LAB/POD, LAB/NAMESPACE/POD), another lab
     /// member, an IPv4 address or a CIDR.
-    #[arg(long)]
-    pub from: String,
+    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    pub from: Option<String>,
     /// The destination, as --from.
-    #[arg(long)]
-    pub to: String,
-    /// The destination port and protocol: 80, 80/tcp, 53/udp.
-    #[arg(long, value_name = "PORT[/PROTO]", value_parser = values::port_proto)]
-    pub port: (u16, Protocol),
+    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    pub to: Option<String>,
+    /// The destination port and protocol: 80, 80/tcp, 53/udp (with
+    /// --all, once per port of the matrix).
+    #[arg(long, value_name = "PORT[/PROTO]", value_parser = values::port_proto, required = true)]
+    pub port: Vec<(u16, Protocol)>,
+    /// Every pod of the lab to every other pod on each --port, in one
+    /// call: the allow/deny matrix, each cell as a trace decides it.
+    #[arg(long, conflicts_with = "node")]
+    pub all: bool,
     /// The lab (needed only when several labs have these pods).
     #[arg(long, value_parser = values::lab_name)]
     pub lab: Option<String>,

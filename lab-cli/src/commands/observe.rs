@@ -92,6 +92,7 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<Outcome> {
             namespace: args.namespace,
             protocol: args.protocol,
             port: args.port,
+            kind: args.kind,
         },
         count: args.count,
         duration: args.duration,

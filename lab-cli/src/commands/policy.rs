@@ -559,13 +559,30 @@ fn governs(p: &Policy) -> String {
 }
 
 fn trace(args: PolicyTraceArgs) -> anyhow::Result<Exit> {
-    let (port, protocol) = args.port;
+    if args.all {
+        let lab = lab_policy::pick_lab(args.lab.as_deref())?;
+        let m = lab_policy::trace_all(&lab, &args.port)?;
+        let mut out = anstream::stdout().lock();
+        match args.output {
+            OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&m)?)?,
+            OutputFormat::Text => write_matrix(&mut out, &m)?,
+        }
+        return Ok(Exit::Success);
+    }
+    let (Some(from), Some(to), [(port, protocol)]) = (
+        args.from.as_deref(),
+        args.to.as_deref(),
+        args.port.as_slice(),
+    ) else {
+        return Err(PolicyError::OnePort.into());
+    };
+    let (port, protocol) = (*port, *protocol);
     let t = if on_node(args.node, args.lab.as_deref()) {
         let scope = policy_node::synced()?;
-        policy_node::trace(&scope, &args.from, &args.to, port, protocol)?
+        policy_node::trace(&scope, from, to, port, protocol)?
     } else {
-        let lab = lab_policy::trace_lab(args.lab.as_deref(), &args.from, &args.to)?;
-        lab_policy::trace(&lab, &args.from, &args.to, port, protocol)?
+        let lab = lab_policy::trace_lab(args.lab.as_deref(), from, to)?;
+        lab_policy::trace(&lab, from, to, port, protocol)?
     };
     let mut out = anstream::stdout().lock();
     match args.output {
@@ -573,6 +590,110 @@ fn trace(args: PolicyTraceArgs) -> anyhow::Result<Exit> {
         OutputFormat::Text => write_trace(&mut out, &t)?,
     }
     Ok(Exit::Success)
+}
+
+/// A matrix cell's letter: `A` allowed, `d` default deny
+/// (POLICY_DENIED), `D` a deny rule (POLICY_DENY); `!` where the datapath
+/// read from the kernel decides otherwise than the policies.
+fn cell_letter(c: &lab_policy::MatrixCell) -> char {
+    if c.datapath_allows().is_some_and(|a| a != c.verdict.allowed) {
+        return '!';
+    }
+    match (c.verdict.allowed, c.verdict.drop_reason) {
+        (true, _) => 'A',
+        (false, Some(crate::policy::eval::DropReason::PolicyDeny)) => 'D',
+        (false, _) => 'd',
+    }
+}
+
+/// `policy trace --all` as text: one row per source pod, one block per
+/// port, one letter per destination pod (the pods in the order listed).
+pub(crate) fn write_matrix(out: &mut impl Write, m: &lab_policy::Matrix) -> io::Result<()> {
+    let short = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
+    let reading = match m.policy_mode {
+        Some(PolicyMode::Ebpf) => "policy mode ebpf, read from the eBPF maps",
+        Some(PolicyMode::Netfilter) => "policy mode netfilter, read from nft",
+        None => "no policy mode: judged, not enforced",
+    };
+    width::write_fill(
+        out,
+        &format!(
+            "Lab {} ({reading}; {}): every pod to every other pod.",
+            m.lab,
+            policies(m.policies)
+        ),
+        "",
+        "",
+    )?;
+    writeln!(out)?;
+    let names: Vec<String> = m.pods.iter().map(|p| short(p)).collect();
+    width::write_fill(
+        out,
+        &format!("columns, in each block: {}", names.join(" ")),
+        "",
+        "  ",
+    )?;
+    width::write_fill(
+        out,
+        "A allowed, d default deny (POLICY_DENIED), D a deny rule (POLICY_DENY), . itself, ! the datapath decides otherwise than the policies",
+        "",
+        "  ",
+    )?;
+    let col = names.iter().map(String::len).max().unwrap_or(4).max(4);
+    let block = m
+        .ports
+        .iter()
+        .map(|p| format!("{}/{}", p.port, p.protocol).len())
+        .chain([m.pods.len()])
+        .max()
+        .unwrap_or(1);
+    // As many port blocks side by side as 80 columns take (one at least).
+    let per_table = ((width::COLUMNS.saturating_sub(col)) / (block + 1)).max(1);
+    for (n, ports) in m.ports.chunks(per_table).enumerate() {
+        if n > 0 {
+            writeln!(out)?;
+        }
+        write_matrix_table(out, m, ports, &names, col, block)?;
+    }
+    Ok(())
+}
+
+/// One table of [`write_matrix`]: the blocks of `ports`.
+fn write_matrix_table(
+    out: &mut impl Write,
+    m: &lab_policy::Matrix,
+    ports: &[lab_policy::MatrixPort],
+    names: &[String],
+    col: usize,
+    block: usize,
+) -> io::Result<()> {
+    let mut head = format!("{:<col$}", "FROM");
+    for p in ports {
+        head.push_str(&format!(
+            " {:<block$}",
+            format!("{}/{}", p.port, p.protocol)
+        ));
+    }
+    writeln!(out, "{}", head.trim_end())?;
+    for (i, from) in m.pods.iter().enumerate() {
+        let mut row = format!("{:<col$}", names[i]);
+        for &lab_policy::MatrixPort { port, protocol } in ports {
+            let mut letters = String::new();
+            for to in &m.pods {
+                if to == from {
+                    letters.push('.');
+                    continue;
+                }
+                let c = m.cells.iter().find(|c| {
+                    c.from == *from && c.to == *to && c.port == port && c.protocol == protocol
+                });
+                letters.push(c.map_or('?', cell_letter));
+            }
+            row.push_str(&format!(" {letters:<block$}"));
+        }
+        writeln!(out, "{}", row.trim_end())?;
+    }
+    Ok(())
 }
 
 /// The labels worth a line of text: Cilium's bookkeeping ones (service

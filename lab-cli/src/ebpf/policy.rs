@@ -18,8 +18,8 @@ use aya::{
     programs::{SchedClassifier, TcAttachType},
 };
 use lab_common::policy::{
-    CtEntry, CtKey, EndpointInfo, IpcacheKey, MetricsKey, MetricsValue, PolicyEntry, PolicyKey,
-    RemoteEndpointInfo, VerdictEvent, stat,
+    CtEntry, CtKey, EndpointInfo, IPCACHE_STATIC_PREFIX, IpcacheKey, MetricsKey, MetricsValue,
+    POLICY_FULL_PREFIX, PolicyEntry, PolicyKey, RemoteEndpointInfo, VerdictEvent, stat,
 };
 
 use super::{
@@ -309,6 +309,38 @@ impl PolicyMaps {
         self.policy
             .remove(&Key::new(prefix, key))
             .map_err(map_err("POLICY_MAP"))
+    }
+
+    /// The policy entry the program's lookup of `key` (nothing
+    /// wildcarded) finds: the longest prefix covering it, as the kernel's
+    /// trie answers the program.
+    pub fn lookup_policy(&self, key: PolicyKey) -> Result<Option<PolicyEntry>, ProgramSetupError> {
+        match self.policy.get(&Key::new(POLICY_FULL_PREFIX, key), 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("POLICY_MAP")(e)),
+        }
+    }
+
+    /// The identity the ipcache gives address `ip4` (network order): the
+    /// longest prefix covering it, as the program looks it up (None: no
+    /// entry, the world).
+    pub fn lookup_ipcache(&self, ip4: u32) -> Result<Option<u32>, ProgramSetupError> {
+        let key = Key::new(IPCACHE_STATIC_PREFIX + 32, IpcacheKey::ipv4(ip4));
+        match self.ipcache.get(&key, 0) {
+            Ok(v) => Ok(Some(v.sec_identity)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("POLICY_IPCACHE")(e)),
+        }
+    }
+
+    /// The endpoint plugged at `ifindex`.
+    pub fn endpoint(&self, ifindex: u32) -> Result<Option<EndpointInfo>, ProgramSetupError> {
+        match self.endpoints.get(&ifindex, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("POLICY_ENDPOINTS")(e)),
+        }
     }
 
     /// The connections judged, each side's.

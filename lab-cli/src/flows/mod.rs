@@ -37,6 +37,17 @@ impl Verdict {
     }
 }
 
+/// Hubble's event types that labctl's flows are (`--type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowType {
+    /// A policy datapath's verdict on a new connection.
+    PolicyVerdict,
+    /// A packet drop.
+    Drop,
+    /// A connection starting or ending (conntrack, the eBPF tracker).
+    Trace,
+}
+
 /// One side of a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -74,6 +85,60 @@ pub enum Origin {
         location: String,
         ifname: Option<String>,
     },
+    /// A policy datapath's verdict on a new connection (Hubble's
+    /// policy-verdict events).
+    Policy(Box<PolicyEvent>),
+}
+
+/// Which datapath reported a policy verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicySource {
+    /// The eBPF policy programs' verdict ring buffer (`--policy-mode ebpf`).
+    Ebpf,
+    /// The `log group` statements of the netfilter rules (NFLOG,
+    /// `--policy-mode netfilter`).
+    Nflog,
+}
+
+impl PolicySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicySource::Ebpf => "ebpf",
+            PolicySource::Nflog => "nflog",
+        }
+    }
+}
+
+/// One policy verdict on a new connection, on one side (the source
+/// pod's egress or the destination pod's ingress).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyEvent {
+    pub source: PolicySource,
+    /// `ingress` or `egress`.
+    pub direction: &'static str,
+    /// Cilium's `POLICY_MATCH_*` (`lab_common::policy::MATCH_*`).
+    pub match_type: u8,
+    /// The deciding map entry or nft rule, in the datapath's words.
+    pub entry: String,
+    /// The two ends' identities as the datapath saw them (eBPF), else as
+    /// the lab's policies give them.
+    pub src_identity: Option<u32>,
+    pub dst_identity: Option<u32>,
+    /// What the lab's policies say (None: no lab's node).
+    pub names: Option<crate::lab::policy::VerdictNames>,
+}
+
+/// Hubble's `PolicyMatchType` strings (`api.PolicyMatchType.String()`).
+pub fn match_type_name(m: u8) -> &'static str {
+    match m {
+        1 => "L3-Only",
+        2 => "L3-L4",
+        3 => "L4-Only",
+        4 => "all",
+        5 => "L3-Proto",
+        6 => "Proto-Only",
+        _ => "none",
+    }
 }
 
 /// One flow.
@@ -103,6 +168,53 @@ pub struct Flow {
     pub origin: Origin,
 }
 
+/// The packet a policy verdict was given on (the connection's first on
+/// that side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerdictPacket {
+    pub src: std::net::Ipv4Addr,
+    pub dst: std::net::Ipv4Addr,
+    /// Host order.
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// TCP: the flags byte; ICMP: the type.
+    pub info: u8,
+}
+
+impl VerdictPacket {
+    /// The packet's IPv4 header and the start of its transport header
+    /// (what NFLOG copies); None when it is not IPv4.
+    pub fn parse(ip: &[u8]) -> Option<Self> {
+        let vihl = *ip.first()?;
+        if vihl >> 4 != 4 || ip.len() < 20 {
+            return None;
+        }
+        let octets =
+            |at: usize| std::net::Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]);
+        let proto = ip[9];
+        let l4 = ip.get(usize::from(vihl & 0x0f) * 4..).unwrap_or_default();
+        let be16 = |at: usize| {
+            l4.get(at..at + 2)
+                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+        };
+        let (sport, dport, info) = match proto {
+            6 => (be16(0), be16(2), l4.get(13).copied().unwrap_or(0)),
+            17 | 132 => (be16(0), be16(2), 0),
+            1 => (be16(4), be16(4), l4.first().copied().unwrap_or(0)),
+            _ => (0, 0, 0),
+        };
+        Some(Self {
+            src: octets(12),
+            dst: octets(16),
+            sport,
+            dport,
+            proto,
+            info,
+        })
+    }
+}
+
 /// Where events were lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LostSource {
@@ -110,6 +222,11 @@ pub enum LostSource {
     TracerRing,
     /// The kernel could not queue conntrack events (ENOBUFS).
     CtnetlinkBuffer,
+    /// The eBPF policy programs' verdict ring buffer was full.
+    PolicyRing,
+    /// The kernel could not queue NFLOG messages of the netfilter policy
+    /// rules (ENOBUFS; counted in datagrams, each one or more verdicts).
+    NflogBuffer,
 }
 
 impl LostSource {
@@ -117,8 +234,8 @@ impl LostSource {
     /// socket, so conntrack's losses are `UNKNOWN_LOST_EVENT_SOURCE`.
     pub fn hubble(self) -> &'static str {
         match self {
-            LostSource::TracerRing => "PERF_EVENT_RING_BUFFER",
-            LostSource::CtnetlinkBuffer => "UNKNOWN_LOST_EVENT_SOURCE",
+            LostSource::TracerRing | LostSource::PolicyRing => "PERF_EVENT_RING_BUFFER",
+            LostSource::CtnetlinkBuffer | LostSource::NflogBuffer => "UNKNOWN_LOST_EVENT_SOURCE",
         }
     }
 
@@ -127,6 +244,8 @@ impl LostSource {
         match self {
             LostSource::TracerRing => "PERF_EVENT_RING_BUFFER",
             LostSource::CtnetlinkBuffer => "CTNETLINK_SOCKET_BUFFER",
+            LostSource::PolicyRing => "POLICY_VERDICT_RING_BUFFER",
+            LostSource::NflogBuffer => "NFLOG_SOCKET_BUFFER",
         }
     }
 }
@@ -208,6 +327,60 @@ impl Flow {
         }
     }
 
+    /// A policy verdict on a new connection: the first packet's tuple,
+    /// whether it was allowed, the drop reason if not (`POLICY_DENIED`,
+    /// `POLICY_DENY`).
+    pub fn from_policy(
+        packet: &VerdictPacket,
+        drop_reason: Option<&str>,
+        node: &str,
+        netns_ino: u64,
+        time_ns: u64,
+        event: PolicyEvent,
+        pods: &mut impl PodsByAddr,
+    ) -> Self {
+        let (src, dst) = (IpAddr::V4(packet.src), IpAddr::V4(packet.dst));
+        let ports = matches!(packet.proto, 6 | 17 | 132);
+        let l4 = match packet.proto {
+            6 => L4::Tcp((packet.info != 0).then_some(packet.info)),
+            17 => L4::Udp,
+            1 => L4::Icmp {
+                v6: false,
+                kind: packet.info,
+                code: 0,
+            },
+            132 => L4::Other("SCTP".into()),
+            n => L4::Other(n.to_string()),
+        };
+        Flow {
+            time_ns,
+            verdict: if drop_reason.is_some() {
+                Verdict::Dropped
+            } else {
+                Verdict::Forwarded
+            },
+            drop_reason: drop_reason.map(str::to_owned),
+            policy: None,
+            fragment: None,
+            source: Endpoint {
+                ip: Some(src),
+                port: ports.then_some(packet.sport),
+                pod: pods.pod(netns_ino, src),
+            },
+            destination: Endpoint {
+                ip: Some(dst),
+                port: ports.then_some(packet.dport),
+                pod: pods.pod(netns_ino, dst),
+            },
+            l4,
+            node: node.to_owned(),
+            nat: None,
+            source_xlated: None,
+            state: None,
+            origin: Origin::Policy(Box::new(event)),
+        }
+    }
+
     /// A drop from the tracer.
     pub fn from_drop(r: &DropRecord, pods: &mut impl PodsByAddr) -> Self {
         let ip = |s: &Option<String>| s.as_deref().and_then(|a| a.parse::<IpAddr>().ok());
@@ -278,6 +451,15 @@ impl Flow {
             L4::Udp => "UDP".into(),
             L4::Icmp { v6, kind, code } => icmp_summary(*v6, *kind, *code),
             L4::Other(p) => p.clone(),
+        }
+    }
+
+    /// Hubble's event type of the flow.
+    pub fn kind(&self) -> FlowType {
+        match self.origin {
+            Origin::Policy(_) => FlowType::PolicyVerdict,
+            Origin::Drop { .. } => FlowType::Drop,
+            Origin::Conntrack { .. } | Origin::Tracker { .. } => FlowType::Trace,
         }
     }
 
@@ -370,6 +552,8 @@ pub struct FlowFilter {
     pub protocol: Option<String>,
     /// Either port.
     pub port: Option<u16>,
+    /// Only flows of this type.
+    pub kind: Option<FlowType>,
 }
 
 impl FlowFilter {
@@ -377,6 +561,7 @@ impl FlowFilter {
         let is = |e: &Endpoint, pod: &str| e.pod.as_ref().is_some_and(|p| p.to_string() == pod);
         let in_ns = |e: &Endpoint, ns: &str| e.pod.as_ref().is_some_and(|p| p.namespace == ns);
         self.verdict.is_none_or(|v| v == f.verdict)
+            && self.kind.is_none_or(|k| k == f.kind())
             && self
                 .pod
                 .as_deref()
@@ -442,6 +627,39 @@ mod tests {
     }
 
     #[test]
+    fn verdict_packets_are_read_from_what_nflog_copies() {
+        // IPv4 (IHL 5) 10.0.0.1 -> 10.0.0.2, TCP 40000 -> 80, SYN.
+        let mut ip = vec![
+            0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        let mut tcp = vec![0u8; 20];
+        tcp[..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[13] = 0x02;
+        ip.extend(&tcp);
+        let p = VerdictPacket::parse(&ip).unwrap();
+        assert_eq!(
+            (
+                p.src.to_string(),
+                p.dst.to_string(),
+                p.sport,
+                p.dport,
+                p.proto,
+                p.info
+            ),
+            ("10.0.0.1".into(), "10.0.0.2".into(), 40000, 80, 6, 0x02)
+        );
+        // ICMP echo request: the id for both ports, the type as info.
+        let mut icmp = ip[..20].to_vec();
+        icmp[9] = 1;
+        icmp.extend([8, 0, 0, 0, 0x12, 0x34, 0, 1]);
+        let p = VerdictPacket::parse(&icmp).unwrap();
+        assert_eq!((p.sport, p.dport, p.info), (0x1234, 0x1234, 8));
+        assert!(VerdictPacket::parse(&[0x60; 40]).is_none(), "not IPv4");
+        assert!(VerdictPacket::parse(&ip[..10]).is_none(), "cut short");
+    }
+
+    #[test]
     fn filters_match_either_side_or_one() {
         let mut r = crate::drops::record::tests::sample_udp();
         r.dst = Some("10.0.0.2".into());
@@ -470,6 +688,14 @@ mod tests {
         }));
         assert!(!yes(FlowFilter {
             port: Some(80),
+            ..Default::default()
+        }));
+        assert!(yes(FlowFilter {
+            kind: Some(FlowType::Drop),
+            ..Default::default()
+        }));
+        assert!(!yes(FlowFilter {
+            kind: Some(FlowType::PolicyVerdict),
             ..Default::default()
         }));
     }

@@ -13,7 +13,9 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{Flow, FlowFilter, Item, Lost, LostSource, PodsByAddr};
+use super::{
+    Flow, FlowFilter, Item, Lost, LostSource, PodsByAddr, PolicyEvent, PolicySource, VerdictPacket,
+};
 use crate::{
     conntrack::{
         entry::CtEntry,
@@ -22,19 +24,35 @@ use crate::{
         watcher::{Batch, Watcher},
     },
     drops::{
+        reasons::{POLICY_DENIED, POLICY_DENY},
         record::DropRecord,
-        session::{self, Scope, Sink, TraceOptions},
+        session::{self, PolicyQuery, Scope, Sink, TraceOptions},
+    },
+    ebpf::{
+        pins,
+        policy::{self as policy_progs, Events, PolicyMaps},
     },
     kernel::{
         interrupt::{Gone, Stop, Why},
         names::{Names, PodRef},
-        netns::Selection,
+        netns::{NetNs, Selection},
+        nflog::{Nflog, NflogError},
         ready::ReadyFile,
     },
     lab::{
         gone,
         names::{self as lab_names, PodAddrs},
+        policy::{DropPolicies, node_policy_mode},
     },
+    policy::{
+        PolicyMode,
+        bpf::port_proto,
+        nft::{NFLOG_GROUP, parse_log_prefix},
+    },
+};
+use lab_common::policy::{
+    DIR_EGRESS, EVENT_ENFORCED, MATCH_NONE, POLICY_STATIC_PREFIX, PolicyKey, REASON_FORWARDED,
+    REASON_POLICY_DENY, VerdictEvent, stat,
 };
 
 /// Everything `labctl observe` was asked to do.
@@ -142,7 +160,37 @@ struct Watched {
     lab: Option<String>,
     /// Whether it is a pod's (named `NAMESPACE/NAME`).
     pod: bool,
+    /// Where its policy verdicts come from, once found.
+    verdicts: Option<Verdicts>,
 }
+
+/// A node's policy verdicts on new connections.
+enum Verdicts {
+    /// The eBPF policy programs' ring buffer (`--policy-mode ebpf`, a lab's
+    /// node or a Kubernetes node), with the maps whose counter says how
+    /// many verdicts the full ring lost, and that count when last read.
+    Ebpf(Box<(Events, PolicyMaps, u64)>),
+    /// The netfilter rules' `log group` (`--policy-mode netfilter`).
+    Nflog(Nflog),
+}
+
+/// The policy-verdict side of the stream: sources are read, NFLOG's
+/// repeats folded, and verdicts named with the labs' policies.
+struct VerdictReader {
+    names: DropPolicies,
+    /// NFLOG's last report of each (namespace, tuple, direction,
+    /// verdict): netfilter's rules see every packet of a connection until
+    /// its first reply (a dropped connection's retransmissions, an
+    /// unanswered UDP flow's datagrams), the eBPF CT only its first.
+    seen: HashMap<(u64, [u8; 13], bool, bool), Instant>,
+}
+
+/// How long NFLOG's reports of one tuple are one connection: past
+/// conntrack's wait for a SYN's reply (120 s) and an unreplied UDP
+/// flow's (30 s).
+const NFLOG_FOLD: Duration = Duration::from_secs(120);
+/// Tuples remembered at most (a scan is forgotten, not kept).
+const NFLOG_SEEN_MAX: usize = 65536;
 
 /// The merged stream, handed to `emit` item by item until Ctrl-C,
 /// `duration` or `count`.
@@ -190,6 +238,10 @@ pub fn observe(
     .context("starting the drop tracer")?;
 
     let mut watched: HashMap<u64, Watched> = HashMap::new();
+    let mut verdicts = VerdictReader {
+        names: DropPolicies::new(),
+        seen: HashMap::new(),
+    };
     // Labs whose going was said (said again if they come back and go).
     let mut said = HashSet::new();
     refresh(&opts, &mut names, &mut watched, &mut said);
@@ -231,6 +283,11 @@ pub fn observe(
                 }
             }
         }
+        for item in verdicts.read(&mut watched, &mut pods) {
+            if show(&item, &mut stats)? {
+                break 'observe;
+            }
+        }
         if refreshed.elapsed() >= REFRESH {
             for flow in tracker_changes(&mut watched, &mut pods) {
                 if show(&Item::Flow(Box::new(flow)), &mut stats)? {
@@ -262,6 +319,11 @@ pub fn observe(
             }
         }
         for item in rx.try_iter() {
+            if show(&item, &mut stats)? {
+                break;
+            }
+        }
+        for item in verdicts.read(&mut watched, &mut pods) {
             if show(&item, &mut stats)? {
                 break;
             }
@@ -318,11 +380,16 @@ fn batch_items(batch: Batch, node: &str, netns_ino: u64, pods: &mut Pods) -> Vec
 /// Waits up to 50 ms for conntrack events in any namespace (drops arrive on
 /// the channel, read after each wait), less when the stream stops.
 fn wait_for_events(watched: &HashMap<u64, Watched>, stop: &Stop) -> anyhow::Result<()> {
-    let fds: Vec<_> = watched
+    let mut fds: Vec<_> = watched
         .values()
         .filter_map(|w| w.watcher.as_ref())
         .map(Watcher::fd)
         .collect();
+    fds.extend(watched.values().filter_map(|w| match &w.verdicts {
+        Some(Verdicts::Ebpf(e)) => Some(e.0.fd()),
+        Some(Verdicts::Nflog(n)) => Some(n.fd()),
+        None => None,
+    }));
     stop.readable(&fds, Duration::from_millis(50))
         .context("waiting for conntrack events")?;
     Ok(())
@@ -357,6 +424,12 @@ fn refresh(
     } else {
         HashMap::new()
     };
+    // A node whose eBPF policy maps came after it was first seen.
+    for (ino, w) in watched.iter_mut() {
+        if w.verdicts.is_none() {
+            w.verdicts = ebpf_verdicts(*ino);
+        }
+    }
     for (ino, ns) in now {
         if watched.contains_key(&ino) {
             continue;
@@ -379,6 +452,7 @@ fn refresh(
                 tracked: tracker_table(ino),
                 lab: labs.get(&ino).cloned(),
                 pod: names.pod(ino).is_some(),
+                verdicts: open_verdicts(&ns, ino, opts.notice),
             },
         );
     }
@@ -410,6 +484,276 @@ fn went_lines(
         }
     }
     lines
+}
+
+/// The verdict ring of the eBPF policy maps pinned for the namespace with
+/// inode `ino`, if any; what it held before is stale and read away.
+fn ebpf_verdicts(ino: u64) -> Option<Verdicts> {
+    let dir = pins::policy(ino);
+    if !policy_progs::loaded(&dir) {
+        return None;
+    }
+    let opened = PolicyMaps::open(&dir).and_then(|m| {
+        let events = m.events()?;
+        let lost = m.stats()?[stat::EVENTS_LOST as usize];
+        Ok((m, events, lost))
+    });
+    match opened {
+        Ok((maps, mut events, lost)) => {
+            events.drain();
+            Some(Verdicts::Ebpf(Box::new((events, maps, lost))))
+        }
+        Err(e) => {
+            tracing::debug!("no policy verdicts from {}: {e}", dir.display());
+            None
+        }
+    }
+}
+
+/// Where a newly seen namespace's policy verdicts come from: its eBPF
+/// policy maps, or, on a lab node with --policy-mode netfilter, the
+/// rules' NFLOG group.
+fn open_verdicts(ns: &NetNs, ino: u64, notice: fn(&str)) -> Option<Verdicts> {
+    if let Some(v) = ebpf_verdicts(ino) {
+        return Some(v);
+    }
+    if node_policy_mode(ino) != Some(PolicyMode::Netfilter) {
+        return None;
+    }
+    match Nflog::open(ns, NFLOG_GROUP) {
+        Ok(n) => Some(Verdicts::Nflog(n)),
+        Err(e @ NflogError::Busy(_)) => {
+            notice(&format!("{}: no policy verdicts from it: {e}", ns.name()));
+            None
+        }
+        Err(e) => {
+            tracing::debug!("no policy verdicts from {}: {e}", ns.name());
+            None
+        }
+    }
+}
+
+impl VerdictReader {
+    /// Every verdict the watched nodes reported since the last read, as
+    /// flows.
+    fn read(&mut self, watched: &mut HashMap<u64, Watched>, pods: &mut Pods) -> Vec<Item> {
+        let mut items = Vec::new();
+        for (ino, w) in watched.iter_mut() {
+            match &mut w.verdicts {
+                Some(Verdicts::Ebpf(ring)) => {
+                    let (events, maps, lost) = &mut **ring;
+                    for ev in events.drain() {
+                        if let Some(flow) = self.ebpf_flow(&ev, &w.name, *ino, pods) {
+                            items.push(Item::Flow(Box::new(flow)));
+                        }
+                    }
+                    if let Ok(stats) = maps.stats() {
+                        let now = stats[stat::EVENTS_LOST as usize];
+                        if now > *lost {
+                            items.push(Item::Lost(Lost {
+                                time_ns: now_ns(),
+                                source: LostSource::PolicyRing,
+                                count: now - *lost,
+                                node: w.name.clone(),
+                            }));
+                        }
+                        *lost = now;
+                    }
+                }
+                Some(Verdicts::Nflog(nflog)) => match nflog.drain() {
+                    Ok((logged, lost)) => {
+                        if lost > 0 {
+                            items.push(Item::Lost(Lost {
+                                time_ns: now_ns(),
+                                source: LostSource::NflogBuffer,
+                                count: lost,
+                                node: w.name.clone(),
+                            }));
+                        }
+                        for l in logged {
+                            if let Some(flow) =
+                                self.nflog_flow(&l.prefix, &l.payload, &w.name, *ino, pods)
+                            {
+                                items.push(Item::Flow(Box::new(flow)));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("NFLOG of {}: {e}", w.name);
+                        w.verdicts = None;
+                    }
+                },
+                None => {}
+            }
+        }
+        items
+    }
+
+    /// The names of a verdict, from the lab's policies.
+    fn names(
+        &mut self,
+        ino: u64,
+        p: &VerdictPacket,
+        egress: bool,
+        allowed: bool,
+        deny: bool,
+    ) -> Option<crate::lab::policy::VerdictNames> {
+        let dport = if p.proto == 1 {
+            u16::from(p.info)
+        } else {
+            p.dport
+        };
+        self.names.verdict(
+            &PolicyQuery {
+                netns_ino: ino,
+                src: p.src.into(),
+                dst: p.dst.into(),
+                dport,
+                l4proto: p.proto,
+                egress,
+                deny,
+            },
+            allowed,
+        )
+    }
+
+    /// A verdict event of the eBPF programs: shown where Cilium would
+    /// send a policy verdict notification (the direction enforces policy)
+    /// and wherever a deny entry dropped.
+    fn ebpf_flow(
+        &mut self,
+        ev: &VerdictEvent,
+        node: &str,
+        ino: u64,
+        pods: &mut Pods,
+    ) -> Option<Flow> {
+        if ev.flags & EVENT_ENFORCED == 0 && ev.reason == REASON_FORWARDED {
+            return None;
+        }
+        let packet = VerdictPacket {
+            src: std::net::Ipv4Addr::from(ev.saddr.to_ne_bytes()),
+            dst: std::net::Ipv4Addr::from(ev.daddr.to_ne_bytes()),
+            sport: u16::from_be(ev.sport),
+            dport: u16::from_be(ev.dport),
+            proto: ev.proto,
+            info: ev.tcp_flags,
+        };
+        let egress = ev.dir == DIR_EGRESS;
+        let allowed = ev.reason == REASON_FORWARDED;
+        let deny = ev.reason == REASON_POLICY_DENY;
+        let direction = if egress { "egress" } else { "ingress" };
+        let entry = if ev.match_type == MATCH_NONE {
+            format!(
+                "endpoint {} {direction}: no entry{}",
+                ev.endpoint,
+                if allowed { "" } else { ", default deny" }
+            )
+        } else {
+            let key = PolicyKey {
+                endpoint: ev.endpoint,
+                sec_label: ev.match_identity,
+                egress: u8::from(egress),
+                protocol: ev.match_proto,
+                dport: ev.match_dport,
+                pad: 0,
+            };
+            format!(
+                "endpoint {} {direction} {} {} {}",
+                ev.endpoint,
+                crate::policy::bpf::peer_name(ev.match_identity),
+                port_proto(POLICY_STATIC_PREFIX + u32::from(ev.match_prefix), &key),
+                if allowed { "allow" } else { "deny" }
+            )
+        };
+        let names = self.names(ino, &packet, egress, allowed, deny);
+        let (src_identity, dst_identity) = if egress {
+            (ev.local_identity, ev.remote_identity)
+        } else {
+            (ev.remote_identity, ev.local_identity)
+        };
+        let reason = match (allowed, deny) {
+            (true, _) => None,
+            (false, true) => Some(POLICY_DENY),
+            (false, false) => Some(POLICY_DENIED),
+        };
+        Some(Flow::from_policy(
+            &packet,
+            reason,
+            node,
+            ino,
+            now_ns(),
+            PolicyEvent {
+                source: PolicySource::Ebpf,
+                direction,
+                match_type: ev.match_type,
+                entry,
+                src_identity: Some(src_identity),
+                dst_identity: Some(dst_identity),
+                names,
+            },
+            pods,
+        ))
+    }
+
+    /// A packet one of the netfilter rules logged: the first of its
+    /// connection in this direction and verdict is a flow.
+    fn nflog_flow(
+        &mut self,
+        prefix: &str,
+        payload: &[u8],
+        node: &str,
+        ino: u64,
+        pods: &mut Pods,
+    ) -> Option<Flow> {
+        let v = parse_log_prefix(prefix)?;
+        let packet = VerdictPacket::parse(payload)?;
+        let egress = v.direction == crate::policy::model::Direction::Egress;
+        let mut tuple = [0u8; 13];
+        tuple[..4].copy_from_slice(&packet.src.octets());
+        tuple[4..8].copy_from_slice(&packet.dst.octets());
+        tuple[8..10].copy_from_slice(&packet.sport.to_be_bytes());
+        tuple[10..12].copy_from_slice(&packet.dport.to_be_bytes());
+        tuple[12] = packet.proto;
+        let now = Instant::now();
+        let key = (ino, tuple, egress, v.allowed);
+        if self
+            .seen
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) < NFLOG_FOLD)
+        {
+            return None;
+        }
+        if self.seen.len() >= NFLOG_SEEN_MAX {
+            self.seen.retain(|_, t| now.duration_since(*t) < NFLOG_FOLD);
+            if self.seen.len() >= NFLOG_SEEN_MAX {
+                self.seen.clear();
+            }
+        }
+        self.seen.insert(key, now);
+        let names = self.names(ino, &packet, egress, v.allowed, v.deny_rule);
+        let reason = match (v.allowed, v.deny_rule) {
+            (true, _) => None,
+            (false, true) => Some(POLICY_DENY),
+            (false, false) => Some(POLICY_DENIED),
+        };
+        Some(Flow::from_policy(
+            &packet,
+            reason,
+            node,
+            ino,
+            now_ns(),
+            PolicyEvent {
+                source: PolicySource::Nflog,
+                direction: v.direction.as_str(),
+                match_type: v.match_type,
+                entry: format!("rule \"{}\"", v.rule),
+                src_identity: None,
+                dst_identity: None,
+                names,
+            },
+            pods,
+        ))
+    }
 }
 
 fn tracker_table(ino: u64) -> HashMap<(u8, crate::conntrack::entry::Tuple), CtEntry> {
@@ -461,6 +805,7 @@ mod tests {
             tracked: HashMap::new(),
             lab: lab.map(str::to_owned),
             pod,
+            verdicts: None,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod kallsyms;
 pub mod locks;
 pub mod names;
 pub mod netns;
+pub mod nflog;
 pub mod node;
 pub mod outfile;
 pub mod podcgroup;

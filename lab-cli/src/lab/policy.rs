@@ -898,6 +898,117 @@ pub fn trace(
     judge(judged, (from, src), (to, dst), port, protocol)
 }
 
+/// One cell of `policy trace --all`: a new connection from one pod to
+/// another on one port, as a trace decides it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixCell {
+    pub from: String,
+    pub to: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub verdict: Verdict,
+    /// Where the datapath decides each direction, read from the kernel.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub datapath: Vec<datapath::Decision>,
+}
+
+impl MatrixCell {
+    /// Whether the datapath, as read from the kernel, lets it through
+    /// (None: nothing read).
+    pub fn datapath_allows(&self) -> Option<bool> {
+        (!self.datapath.is_empty()).then(|| self.datapath.iter().all(|d| d.allows))
+    }
+}
+
+/// A port of `policy trace --all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MatrixPort {
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// `policy trace --all`: every pod of a lab to every other pod on each
+/// port.
+#[derive(Debug, Clone, Serialize)]
+pub struct Matrix {
+    pub lab: String,
+    pub policy_mode: Option<PolicyMode>,
+    pub flavor: Flavor,
+    /// The pods, in the lab's order (rows and columns).
+    pub pods: Vec<String>,
+    /// The ports, in the order given.
+    pub ports: Vec<MatrixPort>,
+    pub policies: usize,
+    /// Row by row: each source, each port, each destination.
+    pub cells: Vec<MatrixCell>,
+}
+
+/// Judges every connection between two pods of `lab` on each of `ports`,
+/// each as `policy trace` does (the evaluator's verdict and, with a
+/// policy mode, where the datapath decides it, read from the kernel),
+/// with the lab read once.
+pub fn trace_all(lab: &Lab, ports: &[(u16, Protocol)]) -> Result<Matrix, LabError> {
+    let cluster = cluster(lab);
+    let (ids, _) = identities(lab, &cluster);
+    let eval = Evaluator::new(&cluster, ids, &lab.state.policies, flavor(lab));
+    let path = match (lab.plan.options.policy_mode, nodes(&lab.plan).ok()) {
+        (Some(mode), Some(n)) => Some(datapath::datapath(mode, n)),
+        _ => None,
+    };
+    let want = Want {
+        cluster: &cluster,
+        identities: &eval.identities,
+        policies: &lab.state.policies,
+    };
+    let pods: Vec<usize> = lab
+        .plan
+        .pods
+        .iter()
+        .filter_map(|p| cluster.pod_by_name(&display(lab.name(), &p.name)))
+        .collect();
+    let mut cells = Vec::new();
+    for &from in &pods {
+        for &(port, protocol) in ports {
+            for &to in &pods {
+                if to == from {
+                    continue;
+                }
+                let query = Query {
+                    from: Party::Pod(from),
+                    to: Party::Pod(to),
+                    port,
+                    protocol,
+                };
+                let verdict = eval.evaluate(&query);
+                let datapath = path
+                    .as_ref()
+                    .map(|p| p.explain(&want, &query, &verdict))
+                    .unwrap_or_default();
+                cells.push(MatrixCell {
+                    from: cluster.pods[from].name.clone(),
+                    to: cluster.pods[to].name.clone(),
+                    port,
+                    protocol,
+                    verdict,
+                    datapath,
+                });
+            }
+        }
+    }
+    Ok(Matrix {
+        lab: lab.name().to_owned(),
+        policy_mode: lab.plan.options.policy_mode,
+        flavor: flavor(lab),
+        pods: pods.iter().map(|&i| cluster.pods[i].name.clone()).collect(),
+        ports: ports
+            .iter()
+            .map(|&(port, protocol)| MatrixPort { port, protocol })
+            .collect(),
+        policies: lab.state.policies.len(),
+        cells,
+    })
+}
+
 /// What a trace judges with: a lab's or a node's pods and policies.
 pub(super) struct Judged<'a> {
     pub lab: Option<String>,
@@ -957,12 +1068,13 @@ pub(super) fn judge(
             pod_labels,
         }
     };
-    let verdict = eval.evaluate(&Query {
+    let query = Query {
         from: src,
         to: dst,
         port,
         protocol,
-    });
+    };
+    let verdict = eval.evaluate(&query);
     let decisions = match (j.mode, j.nodes) {
         (Some(mode), Some(n)) => datapath::datapath(mode, n).explain(
             &Want {
@@ -970,6 +1082,7 @@ pub(super) fn judge(
                 identities: &eval.identities,
                 policies: j.policies,
             },
+            &query,
             &verdict,
         ),
         _ => Vec::new(),
@@ -1119,6 +1232,103 @@ impl DropLab {
     }
 }
 
+/// What the lab's policies say about a policy verdict that a datapath
+/// reported for a new connection (`observe`'s policy-verdict flows): the
+/// policies behind it, as Hubble 1.17+ lists them in
+/// `ingress_allowed_by` / `egress_denied_by`, and both ends' identities
+/// and labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerdictNames {
+    pub lab: String,
+    /// The pod whose policy decided (`LAB/POD`).
+    pub pod: Option<String>,
+    /// The policies that allowed it (the allowing rule's), or denied it
+    /// (the deny rule's, else those that turn default deny on).
+    pub policies: Vec<PolicyRef>,
+    /// The rule that decided (`default/rule1 ingress[0] (p.yaml:9)`);
+    /// none for a default deny.
+    pub rule: Option<String>,
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    /// The identities' labels (`k8s:org=empire`, `reserved:world`).
+    pub src_labels: Vec<String>,
+    pub dst_labels: Vec<String>,
+}
+
+impl DropLab {
+    /// The names of a verdict the datapath gave (`allowed` or not) on the
+    /// tuple of `q`, judged again with the lab's policies.
+    fn verdict_names(&self, q: &PolicyQuery, allowed: bool) -> Option<VerdictNames> {
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (q.src, q.dst) else {
+            return None;
+        };
+        let from = self.cluster.party(Ipv4Net::from(src));
+        let to = self.cluster.party(Ipv4Net::from(dst));
+        let eval = Evaluator::new(
+            &self.cluster,
+            self.identities.clone(),
+            &self.lab.state.policies,
+            flavor(&self.lab),
+        );
+        let verdict = eval.evaluate(&Query {
+            from,
+            to,
+            port: q.dport,
+            protocol: protocol_of(q.l4proto),
+        });
+        let hop = if q.egress {
+            &verdict.egress
+        } else {
+            &verdict.ingress
+        };
+        let policy_ref = |key: &PolicyKey| PolicyRef {
+            kind: key.kind.as_str(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        };
+        let (policies, rule) = match (&hop.outcome, allowed) {
+            (Outcome::Allowed { rule }, true) | (Outcome::Denied { rule }, false) => {
+                (vec![policy_ref(&rule.policy)], Some(rule.to_string()))
+            }
+            (Outcome::DefaultDenied, false) => (
+                eval.policies()
+                    .iter()
+                    .filter(|p| hop.selected_by.contains(&p.key()))
+                    .filter(|p| p.default_deny.get(hop.direction))
+                    .map(|p| policy_ref(&p.key()))
+                    .collect(),
+                None,
+            ),
+            // The datapath and the lab's policies disagree, or nothing
+            // of theirs decided (the pod's own node): no names.
+            _ => (Vec::new(), None),
+        };
+        let pod_of = |p: Party| match p {
+            Party::Pod(i) => Some(i),
+            Party::Net(_) => None,
+        };
+        Some(VerdictNames {
+            lab: self.lab.name().to_owned(),
+            pod: hop.pod.clone(),
+            policies,
+            rule,
+            src_identity: eval.identity(from, pod_of(to)),
+            dst_identity: eval.identity(to, pod_of(from)),
+            src_labels: identity::display(&eval.labels(from, pod_of(to))),
+            dst_labels: identity::display(&eval.labels(to, pod_of(from))),
+        })
+    }
+}
+
+fn protocol_of(l4proto: u8) -> Protocol {
+    match l4proto {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        132 => Protocol::Sctp,
+        _ => Protocol::Any,
+    }
+}
+
 /// What a direction that allowed a packet decided, in a few words.
 fn outcome_words(o: &Outcome) -> &'static str {
     match o {
@@ -1174,6 +1384,15 @@ impl DropPolicies {
             }
         }
         self.labs.get_mut(lab)
+    }
+}
+
+impl DropPolicies {
+    /// The names of a policy verdict a datapath reported in the namespace
+    /// of `q` (a lab's node): None when it is no lab's.
+    pub fn verdict(&mut self, q: &PolicyQuery, allowed: bool) -> Option<VerdictNames> {
+        let lab = self.lab_of(q.netns_ino)?;
+        self.judged(&lab)?.verdict_names(q, allowed)
     }
 }
 
@@ -1275,4 +1494,20 @@ pub fn would_allow(
         port,
         protocol,
     }))
+}
+
+/// The policy mode of the lab whose node has the namespace with inode
+/// `ino` (None: no lab's node, or a lab without a policy mode): where
+/// `observe` reads policy verdicts from.
+pub fn node_policy_mode(ino: u64) -> Option<PolicyMode> {
+    let labs = Lab::all().ok()?;
+    labs.iter().find_map(|lab| {
+        let record = lab.state.namespaces.iter().find(|r| r.inode == ino)?;
+        lab.plan
+            .nodes
+            .iter()
+            .any(|n| n.netns == record.name)
+            .then_some(lab.plan.options.policy_mode)
+            .flatten()
+    })
 }

@@ -15,7 +15,7 @@ use crate::{
     conntrack::netlink::EventKind,
     drops::{reasons::POLICY_DENY, record::PolicyVerdict},
     flows::{
-        Endpoint, Flow, Item, L4, Lost, Origin, Verdict, flag_names,
+        Endpoint, Flow, Item, L4, Lost, Origin, PolicyEvent, Verdict, flag_names,
         hubble::{self, SchemaError, pb::observer::GetFlowsResponse},
     },
 };
@@ -103,6 +103,71 @@ fn policy_json(flow: &mut Map<String, Value>, f: &Flow, p: &PolicyVerdict) {
     flow.insert(key, Value::Array(policies));
 }
 
+/// Cilium's monitor message type of a policy verdict
+/// (`MessageTypePolicyVerdict`); its sub type is 0, as Cilium's
+/// `send_policy_verdict_notify` writes it.
+const MESSAGE_TYPE_POLICY_VERDICT: u8 = 5;
+/// Cilium's `MessageTypeDrop`; its sub type is the drop reason (Cilium's
+/// number where labctl has one: a policy datapath's; else 0).
+const MESSAGE_TYPE_DROP: u8 = 1;
+
+fn policy_refs_json(policies: &[crate::drops::record::PolicyRef]) -> Value {
+    Value::Array(
+        policies
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "namespace": p.namespace,
+                    "labels": [
+                        format!("k8s:io.cilium.k8s.policy.derived-from={}", p.kind),
+                        format!("k8s:io.cilium.k8s.policy.name={}", p.name),
+                        format!("k8s:io.cilium.k8s.policy.namespace={}", p.namespace),
+                    ],
+                    "kind": p.kind,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A policy verdict's fields, as Hubble fills them for a policy-verdict
+/// event: `event_type` 5, `policy_match_type`, the direction, the drop
+/// reason of a denial, and the policies (Hubble 1.17+:
+/// `ingress_allowed_by`, `egress_denied_by`, ...).
+fn verdict_json(flow: &mut Map<String, Value>, f: &Flow, p: &PolicyEvent) {
+    flow.insert(
+        "event_type".into(),
+        json!({ "type": MESSAGE_TYPE_POLICY_VERDICT }),
+    );
+    if p.match_type != 0 {
+        flow.insert("policy_match_type".into(), json!(p.match_type));
+    }
+    flow.insert(
+        "traffic_direction".into(),
+        json!(p.direction.to_ascii_uppercase()),
+    );
+    let allowed = f.verdict == Verdict::Forwarded;
+    if !allowed {
+        let code = if f.drop_reason.as_deref() == Some(POLICY_DENY) {
+            lab_common::verdict::REASON_POLICY_DENY
+        } else {
+            lab_common::verdict::REASON_POLICY_DENIED
+        };
+        flow.insert("drop_reason".into(), json!(code));
+    }
+    if let Some(n) = &p.names
+        && !n.policies.is_empty()
+    {
+        let key = format!(
+            "{}_{}_by",
+            p.direction,
+            if allowed { "allowed" } else { "denied" }
+        );
+        flow.insert(key, policy_refs_json(&n.policies));
+    }
+}
+
 /// The `flow` object.
 pub fn flow_json(f: &Flow) -> Value {
     let mut flow = Map::new();
@@ -119,6 +184,21 @@ pub fn flow_json(f: &Flow) -> Value {
     }
     if let Some(p) = &f.policy {
         policy_json(&mut flow, f, p);
+    }
+    if let Origin::Drop { .. } = &f.origin {
+        let sub_type = f
+            .drop_reason
+            .as_deref()
+            .and_then(hubble::drop_reason_code)
+            .unwrap_or(0);
+        let mut event = json!({ "type": MESSAGE_TYPE_DROP });
+        if sub_type != 0 {
+            event["sub_type"] = json!(sub_type);
+        }
+        flow.insert("event_type".into(), event);
+    }
+    if let Origin::Policy(p) = &f.origin {
+        verdict_json(&mut flow, f, p);
     }
     if let (Some(src), Some(dst)) = (f.source.ip, f.destination.ip) {
         let mut ip = json!({
@@ -137,6 +217,27 @@ pub fn flow_json(f: &Flow) -> Value {
     if let Some(n) = f.policy.as_ref().and_then(|p| p.names.as_ref()) {
         source["identity"] = json!(n.src_identity);
         destination["identity"] = json!(n.dst_identity);
+    }
+    if let Origin::Policy(p) = &f.origin {
+        let names = p.names.as_ref();
+        let ids = [
+            p.src_identity.or(names.map(|n| n.src_identity)),
+            p.dst_identity.or(names.map(|n| n.dst_identity)),
+        ];
+        let labels = [names.map(|n| &n.src_labels), names.map(|n| &n.dst_labels)];
+        for ((side, id), labels) in [&mut source, &mut destination]
+            .into_iter()
+            .zip(ids)
+            .zip(labels)
+        {
+            if let Some(id) = id {
+                side["identity"] = json!(id);
+            }
+            // The identity's labels, as Hubble gives them.
+            if let Some(l) = labels.filter(|l| !l.is_empty()) {
+                side["labels"] = json!(l);
+            }
+        }
     }
     flow.insert("source".into(), source);
     flow.insert("destination".into(), destination);
@@ -176,6 +277,20 @@ pub fn flow_json(f: &Flow) -> Value {
             }
             if let Some(i) = ifname {
                 flow.insert("interface".into(), json!({ "name": i }));
+            }
+        }
+        Origin::Policy(p) => {
+            labctl.insert("origin".into(), json!("policy-verdict"));
+            labctl.insert("datapath".into(), json!(p.source.as_str()));
+            labctl.insert("entry".into(), json!(p.entry));
+            if let Some(n) = &p.names {
+                labctl.insert("lab".into(), json!(n.lab));
+                if let Some(pod) = &n.pod {
+                    labctl.insert("pod".into(), json!(pod));
+                }
+                if let Some(rule) = &n.rule {
+                    labctl.insert("rule".into(), json!(rule));
+                }
             }
         }
     }
@@ -257,6 +372,9 @@ pub fn compact(item: &Item) -> String {
                     ),
                 ),
                 Origin::Tracker { event } => ("->", format!("ebpf-ct-{}", event_word(*event))),
+                Origin::Policy(p) => {
+                    return verdict_compact(f, p);
+                }
                 Origin::Drop { .. } => {
                     let mut point = f.drop_reason.clone().unwrap_or_default();
                     if let Some(p) = &f.policy {
@@ -301,6 +419,45 @@ pub fn compact(item: &Item) -> String {
             COMPACT_INDENT,
         ),
     }
+}
+
+/// A policy verdict as Hubble's compact line: `SRC (ID:N) -> DST (ID:M)
+/// policy-verdict:L3-L4 INGRESS ALLOWED (TCP Flags: SYN)`, then the
+/// policies behind it.
+fn verdict_compact(f: &Flow, p: &PolicyEvent) -> String {
+    let names = p.names.as_ref();
+    let id = |own: Option<u32>, named: Option<u32>| own.or(named).map(|i| format!("(ID:{i})"));
+    let mut pieces = vec![
+        format!("{} [{}]:", clock(f.time_ns), f.node),
+        endpoint_text(&f.source),
+    ];
+    pieces.extend(id(p.src_identity, names.map(|n| n.src_identity)));
+    pieces.push("->".into());
+    pieces.push(endpoint_text(&f.destination));
+    pieces.extend(id(p.dst_identity, names.map(|n| n.dst_identity)));
+    pieces.push(format!(
+        "policy-verdict:{} {}",
+        crate::flows::match_type_name(p.match_type),
+        p.direction.to_ascii_uppercase()
+    ));
+    pieces.push(
+        if f.verdict == Verdict::Forwarded {
+            "ALLOWED"
+        } else {
+            "DENIED"
+        }
+        .into(),
+    );
+    pieces.push(format!("({})", f.summary()));
+    if let Some(n) = names {
+        if let Some(rule) = &n.rule {
+            pieces.push(format!("rule {rule}"));
+        } else if !n.policies.is_empty() {
+            let by: Vec<String> = n.policies.iter().map(ToString::to_string).collect();
+            pieces.push(format!("by {}", by.join(", ")));
+        }
+    }
+    width::pieces(&pieces, COMPACT_INDENT)
 }
 
 fn event_word(e: EventKind) -> &'static str {
@@ -354,6 +511,9 @@ mod tests {
         assert_eq!(v["flow"]["source"]["namespace"], "lab");
         assert_eq!(v["flow"]["destination"], json!({}));
         assert_eq!(v["flow"]["Summary"], "TCP Flags: SYN (kernel: NO_SOCKET)");
+        // Cilium's drop message type; the kernel's reason has no number of
+        // Cilium's.
+        assert_eq!(v["flow"]["event_type"], json!({"type": 1}));
         assert_eq!(v["flow"]["interface"]["name"], "lo");
         // Hubble's schema takes it, and the same flow with a reason of
         // Hubble's carries it in drop_reason_desc.
@@ -377,6 +537,10 @@ mod tests {
             panic!("not a flow");
         };
         assert_eq!(pb.drop_reason_desc(), DropReason::PolicyDenied);
+        assert_eq!(
+            item_json(&policy)["flow"]["event_type"],
+            json!({"type": 1, "sub_type": 133})
+        );
         assert_eq!(v["node_name"], "labtest-a");
         assert_eq!(v["time"], "2023-11-14T23:15:23.000456000Z");
         assert_eq!(
@@ -435,6 +599,108 @@ mod tests {
         }
     }
 
+    fn verdict_flow(allowed: bool) -> Item {
+        use crate::{
+            drops::record::PolicyRef,
+            flows::{PolicySource, VerdictPacket},
+            lab::policy::VerdictNames,
+        };
+        let packet = VerdictPacket {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            sport: 40000,
+            dport: 80,
+            proto: 6,
+            info: 0x02,
+        };
+        let event = PolicyEvent {
+            source: PolicySource::Ebpf,
+            direction: "ingress",
+            match_type: if allowed { 2 } else { 0 },
+            entry: "endpoint 1 ingress identity 300 80/TCP allow".into(),
+            src_identity: Some(300),
+            dst_identity: Some(301),
+            names: Some(VerdictNames {
+                lab: "sw".into(),
+                pod: Some("sw/pod-b".into()),
+                policies: vec![PolicyRef {
+                    kind: "CiliumNetworkPolicy",
+                    namespace: "default".into(),
+                    name: "rule1".into(),
+                }],
+                rule: allowed.then(|| "default/rule1 ingress[0] (p.yaml:7)".into()),
+                src_identity: 300,
+                dst_identity: 301,
+                src_labels: vec!["k8s:org=empire".into()],
+                dst_labels: vec!["k8s:class=deathstar".into(), "k8s:org=empire".into()],
+            }),
+        };
+        let f = Flow::from_policy(
+            &packet,
+            (!allowed).then_some("POLICY_DENIED"),
+            "sw/node1",
+            0,
+            1_700_003_723_000_456_000,
+            event,
+            &mut LabPods,
+        );
+        Item::Flow(Box::new(f))
+    }
+
+    #[test]
+    fn policy_verdicts_in_hubble_shape() {
+        let allowed = verdict_flow(true);
+        let v = item_json(&allowed);
+        let f = &v["flow"];
+        assert_eq!(f["verdict"], "FORWARDED");
+        assert_eq!(f["event_type"], json!({"type": 5}));
+        assert_eq!(f["policy_match_type"], 2);
+        assert_eq!(f["traffic_direction"], "INGRESS");
+        assert_eq!(f["ingress_allowed_by"][0]["name"], "rule1");
+        assert_eq!(f["ingress_allowed_by"][0]["kind"], "CiliumNetworkPolicy");
+        assert!(f.get("ingress_denied_by").is_none());
+        assert!(f.get("drop_reason").is_none());
+        assert_eq!(f["source"]["identity"], 300);
+        assert_eq!(f["source"]["labels"], json!(["k8s:org=empire"]));
+        assert_eq!(f["destination"]["identity"], 301);
+        assert_eq!(f["l4"]["TCP"]["flags"]["SYN"], true);
+        assert_eq!(f["labctl"]["origin"], "policy-verdict");
+        assert_eq!(f["labctl"]["datapath"], "ebpf");
+        let Some(ResponseTypes::Flow(pb)) = item_response(&allowed).unwrap().response_types else {
+            panic!("not a flow");
+        };
+        assert_eq!(pb.policy_match_type, 2);
+        assert_eq!(pb.event_type.as_ref().map(|e| e.r#type), Some(5));
+        assert_eq!(pb.ingress_allowed_by.len(), 1);
+        assert_eq!(
+            compact(&allowed),
+            "23:15:23.000 [sw/node1]: lab/pod-a:40000 (ID:300) -> 10.0.0.2:80 (ID:301)\n             policy-verdict:L3-L4 INGRESS ALLOWED (TCP Flags: SYN)\n             rule default/rule1 ingress[0] (p.yaml:7)"
+        );
+
+        let denied = verdict_flow(false);
+        let v = item_json(&denied);
+        let f = &v["flow"];
+        assert_eq!(f["verdict"], "DROPPED");
+        assert_eq!(f["drop_reason"], 133);
+        assert_eq!(f["drop_reason_desc"], "POLICY_DENIED");
+        assert!(f.get("policy_match_type").is_none(), "none is 0");
+        assert_eq!(f["ingress_denied_by"][0]["name"], "rule1");
+        let Some(ResponseTypes::Flow(pb)) = item_response(&denied).unwrap().response_types else {
+            panic!("not a flow");
+        };
+        assert_eq!(pb.drop_reason_desc(), DropReason::PolicyDenied);
+        assert_eq!(pb.ingress_denied_by.len(), 1);
+        let line = compact(&denied);
+        assert!(
+            line.contains("policy-verdict:none INGRESS DENIED (TCP Flags: SYN)"),
+            "{line}"
+        );
+        assert!(line.ends_with("by default/rule1"), "{line}");
+        for l in line.lines() {
+            assert!(width::width(l) <= width::COLUMNS, "{l}");
+        }
+    }
+
     #[test]
     fn lost_events_in_hubble_shape() {
         let item = Item::Lost(Lost {
@@ -465,6 +731,31 @@ mod tests {
             v["lost_events"]["labctl"]["source"],
             "CTNETLINK_SOCKET_BUFFER"
         );
+        // The policy datapaths' losses: the verdict ring is a ring
+        // buffer as Hubble's; NFLOG's socket has no Hubble source either.
+        for (source, hubble, labctl) in [
+            (
+                LostSource::PolicyRing,
+                "PERF_EVENT_RING_BUFFER",
+                "POLICY_VERDICT_RING_BUFFER",
+            ),
+            (
+                LostSource::NflogBuffer,
+                "UNKNOWN_LOST_EVENT_SOURCE",
+                "NFLOG_SOCKET_BUFFER",
+            ),
+        ] {
+            let lost = Item::Lost(Lost {
+                time_ns: 0,
+                source,
+                count: 2,
+                node: "lab/node1".into(),
+            });
+            let v = item_json(&lost);
+            assert_eq!(v["lost_events"]["source"], hubble);
+            assert_eq!(v["lost_events"]["labctl"]["source"], labctl);
+            item_response(&lost).unwrap();
+        }
         for item in [&item, &ct] {
             let Some(ResponseTypes::LostEvents(l)) = item_response(item).unwrap().response_types
             else {

@@ -30,10 +30,10 @@ use std::{
 use ipnet::Ipv4Net;
 use lab_common::{
     policy::{
-        DIR_EGRESS, ENTRY_DENY, ENTRY_PREFIX_SHIFT, ENTRY_WILDCARD_DPORT, ENTRY_WILDCARD_PROTOCOL,
-        EP_EGRESS_DEFAULT_DENY, EP_INGRESS_DEFAULT_DENY, EndpointInfo, IPCACHE_STATIC_PREFIX,
-        IpcacheKey, POLICY_STATIC_PREFIX, PolicyEntry, PolicyKey, REASON_POLICY_DENIED,
-        RemoteEndpointInfo,
+        DIR_EGRESS, DIR_INGRESS, ENTRY_DENY, ENTRY_PREFIX_SHIFT, ENTRY_WILDCARD_DPORT,
+        ENTRY_WILDCARD_PROTOCOL, EP_EGRESS_DEFAULT_DENY, EP_INGRESS_DEFAULT_DENY, EndpointInfo,
+        IPCACHE_STATIC_PREFIX, IpcacheKey, POLICY_STATIC_PREFIX, PolicyEntry, PolicyKey,
+        REASON_FORWARDED, REASON_POLICY_DENIED, RemoteEndpointInfo,
     },
     proto::{ICMP, SCTP, TCP, UDP},
 };
@@ -42,10 +42,10 @@ use serde::Serialize;
 use super::{
     PolicyError, PolicyMode,
     datapath::{
-        CountedVerdict, Held, Node, Nodes, PolicyDatapath, PolicyPlan, VerdictCount, VerdictCounts,
-        Want, add_count, count_rows,
+        CountedVerdict, Decision, Held, MapEntryRef, Node, Nodes, PolicyDatapath, PolicyPlan,
+        VerdictCount, VerdictCounts, Want, add_count, count_rows,
     },
-    eval::Evaluator,
+    eval::{Evaluator, Party, Query, Verdict},
     identity,
     maps::{MapEntry, View},
     model::{Direction, Protocol},
@@ -338,6 +338,101 @@ pub fn encode(endpoint: u32, entries: &BTreeSet<MapEntry>) -> BTreeMap<(u32, Pol
         .collect();
     out.retain(|k, f| *f & ENTRY_DENY != 0 || !denies.iter().any(|d| covers(d, k)));
     out
+}
+
+/// What the policy programs decide on one side of a new connection, from
+/// the endpoint's two lookups (the peer identity's entry and any
+/// identity's, each the longest prefix covering the protocol and port):
+/// a deny wins; else the more specific allow (the identity's when both
+/// are as specific); else default deny if the endpoint enforces this
+/// direction. The same order as `judge` in `lab-ebpf/src/bin/policy.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judgement {
+    /// The deciding entry: the identity it is keyed by (0: any) and the
+    /// entry.
+    pub entry: Option<(u32, PolicyEntry)>,
+    /// `REASON_FORWARDED`, `REASON_POLICY_DENIED` or `REASON_POLICY_DENY`.
+    pub reason: u8,
+    /// Cilium's `POLICY_MATCH_*`.
+    pub match_type: u8,
+}
+
+pub fn judge(
+    by_id: Option<PolicyEntry>,
+    any: Option<PolicyEntry>,
+    remote: u32,
+    enforced: bool,
+) -> Judgement {
+    use lab_common::policy::{
+        MATCH_ALL, MATCH_L3_L4, MATCH_L3_ONLY, MATCH_L3_PROTO, MATCH_L4_ONLY, MATCH_NONE,
+        MATCH_PROTO_ONLY, REASON_FORWARDED, REASON_POLICY_DENY,
+    };
+    let deny = |e: &Option<PolicyEntry>| e.is_some_and(|e| e.is_deny());
+    let prefix = |e: &Option<PolicyEntry>| e.map_or(0, |e| e.l4_prefix());
+    let chosen = if deny(&by_id) {
+        by_id.map(|e| (remote, e, REASON_POLICY_DENY))
+    } else if deny(&any) {
+        any.map(|e| (0, e, REASON_POLICY_DENY))
+    } else if by_id.is_some() && (any.is_none() || prefix(&by_id) >= prefix(&any)) {
+        by_id.map(|e| (remote, e, REASON_FORWARDED))
+    } else {
+        any.map(|e| (0, e, REASON_FORWARDED))
+    };
+    match chosen {
+        Some((identity, e, reason)) => Judgement {
+            entry: Some((identity, e)),
+            reason,
+            match_type: match (identity != 0, e.l4_prefix()) {
+                (true, 0) => MATCH_L3_ONLY,
+                (true, 8) => MATCH_L3_PROTO,
+                (true, _) => MATCH_L3_L4,
+                (false, 0) => MATCH_ALL,
+                (false, 8) => MATCH_PROTO_ONLY,
+                (false, _) => MATCH_L4_ONLY,
+            },
+        },
+        None => Judgement {
+            entry: None,
+            reason: if enforced {
+                REASON_POLICY_DENIED
+            } else {
+                REASON_FORWARDED
+            },
+            match_type: MATCH_NONE,
+        },
+    }
+}
+
+/// The key of the entry a lookup of (`endpoint`, `identity`, `egress`,
+/// `protocol`, `dport` in network order) found, from the prefix length
+/// its flags keep.
+pub fn found_key(
+    endpoint: u32,
+    identity: u32,
+    egress: bool,
+    protocol: u8,
+    dport: u16,
+    entry: &PolicyEntry,
+) -> (u32, PolicyKey) {
+    let l4 = u32::from(entry.l4_prefix()).min(24);
+    let bits = (u32::from(protocol) << 16) | u32::from(u16::from_be(dport));
+    let mask = if l4 == 0 {
+        0
+    } else {
+        (u32::MAX << (24 - l4)) & 0x00ff_ffff
+    };
+    let kept = bits & mask;
+    (
+        POLICY_STATIC_PREFIX + l4,
+        PolicyKey {
+            endpoint,
+            sec_label: identity,
+            egress: u8::from(egress),
+            protocol: (kept >> 16) as u8,
+            dport: ((kept & 0xffff) as u16).to_be(),
+            pad: 0,
+        },
+    )
 }
 
 /// What one node's maps hold (or should), without counters.
@@ -650,6 +745,144 @@ impl Ebpf {
     }
 }
 
+impl Ebpf {
+    /// One side of a connection as the node's pinned maps decide it: the
+    /// peer's identity from the ipcache, the endpoint's two policy-map
+    /// lookups (the kernel's trie answers them as it answers the
+    /// program), then [`judge`].
+    fn decide(
+        &self,
+        node: &Node,
+        pod: &str,
+        egress: bool,
+        peer: Ipv4Addr,
+        query: &Query,
+    ) -> Result<Decision, PolicyError> {
+        let direction = if egress {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        let dir = Self::dir(node)?;
+        if !progs::loaded(&dir) {
+            return Err(PolicyError::NoEbpfMaps(self.nodes.lab.clone()));
+        }
+        let maps = PolicyMaps::open(&dir)?;
+        let port = node
+            .pods
+            .iter()
+            .find(|p| p.name == pod)
+            .ok_or_else(|| PolicyError::NoEndpoint(pod.to_owned()))?;
+        let plugged = Self::plugged(&Node {
+            name: node.name.clone(),
+            ns: node.ns.handle(),
+            pods: vec![port.clone()],
+        })?;
+        let ifindex = plugged.first().map_or(0, |p| p.ifindex);
+        let ep = maps
+            .endpoint(ifindex)?
+            .ok_or_else(|| PolicyError::NoEndpoint(pod.to_owned()))?;
+        let remote = maps
+            .lookup_ipcache(u32::from_ne_bytes(peer.octets()))?
+            .unwrap_or(identity::WORLD);
+        let protocol = match query.protocol {
+            Protocol::Udp => UDP,
+            Protocol::Sctp => SCTP,
+            Protocol::Tcp | Protocol::Any => TCP,
+        };
+        let key = |sec_label| PolicyKey {
+            endpoint: ep.id,
+            sec_label,
+            egress: u8::from(egress),
+            protocol,
+            dport: query.port.to_be(),
+            pad: 0,
+        };
+        let by_id = maps.lookup_policy(key(remote))?;
+        let any = maps.lookup_policy(key(0))?;
+        let enforced = ep.flags
+            & if egress {
+                EP_EGRESS_DEFAULT_DENY
+            } else {
+                EP_INGRESS_DEFAULT_DENY
+            }
+            != 0;
+        let j = judge(by_id, any, remote, enforced);
+        let place = format!("policy map of endpoint {} ({pod})", ep.id);
+        let short = pod.rsplit('/').next().unwrap_or(pod);
+        let (entry, packets, map_entry) = match j.entry {
+            Some((identity, e)) => {
+                let (prefix, k) =
+                    found_key(ep.id, identity, egress, protocol, query.port.to_be(), &e);
+                let port_proto = port_proto(prefix, &k);
+                let words = format!(
+                    "{} {} {port_proto} {} (prefix /{prefix})",
+                    direction.as_str(),
+                    peer_name(identity),
+                    if e.is_deny() { "deny" } else { "allow" }
+                );
+                (
+                    words,
+                    Some(e.packets),
+                    Some(MapEntryRef {
+                        endpoint: ep.id,
+                        identity,
+                        direction,
+                        port_proto,
+                        prefix_len: prefix,
+                        deny: e.is_deny(),
+                        packets: e.packets,
+                        bytes: e.bytes,
+                    }),
+                )
+            }
+            None if enforced => {
+                // Default deny has no entry: the endpoint's metrics
+                // count what it dropped.
+                let dir_code = if egress { DIR_EGRESS } else { DIR_INGRESS };
+                let dropped = maps
+                    .metrics()?
+                    .iter()
+                    .find(|(k, _)| {
+                        k.endpoint == ep.id && k.reason == REASON_POLICY_DENIED && k.dir == dir_code
+                    })
+                    .map_or(0, |(_, v)| v.packets);
+                (
+                    format!(
+                        "no entry for {} on {}/{}: {short} is default deny for {} (POLICY_DENIED)",
+                        peer_name(remote),
+                        query.port,
+                        proto_name(protocol),
+                        direction.as_str()
+                    ),
+                    Some(dropped),
+                    None,
+                )
+            }
+            None => (
+                format!(
+                    "no entry: {short} does not enforce {} (no policy turns default deny on)",
+                    direction.as_str()
+                ),
+                None,
+                None,
+            ),
+        };
+        Ok(Decision {
+            direction,
+            pod: pod.to_owned(),
+            node: node.name.clone(),
+            place,
+            entry,
+            allows: j.reason == REASON_FORWARDED,
+            packets,
+            // Only an entry can be missing from the kernel.
+            present: j.entry.is_some().then_some(true),
+            map_entry,
+        })
+    }
+}
+
 /// Cilium's view of `want`.
 pub fn view(want: &Want<'_>) -> View {
     Evaluator::new(
@@ -713,6 +946,43 @@ impl PolicyDatapath for Ebpf {
 
     fn loads_programs(&self) -> bool {
         true
+    }
+
+    fn explain(&self, want: &Want<'_>, query: &Query, verdict: &Verdict) -> Vec<Decision> {
+        let addr = |p: Party| match p {
+            Party::Pod(i) => want.cluster.pods[i].addr,
+            Party::Net(n) => n.addr(),
+        };
+        let (src, dst) = (addr(query.from), addr(query.to));
+        let mut out = Vec::new();
+        for hop in [&verdict.egress, &verdict.ingress] {
+            let Some(pod) = &hop.pod else { continue };
+            let Some(node) = self
+                .nodes
+                .nodes
+                .iter()
+                .find(|n| n.pods.iter().any(|p| p.name == *pod))
+            else {
+                continue;
+            };
+            let egress = hop.direction == Direction::Egress;
+            let peer = if egress { dst } else { src };
+            match self.decide(node, pod, egress, peer, query) {
+                Ok(d) => out.push(d),
+                Err(e) => out.push(Decision {
+                    direction: hop.direction,
+                    pod: pod.clone(),
+                    node: node.name.clone(),
+                    place: "policy maps".to_owned(),
+                    entry: format!("not read: {e}"),
+                    allows: hop.outcome.allowed(),
+                    packets: None,
+                    present: None,
+                    map_entry: None,
+                }),
+            }
+        }
+        out
     }
 
     fn counters(&self, want: &Want<'_>) -> Result<Vec<VerdictCount>, PolicyError> {
@@ -1098,6 +1368,66 @@ spec:
                 }
             );
         }
+    }
+
+    #[test]
+    fn the_judgement_is_the_programs_and_names_the_entry_found() {
+        use lab_common::policy::{
+            MATCH_L3_L4, MATCH_L4_ONLY, MATCH_NONE, REASON_FORWARDED, REASON_POLICY_DENIED,
+            REASON_POLICY_DENY,
+        };
+        let allow = |l4: u8| PolicyEntry {
+            flags: l4 << ENTRY_PREFIX_SHIFT,
+            ..PolicyEntry::default()
+        };
+        let deny = |l4: u8| PolicyEntry {
+            flags: ENTRY_DENY | (l4 << ENTRY_PREFIX_SHIFT),
+            ..PolicyEntry::default()
+        };
+        // This identity's port wins over any identity's protocol.
+        let j = judge(Some(allow(24)), Some(allow(8)), 300, true);
+        assert_eq!(
+            (j.entry.map(|e| e.0), j.reason, j.match_type),
+            (Some(300), REASON_FORWARDED, MATCH_L3_L4)
+        );
+        // Any identity's port over this identity's protocol.
+        let j = judge(Some(allow(8)), Some(allow(24)), 300, true);
+        assert_eq!(
+            (j.entry.map(|e| e.0), j.match_type),
+            (Some(0), MATCH_L4_ONLY)
+        );
+        // A deny of any identity wins over this identity's allow.
+        let j = judge(Some(allow(24)), Some(deny(0)), 300, true);
+        assert_eq!(
+            (j.entry.map(|e| e.0), j.reason),
+            (Some(0), REASON_POLICY_DENY)
+        );
+        // Nothing: default deny only where it is enforced.
+        assert_eq!(judge(None, None, 300, true).reason, REASON_POLICY_DENIED);
+        let open = judge(None, None, 300, false);
+        assert_eq!(
+            (open.reason, open.match_type),
+            (REASON_FORWARDED, MATCH_NONE)
+        );
+        // The key found, from the prefix the entry keeps: 8080 in an
+        // 8080-8081 entry (/23 of protocol and port).
+        let (prefix, key) = found_key(7, 300, false, TCP, 8081u16.to_be(), &allow(23));
+        assert_eq!(prefix, POLICY_STATIC_PREFIX + 23);
+        assert_eq!(port_proto(prefix, &key), "8080-8081/TCP");
+        let (prefix, key) = found_key(7, 0, true, UDP, 53u16.to_be(), &allow(0));
+        assert_eq!(
+            (port_proto(prefix, &key), key.protocol, key.dport),
+            ("ANY".into(), 0, 0)
+        );
+        let found = BTreeSet::from([entry(300, Protocol::Tcp, Some(8080), Some(8081))]);
+        assert!(encode(7, &found).contains_key(&found_key(
+            7,
+            300,
+            false,
+            TCP,
+            8081u16.to_be(),
+            &allow(23)
+        )));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{
     Policy, PolicyMode,
-    eval::{Cluster, Verdict},
+    eval::{Cluster, Query, Verdict},
     identity::Identities,
     model::Direction,
 };
@@ -96,6 +96,27 @@ pub struct Decision {
     /// Whether the kernel holds it (None: not read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub present: Option<bool>,
+    /// The eBPF policy map entry that decides, as its key reads (None:
+    /// netfilter, or no entry decided).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_entry: Option<MapEntryRef>,
+}
+
+/// A policy map entry by its key (`policy trace`, --policy-mode ebpf).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MapEntryRef {
+    pub endpoint: u32,
+    /// The peer identity it is for (0: any).
+    pub identity: u32,
+    pub direction: Direction,
+    /// `80/TCP`, `TCP`, `ANY`, `80-81/TCP`, as `policy map` prints it.
+    pub port_proto: String,
+    /// The trie prefix length of the key (96: nothing wildcarded).
+    pub prefix_len: u32,
+    pub deny: bool,
+    /// What it counted.
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 /// What a datapath holds on one node, read back, in its own words (`lab
@@ -228,7 +249,7 @@ pub trait PolicyDatapath {
     /// Where it decides each direction of `verdict` (the evaluator's, read
     /// as this mode reads policies) on a pod of its nodes, with what the
     /// kernel counted there when it can be read (`policy trace`).
-    fn explain(&self, _want: &Want<'_>, _verdict: &Verdict) -> Vec<Decision> {
+    fn explain(&self, _want: &Want<'_>, _query: &Query, _verdict: &Verdict) -> Vec<Decision> {
         Vec::new()
     }
 

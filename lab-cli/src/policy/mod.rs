@@ -126,6 +126,10 @@ pub enum PolicyError {
     },
     #[error("`{0}` is not a pod, an IPv4 address or an IPv4 CIDR")]
     BadParty(String),
+    #[error(
+        "`policy trace` takes one --port for one connection; give several only with --all (the matrix of every pod to every pod)"
+    )]
+    OnePort,
     #[error("neither `{from}` nor `{to}` is a pod: a trace needs a pod on at least one side")]
     NoPod { from: String, to: String },
     #[error("the `nft` command was not found; install nftables (`apt-get install nftables`)")]

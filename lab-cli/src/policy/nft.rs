@@ -61,7 +61,7 @@ use super::{
         CountedVerdict, Decision, Node, Nodes, PolicyDatapath, PolicyPlan, VerdictCount,
         VerdictCounts, Want, Write, add_count, count_rows,
     },
-    eval::{Evaluator, Outcome, Verdict},
+    eval::{Evaluator, Outcome, Query, Verdict},
     model::{Direction, Peer, Protocol, Section},
 };
 use crate::kernel::{
@@ -120,7 +120,102 @@ pub struct Rule {
     /// (protocol, first port, last port), sorted; empty: any.
     pub ports: Vec<(String, u16, u16)>,
     pub action: Action,
+    /// The NFLOG prefix of its `log group` statement ([`log_prefix`]):
+    /// every new connection a rule decides is logged for `observe`.
+    pub log: Option<String>,
     pub comment: String,
+}
+
+/// The NFLOG group the policy rules log to: 0x1ab5 ("labs", as in
+/// [`lab_common::verdict`]'s marks), far from the groups people pick by
+/// hand (0-3, 100) and from ulogd's defaults. Log groups are per network
+/// namespace: each node has its own.
+pub const NFLOG_GROUP: u16 = 0x1ab5;
+
+/// The longest prefix a log statement keeps (NF_LOG_PREFIXLEN is 128,
+/// with its NUL).
+const MAX_PREFIX: usize = 127;
+
+/// How a rule decided a new connection, as its NFLOG prefix says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogVerdict {
+    /// An allow rule matched.
+    pub allowed: bool,
+    /// A deny rule matched (POLICY_DENY), not a default deny
+    /// (POLICY_DENIED).
+    pub deny_rule: bool,
+    pub direction: Direction,
+    /// Cilium's `POLICY_MATCH_*` for the rule's shape (peers, ports).
+    pub match_type: u8,
+    /// The rule's comment (`default/web ingress[0]`, `default deny: ...`).
+    pub rule: String,
+}
+
+/// `lp AI2 default/web ingress[0]`: `lp`, then A (allowed), X (a deny
+/// rule) or D (default deny), I or E (the pod's ingress or egress), the
+/// match type's digit, and the rule's comment (cut to fit).
+pub fn log_prefix(v: &LogVerdict) -> String {
+    let verdict = match (v.allowed, v.deny_rule) {
+        (true, _) => 'A',
+        (false, true) => 'X',
+        (false, false) => 'D',
+    };
+    let dir = match v.direction {
+        Direction::Ingress => 'I',
+        Direction::Egress => 'E',
+    };
+    let mut s = format!("lp {verdict}{dir}{} {}", v.match_type, v.rule);
+    if s.len() > MAX_PREFIX {
+        let mut end = MAX_PREFIX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// A prefix [`log_prefix`] wrote, read back (None: not one of ours).
+pub fn parse_log_prefix(prefix: &str) -> Option<LogVerdict> {
+    let rest = prefix.strip_prefix("lp ")?;
+    let (code, rule) = rest.split_once(' ').unwrap_or((rest, ""));
+    let mut c = code.chars();
+    let (allowed, deny_rule) = match c.next()? {
+        'A' => (true, false),
+        'X' => (false, true),
+        'D' => (false, false),
+        _ => return None,
+    };
+    let direction = match c.next()? {
+        'I' => Direction::Ingress,
+        'E' => Direction::Egress,
+        _ => return None,
+    };
+    let match_type = u8::try_from(c.next()?.to_digit(10)?).ok()?;
+    c.next().is_none().then(|| LogVerdict {
+        allowed,
+        deny_rule,
+        direction,
+        match_type,
+        rule: rule.to_owned(),
+    })
+}
+
+/// Cilium's `POLICY_MATCH_*` of a rule: by peers (L3) and ports (L4; a
+/// protocol with every port is `PROTO`).
+fn match_type(peers: bool, ports: &[(String, u16, u16)]) -> u8 {
+    use lab_common::policy::{
+        MATCH_ALL, MATCH_L3_L4, MATCH_L3_ONLY, MATCH_L3_PROTO, MATCH_L4_ONLY, MATCH_PROTO_ONLY,
+    };
+    let whole = !ports.is_empty() && ports.iter().all(|(_, lo, hi)| (*lo, *hi) == (0, 65535));
+    match (peers, ports.is_empty(), whole) {
+        (true, true, _) => MATCH_L3_ONLY,
+        (true, false, true) => MATCH_L3_PROTO,
+        (true, false, false) => MATCH_L3_L4,
+        (false, true, _) => MATCH_ALL,
+        (false, false, true) => MATCH_PROTO_ONLY,
+        (false, false, false) => MATCH_L4_ONLY,
+    }
 }
 
 impl Rule {
@@ -157,6 +252,9 @@ impl Rule {
             }
         }
         words.push("counter".to_owned());
+        if let Some(prefix) = &self.log {
+            words.push(format!("log prefix \"{prefix}\" group {NFLOG_GROUP}"));
+        }
         match self.action {
             Action::Return => words.push("return".to_owned()),
             Action::Drop(mark) => words.push(format!("meta mark set {mark:#x} drop")),
@@ -247,6 +345,12 @@ fn set_name(policy: &Policy, section: Section, index: usize) -> String {
             section.as_str()
         ))
     )
+}
+
+/// A prefix with nothing nft would need escaped (it came from a
+/// comment, which has none already).
+fn comment_safe(s: String) -> String {
+    s.chars().filter(|c| *c != '"' && *c != '\\').collect()
 }
 
 fn comment(s: String) -> String {
@@ -427,15 +531,22 @@ pub fn desired(want: &Want<'_>, node: &Node) -> Result<Table, PolicyError> {
                                 Some((d, name))
                             }
                         };
+                        let ports = ports(rule);
+                        let comment =
+                            comment(format!("{} {}[{index}]", policy.key(), section.as_str()));
+                        let log = log_prefix(&LogVerdict {
+                            allowed: action == Action::Return,
+                            deny_rule: action != Action::Return,
+                            direction: d,
+                            match_type: match_type(peers.is_some(), &ports),
+                            rule: comment.clone(),
+                        });
                         rules.push(Rule {
                             peers,
-                            ports: ports(rule),
+                            ports,
                             action: action.clone(),
-                            comment: comment(format!(
-                                "{} {}[{index}]",
-                                policy.key(),
-                                section.as_str()
-                            )),
+                            log: Some(comment_safe(log)),
+                            comment,
                         });
                     }
                 }
@@ -445,16 +556,25 @@ pub fn desired(want: &Want<'_>, node: &Node) -> Result<Table, PolicyError> {
                 .filter(|p| p.default_deny.get(d))
                 .map(|p| p.key().to_string())
                 .collect();
+            let comment = comment(format!(
+                "default deny: {} {} (selected by {})",
+                port.name.rsplit('/').next().unwrap_or(&port.name),
+                d.as_str(),
+                by.join(", ")
+            ));
+            let log = log_prefix(&LogVerdict {
+                allowed: false,
+                deny_rule: false,
+                direction: d,
+                match_type: lab_common::policy::MATCH_NONE,
+                rule: comment.clone(),
+            });
             rules.push(Rule {
                 peers: None,
                 ports: Vec::new(),
                 action: Action::Drop(lab_common::verdict::mark(d == Direction::Egress, false)),
-                comment: comment(format!(
-                    "default deny: {} {} (selected by {})",
-                    port.name.rsplit('/').next().unwrap_or(&port.name),
-                    d.as_str(),
-                    by.join(", ")
-                )),
+                log: Some(comment_safe(log)),
+                comment,
             });
             table.chains.insert(chain.clone(), rules);
             let map = match d {
@@ -537,6 +657,7 @@ fn parse_rule(r: &Value) -> Result<Rule, Foreign> {
         peers: None,
         ports: Vec::new(),
         action: Action::Return,
+        log: None,
         comment: r
             .get("comment")
             .and_then(Value::as_str)
@@ -608,6 +729,16 @@ fn parse_rule(r: &Value) -> Result<Rule, Foreign> {
                 return Err(Foreign);
             }
         } else if e.get("counter").is_some() {
+        } else if let Some(l) = e.get("log") {
+            if l.get("group").and_then(Value::as_u64) != Some(u64::from(NFLOG_GROUP)) {
+                return Err(Foreign);
+            }
+            rule.log = Some(
+                l.get("prefix")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
         } else if let Some(m) = e.get("mangle") {
             mark = Some(
                 m.get("value")
@@ -1015,7 +1146,7 @@ impl PolicyDatapath for Netfilter {
         Ok(())
     }
 
-    fn explain(&self, want: &Want<'_>, verdict: &Verdict) -> Vec<Decision> {
+    fn explain(&self, want: &Want<'_>, _query: &Query, verdict: &Verdict) -> Vec<Decision> {
         let mut out = Vec::new();
         for hop in [&verdict.egress, &verdict.ingress] {
             let Some(pod) = &hop.pod else { continue };
@@ -1103,6 +1234,7 @@ impl PolicyDatapath for Netfilter {
                     (None, Some(_)) => None,
                     (_, None) => None,
                 },
+                map_entry: None,
             });
         }
         out

@@ -14,6 +14,7 @@ fn rule(ports: &[(&str, u16, u16)], action: Action) -> Rule {
             .map(|(p, a, b)| ((*p).into(), *a, *b))
             .collect(),
         action,
+        log: None,
         comment: "default/web ingress[0]".into(),
     }
 }
@@ -125,6 +126,7 @@ fn table() -> Table {
                 peers: None,
                 ports: Vec::new(),
                 action: Action::Drop(lab_common::verdict::mark(false, false)),
+                log: Some("lp DI0 default deny: web ingress (selected by default/web)".into()),
                 comment: "default deny: web ingress (selected by default/web)".into(),
             },
         ],
@@ -199,7 +201,7 @@ const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
  {"chain": {"family": "ip", "table": "labctl-policy", "name": "forward", "handle": 3, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
  {"chain": {"family": "ip", "table": "labctl-policy", "name": "input", "handle": 4, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}},
  {"rule": {"family": "ip", "table": "labctl-policy", "chain": "ingress-web", "handle": 8, "comment": "default/web ingress[0]", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@peers-0a1b2c3d"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}}, {"counter": {"packets": 3, "bytes": 180}}, {"return": null}]}},
- {"rule": {"family": "ip", "table": "labctl-policy", "chain": "ingress-web", "handle": 11, "comment": "default deny: web ingress (selected by default/web)", "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"mangle": {"key": {"meta": {"key": "mark"}}, "value": 448069632}}, {"drop": null}]}},
+ {"rule": {"family": "ip", "table": "labctl-policy", "chain": "ingress-web", "handle": 11, "comment": "default deny: web ingress (selected by default/web)", "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"log": {"prefix": "lp DI0 default deny: web ingress (selected by default/web)", "group": 6837}}, {"mangle": {"key": {"meta": {"key": "mark"}}, "value": 448069632}}, {"drop": null}]}},
  {"rule": {"family": "ip", "table": "labctl-policy", "chain": "forward", "handle": 13, "expr": []}},
  {"rule": {"family": "ip", "table": "labctl-policy", "chain": "forward", "handle": 14, "expr": []}},
  {"rule": {"family": "ip", "table": "labctl-policy", "chain": "forward", "handle": 15, "expr": []}},
@@ -288,5 +290,54 @@ fn rule_counters_are_summed_by_policy_direction_and_verdict() {
                 200
             ),
         ]
+    );
+}
+
+#[test]
+fn log_prefixes_name_verdict_direction_match_and_rule_and_read_back() {
+    use lab_common::policy::{MATCH_L3_L4, MATCH_NONE};
+    let v = LogVerdict {
+        allowed: true,
+        deny_rule: false,
+        direction: Direction::Ingress,
+        match_type: MATCH_L3_L4,
+        rule: "default/web ingress[0]".into(),
+    };
+    assert_eq!(log_prefix(&v), "lp AI2 default/web ingress[0]");
+    assert_eq!(parse_log_prefix(&log_prefix(&v)), Some(v));
+    let d = LogVerdict {
+        allowed: false,
+        deny_rule: false,
+        direction: Direction::Egress,
+        match_type: MATCH_NONE,
+        rule: "x".repeat(300),
+    };
+    let p = log_prefix(&d);
+    assert_eq!(p.len(), 127, "cut to what nft keeps");
+    assert!(p.starts_with("lp DE0 xxx"));
+    assert!(parse_log_prefix(&p).is_some_and(|r| !r.allowed && !r.deny_rule));
+    assert_eq!(parse_log_prefix("other prefix"), None);
+    assert_eq!(parse_log_prefix("lp QI2 r"), None);
+    // The shapes of rules, in Cilium's words.
+    let tcp80 = [("tcp".to_owned(), 80, 80)];
+    let tcp_all = [("tcp".to_owned(), 0, 65535)];
+    assert_eq!(match_type(true, &tcp80), MATCH_L3_L4);
+    assert_eq!(match_type(true, &[]), lab_common::policy::MATCH_L3_ONLY);
+    assert_eq!(match_type(false, &tcp80), lab_common::policy::MATCH_L4_ONLY);
+    assert_eq!(match_type(false, &[]), lab_common::policy::MATCH_ALL);
+    assert_eq!(
+        match_type(true, &tcp_all),
+        lab_common::policy::MATCH_L3_PROTO
+    );
+    assert_eq!(
+        match_type(false, &tcp_all),
+        lab_common::policy::MATCH_PROTO_ONLY
+    );
+    // A logged rule in nft's syntax.
+    let mut r = rule(&[("tcp", 80, 80)], Action::Return);
+    r.log = Some("lp AI2 default/web ingress[0]".into());
+    assert_eq!(
+        r.text(),
+        "ip saddr @peers-0a1b2c3d meta l4proto tcp th dport 80 counter log prefix \"lp AI2 default/web ingress[0]\" group 6837 return comment \"default/web ingress[0]\""
     );
 }

@@ -312,6 +312,66 @@ pub fn observe_rows(lab: &Lab, sources: &[&str]) -> String {
     out
 }
 
+/// What `labctl policy trace --all` says for the matrix's probes (one
+/// call), in the fixtures' format: the policies' verdicts, and the
+/// datapath's as read from the kernel (the deciding nft rule or eBPF map
+/// entry of each direction; `?` where nothing was read).
+pub fn traced(lab: &str) -> (String, String) {
+    let mut args = vec!["policy", "trace", "--all", "--lab", lab, "-o", "json"];
+    let ports: Vec<String> = PROBES
+        .iter()
+        .map(|(tcp, port)| format!("{port}/{}", if *tcp { "tcp" } else { "udp" }))
+        .collect();
+    for p in &ports {
+        args.extend(["--port", p]);
+    }
+    let m = labctl_ok(&args);
+    let cells = m["cells"].as_array().unwrap();
+    let (mut policies, mut datapath) = (String::new(), String::new());
+    for (from, (short, from_pod)) in PODS.iter().enumerate() {
+        policies.push_str(short);
+        datapath.push_str(short);
+        for (tcp, port) in PROBES {
+            policies.push(' ');
+            datapath.push(' ');
+            for (to, (_, to_pod)) in PODS.iter().enumerate() {
+                if to == from {
+                    policies.push('.');
+                    datapath.push('.');
+                    continue;
+                }
+                let cell = cells
+                    .iter()
+                    .find(|c| {
+                        c["from"] == format!("{lab}/{from_pod}")
+                            && c["to"] == format!("{lab}/{to_pod}")
+                            && c["port"] == port
+                            && c["protocol"] == if tcp { "TCP" } else { "UDP" }
+                    })
+                    .unwrap_or_else(|| panic!("no {from_pod} -> {to_pod} {port} in {m}"));
+                let letter = |allowed: bool| if allowed { 'A' } else { 'd' };
+                policies.push(letter(cell["verdict"]["allowed"].as_bool().unwrap()));
+                let decisions = cell["datapath"].as_array().cloned().unwrap_or_default();
+                // Read from the kernel, not guessed: a rule or entry that
+                // decides is there.
+                for d in &decisions {
+                    let entry = d["entry"].as_str().unwrap_or_default();
+                    assert!(!entry.starts_with("not read"), "{d}");
+                    assert_ne!(d["present"], false, "missing from the kernel: {d}");
+                }
+                datapath.push(if decisions.is_empty() {
+                    '?'
+                } else {
+                    letter(decisions.iter().all(|d| d["allows"] == true))
+                });
+            }
+        }
+        policies.push('\n');
+        datapath.push('\n');
+    }
+    (policies, datapath)
+}
+
 /// Everything open (no policy).
 pub fn open_matrix() -> String {
     let mut out = String::new();
@@ -389,6 +449,21 @@ pub fn run_matrix(mode: PolicyMode, tag: &str) -> Vec<String> {
         let got = observe(&lab);
         eprintln!("{}: matrix in {:?}", f.name, started.elapsed());
         assert_eq!(got, want, "{} ({mode}): got\n{got}want\n{want}", f.name);
+        // `policy trace` agrees with the packets, pair by pair and port
+        // by port: the policies' verdict and the datapath's entries.
+        let started = Instant::now();
+        let (policies, datapath) = traced(&name);
+        eprintln!("{}: policy trace --all in {:?}", f.name, started.elapsed());
+        assert_eq!(
+            policies, got,
+            "{} ({mode}): policy trace says\n{policies}packets did\n{got}",
+            f.name
+        );
+        assert_eq!(
+            datapath, got,
+            "{} ({mode}): the datapath's entries, as policy trace reads them, say\n{datapath}packets did\n{got}",
+            f.name
+        );
         if f.has_policies {
             labctl_ok(&["policy", "delete", "-f", file, "--lab", &name, "-o", "json"]);
             assert_eq!(

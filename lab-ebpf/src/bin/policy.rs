@@ -68,9 +68,9 @@ mod program {
     use lab_common::{
         policy::{
             CT_CAPACITY, CT_EGRESS, CT_INGRESS, CtEntry, CtKey, DIR_EGRESS, DIR_INGRESS,
-            ENDPOINTS_CAPACITY, EP_EGRESS_DEFAULT_DENY, EP_INGRESS_DEFAULT_DENY, EVENTS_BYTES,
-            EndpointInfo, IPCACHE_CAPACITY, IPCACHE_STATIC_PREFIX, IpcacheKey, MATCH_ALL,
-            MATCH_L3_L4, MATCH_L3_ONLY, MATCH_L3_PROTO, MATCH_L4_ONLY, MATCH_NONE,
+            ENDPOINTS_CAPACITY, EP_EGRESS_DEFAULT_DENY, EP_INGRESS_DEFAULT_DENY, EVENT_ENFORCED,
+            EVENTS_BYTES, EndpointInfo, IPCACHE_CAPACITY, IPCACHE_STATIC_PREFIX, IpcacheKey,
+            MATCH_ALL, MATCH_L3_L4, MATCH_L3_ONLY, MATCH_L3_PROTO, MATCH_L4_ONLY, MATCH_NONE,
             MATCH_PROTO_ONLY, METRICS_CAPACITY, MetricsKey, MetricsValue, POLICY_CAPACITY,
             POLICY_FULL_PREFIX, PolicyEntry, PolicyKey, REASON_FORWARDED, REASON_POLICY_DENIED,
             REASON_POLICY_DENY, RemoteEndpointInfo, VerdictEvent, stat,
@@ -121,6 +121,8 @@ mod program {
         /// An ICMP error: the connection it is about (its original
         /// direction, as quoted).
         related: Option<(u32, u32, u16, u16, u8)>,
+        /// Where the transport header starts.
+        l4: usize,
     }
 
     /// The packet's addresses, protocol and ports, read through direct
@@ -162,6 +164,7 @@ mod program {
             proto,
             icmp_type: 0,
             related: None,
+            l4,
         };
         match proto {
             TCP | UDP | SCTP => {
@@ -457,6 +460,11 @@ mod program {
             }
         };
         if new {
+            let enforced = if egress {
+                EP_EGRESS_DEFAULT_DENY
+            } else {
+                EP_INGRESS_DEFAULT_DENY
+            };
             let (match_proto, match_prefix, match_dport) = match v.entry {
                 // SAFETY: a pointer into the policy map's value, valid for
                 // this run.
@@ -488,6 +496,18 @@ mod program {
                 match_prefix,
                 match_dport,
                 len,
+                flags: if ep.flags & enforced != 0 {
+                    EVENT_ENFORCED
+                } else {
+                    0
+                },
+                // Read only here, once per connection: byte 13 of the TCP
+                // header.
+                tcp_flags: match p.proto {
+                    TCP => ctx.load::<u8>(p.l4 + 13).unwrap_or(0),
+                    ICMP => p.icmp_type,
+                    _ => 0,
+                },
                 _pad: 0,
             };
             if POLICY_EVENTS.output::<VerdictEvent>(&ev, 0).is_err() {

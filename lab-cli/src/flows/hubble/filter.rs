@@ -6,7 +6,8 @@
 //! labctl supports the fields its own filters cover, and a few that cost
 //! nothing: `verdict`, `source_pod`, `destination_pod`, `source_ip`,
 //! `destination_ip`, `protocol`, `source_port`, `destination_port`,
-//! `drop_reason_desc`, `ip_version`. Any other field set in a request is
+//! `drop_reason_desc`, `ip_version`, `event_type` (`hubble observe --type
+//! drop|policy-verdict`). Any other field set in a request is
 //! refused by name ([`Unsupported`]), never ignored.
 
 use std::net::IpAddr;
@@ -30,6 +31,7 @@ pub const SUPPORTED: &[&str] = &[
     "destination_port",
     "drop_reason_desc",
     "ip_version",
+    "event_type",
 ];
 
 /// A request labctl cannot answer as asked.
@@ -140,6 +142,10 @@ struct Filter {
     destination_port: Vec<u16>,
     drop_reason_desc: Vec<i32>,
     ip_version: Vec<i32>,
+    /// (type, sub type if matched): Cilium's monitor message types; labctl's
+    /// flows are drops (1) and policy verdicts (5), connection events have
+    /// none.
+    event_type: Vec<(i32, Option<i32>)>,
 }
 
 fn ips(field: &'static str, values: &[String]) -> Result<Vec<IpNet>, Unsupported> {
@@ -235,7 +241,6 @@ impl Filter {
             ),
             ("traffic_direction", !traffic_direction.is_empty()),
             ("interface", !interface.is_empty()),
-            ("event_type", !event_type.is_empty()),
             ("http_status_code", !http_status_code.is_empty()),
             ("reply", !reply.is_empty()),
             ("dns_query", !dns_query.is_empty()),
@@ -278,6 +283,10 @@ impl Filter {
             destination_port: ports("destination_port", destination_port)?,
             drop_reason_desc: drop_reason_desc.clone(),
             ip_version: ip_version.clone(),
+            event_type: event_type
+                .iter()
+                .map(|e| (e.r#type, e.match_sub_type.then_some(e.sub_type)))
+                .collect(),
         })
     }
 
@@ -315,6 +324,11 @@ impl Filter {
             && any(&self.destination_port, |p| dport == Some(u32::from(*p)))
             && any(&self.drop_reason_desc, |r| *r == f.drop_reason_desc)
             && any(&self.ip_version, |v| ip.is_some_and(|i| i.ip_version == *v))
+            && any(&self.event_type, |(t, sub)| {
+                f.event_type
+                    .as_ref()
+                    .is_some_and(|e| e.r#type == *t && sub.is_none_or(|s| e.sub_type == s))
+            })
     }
 }
 
@@ -475,6 +489,36 @@ mod tests {
             vec![],
             vec![f(|f| f.source_port = vec!["40001".into()])]
         ));
+        // `hubble observe --type policy-verdict` (5) and `--type drop`
+        // (1, any sub type unless asked): a flow without an event type
+        // (a connection event) matches neither.
+        let types = |t: i32, sub: Option<i32>| {
+            let filter = FlowFilter {
+                event_type: vec![crate::flows::hubble::pb::flow::EventTypeFilter {
+                    r#type: t,
+                    match_sub_type: sub.is_some(),
+                    sub_type: sub.unwrap_or(0),
+                }],
+                ..Default::default()
+            };
+            Filters::from_request(&request(vec![filter], vec![])).unwrap()
+        };
+        assert!(!types(5, None).matches(&flow()));
+        let mut verdict = flow();
+        verdict.event_type = Some(crate::flows::hubble::pb::flow::CiliumEventType {
+            r#type: 5,
+            sub_type: 0,
+        });
+        assert!(types(5, None).matches(&verdict));
+        assert!(!types(1, None).matches(&verdict));
+        let mut drop = flow();
+        drop.event_type = Some(crate::flows::hubble::pb::flow::CiliumEventType {
+            r#type: 1,
+            sub_type: 133,
+        });
+        assert!(types(1, None).matches(&drop));
+        assert!(types(1, Some(133)).matches(&drop));
+        assert!(!types(1, Some(181)).matches(&drop));
     }
 
     #[test]

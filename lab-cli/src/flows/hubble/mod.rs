@@ -100,6 +100,11 @@ pub fn is_hubble_drop_reason(name: &str) -> bool {
     pb::flow::DropReason::from_str_name(name).is_some()
 }
 
+/// The number of a Hubble (Cilium) drop reason (`POLICY_DENIED`: 133).
+pub fn drop_reason_code(name: &str) -> Option<i32> {
+    pb::flow::DropReason::from_str_name(name).map(|r| r as i32)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
