@@ -186,7 +186,11 @@ mod program {
         // the header reads, the costliest part per drop.
         let packet_filters = cfg.l4proto != 0 || cfg.port != 0 || cfg.flags & flags::HOST != 0;
         if cfg.flags & flags::SUMMARY_ONLY == 0 || packet_filters {
-            packet::parse(skb, off, &mut ev);
+            packet::parse(
+                field::<DIRECT, u64>(skb, off.skb_head),
+                field::<DIRECT, u16>(skb, off.skb_network_header),
+                &mut ev,
+            );
         }
 
         if cfg.l4proto != 0 && ev.l4proto != cfg.l4proto {
