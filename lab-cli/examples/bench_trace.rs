@@ -11,9 +11,9 @@
 //!   addresses);
 //! - dropwatch, where the kernel has the NET_DM drop monitor.
 //!
-//! Rounds are interleaved; each contender's rate is a ratio to the no-tracer
-//! rate of the same round, reported as median (min–max) with events
-//! delivered and lost.
+//! Rounds are interleaved; each contender's run follows a no-tracer storm
+//! and its rate is a ratio to that one, reported as median (min–max) with
+//! events delivered and lost.
 
 #![allow(
     clippy::unwrap_used,
@@ -121,9 +121,13 @@ fn main() -> anyhow::Result<()> {
     let mut counts: Vec<Vec<Counts>> = vec![Vec::new(); Contender::ALL.len()];
     let mut base = Vec::new();
     for round in 0..ROUNDS {
-        let (baseline, _) = storm(&socket)?;
-        base.push(baseline);
         for (i, c) in Contender::ALL.iter().enumerate() {
+            // Each run paired with a no-tracer storm just before it: the
+            // VM's rate drifts by several percent within a round (one
+            // baseline per round gave no-tracer spreads of 191,000–212,000
+            // pkt/s and contender ratios swinging with them).
+            let (baseline, _) = storm(&socket)?;
+            base.push(baseline);
             let (rate, n) =
                 run(&ctx, *c, &socket).with_context(|| format!("round {round}: {}", c.label()))?;
             ratios[i].push(rate / baseline);
@@ -141,7 +145,7 @@ fn main() -> anyhow::Result<()> {
         Spread::of(&base).show(0)
     );
     println!(
-        "  ratio to the no-tracer rate of the same round, median (min–max); events per round (median)"
+        "  ratio to the no-tracer run just before, median (min–max); events per round (median)"
     );
     for (i, c) in Contender::ALL.iter().enumerate() {
         let med = |f: fn(&Counts) -> u64| {

@@ -75,3 +75,27 @@ pub fn now_ns() -> u64 {
     // SAFETY: the helper takes no arguments and touches no memory.
     unsafe { bpf_ktime_get_ns() }
 }
+
+/// Writes `*src` to `dst` eight bytes at a time. A plain struct copy is
+/// lowered on BPF to a call of compiler_builtins' `memmove`, which copies
+/// byte by byte: for a drop event (88 bytes) 88 iterations of 8
+/// instructions per drop, seen in a storm's profile as a fifth of the
+/// tracer's own cost. Volatile stores cannot be merged back into that call.
+///
+/// # Safety
+/// `dst` must be valid for a write of a `T` and 8-byte aligned (a ring
+/// buffer record, a map value).
+#[inline(always)]
+pub unsafe fn copy_words<T: Copy>(dst: *mut T, src: &T) {
+    const {
+        assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8);
+    }
+    let d = dst.cast::<u64>();
+    let s = core::ptr::from_ref(src).cast::<u64>();
+    let mut i = 0;
+    while i < size_of::<T>() / 8 {
+        // SAFETY: i < size_of::<T>() / 8 words of two aligned Ts.
+        unsafe { d.add(i).write_volatile(s.add(i).read()) };
+        i += 1;
+    }
+}

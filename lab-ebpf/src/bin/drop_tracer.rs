@@ -31,7 +31,7 @@ mod program {
         verdict,
     };
     use lab_ebpf::{
-        kernel::{devless_netns_ino, read},
+        kernel::{copy_words, devless_netns_ino, read},
         packet,
     };
 
@@ -257,7 +257,8 @@ mod program {
     fn send_event(ev: &DropEvent) -> bool {
         match EVENTS.reserve::<DropEvent>(0) {
             Some(mut slot) => {
-                slot.write(*ev);
+                // SAFETY: a reserved record of a DropEvent, 8-byte aligned.
+                unsafe { copy_words(slot.as_mut_ptr(), ev) };
                 slot.submit(wake_flags());
                 true
             }
@@ -313,11 +314,14 @@ mod program {
                 caplen = n;
             }
         }
-        let mut ev = *ev;
-        ev.caplen = caplen;
-        // SAFETY: `rec` points at the reserved record; only its event part
-        // is written here (the data bytes were written above).
-        unsafe { core::ptr::addr_of_mut!((*rec).ev).write(ev) };
+        // SAFETY: `rec` points at the reserved record (8-byte aligned);
+        // only its event part is written here (the data bytes were written
+        // above).
+        unsafe {
+            let dst = core::ptr::addr_of_mut!((*rec).ev);
+            copy_words(dst, ev);
+            core::ptr::addr_of_mut!((*dst).caplen).write(caplen);
+        }
         slot.submit(wake_flags());
         true
     }
