@@ -88,7 +88,7 @@ pub fn now_ns() -> u64 {
 #[inline(always)]
 pub unsafe fn copy_words<T: Copy>(dst: *mut T, src: &T) {
     const {
-        assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8);
+        assert!(size_of::<T>().is_multiple_of(8) && align_of::<T>() >= 8);
     }
     let d = dst.cast::<u64>();
     let s = core::ptr::from_ref(src).cast::<u64>();

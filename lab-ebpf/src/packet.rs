@@ -203,8 +203,8 @@ fn ipv6_l4(mut at: u64, mut next: u8, ev: &mut DropEvent) -> Option<u64> {
 fn set_mapped_v4(dst: &mut [u8; 16], a: [u8; 4]) {
     const {
         assert!(
-            core::mem::offset_of!(DropEvent, saddr) % 4 == 0
-                && core::mem::offset_of!(DropEvent, daddr) % 4 == 0
+            core::mem::offset_of!(DropEvent, saddr).is_multiple_of(4)
+                && core::mem::offset_of!(DropEvent, daddr).is_multiple_of(4)
                 && align_of::<DropEvent>() >= 4
         );
     }
