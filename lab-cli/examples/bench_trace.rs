@@ -39,7 +39,7 @@ use lab_cli::{
 };
 
 const STORM: Duration = Duration::from_secs(3);
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 const SENDER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const RECEIVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 2), 9);
 
