@@ -785,3 +785,66 @@ fn a_dry_run_plans_what_the_change_then_writes() {
         lab.down().unwrap();
     }
 }
+
+/// `svc add` killed between its two nodes' writes: node1 holds the new
+/// service (and `svc list` shows it, read from the kernel), node2 does
+/// not, and the record does not claim it; the obvious next command (the
+/// same `svc add`) writes only what node2 misses, and both nodes then hold
+/// it.
+#[test]
+fn a_killed_svc_add_is_completed_by_the_next_one() {
+    if !common::privileged("a_killed_svc_add_is_completed_by_the_next_one") {
+        return;
+    }
+    let lab = common::lab_with(
+        "service",
+        "skl",
+        LabOptions {
+            kube_proxy: Some(KubeProxyMode::Nftables),
+            ..Default::default()
+        },
+    );
+    let name = lab.name().to_owned();
+    let holds_api = |node: &str| {
+        let ns = lab.netns(node).unwrap();
+        lab_cli::kernel::tool::run(&ns, "nft", &["list", "table", "ip", "kube-proxy"], None)
+            .unwrap_or_default()
+            .contains("10.96.0.77")
+    };
+    let add = ["svc", "add", "api", "--vip", "10.96.0.77", "--lab", &name];
+    let child = labctl()
+        .args(add)
+        .env(lab_cli::kernel::datapath::PART_DELAY_ENV, "5000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !holds_api("node1") {
+        assert!(Instant::now() < deadline, "node1 never written");
+        thread::sleep(Duration::from_millis(10));
+    }
+    common::signal(&child, Signal::SIGKILL);
+    let mut child = child;
+    child.wait().unwrap();
+    assert!(!holds_api("node2"), "killed before node2");
+
+    // The record does not claim it (or this add would be refused as
+    // existing); node1's half is not written twice.
+    let done: Value = serde_json::from_str(&run(&[&add[..], &["-o", "json"]].concat())).unwrap();
+    // The no-endpoints map is rewritten whole on every sync (as
+    // kube-proxy does); the service's chains only where they are missing.
+    let chains = |i: usize| {
+        done["plan"][i]["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l.as_str().unwrap().starts_with("add chain"))
+            .count()
+    };
+    assert_eq!(chains(0), 0, "node1 had it already: {done}");
+    assert_eq!(chains(1), 2, "node2 gets what it missed (tcp, udp): {done}");
+    assert!(holds_api("node1") && holds_api("node2"));
+    let out = run(&["svc", "list", "--lab", &name, "-o", "json"]);
+    assert!(out.contains(&format!("{name}/api")), "{out}");
+}

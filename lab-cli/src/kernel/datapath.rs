@@ -129,6 +129,9 @@ impl<W> Plan<W> {
         E: Error + Send + Sync + 'static,
     {
         for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                part_delay();
+            }
             write(&part.write).map_err(|e| ApplyError {
                 target: part.target.clone(),
                 written: self.parts[..i].iter().map(|p| p.target.clone()).collect(),
@@ -136,6 +139,19 @@ impl<W> Plan<W> {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Milliseconds to wait between two parts of a plan (tests that kill a
+/// command between two nodes' writes only; 5 s at most, Ctrl-C ends it).
+pub const PART_DELAY_ENV: &str = "LABCTL_TEST_PART_DELAY_MS";
+
+fn part_delay() {
+    if let Some(ms) = std::env::var(PART_DELAY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        crate::kernel::interrupt::wait(std::time::Duration::from_millis(ms.min(5000)));
     }
 }
 
