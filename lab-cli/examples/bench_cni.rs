@@ -21,22 +21,8 @@ use std::time::Instant;
 
 use common::Spread;
 use kind::{Cluster, Cni};
-use serde_json::Value;
 
 const ROUNDS: usize = 9;
-
-fn labctl_conflist(pod_cidr: &str) -> Value {
-    serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "labctl",
-        "plugins": [{
-            "type": "labctl-cni",
-            "mtu": 1500,
-            "ipam": {"subnet": pod_cidr},
-            "labctl": {"masquerade": "netfilter", "clusterCIDR": "10.244.0.0/16"}
-        }]
-    })
-}
 
 /// Milliseconds from RunPodSandbox to an address, then removes the pod.
 fn one_pod(cluster: &mut Cluster, round: usize) -> f64 {
@@ -55,7 +41,7 @@ fn main() {
         1,
         &Cni::Labctl {
             binary: labctl.into(),
-            conflist: labctl_conflist,
+            conflist: kind::labctl_conflist,
         },
     );
     // A first pod in each: images unpacked, plugins paged in.

@@ -694,20 +694,6 @@ fn node_policy(cluster: &mut Cluster) {
     eprintln!("node policy in {:?}", t.elapsed());
 }
 
-/// The conflist `scripts/kind.sh --cni` installs, for one node's pod CIDR.
-fn labctl_conflist(pod_cidr: &str) -> Value {
-    serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "labctl",
-        "plugins": [{
-            "type": "labctl-cni",
-            "mtu": 1500,
-            "ipam": {"subnet": pod_cidr},
-            "labctl": {"masquerade": "netfilter", "clusterCIDR": "10.244.0.0/16"}
-        }]
-    })
-}
-
 /// Accepts one connection on `listener` within 5 s; the peer's address.
 fn accept_one(listener: &TcpListener) -> Ipv4Addr {
     listener.set_nonblocking(true).unwrap();
@@ -757,7 +743,7 @@ fn containerd_calls_labctl_as_its_cni_plugin() {
     }
     let cni = kind::Cni::Labctl {
         binary: node_binary(),
-        conflist: labctl_conflist,
+        conflist: kind::labctl_conflist,
     };
     let mut cluster = Cluster::up_with("cni", 2, &cni);
     let a = cluster.nodes[0].run_pod("default", "a");

@@ -671,11 +671,7 @@ impl VerdictReader {
         } else {
             (ev.remote_identity, ev.local_identity)
         };
-        let reason = match (allowed, deny) {
-            (true, _) => None,
-            (false, true) => Some(POLICY_DENY),
-            (false, false) => Some(POLICY_DENIED),
-        };
+        let reason = verdict_reason(allowed, deny);
         Some(Flow::from_policy(
             &packet,
             reason,
@@ -731,11 +727,7 @@ impl VerdictReader {
         }
         self.seen.insert(key, now);
         let names = self.names(ino, &packet, egress, v.allowed, v.deny_rule);
-        let reason = match (v.allowed, v.deny_rule) {
-            (true, _) => None,
-            (false, true) => Some(POLICY_DENY),
-            (false, false) => Some(POLICY_DENIED),
-        };
+        let reason = verdict_reason(v.allowed, v.deny_rule);
         Some(Flow::from_policy(
             &packet,
             reason,
@@ -792,6 +784,16 @@ fn tracker_changes(watched: &mut HashMap<u64, Watched>, pods: &mut Pods) -> Vec<
         w.tracked = now;
     }
     flows
+}
+
+/// The drop reason a policy verdict carries: none when allowed,
+/// `POLICY_DENY` for a deny rule, `POLICY_DENIED` for a default deny.
+fn verdict_reason(allowed: bool, deny_rule: bool) -> Option<&'static str> {
+    match (allowed, deny_rule) {
+        (true, _) => None,
+        (false, true) => Some(POLICY_DENY),
+        (false, false) => Some(POLICY_DENIED),
+    }
 }
 
 #[cfg(test)]

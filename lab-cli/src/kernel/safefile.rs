@@ -247,39 +247,26 @@ impl Dir {
     /// A lock file `name`: opened (made with `mode` if missing) for
     /// writing, never through a link, a regular file only.
     pub fn lock_file(&self, name: &OsStr, mode: u32) -> Result<File, SafeFileError> {
-        check_name(name)?;
-        let path = self.join(name);
-        let fd = openat(
-            &self.fd,
-            name,
-            OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC
-                | OFlag::O_NONBLOCK,
-            Mode::from_bits_truncate(mode),
-        )
-        .map_err(|e| match e {
-            Errno::ELOOP => SafeFileError::Symlink { path: path.clone() },
-            e => errno("open", &path)(e),
-        })?;
-        let st = fstat(&fd).map_err(errno("open", &path))?;
-        if kind(&st) != SFlag::S_IFREG {
-            return Err(SafeFileError::NotRegular { path });
-        }
-        Ok(File::from(fd))
+        self.open_regular(name, OFlag::empty(), mode)
     }
 
     /// Regular file `name` opened for appending (made with `mode` if
     /// missing), never through a link: a log that grows line by line.
     pub fn append(&self, name: &OsStr, mode: u32) -> Result<File, SafeFileError> {
+        self.open_regular(name, OFlag::O_APPEND, mode)
+    }
+
+    /// Regular file `name` opened for writing with `extra` flags, made
+    /// with `mode` if missing, never through a link (nor blocking on a
+    /// FIFO planted in its place: refused as not regular).
+    fn open_regular(&self, name: &OsStr, extra: OFlag, mode: u32) -> Result<File, SafeFileError> {
         check_name(name)?;
         let path = self.join(name);
         let fd = openat(
             &self.fd,
             name,
             OFlag::O_WRONLY
-                | OFlag::O_APPEND
+                | extra
                 | OFlag::O_CREAT
                 | OFlag::O_NOFOLLOW
                 | OFlag::O_CLOEXEC

@@ -1152,30 +1152,31 @@ impl DropLab {
         })
     }
 
-    fn judge(&self, q: &PolicyQuery) -> Option<PolicyNames> {
+    /// The lab's policies' verdict on the tuple of `q` (IPv4 only), with
+    /// the evaluator that gave it and the two parties it judged.
+    fn evaluate(&self, q: &PolicyQuery) -> Option<(Evaluator<'_>, [Party; 2], Verdict)> {
         let (IpAddr::V4(src), IpAddr::V4(dst)) = (q.src, q.dst) else {
             return None;
         };
-        let from = self.cluster.party(Ipv4Net::from(src));
-        let to = self.cluster.party(Ipv4Net::from(dst));
         let eval = Evaluator::new(
             &self.cluster,
             self.identities.clone(),
             &self.lab.state.policies,
             flavor(&self.lab),
         );
-        let protocol = match q.l4proto {
-            6 => Protocol::Tcp,
-            17 => Protocol::Udp,
-            132 => Protocol::Sctp,
-            _ => Protocol::Any,
-        };
+        let from = self.cluster.party(Ipv4Net::from(src));
+        let to = self.cluster.party(Ipv4Net::from(dst));
         let verdict = eval.evaluate(&Query {
             from,
             to,
             port: q.dport,
-            protocol,
+            protocol: protocol_of(q.l4proto),
         });
+        Some((eval, [from, to], verdict))
+    }
+
+    fn judge(&self, q: &PolicyQuery) -> Option<PolicyNames> {
+        let (eval, [from, to], verdict) = self.evaluate(q)?;
         let hop = if q.egress {
             &verdict.egress
         } else {
@@ -1188,11 +1189,6 @@ impl DropLab {
         let name_of = |p: Party| match p {
             Party::Pod(i) => self.cluster.pods[i].name.clone(),
             Party::Net(n) => n.addr().to_string(),
-        };
-        let policy_ref = |key: &PolicyKey| PolicyRef {
-            kind: key.kind.as_str(),
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
         };
         let (policies, rule, note) = match &hop.outcome {
             Outcome::Denied { rule } => {
@@ -1259,32 +1255,11 @@ impl DropLab {
     /// The names of a verdict the datapath gave (`allowed` or not) on the
     /// tuple of `q`, judged again with the lab's policies.
     fn verdict_names(&self, q: &PolicyQuery, allowed: bool) -> Option<VerdictNames> {
-        let (IpAddr::V4(src), IpAddr::V4(dst)) = (q.src, q.dst) else {
-            return None;
-        };
-        let from = self.cluster.party(Ipv4Net::from(src));
-        let to = self.cluster.party(Ipv4Net::from(dst));
-        let eval = Evaluator::new(
-            &self.cluster,
-            self.identities.clone(),
-            &self.lab.state.policies,
-            flavor(&self.lab),
-        );
-        let verdict = eval.evaluate(&Query {
-            from,
-            to,
-            port: q.dport,
-            protocol: protocol_of(q.l4proto),
-        });
+        let (eval, [from, to], verdict) = self.evaluate(q)?;
         let hop = if q.egress {
             &verdict.egress
         } else {
             &verdict.ingress
-        };
-        let policy_ref = |key: &PolicyKey| PolicyRef {
-            kind: key.kind.as_str(),
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
         };
         let (policies, rule) = match (&hop.outcome, allowed) {
             (Outcome::Allowed { rule }, true) | (Outcome::Denied { rule }, false) => {
@@ -1317,6 +1292,15 @@ impl DropLab {
             src_labels: identity::display(&eval.labels(from, pod_of(to))),
             dst_labels: identity::display(&eval.labels(to, pod_of(from))),
         })
+    }
+}
+
+/// A policy's key as the names of a flow carry it.
+fn policy_ref(key: &PolicyKey) -> PolicyRef {
+    PolicyRef {
+        kind: key.kind.as_str(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
     }
 }
 

@@ -83,24 +83,8 @@ fn policy_json(flow: &mut Map<String, Value>, f: &Flow, p: &PolicyVerdict) {
     let Some(n) = &p.names else {
         return;
     };
-    let policies: Vec<Value> = n
-        .policies
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.name,
-                "namespace": p.namespace,
-                "labels": [
-                    format!("k8s:io.cilium.k8s.policy.derived-from={}", p.kind),
-                    format!("k8s:io.cilium.k8s.policy.name={}", p.name),
-                    format!("k8s:io.cilium.k8s.policy.namespace={}", p.namespace),
-                ],
-                "kind": p.kind,
-            })
-        })
-        .collect();
     let key = format!("{}_denied_by", p.direction);
-    flow.insert(key, Value::Array(policies));
+    flow.insert(key, policy_refs_json(&n.policies));
 }
 
 /// Cilium's monitor message type of a policy verdict

@@ -957,12 +957,7 @@ impl PolicyDatapath for Ebpf {
         let mut out = Vec::new();
         for hop in [&verdict.egress, &verdict.ingress] {
             let Some(pod) = &hop.pod else { continue };
-            let Some(node) = self
-                .nodes
-                .nodes
-                .iter()
-                .find(|n| n.pods.iter().any(|p| p.name == *pod))
-            else {
+            let Some(node) = self.nodes.holding(pod) else {
                 continue;
             };
             let egress = hop.direction == Direction::Egress;

@@ -54,6 +54,15 @@ pub struct Nodes {
     pub nodes: Vec<Node>,
 }
 
+impl Nodes {
+    /// The node that holds pod `pod`.
+    pub fn holding(&self, pod: &str) -> Option<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.pods.iter().any(|p| p.name == pod))
+    }
+}
+
 /// One node.
 #[derive(Debug)]
 pub struct Node {

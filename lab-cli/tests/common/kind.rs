@@ -201,6 +201,20 @@ pub struct Pod {
     pub netns_ino: u64,
 }
 
+/// The conflist `scripts/kind.sh --cni` installs, for one node's pod CIDR.
+pub fn labctl_conflist(pod_cidr: &str) -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "labctl",
+        "plugins": [{
+            "type": "labctl-cni",
+            "mtu": 1500,
+            "ipam": {"subnet": pod_cidr},
+            "labctl": {"masquerade": "netfilter", "clusterCIDR": "10.244.0.0/16"}
+        }]
+    })
+}
+
 /// The network plugin containerd calls for pods.
 #[derive(Clone)]
 pub enum Cni {
