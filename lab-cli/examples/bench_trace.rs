@@ -11,9 +11,10 @@
 //!   addresses);
 //! - dropwatch, where the kernel has the NET_DM drop monitor.
 //!
-//! Rounds are interleaved; each contender's run follows a no-tracer storm
-//! and its rate is a ratio to that one, reported as median (min–max) with
-//! events delivered and lost.
+//! Rounds are interleaved; each contender's run sits between two no-tracer
+//! storms and its rate is a ratio to their mean, reported as median
+//! (min–max) with events delivered and lost. `LABCTL_BENCH_ONLY=json,summary`
+//! runs only the contenders whose label holds one of those words.
 
 #![allow(
     clippy::unwrap_used,
@@ -117,21 +118,29 @@ fn main() -> anyhow::Result<()> {
         consumed: reasons.value("CONSUMED").unwrap_or(1),
     };
 
+    let chosen = chosen()?;
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); Contender::ALL.len()];
     let mut counts: Vec<Vec<Counts>> = vec![Vec::new(); Contender::ALL.len()];
     let mut base = Vec::new();
     for round in 0..ROUNDS {
+        // Each run between two no-tracer storms, its rate a ratio to their
+        // mean: the VM's rate drifts by several percent within a round
+        // (one baseline per round gave no-tracer spreads of
+        // 191,000–212,000 pkt/s and contender ratios swinging with them;
+        // one just before each run still left a drift within the pair).
+        let (mut before, _) = storm(&socket)?;
+        base.push(before);
         for (i, c) in Contender::ALL.iter().enumerate() {
-            // Each run paired with a no-tracer storm just before it: the
-            // VM's rate drifts by several percent within a round (one
-            // baseline per round gave no-tracer spreads of 191,000–212,000
-            // pkt/s and contender ratios swinging with them).
-            let (baseline, _) = storm(&socket)?;
-            base.push(baseline);
+            if !chosen.contains(c) {
+                continue;
+            }
             let (rate, n) =
                 run(&ctx, *c, &socket).with_context(|| format!("round {round}: {}", c.label()))?;
-            ratios[i].push(rate / baseline);
+            let (after, _) = storm(&socket)?;
+            base.push(after);
+            ratios[i].push(rate / ((before + after) / 2.0));
             counts[i].push(n);
+            before = after;
         }
     }
 
@@ -145,9 +154,12 @@ fn main() -> anyhow::Result<()> {
         Spread::of(&base).show(0)
     );
     println!(
-        "  ratio to the no-tracer run just before, median (min–max); events per round (median)"
+        "  ratio to the mean of the no-tracer runs around it, median (min–max); events per round (median)"
     );
     for (i, c) in Contender::ALL.iter().enumerate() {
+        if !chosen.contains(c) {
+            continue;
+        }
         let med = |f: fn(&Counts) -> u64| {
             let mut v: Vec<u64> = counts[i].iter().map(f).collect();
             v.sort_unstable();
@@ -176,6 +188,31 @@ fn main() -> anyhow::Result<()> {
     ns.delete()?;
     tx.delete()?;
     Ok(())
+}
+
+/// The contenders to run: all, or those whose label contains one of the
+/// comma-separated words in `LABCTL_BENCH_ONLY` (`json,summary` runs
+/// labctl's two modes only, for a quicker look while working on them).
+fn chosen() -> anyhow::Result<Vec<Contender>> {
+    let Ok(only) = std::env::var("LABCTL_BENCH_ONLY") else {
+        return Ok(Contender::ALL.to_vec());
+    };
+    let words: Vec<&str> = only
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .collect();
+    let chosen: Vec<Contender> = Contender::ALL
+        .into_iter()
+        .filter(|c| words.iter().any(|w| c.label().contains(w)))
+        .collect();
+    if chosen.is_empty() {
+        bail!(
+            "LABCTL_BENCH_ONLY={only:?} names no contender: words are matched against {}",
+            Contender::ALL.map(Contender::label).join(", ")
+        );
+    }
+    Ok(chosen)
 }
 
 /// Sends as fast as possible for STORM; returns packets per second and
