@@ -98,12 +98,31 @@ pub struct TraceConfig {
     /// 0: no packet bytes; else each event carries up to this many bytes
     /// of the packet from its network header (`--pcap`, `--snaplen`).
     pub snaplen: u32,
-    pub _pad1: u32,
+    /// The reader is woken each time this many bytes (a power of two) have
+    /// been written to the ring buffer ([`wakeup_bytes`] of its size; 0:
+    /// only the reader's poll timeout).
+    pub wakeup_bytes: u32,
     /// Keeps `reasons` 8-aligned with no padding before it.
     pub _pad2: u32,
     /// One bit per reason code: with REASON_INCLUDE the allowed ones,
     /// otherwise the excluded ones.
     pub reasons: [u64; REASON_BITS / 64],
+}
+
+/// The most unread data the ring buffer's reader is left with before it is
+/// woken (it also polls on a timeout).
+pub const WAKEUP_BYTES_MAX: u32 = 64 * 1024;
+
+/// How often the reader of a ring buffer of `ring_bytes` (a power of two)
+/// is woken: every 64 KiB written, or every quarter of a smaller ring, so
+/// that a small ring (`--ring-size 16K`) is read before it fills.
+pub const fn wakeup_bytes(ring_bytes: u32) -> u32 {
+    let quarter = ring_bytes / 4;
+    if quarter < WAKEUP_BYTES_MAX {
+        quarter
+    } else {
+        WAKEUP_BYTES_MAX
+    }
 }
 
 impl TraceConfig {
@@ -121,7 +140,7 @@ impl TraceConfig {
         policy_reasons: 0,
         host: [0; 16],
         snaplen: 0,
-        _pad1: 0,
+        wakeup_bytes: 0,
         _pad2: 0,
         reasons: [0; REASON_BITS / 64],
     };
@@ -317,6 +336,15 @@ mod tests {
             size_of::<DropEvent>(),
             8 + 8 + 4 * 4 + 2 * 3 + 6 + 32 + 4 + 8
         );
+    }
+
+    #[test]
+    fn the_reader_is_woken_within_a_quarter_of_its_ring() {
+        assert_eq!(wakeup_bytes(4096), 1024);
+        assert_eq!(wakeup_bytes(64 * 1024), 16 * 1024);
+        assert_eq!(wakeup_bytes(256 * 1024), WAKEUP_BYTES_MAX);
+        assert_eq!(wakeup_bytes(1 << 28), WAKEUP_BYTES_MAX);
+        assert!(wakeup_bytes(8192).is_power_of_two());
     }
 
     #[test]

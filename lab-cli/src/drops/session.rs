@@ -418,7 +418,7 @@ pub fn run(opts: &TraceOptions, sink: &mut impl Sink) -> anyhow::Result<Summary>
         let before = events;
         let reached_count;
         (events, reached_count) = deliver(opts, &stop, &mut tracer, &mut resolver, sink, events)?;
-        busy = events > before;
+        busy = rest_after(events - before, opts);
         if reached_count {
             break;
         }
@@ -512,6 +512,14 @@ fn attach(
 /// much of a storm (4 MiB: about 200 ms at 200,000 drops a second), and
 /// a drop is shown this much later at most.
 const PACE: Duration = Duration::from_millis(10);
+
+/// Whether to rest [`PACE`] after a batch of `n` events: when it had
+/// events and took less than an eighth of the ring buffer, so that a small
+/// ring (`--ring-size`) is read again at once rather than left to fill.
+fn rest_after(n: u64, opts: &TraceOptions) -> bool {
+    let record = (size_of::<lab_common::trace::DropEvent>() + 8) as u64 + u64::from(opts.snaplen);
+    n > 0 && n.saturating_mul(record) < u64::from(opts.ring_bytes) / 8
+}
 
 /// Waits up to 50 ms for the ring buffer to have something, less when the
 /// session stops meanwhile; after a batch that had events (`busy`), rests
@@ -648,6 +656,25 @@ fn summarize(tracer: &DropTracer, r: &Resolver, events: u64) -> anyhow::Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reader_rests_only_while_its_ring_has_room() {
+        let big = TraceOptions::default();
+        assert!(!rest_after(0, &big), "an empty batch waits on the ring");
+        assert!(rest_after(3_000, &big), "a storm's batch in 4 MiB");
+        assert!(!rest_after(10_000, &big), "an eighth of 4 MiB or more");
+        let small = TraceOptions {
+            ring_bytes: 16 * 1024,
+            ..TraceOptions::default()
+        };
+        assert!(rest_after(5, &small));
+        assert!(!rest_after(30, &small), "16 KiB is read again at once");
+        let pcap = TraceOptions {
+            snaplen: 2048,
+            ..TraceOptions::default()
+        };
+        assert!(!rest_after(3_000, &pcap), "packets make records larger");
+    }
 
     #[test]
     fn stacks_start_where_the_skb_was_freed() {

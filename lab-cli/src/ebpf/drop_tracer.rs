@@ -7,7 +7,7 @@ use aya::{
     maps::{HashMap as AyaHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{BtfTracePoint, TracePoint},
 };
-use lab_common::trace::{DropEvent, DropSite, LOST_INDEX, TraceConfig, flags};
+use lab_common::trace::{self, DropEvent, DropSite, LOST_INDEX, TraceConfig, flags};
 
 use super::{
     error::ProgramSetupError,
@@ -70,6 +70,7 @@ impl DropTracer {
         config.tp_location = format.field("location")?.offset;
         config.tp_reason = format.field("reason")?.offset;
         config.reason_consumed = reason_consumed;
+        config.wakeup_bytes = trace::wakeup_bytes(ring_bytes);
 
         let mut ebpf = load_object(OBJECT, objects::DROP_TRACER, |loader| {
             loader.override_global("CONFIG", &config, true);

@@ -37,9 +37,6 @@ mod program {
 
     lab_ebpf::license!();
 
-    /// Unread bytes in the ring buffer that justify waking the reader.
-    const WAKEUP_BYTES: u64 = 64 * 1024;
-
     #[unsafe(no_mangle)]
     static CONFIG: TraceConfig = TraceConfig::ZERO;
 
@@ -242,18 +239,20 @@ mod program {
     /// Waking the reader for every event costs more than the event itself
     /// in a drop storm: a wake-up is an irq_work whose self-IPI is an MSR
     /// write, a VM exit on a virtual machine. Wake it once per
-    /// WAKEUP_BYTES written: only the record that carries the ring's
-    /// producer position across a multiple of WAKEUP_BYTES wakes. (Waking
-    /// on every record while the unread data was above the mark spent a
-    /// quarter of the tracer's cost per drop whenever the reader fell
-    /// behind; waking when the unread data crossed the mark still woke
-    /// hundreds of times a batch, the reader draining around the mark.)
-    /// A crossing missed (two CPUs reserving at once) is caught by the
-    /// reader's poll timeout, which also shows a lone drop within it.
+    /// `wakeup_bytes` written (a power of two, 64 KiB or a quarter of a
+    /// smaller ring): only the record that carries the ring's producer
+    /// position across a multiple of it wakes. (Waking on every record
+    /// while the unread data was above the mark spent a quarter of the
+    /// tracer's cost per drop whenever the reader fell behind; waking when
+    /// the unread data crossed the mark still woke hundreds of times a
+    /// batch, the reader draining around the mark.) A crossing missed (two
+    /// CPUs reserving at once) is caught by the reader's poll timeout,
+    /// which also shows a lone drop within it.
     #[inline(always)]
     fn wake_flags(record: u64) -> u64 {
+        let mark = u64::from(config().wakeup_bytes);
         let written = EVENTS.query(u64::from(BPF_RB_PROD_POS));
-        if written % WAKEUP_BYTES < record {
+        if mark != 0 && written & (mark - 1) < record {
             u64::from(BPF_RB_FORCE_WAKEUP)
         } else {
             u64::from(BPF_RB_NO_WAKEUP)
