@@ -71,24 +71,8 @@ pub fn parse(head: u64, nh: u16, ev: &mut DropEvent) {
                 return;
             };
             ev.family = family::IPV6;
-            set_words(
-                &mut ev.saddr,
-                [
-                    ip.word::<8>(),
-                    ip.word::<12>(),
-                    ip.word::<16>(),
-                    ip.word::<20>(),
-                ],
-            );
-            set_words(
-                &mut ev.daddr,
-                [
-                    ip.word::<24>(),
-                    ip.word::<28>(),
-                    ip.word::<32>(),
-                    ip.word::<36>(),
-                ],
-            );
+            set_words(&mut ev.saddr, ip.words16::<8>());
+            set_words(&mut ev.daddr, ip.words16::<24>());
             match ipv6_l4(l3 + 40, ip.u8(6), ev) {
                 Some(l4) => l4,
                 None => return,
@@ -132,6 +116,20 @@ impl<const N: usize> Bytes<N> {
         const { assert!(AT.is_multiple_of(4) && AT + 4 <= N) };
         // SAFETY: in bounds and 4-byte aligned (asserted above).
         unsafe { self.0.as_ptr().add(AT).cast::<u32>().read() }
+    }
+
+    /// Sixteen bytes (an IPv6 address) as four loads.
+    #[inline(always)]
+    #[allow(
+        clippy::cast_ptr_alignment,
+        reason = "the buffer is 8-aligned and AT a multiple of 4 (asserted)"
+    )]
+    fn words16<const AT: usize>(&self) -> [u32; 4] {
+        const { assert!(AT.is_multiple_of(4) && AT + 16 <= N) };
+        // SAFETY: in bounds and 4-byte aligned (asserted above).
+        let p = unsafe { self.0.as_ptr().add(AT).cast::<u32>() };
+        // SAFETY: as above, each of the four words.
+        unsafe { [p.read(), p.add(1).read(), p.add(2).read(), p.add(3).read()] }
     }
 }
 

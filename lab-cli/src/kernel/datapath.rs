@@ -130,7 +130,7 @@ impl<W> Plan<W> {
     {
         for (i, part) in self.parts.iter().enumerate() {
             if i > 0 {
-                part_delay();
+                crate::kernel::interrupt::test_delay(PART_DELAY_ENV);
             }
             write(&part.write).map_err(|e| ApplyError {
                 target: part.target.clone(),
@@ -145,15 +145,6 @@ impl<W> Plan<W> {
 /// Milliseconds to wait between two parts of a plan (tests that kill a
 /// command between two nodes' writes only; 5 s at most, Ctrl-C ends it).
 pub const PART_DELAY_ENV: &str = "LABCTL_TEST_PART_DELAY_MS";
-
-fn part_delay() {
-    if let Some(ms) = std::env::var(PART_DELAY_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        crate::kernel::interrupt::wait(std::time::Duration::from_millis(ms.min(5000)));
-    }
-}
 
 /// Writing one part of a plan failed.
 #[derive(Debug, Error)]

@@ -116,6 +116,15 @@ pub fn wait(timeout: Duration) -> bool {
     requested()
 }
 
+/// Sleeps the milliseconds named by the environment variable `var`, when
+/// it is set (5 s at most; Ctrl-C ends it): a test's pause between two
+/// writes, to kill a command half-way.
+pub fn test_delay(var: &str) {
+    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()) {
+        wait(Duration::from_millis(ms.min(5000)));
+    }
+}
+
 /// A stop a caller owns, for a loop in another thread (a drop tracer the
 /// demo runs while it acts): [`Trigger::fire`] wakes a [`Stop`] made with
 /// it as a signal does. Clones fire the same stop.

@@ -116,12 +116,7 @@ impl Steps {
     fn next(&mut self, what: &str) -> Result<(), LabError> {
         self.done += 1;
         // Test hook: slow each step so a test can interrupt `up` half-way.
-        if let Some(ms) = std::env::var(STEP_DELAY_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            interrupt::wait(std::time::Duration::from_millis(ms.min(5000)));
-        }
+        interrupt::test_delay(STEP_DELAY_ENV);
         interrupt::check().map_err(|source| LabError::Interrupted {
             step: self.done,
             source,

@@ -968,15 +968,6 @@ fn missing(e: &ToolError) -> bool {
 /// `policy apply` half-way only; 5 s at most, Ctrl-C ends it).
 pub const NODE_DELAY_ENV: &str = "LABCTL_TEST_POLICY_NODE_DELAY_MS";
 
-fn node_delay() {
-    if let Some(ms) = std::env::var(NODE_DELAY_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        crate::kernel::interrupt::wait(std::time::Duration::from_millis(ms.min(5000)));
-    }
-}
-
 /// What the rules of a node's table counted (`nft -j list table`), by
 /// policy, direction and verdict, into `out`: a rule's comment names its
 /// policy (`NS/NAME SECTION[i]`), a chain's last rule is its default deny
@@ -1136,7 +1127,7 @@ impl PolicyDatapath for Netfilter {
             Write::Nft(run) if run.input.trim().is_empty() => Ok(()),
             Write::Nft(run) => {
                 if written > 0 {
-                    node_delay();
+                    crate::kernel::interrupt::test_delay(NODE_DELAY_ENV);
                 }
                 written += 1;
                 run.write().map_err(PolicyError::from)
