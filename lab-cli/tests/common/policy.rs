@@ -21,7 +21,7 @@ use std::{
     process::{Command, Output},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU16, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -204,6 +204,27 @@ impl Drop for Servers {
     }
 }
 
+/// The next source port for a UDP probe: one no earlier probe of this
+/// process used. A port the kernel picks may be one an earlier probe had,
+/// whose conntrack entry (30 s for UDP) an earlier policy set allowed: the
+/// new probe then passes as established (seen once: a denied cell read
+/// allowed, the cell allowed in the matrix just before).
+static NEXT_UDP_PORT: AtomicU16 = AtomicU16::new(20_000);
+
+/// A UDP socket bound to a source port no earlier probe used (see
+/// [`NEXT_UDP_PORT`]; ports taken in the namespace are skipped).
+fn fresh_udp_socket() -> UdpSocket {
+    loop {
+        let port = NEXT_UDP_PORT.fetch_add(1, Ordering::Relaxed);
+        assert!(port < 65_000, "UDP probes ran out of fresh source ports");
+        match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)) {
+            Ok(s) => return s,
+            Err(e) if e.kind() == ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("binding a probe to port {port}: {e}"),
+        }
+    }
+}
+
 /// One probe from `ns` to `to`: whether it was answered before `until`.
 pub fn probe(ns: &NetNs, tcp: bool, to: SocketAddr, until: Instant) -> bool {
     ns.run(|| {
@@ -215,7 +236,7 @@ pub fn probe(ns: &NetNs, tcp: bool, to: SocketAddr, until: Instant) -> bool {
                 Err(e) => panic!("connect to {to}: {e} (a server should listen there)"),
             }
         } else {
-            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+            let s = fresh_udp_socket();
             s.connect(to).unwrap();
             let mut buf = [0u8; 64];
             // Sent again every 200 ms (a lost datagram is not a denial);
