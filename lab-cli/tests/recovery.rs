@@ -304,26 +304,50 @@ fn lab_exec_exits_127_and_126_as_shells_do() {
 }
 
 /// Lines a child writes on a pipe, collected by a thread as they come.
-struct Lines(std::sync::Arc<std::sync::Mutex<String>>);
+struct Lines {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Set once the pipe reached its end (the writer exited).
+    eof: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Lines {
     fn of(pipe: impl std::io::Read + Send + 'static) -> Self {
         let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let into = text.clone();
+        let eof = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (into, ended) = (text.clone(), eof.clone());
         thread::spawn(move || {
             use std::io::BufRead as _;
             for line in std::io::BufReader::new(pipe).lines() {
-                let Ok(line) = line else { return };
+                let Ok(line) = line else { break };
                 let mut t = into.lock().unwrap();
                 t.push_str(&line);
                 t.push('\n');
             }
+            ended.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        Self(text)
+        Self { text, eof }
     }
 
+    /// What has come so far.
     fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Everything the child wrote, once it has exited: waits (5 s at most)
+    /// for the reader to reach the pipe's end, since the last lines may
+    /// still be on their way when the exit is seen (seen once under load:
+    /// a view's exit read before its last line).
+    fn all(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.eof.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                Instant::now() < deadline,
+                "the pipe never ended: {}",
+                self.text()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        self.text()
     }
 
     /// Waits (`secs` at most) until the text contains `what`.
@@ -365,7 +389,7 @@ fn a_command_waiting_for_the_lab_lock_exits_130_on_ctrl_c_and_names_the_holder()
     common::interrupt(&down);
     let (status, took) = exit_after(&mut down, sent);
     drop(held);
-    let said = common::said(stderr.text().as_bytes());
+    let said = common::said(stderr.all().as_bytes());
     assert_eq!(status.code(), Some(130), "{said}");
     assert!(
         took < Duration::from_secs(2),
@@ -387,7 +411,7 @@ fn a_command_waiting_for_the_lab_lock_exits_130_on_ctrl_c_and_names_the_holder()
     common::signal(&down, Signal::SIGTERM);
     let (status, took) = exit_after(&mut down, sent);
     drop(held);
-    assert_eq!(status.code(), Some(130), "{}", stderr.text());
+    assert_eq!(status.code(), Some(130), "{}", stderr.all());
     assert!(
         took < Duration::from_secs(2),
         "exited {took:?} after SIGTERM"
@@ -498,7 +522,7 @@ fn views_of_a_lab_stop_when_it_is_taken_down() {
     for (what, mut child, stderr, stdout) in scoped {
         // Noticed within a refresh or two of the namespaces going.
         let status = common::wait_exit(&mut child, 10);
-        let said = common::said(stderr.text().as_bytes());
+        let said = common::said(stderr.all().as_bytes());
         assert_eq!(status.code(), Some(0), "{what}: {said}");
         assert!(
             said.contains("stopped: ") && said.contains(&gone),
@@ -509,7 +533,7 @@ fn views_of_a_lab_stop_when_it_is_taken_down() {
             "{what}: stopped {:?} after lab down: {said}",
             down.elapsed()
         );
-        let out = stdout.text();
+        let out = stdout.all();
         match what {
             "trace --netns" | "trace --pod" => assert!(out.contains("summary after"), "{out}"),
             "watch" => assert!(out.contains("events,"), "{out}"),
